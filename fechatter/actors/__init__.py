@@ -1,0 +1,1 @@
+"""Actor core: ChatActors (one writer per chat), UserActors (one per online user)."""

@@ -1,0 +1,351 @@
+"""ChatActor: the one writer of a chat.
+
+It owns the chat's member set and roles (loaded once at start, then changed only here, so
+never stale) and its typing state. Every write to the chat — messages, membership, read
+markers, settings, deletion — arrives as a command in its bounded mailbox. Sends that queue
+up while a commit is running are committed together (group commit: one transaction for all
+of them, up to ``group_commit_max``). After a commit it publishes the events, built once, to
+the members. It never awaits anything but its mailbox and storage, so a slow client cannot
+slow the chat down.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import trio
+
+from fechatter import events
+from fechatter.actors.mailbox import Call
+from fechatter.errors import FechatterError, Forbidden, Invalid, NotFound
+from fechatter.events import Event, EventSink
+from fechatter.models import ChatRecord, ChatState, ChatType, Member, Message, NewMessage, Role
+from fechatter.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+# -- commands (immutable; replies named in each docstring) -------------------------------
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    """→ ``SendResult``."""
+
+    message: NewMessage
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message: Message
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AddMembers:
+    """→ ``list[Member]`` (only those newly added). Ids are workspace members (caller checks)."""
+
+    by: int
+    user_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMember:
+    """→ None. ``force`` skips the role check (workspace-level removal)."""
+
+    by: int
+    user_id: int
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """→ ``Member``. The caller is a workspace member (caller checks)."""
+
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    """→ None."""
+
+    user_id: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """→ None."""
+
+    user_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateChat:
+    """→ ``ChatRecord``."""
+
+    by: int
+    name: str | None
+    description: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteChat:
+    """→ None. ``already_deleted``: storage removed it (workspace deletion); just retire."""
+
+    by: int
+    already_deleted: bool = False
+
+
+ChatCommand = (
+    SendMessage | AddMembers | RemoveMember | Join | MarkRead | Typing | UpdateChat | DeleteChat
+)
+
+
+class ChatRetired(Exception):
+    """Raised inside the actor when the chat is gone; the actor stops."""
+
+
+class ChatActor:
+    """State and behaviour of one chat; ``Directory`` runs and supervises it."""
+
+    def __init__(
+        self,
+        state: ChatState,
+        storage: Storage,
+        sink: EventSink,
+        *,
+        group_commit_max: int,
+        typing_ttl: float,
+    ) -> None:
+        self.chat: ChatRecord = state.chat
+        self.members: dict[int, Role] = dict(state.members)
+        self.joined: dict[int, str] = dict(state.joined)
+        self._storage = storage
+        self._sink = sink
+        self._group_commit_max = group_commit_max
+        self._typing_ttl = typing_ttl
+        self._typing_until: dict[int, float] = {}
+        # Calls taken from the mailbox and not yet answered; failed by the supervisor on crash.
+        self.inflight: list[Call[Any]] = []
+
+    @property
+    def id(self) -> int:
+        return self.chat.id
+
+    async def handle_batch(self, calls: Sequence[Call[Any]]) -> None:
+        """Process calls in mailbox order; consecutive sends share one commit."""
+        self.inflight = list(calls)
+        sends: list[Call[Any]] = []
+        for call in calls:
+            if isinstance(call.command, SendMessage):
+                sends.append(call)
+                if len(sends) >= self._group_commit_max:
+                    await self._commit_sends(sends)
+                    sends = []
+                continue
+            if sends:
+                await self._commit_sends(sends)
+                sends = []
+            await self._handle_one(call)
+        if sends:
+            await self._commit_sends(sends)
+        self.inflight = []
+
+    # -- sends (group commit) ----------------------------------------------------------
+    async def _commit_sends(self, calls: list[Call[Any]]) -> None:
+        accepted: list[Call[Any]] = []
+        for call in calls:
+            command: SendMessage = call.command
+            error = self._check_member(command.message.sender_id)
+            if error is not None:
+                call.fail(error)
+            else:
+                accepted.append(call)
+        if not accepted:
+            return
+        try:
+            results = await self._storage.insert_messages(
+                self.chat.id, [c.command.message for c in accepted]
+            )
+        except FechatterError as exc:
+            for call in accepted:
+                call.fail(exc)
+            return
+        recipients = tuple(self.members)
+        for call, result in zip(accepted, results, strict=True):
+            if result.message is None:
+                call.fail(Invalid.field("reply_to", result.error or "is invalid"))
+                continue
+            call.resolve(SendResult(result.message, result.created))
+            if result.created:
+                sender = result.message.sender_id
+                self._typing_until.pop(sender, None)
+                self._publish(recipients, events.MESSAGE_CREATED, result.message.to_json())
+
+    # -- everything else ---------------------------------------------------------------
+    async def _handle_one(self, call: Call[Any]) -> None:
+        handler = self._handlers.get(type(call.command))
+        if handler is None:  # pragma: no cover - a programming error
+            raise TypeError(f"unknown chat command {call.command!r}")
+        try:
+            call.resolve(await handler(self, call.command))
+        except FechatterError as exc:
+            call.fail(exc)
+        except ChatRetired:
+            call.resolve(None)
+            raise
+
+    def _check_member(self, user_id: int) -> FechatterError | None:
+        if user_id in self.members:
+            return None
+        if self.chat.type is ChatType.PUBLIC_CHANNEL:
+            return Forbidden("join the channel first", code="not_a_member")
+        return NotFound("chat not found", code="chat_not_found")
+
+    def _require_member(self, user_id: int) -> Role:
+        error = self._check_member(user_id)
+        if error is not None:
+            raise error
+        return self.members[user_id]
+
+    def _require_manager(self, user_id: int) -> Role:
+        role = self._require_member(user_id)
+        if not role.manages:
+            raise Forbidden("only the chat owner or an admin may do this", code="not_chat_admin")
+        return role
+
+    async def _add_members(self, cmd: AddMembers) -> list[Member]:
+        role = self._require_member(cmd.by)
+        if self.chat.type is ChatType.SINGLE:
+            raise Invalid.field("user_ids", "members cannot be added to a Single chat")
+        if self.chat.type is not ChatType.GROUP and not role.manages:
+            raise Forbidden("only the chat owner or an admin may add members", code="not_chat_admin")
+        new_ids = [uid for uid in dict.fromkeys(cmd.user_ids) if uid not in self.members]
+        if not new_ids:
+            return []
+        added = await self._storage.add_chat_members(self.chat.id, new_ids, Role.MEMBER)
+        for m in added:
+            self.members[m.user_id] = m.role
+            self.joined[m.user_id] = m.joined_at
+        if added:
+            data = {"chat_id": self.chat.id, "user_ids": [m.user_id for m in added], "by": cmd.by}
+            self._publish(tuple(self.members), events.MEMBER_ADDED, data)
+        return added
+
+    async def _join(self, cmd: Join) -> Member:
+        if self.chat.type is not ChatType.PUBLIC_CHANNEL:
+            if cmd.user_id in self.members:
+                raise Invalid.field("chat_id", "only public channels can be joined")
+            raise NotFound("chat not found", code="chat_not_found")
+        if cmd.user_id not in self.members:
+            added = await self._storage.add_chat_members(self.chat.id, [cmd.user_id], Role.MEMBER)
+            for m in added:
+                self.members[m.user_id] = m.role
+                self.joined[m.user_id] = m.joined_at
+            data = {"chat_id": self.chat.id, "user_ids": [cmd.user_id], "by": cmd.user_id}
+            self._publish(tuple(self.members), events.MEMBER_ADDED, data)
+        for m in await self._storage.list_chat_members(self.chat.id):
+            if m.user_id == cmd.user_id:
+                return m
+        raise NotFound("chat not found", code="chat_not_found")  # pragma: no cover
+
+    async def _remove_member(self, cmd: RemoveMember) -> None:
+        if cmd.user_id not in self.members:
+            if not cmd.force:
+                self._require_member(cmd.by)
+            raise NotFound("not a member of this chat", code="member_not_found")
+        if not cmd.force:
+            by_role = self._require_member(cmd.by)
+            if cmd.by != cmd.user_id:
+                if not by_role.manages:
+                    raise Forbidden("only the owner or an admin may remove members",
+                                    code="not_chat_admin")
+                if self.members[cmd.user_id] is Role.OWNER:
+                    raise Forbidden("the owner cannot be removed", code="cannot_remove_owner")
+            if self.chat.type is ChatType.SINGLE:
+                raise Invalid.field("user_id", "a Single chat's members cannot change")
+        remaining = {uid: r for uid, r in self.members.items() if uid != cmd.user_id}
+        if not remaining:
+            await self._storage.delete_chat(self.chat.id)
+            self._publish((cmd.user_id,), events.CHAT_DELETED, {"id": self.chat.id})
+            raise ChatRetired
+        new_owner = None
+        if self.members[cmd.user_id] is Role.OWNER:
+            new_owner = self._successor(remaining)
+        await self._storage.remove_chat_member(self.chat.id, cmd.user_id, new_owner)
+        recipients = tuple(self.members)
+        del self.members[cmd.user_id]
+        self.joined.pop(cmd.user_id, None)
+        self._typing_until.pop(cmd.user_id, None)
+        if new_owner is not None:
+            self.members[new_owner] = Role.OWNER
+            self.chat = _with_owner(self.chat, new_owner)
+        data = {"chat_id": self.chat.id, "user_id": cmd.user_id, "by": cmd.by}
+        self._publish(recipients, events.MEMBER_REMOVED, data)
+
+    def _successor(self, remaining: dict[int, Role]) -> int:
+        """The oldest admin, else the oldest member."""
+
+        def age(uid: int) -> tuple[str, int]:
+            return (self.joined.get(uid, ""), uid)
+
+        admins = [uid for uid, r in remaining.items() if r is Role.ADMIN]
+        return min(admins or list(remaining), key=age)
+
+    async def _mark_read(self, cmd: MarkRead) -> None:
+        self._require_member(cmd.user_id)
+        if await self._storage.mark_read(self.chat.id, cmd.user_id, cmd.message_id):
+            data = {"chat_id": self.chat.id, "user_id": cmd.user_id, "message_id": cmd.message_id}
+            self._publish(tuple(self.members), events.READ, data)
+
+    async def _typing(self, cmd: Typing) -> None:
+        self._require_member(cmd.user_id)
+        now = trio.current_time()
+        # Coalesce: while the last typing event is fresh (half the TTL), don't repeat it.
+        if self._typing_until.get(cmd.user_id, 0.0) - self._typing_ttl / 2 > now:
+            return
+        self._typing_until[cmd.user_id] = now + self._typing_ttl
+        others = tuple(uid for uid in self.members if uid != cmd.user_id)
+        self._publish(others, events.TYPING, {"chat_id": self.chat.id, "user_id": cmd.user_id})
+
+    async def _update(self, cmd: UpdateChat) -> ChatRecord:
+        self._require_manager(cmd.by)
+        if self.chat.type is ChatType.SINGLE and cmd.name is not None:
+            raise Invalid.field("name", "a Single chat has no name")
+        if cmd.name is None and cmd.description is None:
+            return self.chat
+        self.chat = await self._storage.update_chat(
+            self.chat.id, name=cmd.name, description=cmd.description
+        )
+        view = await self._storage.get_chat_view(self.chat.id, cmd.by)
+        if view is not None:
+            self._publish(tuple(self.members), events.CHAT_UPDATED, view.to_json())
+        return self.chat
+
+    async def _delete(self, cmd: DeleteChat) -> None:
+        if not cmd.already_deleted:
+            role = self._require_member(cmd.by)
+            if role is not Role.OWNER:
+                raise Forbidden("only the chat owner may delete it", code="not_chat_owner")
+            await self._storage.delete_chat(self.chat.id)
+        self._publish(tuple(self.members), events.CHAT_DELETED, {"id": self.chat.id})
+        raise ChatRetired
+
+    _handlers: dict[type, Callable[[ChatActor, Any], Any]] = {  # noqa: RUF012
+        AddMembers: _add_members,
+        RemoveMember: _remove_member,
+        Join: _join,
+        MarkRead: _mark_read,
+        Typing: _typing,
+        UpdateChat: _update,
+        DeleteChat: _delete,
+    }
+
+    def _publish(self, user_ids: Sequence[int], name: str, data: dict[str, Any]) -> None:
+        self._sink.publish(user_ids, Event(name, data, chat_id=self.chat.id))
+
+
+def _with_owner(chat: ChatRecord, owner_id: int) -> ChatRecord:
+    return replace(chat, owner_id=owner_id)

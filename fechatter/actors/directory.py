@@ -1,0 +1,205 @@
+"""Directory: finds or starts the ChatActor of a chat, supervises it, reaps it when idle.
+
+Other code never touches an actor's channel: it calls ``Directory.call(chat_id, command)``
+(or a ``ChatRef``). The directory starts the actor on demand in the nursery it owns, restarts
+it from storage when it raises (one-for-one, at most ``restart_budget`` times per
+``restart_window`` seconds, then the chat's actor is stopped and the next call starts it
+afresh), and retires it after ``idle_seconds`` without commands. Every call is answered: by
+the actor, or with ``Unavailable`` (crash, timeout) / ``NotFound`` (chat deleted) by the
+directory when the actor cannot answer it any more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from fechatter.actors.chat import ChatActor, ChatCommand, ChatRetired
+from fechatter.actors.mailbox import Call, fail_queued
+from fechatter.errors import FechatterError, NotFound, Unavailable
+from fechatter.events import EventSink
+from fechatter.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryConfig:
+    mailbox_size: int = 256
+    group_commit_max: int = 256
+    idle_seconds: float = 300.0
+    restart_budget: int = 5
+    restart_window: float = 60.0
+    call_timeout: float = 10.0
+    typing_ttl: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryStatistics:
+    chat_actors: int
+    mailbox_depth: int
+    restarts: int
+
+
+class _Slot:
+    """One chat's mailbox and the state of its actor task."""
+
+    __slots__ = ("actor", "chat_id", "error", "ready", "receive", "send")
+
+    def __init__(self, chat_id: int, size: int) -> None:
+        self.chat_id = chat_id
+        self.send, self.receive = trio.open_memory_channel[Call[Any]](size)
+        self.ready = trio.Event()
+        self.error: FechatterError | None = None
+        self.actor: ChatActor | None = None
+
+
+class Directory:
+    """Maps chat ids to running ChatActors; owns their tasks (in ``nursery``)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        sink: EventSink,
+        nursery: trio.Nursery,
+        config: DirectoryConfig | None = None,
+    ) -> None:
+        self._storage = storage
+        self._sink = sink
+        self._nursery = nursery
+        self.config = config or DirectoryConfig()
+        self._slots: dict[int, _Slot] = {}
+        self._restarts = 0
+
+    def statistics(self) -> DirectoryStatistics:
+        depth = sum(s.receive.statistics().current_buffer_used for s in self._slots.values())
+        return DirectoryStatistics(len(self._slots), depth, self._restarts)
+
+    def is_running(self, chat_id: int) -> bool:
+        return chat_id in self._slots
+
+    async def call(self, chat_id: int, command: ChatCommand) -> Any:
+        """Send a command to the chat's actor and wait for its answer.
+
+        Bounded by ``call_timeout`` (then ``Unavailable``); a full mailbox makes the caller
+        wait, which is the backpressure a busy chat applies to its senders.
+        """
+        with trio.move_on_after(self.config.call_timeout):
+            # A mailbox closes when its actor retires; the retry then starts a fresh actor.
+            for _ in range(3):
+                slot = self._slots.get(chat_id) or self._spawn(chat_id)
+                await slot.ready.wait()
+                if slot.error is not None:
+                    raise slot.error
+                call: Call[Any] = Call(command)
+                try:
+                    await slot.send.send(call)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    continue
+                return await call.wait()
+        raise Unavailable("the chat did not answer in time", code="chat_unavailable")
+
+    def _spawn(self, chat_id: int) -> _Slot:
+        slot = _Slot(chat_id, self.config.mailbox_size)
+        self._slots[chat_id] = slot
+        self._nursery.start_soon(self._supervise, slot, name=f"ChatActor#{chat_id}")
+        return slot
+
+    async def _supervise(self, slot: _Slot) -> None:
+        """Run one chat's actor; restart it on failure within the budget."""
+        crashes: deque[float] = deque()
+        final: FechatterError = Unavailable("chat actor stopped; retry", code="chat_unavailable")
+        try:
+            while True:
+                try:
+                    state = await self._storage.load_chat_state(slot.chat_id)
+                    if state is None:
+                        final = NotFound("chat not found", code="chat_not_found")
+                        return
+                    actor = ChatActor(
+                        state,
+                        self._storage,
+                        self._sink,
+                        group_commit_max=self.config.group_commit_max,
+                        typing_ttl=self.config.typing_ttl,
+                    )
+                    slot.actor = actor
+                    slot.ready.set()
+                    await self._serve(slot, actor)
+                    return
+                except ChatRetired:
+                    final = NotFound("chat not found", code="chat_not_found")
+                    _fail_inflight(slot, final)
+                    return
+                except FechatterError as exc:
+                    # Storage unavailable while loading: the callers waiting get that error.
+                    final = exc
+                    if not slot.ready.is_set():
+                        return
+                    _fail_inflight(slot, exc)
+                except Exception:
+                    log.exception("ChatActor#%d crashed; restarting from storage", slot.chat_id)
+                    _fail_inflight(slot, Unavailable("chat actor failed; retry",
+                                                     code="chat_unavailable"))
+                now = trio.current_time()
+                crashes.append(now)
+                while crashes and crashes[0] < now - self.config.restart_window:
+                    crashes.popleft()
+                if len(crashes) > self.config.restart_budget:
+                    log.error("ChatActor#%d exceeded its restart budget; stopping it",
+                              slot.chat_id)
+                    return
+                self._restarts += 1
+                slot.actor = None
+        finally:
+            # No await from here on: nothing can enqueue between the checks and the close.
+            if self._slots.get(slot.chat_id) is slot:
+                del self._slots[slot.chat_id]
+            if not slot.ready.is_set():
+                slot.error = final
+                slot.ready.set()
+            fail_queued(slot.receive, final)
+            slot.receive.close()
+
+    async def _serve(self, slot: _Slot, actor: ChatActor) -> None:
+        """Take batches from the mailbox until idle for ``idle_seconds``."""
+        limit = self.config.group_commit_max
+        while True:
+            with trio.move_on_after(self.config.idle_seconds) as idle:
+                first = await slot.receive.receive()
+            if idle.cancelled_caught:
+                stats = slot.receive.statistics()
+                if stats.current_buffer_used == 0 and stats.tasks_waiting_send == 0:
+                    return
+                continue
+            batch = [first]
+            while len(batch) < limit:
+                try:
+                    batch.append(slot.receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await actor.handle_batch(batch)
+
+
+def _fail_inflight(slot: _Slot, error: FechatterError) -> None:
+    if slot.actor is not None:
+        for call in slot.actor.inflight:
+            call.fail(error)
+        slot.actor.inflight = []
+
+
+class ChatRef:
+    """A handle on one chat's actor, for code that talks to it repeatedly."""
+
+    __slots__ = ("_directory", "chat_id")
+
+    def __init__(self, directory: Directory, chat_id: int) -> None:
+        self._directory = directory
+        self.chat_id = chat_id
+
+    async def call(self, command: ChatCommand) -> Any:
+        return await self._directory.call(self.chat_id, command)

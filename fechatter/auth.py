@@ -1,0 +1,150 @@
+"""Passwords (Argon2id), access tokens (JWT, HS256) and opaque refresh tokens.
+
+Argon2 is deliberately slow, so hashing and verifying run on worker threads bounded by a
+``CapacityLimiter``: a burst of sign-ups queues there instead of stalling the event loop that
+serves the realtime streams. Refresh tokens are random strings; only their SHA-256 is stored.
+This module never touches storage: ``http/auth.py`` combines it with the ``Storage`` calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import argon2
+import jwt
+import trio
+
+from fechatter.errors import Unauthorized
+from fechatter.models import format_time
+
+ISSUER = "fechatter"
+AUDIENCE = "fechatter"
+ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: int
+    expires_at: float
+
+
+class Authenticator:
+    """Issues and checks credentials; one per server, built from settings."""
+
+    def __init__(
+        self,
+        secret: str,
+        *,
+        access_ttl: int,
+        refresh_ttl: int,
+        time_cost: int,
+        memory_cost: int,
+        parallelism: int,
+        hash_threads: int,
+    ) -> None:
+        if len(secret) < 32:
+            raise ValueError("the JWT secret must be at least 32 characters")
+        self._secret = secret
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self._hasher = argon2.PasswordHasher(
+            time_cost=time_cost,
+            memory_cost=memory_cost,
+            parallelism=parallelism,
+            type=argon2.Type.ID,
+        )
+        self._limiter = trio.CapacityLimiter(hash_threads)
+        # A hash to verify against when the email is unknown, so both failures cost the same.
+        self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
+
+    # -- passwords ---------------------------------------------------------------------
+    async def hash_password(self, password: str) -> str:
+        """Argon2id hash, computed on a worker thread."""
+        return await trio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
+
+    async def verify_password(self, password_hash: str | None, password: str) -> bool:
+        """Check a password; ``None`` (unknown user) burns the same time and fails."""
+        stored = password_hash if password_hash is not None else self._dummy_hash
+
+        def check() -> bool:
+            try:
+                return self._hasher.verify(stored, password)
+            except argon2.exceptions.VerificationError:
+                return False
+            except argon2.exceptions.InvalidHashError:
+                return False
+
+        ok = await trio.to_thread.run_sync(check, limiter=self._limiter)
+        return ok and password_hash is not None
+
+    # -- access tokens -----------------------------------------------------------------
+    def issue_access_token(self, user_id: int, *, now: float | None = None) -> str:
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "sub": str(user_id),
+            "iat": issued,
+            "exp": issued + self.access_ttl,
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify_access_token(self, token: str) -> AccessClaims:
+        """Decode and check signature, expiry, issuer and audience, else ``Unauthorized``."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["sub", "exp", "iat", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("token expired", code="token_expired") from None
+        except jwt.PyJWTError:
+            raise Unauthorized("invalid token", code="invalid_token") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.isdigit() or int(sub) <= 0:
+            raise Unauthorized("invalid token", code="invalid_token")
+        return AccessClaims(user_id=int(sub), expires_at=float(claims["exp"]))
+
+    # -- refresh tokens ----------------------------------------------------------------
+    @staticmethod
+    def new_refresh_token() -> tuple[str, str]:
+        """A fresh opaque refresh token and the hash to store."""
+        token = secrets.token_urlsafe(32)
+        return token, hash_refresh_token(token)
+
+    @staticmethod
+    def new_family_id() -> str:
+        return secrets.token_hex(16)
+
+    def refresh_expiry(self) -> str:
+        return format_time(datetime.now(UTC) + timedelta(seconds=self.refresh_ttl))
+
+
+def hash_refresh_token(token: str) -> str:
+    """What storage keeps of a refresh token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if it is one."""
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

@@ -1,0 +1,73 @@
+"""Command line: ``fechatter serve`` and ``fechatter migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from fechatter.app import serve
+from fechatter.config import Settings, load_settings
+from fechatter.storage import open_storage
+
+log = logging.getLogger("fechatter")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fechatter", description="Fechatter chat server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("serve", "run the server"), ("migrate", "apply schema migrations")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", help="YAML config file (default ./app.yaml if present)")
+        p.add_argument("--database-url", help="sqlite:///path (default sqlite:///fechatter.db)")
+        if name == "serve":
+            p.add_argument("--host", help="listen address (default 127.0.0.1)")
+            p.add_argument("--port", type=int, help="API port (default 6688)")
+    return parser
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if shutdown.is_set():
+                        log.warning("second signal: stopping now")
+                        nursery.cancel_scope.cancel()
+                        return
+                    log.info("signal %s: shutting down gracefully", signal.Signals(signum).name)
+                    shutdown.set()
+
+        nursery.start_soon(watch_signals)
+        await serve(settings, shutdown)
+        nursery.cancel_scope.cancel()
+
+
+async def _migrate(settings: Settings) -> None:
+    async with open_storage(settings.database_url):
+        pass  # opening a storage applies its pending migrations
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    flags = {"database_url": args.database_url}
+    if args.command == "serve":
+        flags.update(host=args.host, port=args.port)
+    try:
+        settings = load_settings(args.config, **flags)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fechatter: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        trio.run(_migrate, settings)
+        print(f"migrations applied to {settings.database_url}")
+        return 0
+    trio.run(_serve_until_signalled, settings)
+    return 0

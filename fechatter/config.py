@@ -1,0 +1,127 @@
+"""Server configuration: defaults < app.yaml (or ``$FECHATTER_CONFIG``) < ``FECHATTER_*`` env < flags.
+
+This module only describes and loads settings; it must never open sockets or databases. The
+JWT secret, when not configured, is generated once and kept next to the database (mode 0600)
+so tokens survive restarts: see ``resolve_jwt_secret``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "app.yaml"
+# The YAML file named on the command line, seen by Settings' source hook while loading.
+_config_file: ContextVar[str | None] = ContextVar("fechatter_config_file", default=None)
+
+
+class Settings(BaseSettings):
+    """Every knob of a Fechatter server, with SPEC §5 defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="FECHATTER_", extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(6688, ge=0, le=65535)
+    realtime_port: int = Field(6687, ge=0, le=65535)
+    database_url: str = "sqlite:///fechatter.db"
+    allowed_origins: list[str] = Field(default_factory=list)
+
+    jwt_secret: str | None = None
+    access_token_ttl: int = Field(3600, gt=0, description="seconds")
+    refresh_token_ttl: int = Field(14 * 24 * 3600, gt=0, description="seconds")
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_cost: int = Field(65536, ge=8, description="KiB")
+    argon2_parallelism: int = Field(4, ge=1)
+    hash_threads: int = Field(2, ge=1, description="concurrent Argon2 computations")
+
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    max_content_chars: int = Field(4000, gt=0)
+    max_files: int = Field(10, ge=0)
+    max_members_per_request: int = Field(1000, gt=0)
+    send_rate: float = Field(20.0, gt=0, description="messages per second per user")
+    send_burst: int = Field(40, gt=0)
+
+    chat_mailbox_size: int = Field(256, gt=0)
+    group_commit_max: int = Field(256, gt=0, description="sends committed together, at most")
+    chat_idle_seconds: float = Field(300.0, gt=0)
+    actor_restart_budget: int = Field(5, ge=0, description="restarts per restart window")
+    actor_restart_window: float = Field(60.0, gt=0)
+    actor_call_timeout: float = Field(10.0, gt=0)
+    typing_ttl: float = Field(10.0, gt=0)
+    shutdown_grace: float = Field(10.0, gt=0)
+    backlog: int = Field(4096, gt=0)
+    keep_alive_timeout: float = Field(5.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _config_file.get() or os.environ.get("FECHATTER_CONFIG", DEFAULT_CONFIG_FILE)
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=path)
+        return (init_settings, env_settings, yaml_source)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file for a ``sqlite:///`` URL, else None."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            return Path(self.database_url[len(prefix) :])
+        return None
+
+    @property
+    def origins(self) -> list[str]:
+        """Browser origins allowed on the realtime listener (default: the API's own)."""
+        if self.allowed_origins:
+            return self.allowed_origins
+        return [f"http://{self.host}:{self.port}", f"http://localhost:{self.port}"]
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Load settings; ``overrides`` (command-line flags) win over every other source.
+
+    ``config_file`` names the YAML file (else ``$FECHATTER_CONFIG``, else ``./app.yaml``);
+    a missing default file is fine, a missing named file is an error.
+    """
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None:
+        if not Path(config_file).is_file():
+            raise FileNotFoundError(f"config file not found: {config_file}")
+        token = _config_file.set(config_file)
+        try:
+            return Settings(**flags)
+        finally:
+            _config_file.reset(token)
+    return Settings(**flags)
+
+
+def resolve_jwt_secret(settings: Settings) -> str:
+    """The configured secret, else one kept in ``<db dir>/.fechatter-jwt-secret`` (0600)."""
+    if settings.jwt_secret:
+        return settings.jwt_secret
+    db = settings.sqlite_path
+    directory = db.parent if db is not None else Path(".")
+    path = directory / ".fechatter-jwt-secret"
+    if path.exists():
+        return path.read_text().strip()
+    directory.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret)
+    return secret

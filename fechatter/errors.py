@@ -1,0 +1,146 @@
+"""Domain errors and their one mapping to HTTP problem documents.
+
+The exception tree::
+
+    FechatterError              base; carries status, code, detail, field errors
+    ├── BadRequest      400     malformed JSON, wrong content type, bad query value
+    ├── Unauthorized    401     missing / malformed / expired / forged token, bad credentials
+    ├── Forbidden       403     a member whose role does not allow the action
+    ├── NotFound        404     absent, or the caller may not know it exists
+    ├── MethodNotAllowed 405
+    ├── Conflict        409     uniqueness conflict
+    ├── PayloadTooLarge 413
+    ├── Invalid         422     well-formed but invalid input (field errors)
+    ├── RateLimited     429     carries retry_after seconds
+    └── Unavailable     503     storage / actor unavailable; carries retry_after
+
+Driver and transport errors are translated into these where they enter (storage backends,
+the realtime listener); nothing else in the code base catches driver exceptions. This module
+must never import from the HTTP framework: the realtime listener uses it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One invalid input field."""
+
+    field: str
+    message: str
+
+
+class FechatterError(Exception):
+    """Base of every error that becomes a problem document."""
+
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal Server Error"
+    default_code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str | None = None,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code or self.default_code
+        self.errors = errors or []
+        self.headers: dict[str, str] = dict(headers or {})
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 problem document for this error."""
+        doc: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        if self.errors:
+            doc["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
+        return doc
+
+
+class BadRequest(FechatterError):
+    status = 400
+    title = "Bad Request"
+    default_code = "bad_request"
+
+
+class Unauthorized(FechatterError):
+    status = 401
+    title = "Unauthorized"
+    default_code = "unauthorized"
+
+    def __init__(self, detail: str = "authentication required", **kw: Any) -> None:
+        super().__init__(detail, **kw)
+        self.headers.setdefault("WWW-Authenticate", 'Bearer realm="fechatter"')
+
+
+class Forbidden(FechatterError):
+    status = 403
+    title = "Forbidden"
+    default_code = "forbidden"
+
+
+class NotFound(FechatterError):
+    status = 404
+    title = "Not Found"
+    default_code = "not_found"
+
+
+class MethodNotAllowed(FechatterError):
+    status = 405
+    title = "Method Not Allowed"
+    default_code = "method_not_allowed"
+
+
+class Conflict(FechatterError):
+    status = 409
+    title = "Conflict"
+    default_code = "conflict"
+
+
+class PayloadTooLarge(FechatterError):
+    status = 413
+    title = "Content Too Large"
+    default_code = "payload_too_large"
+
+
+class Invalid(FechatterError):
+    status = 422
+    title = "Unprocessable Content"
+    default_code = "validation_error"
+
+    @classmethod
+    def field(cls, field: str, message: str) -> Invalid:
+        """A validation error about one field."""
+        return cls(f"{field} {message}", errors=[FieldError(field, message)])
+
+
+class RateLimited(FechatterError):
+    status = 429
+    title = "Too Many Requests"
+    default_code = "rate_limited"
+
+    def __init__(self, detail: str, *, retry_after: float, **kw: Any) -> None:
+        super().__init__(detail, **kw)
+        self.headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+
+
+class Unavailable(FechatterError):
+    status = 503
+    title = "Service Unavailable"
+    default_code = "unavailable"
+
+    def __init__(self, detail: str = "service temporarily unavailable", **kw: Any) -> None:
+        retry_after = kw.pop("retry_after", 1)
+        super().__init__(detail, **kw)
+        self.headers["Retry-After"] = str(retry_after)

@@ -1,0 +1,107 @@
+"""The API listener's application: ``create_app(ctx)`` builds a quart-trio app, no globals.
+
+Every error leaves as an RFC 9457 problem document: domain errors by their status, framework
+errors (unknown route, wrong method, body too large) translated, and anything unexpected as
+a 500 that reveals nothing (it is logged with its traceback instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from fechatter.errors import (
+    BadRequest,
+    FechatterError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from fechatter.http import auth_routes, chats, messages, ops, workspaces
+from fechatter.http.common import Context, IdConverter, json_response
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+
+
+def problem_response(error: FechatterError) -> Response:
+    response = json_response(error.problem(), error.status)
+    response.content_type = PROBLEM
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _translate(exc: HTTPException) -> FechatterError:
+    code = exc.code or 500
+    if code == 404:
+        return NotFound("no such route", code="route_not_found")
+    if code == 405:
+        return MethodNotAllowed("method not allowed on this route")
+    if code == 413:
+        return PayloadTooLarge("request body is too large", code="body_too_large")
+    if 400 <= code < 500:
+        return BadRequest(exc.description or "bad request")
+    return FechatterError("internal error")
+
+
+def _body_complete() -> bool:
+    # Quart keeps no public flag for "the whole request body was received".
+    complete = getattr(request.body, "_complete", None)
+    return complete is None or bool(complete.is_set())
+
+
+def create_app(ctx: Context) -> QuartTrio:
+    """Build the API application around an already-running storage and actor system."""
+    app = QuartTrio("fechatter", static_folder=None)
+    app.url_map.converters["id"] = IdConverter
+    app.config.update(
+        MAX_CONTENT_LENGTH=ctx.settings.max_body_bytes,
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=30,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+
+    @app.errorhandler(FechatterError)
+    async def on_domain_error(error: FechatterError) -> Response:
+        return problem_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(error: HTTPException) -> Response:
+        response = problem_response(_translate(error))
+        if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
+            response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+        return response
+
+    @app.errorhandler(Exception)
+    async def on_bug(error: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        return problem_response(FechatterError("internal error"))
+
+    @app.before_request
+    async def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def record(response: Response) -> Response:
+        if not _body_complete():
+            # Answered before the body arrived (413, 401, ...): hypercorn would never recycle
+            # this keep-alive connection and the client's next request would hang, so close it.
+            response.headers["Connection"] = "close"
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        elapsed = time.perf_counter() - getattr(g, "started", time.perf_counter())
+        ctx.metrics.requests.labels(request.method, rule, str(response.status_code)).inc()
+        ctx.metrics.latency.labels(request.method, rule).observe(elapsed)
+        return response
+
+    auth_routes.register(app, ctx)
+    workspaces.register(app, ctx)
+    chats.register(app, ctx)
+    messages.register(app, ctx)
+    ops.register(app, ctx)
+    return app

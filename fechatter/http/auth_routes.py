@@ -1,0 +1,128 @@
+"""Sign-up, sign-in, token refresh (rotation with reuse detection), logout, the caller's profile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Quart, Response
+
+from fechatter.auth import hash_refresh_token
+from fechatter.errors import Invalid, Unauthorized
+from fechatter.http.common import (
+    Context,
+    current_user_id,
+    empty_response,
+    json_response,
+    read_json,
+)
+from fechatter.http.schemas import RefreshIn, SigninIn, SignupIn, UserPatch
+from fechatter.models import User, utc_now
+
+BAD_CREDENTIALS = "email or password is incorrect"
+
+
+def register(app: Quart, ctx: Context) -> None:
+    """Add the auth and user routes to ``app``."""
+    bp = Blueprint("auth_routes", __name__)
+
+    async def issue(user: User, family_id: str | None = None) -> dict[str, Any]:
+        refresh, refresh_hash = ctx.auth.new_refresh_token()
+        await ctx.storage.add_refresh_token(
+            user.id, refresh_hash, family_id or ctx.auth.new_family_id(), ctx.auth.refresh_expiry()
+        )
+        return {
+            "token": ctx.auth.issue_access_token(user.id),
+            "refresh_token": refresh,
+            "expires_in": ctx.auth.access_ttl,
+            "user": user.to_json(),
+        }
+
+    @bp.post("/api/auth/signup")
+    async def signup() -> Response:
+        body = await read_json(SignupIn)
+        password_hash = await ctx.auth.hash_password(body.password)
+        user, _ = await ctx.storage.create_user(
+            body.fullname, body.email, password_hash, body.workspace
+        )
+        return json_response(await issue(user), 201)
+
+    @bp.post("/api/auth/signin")
+    async def signin() -> Response:
+        body = await read_json(SigninIn)
+        creds = await ctx.storage.get_credentials(body.email.strip().lower())
+        ok = await ctx.auth.verify_password(
+            creds.password_hash if creds else None, body.password
+        )
+        if not ok or creds is None:
+            raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+        if creds.user.status.value != "Active":
+            raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+        return json_response(await issue(creds.user))
+
+    @bp.post("/api/auth/refresh")
+    async def refresh() -> Response:
+        body = await read_json(RefreshIn)
+        new_token, new_hash = ctx.auth.new_refresh_token()
+        grant = await ctx.storage.rotate_refresh_token(
+            hash_refresh_token(body.refresh_token), new_hash, ctx.auth.refresh_expiry(), utc_now()
+        )
+        if grant is None:
+            raise Unauthorized("refresh token is invalid or expired", code="invalid_refresh_token")
+        user = await ctx.storage.get_user(grant.user_id)
+        if user is None:  # pragma: no cover - users are never deleted
+            raise Unauthorized("refresh token is invalid", code="invalid_refresh_token")
+        return json_response(
+            {
+                "token": ctx.auth.issue_access_token(user.id),
+                "refresh_token": new_token,
+                "expires_in": ctx.auth.access_ttl,
+                "user": user.to_json(),
+            }
+        )
+
+    @bp.post("/api/auth/logout")
+    async def logout() -> Response:
+        user_id = current_user_id(ctx)
+        body = await read_json(RefreshIn)
+        await ctx.storage.revoke_refresh_token(hash_refresh_token(body.refresh_token), user_id)
+        return empty_response()
+
+    @bp.get("/api/users/me")
+    async def me() -> Response:
+        user = await _caller(ctx)
+        return json_response(user.to_json())
+
+    @bp.patch("/api/users/me")
+    async def update_me() -> Response:
+        user_id = current_user_id(ctx)
+        body = await read_json(UserPatch)
+        password_hash = None
+        if body.password is not None:
+            creds = await ctx.storage.get_credentials((await _caller(ctx)).email)
+            assert body.current_password is not None  # the schema guarantees it
+            if creds is None or not await ctx.auth.verify_password(
+                creds.password_hash, body.current_password
+            ):
+                raise Invalid.field("current_password", "is incorrect")
+            password_hash = await ctx.auth.hash_password(body.password)
+        fields = body.model_fields_set
+        user = await ctx.storage.update_user(
+            user_id,
+            fullname=body.fullname,
+            avatar=body.avatar,
+            clear_avatar="avatar" in fields and body.avatar is None,
+            password_hash=password_hash,
+        )
+        if password_hash is not None:
+            # A changed password signs every other session out.
+            await ctx.storage.revoke_user_refresh_tokens(user_id)
+        return json_response(user.to_json())
+
+
+    app.register_blueprint(bp)
+
+async def _caller(ctx: Context) -> User:
+    user = await ctx.storage.get_user(current_user_id(ctx))
+    if user is None:  # a validly signed token for a user this database does not have
+        raise Unauthorized("invalid token", code="invalid_token")
+    return user

@@ -1,0 +1,125 @@
+"""What every route module shares: the request context, JSON in/out, auth, id parsing.
+
+Input is parsed and validated here, at the edge, into pydantic models; anything a client can
+send that is wrong becomes a ``FechatterError`` (and so a problem document), never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pydantic
+from quart import Response, request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import BaseConverter, ValidationError
+
+from fechatter.actors.supervisor import ActorSystem
+from fechatter.auth import Authenticator, bearer_token
+from fechatter.config import Settings
+from fechatter.errors import BadRequest, FieldError, Invalid, PayloadTooLarge, Unauthorized
+from fechatter.metrics import Metrics
+from fechatter.ratelimit import RateLimiter
+from fechatter.storage import Storage
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+# Ids are positive 63-bit integers; anything else in a path is simply not a route (404).
+MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything a route needs, passed down from ``create_app`` (no globals)."""
+
+    settings: Settings
+    storage: Storage
+    system: ActorSystem
+    auth: Authenticator
+    send_limiter: RateLimiter
+    metrics: Metrics
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a positive integer that fits in a signed 64-bit column."""
+
+    regex = r"[1-9][0-9]{0,18}"
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return Response(body, status=status, content_type="application/json")
+
+
+def empty_response() -> Response:
+    return Response("", status=204)
+
+
+async def read_json(model: type[M]) -> M:
+    """Parse the request body as JSON into ``model``; 400 / 413 / 422 on bad input."""
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise BadRequest("Content-Type must be application/json", code="unsupported_content_type")
+    try:
+        raw = await request.get_data(as_text=False)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge("request body is too large", code="body_too_large") from None
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("request body is not valid JSON", code="malformed_json") from None
+    return validate(model, data)
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate already-decoded data, turning pydantic errors into a 422 with field errors."""
+    if not isinstance(data, dict):
+        raise Invalid("request body must be a JSON object", code="validation_error",
+                      errors=[FieldError("body", "must be an object")])
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors = [
+            FieldError(".".join(str(p) for p in err["loc"]) or "body", _message(err))
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        raise Invalid(detail, errors=errors) from None
+
+
+def _message(err: Any) -> str:
+    msg = str(err.get("msg", "is invalid"))
+    # pydantic prefixes custom errors with "Value error, "; clients want the message only.
+    return msg.removeprefix("Value error, ")
+
+
+def current_user_id(ctx: Context) -> int:
+    """The caller's user id from the bearer token, else 401."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise Unauthorized("missing bearer token", code="missing_token")
+    return ctx.auth.verify_access_token(token).user_id
+
+
+def query_int(name: str, *, low: int, high: int, default: int | None = None) -> int | None:
+    """An integer query parameter within [low, high]; 400 naming it otherwise."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or not low <= int(raw) <= high:
+        raise BadRequest(
+            f"{name} must be an integer from {low} to {high}",
+            code="invalid_query",
+            errors=[FieldError(name, f"must be an integer from {low} to {high}")],
+        )
+    return int(raw)

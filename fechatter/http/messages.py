@@ -1,0 +1,82 @@
+"""Messages: history pages, sends (through the ChatActor), read markers, typing."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Quart, Response
+
+from fechatter.actors.chat import MarkRead, SendMessage, SendResult, Typing
+from fechatter.errors import BadRequest, FieldError, Invalid
+from fechatter.http.chats import visible_chat
+from fechatter.http.common import (
+    Context,
+    current_user_id,
+    empty_response,
+    json_response,
+    query_int,
+    read_json,
+)
+from fechatter.http.schemas import MAX_ID, MessageIn, ReadIn
+from fechatter.models import NewMessage
+
+
+def register(app: Quart, ctx: Context) -> None:
+    """Add the message routes to ``app``."""
+    bp = Blueprint("messages", __name__)
+    directory = ctx.system.directory
+
+    @bp.get("/api/chats/<id:chat_id>/messages")
+    async def list_messages(chat_id: int) -> Response:
+        user_id = current_user_id(ctx)
+        limit = query_int("limit", low=1, high=200, default=50)
+        before = query_int("before", low=1, high=MAX_ID)
+        after = query_int("after", low=1, high=MAX_ID)
+        if before is not None and after is not None:
+            raise BadRequest(
+                "use before or after, not both",
+                code="invalid_query",
+                errors=[FieldError("after", "cannot be combined with before")],
+            )
+        await visible_chat(ctx, chat_id, user_id)
+        assert limit is not None
+        page = await ctx.storage.list_messages(chat_id, limit=limit, before=before, after=after)
+        return json_response(
+            {"items": [m.to_json() for m in page.items], "has_more": page.has_more}
+        )
+
+    @bp.post("/api/chats/<id:chat_id>/messages")
+    async def send_message(chat_id: int) -> Response:
+        user_id = current_user_id(ctx)
+        await visible_chat(ctx, chat_id, user_id)
+        body = await read_json(MessageIn)
+        content = body.content.strip()
+        if len(content) > ctx.settings.max_content_chars:
+            raise Invalid.field(
+                "content", f"must be at most {ctx.settings.max_content_chars} characters"
+            )
+        if not content and not body.files:
+            raise Invalid.field("content", "must not be empty")
+        if len(body.files) > ctx.settings.max_files:
+            raise Invalid.field("files", f"at most {ctx.settings.max_files} files")
+        ctx.send_limiter.acquire(user_id)
+        new = NewMessage(user_id, content, tuple(body.files), body.reply_to, body.client_id)
+        result: SendResult = await directory.call(chat_id, SendMessage(new))
+        if result.created:
+            ctx.metrics.messages_sent.inc()
+        return json_response(result.message.to_json(), 201 if result.created else 200)
+
+    @bp.post("/api/chats/<id:chat_id>/read")
+    async def mark_read(chat_id: int) -> Response:
+        user_id = current_user_id(ctx)
+        await visible_chat(ctx, chat_id, user_id)
+        body = await read_json(ReadIn)
+        await directory.call(chat_id, MarkRead(user_id, body.message_id))
+        return empty_response()
+
+    @bp.post("/api/chats/<id:chat_id>/typing")
+    async def typing(chat_id: int) -> Response:
+        user_id = current_user_id(ctx)
+        await visible_chat(ctx, chat_id, user_id)
+        await directory.call(chat_id, Typing(user_id))
+        return empty_response()
+
+    app.register_blueprint(bp)

@@ -1,0 +1,76 @@
+"""Liveness, readiness, metrics, presence and realtime health."""
+
+from __future__ import annotations
+
+from quart import Blueprint, Quart, Response
+
+from fechatter.errors import BadRequest, FieldError, Unavailable
+from fechatter.http.chats import visible_chat
+from fechatter.http.common import Context, current_user_id, json_response, query_int
+from fechatter.http.schemas import MAX_ID
+from fechatter.http.workspaces import workspace_role
+
+
+def register(app: Quart, ctx: Context) -> None:
+    """Add the operational routes to ``app``."""
+    bp = Blueprint("ops", __name__)
+
+    @bp.get("/health")
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @bp.get("/ready")
+    async def ready() -> Response:
+        try:
+            await ctx.storage.ping()
+        except Unavailable:
+            raise Unavailable("storage is not answering", code="not_ready") from None
+        return json_response({"status": "ready"})
+
+    @bp.get("/metrics")
+    async def metrics() -> Response:
+        m = ctx.metrics
+        d = ctx.system.directory.statistics()
+        m.chat_actors.set(d.chat_actors)
+        m.mailbox_depth.set(d.mailbox_depth)
+        m.actor_restarts.set(d.restarts)
+        m.online_users.set(ctx.system.users.statistics().connected_users)
+        m.storage_transactions.set(ctx.storage.statistics().transactions)
+        return Response(m.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @bp.get("/api/online-users")
+    async def online_users() -> Response:
+        user_id = current_user_id(ctx)
+        chat_id = query_int("chat_id", low=1, high=MAX_ID)
+        workspace_id = query_int("workspace_id", low=1, high=MAX_ID)
+        if (chat_id is None) == (workspace_id is None):
+            raise BadRequest(
+                "give exactly one of chat_id and workspace_id",
+                code="invalid_query",
+                errors=[FieldError("chat_id", "give exactly one of chat_id and workspace_id")],
+            )
+        if chat_id is not None:
+            await visible_chat(ctx, chat_id, user_id)
+            members = [m.user_id for m in await ctx.storage.list_chat_members(chat_id)]
+        else:
+            assert workspace_id is not None
+            await workspace_role(ctx, workspace_id, user_id)
+            members = [m.user.id for m in await ctx.storage.list_workspace_members(workspace_id)]
+        return json_response({"user_ids": ctx.system.users.online(members)})
+
+    @bp.get("/api/sse/health")
+    async def realtime_health() -> Response:
+        stats = ctx.system.users.statistics()
+        d = ctx.system.directory.statistics()
+        return json_response(
+            {
+                "status": "healthy",
+                "service": "fechatter",
+                "transport": ["sse", "websocket"],
+                "connected_users": stats.connected_users,
+                "connections": 0,
+                "active_chats": d.chat_actors,
+            }
+        )
+
+    app.register_blueprint(bp)

@@ -1,0 +1,151 @@
+"""Request bodies, validated at the edge (SPEC §3 and §5 limits).
+
+Types are strict (an id must be a JSON integer, a name a JSON string) so nothing is coerced by
+surprise; unknown fields are ignored for forward compatibility. Strings never contain NUL
+(PostgreSQL cannot store it). Names and message content are stored trimmed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from fechatter.models import ChatType, Role
+
+MAX_ID = 2**63 - 1
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+FILE_URL_RE = re.compile(r"^/files/[A-Za-z0-9._\-/]{1,200}$")
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _trimmed(low: int, high: int) -> AfterValidator:
+    def check(value: str) -> str:
+        value = _no_nul(value).strip()
+        if not low <= len(value) <= high:
+            raise ValueError(f"must be {low} to {high} characters")
+        return value
+
+    return AfterValidator(check)
+
+
+def _email(value: str) -> str:
+    value = _no_nul(value).strip().lower()
+    if len(value) > 254 or not EMAIL_RE.match(value):
+        raise ValueError("must be an email address")
+    return value
+
+
+def _password(value: str) -> str:
+    _no_nul(value)
+    if not 8 <= len(value) <= 128:
+        raise ValueError("must be 8 to 128 characters")
+    return value
+
+
+def _file_url(value: str) -> str:
+    if not FILE_URL_RE.match(value):
+        raise ValueError("must be a URL returned by the file upload route")
+    return value
+
+
+Id = Annotated[int, Field(strict=True, gt=0, le=MAX_ID)]
+Name = Annotated[str, Field(strict=True), _trimmed(1, 128)]
+FullName = Annotated[str, Field(strict=True), _trimmed(1, 64)]
+Description = Annotated[str, Field(strict=True), _trimmed(0, 1024)]
+Email = Annotated[str, Field(strict=True), AfterValidator(_email)]
+Password = Annotated[str, Field(strict=True), AfterValidator(_password)]
+FileUrl = Annotated[str, Field(strict=True), AfterValidator(_file_url)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class SignupIn(Body):
+    fullname: FullName
+    email: Email
+    password: Password
+    workspace: Name | None = None
+
+
+class SigninIn(Body):
+    email: Annotated[str, Field(strict=True, max_length=254)]
+    password: Annotated[str, Field(strict=True, max_length=128)]
+
+
+class RefreshIn(Body):
+    refresh_token: Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+
+
+class UserPatch(Body):
+    fullname: FullName | None = None
+    avatar: Annotated[str, Field(strict=True, max_length=2048), AfterValidator(_no_nul)] | None = (
+        None
+    )
+    password: Password | None = None
+    current_password: Annotated[str, Field(strict=True, max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _password_needs_current(self) -> UserPatch:
+        if self.password is not None and self.current_password is None:
+            raise ValueError("current_password is required to change the password")
+        return self
+
+
+class WorkspaceIn(Body):
+    name: Name
+    description: Description | None = None
+
+
+class WorkspacePatch(Body):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class WorkspaceMemberIn(Body):
+    email: Email
+    role: Role = Role.MEMBER
+
+    @model_validator(mode="after")
+    def _not_owner(self) -> WorkspaceMemberIn:
+        if self.role is Role.OWNER:
+            raise ValueError("role must be admin or member")
+        return self
+
+
+class ChatIn(Body):
+    workspace_id: Id
+    type: ChatType
+    name: Name | None = None
+    description: Description | None = None
+    members: Annotated[list[Id], Field(max_length=1000)] = Field(default_factory=list)
+
+
+class ChatPatch(Body):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class ChatMembersIn(Body):
+    user_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class MessageIn(Body):
+    content: Annotated[str, Field(strict=True), AfterValidator(_no_nul)] = ""
+    files: Annotated[list[FileUrl], Field(max_length=10)] = Field(default_factory=list)
+    reply_to: Id | None = None
+    client_id: (
+        Annotated[str, Field(strict=True, min_length=1, max_length=64), AfterValidator(_no_nul)]
+        | None
+    ) = None
+
+
+class ReadIn(Body):
+    message_id: Id

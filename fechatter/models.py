@@ -1,0 +1,254 @@
+"""Typed, immutable records that cross layer boundaries (storage ⇄ actors ⇄ transports).
+
+Records are frozen slotted dataclasses rather than pydantic models: they are built from
+database rows and serialised on the fan-out path, where construction cost matters, and they
+are never parsed from untrusted input (that happens at the edges, in ``http/schemas.py``).
+Timestamps are RFC 3339 UTC strings with a ``Z``, produced by the storage backends, so a
+record serialises without conversion. This module must never do I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utc_now() -> str:
+    """The current time as an RFC 3339 UTC string with microseconds and a ``Z``."""
+    return format_time(datetime.now(UTC))
+
+
+def format_time(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC (``2026-11-25T11:47:27.123456Z``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class ChatType(enum.StrEnum):
+    SINGLE = "Single"
+    GROUP = "Group"
+    PRIVATE_CHANNEL = "PrivateChannel"
+    PUBLIC_CHANNEL = "PublicChannel"
+
+
+class Role(enum.StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+    @property
+    def manages(self) -> bool:
+        """Owners and admins manage a chat or workspace."""
+        return self is not Role.MEMBER
+
+
+class UserStatus(enum.StrEnum):
+    ACTIVE = "Active"
+    SUSPENDED = "Suspended"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    fullname: str
+    email: str
+    avatar: str | None
+    status: UserStatus
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "fullname": self.fullname,
+            "email": self.email,
+            "avatar": self.avatar,
+            "status": self.status.value,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """A user with the stored Argon2 hash, only ever returned for sign-in."""
+
+    user: User
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    id: int
+    name: str
+    description: str | None
+    owner_id: int
+    created_at: str
+    updated_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "owner_id": self.owner_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceMember:
+    user: User
+    role: Role
+    joined_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user.to_json(), "role": self.role.value, "joined_at": self.joined_at}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    chat_id: int
+    seq: int
+    sender_id: int
+    content: str
+    files: tuple[str, ...]
+    reply_to: int | None
+    client_id: str | None
+    created_at: str
+    edited_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "chat_id": self.chat_id,
+            "seq": self.seq,
+            "sender_id": self.sender_id,
+            "content": self.content,
+            "files": list(self.files),
+            "reply_to": self.reply_to,
+            "client_id": self.client_id,
+            "created_at": self.created_at,
+            "edited_at": self.edited_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRecord:
+    """A chat row as stored, without per-viewer fields."""
+
+    id: int
+    workspace_id: int
+    name: str | None
+    type: ChatType
+    description: str | None
+    owner_id: int
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A chat as one viewer sees it (SPEC §2 ``Chat``)."""
+
+    record: ChatRecord
+    members_count: int
+    last_message: Message | None
+    unread_count: int
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.record
+        return {
+            "id": r.id,
+            "workspace_id": r.workspace_id,
+            "name": r.name,
+            "type": r.type.value,
+            "description": r.description,
+            "owner_id": r.owner_id,
+            "members_count": self.members_count,
+            "last_message": self.last_message.to_json() if self.last_message else None,
+            "unread_count": self.unread_count,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: int
+    chat_id: int
+    role: Role
+    joined_at: str
+    fullname: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "chat_id": self.chat_id,
+            "role": self.role.value,
+            "joined_at": self.joined_at,
+            "fullname": self.fullname,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ChatState:
+    """What a ChatActor loads once when it starts: the chat and its members' roles."""
+
+    chat: ChatRecord
+    members: dict[int, Role]
+    joined: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A validated send waiting in a group-commit batch."""
+
+    sender_id: int
+    content: str
+    files: tuple[str, ...]
+    reply_to: int | None
+    client_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """Outcome of one item of a batch insert.
+
+    ``created`` is False when an earlier message with the same (sender, client_id) exists:
+    ``message`` is then that original. ``error`` is set (and ``message`` None) when the item
+    was rejected, e.g. ``reply_to`` names no message of this chat; the rest of the batch
+    still commits.
+    """
+
+    message: Message | None
+    created: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    items: list[Message]
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshGrant:
+    """Result of presenting a refresh token for rotation."""
+
+    user_id: int
+    family_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatistics:
+    """Counters a backend keeps; ``transactions`` counts committed write transactions."""
+
+    transactions: int
+    message_batches: int
+    messages_inserted: int

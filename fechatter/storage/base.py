@@ -1,0 +1,215 @@
+"""The ``Storage`` protocol: every persistent operation the server performs.
+
+Typed records in, typed records out (``fechatter.models``). Implementations translate their
+driver's errors here, at the boundary: a uniqueness violation becomes ``Conflict``, an
+unreachable or failing database becomes ``Unavailable``. Every method is atomic: it either
+commits all of its writes or none. Authorisation is *not* storage's job; callers decide who
+may do what, storage only answers questions and applies writes.
+
+One behaviour suite (``tests/storage/test_contract.py``) runs against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from fechatter.models import (
+    Chat,
+    ChatRecord,
+    ChatState,
+    ChatType,
+    Credentials,
+    Inserted,
+    Member,
+    Message,
+    MessagePage,
+    NewMessage,
+    RefreshGrant,
+    Role,
+    StorageStatistics,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
+
+
+class Storage(Protocol):
+    """Persistent state of a Fechatter server."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` unless the database answers a trivial query."""
+
+    def statistics(self) -> StorageStatistics:
+        """Counters since open (for metrics and the group-commit tests)."""
+
+    # -- users -------------------------------------------------------------------------
+    async def create_user(
+        self, fullname: str, email: str, password_hash: str, workspace_name: str | None
+    ) -> tuple[User, Workspace | None]:
+        """Create a user (email stored lower-cased) and, if named, a workspace it owns.
+
+        ``Conflict(code="email_taken")`` or ``Conflict(code="workspace_name_taken")``; on
+        conflict nothing is written.
+        """
+
+    async def get_user(self, user_id: int) -> User | None: ...
+
+    async def get_users(self, user_ids: Sequence[int]) -> dict[int, User]:
+        """The users among ``user_ids`` that exist."""
+
+    async def get_credentials(self, email: str) -> Credentials | None:
+        """Look up by email, case-insensitively."""
+
+    async def get_user_by_email(self, email: str) -> User | None: ...
+
+    async def update_user(
+        self,
+        user_id: int,
+        *,
+        fullname: str | None = None,
+        avatar: str | None = None,
+        clear_avatar: bool = False,
+        password_hash: str | None = None,
+    ) -> User:
+        """Update the given fields; ``clear_avatar`` sets avatar to null."""
+
+    # -- refresh tokens (stored as SHA-256 hex of the opaque token) --------------------
+    async def add_refresh_token(
+        self, user_id: int, token_hash: str, family_id: str, expires_at: str
+    ) -> None: ...
+
+    async def rotate_refresh_token(
+        self, token_hash: str, new_hash: str, new_expires_at: str, now: str
+    ) -> RefreshGrant | None:
+        """Exchange a live token for a new one in the same family, atomically.
+
+        Returns None (and writes nothing else) for an unknown, expired or revoked token. A
+        token that was already rotated is a reuse: the whole family is revoked, None returned.
+        """
+
+    async def revoke_refresh_token(self, token_hash: str, user_id: int) -> None:
+        """Revoke the family of this token if it belongs to ``user_id``; else do nothing."""
+
+    async def revoke_user_refresh_tokens(self, user_id: int) -> None: ...
+
+    # -- workspaces --------------------------------------------------------------------
+    async def create_workspace(
+        self, name: str, description: str | None, owner_id: int
+    ) -> Workspace:
+        """``Conflict(code="workspace_name_taken")`` if the name (case-insensitive) exists."""
+
+    async def get_workspace(self, workspace_id: int) -> Workspace | None: ...
+
+    async def list_workspaces(self, user_id: int) -> list[Workspace]:
+        """Workspaces the user belongs to, oldest first."""
+
+    async def update_workspace(
+        self, workspace_id: int, *, name: str | None = None, description: str | None = None
+    ) -> Workspace: ...
+
+    async def delete_workspace(self, workspace_id: int) -> list[int]:
+        """Delete it with its chats and messages; returns the deleted chat ids."""
+
+    async def workspace_role(self, workspace_id: int, user_id: int) -> Role | None: ...
+
+    async def list_workspace_members(self, workspace_id: int) -> list[WorkspaceMember]:
+        """Oldest member first."""
+
+    async def add_workspace_member(
+        self, workspace_id: int, user_id: int, role: Role
+    ) -> WorkspaceMember:
+        """``Conflict(code="already_member")`` if present."""
+
+    async def remove_workspace_member(self, workspace_id: int, user_id: int) -> bool:
+        """Remove the workspace membership only (chats are the caller's business)."""
+
+    async def workspace_member_ids(self, workspace_id: int, user_ids: Sequence[int]) -> set[int]:
+        """Which of ``user_ids`` are members of the workspace."""
+
+    async def list_user_chat_ids(self, user_id: int, workspace_id: int) -> list[int]:
+        """Ids of the user's chats in a workspace."""
+
+    # -- chats -------------------------------------------------------------------------
+    async def create_chat(
+        self,
+        workspace_id: int,
+        type: ChatType,
+        name: str | None,
+        description: str | None,
+        owner_id: int,
+        member_ids: Sequence[int],
+    ) -> ChatRecord:
+        """Create a chat; the owner gets role owner, the others member.
+
+        ``member_ids`` includes the owner. ``Conflict(code="chat_name_taken")`` when a channel
+        of that name (case-insensitive) exists in the workspace; ``Conflict(code=
+        "single_exists")`` when a Single chat of the same pair exists in the workspace.
+        """
+
+    async def find_single_chat(self, workspace_id: int, user_a: int, user_b: int) -> int | None:
+        """The id of the existing Single chat between two users, if any."""
+
+    async def chat_member_role(self, chat_id: int, user_id: int) -> Role | None:
+        """The user's role in the chat, or None if not a member."""
+
+    async def get_chat(self, chat_id: int) -> ChatRecord | None: ...
+
+    async def get_chat_view(self, chat_id: int, viewer_id: int) -> Chat | None:
+        """The chat with members_count, last_message and the viewer's unread_count."""
+
+    async def list_chats(self, user_id: int, workspace_id: int | None) -> list[Chat]:
+        """The user's chats, most recently active first (last message, else creation)."""
+
+    async def list_public_channels(self, workspace_id: int, viewer_id: int) -> list[Chat]: ...
+
+    async def update_chat(
+        self, chat_id: int, *, name: str | None = None, description: str | None = None
+    ) -> ChatRecord: ...
+
+    async def delete_chat(self, chat_id: int) -> None: ...
+
+    async def load_chat_state(self, chat_id: int) -> ChatState | None:
+        """Everything a ChatActor needs at start, or None if the chat does not exist."""
+
+    async def list_chat_members(self, chat_id: int) -> list[Member]:
+        """Members with fullname, oldest first."""
+
+    async def add_chat_members(
+        self, chat_id: int, user_ids: Sequence[int], role: Role
+    ) -> list[Member]:
+        """Add users that are not yet members; returns the added members."""
+
+    async def remove_chat_member(
+        self, chat_id: int, user_id: int, new_owner_id: int | None
+    ) -> None:
+        """Remove a member, optionally promoting ``new_owner_id`` to owner in the same
+        transaction (also updating the chat's owner_id)."""
+
+    async def set_chat_owner(self, chat_id: int, user_id: int) -> None: ...
+
+    # -- messages ----------------------------------------------------------------------
+    async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
+        """Insert a batch in ONE transaction (group commit), in order.
+
+        Each new message gets the next ``seq`` of the chat (gapless, 1-based). A message whose
+        (sender_id, client_id) already exists in this chat — including earlier in the same
+        batch — is not inserted; its original is returned with ``created=False``. A message
+        whose ``reply_to`` names no message of this chat gets ``error`` and no seq. The sender's
+        read marker moves to its own new message. The chat's activity time is updated.
+        """
+
+    async def list_messages(
+        self, chat_id: int, *, limit: int, before: int | None, after: int | None
+    ) -> MessagePage:
+        """before: newest first below id; after: oldest first above id; neither: newest."""
+
+    async def get_message(self, message_id: int) -> Message | None: ...
+
+    async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
+        """Move the read marker forward to ``message_id`` (which must be of this chat).
+
+        Returns True if it moved, False if it was already at or past it.
+        ``Invalid`` field ``message_id`` if the message is not in this chat.
+        """

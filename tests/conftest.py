@@ -1,0 +1,130 @@
+"""Shared fixtures: a real server (hypercorn on port 0, SQLite file in tmp_path) and clients."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from fechatter.app import ServerInfo, serve
+from fechatter.config import Settings
+
+TEST_SECRET = "test-secret-" + "x" * 40
+_counter = itertools.count(1)
+
+
+def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test server: cheap Argon2, ephemeral port, a database in tmp_path."""
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'fechatter.db'}",
+        "port": 0,
+        "jwt_secret": TEST_SECRET,
+        "argon2_time_cost": 1,
+        "argon2_memory_cost": 8,
+        "argon2_parallelism": 1,
+        "shutdown_grace": 2.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Api:
+    """A thin JSON client for one server; ``as_user`` gives an authorised copy."""
+
+    def __init__(self, client: httpx.AsyncClient, token: str | None = None) -> None:
+        self.client = client
+        self.token = token
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        headers = {**self.headers(), **kw.pop("headers", {})}
+        return await self.client.request(method, url, headers=headers, **kw)
+
+    async def get(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.request("GET", url, **kw)
+
+    async def post(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.request("POST", url, **kw)
+
+    async def put(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.request("PUT", url, **kw)
+
+    async def patch(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.request("PATCH", url, **kw)
+
+    async def delete(self, url: str, **kw: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kw)
+
+    async def signup(self, name: str | None = None, workspace: str | None = None) -> User:
+        n = next(_counter)
+        name = name or f"user{n}"
+        body: dict[str, Any] = {
+            "fullname": name,
+            "email": f"{name}.{n}@example.com",
+            "password": "correct horse",
+        }
+        if workspace:
+            body["workspace"] = workspace
+        r = await self.client.post("/api/auth/signup", json=body)
+        assert r.status_code == 201, r.text
+        data = r.json()
+        return User(Api(self.client, data["token"]), data["user"]["id"], body["email"], data)
+
+
+class User:
+    """A signed-up user and a client that acts as them."""
+
+    def __init__(self, api: Api, id: int, email: str, auth: dict[str, Any]) -> None:
+        self.api = api
+        self.id = id
+        self.email = email
+        self.auth = auth
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    return lambda **kw: make_settings(tmp_path, **kw)
+
+
+@pytest.fixture
+async def server(
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[ServerInfo]:
+    shutdown = trio.Event()
+    info: ServerInfo = await nursery.start(serve, settings_factory(), shutdown)
+    yield info
+    shutdown.set()
+
+
+@pytest.fixture
+async def api(server: ServerInfo) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=10) as client:
+        yield Api(client)
+
+
+async def make_workspace(owner: User, *members: User, name: str | None = None) -> int:
+    """A workspace owned by ``owner`` with ``members`` added; returns its id."""
+    r = await owner.api.post("/api/workspaces", json={"name": name or f"ws{next(_counter)}"})
+    assert r.status_code == 201, r.text
+    ws_id: int = r.json()["id"]
+    for m in members:
+        r = await owner.api.post(f"/api/workspaces/{ws_id}/members", json={"email": m.email})
+        assert r.status_code == 201, r.text
+    return ws_id
+
+
+async def make_chat(owner: User, ws_id: int, kind: str, *members: User, **extra: Any) -> int:
+    body = {"workspace_id": ws_id, "type": kind, "members": [m.id for m in members], **extra}
+    if kind in ("PublicChannel", "PrivateChannel") and "name" not in body:
+        body["name"] = f"chan{next(_counter)}"
+    r = await owner.api.post("/api/chats", json=body)
+    assert r.status_code in (200, 201), r.text
+    chat_id: int = r.json()["id"]
+    return chat_id

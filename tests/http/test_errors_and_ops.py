@@ -1,0 +1,87 @@
+"""Every failure a client can provoke is a problem document; ops endpoints answer."""
+
+from __future__ import annotations
+
+from tests.conftest import Api, make_chat, make_workspace
+
+PROBLEM = "application/problem+json"
+
+
+async def test_unknown_route_and_wrong_method(api: Api) -> None:
+    r = await api.get("/api/nope")
+    assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (
+        404, PROBLEM, "route_not_found")
+    r = await api.delete("/api/auth/signup")
+    assert (r.status_code, r.headers["content-type"]) == (405, PROBLEM)
+    assert "POST" in r.headers["allow"]
+    # Ids that are not positive 64-bit integers are not routes either.
+    user = await api.signup()
+    for bad in ("0", "-1", "abc", "99999999999999999999"):
+        r = await user.api.get(f"/api/chats/{bad}")
+        assert r.status_code == 404, bad
+
+
+async def test_malformed_json_and_wrong_content_type(api: Api) -> None:
+    r = await api.post("/api/auth/signup", content=b"{not json",
+                       headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (400, "malformed_json")
+    r = await api.post("/api/auth/signup", content=b"a=b",
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (r.status_code, r.json()["code"]) == (400, "unsupported_content_type")
+    r = await api.post("/api/auth/signup", json=[1, 2])
+    assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "body")
+    r = await api.post("/api/auth/signup", content=b"\xff\xfe",
+                       headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+async def test_oversized_body_is_413_and_writes_nothing(api: Api) -> None:
+    a, b = await api.signup(), await api.signup()
+    ws = await make_workspace(a, b)
+    chat = await make_chat(a, ws, "Single", b)
+    huge = b'{"content": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    r = await a.api.post(f"/api/chats/{chat}/messages", content=huge,
+                         headers={"Content-Type": "application/json"})
+    assert (r.status_code, r.headers["content-type"]) == (413, PROBLEM)
+    assert (await a.api.get(f"/api/chats/{chat}/messages")).json()["items"] == []
+
+
+async def test_wrong_types_are_422_not_500(api: Api) -> None:
+    user = await api.signup()
+    ws = await make_workspace(user)
+    bodies = [
+        {"workspace_id": "1", "type": "Group", "members": []},
+        {"workspace_id": ws, "type": "Nope"},
+        {"workspace_id": ws, "type": "Group", "members": "x"},
+        {"workspace_id": ws, "type": "Group", "members": [True]},
+        {"workspace_id": 2**70, "type": "Group"},
+        {"workspace_id": ws, "type": "PublicChannel", "name": "x" * 129},
+    ]
+    for body in bodies:
+        r = await user.api.post("/api/chats", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["errors"], body
+
+
+async def test_health_ready_metrics(api: Api) -> None:
+    assert (await api.get("/health")).json() == {"status": "ok"}
+    assert (await api.get("/ready")).status_code == 200
+    text = (await api.get("/metrics")).text
+    assert "fechatter_http_requests_total" in text
+    assert "fechatter_chat_actors" in text
+
+
+async def test_online_users_and_realtime_health(api: Api) -> None:
+    a, b = await api.signup(), await api.signup()
+    ws = await make_workspace(a, b)
+    chat = await make_chat(a, ws, "Single", b)
+    r = await a.api.get(f"/api/online-users?chat_id={chat}")
+    assert r.json() == {"user_ids": []}
+    r = await a.api.get(f"/api/online-users?workspace_id={ws}")
+    assert r.json() == {"user_ids": []}
+    assert (await a.api.get("/api/online-users")).status_code == 400
+    outsider = await api.signup()
+    assert (await outsider.api.get(f"/api/online-users?chat_id={chat}")).status_code == 404
+    health = (await a.api.get("/api/sse/health")).json()
+    assert health["status"] == "healthy"
+    assert health["transport"] == ["sse", "websocket"]
