@@ -21,6 +21,7 @@ from fechatter.actors.supervisor import open_actor_system
 from fechatter.auth import Authenticator
 from fechatter.config import Settings, resolve_jwt_secret
 from fechatter.http import create_app
+from fechatter.http.asgi import ShieldedSend
 from fechatter.http.common import Context
 from fechatter.metrics import Metrics
 from fechatter.ratelimit import RateLimiter
@@ -103,7 +104,7 @@ async def serve(
             binds = await nursery.start(
                 partial(
                     hypercorn.trio.serve,
-                    create_app(ctx),
+                    ShieldedSend(create_app(ctx)),
                     config,
                     shutdown_trigger=shutdown.wait,
                 )

@@ -1,4 +1,4 @@
-"""Server configuration: defaults < app.yaml (or ``$FECHATTER_CONFIG``) < ``FECHATTER_*`` env < flags.
+"""Server configuration: defaults < app.yaml (``$FECHATTER_CONFIG``) < ``FECHATTER_*`` < flags.
 
 This module only describes and loads settings; it must never open sockets or databases. The
 JWT secret, when not configured, is generated once and kept next to the database (mode 0600)

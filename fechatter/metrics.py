@@ -34,7 +34,8 @@ class Metrics:
             "fechatter_chat_actors", "ChatActors alive", registry=self.registry
         )
         self.mailbox_depth = Gauge(
-            "fechatter_mailbox_depth", "commands queued in all chat mailboxes",
+            "fechatter_mailbox_depth",
+            "commands queued in all chat mailboxes",
             registry=self.registry,
         )
         self.actor_restarts = Gauge(
@@ -44,7 +45,8 @@ class Metrics:
             "fechatter_online_users", "users with a live stream", registry=self.registry
         )
         self.storage_transactions = Gauge(
-            "fechatter_storage_transactions", "committed write transactions",
+            "fechatter_storage_transactions",
+            "committed write transactions",
             registry=self.registry,
         )
 

@@ -157,8 +157,7 @@ class ChatActor:
     async def _commit_sends(self, calls: list[Call[Any]]) -> None:
         accepted: list[Call[Any]] = []
         for call in calls:
-            command: SendMessage = call.command
-            error = self._check_member(command.message.sender_id)
+            error = self._check_member(_send_of(call).message.sender_id)
             if error is not None:
                 call.fail(error)
             else:
@@ -167,7 +166,7 @@ class ChatActor:
             return
         try:
             results = await self._storage.insert_messages(
-                self.chat.id, [c.command.message for c in accepted]
+                self.chat.id, [_send_of(c).message for c in accepted]
             )
         except FechatterError as exc:
             for call in accepted:
@@ -221,7 +220,9 @@ class ChatActor:
         if self.chat.type is ChatType.SINGLE:
             raise Invalid.field("user_ids", "members cannot be added to a Single chat")
         if self.chat.type is not ChatType.GROUP and not role.manages:
-            raise Forbidden("only the chat owner or an admin may add members", code="not_chat_admin")
+            raise Forbidden(
+                "only the chat owner or an admin may add members", code="not_chat_admin"
+            )
         new_ids = [uid for uid in dict.fromkeys(cmd.user_ids) if uid not in self.members]
         if not new_ids:
             return []
@@ -260,8 +261,9 @@ class ChatActor:
             by_role = self._require_member(cmd.by)
             if cmd.by != cmd.user_id:
                 if not by_role.manages:
-                    raise Forbidden("only the owner or an admin may remove members",
-                                    code="not_chat_admin")
+                    raise Forbidden(
+                        "only the owner or an admin may remove members", code="not_chat_admin"
+                    )
                 if self.members[cmd.user_id] is Role.OWNER:
                     raise Forbidden("the owner cannot be removed", code="cannot_remove_owner")
             if self.chat.type is ChatType.SINGLE:
@@ -345,6 +347,12 @@ class ChatActor:
 
     def _publish(self, user_ids: Sequence[int], name: str, data: dict[str, Any]) -> None:
         self._sink.publish(user_ids, Event(name, data, chat_id=self.chat.id))
+
+
+def _send_of(call: Call[Any]) -> SendMessage:
+    command = call.command
+    assert isinstance(command, SendMessage)
+    return command
 
 
 def _with_owner(chat: ChatRecord, owner_id: int) -> ChatRecord:

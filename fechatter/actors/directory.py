@@ -143,15 +143,15 @@ class Directory:
                     _fail_inflight(slot, exc)
                 except Exception:
                     log.exception("ChatActor#%d crashed; restarting from storage", slot.chat_id)
-                    _fail_inflight(slot, Unavailable("chat actor failed; retry",
-                                                     code="chat_unavailable"))
+                    _fail_inflight(
+                        slot, Unavailable("chat actor failed; retry", code="chat_unavailable")
+                    )
                 now = trio.current_time()
                 crashes.append(now)
                 while crashes and crashes[0] < now - self.config.restart_window:
                     crashes.popleft()
                 if len(crashes) > self.config.restart_budget:
-                    log.error("ChatActor#%d exceeded its restart budget; stopping it",
-                              slot.chat_id)
+                    log.error("ChatActor#%d exceeded its restart budget; stopping it", slot.chat_id)
                     return
                 self._restarts += 1
                 slot.actor = None

@@ -50,9 +50,7 @@ def register(app: Quart, ctx: Context) -> None:
     async def signin() -> Response:
         body = await read_json(SigninIn)
         creds = await ctx.storage.get_credentials(body.email.strip().lower())
-        ok = await ctx.auth.verify_password(
-            creds.password_hash if creds else None, body.password
-        )
+        ok = await ctx.auth.verify_password(creds.password_hash if creds else None, body.password)
         if not ok or creds is None:
             raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
         if creds.user.status.value != "Active":
@@ -118,8 +116,8 @@ def register(app: Quart, ctx: Context) -> None:
             await ctx.storage.revoke_user_refresh_tokens(user_id)
         return json_response(user.to_json())
 
-
     app.register_blueprint(bp)
+
 
 async def _caller(ctx: Context) -> User:
     user = await ctx.storage.get_user(current_user_id(ctx))

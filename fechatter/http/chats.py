@@ -48,8 +48,9 @@ async def chat_view(ctx: Context, chat_id: int, user_id: int) -> Chat:
     return view
 
 
-async def require_workspace_members(ctx: Context, workspace_id: int, user_ids: list[int],
-                                    field: str) -> None:
+async def require_workspace_members(
+    ctx: Context, workspace_id: int, user_ids: list[int], field: str
+) -> None:
     """422 naming the ids that are not members of the workspace."""
     present = await ctx.storage.workspace_member_ids(workspace_id, user_ids)
     missing = [uid for uid in user_ids if uid not in present]
@@ -165,8 +166,8 @@ def register(app: Quart, ctx: Context) -> None:
         member: Member = await directory.call(chat_id, Join(user_id))
         return json_response(member.to_json())
 
-
     app.register_blueprint(bp)
+
 
 def _check_chat_shape(kind: ChatType, name: str | None, member_ids: list[int]) -> None:
     """The per-type rules of SPEC §3 that need no storage."""

@@ -84,8 +84,11 @@ async def read_json(model: type[M]) -> M:
 def validate(model: type[M], data: Any) -> M:
     """Validate already-decoded data, turning pydantic errors into a 422 with field errors."""
     if not isinstance(data, dict):
-        raise Invalid("request body must be a JSON object", code="validation_error",
-                      errors=[FieldError("body", "must be an object")])
+        raise Invalid(
+            "request body must be a JSON object",
+            code="validation_error",
+            errors=[FieldError("body", "must be an object")],
+        )
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:

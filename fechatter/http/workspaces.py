@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from quart import Blueprint, Quart, Response, request
 
 from fechatter.actors.chat import DeleteChat, RemoveMember
@@ -54,8 +56,9 @@ def register(app: Quart, ctx: Context) -> None:
         role = await workspace_role(ctx, workspace_id, current_user_id(ctx))
         body = await read_json(WorkspacePatch)
         if not role.manages:
-            raise Forbidden("only the owner or an admin may change the workspace",
-                            code="not_workspace_admin")
+            raise Forbidden(
+                "only the owner or an admin may change the workspace", code="not_workspace_admin"
+            )
         ws = await ctx.storage.update_workspace(
             workspace_id, name=body.name, description=body.description
         )
@@ -86,8 +89,9 @@ def register(app: Quart, ctx: Context) -> None:
         role = await workspace_role(ctx, workspace_id, current_user_id(ctx))
         body = await read_json(WorkspaceMemberIn)
         if not role.manages:
-            raise Forbidden("only the owner or an admin may add members",
-                            code="not_workspace_admin")
+            raise Forbidden(
+                "only the owner or an admin may add members", code="not_workspace_admin"
+            )
         user = await ctx.storage.get_user_by_email(body.email)
         if user is None:
             raise Invalid.field("email", "no user has this email")
@@ -99,24 +103,26 @@ def register(app: Quart, ctx: Context) -> None:
         caller = current_user_id(ctx)
         role = await workspace_role(ctx, workspace_id, caller)
         if caller != user_id and not role.manages:
-            raise Forbidden("only the owner or an admin may remove members",
-                            code="not_workspace_admin")
+            raise Forbidden(
+                "only the owner or an admin may remove members", code="not_workspace_admin"
+            )
         target = await ctx.storage.workspace_role(workspace_id, user_id)
         if target is None:
             raise NotFound("member not found", code="member_not_found")
         if target is Role.OWNER:
-            raise Conflict("the workspace owner cannot leave it; delete the workspace instead",
-                           code="owner_cannot_leave")
+            raise Conflict(
+                "the workspace owner cannot leave it; delete the workspace instead",
+                code="owner_cannot_leave",
+            )
         if target is Role.ADMIN and role is not Role.OWNER and caller != user_id:
             raise Forbidden("only the owner may remove an admin", code="not_workspace_owner")
         # Chats first, so no chat is left with a member outside its workspace.
         for chat_id in await ctx.storage.list_user_chat_ids(user_id, workspace_id):
-            try:
+            # NotFound: the chat went away meanwhile, or the user had already left it.
+            with contextlib.suppress(NotFound):
                 await ctx.system.directory.call(
                     chat_id, RemoveMember(by=caller, user_id=user_id, force=True)
                 )
-            except NotFound:
-                pass  # the chat went away meanwhile, or the user had already left it
         await ctx.storage.remove_workspace_member(workspace_id, user_id)
         return empty_response()
 

@@ -294,9 +294,7 @@ class SqliteStorage:
         )
 
     async def workspace_member_ids(self, workspace_id: int, user_ids: Sequence[int]) -> set[int]:
-        return await self._read(
-            lambda c: accounts.workspace_member_ids(c, workspace_id, user_ids)
-        )
+        return await self._read(lambda c: accounts.workspace_member_ids(c, workspace_id, user_ids))
 
     async def list_user_chat_ids(self, user_id: int, workspace_id: int) -> list[int]:
         return await self._read(lambda c: accounts.list_user_chat_ids(c, user_id, workspace_id))

@@ -295,7 +295,8 @@ def workspace_member_ids(
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         rows = conn.execute(
-            f"SELECT user_id FROM workspace_members WHERE workspace_id = ? AND user_id IN ({marks})",
+            "SELECT user_id FROM workspace_members"
+            f" WHERE workspace_id = ? AND user_id IN ({marks})",
             (workspace_id, *chunk),
         )
         found.update(row[0] for row in rows)

@@ -108,7 +108,7 @@ async def test_crashed_actor_restarts_and_loses_no_acknowledged_message(
 ) -> None:
     chat_id, (a, b, _) = await _chat(storage)
     flaky = FlakyStorage(storage, {2}, after_commit=after_commit)
-    directory = Directory(flaky, UserHub(), nursery)  # type: ignore[arg-type]
+    directory = Directory(flaky, UserHub(), nursery)
     acked: list[int] = []
     failed = 0
 
@@ -141,7 +141,7 @@ async def test_restart_budget_exhausted_answers_unavailable(
     chat_id, (a, _, _) = await _chat(storage)
     flaky = FlakyStorage(storage, set(range(1, 100)), after_commit=False)
     config = DirectoryConfig(restart_budget=2)
-    directory = Directory(flaky, UserHub(), nursery, config)  # type: ignore[arg-type]
+    directory = Directory(flaky, UserHub(), nursery, config)
     with trio.fail_after(5):
         for _ in range(3):
             with pytest.raises(Unavailable):
@@ -210,7 +210,7 @@ async def test_call_times_out_with_unavailable(
 ) -> None:
     chat_id, (a, _, _) = await _chat(storage)
     stuck = StuckStorage(storage, set(), after_commit=False)
-    directory = Directory(stuck, UserHub(), nursery, DirectoryConfig(call_timeout=10))  # type: ignore[arg-type]
+    directory = Directory(stuck, UserHub(), nursery, DirectoryConfig(call_timeout=10))
     await storage.load_chat_state(chat_id)
     # Warm the actor (its state load runs in a thread) before letting the clock jump.
     from fechatter.actors.chat import Typing

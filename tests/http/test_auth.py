@@ -38,8 +38,12 @@ async def test_signup_email_is_case_insensitively_unique(api: Api) -> None:
 
 async def test_signup_with_taken_workspace_writes_nothing(api: Api) -> None:
     await api.signup(workspace="Acme")
-    body = {"fullname": "B", "email": "b@example.com", "password": "longenough",
-            "workspace": "acme"}
+    body = {
+        "fullname": "B",
+        "email": "b@example.com",
+        "password": "longenough",
+        "workspace": "acme",
+    }
     r = await api.post("/api/auth/signup", json=body)
     assert r.status_code == 409
     assert r.json()["code"] == "workspace_name_taken"
@@ -55,8 +59,9 @@ async def test_signup_with_workspace_makes_owner(api: Api) -> None:
 
 
 async def test_signup_validation_names_fields(api: Api) -> None:
-    r = await api.post("/api/auth/signup", json={"fullname": "", "email": "nope",
-                                                 "password": "short"})
+    r = await api.post(
+        "/api/auth/signup", json={"fullname": "", "email": "nope", "password": "short"}
+    )
     assert r.status_code == 422
     fields = {e["field"] for e in r.json()["errors"]}
     assert fields == {"fullname", "email", "password"}
@@ -64,14 +69,17 @@ async def test_signup_validation_names_fields(api: Api) -> None:
 
 async def test_signin_success_and_uniform_failure(api: Api) -> None:
     user = await api.signup()
-    ok = await api.post("/api/auth/signin", json={"email": user.email.upper(),
-                                                  "password": "correct horse"})
+    ok = await api.post(
+        "/api/auth/signin", json={"email": user.email.upper(), "password": "correct horse"}
+    )
     assert ok.status_code == 200
     assert ok.json()["user"]["id"] == user.id
-    wrong_pw = await api.post("/api/auth/signin", json={"email": user.email,
-                                                        "password": "wrong horse"})
-    no_user = await api.post("/api/auth/signin", json={"email": "ghost@example.com",
-                                                       "password": "wrong horse"})
+    wrong_pw = await api.post(
+        "/api/auth/signin", json={"email": user.email, "password": "wrong horse"}
+    )
+    no_user = await api.post(
+        "/api/auth/signin", json={"email": "ghost@example.com", "password": "wrong horse"}
+    )
     assert wrong_pw.status_code == no_user.status_code == 401
     assert wrong_pw.json()["detail"] == no_user.json()["detail"]
     assert wrong_pw.headers["www-authenticate"].startswith("Bearer")
@@ -114,17 +122,32 @@ async def test_me_requires_valid_token(api: Api) -> None:
     r = await api.get("/api/users/me", headers={"Authorization": "Bearer not.a.jwt"})
     assert r.status_code == 401
     assert r.json()["code"] == "invalid_token"
-    forged = jwt.encode({"sub": "1", "iat": int(time.time()), "exp": int(time.time()) + 60,
-                         "iss": "fechatter", "aud": "fechatter"}, "another-secret" * 4,
-                        algorithm="HS256")
+    forged = jwt.encode(
+        {
+            "sub": "1",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+            "iss": "fechatter",
+            "aud": "fechatter",
+        },
+        "another-secret" * 4,
+        algorithm="HS256",
+    )
     r = await api.get("/api/users/me", headers={"Authorization": f"Bearer {forged}"})
     assert r.status_code == 401
 
 
 async def test_expired_token_is_rejected(api: Api) -> None:
     user = await api.signup()
-    auth = Authenticator(TEST_SECRET, access_ttl=60, refresh_ttl=60, time_cost=1,
-                         memory_cost=8, parallelism=1, hash_threads=1)
+    auth = Authenticator(
+        TEST_SECRET,
+        access_ttl=60,
+        refresh_ttl=60,
+        time_cost=1,
+        memory_cost=8,
+        parallelism=1,
+        hash_threads=1,
+    )
     old = auth.issue_access_token(user.id, now=time.time() - 3600)
     r = await api.get("/api/users/me", headers={"Authorization": f"Bearer {old}"})
     assert r.status_code == 401
@@ -133,8 +156,9 @@ async def test_expired_token_is_rejected(api: Api) -> None:
 
 async def test_patch_me_profile_and_password(api: Api) -> None:
     user = await api.signup()
-    r = await user.api.patch("/api/users/me", json={"fullname": "New Name",
-                                                    "avatar": "https://x/a.png"})
+    r = await user.api.patch(
+        "/api/users/me", json={"fullname": "New Name", "avatar": "https://x/a.png"}
+    )
     assert r.status_code == 200
     assert (r.json()["fullname"], r.json()["avatar"]) == ("New Name", "https://x/a.png")
     r = await user.api.patch("/api/users/me", json={"avatar": None})
@@ -143,17 +167,19 @@ async def test_patch_me_profile_and_password(api: Api) -> None:
 
     r = await user.api.patch("/api/users/me", json={"password": "new password"})
     assert r.status_code == 422
-    r = await user.api.patch("/api/users/me", json={"password": "new password",
-                                                    "current_password": "wrong one"})
+    r = await user.api.patch(
+        "/api/users/me", json={"password": "new password", "current_password": "wrong one"}
+    )
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "current_password"
-    r = await user.api.patch("/api/users/me", json={"password": "new password",
-                                                    "current_password": "correct horse"})
+    r = await user.api.patch(
+        "/api/users/me", json={"password": "new password", "current_password": "correct horse"}
+    )
     assert r.status_code == 200
-    old = await api.post("/api/auth/signin", json={"email": user.email,
-                                                   "password": "correct horse"})
-    new = await api.post("/api/auth/signin", json={"email": user.email,
-                                                   "password": "new password"})
+    old = await api.post(
+        "/api/auth/signin", json={"email": user.email, "password": "correct horse"}
+    )
+    new = await api.post("/api/auth/signin", json={"email": user.email, "password": "new password"})
     assert (old.status_code, new.status_code) == (401, 200)
     # Changing the password signed the old sessions out.
     r = await api.post("/api/auth/refresh", json={"refresh_token": user.auth["refresh_token"]})

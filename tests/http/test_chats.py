@@ -8,20 +8,24 @@ from tests.conftest import Api, make_chat, make_workspace
 async def test_single_chat_rules_and_reuse(api: Api) -> None:
     a, b, c = await api.signup(), await api.signup(), await api.signup()
     ws = await make_workspace(a, b, c)
-    r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "Single",
-                                             "members": [b.id, b.id]})
+    r = await a.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Single", "members": [b.id, b.id]}
+    )
     assert r.status_code == 201
     chat = r.json()
     assert (chat["type"], chat["name"], chat["members_count"]) == ("Single", None, 2)
     # The same pair, from either side, gets the existing chat back with 200.
-    r = await b.api.post("/api/chats", json={"workspace_id": ws, "type": "Single",
-                                             "members": [a.id]})
+    r = await b.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Single", "members": [a.id]}
+    )
     assert (r.status_code, r.json()["id"]) == (200, chat["id"])
-    r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "Single",
-                                             "members": [b.id, c.id]})
+    r = await a.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Single", "members": [b.id, c.id]}
+    )
     assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "members")
-    r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "Single",
-                                             "members": [b.id], "name": "x"})
+    r = await a.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Single", "members": [b.id], "name": "x"}
+    )
     assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "name")
     r = await a.api.post(f"/api/chats/{chat['id']}/members", json={"user_ids": [c.id]})
     assert r.status_code == 422
@@ -30,11 +34,13 @@ async def test_single_chat_rules_and_reuse(api: Api) -> None:
 async def test_group_needs_three(api: Api) -> None:
     a, b, c = await api.signup(), await api.signup(), await api.signup()
     ws = await make_workspace(a, b, c)
-    r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "Group",
-                                             "members": [b.id]})
+    r = await a.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Group", "members": [b.id]}
+    )
     assert r.status_code == 422
-    r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "Group",
-                                             "members": [b.id, c.id]})
+    r = await a.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Group", "members": [b.id, c.id]}
+    )
     assert r.status_code == 201
     assert r.json()["owner_id"] == a.id
 
@@ -45,23 +51,26 @@ async def test_channel_needs_unique_name(api: Api) -> None:
     r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "PrivateChannel"})
     assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "name")
     await make_chat(a, ws, "PublicChannel", name="Dev")
-    r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "PrivateChannel",
-                                             "name": "dev"})
+    r = await a.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "PrivateChannel", "name": "dev"}
+    )
     assert (r.status_code, r.json()["code"]) == (409, "chat_name_taken")
 
 
 async def test_members_must_belong_to_workspace(api: Api) -> None:
     a, b, outsider = await api.signup(), await api.signup(), await api.signup()
     ws = await make_workspace(a, b)
-    r = await a.api.post("/api/chats", json={"workspace_id": ws, "type": "Group",
-                                             "members": [b.id, outsider.id]})
+    r = await a.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Group", "members": [b.id, outsider.id]}
+    )
     assert r.status_code == 422
     body = r.json()
     assert body["code"] == "not_workspace_members"
     assert str(outsider.id) in body["errors"][0]["message"]
     # Not a member of the workspace at all: 404.
-    r = await outsider.api.post("/api/chats", json={"workspace_id": ws, "type": "Group",
-                                                    "members": [a.id, b.id]})
+    r = await outsider.api.post(
+        "/api/chats", json={"workspace_id": ws, "type": "Group", "members": [a.id, b.id]}
+    )
     assert r.status_code == 404
 
 
@@ -122,8 +131,9 @@ async def test_owner_leaving_hands_over_and_last_leaving_deletes(api: Api) -> No
     assert (await a.api.delete(f"/api/chats/{group}/members/{a.id}")).status_code == 204
     r = await b.api.get(f"/api/chats/{group}")
     assert r.json()["owner_id"] == b.id  # the oldest remaining member
-    members = {m["user_id"]: m["role"] for m in (await b.api.get(
-        f"/api/chats/{group}/members")).json()}
+    members = {
+        m["user_id"]: m["role"] for m in (await b.api.get(f"/api/chats/{group}/members")).json()
+    }
     assert members == {b.id: "owner", c.id: "member"}
     assert (await b.api.delete(f"/api/chats/{group}/members/{b.id}")).status_code == 204
     assert (await c.api.delete(f"/api/chats/{group}/members/{c.id}")).status_code == 204

@@ -10,7 +10,10 @@ PROBLEM = "application/problem+json"
 async def test_unknown_route_and_wrong_method(api: Api) -> None:
     r = await api.get("/api/nope")
     assert (r.status_code, r.headers["content-type"], r.json()["code"]) == (
-        404, PROBLEM, "route_not_found")
+        404,
+        PROBLEM,
+        "route_not_found",
+    )
     r = await api.delete("/api/auth/signup")
     assert (r.status_code, r.headers["content-type"]) == (405, PROBLEM)
     assert "POST" in r.headers["allow"]
@@ -22,16 +25,21 @@ async def test_unknown_route_and_wrong_method(api: Api) -> None:
 
 
 async def test_malformed_json_and_wrong_content_type(api: Api) -> None:
-    r = await api.post("/api/auth/signup", content=b"{not json",
-                       headers={"Content-Type": "application/json"})
+    r = await api.post(
+        "/api/auth/signup", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert (r.status_code, r.json()["code"]) == (400, "malformed_json")
-    r = await api.post("/api/auth/signup", content=b"a=b",
-                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = await api.post(
+        "/api/auth/signup",
+        content=b"a=b",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert (r.status_code, r.json()["code"]) == (400, "unsupported_content_type")
     r = await api.post("/api/auth/signup", json=[1, 2])
     assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "body")
-    r = await api.post("/api/auth/signup", content=b"\xff\xfe",
-                       headers={"Content-Type": "application/json"})
+    r = await api.post(
+        "/api/auth/signup", content=b"\xff\xfe", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400
 
 
@@ -40,8 +48,9 @@ async def test_oversized_body_is_413_and_writes_nothing(api: Api) -> None:
     ws = await make_workspace(a, b)
     chat = await make_chat(a, ws, "Single", b)
     huge = b'{"content": "' + b"x" * (1024 * 1024 + 10) + b'"}'
-    r = await a.api.post(f"/api/chats/{chat}/messages", content=huge,
-                         headers={"Content-Type": "application/json"})
+    r = await a.api.post(
+        f"/api/chats/{chat}/messages", content=huge, headers={"Content-Type": "application/json"}
+    )
     assert (r.status_code, r.headers["content-type"]) == (413, PROBLEM)
     assert (await a.api.get(f"/api/chats/{chat}/messages")).json()["items"] == []
 

@@ -29,12 +29,18 @@ async def _pair(api: Api) -> tuple[User, User, int]:
 
 async def test_send_and_read_back(api: Api) -> None:
     a, b, chat = await _pair(api)
-    r = await a.api.post(f"/api/chats/{chat}/messages",
-                         json={"content": "  hello  ", "client_id": "c-1"})
+    r = await a.api.post(
+        f"/api/chats/{chat}/messages", json={"content": "  hello  ", "client_id": "c-1"}
+    )
     assert r.status_code == 201
     m = r.json()
     assert (m["chat_id"], m["seq"], m["sender_id"], m["content"], m["client_id"]) == (
-        chat, 1, a.id, "hello", "c-1")
+        chat,
+        1,
+        a.id,
+        "hello",
+        "c-1",
+    )
     assert m["created_at"].endswith("Z")
     assert (m["files"], m["reply_to"], m["edited_at"]) == ([], None, None)
     r = await b.api.get(f"/api/chats/{chat}/messages")
@@ -43,19 +49,23 @@ async def test_send_and_read_back(api: Api) -> None:
 
 async def test_content_validation(api: Api) -> None:
     a, _, chat = await _pair(api)
-    for body, field in [({"content": "   "}, "content"), ({"content": "x" * 4001}, "content"),
-                        ({"content": 5}, "content"), ({"content": "x", "files": ["http://e"]},
-                                                      "files.0"),
-                        ({"content": "x", "client_id": "c" * 65}, "client_id"),
-                        ({"content": "x", "reply_to": "1"}, "reply_to"),
-                        ({"content": "a\x00b"}, "content")]:
+    for body, field in [
+        ({"content": "   "}, "content"),
+        ({"content": "x" * 4001}, "content"),
+        ({"content": 5}, "content"),
+        ({"content": "x", "files": ["http://e"]}, "files.0"),
+        ({"content": "x", "client_id": "c" * 65}, "client_id"),
+        ({"content": "x", "reply_to": "1"}, "reply_to"),
+        ({"content": "a\x00b"}, "content"),
+    ]:
         r = await a.api.post(f"/api/chats/{chat}/messages", json=body)
         assert r.status_code == 422, body
         assert r.json()["errors"][0]["field"] == field, body
     r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": "x" * 4000})
     assert r.status_code == 201
-    r = await a.api.post(f"/api/chats/{chat}/messages",
-                         json={"content": "", "files": ["/files/1/a.png"]})
+    r = await a.api.post(
+        f"/api/chats/{chat}/messages", json={"content": "", "files": ["/files/1/a.png"]}
+    )
     assert (r.status_code, r.json()["files"]) == (201, ["/files/1/a.png"])
     assert (await a.api.get(f"/api/chats/{chat}/messages")).json()["items"][0]["seq"] == 2
 
@@ -65,12 +75,14 @@ async def test_reply_to_must_be_in_chat(api: Api) -> None:
     ws = await make_workspace(a, b)
     other = await make_chat(a, ws, "PrivateChannel", b)
     foreign = (await a.api.post(f"/api/chats/{other}/messages", json={"content": "x"})).json()
-    r = await a.api.post(f"/api/chats/{chat}/messages",
-                         json={"content": "re", "reply_to": foreign["id"]})
+    r = await a.api.post(
+        f"/api/chats/{chat}/messages", json={"content": "re", "reply_to": foreign["id"]}
+    )
     assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "reply_to")
     first = (await a.api.post(f"/api/chats/{chat}/messages", json={"content": "x"})).json()
-    r = await b.api.post(f"/api/chats/{chat}/messages",
-                         json={"content": "re", "reply_to": first["id"]})
+    r = await b.api.post(
+        f"/api/chats/{chat}/messages", json={"content": "re", "reply_to": first["id"]}
+    )
     assert (r.status_code, r.json()["reply_to"], r.json()["seq"]) == (201, first["id"], 2)
 
 
@@ -93,8 +105,9 @@ async def test_concurrent_duplicate_client_ids_yield_one_message(api: Api) -> No
     statuses: list[int] = []
 
     async def send() -> None:
-        r = await a.api.post(f"/api/chats/{chat}/messages",
-                             json={"content": "dup", "client_id": "same"})
+        r = await a.api.post(
+            f"/api/chats/{chat}/messages", json={"content": "dup", "client_id": "same"}
+        )
         statuses.append(r.status_code)
 
     async with trio.open_nursery() as n:
@@ -138,15 +151,20 @@ async def test_pagination_before_after(api: Api) -> None:
         r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": str(i)})
         ids.append(r.json()["id"])
     page = (await a.api.get(f"/api/chats/{chat}/messages?limit=3")).json()
-    assert [m["id"] for m in page["items"]] == ids[:-4:-1] and page["has_more"]
+    assert [m["id"] for m in page["items"]] == ids[:-4:-1]
+    assert page["has_more"]
     page = (await a.api.get(f"/api/chats/{chat}/messages?limit=3&before={ids[4]}")).json()
-    assert [m["id"] for m in page["items"]] == [ids[3], ids[2], ids[1]] and page["has_more"]
+    assert [m["id"] for m in page["items"]] == [ids[3], ids[2], ids[1]]
+    assert page["has_more"]
     page = (await a.api.get(f"/api/chats/{chat}/messages?limit=3&before={ids[1]}")).json()
-    assert [m["id"] for m in page["items"]] == [ids[0]] and not page["has_more"]
+    assert [m["id"] for m in page["items"]] == [ids[0]]
+    assert not page["has_more"]
     page = (await a.api.get(f"/api/chats/{chat}/messages?limit=3&after={ids[2]}")).json()
-    assert [m["id"] for m in page["items"]] == ids[3:6] and page["has_more"]
+    assert [m["id"] for m in page["items"]] == ids[3:6]
+    assert page["has_more"]
     page = (await a.api.get(f"/api/chats/{chat}/messages?after={ids[5]}")).json()
-    assert [m["id"] for m in page["items"]] == [ids[6]] and not page["has_more"]
+    assert [m["id"] for m in page["items"]] == [ids[6]]
+    assert not page["has_more"]
     for query in ("limit=0", "limit=201", "limit=abc", "before=-1", "before=1&after=2"):
         r = await a.api.get(f"/api/chats/{chat}/messages?{query}")
         assert r.status_code == 400, query
@@ -155,12 +173,16 @@ async def test_pagination_before_after(api: Api) -> None:
 
 async def test_read_marker_only_moves_forward(api: Api) -> None:
     a, b, chat = await _pair(api)
-    ids = [(await a.api.post(f"/api/chats/{chat}/messages", json={"content": str(i)})).json()[
-        "id"] for i in range(3)]
-    assert (await b.api.post(f"/api/chats/{chat}/read",
-                             json={"message_id": ids[2]})).status_code == 204
-    assert (await b.api.post(f"/api/chats/{chat}/read",
-                             json={"message_id": ids[0]})).status_code == 204
+    ids = [
+        (await a.api.post(f"/api/chats/{chat}/messages", json={"content": str(i)})).json()["id"]
+        for i in range(3)
+    ]
+    assert (
+        await b.api.post(f"/api/chats/{chat}/read", json={"message_id": ids[2]})
+    ).status_code == 204
+    assert (
+        await b.api.post(f"/api/chats/{chat}/read", json={"message_id": ids[0]})
+    ).status_code == 204
     view = (await b.api.get(f"/api/chats/{chat}")).json()
     assert view["unread_count"] == 0
     r = await b.api.post(f"/api/chats/{chat}/read", json={"message_id": 10**9})

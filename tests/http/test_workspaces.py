@@ -43,8 +43,9 @@ async def test_outsider_gets_404_member_gets_403(api: Api) -> None:
 async def test_members_add_list_remove(api: Api) -> None:
     owner, a, b = await api.signup(), await api.signup(), await api.signup()
     ws = await make_workspace(owner)
-    r = await owner.api.post(f"/api/workspaces/{ws}/members",
-                             json={"email": a.email, "role": "admin"})
+    r = await owner.api.post(
+        f"/api/workspaces/{ws}/members", json={"email": a.email, "role": "admin"}
+    )
     assert (r.status_code, r.json()["role"]) == (201, "admin")
     r = await owner.api.post(f"/api/workspaces/{ws}/members", json={"email": a.email})
     assert (r.status_code, r.json()["code"]) == (409, "already_member")
@@ -54,7 +55,10 @@ async def test_members_add_list_remove(api: Api) -> None:
     assert r.status_code == 201  # admins may add
     r = await owner.api.get(f"/api/workspaces/{ws}/members")
     assert [(m["user"]["id"], m["role"]) for m in r.json()] == [
-        (owner.id, "owner"), (a.id, "admin"), (b.id, "member")]
+        (owner.id, "owner"),
+        (a.id, "admin"),
+        (b.id, "member"),
+    ]
     # A member may leave; an admin may not remove the owner; the owner cannot leave.
     assert (await b.api.delete(f"/api/workspaces/{ws}/members/{b.id}")).status_code == 204
     r = await a.api.delete(f"/api/workspaces/{ws}/members/{owner.id}")
