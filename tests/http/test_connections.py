@@ -22,7 +22,8 @@ async def short_keepalive(
         serve, settings_factory(keep_alive_timeout=0.5), shutdown
     )
     url = urlsplit(info.api_url)
-    assert url.hostname is not None and url.port is not None
+    assert url.hostname is not None
+    assert url.port is not None
     yield url.hostname, url.port
     shutdown.set()
 
