@@ -13,7 +13,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         path = _config_file.get() or os.environ.get("FECHATTER_CONFIG", DEFAULT_CONFIG_FILE)
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=path)
         return (init_settings, env_settings, yaml_source)
+
+    @model_validator(mode="after")
+    def _argon2_memory_fits_lanes(self) -> Settings:
+        if self.argon2_memory_cost < 8 * self.argon2_parallelism:
+            raise ValueError("argon2_memory_cost must be at least 8 KiB per argon2_parallelism")
+        return self
 
     @property
     def sqlite_path(self) -> Path | None:

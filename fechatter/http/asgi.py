@@ -11,16 +11,14 @@ peer that stops reading cannot pin a task forever.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 import trio
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 
 SEND_DEADLINE = 30.0
 
@@ -28,12 +26,14 @@ SEND_DEADLINE = 30.0
 class ShieldedSend:
     """Wrap an ASGI app so that each ``send`` completes even if the app is being cancelled."""
 
-    def __init__(self, app: ASGIApp, deadline: float = SEND_DEADLINE) -> None:
+    def __init__(self, app: ASGIFramework, deadline: float = SEND_DEADLINE) -> None:
         self.app = app
         self.deadline = deadline
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def shielded_send(message: Message) -> None:
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        async def shielded_send(message: ASGISendEvent) -> None:
             with trio.CancelScope(shield=True, deadline=trio.current_time() + self.deadline):
                 await send(message)
 

@@ -1,0 +1,139 @@
+"""Whole-server lifecycle: graceful shutdown keeps acknowledged messages; the CLI starts,
+serves and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from fechatter.app import ServerInfo, serve
+from fechatter.config import Settings
+from tests.conftest import Api, User, make_chat, make_workspace
+
+
+# httpx leaves an async generator unfinalised when the server drops a connection mid-request.
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object ByteStream"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+async def test_shutdown_with_sends_in_flight_loses_no_acknowledged_message(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    settings = settings_factory()
+    acked: list[int] = []
+    enough = trio.Event()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as server_nursery:
+            shutdown = trio.Event()
+            info: ServerInfo = await server_nursery.start(serve, settings, shutdown)
+            async with httpx.AsyncClient(base_url=info.api_url, timeout=10) as client:
+                api = Api(client)
+                users = [await api.signup() for _ in range(5)]
+                ws = await make_workspace(users[0], *users[1:])
+                chat = await make_chat(users[0], ws, "Group", *users[1:])
+
+                async def sender(user: User) -> None:
+                    for i in range(35):
+                        try:
+                            r = await user.api.post(
+                                f"/api/chats/{chat}/messages", json={"content": f"{i}"}
+                            )
+                        except httpx.HTTPError:
+                            return  # the server went away: this send was not acknowledged
+                        if r.status_code != 201:
+                            return
+                        acked.append(r.json()["id"])
+                        if len(acked) >= 40:
+                            enough.set()
+
+                async with trio.open_nursery() as senders:
+                    for user in users:
+                        senders.start_soon(sender, user)
+                    await enough.wait()
+                    shutdown.set()
+        assert len(acked) >= 40
+
+        # Start again on the same database: everything acknowledged is there, seq gapless.
+        async with trio.open_nursery() as server_nursery:
+            shutdown = trio.Event()
+            info = await server_nursery.start(serve, settings, shutdown)
+            async with httpx.AsyncClient(base_url=info.api_url, timeout=10) as client:
+                r = await client.post(
+                    "/api/auth/signin",
+                    json={"email": users[0].email, "password": "correct horse"},
+                )
+                headers = {"Authorization": f"Bearer {r.json()['token']}"}
+                r = await client.get(f"/api/chats/{chat}/messages?limit=200", headers=headers)
+                stored = r.json()["items"]
+            shutdown.set()
+    assert set(acked) <= {m["id"] for m in stored}
+    assert sorted(m["seq"] for m in stored) == list(range(1, len(stored) + 1))
+
+
+async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The README's start command (``fechatter serve``), as a real process."""
+    command = [
+        sys.executable,
+        "-m",
+        "fechatter",
+        "serve",
+        "--port",
+        "0",
+        "--database-url",
+        f"sqlite:///{tmp_path / 'cli.db'}",
+    ]
+    env = {
+        **os.environ,
+        "FECHATTER_ARGON2_MEMORY_COST": "8",
+        "FECHATTER_ARGON2_TIME_COST": "1",
+        "FECHATTER_ARGON2_PARALLELISM": "1",
+    }
+    process = await trio.lowlevel.open_process(
+        command, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+    )
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(30):
+            log = b""
+            while (match := re.search(rb"fechatter API on (http://\S+)", log)) is None:
+                chunk = await process.stderr.receive_some()
+                assert chunk, f"server exited early: {log.decode(errors='replace')}"
+                log += chunk
+            url = match.group(1).decode()
+            async with httpx.AsyncClient(base_url=url) as client:
+                assert (await client.get("/ready")).status_code == 200
+                api = Api(client)
+                a, b = await api.signup(), await api.signup()
+                ws = await make_workspace(a, b)
+                chat = await make_chat(a, ws, "Single", b)
+                r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": "hi"})
+                assert r.status_code == 201
+                r = await b.api.get(f"/api/chats/{chat}/messages")
+                assert [m["content"] for m in r.json()["items"]] == ["hi"]
+            process.send_signal(signal.SIGTERM)
+
+            async def drain() -> None:
+                assert process.stderr is not None
+                while await process.stderr.receive_some():
+                    pass
+
+            async with trio.open_nursery() as n:
+                n.start_soon(drain)
+                assert await process.wait() == 0
+        # The JWT secret was generated next to the database, owner-only.
+        secret = tmp_path / ".fechatter-jwt-secret"
+        assert secret.stat().st_mode & 0o777 == 0o600
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await process.stderr.aclose()
