@@ -17,7 +17,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from fechatter.actors.directory import DirectoryConfig
-from fechatter.actors.supervisor import open_actor_system
+from fechatter.actors.supervisor import ActorSystem, open_actor_system
+from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.config import Settings, resolve_jwt_secret
 from fechatter.http import create_app
@@ -25,6 +26,9 @@ from fechatter.http.asgi import ShieldedSend
 from fechatter.http.common import Context
 from fechatter.metrics import Metrics
 from fechatter.ratelimit import RateLimiter
+from fechatter.realtime.context import RealtimeContext, RealtimeStats
+from fechatter.realtime.listener import open_listening_socket, serve_realtime
+from fechatter.realtime.stream import StreamLimits
 from fechatter.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,9 @@ class ServerInfo:
     """Where a started server listens (ports resolved when 0 was asked for)."""
 
     api_url: str
+    realtime_url: str
+    system: ActorSystem  # live handles, for operators' tooling and tests
+    realtime: RealtimeStats
 
 
 def raise_fd_limit() -> int:
@@ -73,6 +80,14 @@ def directory_config(settings: Settings) -> DirectoryConfig:
     )
 
 
+def hub_config(settings: Settings) -> HubConfig:
+    return HubConfig(
+        ring_size=settings.ring_size,
+        retention=settings.resume_window,
+        presence_grace=settings.presence_grace,
+    )
+
+
 async def serve(
     settings: Settings,
     shutdown: trio.Event,
@@ -82,32 +97,67 @@ async def serve(
     """Run a Fechatter server until ``shutdown`` is set."""
     limit = raise_fd_limit()
     auth = build_authenticator(settings)
-    async with (
-        open_storage(settings.database_url) as storage,
-        open_actor_system(storage, directory_config(settings)) as system,
-    ):
-        ctx = Context(
-            settings=settings,
-            storage=storage,
-            system=system,
-            auth=auth,
-            send_limiter=RateLimiter(settings.send_rate, settings.send_burst, trio.current_time),
-            metrics=Metrics(),
-        )
-        config = HypercornConfig()
-        config.bind = [f"{settings.host}:{settings.port}"]
-        config.backlog = settings.backlog
-        config.keep_alive_timeout = settings.keep_alive_timeout
-        config.graceful_timeout = settings.shutdown_grace
-        config.accesslog = None
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                partial(
-                    hypercorn.trio.serve,
-                    ShieldedSend(create_app(ctx)),
-                    config,
-                    shutdown_trigger=shutdown.wait,
-                )
+    rt_sock = open_listening_socket(settings.host, settings.realtime_port, settings.backlog)
+    try:
+        async with (
+            open_storage(settings.database_url) as storage,
+            open_actor_system(storage, directory_config(settings), hub_config(settings)) as system,
+        ):
+            stats = RealtimeStats()
+            send_limiter = RateLimiter(settings.send_rate, settings.send_burst, trio.current_time)
+            ctx = Context(
+                settings=settings,
+                storage=storage,
+                system=system,
+                auth=auth,
+                send_limiter=send_limiter,
+                metrics=Metrics(),
+                realtime=stats,
             )
-            log.info("fechatter API on %s (open-files limit %d)", binds[0], limit)
-            task_status.started(ServerInfo(api_url=binds[0]))
+            config = HypercornConfig()
+            config.bind = [f"{settings.host}:{settings.port}"]
+            config.backlog = settings.backlog
+            config.keep_alive_timeout = settings.keep_alive_timeout
+            config.graceful_timeout = settings.shutdown_grace
+            config.accesslog = None
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(
+                    partial(
+                        hypercorn.trio.serve,
+                        ShieldedSend(create_app(ctx)),
+                        config,
+                        shutdown_trigger=shutdown.wait,
+                    )
+                )
+                api_port = int(binds[0].rsplit(":", 1)[1])
+                rt_ctx = RealtimeContext(
+                    settings=settings,
+                    hub=system.users,
+                    directory=system.directory,
+                    storage=storage,
+                    auth=auth,
+                    send_limiter=send_limiter,
+                    limits=StreamLimits(
+                        settings.stream_max_events,
+                        settings.stream_max_bytes,
+                        settings.stream_write_timeout,
+                    ),
+                    origins=frozenset(settings.origins(api_port)),
+                    stats=stats,
+                )
+                realtime = trio.CancelScope()
+
+                async def run_realtime(*, task_status: trio.TaskStatus[None]) -> None:
+                    with realtime:
+                        await serve_realtime(rt_ctx, rt_sock, task_status=task_status)
+
+                await nursery.start(run_realtime)
+                host, rt_port = rt_sock.getsockname()[:2]
+                rt_url = f"http://{host}:{rt_port}"
+                log.info("fechatter API on %s (open-files limit %d)", binds[0], limit)
+                log.info("fechatter realtime streams on %s", rt_url)
+                task_status.started(ServerInfo(binds[0], rt_url, system, stats))
+                await shutdown.wait()
+                realtime.cancel()
+    finally:
+        rt_sock.close()

@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "serve":
             p.add_argument("--host", help="listen address (default 127.0.0.1)")
             p.add_argument("--port", type=int, help="API port (default 6688)")
+            p.add_argument("--realtime-port", type=int, help="SSE/WebSocket port (default 6687)")
     return parser
 
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     flags = {"database_url": args.database_url}
     if args.command == "serve":
-        flags.update(host=args.host, port=args.port)
+        flags.update(host=args.host, port=args.port, realtime_port=args.realtime_port)
     try:
         settings = load_settings(args.config, **flags)
     except (FileNotFoundError, ValueError) as exc:

@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     typing_ttl: float = Field(10.0, gt=0)
     shutdown_grace: float = Field(10.0, gt=0)
     backlog: int = Field(4096, gt=0)
+
+    heartbeat_interval: float = Field(15.0, gt=0, description="SSE ': ping' / WS ping period")
+    ws_dead_after: float = Field(45.0, gt=0, description="close a silent WebSocket after this")
+    ws_max_message: int = Field(65536, gt=0, description="characters per client frame")
+    max_connections: int = Field(50000, gt=0, description="realtime connections; then 503")
+    tcp_user_timeout_ms: int = Field(30000, ge=0, description="0 leaves the kernel default")
+    stream_sndbuf: int | None = Field(None, gt=0, description="SO_SNDBUF of stream sockets")
+    stream_max_events: int = Field(256, gt=0, description="outbox bound, events")
+    stream_max_bytes: int = Field(1024 * 1024, gt=0, description="outbox bound, bytes")
+    stream_write_timeout: float = Field(30.0, gt=0, description="a stalled stream is closed")
+    ring_size: int = Field(1000, gt=0, description="replay ring per user, events")
+    resume_window: float = Field(300.0, gt=0, description="a user's ring outlives streams by")
+    presence_grace: float = Field(5.0, ge=0, description="offline after the last stream + this")
     keep_alive_timeout: float = Field(5.0, gt=0)
 
     @classmethod
@@ -90,12 +103,11 @@ class Settings(BaseSettings):
             return Path(self.database_url[len(prefix) :])
         return None
 
-    @property
-    def origins(self) -> list[str]:
+    def origins(self, api_port: int) -> list[str]:
         """Browser origins allowed on the realtime listener (default: the API's own)."""
         if self.allowed_origins:
             return self.allowed_origins
-        return [f"http://{self.host}:{self.port}", f"http://localhost:{self.port}"]
+        return [f"http://{self.host}:{api_port}", f"http://localhost:{api_port}"]
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:

@@ -11,6 +11,7 @@ The exception tree::
     ├── Conflict        409     uniqueness conflict
     ├── PayloadTooLarge 413
     ├── Invalid         422     well-formed but invalid input (field errors)
+    ├── HeadersTooLarge 431     request head over the limit (realtime listener)
     ├── RateLimited     429     carries retry_after seconds
     └── Unavailable     503     storage / actor unavailable; carries retry_after
 
@@ -123,6 +124,12 @@ class Invalid(FechatterError):
     def field(cls, field: str, message: str) -> Invalid:
         """A validation error about one field."""
         return cls(f"{field} {message}", errors=[FieldError(field, message)])
+
+
+class HeadersTooLarge(FechatterError):
+    status = 431
+    title = "Request Header Fields Too Large"
+    default_code = "headers_too_large"
 
 
 class RateLimited(FechatterError):

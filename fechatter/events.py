@@ -1,15 +1,17 @@
-"""Realtime event types and the sink that actors publish committed changes to.
+"""Realtime event types, ids, and their wire encodings (encoded once, shared by every stream).
 
 An ``Event`` is built once per change, after the change committed (persist, then push), and
-handed to every recipient as the same object; transports encode it once and share the bytes.
-Publishing is synchronous and never blocks: a sink that cannot keep up drops the slow
-consumer, never the chat (SPEC §4, guarantee 4). This module never does I/O.
+handed to every recipient as the same object. The hub stamps it with a process-wide increasing
+``seq``; its public id is ``"<epoch>-<seq>"``, where the epoch changes at every start, so an id
+from before a restart is recognised as unknown (and answered with ``resync``). The SSE and
+WebSocket bytes are computed on first use and cached on the event: a fan-out to 10,000 streams
+serialises the JSON once per transport. This module never does I/O.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 MESSAGE_CREATED = "message.created"
@@ -20,15 +22,71 @@ MEMBER_ADDED = "chat.member_added"
 MEMBER_REMOVED = "chat.member_removed"
 TYPING = "typing"
 READ = "read"
+PRESENCE = "presence"
+READY = "ready"
+RESYNC = "resync"
 
 
-@dataclass(frozen=True, slots=True)
+def dumps(data: Any) -> bytes:
+    """Compact UTF-8 JSON, the only serialisation used on the wire."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def ws_text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (server → client; RFC 6455 §5.2).
+
+    Server frames carry no mask, so one frame's bytes serve every connection.
+    """
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, size))
+    elif size < 1 << 16:
+        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
+    return header + payload
+
+
 class Event:
     """One committed change, addressed to users by whoever publishes it."""
 
-    name: str
-    data: dict[str, Any]
-    chat_id: int | None = None
+    __slots__ = ("_sse", "_ws", "chat_id", "data", "id", "name", "seq")
+
+    def __init__(self, name: str, data: dict[str, Any], chat_id: int | None = None) -> None:
+        self.name = name
+        self.data = data
+        self.chat_id = chat_id
+        self.seq = 0  # stamped by the hub when published
+        self.id = ""
+        self._sse: bytes | None = None
+        self._ws: bytes | None = None
+
+    def stamp(self, epoch: str, seq: int) -> None:
+        self.seq = seq
+        self.id = f"{epoch}-{seq}"
+
+    def sse(self) -> bytes:
+        """``id:``/``event:``/``data:`` block, ``data`` a single line of JSON."""
+        if self._sse is None:
+            head = (
+                f"id: {self.id}\nevent: {self.name}\ndata: ".encode()
+                if self.id
+                else (f"event: {self.name}\ndata: ".encode())
+            )
+            self._sse = head + dumps(self.data) + b"\n\n"
+        return self._sse
+
+    def ws(self) -> bytes:
+        """One text frame: ``{"id": ..., "event": ..., "data": ...}``."""
+        if self._ws is None:
+            body: dict[str, Any] = {"id": self.id, "event": self.name, "data": self.data}
+            if not self.id:
+                del body["id"]
+            self._ws = ws_text_frame(dumps(body))
+        return self._ws
+
+    def __repr__(self) -> str:
+        return f"Event({self.name!r}, id={self.id!r}, chat_id={self.chat_id})"
 
 
 class EventSink(Protocol):

@@ -23,6 +23,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'fechatter.db'}",
         "port": 0,
+        "realtime_port": 0,
         "jwt_secret": TEST_SECRET,
         "argon2_time_cost": 1,
         "argon2_memory_cost": 8,

@@ -1,4 +1,5 @@
-"""The actor system: one supervisor nursery owning the Directory's ChatActors and the UserHub.
+"""The actor system: one supervisor nursery owning the ChatActors (via the Directory), the
+UserActors (via the UserHub) and the presence flusher.
 
 ``open_actor_system`` is the only way to get one; leaving the block cancels every actor (a
 commit already handed to storage finishes first: storage threads are not abandoned).
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 import trio
 
 from fechatter.actors.directory import Directory, DirectoryConfig
-from fechatter.actors.user import UserHub
+from fechatter.actors.user import HubConfig, UserHub
 from fechatter.storage import Storage
 
 
@@ -25,11 +26,14 @@ class ActorSystem:
 
 @asynccontextmanager
 async def open_actor_system(
-    storage: Storage, config: DirectoryConfig | None = None
+    storage: Storage,
+    config: DirectoryConfig | None = None,
+    hub_config: HubConfig | None = None,
 ) -> AsyncIterator[ActorSystem]:
     """Run the actor system for the duration of the block."""
-    users = UserHub()
     async with trio.open_nursery() as nursery:
+        users = UserHub(nursery, hub_config, co_members=storage.co_member_ids)
+        nursery.start_soon(users.serve_presence, name="presence")
         directory = Directory(storage, users, nursery, config)
         try:
             yield ActorSystem(directory, users)

@@ -1,68 +1,253 @@
-"""UserActor: the per-user end of the fan-out (skeleton until the realtime issue).
+"""UserActors and the UserHub: the per-user end of the fan-out, resume and presence.
 
-A ``UserHub`` is the ``EventSink`` the ChatActors publish to. It keeps one ``UserActor`` per
-user with at least one live stream; events for users who are offline cost a dict lookup and
-nothing else. Delivery is synchronous and non-blocking (the "fast lane"): it appends to the
-user's bounded replay ring; the realtime listener adds the streams.
+The ``UserHub`` is the ``EventSink`` ChatActors publish to. It stamps each event with the next
+process-wide ``seq`` and hands it, synchronously, to the ``UserActor`` of every addressed user
+that has one (the fast lane: no mailbox hop, no task switch per recipient). A ``UserActor``
+exists while its user has a live stream and lingers ``retention`` seconds after the last one
+closes. It appends every event to a bounded replay ring and pushes it to each of its streams.
+
+Resume: a stream that presents the id of the last event it saw gets exactly the ring's events
+after it — provided the ring provably holds them all (the id is of this process's epoch, the
+actor existed when that event was published, and nothing newer than it fell off the ring);
+otherwise it is told to ``resync``. Attaching a stream and taking the replay happen in one
+synchronous step, so nothing is lost or doubled between them.
+
+Each UserActor's task (in the hub's nursery) owns its lifetime: presence turns offline
+``presence_grace`` seconds after the last stream closes (a quick reconnect is invisible), and
+the actor is dropped after ``retention``. Its inputs are all synchronous calls from the same trio
+thread, so it has a wake-up event rather than a mailbox: a mailbox would add a hop and nothing
+else. Presence changes are coalesced and flushed every ``presence_flush`` seconds.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from fechatter.events import Event
+import trio
 
-DEFAULT_RING_SIZE = 1000
+from fechatter.events import PRESENCE, Event
+from fechatter.realtime.stream import Stream
+
+log = logging.getLogger(__name__)
+
+CoMembers = Callable[[int], Awaitable[Iterable[int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    ring_size: int = 1000
+    retention: float = 300.0
+    presence_grace: float = 5.0
+    presence_flush: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
 class HubStatistics:
     connected_users: int
+    connections: int
+    lingering_users: int
     delivered: int
+    published: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """What a new stream starts with: its ``ready`` id, then ``resync`` or the replay."""
+
+    position: str
+    replay: list[Event]
+    resync: str | None
 
 
 class UserActor:
-    """One online user's recent events (bounded: the oldest fall off the ring)."""
+    """One user's streams and bounded replay ring."""
 
-    __slots__ = ("ring", "user_id")
+    __slots__ = ("_changed", "evicted_seq", "ring", "since_seq", "streams", "user_id")
 
-    def __init__(self, user_id: int, ring_size: int = DEFAULT_RING_SIZE) -> None:
+    def __init__(self, user_id: int, ring_size: int, since_seq: int) -> None:
         self.user_id = user_id
         self.ring: deque[Event] = deque(maxlen=ring_size)
+        self.streams: list[Stream] = []
+        self.since_seq = since_seq  # events up to this seq were published before we existed
+        self.evicted_seq = 0  # the newest seq that fell off the ring
+        self._changed = trio.Event()
 
-    def deliver_nowait(self, event: Event) -> None:
-        self.ring.append(event)
+    def deliver(self, event: Event) -> None:
+        ring = self.ring
+        if len(ring) == ring.maxlen:
+            self.evicted_seq = ring[0].seq
+        ring.append(event)
+        for stream in self.streams:
+            stream.push_event(event)
+
+    def replay_after(self, seq: int) -> list[Event] | None:
+        """The ring's events after ``seq``, or None if some may be missing."""
+        if seq < self.since_seq or seq < self.evicted_seq:
+            return None
+        return [e for e in self.ring if e.seq > seq]
+
+    def poke(self) -> None:
+        self._changed.set()
+
+    async def wait_changed(self) -> None:
+        await self._changed.wait()
+        self._changed = trio.Event()
 
 
 class UserHub:
     """Online users by id; the ``EventSink`` of the actor system."""
 
-    def __init__(self, ring_size: int = DEFAULT_RING_SIZE) -> None:
-        self._ring_size = ring_size
-        self._online: dict[int, UserActor] = {}
+    def __init__(
+        self,
+        nursery: trio.Nursery | None = None,
+        config: HubConfig | None = None,
+        co_members: CoMembers | None = None,
+    ) -> None:
+        self.config = config or HubConfig()
+        self._nursery = nursery
+        self._co_members = co_members
+        self.epoch = secrets.token_hex(4)
+        self._seq = 0
+        self._users: dict[int, UserActor] = {}
+        self._present: set[int] = set()  # announced online (streams, or within grace)
+        self._presence_pending: dict[int, str] = {}
+        self._presence_wake = trio.Event()
         self._delivered = 0
+        self._connection_ids = 0
 
-    def connect(self, user_id: int) -> UserActor:
-        actor = self._online.get(user_id)
-        if actor is None:
-            actor = self._online[user_id] = UserActor(user_id, self._ring_size)
-        return actor
-
-    def disconnect(self, user_id: int) -> None:
-        self._online.pop(user_id, None)
-
-    def online(self, user_ids: Iterable[int]) -> list[int]:
-        return [uid for uid in user_ids if uid in self._online]
-
+    # -- publishing (the fast lane) -------------------------------------------------------
     def publish(self, user_ids: Iterable[int], event: Event) -> None:
-        online = self._online
+        self._seq += 1
+        event.stamp(self.epoch, self._seq)
+        users = self._users
+        delivered = 0
         for uid in user_ids:
-            actor = online.get(uid)
+            actor = users.get(uid)
             if actor is not None:
-                actor.deliver_nowait(event)
-                self._delivered += 1
+                actor.deliver(event)
+                delivered += len(actor.streams)
+        self._delivered += delivered
+
+    @property
+    def position(self) -> str:
+        """The id of the newest event published, as a resume point."""
+        return f"{self.epoch}-{self._seq}"
+
+    def next_connection_id(self) -> int:
+        self._connection_ids += 1
+        return self._connection_ids
+
+    # -- streams ----------------------------------------------------------------------------
+    def attach(self, stream: Stream, last_event_id: str | None) -> Attached:
+        """Register a stream and compute what it must be sent first (one synchronous step)."""
+        uid = stream.user_id
+        actor = self._users.get(uid)
+        if actor is None:
+            actor = UserActor(uid, self.config.ring_size, self._seq)
+            self._users[uid] = actor
+            if self._nursery is not None:
+                self._nursery.start_soon(self._run_user, actor, name=f"UserActor#{uid}")
+        replay: list[Event] = []
+        resync = None
+        position = self.position
+        if last_event_id is not None:
+            seq = self._parse_id(last_event_id)
+            found = None if seq is None else actor.replay_after(seq)
+            if found is None:
+                resync = "unknown_event_id" if seq is None else "history_unavailable"
+            else:
+                replay = found
+                position = last_event_id
+        actor.streams.append(stream)
+        actor.poke()
+        self._set_presence(uid, "online")
+        return Attached(position, replay, resync)
+
+    def detach(self, stream: Stream) -> None:
+        actor = self._users.get(stream.user_id)
+        if actor is not None and stream in actor.streams:
+            actor.streams.remove(stream)
+            actor.poke()
+
+    def _parse_id(self, event_id: str) -> int | None:
+        epoch, _, seq = event_id.strip().partition("-")
+        if epoch != self.epoch or not (seq.isascii() and seq.isdigit()):
+            return None
+        value = int(seq)
+        return value if value <= self._seq else None
+
+    # -- presence and lifetime -----------------------------------------------------------
+    def online(self, user_ids: Iterable[int]) -> list[int]:
+        present = self._present
+        return [uid for uid in user_ids if uid in present]
+
+    def _set_presence(self, uid: int, status: str) -> None:
+        is_present = uid in self._present
+        if (status == "online") == is_present:
+            return
+        if status == "online":
+            self._present.add(uid)
+        else:
+            self._present.discard(uid)
+        if self._presence_pending.get(uid) is None:
+            self._presence_pending[uid] = status
+        else:  # flipped back before the flush: nothing to announce
+            del self._presence_pending[uid]
+        self._presence_wake.set()
+
+    async def _run_user(self, actor: UserActor) -> None:
+        """Own one UserActor's lifetime: presence grace, then retention, then drop it."""
+        cfg = self.config
+        try:
+            while True:
+                while actor.streams:
+                    await actor.wait_changed()
+                with trio.move_on_after(cfg.presence_grace):
+                    while not actor.streams:
+                        await actor.wait_changed()
+                if actor.streams:
+                    continue
+                self._set_presence(actor.user_id, "offline")
+                with trio.move_on_after(max(0.0, cfg.retention - cfg.presence_grace)):
+                    while not actor.streams:
+                        await actor.wait_changed()
+                if not actor.streams:
+                    return
+        finally:
+            if self._users.get(actor.user_id) is actor and not actor.streams:
+                del self._users[actor.user_id]
+                self._set_presence(actor.user_id, "offline")
+
+    async def serve_presence(self) -> None:
+        """Flush coalesced presence changes to online co-members, forever."""
+        while True:
+            await self._presence_wake.wait()
+            self._presence_wake = trio.Event()
+            await trio.sleep(self.config.presence_flush)  # coalescing window, not a sync stand-in
+            pending, self._presence_pending = self._presence_pending, {}
+            if self._co_members is None:
+                continue
+            for uid, status in pending.items():
+                try:
+                    others = await self._co_members(uid)
+                except Exception:
+                    log.exception("presence for user %d not announced", uid)
+                    continue
+                recipients = self.online(o for o in others if o != uid)
+                if recipients:
+                    self.publish(recipients, Event(PRESENCE, {"user_id": uid, "status": status}))
 
     def statistics(self) -> HubStatistics:
-        return HubStatistics(len(self._online), self._delivered)
+        connected = sum(1 for a in self._users.values() if a.streams)
+        connections = sum(len(a.streams) for a in self._users.values())
+        return HubStatistics(
+            connected_users=connected,
+            connections=connections,
+            lingering_users=len(self._users) - connected,
+            delivered=self._delivered,
+            published=self._seq,
+        )

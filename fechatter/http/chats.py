@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Quart, Response
 
-from fechatter import events
+from fechatter import access, events
 from fechatter.actors.chat import AddMembers, DeleteChat, Join, RemoveMember, UpdateChat
 from fechatter.errors import Conflict, FieldError, Invalid, NotFound
 from fechatter.http.common import (
@@ -25,20 +25,8 @@ from fechatter.models import Chat, ChatRecord, ChatType, Member, Role
 
 
 async def visible_chat(ctx: Context, chat_id: int, user_id: int) -> tuple[ChatRecord, Role | None]:
-    """The chat and the caller's role in it; 404 unless the caller may see it.
-
-    Members see their chats; any workspace member sees a PublicChannel.
-    """
-    chat = await ctx.storage.get_chat(chat_id)
-    if chat is not None:
-        role = await ctx.storage.chat_member_role(chat_id, user_id)
-        if role is not None:
-            return chat, role
-        if chat.type is ChatType.PUBLIC_CHANNEL and (
-            await ctx.storage.workspace_role(chat.workspace_id, user_id) is not None
-        ):
-            return chat, None
-    raise NotFound("chat not found", code="chat_not_found")
+    """The chat and the caller's role in it; 404 unless the caller may see it."""
+    return await access.visible_chat(ctx.storage, chat_id, user_id)
 
 
 async def chat_view(ctx: Context, chat_id: int, user_id: int) -> Chat:

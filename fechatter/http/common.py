@@ -21,6 +21,7 @@ from fechatter.config import Settings
 from fechatter.errors import BadRequest, FieldError, Invalid, PayloadTooLarge, Unauthorized
 from fechatter.metrics import Metrics
 from fechatter.ratelimit import RateLimiter
+from fechatter.realtime.context import RealtimeStats
 from fechatter.storage import Storage
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -39,6 +40,7 @@ class Context:
     auth: Authenticator
     send_limiter: RateLimiter
     metrics: Metrics
+    realtime: RealtimeStats
 
 
 class IdConverter(BaseConverter):

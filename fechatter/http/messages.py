@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from quart import Blueprint, Quart, Response
 
+from fechatter import access
 from fechatter.actors.chat import MarkRead, SendMessage, SendResult, Typing
-from fechatter.errors import BadRequest, FieldError, Invalid
+from fechatter.errors import BadRequest, FieldError
 from fechatter.http.chats import visible_chat
 from fechatter.http.common import (
     Context,
@@ -16,7 +17,6 @@ from fechatter.http.common import (
     read_json,
 )
 from fechatter.http.schemas import MAX_ID, MessageIn, ReadIn
-from fechatter.models import NewMessage
 
 
 def register(app: Quart, ctx: Context) -> None:
@@ -48,17 +48,8 @@ def register(app: Quart, ctx: Context) -> None:
         user_id = current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         body = await read_json(MessageIn)
-        content = body.content.strip()
-        if len(content) > ctx.settings.max_content_chars:
-            raise Invalid.field(
-                "content", f"must be at most {ctx.settings.max_content_chars} characters"
-            )
-        if not content and not body.files:
-            raise Invalid.field("content", "must not be empty")
-        if len(body.files) > ctx.settings.max_files:
-            raise Invalid.field("files", f"at most {ctx.settings.max_files} files")
+        new = access.new_message(body, user_id, ctx.settings)
         ctx.send_limiter.acquire(user_id)
-        new = NewMessage(user_id, content, tuple(body.files), body.reply_to, body.client_id)
         result: SendResult = await directory.call(chat_id, SendMessage(new))
         if result.created:
             ctx.metrics.messages_sent.inc()

@@ -68,8 +68,9 @@ def register(app: Quart, ctx: Context) -> None:
                 "service": "fechatter",
                 "transport": ["sse", "websocket"],
                 "connected_users": stats.connected_users,
-                "connections": 0,
+                "connections": stats.connections,
                 "active_chats": d.chat_actors,
+                "slow_consumers": ctx.realtime.slow_consumers,
             }
         )
 

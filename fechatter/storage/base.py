@@ -173,6 +173,9 @@ class Storage(Protocol):
     async def load_chat_state(self, chat_id: int) -> ChatState | None:
         """Everything a ChatActor needs at start, or None if the chat does not exist."""
 
+    async def co_member_ids(self, user_id: int) -> list[int]:
+        """Every other user who shares at least one chat with ``user_id`` (for presence)."""
+
     async def list_chat_members(self, chat_id: int) -> list[Member]:
         """Members with fullname, oldest first."""
 

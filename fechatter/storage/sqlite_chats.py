@@ -191,6 +191,16 @@ _MEMBER_SELECT = (
 )
 
 
+def co_member_ids(conn: sqlite3.Connection, user_id: int) -> list[int]:
+    rows = conn.execute(
+        "SELECT DISTINCT other.user_id FROM chat_members mine"
+        " JOIN chat_members other ON other.chat_id = mine.chat_id"
+        " WHERE mine.user_id = ? AND other.user_id != ?",
+        (user_id, user_id),
+    )
+    return [row[0] for row in rows]
+
+
 def list_chat_members(conn: sqlite3.Connection, chat_id: int) -> list[Member]:
     rows = conn.execute(
         f"{_MEMBER_SELECT} WHERE cm.chat_id = ? ORDER BY cm.joined_at, cm.rowid", (chat_id,)

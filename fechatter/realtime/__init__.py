@@ -1,0 +1,1 @@
+"""The realtime listener: SSE and WebSocket streams on plain trio sockets."""

@@ -1,0 +1,197 @@
+"""The realtime listener (default :6687): a lean trio server for the two stream routes.
+
+It owns plain non-blocking sockets and waits on them with ``trio.lowlevel.wait_readable`` /
+``wait_writable``: no framework, no per-write lock or task switch (see DESIGN.md for the
+measurements behind this). Per connection: one task in the listener's nursery, plus a writer
+task only while that socket's buffer is full. Every connection is bounded: the request head
+in size and time, the outbox in events and bytes, the number of connections by
+``max_connections`` (past it: 503 and close).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+import trio
+
+from fechatter.auth import AccessClaims, bearer_token
+from fechatter.errors import (
+    BadRequest,
+    FechatterError,
+    Forbidden,
+    HeadersTooLarge,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from fechatter.realtime.context import RealtimeContext
+from fechatter.realtime.head import Head, HeadError, problem_response, read_head, response_head
+from fechatter.realtime.head import send_all as send_all_bytes
+from fechatter.realtime.sse import serve_sse
+from fechatter.realtime.ws import WsSession, handshake_response
+
+log = logging.getLogger(__name__)
+
+SSE_PATH = "/api/notifications/events"
+WS_PATH = "/api/notifications/ws"
+HEAD_TIMEOUT = 10.0
+ANSWER_TIMEOUT = 5.0
+TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+
+
+def open_listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_realtime(
+    ctx: RealtimeContext,
+    sock: socket.socket,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept stream connections on ``sock`` until cancelled; closes ``sock`` at the end."""
+    try:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.warning("realtime accept failed (%s); backing off", exc)
+                        await trio.sleep(0.1)  # back-off while descriptors are exhausted
+                        continue
+                    raise
+                ctx.stats.accepted += 1
+                _tune(ctx, conn)
+                if ctx.stats.active >= ctx.settings.max_connections:
+                    ctx.stats.refused += 1
+                    _refuse(conn)
+                    continue
+                ctx.stats.active += 1
+                nursery.start_soon(_serve_connection, ctx, conn)
+    finally:
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
+
+
+def _tune(ctx: RealtimeContext, conn: socket.socket) -> None:
+    conn.setblocking(False)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if TCP_USER_TIMEOUT is not None and ctx.settings.tcp_user_timeout_ms:
+        # Unacknowledged data (our heartbeats) older than this kills the connection: a peer
+        # that vanished without a FIN is noticed within heartbeat + this.
+        conn.setsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT, ctx.settings.tcp_user_timeout_ms)
+    if ctx.settings.stream_sndbuf:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ctx.settings.stream_sndbuf)
+
+
+def _refuse(conn: socket.socket) -> None:
+    try:
+        conn.send(problem_response(Unavailable("too many connections", code="over_capacity")))
+    except OSError:
+        pass
+    conn.close()
+
+
+async def _serve_connection(ctx: RealtimeContext, conn: socket.socket) -> None:
+    """One connection's error boundary: nothing it does can take the listener down."""
+    try:
+        await _route(ctx, conn)
+    except Exception:
+        log.exception("realtime connection failed")
+    finally:
+        ctx.stats.active -= 1
+        trio.lowlevel.notify_closing(conn)
+        conn.close()
+
+
+async def _answer(conn: socket.socket, data: bytes) -> None:
+    with trio.move_on_after(ANSWER_TIMEOUT):
+        await send_all_bytes(conn, data)
+
+
+async def _route(ctx: RealtimeContext, conn: socket.socket) -> None:
+    with trio.move_on_after(HEAD_TIMEOUT) as scope:
+        try:
+            head = await read_head(conn)
+        except HeadError as exc:
+            if exc.status:
+                ctx.stats.bad_requests += 1
+                error: FechatterError = (
+                    HeadersTooLarge(exc.detail)
+                    if exc.status == 431
+                    else BadRequest(exc.detail, code="bad_request_head")
+                )
+                await _answer(conn, problem_response(error))
+            return
+    if scope.cancelled_caught:
+        return
+    cors = ctx.cors_headers(head.header("origin"))
+    try:
+        if head.path not in (SSE_PATH, WS_PATH):
+            raise NotFound("no such stream route", code="route_not_found")
+        if head.method == "OPTIONS":
+            await _answer(conn, _preflight(cors))
+            return
+        if head.method != "GET":
+            raise MethodNotAllowed("streams are opened with GET", headers={"Allow": "GET, OPTIONS"})
+        origin = head.header("origin")
+        if origin is not None and origin not in ctx.origins:
+            raise Forbidden("origin not allowed", code="origin_not_allowed")
+        claims = _authenticate(ctx, head)
+        last_event_id = head.header("last-event-id") or head.query.get("last_event_id") or None
+        if head.path == SSE_PATH:
+            await serve_sse(ctx, conn, claims, last_event_id, cors)
+            return
+        accept = handshake_response(head, cors) if head.wants_websocket else None
+        if accept is None:
+            raise BadRequest(
+                "a WebSocket upgrade (version 13) is required",
+                code="websocket_upgrade_required",
+                headers={"Sec-WebSocket-Version": "13"},
+            )
+        await WsSession(ctx, conn, claims).run(accept, head.trailing, last_event_id)
+    except FechatterError as exc:
+        if isinstance(exc, BadRequest):
+            ctx.stats.bad_requests += 1
+        await _answer(conn, problem_response(exc, cors))
+
+
+def _authenticate(ctx: RealtimeContext, head: Head) -> AccessClaims:
+    token = bearer_token(head.header("authorization")) or head.query.get("access_token")
+    if not token:
+        raise Unauthorized("missing access token", code="missing_token")
+    return ctx.auth.verify_access_token(token)
+
+
+def _preflight(cors: list[tuple[str, str]]) -> bytes:
+    if not cors:
+        return problem_response(Forbidden("origin not allowed", code="origin_not_allowed"))
+    return response_head(
+        204,
+        [
+            *cors,
+            ("Access-Control-Allow-Methods", "GET, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Authorization, Last-Event-ID"),
+            ("Access-Control-Max-Age", "600"),
+            ("Content-Length", "0"),
+            ("Connection", "close"),
+        ],
+    )
