@@ -59,6 +59,7 @@ async def recv_some(sock: socket.socket, size: int = 65536) -> bytes:
 async def read_head(sock: socket.socket) -> Head:
     """Read and parse one request head; raises ``HeadError``."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+    fed = 0
     while True:
         try:
             event = conn.next_event()
@@ -73,6 +74,7 @@ async def read_head(sock: socket.socket) -> Head:
                 raise HeadError(0, "connection lost") from None
             if not data:
                 raise HeadError(0, "connection closed before the request head")
+            fed += len(data)
             conn.receive_data(data)
             continue
         if isinstance(event, h11.Request):
@@ -86,6 +88,8 @@ async def read_head(sock: socket.socket) -> Head:
     target = urlsplit(event.target.decode("latin-1"))
     query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
     trailing, _ = conn.trailing_data
+    if fed - len(trailing) > MAX_HEAD_BYTES:  # h11 only bounds heads that arrive in pieces
+        raise HeadError(431, "request head too large")
     return Head(event.method.decode("ascii").upper(), target.path, query, headers, bytes(trailing))
 
 

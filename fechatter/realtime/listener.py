@@ -10,6 +10,7 @@ in size and time, the outbox in events and bytes, the number of connections by
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -103,10 +104,8 @@ def _tune(ctx: RealtimeContext, conn: socket.socket) -> None:
 
 
 def _refuse(conn: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         conn.send(problem_response(Unavailable("too many connections", code="over_capacity")))
-    except OSError:
-        pass
     conn.close()
 
 

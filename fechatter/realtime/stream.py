@@ -44,7 +44,9 @@ class Stream:
         "_primed_bytes",
         "_priming",
         "_wait_scope",
+        "_writer_done",
         "_writer_running",
+        "_writer_scope",
         "close_reason",
         "connection_id",
         "limits",
@@ -77,6 +79,8 @@ class Stream:
         self._priming = True  # until ``prime`` has written the opening bytes
         self._primed_bytes = 0
         self._wait_scope: trio.CancelScope | None = None
+        self._writer_scope: trio.CancelScope | None = None
+        self._writer_done: trio.Event | None = None
         self.close_reason: str | None = None
 
     # -- called from the publishing loop (must never block) ----------------------------
@@ -145,10 +149,21 @@ class Stream:
 
     async def _write_outbox(self) -> None:
         """Drain the outbox as the socket accepts it; fail the stream if it stalls."""
+        self._writer_scope = trio.CancelScope()
+        self._writer_done = trio.Event()
         try:
-            await self.flush()
+            with self._writer_scope:
+                await self.flush()
         finally:
             self._writer_running = False
+            self._writer_done.set()
+
+    async def _stop_writer(self) -> None:
+        """Cancel the writer task, if one runs, and wait until it is gone."""
+        if self._writer_running and self._writer_scope is not None:
+            self._writer_scope.cancel()
+            if self._writer_done is not None:
+                await self._writer_done.wait()
 
     async def flush(self) -> None:
         """Write everything queued; a socket that accepts nothing for ``write_timeout`` fails."""
@@ -197,6 +212,8 @@ class Stream:
     async def send_final(self, data: bytes) -> None:
         """Queue ``data`` after whatever must still go out, and flush it (best effort;
         the caller bounds the time)."""
+        await self._stop_writer()
+        self._priming = True  # nothing else may start a writer now
         self.outbox.append(data)
         self.out_bytes += len(data)
         await self.flush()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from fechatter.actors.chat import DeleteChat, SendMessage, SendResult
 from fechatter.actors.directory import Directory, DirectoryConfig
 from fechatter.actors.user import UserHub
 from fechatter.errors import NotFound, Unavailable
+from fechatter.events import Event
 from fechatter.models import ChatType, Inserted, NewMessage, Role
 from fechatter.storage.sqlite import SqliteStorage, open_sqlite_storage
 
@@ -232,3 +233,29 @@ async def test_shutdown_cancels_actors(storage: SqliteStorage) -> None:
             assert directory.statistics().chat_actors == 1
             nursery.cancel_scope.cancel()
     assert directory.statistics().chat_actors == 0
+
+
+class RecordingHub(UserHub):
+    """The real hub, remembering what was published."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[str] = []
+
+    def publish(self, user_ids: Iterable[int], event: Event) -> None:
+        self.published.append(event.name)
+        super().publish(user_ids, event)
+
+
+async def test_a_send_that_fails_to_commit_pushes_nothing(
+    storage: SqliteStorage, nursery: trio.Nursery
+) -> None:
+    chat_id, (a, _, _) = await _chat(storage)
+    hub = RecordingHub()
+    flaky = FlakyStorage(storage, {1}, after_commit=False)
+    directory = Directory(flaky, hub, nursery)
+    with pytest.raises(Unavailable):
+        await directory.call(chat_id, _send(a, "lost"))
+    assert hub.published == []
+    await directory.call(chat_id, _send(a, "kept"))
+    assert hub.published == ["message.created"]

@@ -1,0 +1,100 @@
+"""UserHub: resume bookkeeping, presence grace and coalescing, retention (autojump clock)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from fechatter.actors.user import HubConfig, UserHub
+from fechatter.events import Event
+from fechatter.realtime.stream import Stream, StreamLimits, Transport
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _stream(sock: socket.socket, user_id: int, nursery: trio.Nursery) -> Stream:
+    return Stream(sock, Transport.SSE, user_id, 1, StreamLimits(), nursery)
+
+
+async def test_replay_and_resync_rules(
+    nursery: trio.Nursery, socket_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    hub = UserHub(nursery, HubConfig(ring_size=3))
+    hub.publish([1], Event("x", {}))  # before user 1 has an actor: not recorded
+    before = hub.position
+    stream = _stream(socket_pair[0], 1, nursery)
+    first = hub.attach(stream, None)
+    assert (first.replay, first.resync, first.position) == ([], None, before)
+    for n in range(3):
+        hub.publish([1, 2], Event("m", {"n": n}))
+    hub.detach(stream)
+    # From the ready position: all three. From before the actor existed: resync.
+    again = hub.attach(stream, first.position)
+    assert [e.data["n"] for e in again.replay] == [0, 1, 2]
+    hub.detach(stream)
+    assert hub.attach(stream, f"{hub.epoch}-0").resync == "history_unavailable"
+    hub.detach(stream)
+    hub.publish([1], Event("m", {"n": 3}))  # the ring (3) drops n=0
+    assert hub.attach(stream, first.position).resync == "history_unavailable"
+    hub.detach(stream)
+    # Future ids and other epochs are unknown.
+    assert hub.attach(stream, f"{hub.epoch}-999").resync == "unknown_event_id"
+    hub.detach(stream)
+    assert hub.attach(stream, "other-1").resync == "unknown_event_id"
+
+
+async def test_presence_grace_coalescing_and_retention(
+    nursery: trio.Nursery,
+    socket_pair: tuple[socket.socket, socket.socket],
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    announced: list[tuple[int, str]] = []
+    config = HubConfig(retention=60, presence_grace=5, presence_flush=0.25)
+
+    async def co_members(user_id: int) -> list[int]:
+        return [99]
+
+    hub = UserHub(nursery, config, co_members)
+    watcher = _stream(socket_pair[1], 99, nursery)
+    hub.attach(watcher, None)
+
+    original_publish = hub.publish
+
+    def record(user_ids: object, event: Event) -> None:
+        if event.name == "presence":
+            announced.append((event.data["user_id"], event.data["status"]))
+        original_publish(user_ids, event)  # type: ignore[arg-type]
+
+    hub.publish = record  # type: ignore[method-assign]
+    nursery.start_soon(hub.serve_presence)
+    stream = _stream(socket_pair[0], 1, nursery)
+    hub.attach(stream, None)
+    await trio.sleep(1)
+    assert announced == [(1, "online")]
+    # A reconnect within the grace period is invisible.
+    hub.detach(stream)
+    await trio.sleep(2)
+    hub.attach(stream, None)
+    await trio.sleep(10)
+    assert announced == [(1, "online")]
+    assert hub.online([1]) == [1]
+    # Gone for longer than the grace: offline, but the ring is kept until retention.
+    hub.detach(stream)
+    await trio.sleep(6)
+    assert announced == [(1, "online"), (1, "offline")]
+    assert hub.online([1]) == []
+    assert hub.statistics().lingering_users == 1
+    await trio.sleep(60)
+    assert hub.statistics().lingering_users == 0

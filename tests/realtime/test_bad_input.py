@@ -1,0 +1,197 @@
+"""Bad input on the realtime listener: a clear answer, no crash, nothing leaked."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+import trio.testing
+
+from fechatter.app import ServerInfo
+from tests.conftest import Api, make_chat, make_workspace
+from tests.realtime.clients import RawWs, SseClient
+
+
+async def _raw(server: ServerInfo, payload: bytes, *, half_close: bool = False) -> bytes:
+    parts = urlsplit(server.realtime_url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    try:
+        await stream.send_all(payload)
+        if half_close:
+            await stream.send_eof()
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+        return data
+    finally:
+        await stream.aclose()
+
+
+def _problem(reply: bytes) -> tuple[int, dict[str, object]]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower()
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (
+            b"GET /api/notifications/events HTTP/1.1\r\nHost: x\r\nX: "
+            + b"a" * 20000
+            + b"\r\n\r\n",
+            431,
+        ),
+        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        (b"POST /api/notifications/events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+        (b"GET /api/notifications/events HTTP/1.1\r\nHost: x\r\n\r\n", 401),
+        (b"GET /api/notifications/events?access_token=forged HTTP/1.1\r\nHost: x\r\n\r\n", 401),
+        (
+            b"GET /api/notifications/events HTTP/1.1\r\nHost: x\r\nOrigin: http://evil.example\r\n"
+            b"\r\n",
+            403,
+        ),
+    ],
+)
+async def test_bad_requests_get_problem_documents(
+    server: ServerInfo, payload: bytes, status: int
+) -> None:
+    with trio.fail_after(10):
+        reply = await _raw(server, payload)
+    got, problem = _problem(reply)
+    assert (got, problem["status"]) == (status, status)
+    if status == 401:
+        assert b"www-authenticate: bearer" in reply.lower()
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.realtime.active == 0
+
+
+async def test_connection_closed_mid_head_frees_everything(server: ServerInfo) -> None:
+    with trio.fail_after(10):
+        reply = await _raw(
+            server, b"GET /api/notifications/events HTTP/1.1\r\nHost", half_close=True
+        )
+    assert reply == b""
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.realtime.active == 0
+
+
+async def test_websocket_without_upgrade_headers(server: ServerInfo, api: Api) -> None:
+    user = await api.signup()
+    request = (
+        f"GET /api/notifications/ws?access_token={user.api.token} HTTP/1.1\r\nHost: x\r\n\r\n"
+    ).encode()
+    with trio.fail_after(10):
+        status, problem = _problem(await _raw(server, request))
+    assert (status, problem["code"]) == (400, "websocket_upgrade_required")
+
+
+async def test_cors_for_allowed_origin_and_preflight(server: ServerInfo, api: Api) -> None:
+    user = await api.signup()
+    origin = server.api_url  # the API listener's own origin is allowed by default
+    with trio.fail_after(10):
+        sse = await SseClient.connect(server.realtime_url, user.api.token, origin=origin)
+        assert sse.status == 200
+        assert sse.headers["access-control-allow-origin"] == origin
+        await sse.aclose()
+        reply = await _raw(
+            server,
+            (
+                "OPTIONS /api/notifications/events HTTP/1.1\r\nHost: x\r\n"
+                f"Origin: {origin}\r\nAccess-Control-Request-Method: GET\r\n\r\n"
+            ).encode(),
+        )
+    assert reply.startswith(b"HTTP/1.1 204")
+    assert f"access-control-allow-origin: {origin}".encode() in reply.lower()
+    assert b"authorization" in reply.lower()
+
+
+async def test_malformed_websocket_frames_get_error_frames(server: ServerInfo, api: Api) -> None:
+    a, b = await api.signup(), await api.signup()
+    ws_id = await make_workspace(a, b)
+    chat = await make_chat(a, ws_id, "Single", b)
+    outsider = await api.signup()
+    with trio.fail_after(10):
+        ws = await RawWs.connect(server.realtime_url, a.api.token)
+        assert (await ws.next_message())["event"] == "ready"
+
+        async def answer(text: str) -> dict[str, object]:
+            await ws.send_text(text)
+            while True:
+                frame: dict[str, object] = await ws.next_message()
+                if frame["event"] in ("error", "ack", "pong"):
+                    return frame
+
+        cases = [
+            ("{not json", "malformed_json"),
+            ("[1, 2]", "validation_error"),
+            ('{"op": "dance"}', "validation_error"),
+            ('{"op": "send", "chat_id": "x", "content": "hi"}', "validation_error"),
+            ('{"op": "send", "chat_id": 999999, "content": "hi"}', "chat_not_found"),
+            (json.dumps({"op": "send", "chat_id": chat, "content": "   "}), "validation_error"),
+            ("x" * 70000, "frame_too_large"),
+        ]
+        for text, code in cases:
+            frame = await answer(text)
+            assert frame["event"] == "error", text
+            assert isinstance(frame["data"], dict)
+            assert frame["data"]["code"] == code, (text, frame)
+        # Still alive: ping and a real send work.
+        assert (await answer('{"op": "ping"}')) == {"event": "pong"}
+        ack = await answer(
+            json.dumps({"op": "send", "chat_id": chat, "content": "hi", "client_id": "w-1"})
+        )
+        assert ack["event"] == "ack"
+        assert isinstance(ack["data"], dict)
+        assert ack["data"]["client_id"] == "w-1"
+        await ws.aclose()
+
+        intruder = await RawWs.connect(server.realtime_url, outsider.api.token)
+        await intruder.next_message()
+        await intruder.send_text(json.dumps({"op": "send", "chat_id": chat, "content": "x"}))
+        frame = await intruder.next_message()
+        assert (frame["event"], frame["data"]["status"]) == ("error", 404)
+        await intruder.aclose()
+
+
+async def test_websocket_ops_typing_read_and_send(server: ServerInfo, api: Api) -> None:
+    a, b = await api.signup(), await api.signup()
+    ws_id = await make_workspace(a, b)
+    chat = await make_chat(a, ws_id, "Single", b)
+    with trio.fail_after(10):
+        sse_b = await SseClient.connect(server.realtime_url, b.api.token)
+        await sse_b.next_of("ready")
+        ws = await RawWs.connect(server.realtime_url, a.api.token)
+        await ws.next_message()
+        await ws.send_text(json.dumps({"op": "typing", "chat_id": chat}))
+        typing = await sse_b.next_of("typing")
+        assert typing.data == {"chat_id": chat, "user_id": a.id}
+        await ws.send_text(
+            json.dumps({"op": "send", "chat_id": chat, "content": "via ws", "client_id": "k1"})
+        )
+        frames = [await ws.next_message() for _ in range(2)]
+        kinds = {f["event"]: f for f in frames}
+        assert set(kinds) == {"ack", "message.created"}  # the sender's own stream gets it too
+        message = kinds["ack"]["data"]["message"]
+        assert kinds["message.created"]["data"] == message
+        assert (await sse_b.next_of("message.created")).data == message
+        # A retried send with the same client_id acks the original and emits nothing new.
+        await ws.send_text(
+            json.dumps({"op": "send", "chat_id": chat, "content": "via ws", "client_id": "k1"})
+        )
+        again = await ws.next_message()
+        assert (again["event"], again["data"]["message"]) == ("ack", message)
+        sse_a_read = await SseClient.connect(server.realtime_url, a.api.token)
+        await sse_a_read.next_of("ready")
+        reply = (await b.api.post(f"/api/chats/{chat}/messages", json={"content": "yo"})).json()
+        await ws.send_text(json.dumps({"op": "read", "chat_id": chat, "message_id": reply["id"]}))
+        read = await sse_a_read.next_of("read")
+        assert read.data == {"chat_id": chat, "user_id": a.id, "message_id": reply["id"]}
+        await ws.aclose()
+        await sse_a_read.aclose()
+        await sse_b.aclose()
