@@ -85,6 +85,7 @@ def hub_config(settings: Settings) -> HubConfig:
         ring_size=settings.ring_size,
         retention=settings.resume_window,
         presence_grace=settings.presence_grace,
+        presence_max_chat_size=settings.presence_max_chat_size,
     )
 
 

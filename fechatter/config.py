@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     ring_size: int = Field(1000, gt=0, description="replay ring per user, events")
     resume_window: float = Field(300.0, gt=0, description="a user's ring outlives streams by")
     presence_grace: float = Field(5.0, ge=0, description="offline after the last stream + this")
+    presence_max_chat_size: int = Field(
+        100, ge=2, description="presence is pushed only within chats this small"
+    )
     keep_alive_timeout: float = Field(5.0, gt=0)
 
     @classmethod

@@ -32,7 +32,12 @@ async def open_actor_system(
 ) -> AsyncIterator[ActorSystem]:
     """Run the actor system for the duration of the block."""
     async with trio.open_nursery() as nursery:
-        users = UserHub(nursery, hub_config, co_members=storage.co_member_ids)
+        cfg = hub_config or HubConfig()
+
+        async def presence_peers(user_id: int) -> list[int]:
+            return await storage.presence_peer_ids(user_id, cfg.presence_max_chat_size)
+
+        users = UserHub(nursery, cfg, co_members=presence_peers)
         nursery.start_soon(users.serve_presence, name="presence")
         directory = Directory(storage, users, nursery, config)
         try:

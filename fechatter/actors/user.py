@@ -43,6 +43,7 @@ class HubConfig:
     retention: float = 300.0
     presence_grace: float = 5.0
     presence_flush: float = 0.25
+    presence_max_chat_size: int = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,8 +173,12 @@ class Storage(Protocol):
     async def load_chat_state(self, chat_id: int) -> ChatState | None:
         """Everything a ChatActor needs at start, or None if the chat does not exist."""
 
-    async def co_member_ids(self, user_id: int) -> list[int]:
-        """Every other user who shares at least one chat with ``user_id`` (for presence)."""
+    async def presence_peer_ids(self, user_id: int, max_chat_size: int) -> list[int]:
+        """Other users sharing with ``user_id`` a chat of at most ``max_chat_size`` members.
+
+        Presence is pushed only within such chats: in a 5000-member channel, pushing every
+        arrival to everyone costs N² deliveries; clients ask ``/api/online-users`` instead.
+        """
 
     async def list_chat_members(self, chat_id: int) -> list[Member]:
         """Members with fullname, oldest first."""

@@ -344,8 +344,8 @@ class SqliteStorage:
     async def load_chat_state(self, chat_id: int) -> ChatState | None:
         return await self._read(lambda c: chats.load_chat_state(c, chat_id))
 
-    async def co_member_ids(self, user_id: int) -> list[int]:
-        return await self._read(lambda c: chats.co_member_ids(c, user_id))
+    async def presence_peer_ids(self, user_id: int, max_chat_size: int) -> list[int]:
+        return await self._read(lambda c: chats.presence_peer_ids(c, user_id, max_chat_size))
 
     async def list_chat_members(self, chat_id: int) -> list[Member]:
         return await self._read(lambda c: chats.list_chat_members(c, chat_id))

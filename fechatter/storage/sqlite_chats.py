@@ -191,12 +191,13 @@ _MEMBER_SELECT = (
 )
 
 
-def co_member_ids(conn: sqlite3.Connection, user_id: int) -> list[int]:
+def presence_peer_ids(conn: sqlite3.Connection, user_id: int, max_chat_size: int) -> list[int]:
     rows = conn.execute(
         "SELECT DISTINCT other.user_id FROM chat_members mine"
+        " JOIN chats c ON c.id = mine.chat_id AND c.member_count <= ?"
         " JOIN chat_members other ON other.chat_id = mine.chat_id"
         " WHERE mine.user_id = ? AND other.user_id != ?",
-        (user_id, user_id),
+        (max_chat_size, user_id, user_id),
     )
     return [row[0] for row in rows]
 

@@ -47,6 +47,7 @@ CREATE TABLE chats (
     owner_id         INTEGER NOT NULL REFERENCES users (id),
     last_message_id  INTEGER,
     last_activity_at TEXT,
+    member_count     INTEGER NOT NULL DEFAULT 0,  -- kept by the triggers below
     created_at       TEXT    NOT NULL,
     updated_at       TEXT    NOT NULL
 );
@@ -66,6 +67,13 @@ CREATE TABLE chat_members (
     PRIMARY KEY (chat_id, user_id)
 );
 CREATE INDEX chat_members_user ON chat_members (user_id, chat_id);
+
+CREATE TRIGGER chat_members_count_insert AFTER INSERT ON chat_members BEGIN
+    UPDATE chats SET member_count = member_count + 1 WHERE id = NEW.chat_id;
+END;
+CREATE TRIGGER chat_members_count_delete AFTER DELETE ON chat_members BEGIN
+    UPDATE chats SET member_count = member_count - 1 WHERE id = OLD.chat_id;
+END;
 
 CREATE TABLE messages (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
