@@ -9,7 +9,7 @@ For each stream count N it:
 3. opens N streams (SSE, or WebSocket with ``--transport ws``) from one trio process with raw
    sockets, and reads the server's RSS before and after (idle cost per stream);
 4. posts M messages at ``--rate``/s through the HTTP API and waits until every stream got every
-   message; server CPU (utime+stime from /proc) over that window divided by M×N deliveries is
+   message; server CPU (utime+stime from /proc) over that window divided by M*N deliveries is
    the CPU per delivered event. The HTTP request handling of the M sends is included in that
    window, which makes the figure an upper bound; with N ≥ 1000 it is a small share.
 
@@ -98,10 +98,12 @@ async def prepare(db: Path, users: int) -> tuple[list[str], int]:
 class Receiver:
     """One stream, parsing only what it must: the marker of each message and its arrival."""
 
-    def __init__(self, transport: str) -> None:
+    def __init__(self, transport: str, expected: int) -> None:
         self.transport = transport
+        self.expected = expected
         self.arrivals: dict[int, float] = {}
         self.ready = trio.Event()
+        self.done = trio.Event()
         self.tail = b""
 
     def feed(self, data: bytes, now: float) -> None:
@@ -109,6 +111,8 @@ class Receiver:
         for match in MARK.finditer(text):
             self.arrivals.setdefault(int(match.group(1)), now)
         self.tail = text[-64:]
+        if len(self.arrivals) >= self.expected:
+            self.done.set()
         if not self.ready.is_set() and b"ready" in text:
             self.ready.set()
 
@@ -164,7 +168,7 @@ async def measure(
         }
         log_path = Path(tmp) / "server.log"
         log_file = log_path.open("w")
-        server = subprocess.Popen(
+        server = await trio.lowlevel.open_process(
             [
                 sys.executable,
                 "-m",
@@ -199,7 +203,7 @@ async def measure(
             async with httpx.AsyncClient(base_url=api, timeout=30) as client:
                 await client.get("/ready")
                 rss_base = proc_rss_mib(server.pid)
-                receivers = [Receiver(transport) for _ in range(n)]
+                receivers = [Receiver(transport, messages) for _ in range(n)]
                 stop = trio.Event()
                 async with trio.open_nursery() as nursery:
                     start = time.perf_counter()
@@ -214,7 +218,7 @@ async def measure(
                     sent: dict[int, float] = {}
                     spy = None
                     if profile:
-                        spy = subprocess.Popen(
+                        spy = await trio.lowlevel.open_process(
                             [
                                 "py-spy",
                                 "record",
@@ -245,15 +249,15 @@ async def measure(
                         await trio.sleep(1 / rate)
                     with trio.move_on_after(30):
                         for receiver in receivers:
-                            while len(receiver.arrivals) < messages:
-                                await trio.sleep(0.01)
+                            await receiver.done.wait()
                     cpu = proc_cpu_seconds(server.pid) - cpu_before
                     stop.set()
                     if spy is not None:
-                        spy.wait()
+                        await spy.wait()
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            with trio.move_on_after(30):
+                await server.wait()
             log_file.close()
         latencies = [(t - sent[i]) * 1000 for r in receivers for i, t in r.arrivals.items()]
         latencies.sort()
@@ -285,7 +289,7 @@ async def main() -> None:
     parser.add_argument("--transport", choices=["sse", "ws"], default="sse")
     parser.add_argument("--py-spy", metavar="FILE", help="record a py-spy profile of the sends")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     for n in args.streams:
         result = await measure(n, args.messages, args.rate, args.transport, args.py_spy)
