@@ -114,6 +114,7 @@ async def serve(
                 send_limiter=send_limiter,
                 metrics=Metrics(),
                 realtime=stats,
+                realtime_port=int(rt_sock.getsockname()[1]),
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]

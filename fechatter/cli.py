@@ -20,11 +20,16 @@ log = logging.getLogger("fechatter")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fechatter", description="Fechatter chat server")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("serve", "run the server"), ("migrate", "apply schema migrations")):
+    commands = (
+        ("serve", "run the server"),
+        ("demo", "seed a demo workspace (once), then run the server"),
+        ("migrate", "apply schema migrations"),
+    )
+    for name, text in commands:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="YAML config file (default ./app.yaml if present)")
         p.add_argument("--database-url", help="sqlite:///path (default sqlite:///fechatter.db)")
-        if name == "serve":
+        if name in ("serve", "demo"):
             p.add_argument("--host", help="listen address (default 127.0.0.1)")
             p.add_argument("--port", type=int, help="API port (default 6688)")
             p.add_argument("--realtime-port", type=int, help="SSE/WebSocket port (default 6687)")
@@ -59,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     flags = {"database_url": args.database_url}
-    if args.command == "serve":
+    if args.command in ("serve", "demo"):
         flags.update(host=args.host, port=args.port, realtime_port=args.realtime_port)
     try:
         settings = load_settings(args.config, **flags)
@@ -70,5 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(_migrate, settings)
         print(f"migrations applied to {settings.database_url}")
         return 0
+    if args.command == "demo":
+        from fechatter import demo
+
+        demo.run_seed(settings)
+        print(demo.instructions(settings), file=sys.stderr, flush=True)
     trio.run(_serve_until_signalled, settings)
     return 0

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     realtime_port: int = Field(6687, ge=0, le=65535)
     database_url: str = "sqlite:///fechatter.db"
     allowed_origins: list[str] = Field(default_factory=list)
+    public_realtime_url: str | None = Field(
+        None, description="the realtime listener as browsers reach it (behind a proxy)"
+    )
 
     jwt_secret: str | None = None
     access_token_ttl: int = Field(3600, gt=0, description="seconds")

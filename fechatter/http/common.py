@@ -41,6 +41,7 @@ class Context:
     send_limiter: RateLimiter
     metrics: Metrics
     realtime: RealtimeStats
+    realtime_port: int
 
 
 class IdConverter(BaseConverter):

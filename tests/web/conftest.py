@@ -1,0 +1,157 @@
+"""Browser tests: a real ``fechatter serve`` process and headless Chromium via Playwright.
+
+The browser is Debian's ``/usr/bin/chromium`` (``.ci/run`` installs it); Playwright never
+downloads one. Tests here are synchronous (Playwright's sync API): the server runs in its own
+process, so nothing shares an event loop with the browser driver.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+CHROMIUM = os.environ.get("FECHATTER_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A ``fechatter serve`` subprocess on fixed ports (so it can be restarted in place)."""
+
+    folder: Path
+    port: int
+    realtime_port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = (self.folder / "server.log").open("ab")
+        env = {
+            **os.environ,
+            "FECHATTER_ARGON2_MEMORY_COST": "1024",
+            "FECHATTER_ARGON2_TIME_COST": "1",
+            "FECHATTER_ARGON2_PARALLELISM": "1",
+        }
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fechatter",
+                "serve",
+                "--port",
+                str(self.port),
+                "--realtime-port",
+                str(self.realtime_port),
+                "--database-url",
+                f"sqlite:///{self.folder / 'web.db'}",
+            ],
+            stderr=log,
+            env=env,
+            cwd=self.folder,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        pattern = re.compile(rf"realtime streams on http://127\.0\.0\.1:{self.realtime_port}")
+        # The log line is the server's own "ready" signal; poll the file until it appears.
+        while not pattern.search((self.folder / "server.log").read_text()):
+            assert self.process.poll() is None, (self.folder / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("web"), _free_port(), _free_port())
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield b
+        b.close()
+
+
+class Person:
+    """One user in their own browser context."""
+
+    def __init__(self, page: Page, name: str, email: str) -> None:
+        self.page = page
+        self.name = name
+        self.email = email
+        self.errors: list[str] = []
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("dialog", lambda d: self.errors.append(f"unexpected dialog: {d.message}"))
+
+
+def sign_up(
+    browser: Browser,
+    server: ServerProcess,
+    name: str,
+    workspace: str | None = None,
+    viewport: tuple[int, int] = (1280, 800),
+) -> Person:
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    email = f"{name.lower().replace(' ', '.')}.{uuid.uuid4().hex[:8]}@example.com"
+    page.goto(server.url + "/")
+    page.click("#tab-signup")
+    page.fill("#signup-form input[name=fullname]", name)
+    page.fill("#signup-form input[name=email]", email)
+    page.fill("#signup-form input[name=password]", "correct horse")
+    if workspace:
+        page.fill("#signup-form input[name=workspace]", workspace)
+    page.click("#signup-form button[type=submit]")
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_function("document.body.dataset.live === 'online'")
+    return Person(page, name, email)
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))

@@ -1,0 +1,146 @@
+"""The browser client in headless Chromium: two people chatting live, reconnects, escaping."""
+
+from __future__ import annotations
+
+import uuid
+
+from playwright.sync_api import Browser, Page, expect
+
+from tests.web.conftest import Person, ServerProcess, shot, sign_up
+
+
+def invite_and_open_dm(owner: Person, other: Person) -> None:
+    page = owner.page
+    page.click("#workspace-menu")
+    page.click("dialog >> text=Invite people")
+    page.fill("dialog input[name=email]", other.email)
+    page.click("dialog button[type=submit]")
+    expect(page.locator("dialog")).not_to_be_visible()
+    page.click("#new-chat")
+    page.select_option("dialog select[name=type]", "Single")
+    page.check(f"dialog label:has-text('{other.name}') input")
+    page.click("dialog button[type=submit]")
+    expect(page.locator("#chat-title")).to_have_text(other.name)
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#input", text)
+    page.press("#input", "Enter")
+
+
+def bubbles(page: Page, text: str) -> int:
+    return page.locator("#messages .bubble", has_text=text).count()
+
+
+def test_two_people_chat_live(browser: Browser, server: ServerProcess) -> None:
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Analytical {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    shot(bob.page, "01-empty-workspace")
+    invite_and_open_dm(ada, bob)
+    expect(ada.page.locator("#chat-subtitle")).to_contain_text("online")  # Bob's presence
+
+    # Bob was added to the workspace and the chat while his page was open: it shows up live.
+    chat_item = bob.page.locator(".chat-item", has_text="Ada Lovelace")
+    expect(chat_item).to_be_visible()
+
+    send(ada.page, "Hello Bob, this is live.")
+    expect(ada.page.locator("#messages .msg.mine .bubble")).to_have_text("Hello Bob, this is live.")
+    expect(chat_item.locator(".badge")).to_have_text("1")  # unread, not opened yet
+    chat_item.click()
+    expect(bob.page.locator("#messages .bubble", has_text="this is live")).to_be_visible()
+    expect(chat_item.locator(".badge")).to_have_count(0)  # reading cleared it
+
+    bob.page.fill("#input", "typing something")
+    bob.page.dispatch_event("#input", "input")
+    expect(ada.page.locator("#typing")).to_have_text("Bob Babbage is typing…")
+    bob.page.press("#input", "Enter")
+    expect(ada.page.locator("#messages .bubble", has_text="typing something")).to_be_visible()
+    expect(ada.page.locator("#typing")).to_have_text("")
+
+    # Shift+Enter is a newline, not a send.
+    ada.page.fill("#input", "line one")
+    ada.page.press("#input", "Shift+Enter")
+    ada.page.keyboard.type("line two")
+    ada.page.press("#input", "Enter")
+    expect(bob.page.locator("#messages .bubble", has_text="line two")).to_have_text(
+        "line one\nline two"
+    )
+    shot(ada.page, "02-conversation")
+    shot(bob.page, "03-conversation-other-side")
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_reconnect_loses_nothing_and_doubles_nothing(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Engines {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    invite_and_open_dm(ada, bob)
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    send(ada.page, "before the drop")
+    expect(bob.page.locator("#messages .bubble", has_text="before the drop")).to_be_visible()
+
+    # Bob's realtime connection drops for a while; Ada keeps talking.
+    bob.page.evaluate("window.fechatter.live.reconnect(4000)")
+    expect(bob.page.locator("#banner")).to_be_visible()
+    for i in range(3):
+        send(ada.page, f"while away {i}")
+    expect(
+        ada.page.locator("#messages .msg.mine:not(.pending) .bubble", has_text="while away 2")
+    ).to_be_visible()
+    shot(bob.page, "04-reconnecting")
+    expect(bob.page.locator("#banner")).to_be_hidden(timeout=15_000)
+    for i in range(3):
+        expect(bob.page.locator("#messages .bubble", has_text=f"while away {i}")).to_have_count(1)
+    assert bubbles(bob.page, "before the drop") == 1
+
+    # The whole server restarts: Bob's client resyncs quietly, still nothing lost or doubled.
+    server.stop()
+    expect(bob.page.locator("#banner")).to_be_visible()
+    server.start()
+    expect(bob.page.locator("#banner")).to_be_hidden(timeout=20_000)
+    expect(ada.page.locator("#banner")).to_be_hidden(timeout=20_000)
+    send(ada.page, "after the restart")
+    expect(bob.page.locator("#messages .bubble", has_text="after the restart")).to_have_count(1)
+    for i in range(3):
+        assert bubbles(bob.page, f"while away {i}") == 1
+    seqs = bob.page.eval_on_selector_all(
+        "#messages .msg[data-seq]", "els => els.map(e => Number(e.dataset.seq))"
+    )
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_message_content_is_text_not_html(browser: Browser, server: ServerProcess) -> None:
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Notes {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Mallory")
+    invite_and_open_dm(ada, bob)
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    payload = "<img src=x onerror=alert(1)><script>alert(2)</script><b>bold</b>"
+    send(bob.page, payload)
+    bubble = ada.page.locator("#messages .bubble", has_text="<img")
+    expect(bubble).to_have_text(payload)
+    assert ada.page.locator("#messages img, #messages script, #messages b").count() == 0
+    assert ada.errors == []  # no alert() dialog fired
+    assert bob.errors == []
+
+
+def test_phone_width(browser: Browser, server: ServerProcess) -> None:
+    ada = sign_up(
+        browser,
+        server,
+        "Ada Lovelace",
+        workspace=f"Pocket {uuid.uuid4().hex[:6]}",
+        viewport=(390, 844),
+    )
+    bob = sign_up(browser, server, "Bob Babbage")
+    invite_and_open_dm(ada, bob)
+    send(ada.page, "Works on a phone too.")
+    expect(ada.page.locator("#sidebar")).to_be_hidden()
+    shot(ada.page, "05-phone-chat")
+    ada.page.click("#back")
+    expect(ada.page.locator("#sidebar")).to_be_visible()
+    shot(ada.page, "06-phone-list")
+    assert ada.errors == []
