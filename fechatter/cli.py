@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("serve", "demo"):
             p.add_argument("--host", help="listen address (default 127.0.0.1)")
             p.add_argument("--port", type=int, help="API port (default 6688)")
+            p.add_argument(
+                "--demo", action="store_true", help="seed a demo workspace first (once)"
+            )
             p.add_argument("--realtime-port", type=int, help="SSE/WebSocket port (default 6687)")
     return parser
 
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(_migrate, settings)
         print(f"migrations applied to {settings.database_url}")
         return 0
-    if args.command == "demo":
+    if args.command == "demo" or getattr(args, "demo", False):
         from fechatter import demo
 
         demo.run_seed(settings)

@@ -38,7 +38,7 @@ CONVERSATIONS: dict[str, list[tuple[int, str]]] = {
     "group": [
         (1, "Lunch at 12:30?"),
         (2, "Yes please, the usual place."),
-        (0, "Count me in 🍜"),
+        (0, "Count me in."),
     ],
     "single": [
         (1, "Hey Alice, got a minute to review my PR?"),

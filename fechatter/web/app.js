@@ -217,7 +217,7 @@ function renderChatList() {
 
 function previewOf(message) {
   const who = message.sender_id === state.me.id ? "You" : state.users.get(message.sender_id)?.fullname ?? "Someone";
-  const text = message.content || (message.files?.length ? "📎 attachment" : "");
+  const text = message.content || (message.files?.length ? "[attachment]" : "");
   return `${who}: ${text}`;
 }
 
@@ -310,7 +310,7 @@ function renderMessages(stickToBottom) {
   const nodes = [];
   if (box.hasMore) nodes.push(el("div", { class: "older", text: "Scroll up for older messages" }));
   else if (!box.items.length && !pendingFor(state.current).length) {
-    nodes.push(el("div", { class: "empty" }, el("h3", { text: "No messages yet" }), el("p", { text: "Say hello 👋" })));
+    nodes.push(el("div", { class: "empty" }, el("h3", { text: "No messages yet" }), el("p", { text: "Say hello." })));
   }
   let previous = null;
   for (const m of box.items) {
@@ -334,7 +334,7 @@ function messageNode(m, cont) {
     "div",
     { class: `msg${mine ? " mine" : ""}${cont ? " cont" : ""}`, "data-id": m.id, "data-seq": m.seq },
     el("div", { class: "meta", text: `${who} · ${timeOf(m.created_at)}` }),
-    el("div", { class: "bubble", text: m.content || "📎 attachment" }),
+    el("div", { class: "bubble", text: m.content || "[attachment]" }),
   );
 }
 
