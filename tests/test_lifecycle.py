@@ -80,7 +80,7 @@ async def test_shutdown_with_sends_in_flight_loses_no_acknowledged_message(
 
 
 async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """The README's start command (``fechatter serve``), as a real process."""
+    """The README's start command (``fechatter serve --demo``), as a real process."""
     command = [
         sys.executable,
         "-m",
@@ -90,6 +90,7 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         "0",
         "--database-url",
         f"sqlite:///{tmp_path / 'cli.db'}",
+        "--demo",
     ]
     env = {
         **os.environ,
@@ -119,6 +120,15 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
                 assert r.status_code == 201
                 r = await b.api.get(f"/api/chats/{chat}/messages")
                 assert [m["content"] for m in r.json()["items"]] == ["hi"]
+                # The demo people can sign in and find their seeded conversations.
+                r = await client.post(
+                    "/api/auth/signin",
+                    json={"email": "alice@demo.fechatter", "password": "fechatter-demo"},
+                )
+                assert r.status_code == 200
+                token = r.json()["token"]
+                r = await client.get("/api/chats", headers={"Authorization": f"Bearer {token}"})
+                assert len(r.json()) == 4
             process.send_signal(signal.SIGTERM)
 
             async def drain() -> None:
