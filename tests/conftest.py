@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,22 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
+from tests.pg import pg_database, pg_server
+
+__all__ = ["pg_database", "pg_server"]  # fixtures, shared by every suite
 
 TEST_SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count(1)
 
 
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for a test server: cheap Argon2, ephemeral port, a database in tmp_path."""
+def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    """Settings for a test server: cheap Argon2, ephemeral port, the test's database.
+
+    The database is a SQLite file in tmp_path unless ``database_url`` names another (the
+    ``test_database_url`` fixture: PostgreSQL when ``FECHATTER_TEST_BACKEND=postgres``).
+    """
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{tmp_path / 'fechatter.db'}",
+        "database_url": database_url or f"sqlite:///{tmp_path / 'fechatter.db'}",
         "port": 0,
         "realtime_port": 0,
         "jwt_secret": TEST_SECRET,
@@ -90,8 +98,20 @@ class User:
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
-    return lambda **kw: make_settings(tmp_path, **kw)
+def test_database_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """This test's server database: SQLite in tmp_path, or a fresh PostgreSQL database."""
+    backend = os.environ.get("FECHATTER_TEST_BACKEND", "sqlite")
+    if backend == "postgres":
+        url: str = request.getfixturevalue("pg_database")
+        return url
+    if backend != "sqlite":
+        raise pytest.UsageError(f"FECHATTER_TEST_BACKEND must be sqlite or postgres: {backend!r}")
+    return f"sqlite:///{tmp_path / 'fechatter.db'}"
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, test_database_url: str) -> Callable[..., Settings]:
+    return lambda **kw: make_settings(tmp_path, test_database_url, **kw)
 
 
 @pytest.fixture

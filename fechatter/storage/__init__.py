@@ -27,7 +27,11 @@ def sqlite_path(url: str) -> str:
 
 @asynccontextmanager
 async def open_storage(url: str) -> AsyncIterator[Storage]:
-    """Open the backend named by ``url`` (``sqlite:///path``); close it on exit."""
+    """Open the backend named by ``url``; close it on exit.
+
+    ``sqlite:///path`` or ``postgresql://user:password@host:port/database`` (also
+    ``postgres://``, and any libpq connection URI parameters).
+    """
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
         # Imported here so a deployment only loads the driver it uses.
@@ -36,6 +40,13 @@ async def open_storage(url: str) -> AsyncIterator[Storage]:
         async with open_sqlite_storage(sqlite_path(url)) as storage:
             yield storage
         return
+    if scheme in ("postgresql", "postgres"):
+        from fechatter.storage.postgres import open_postgres_storage
+
+        async with open_postgres_storage(url) as storage:
+            yield storage
+        return
     raise ValueError(
-        f"unsupported storage URL scheme {scheme!r} in {url!r}: only sqlite:///path is supported"
+        f"unsupported storage URL scheme {scheme!r} in {url!r}:"
+        " expected sqlite:///path or postgresql://host/database"
     )

@@ -13,17 +13,22 @@ import pytest
 
 from fechatter.storage import Storage, open_storage
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
-def _open_backend(name: str, tmp_path: Path) -> AbstractAsyncContextManager[Storage]:
+def _open_backend(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AbstractAsyncContextManager[Storage]:
     if name == "sqlite":
         return open_storage(f"sqlite:///{tmp_path / 'fechatter.db'}")
+    if name == "postgres":
+        url: str = request.getfixturevalue("pg_database")
+        return open_storage(url)
     raise AssertionError(f"unknown backend {name}")  # pragma: no cover
 
 
 @pytest.fixture(params=BACKENDS)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     """A freshly migrated, empty database of each backend."""
-    async with _open_backend(request.param, tmp_path) as opened:
+    async with _open_backend(request.param, tmp_path, request) as opened:
         yield opened

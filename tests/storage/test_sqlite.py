@@ -80,8 +80,8 @@ def test_sqlite_path_parsing() -> None:
 
 
 async def test_unsupported_scheme() -> None:
-    with pytest.raises(ValueError, match="unsupported storage URL scheme 'postgresql'"):
-        async with open_storage("postgresql://localhost/fechatter"):
+    with pytest.raises(ValueError, match="unsupported storage URL scheme 'mysql'"):
+        async with open_storage("mysql://localhost/fechatter"):
             pass  # pragma: no cover
 
 

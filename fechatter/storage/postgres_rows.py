@@ -1,0 +1,139 @@
+"""Row → record converters and shared SELECT fragments of the PostgreSQL backend.
+
+Pure functions over psycopg ``dict_row`` rows; ``timestamptz`` values come back as aware
+datetimes and leave here as the RFC 3339 strings every record carries (``format_time``). This
+module must never execute a statement.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fechatter.models import (
+    Chat,
+    ChatRecord,
+    ChatType,
+    Member,
+    Message,
+    Role,
+    User,
+    UserStatus,
+    Workspace,
+    WorkspaceMember,
+    format_time,
+)
+
+Row = dict[str, Any]
+
+USER_COLUMNS = "u.id, u.fullname, u.email, u.avatar, u.status, u.created_at"
+WORKSPACE_COLUMNS = "w.id, w.name, w.description, w.owner_id, w.created_at, w.updated_at"
+CHAT_COLUMNS = (
+    "c.id, c.workspace_id, c.name, c.type, c.description, c.owner_id, c.created_at, c.updated_at"
+)
+MESSAGE_COLUMNS = (
+    "m.id, m.chat_id, m.seq, m.sender_id, m.content, m.files, m.reply_to, m.client_id,"
+    " m.created_at, m.edited_at"
+)
+
+# One statement per chat list, as in SQLite: members_count is the trigger-kept counter, the
+# viewer's unread number a correlated count over messages (chat_id, seq) index range.
+# ``{join}`` is ``JOIN`` to keep only the viewer's chats, ``LEFT JOIN`` to keep all.
+CHAT_VIEW_SELECT = f"""
+SELECT {CHAT_COLUMNS},
+    c.member_count AS members_count,
+    CASE WHEN v.user_id IS NULL THEN 0 ELSE (
+        SELECT COUNT(*) FROM messages x
+        WHERE x.chat_id = c.id AND x.seq > v.last_read_seq AND x.sender_id <> v.user_id
+    ) END AS unread_count,
+    m.id AS m_id, m.chat_id AS m_chat_id, m.seq AS m_seq, m.sender_id AS m_sender_id,
+    m.content AS m_content, m.files AS m_files, m.reply_to AS m_reply_to,
+    m.client_id AS m_client_id, m.created_at AS m_created_at, m.edited_at AS m_edited_at
+FROM chats c
+{{join}} chat_members v ON v.chat_id = c.id AND v.user_id = %(viewer)s
+LEFT JOIN messages m ON m.id = c.last_message_id
+"""
+
+CHAT_ACTIVITY_ORDER = "ORDER BY COALESCE(c.last_activity_at, c.created_at) DESC, c.id DESC"
+
+
+def time_or_none(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def to_user(row: Row) -> User:
+    return User(
+        id=row["id"],
+        fullname=row["fullname"],
+        email=row["email"],
+        avatar=row["avatar"],
+        status=UserStatus(row["status"]),
+        created_at=format_time(row["created_at"]),
+    )
+
+
+def to_workspace(row: Row) -> Workspace:
+    return Workspace(
+        id=row["id"],
+        name=row["name"],
+        description=row["description"],
+        owner_id=row["owner_id"],
+        created_at=format_time(row["created_at"]),
+        updated_at=format_time(row["updated_at"]),
+    )
+
+
+def to_workspace_member(row: Row) -> WorkspaceMember:
+    """A row of users columns plus ``role`` and ``joined_at``."""
+    return WorkspaceMember(
+        user=to_user(row), role=Role(row["role"]), joined_at=format_time(row["joined_at"])
+    )
+
+
+def to_chat_record(row: Row) -> ChatRecord:
+    return ChatRecord(
+        id=row["id"],
+        workspace_id=row["workspace_id"],
+        name=row["name"],
+        type=ChatType(row["type"]),
+        description=row["description"],
+        owner_id=row["owner_id"],
+        created_at=format_time(row["created_at"]),
+        updated_at=format_time(row["updated_at"]),
+    )
+
+
+def to_message(row: Row, prefix: str = "") -> Message:
+    return Message(
+        id=row[prefix + "id"],
+        chat_id=row[prefix + "chat_id"],
+        seq=row[prefix + "seq"],
+        sender_id=row[prefix + "sender_id"],
+        content=row[prefix + "content"],
+        files=tuple(row[prefix + "files"]),
+        reply_to=row[prefix + "reply_to"],
+        client_id=row[prefix + "client_id"],
+        created_at=format_time(row[prefix + "created_at"]),
+        edited_at=time_or_none(row[prefix + "edited_at"]),
+    )
+
+
+def to_chat_view(row: Row) -> Chat:
+    """A row of ``CHAT_VIEW_SELECT``."""
+    last = to_message(row, "m_") if row["m_id"] is not None else None
+    return Chat(
+        record=to_chat_record(row),
+        members_count=row["members_count"],
+        last_message=last,
+        unread_count=row["unread_count"],
+    )
+
+
+def to_member(row: Row) -> Member:
+    return Member(
+        user_id=row["user_id"],
+        chat_id=row["chat_id"],
+        role=Role(row["role"]),
+        joined_at=format_time(row["joined_at"]),
+        fullname=row["fullname"],
+    )

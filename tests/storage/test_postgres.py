@@ -1,0 +1,351 @@
+"""PostgreSQL-only behaviour: outages, cancellation, several writers, pool bounds, migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import trio
+
+from fechatter.app import ServerInfo, serve
+from fechatter.config import Settings
+from fechatter.errors import Conflict, NotFound, Unavailable
+from fechatter.models import ChatType, Message, NewMessage
+from fechatter.storage import migrations, open_storage
+from fechatter.storage.postgres import (
+    PostgresStorage,
+    apply_postgres_migrations,
+    open_postgres_storage,
+    translate_error,
+)
+from fechatter.storage.postgres_pool import PoolConfig, open_pg_pool
+from tests.conftest import Api, make_chat, make_settings, make_workspace
+from tests.pg import PgServer, free_port
+
+from .factories import make_group, msg, send
+
+# Small bounds so an outage is noticed quickly; each test still has a fail_after ceiling.
+FAST: dict[str, Any] = {
+    "pool_size": 3,
+    "acquire_timeout": 1.0,
+    "connect_timeout": 2,
+    "operation_timeout": 3.0,
+}
+
+
+async def _all_messages(storage: PostgresStorage, chat_id: int) -> list[Message]:
+    page = await storage.list_messages(chat_id, limit=100_000, before=None, after=0)
+    return page.items
+
+
+def _admin_rows(server: PgServer, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with server.connect() as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+# -- outage --------------------------------------------------------------------------------
+async def test_server_outage_is_unavailable_then_recovers(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        _, users, chat = await make_group(storage, 2)
+        acked: list[Message] = []
+        failures = 0
+        enough_before, enough_failures, enough_after = trio.Event(), trio.Event(), trio.Event()
+        restarted = False
+
+        async def writer() -> None:
+            # One message at a time, like a ChatActor: a send either returns (acknowledged)
+            # or raises Unavailable; nothing else, and never a hang (fail_after below).
+            nonlocal failures
+            n = 0
+            while not enough_after.is_set():
+                n += 1
+                try:
+                    [done] = await storage.insert_messages(chat.id, [msg(users[n % 2], f"m{n}")])
+                except Unavailable:
+                    failures += 1
+                    if failures >= 3:
+                        enough_failures.set()
+                    await trio.lowlevel.checkpoint()
+                    continue
+                assert done.message is not None
+                acked.append(done.message)
+                if len(acked) >= 5:
+                    enough_before.set()
+                if restarted and len(acked) >= 15:
+                    enough_after.set()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                await enough_before.wait()
+                await trio.to_thread.run_sync(pg_server.stop)
+                try:
+                    await enough_failures.wait()
+                    with pytest.raises(Unavailable) as caught:
+                        await storage.ping()
+                    assert caught.value.headers["Retry-After"] == "1"
+                    with pytest.raises(Unavailable):
+                        await storage.get_user(users[0].id)
+                finally:
+                    await trio.to_thread.run_sync(pg_server.start)
+                restarted = True
+                await enough_after.wait()
+        # Recovered by itself, and every acknowledged message is there, numbered gaplessly.
+        await storage.ping()
+        stored = await _all_messages(storage, chat.id)
+        assert {m.id for m in acked} <= {m.id for m in stored}
+        assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
+        assert failures >= 3
+
+
+async def test_http_answers_503_while_postgres_is_down(
+    nursery: trio.Nursery, tmp_path: Path, pg_server: PgServer, pg_database: str
+) -> None:
+    settings: Settings = make_settings(tmp_path, pg_database)
+    shutdown = trio.Event()
+    info: ServerInfo = await nursery.start(serve, settings, shutdown)
+    try:
+        async with httpx.AsyncClient(base_url=info.api_url, timeout=20) as client:
+            api = Api(client)
+            a, b = await api.signup(), await api.signup()
+            chat = await make_chat(a, await make_workspace(a, b), "Single", b)
+            url = f"/api/chats/{chat}/messages"
+            first = await a.api.post(url, json={"content": "before"})
+            assert first.status_code == 201, first.text
+            await trio.to_thread.run_sync(pg_server.stop)
+            try:
+                with trio.fail_after(20):
+                    down = await a.api.post(url, json={"content": "during"})
+                    ready = await api.get("/ready")
+                assert down.status_code == 503, down.text
+                assert down.headers["Retry-After"]
+                assert ready.status_code == 503
+            finally:
+                await trio.to_thread.run_sync(pg_server.start)
+            with trio.fail_after(20):
+                after = await a.api.post(url, json={"content": "after"})
+                assert after.status_code == 201, after.text
+                assert (await api.get("/ready")).status_code == 200
+                items = (await a.api.get(url)).json()["items"]
+            contents = [m["content"] for m in items]
+            assert "before" in contents
+            assert "after" in contents
+            assert sorted(m["seq"] for m in items) == list(range(1, len(items) + 1))
+    finally:
+        shutdown.set()
+
+
+async def test_unreachable_server_is_unavailable_quickly() -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    with trio.fail_after(10), pytest.raises(Unavailable):
+        async with open_postgres_storage(url, **FAST):
+            pass  # pragma: no cover
+
+
+# -- cancellation --------------------------------------------------------------------------
+def _backend_state(server: PgServer, pid: int) -> tuple[str, str]:
+    rows = _admin_rows(server, "SELECT state, query FROM pg_stat_activity WHERE pid = %s", pid)
+    assert len(rows) == 1, rows
+    return rows[0][0], rows[0][1]
+
+
+async def test_cancelled_query_stops_on_the_server_and_connection_is_reused(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    async with open_pg_pool(pg_database, PoolConfig(size=1)) as pool:
+        async with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        finished = trio.Event()
+
+        async def sleeper(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                async with pool.connection() as conn:
+                    await pool.run(conn, lambda c: c.execute("SELECT pg_sleep(60)"))
+            finished.set()
+
+        with trio.fail_after(15):
+            async with trio.open_nursery() as nursery:
+                scope: trio.CancelScope = await nursery.start(sleeper)
+                # Poll: the server gives no event when a statement starts running.
+                while _backend_state(pg_server, pid) != ("active", "SELECT pg_sleep(60)"):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                scope.cancel()
+                await finished.wait()
+        # Cancelled on the server (the backend is idle, not sleeping its 60 s) ...
+        assert _backend_state(pg_server, pid)[0] == "idle"
+        # ... and the same pooled connection serves the next call.
+        async with pool.connection() as conn:
+            assert conn.info.backend_pid == pid
+            row = await pool.run(conn, lambda c: c.execute("SELECT 41 + 1 AS x").fetchone())
+            assert row == {"x": 42}
+        assert pool.statistics().connects == 1
+
+
+async def test_operation_timeout_cancels_and_answers_unavailable(pg_database: str) -> None:
+    async with open_postgres_storage(pg_database, pool_size=1, operation_timeout=0.5) as storage:
+        with trio.fail_after(10), pytest.raises(Unavailable, match="in time"):
+            await storage._read(lambda c: c.execute("SELECT pg_sleep(60)"))
+        await storage.ping()  # the one connection is usable again
+
+
+# -- several writers -----------------------------------------------------------------------
+async def test_two_processes_writing_one_chat_keep_seq_gapless(pg_database: str) -> None:
+    async with (
+        open_postgres_storage(pg_database, pool_size=5) as one,
+        open_postgres_storage(pg_database, pool_size=5) as other,
+    ):
+        _, users, chat = await make_group(one, 4)
+        per_task, batch = 12, 3
+
+        async def write(storage: PostgresStorage, task: int) -> None:
+            for n in range(per_task):
+                items = [msg(users[task % 4], f"{task}-{n}-{i}") for i in range(batch)]
+                done = await storage.insert_messages(chat.id, items)
+                assert all(d.created for d in done)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for i in range(8):
+                    nursery.start_soon(write, one if i % 2 else other, i)
+        stored = await _all_messages(one, chat.id)
+        assert len(stored) == 8 * per_task * batch
+        assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
+        # A batch is numbered contiguously: it was written under one chat-row lock.
+        for m in stored:
+            task, n, i = map(int, m.content.split("-"))
+            if i > 0:
+                previous = next(p for p in stored if p.content == f"{task}-{n}-{i - 1}")
+                assert previous.seq == m.seq - 1
+
+
+async def test_concurrent_duplicate_client_id_is_inserted_once(pg_database: str) -> None:
+    async with (
+        open_postgres_storage(pg_database) as one,
+        open_postgres_storage(pg_database) as other,
+    ):
+        _, users, chat = await make_group(one, 2)
+        results: list[bool] = []
+
+        async def send_once(storage: PostgresStorage) -> None:
+            [done] = await storage.insert_messages(chat.id, [msg(users[1], "x", client_id="c1")])
+            results.append(done.created)
+
+        async with trio.open_nursery() as nursery:
+            for storage in (one, other, one, other):
+                nursery.start_soon(send_once, storage)
+        assert sorted(results) == [False, False, False, True]
+        assert len(await _all_messages(one, chat.id)) == 1
+
+
+async def test_read_marker_never_moves_back_under_concurrency(pg_database: str) -> None:
+    async with open_postgres_storage(pg_database, pool_size=8) as storage:
+        _, users, chat = await make_group(storage, 2)
+        sent = await send(storage, chat.id, users[0], *[f"m{i}" for i in range(20)])
+
+        async with trio.open_nursery() as nursery:
+            for m in reversed(sent):
+                nursery.start_soon(storage.mark_read, chat.id, users[1].id, m.id)
+        view = await storage.get_chat_view(chat.id, users[1].id)
+        assert view is not None
+        assert view.unread_count == 0
+
+
+# -- pool ----------------------------------------------------------------------------------
+async def test_exhausted_pool_is_unavailable_not_a_hang(pg_database: str) -> None:
+    async with open_pg_pool(pg_database, PoolConfig(size=1, acquire_timeout=0.2)) as pool:
+        async with pool.connection():
+            with trio.fail_after(5), pytest.raises(Unavailable, match="no database connection"):
+                async with pool.connection():
+                    pass  # pragma: no cover
+        async with pool.connection() as conn:
+            assert await pool.run(conn, lambda c: c.execute("SELECT 1").fetchone())
+
+
+async def test_terminated_connection_is_replaced_on_checkout(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    async with open_pg_pool(pg_database, PoolConfig(size=1)) as pool:
+        async with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        _admin_rows(pg_server, "SELECT pg_terminate_backend(%s)", pid)
+        # Poll: the termination notice reaches the idle socket asynchronously.
+        with trio.fail_after(10):
+            while _admin_rows(pg_server, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", pid):  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        async with pool.connection() as conn:
+            assert conn.info.backend_pid != pid
+            assert await pool.run(conn, lambda c: c.execute("SELECT 1").fetchone())
+        stats = pool.statistics()
+        assert (stats.connects, stats.discarded) == (2, 1)
+
+
+async def test_failed_transaction_returns_a_clean_connection(pg_database: str) -> None:
+    async with open_postgres_storage(pg_database, pool_size=1) as storage:
+        await storage.create_user("A", "a@example.com", "h", None)
+        with pytest.raises(Conflict):
+            await storage.create_user("B", "a@example.com", "h", "ws")
+        assert await storage.get_user_by_email("a@example.com") is not None
+        assert storage.statistics().transactions == 1
+
+
+# -- migrations, URLs, errors --------------------------------------------------------------
+async def test_concurrent_first_start_migrates_once(pg_server: PgServer) -> None:
+    url = pg_server.new_database(empty=True)
+    try:
+        opened = 0
+
+        async def start() -> None:
+            nonlocal opened
+            async with open_storage(url) as storage:
+                await storage.ping()
+                opened += 1
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(start)
+        assert opened == 3
+        with psycopg.connect(url) as conn:
+            versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        assert versions == [(v,) for v, _ in migrations.load_migrations("postgres")]
+    finally:
+        pg_server.drop_database(url)
+
+
+def test_migrations_are_recorded_and_not_reapplied(pg_database: str) -> None:
+    with psycopg.connect(pg_database, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        assert apply_postgres_migrations(conn) == []
+
+
+async def test_postgres_scheme_alias(pg_database: str) -> None:
+    async with open_storage(pg_database.replace("postgresql://", "postgres://", 1)) as storage:
+        await storage.ping()
+
+
+async def test_unknown_references_are_not_found(pg_database: str) -> None:
+    async with open_postgres_storage(pg_database) as storage:
+        with pytest.raises(NotFound):
+            await storage.create_chat(999, ChatType.GROUP, None, None, 1, [1])
+        with pytest.raises(NotFound):
+            await storage.add_refresh_token(999, "t", "f", "2999-01-01T00:00:00.000000Z")
+        with pytest.raises(NotFound):
+            await storage.insert_messages(999, [NewMessage(1, "x", (), None, None)])
+        assert await storage.get_user(2**63) is None
+
+
+def test_translate_error() -> None:
+    assert isinstance(translate_error(psycopg.OperationalError("server closed")), Unavailable)
+    assert isinstance(translate_error(psycopg.InterfaceError("closed")), Unavailable)
+    assert isinstance(translate_error(psycopg.errors.ForeignKeyViolation("fk")), NotFound)
+    other = translate_error(psycopg.errors.NotNullViolation("null"))
+    assert isinstance(other, Conflict)
+    assert other.code == "conflict"
+    unnamed = translate_error(psycopg.errors.UniqueViolation("dup"))
+    assert isinstance(unnamed, Conflict)
+    assert unnamed.code == "conflict"
