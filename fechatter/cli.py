@@ -32,9 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("serve", "demo"):
             p.add_argument("--host", help="listen address (default 127.0.0.1)")
             p.add_argument("--port", type=int, help="API port (default 6688)")
-            p.add_argument(
-                "--demo", action="store_true", help="seed a demo workspace first (once)"
-            )
+            p.add_argument("--demo", action="store_true", help="seed a demo workspace first (once)")
             p.add_argument("--realtime-port", type=int, help="SSE/WebSocket port (default 6687)")
     return parser
 

@@ -157,7 +157,7 @@ class ChatActor:
     async def _commit_sends(self, calls: list[Call[Any]]) -> None:
         accepted: list[Call[Any]] = []
         for call in calls:
-            error = self._check_member(_send_of(call).message.sender_id)
+            error = await self._check_member(_send_of(call).message.sender_id)
             if error is not None:
                 call.fail(error)
             else:
@@ -196,27 +196,31 @@ class ChatActor:
             call.resolve(None)
             raise
 
-    def _check_member(self, user_id: int) -> FechatterError | None:
+    async def _check_member(self, user_id: int) -> FechatterError | None:
+        """None for a member; else the error that reveals no more than the caller may know:
+        a public channel exists for its workspace's members (403), anything else is a 404."""
         if user_id in self.members:
             return None
-        if self.chat.type is ChatType.PUBLIC_CHANNEL:
+        if self.chat.type is ChatType.PUBLIC_CHANNEL and (
+            await self._storage.workspace_role(self.chat.workspace_id, user_id) is not None
+        ):
             return Forbidden("join the channel first", code="not_a_member")
         return NotFound("chat not found", code="chat_not_found")
 
-    def _require_member(self, user_id: int) -> Role:
-        error = self._check_member(user_id)
+    async def _require_member(self, user_id: int) -> Role:
+        error = await self._check_member(user_id)
         if error is not None:
             raise error
         return self.members[user_id]
 
-    def _require_manager(self, user_id: int) -> Role:
-        role = self._require_member(user_id)
+    async def _require_manager(self, user_id: int) -> Role:
+        role = await self._require_member(user_id)
         if not role.manages:
             raise Forbidden("only the chat owner or an admin may do this", code="not_chat_admin")
         return role
 
     async def _add_members(self, cmd: AddMembers) -> list[Member]:
-        role = self._require_member(cmd.by)
+        role = await self._require_member(cmd.by)
         if self.chat.type is ChatType.SINGLE:
             raise Invalid.field("user_ids", "members cannot be added to a Single chat")
         if self.chat.type is not ChatType.GROUP and not role.manages:
@@ -255,10 +259,10 @@ class ChatActor:
     async def _remove_member(self, cmd: RemoveMember) -> None:
         if cmd.user_id not in self.members:
             if not cmd.force:
-                self._require_member(cmd.by)
+                await self._require_member(cmd.by)
             raise NotFound("not a member of this chat", code="member_not_found")
         if not cmd.force:
-            by_role = self._require_member(cmd.by)
+            by_role = await self._require_member(cmd.by)
             if cmd.by != cmd.user_id:
                 if not by_role.manages:
                     raise Forbidden(
@@ -297,13 +301,13 @@ class ChatActor:
         return min(admins or list(remaining), key=age)
 
     async def _mark_read(self, cmd: MarkRead) -> None:
-        self._require_member(cmd.user_id)
+        await self._require_member(cmd.user_id)
         if await self._storage.mark_read(self.chat.id, cmd.user_id, cmd.message_id):
             data = {"chat_id": self.chat.id, "user_id": cmd.user_id, "message_id": cmd.message_id}
             self._publish(tuple(self.members), events.READ, data)
 
     async def _typing(self, cmd: Typing) -> None:
-        self._require_member(cmd.user_id)
+        await self._require_member(cmd.user_id)
         now = trio.current_time()
         # Coalesce: while the last typing event is fresh (half the TTL), don't repeat it.
         if self._typing_until.get(cmd.user_id, 0.0) - self._typing_ttl / 2 > now:
@@ -313,7 +317,7 @@ class ChatActor:
         self._publish(others, events.TYPING, {"chat_id": self.chat.id, "user_id": cmd.user_id})
 
     async def _update(self, cmd: UpdateChat) -> ChatRecord:
-        self._require_manager(cmd.by)
+        await self._require_manager(cmd.by)
         if self.chat.type is ChatType.SINGLE and cmd.name is not None:
             raise Invalid.field("name", "a Single chat has no name")
         if cmd.name is None and cmd.description is None:
@@ -328,7 +332,7 @@ class ChatActor:
 
     async def _delete(self, cmd: DeleteChat) -> None:
         if not cmd.already_deleted:
-            role = self._require_member(cmd.by)
+            role = await self._require_member(cmd.by)
             if role is not Role.OWNER:
                 raise Forbidden("only the chat owner may delete it", code="not_chat_owner")
             await self._storage.delete_chat(self.chat.id)
