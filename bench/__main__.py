@@ -1,0 +1,97 @@
+"""``python -m bench run [scenario ...] [--quick] [--database-url URL] [--out DIR]``
+
+Starts the server itself (SQLite in a temp dir unless ``--database-url``), drives it over real
+sockets on 127.0.0.1, stops it, and writes ``results.json``, ``results.md`` and PNG plots to
+``--out`` (default ``bench/results``, or ``bench/results-quick`` with ``--quick``). Exits 1 if
+any scenario delivered a different number of events than expected, or any twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench import report, scenarios
+
+FULL: dict[str, dict[str, Any]] = {
+    "connections": {"sizes": [1000, 5000, 10000]},
+    "fanout": {"sizes": [100, 1000, 5000, 10000], "messages": 30, "rate": 5.0},
+    "throughput": {"chats": 1000, "members": 10, "senders": 100, "seconds": 10.0},
+    "reconnect_storm": {"k": 1000, "messages": 20},
+}
+QUICK: dict[str, dict[str, Any]] = {
+    "connections": {"sizes": [100]},
+    "fanout": {"sizes": [50], "messages": 5, "rate": 20.0},
+    "throughput": {"chats": 20, "members": 5, "senders": 5, "seconds": 1.0},
+    "reconnect_storm": {"k": 40, "messages": 5},
+}
+
+
+async def run(names: list[str], quick: bool, database_url: str | None) -> scenarios.Outcome:
+    sizes = QUICK if quick else FULL
+    total = scenarios.Outcome()
+    for name in names:
+        params = sizes[name]
+        print(f"-- {name} {params}", file=sys.stderr, flush=True)
+        if name == "connections":
+            result = await scenarios.connections(params["sizes"], database_url)
+        elif name == "fanout":
+            result = await scenarios.fanout(
+                params["sizes"], params["messages"], params["rate"], database_url
+            )
+        elif name == "throughput":
+            result = await scenarios.throughput(
+                params["chats"],
+                params["members"],
+                params["senders"],
+                params["seconds"],
+                database_url,
+            )
+        else:
+            result = await scenarios.reconnect_storm(params["k"], params["messages"], database_url)
+        for row in result.rows:
+            print(row, file=sys.stderr, flush=True)
+        total.rows += result.rows
+        total.latencies.update(result.latencies)
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run scenarios")
+    p.add_argument(
+        "scenarios", nargs="*", metavar="scenario", help=f"any of {', '.join(FULL)} (default: all)"
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
+    p.add_argument("--database-url", help="e.g. postgresql://... (default: SQLite in a temp dir)")
+    p.add_argument("--out", type=Path, help="results folder")
+    p.add_argument("--no-plots", action="store_true")
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    names = args.scenarios or list(FULL)
+    unknown = [n for n in names if n not in FULL]
+    if unknown:
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(FULL)}")
+    outcome = trio.run(run, names, args.quick, args.database_url)
+    out = args.out or Path(__file__).parent / ("results-quick" if args.quick else "results")
+    report.write(outcome, out, plots=not args.no_plots)
+    print(report.markdown(outcome.rows))
+    if not report.complete(outcome.rows):
+        print("INCOMPLETE: some events were lost or duplicated", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Results as JSON, a Markdown table per scenario, and PNG plots (matplotlib)."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+from bench.scenarios import Outcome
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(int(mem) / 2**20, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    parts = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        subset = [r for r in rows if r["scenario"] == scenario]
+        keys = [k for k in subset[0] if k not in ("scenario", "pinned")]
+        parts.append(f"### {scenario}\n")
+        parts.append("| " + " | ".join(keys) + " |")
+        parts.append("|" + "---|" * len(keys))
+        for r in subset:
+            parts.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def write(outcome: Outcome, folder: Path, *, plots: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"machine": machine(), "rows": outcome.rows}
+    (folder / "results.json").write_text(json.dumps(data, indent=2) + "\n")
+    (folder / "results.md").write_text(markdown(outcome.rows))
+    if plots:
+        plot(outcome, folder)
+
+
+def plot(outcome: Outcome, folder: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if outcome.latencies:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for label, samples in outcome.latencies.items():
+            if not samples:
+                continue
+            ordered = sorted(samples)
+            ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+            ax.plot(ordered, ys, label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("latency (ms, log scale)")
+        ax.set_ylabel("fraction of deliveries")
+        ax.set_title("Delivery latency CDF")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "latency_cdf.png", dpi=110)
+        plt.close(fig)
+
+    conn = [r for r in outcome.rows if r["scenario"] == "connections"]
+    fan = [r for r in outcome.rows if r["scenario"] == "fanout"]
+    if conn or fan:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        if conn:
+            left.plot([r["streams"] for r in conn], [r["rss_per_1000_mib"] for r in conn], "o-")
+        left.set_xlabel("open streams")
+        left.set_ylabel("server RSS per 1000 idle streams (MiB)")
+        left.set_title("Memory per connection")
+        left.grid(True, alpha=0.3)
+        if fan:
+            xs = [r["members"] for r in fan]
+            right.plot(xs, [r["server_cpu_us_per_delivery"] for r in fan], "o-", label="server")
+            right.plot(
+                xs, [r["generator_cpu_us_per_delivery"] for r in fan], "s--", label="load generator"
+            )
+            right.legend()
+        right.set_xlabel("members online in the chat")
+        right.set_ylabel("CPU per delivered event (µs)")
+        right.set_title("Fan-out cost")
+        right.grid(True, alpha=0.3)
+        for axis in (left, right):
+            axis.set_xscale("log")
+        fig.tight_layout()
+        fig.savefig(folder / "cost.png", dpi=110)
+        plt.close(fig)
+
+
+def complete(rows: list[dict[str, Any]]) -> bool:
+    return all(r["delivered"] == r["expected"] and not r.get("duplicates") for r in rows)
+
+
+def nan_to_none(value: float) -> float | None:
+    return None if isinstance(value, float) and math.isnan(value) else value

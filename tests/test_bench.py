@@ -1,0 +1,38 @@
+"""The bench suite runs (quick sizes) so it cannot rot; it asserts completeness, not timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_bench_delivers_everything_exactly_once(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--quick", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {r["scenario"] for r in rows} == {
+        "connections",
+        "fanout",
+        "throughput",
+        "reconnect_storm",
+    }
+    for row in rows:
+        assert row["delivered"] == row["expected"] > 0, row
+        assert row.get("duplicates", 0) == 0, row
+    assert (tmp_path / "results.md").read_text().count("###") == 4
+    assert (tmp_path / "latency_cdf.png").stat().st_size > 1000
+    assert (tmp_path / "cost.png").stat().st_size > 1000
