@@ -226,7 +226,7 @@ class WsSession:
                 raise Invalid.field("op", "must be one of ping, typing, read, send")
             chat = validate(ChatOp, frame).chat_id
             message_id = validate(ReadIn, frame).message_id if op == "read" else 0
-            await access.visible_chat(self.ctx.storage, chat, self.user_id)
+            # The ChatActor itself answers outsiders (404, or 403 for a public channel).
             command = MarkRead(self.user_id, message_id) if op == "read" else Typing(self.user_id)
             await self.ctx.directory.call(chat, command)
             return b""
@@ -239,7 +239,6 @@ class WsSession:
     async def _send(self, frame: dict[str, Any]) -> bytes:
         chat = validate(ChatOp, frame).chat_id
         body = validate(MessageIn, frame)
-        await access.visible_chat(self.ctx.storage, chat, self.user_id)
         new = access.new_message(body, self.user_id, self.ctx.settings)
         self.ctx.send_limiter.acquire(self.user_id)
         result: SendResult = await self.ctx.directory.call(chat, SendMessage(new))

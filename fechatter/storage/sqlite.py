@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -129,6 +129,18 @@ def _run_in_transaction(
     return result
 
 
+class _WriteRequest(Generic[T]):
+    """One caller's write, waiting for (or done in) a group-commit round."""
+
+    __slots__ = ("error", "finished", "fn", "value")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], T]) -> None:
+        self.fn = fn
+        self.value: T | None = None
+        self.error: Exception | None = None
+        self.finished = False
+
+
 class SqliteStorage:
     """``Storage`` on one SQLite file; build it with ``open_sqlite_storage``."""
 
@@ -137,6 +149,9 @@ class SqliteStorage:
             raise ValueError("at least one reader connection is needed")
         self._writer = writer
         self._write_limiter = trio.CapacityLimiter(1)
+        self._queue: list[_WriteRequest[Any]] = []
+        self._round_running = False
+        self._round_over = trio.Event()
         self._free_readers = list(readers)
         # A task takes a slot, then a free connection, then a thread: slots == connections,
         # so the free-list is never empty for a slot holder.
@@ -147,19 +162,80 @@ class SqliteStorage:
         self._messages_inserted = 0
 
     # -- plumbing --------------------------------------------------------------------------
-    def _write_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        result = _run_in_transaction(self._writer, "BEGIN IMMEDIATE", fn)
-        self._transactions += 1
-        return result
+    def _run_round(self, batch: list[_WriteRequest[Any]]) -> None:
+        """One write transaction for every request of a round (writer thread).
+
+        Each request runs under its own SAVEPOINT, so one that fails is undone alone; if the
+        COMMIT itself fails, every request of the round fails (nothing was written).
+        """
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for request in batch:
+                request.error = exc
+                request.finished = True
+            return
+        for request in batch:
+            conn.execute("SAVEPOINT request")
+            try:
+                request.value = request.fn(conn)
+                conn.execute("RELEASE request")
+            except Exception as exc:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK TO request")
+                    conn.execute("RELEASE request")
+                request.error = exc
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            for request in batch:
+                request.error = request.error or exc
+                request.finished = True
+            return
+        if any(request.error is None for request in batch):
+            self._transactions += 1  # a round in which everything failed wrote nothing
+        for request in batch:
+            request.finished = True
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one write transaction on the writer thread."""
+        """Run ``fn`` in a write transaction on the writer thread.
+
+        Writes that arrive while a transaction is running are committed together in the next
+        one (group commit across chats and callers): whichever waiting caller finds the writer
+        idle runs the round for everyone queued. A caller cancelled before its round started
+        is withdrawn; once its round runs, it completes (threads are not abandoned).
+        """
+        request: _WriteRequest[T] = _WriteRequest(fn)
+        self._queue.append(request)
         try:
-            return await trio.to_thread.run_sync(
-                self._write_transaction, fn, limiter=self._write_limiter
-            )
-        except sqlite3.Error as exc:
-            raise translate_error(exc) from exc
+            while not request.finished:
+                if self._round_running:
+                    await self._round_over.wait()
+                    continue
+                self._round_running = True
+                batch, self._queue = self._queue, []
+                try:
+                    await trio.to_thread.run_sync(
+                        self._run_round, batch, limiter=self._write_limiter
+                    )
+                finally:
+                    # A round that never reached its thread goes back to the front of the queue.
+                    self._queue[:0] = [item for item in batch if not item.finished]
+                    self._round_running = False
+                    over, self._round_over = self._round_over, trio.Event()
+                    over.set()
+        except trio.Cancelled:
+            if request in self._queue:
+                self._queue.remove(request)
+            raise
+        if request.error is not None:
+            if isinstance(request.error, sqlite3.Error):
+                raise translate_error(request.error) from request.error
+            raise request.error
+        return request.value  # type: ignore[return-value]
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one read transaction (one snapshot) on a pooled reader."""
