@@ -54,6 +54,7 @@ class ServerProcess:
             "FECHATTER_ARGON2_MEMORY_COST": "1024",
             "FECHATTER_ARGON2_TIME_COST": "1",
             "FECHATTER_ARGON2_PARALLELISM": "1",
+            "FECHATTER_SEND_BURST": "200",
         }
         self.process = subprocess.Popen(
             [
@@ -148,7 +149,7 @@ def sign_up(
         page.fill("#signup-form input[name=workspace]", workspace)
     page.click("#signup-form button[type=submit]")
     page.wait_for_selector("#app:not([hidden])")
-    page.wait_for_function("document.body.dataset.live === 'online'")
+    page.wait_for_function("() => document.body.dataset.live === 'online'")
     return Person(page, name, email)
 
 

@@ -144,3 +144,64 @@ def test_phone_width(browser: Browser, server: ServerProcess) -> None:
     expect(ada.page.locator("#sidebar")).to_be_visible()
     shot(ada.page, "06-phone-list")
     assert ada.errors == []
+
+
+def test_websocket_transport_from_settings(browser: Browser, server: ServerProcess) -> None:
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Sockets {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    invite_and_open_dm(ada, bob)
+    bob.page.click("#settings")
+    bob.page.check("dialog input[value=ws]")
+    bob.page.click("dialog button[type=submit]")
+    bob.page.wait_for_function(
+        "() => window.fechatter.live.transport === 'ws' && window.fechatter.live.socket !== null"
+    )
+    expect(bob.page.locator("#banner")).to_be_hidden()
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    send(ada.page, "over a websocket")
+    expect(bob.page.locator("#messages .bubble", has_text="over a websocket")).to_have_count(1)
+    assert bob.page.evaluate("window.fechatter.live.source") is None  # no EventSource open
+    assert bob.errors == []
+
+
+def test_failed_send_shows_retry_and_retry_delivers_once(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Retry {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    invite_and_open_dm(ada, bob)
+    server.stop()
+    send(ada.page, "sent while the server was down")
+    failed = ada.page.locator("#messages .msg.failed")
+    expect(failed).to_contain_text("sent while the server was down")
+    expect(failed.locator("button", has_text="Retry")).to_be_visible()
+    server.start()
+    expect(ada.page.locator("#banner")).to_be_hidden(timeout=20_000)
+    failed.locator("button", has_text="Retry").click()
+    expect(ada.page.locator("#messages .msg.failed")).to_have_count(0)
+    expect(
+        ada.page.locator("#messages .msg[data-id] .bubble", has_text="server was down")
+    ).to_have_count(1)
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    expect(bob.page.locator("#messages .bubble", has_text="server was down")).to_have_count(1)
+
+
+def test_older_messages_load_on_scroll_up(browser: Browser, server: ServerProcess) -> None:
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"History {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    invite_and_open_dm(ada, bob)
+    chat_id = ada.page.evaluate("window.fechatter.state.current")
+    token = ada.page.evaluate("JSON.parse(localStorage.getItem('fechatter.session')).token")
+    for i in range(70):
+        response = ada.page.request.post(
+            f"{server.url}/api/chats/{chat_id}/messages",
+            headers={"Authorization": f"Bearer {token}"},
+            data={"content": f"history {i:02d}"},
+        )
+        assert response.status == 201
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    expect(bob.page.locator("#messages .bubble", has_text="history 69")).to_be_visible()
+    assert bob.page.locator("#messages .msg[data-id]").count() == 50
+    bob.page.eval_on_selector("#messages", "el => { el.scrollTop = 0; }")
+    expect(bob.page.locator("#messages .msg[data-id]")).to_have_count(70)
+    expect(bob.page.locator("#messages .bubble", has_text="history 00")).to_be_visible()
