@@ -145,6 +145,7 @@ async def serve(
                         settings.stream_write_timeout,
                     ),
                     origins=frozenset(settings.origins(api_port)),
+                    api_port=None if settings.allowed_origins else api_port,
                     stats=stats,
                 )
                 realtime = trio.CancelScope()

@@ -38,6 +38,7 @@ class RealtimeContext:
     send_limiter: RateLimiter
     limits: StreamLimits
     origins: frozenset[str]
+    api_port: int | None = None  # with no configured origins: the API's port on any host name
     stats: RealtimeStats = field(default_factory=RealtimeStats)
 
     def ready_event(self, position: str, user_id: int, connection_id: int) -> Event:
@@ -57,8 +58,21 @@ class RealtimeContext:
         """A token's wall-clock expiry as a deadline on trio's clock."""
         return trio.current_time() + max(0.0, expires_at - time.time())
 
-    def cors_headers(self, origin: str | None) -> list[tuple[str, str]]:
-        if origin is None or origin not in self.origins:
+    def origin_allowed(self, origin: str, host: str | None) -> bool:
+        """A configured origin, or (by default) the API listener on the host the browser used
+        to reach us — so ``serve --host 0.0.0.0`` works from any of the machine's names."""
+        if origin in self.origins:
+            return True
+        if self.api_port is None or not host:
+            return False
+        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return origin in (
+            f"http://{hostname}:{self.api_port}",
+            f"https://{hostname}:{self.api_port}",
+        )
+
+    def cors_headers(self, origin: str | None, host: str | None) -> list[tuple[str, str]]:
+        if origin is None or not self.origin_allowed(origin, host):
             return []
         return [
             ("Access-Control-Allow-Origin", origin),

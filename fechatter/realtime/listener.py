@@ -142,7 +142,7 @@ async def _route(ctx: RealtimeContext, conn: socket.socket) -> None:
             return
     if scope.cancelled_caught:
         return
-    cors = ctx.cors_headers(head.header("origin"))
+    cors = ctx.cors_headers(head.header("origin"), head.header("host"))
     try:
         if head.path not in (SSE_PATH, WS_PATH):
             raise NotFound("no such stream route", code="route_not_found")
@@ -152,7 +152,7 @@ async def _route(ctx: RealtimeContext, conn: socket.socket) -> None:
         if head.method != "GET":
             raise MethodNotAllowed("streams are opened with GET", headers={"Allow": "GET, OPTIONS"})
         origin = head.header("origin")
-        if origin is not None and origin not in ctx.origins:
+        if origin is not None and not ctx.origin_allowed(origin, head.header("host")):
             raise Forbidden("origin not allowed", code="origin_not_allowed")
         claims = _authenticate(ctx, head)
         last_event_id = head.header("last-event-id") or head.query.get("last_event_id") or None

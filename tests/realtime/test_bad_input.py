@@ -91,6 +91,30 @@ async def test_websocket_without_upgrade_headers(server: ServerInfo, api: Api) -
     assert (status, problem["code"]) == (400, "websocket_upgrade_required")
 
 
+async def test_origin_of_the_api_on_the_host_used_is_allowed(server: ServerInfo, api: Api) -> None:
+    user = await api.signup()
+    api_port = server.api_url.rsplit(":", 1)[1]
+    rt_port = server.realtime_url.rsplit(":", 1)[1]
+    for host, origin, allowed in [
+        (f"chat.example:{rt_port}", f"http://chat.example:{api_port}", True),
+        (f"chat.example:{rt_port}", f"http://evil.example:{api_port}", False),
+        (f"chat.example:{rt_port}", "http://chat.example:1", False),
+    ]:
+        request = (
+            f"GET /api/notifications/events?access_token={user.api.token} HTTP/1.1\r\n"
+            f"Host: {host}\r\nOrigin: {origin}\r\n\r\n"
+        ).encode()
+        with trio.fail_after(10):
+            parts = urlsplit(server.realtime_url)
+            assert parts.hostname is not None
+            assert parts.port is not None
+            stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+            await stream.send_all(request)
+            reply = await stream.receive_some(4096)
+            await stream.aclose()
+        assert reply.startswith(b"HTTP/1.1 200" if allowed else b"HTTP/1.1 403"), (origin, reply)
+
+
 async def test_cors_for_allowed_origin_and_preflight(server: ServerInfo, api: Api) -> None:
     user = await api.signup()
     origin = server.api_url  # the API listener's own origin is allowed by default
