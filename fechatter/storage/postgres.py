@@ -1,19 +1,18 @@
-"""The PostgreSQL backend of ``Storage``: psycopg 3 (sync) connections driven from trio threads.
+"""The PostgreSQL backend of ``Storage``: psycopg 3 async connections driven on trio.
 
-Each call checks a connection out of a trio-native ``PgPool`` (``postgres_pool.py``), runs
-one plain function from ``postgres_accounts.py`` / ``postgres_chats.py`` on a worker thread —
-writes inside ``BEGIN`` … ``COMMIT``, multi-statement reads inside one read-only snapshot — and
-gives the connection back clean. A trio cancel (a caller's deadline, a shutdown) cancels the
-statement on the server. Every call is bounded by ``operation_timeout``: a server that stops
-answering makes calls fail with ``Unavailable`` instead of hanging, and the pool reconnects by
-itself once the server is back. Why psycopg sync in threads rather than an async driver:
-``docs/storage.md``. This module must never let a psycopg exception escape, and never run a
-statement on the trio thread.
+Each call checks a connection out of a trio-native ``PgPool`` (``postgres_pool.py``) and awaits
+one async function from ``postgres_accounts.py`` / ``postgres_chats.py`` on it — writes inside
+``BEGIN`` … ``COMMIT``, multi-statement reads inside one read-only snapshot — on the trio thread,
+no worker threads; the pool takes the connection back clean. A trio cancel (a caller's
+deadline, a shutdown) cancels the statement on the server. Every call is bounded by
+``operation_timeout``: a server that stops answering makes calls fail with ``Unavailable``
+instead of hanging, and the pool reconnects by itself once the server is back. Why this
+driver path: ``docs/storage.md``. This module must never let a psycopg exception escape.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
@@ -81,53 +80,52 @@ def translate_error(exc: psycopg.Error) -> FechatterError:
     return Unavailable("storage unavailable", retry_after=1)
 
 
-def _in_transaction(begin: str, fn: Callable[[Connection], T]) -> Callable[[Connection], T]:
-    def run(conn: Connection) -> T:
-        conn.execute(begin)
-        try:
-            result = fn(conn)
-        except BaseException:
-            if not conn.closed and not conn.broken:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+Call = Callable[[Connection], Awaitable[T]]
+
+
+def _in_transaction(begin: str, fn: Call[T]) -> Call[T]:
+    """``fn`` between ``begin`` and ``COMMIT``; on any failure the pool rolls back."""
+
+    async def run(conn: Connection) -> T:
+        await conn.execute(begin)
+        result = await fn(conn)
+        await conn.execute("COMMIT")
         return result
 
     return run
 
 
-def apply_postgres_migrations(conn: Connection) -> list[int]:
+async def apply_postgres_migrations(conn: Connection) -> list[int]:
     """Apply the migrations not yet recorded; returns the versions applied now.
 
-    ``conn`` is in autocommit mode. A session advisory lock makes processes that start
-    together take turns: the second one finds everything applied. Each migration commits
-    together with its ``schema_migrations`` row, or not at all.
+    ``conn`` is in autocommit mode and idle. All pending migrations run in one transaction
+    that first takes a transaction-level advisory lock, so processes that start together take
+    turns (the second one finds everything applied) and a failed or cancelled start leaves
+    neither a half-applied migration nor a lock behind. Each migration commits together with
+    its ``schema_migrations`` row.
     """
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-    try:
-        conn.execute(
+
+    async def migrate(c: Connection) -> list[int]:
+        await c.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+        await c.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)"
         )
-        done = {row["version"] for row in conn.execute("SELECT version FROM schema_migrations")}
+        cur = await c.execute("SELECT version FROM schema_migrations")
+        done = {row["version"] for row in await cur.fetchall()}
         applied: list[int] = []
         for version, sql in load_migrations("postgres"):
             if version in done:
                 continue
-
-            def step(c: Connection, sql: str = sql, version: int = version) -> None:
-                c.execute(sql.encode())  # no parameters: sent as one multi-statement query
-                c.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
-                    (version, utc_now()),
-                )
-
-            _in_transaction("BEGIN", step)(conn)
+            await c.execute(sql.encode())  # no parameters: sent as one multi-statement query
+            await c.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
+                (version, utc_now()),
+            )
             applied.append(version)
         return applied
-    finally:
-        if not conn.broken:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+    return await _in_transaction("BEGIN", migrate)(conn)
 
 
 class PostgresStorage:
@@ -141,24 +139,24 @@ class PostgresStorage:
         self._messages_inserted = 0
 
     # -- plumbing --------------------------------------------------------------------------
-    async def _call(self, fn: Callable[[Connection], T]) -> T:
+    async def _call(self, fn: Call[T]) -> T:
         """Run ``fn`` on a pooled connection, bounded; driver errors become domain errors."""
         with trio.move_on_after(self._operation_timeout) as bounded:
             try:
                 async with self._pool.connection() as conn:
-                    return await self._pool.run(conn, fn)
+                    return await fn(conn)
             except psycopg.Error as exc:
                 raise translate_error(exc) from exc
         assert bounded.cancelled_caught
         raise Unavailable("the database did not answer in time", retry_after=1)
 
-    async def _write(self, fn: Callable[[Connection], T]) -> T:
+    async def _write(self, fn: Call[T]) -> T:
         """Run ``fn`` in one write transaction."""
         result = await self._call(_in_transaction("BEGIN", fn))
         self._transactions += 1
         return result
 
-    async def _read(self, fn: Callable[[Connection], T], *, snapshot: bool = False) -> T:
+    async def _read(self, fn: Call[T], *, snapshot: bool = False) -> T:
         """Run a read; ``snapshot`` puts several statements in one consistent snapshot."""
         if snapshot:
             return await self._call(
@@ -169,7 +167,7 @@ class PostgresStorage:
     # -- lifecycle -------------------------------------------------------------------------
     async def ping(self) -> None:
         """Raise ``Unavailable`` unless the database answers a trivial query."""
-        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+        await self._read(lambda c: c.execute("SELECT 1"))
 
     def statistics(self) -> StorageStatistics:
         """Counters since open."""

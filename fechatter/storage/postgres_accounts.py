@@ -1,7 +1,7 @@
 """PostgreSQL statements for users, refresh tokens and workspaces.
 
-Plain synchronous functions over a psycopg ``Connection``; ``postgres.py`` runs each inside
-one transaction on a worker thread and translates driver errors. This module must never open,
+Async functions over a pooled psycopg ``Connection`` (``postgres_pool.py``); ``postgres.py``
+awaits each inside one transaction and translates driver errors. This module must never open,
 commit or roll back anything itself.
 """
 
@@ -32,27 +32,36 @@ from fechatter.storage.postgres_rows import (
     to_workspace_member,
 )
 
+Params = Sequence[Any] | dict[str, Any]
 
-def one(conn: Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
+
+async def one(conn: Connection, sql: str, params: Params = ()) -> Row | None:
     """The first row of a statement, or None."""
-    return conn.execute(sql, params).fetchone()
+    cur = await conn.execute(sql, params)
+    return await cur.fetchone()
 
 
-def returned(conn: Connection, sql: str, params: Sequence[Any]) -> Row:
+async def all_rows(conn: Connection, sql: str, params: Params = ()) -> list[Row]:
+    """Every row of a statement."""
+    cur = await conn.execute(sql, params)
+    return await cur.fetchall()
+
+
+async def returned(conn: Connection, sql: str, params: Sequence[Any]) -> Row:
     """The row an ``INSERT … RETURNING`` produced."""
-    row = one(conn, sql, params)
+    row = await one(conn, sql, params)
     if row is None:  # pragma: no cover - only if the statement inserted nothing
         raise RuntimeError("INSERT … RETURNING produced no row")
     return row
 
 
 # -- users ---------------------------------------------------------------------------------
-def create_user(
+async def create_user(
     conn: Connection, fullname: str, email: str, password_hash: str, workspace_name: str | None
 ) -> tuple[User, Workspace | None]:
     now = utc_now()
     email = email.lower()
-    row = returned(
+    row = await returned(
         conn,
         "INSERT INTO users (fullname, email, password_hash, status, created_at)"
         f" VALUES (%s, %s, %s, %s, %s) RETURNING {USER_COLUMNS.replace('u.', '')}",
@@ -61,24 +70,24 @@ def create_user(
     user = to_user(row)
     workspace = None
     if workspace_name is not None:
-        workspace = insert_workspace(conn, workspace_name, None, user.id, now)
+        workspace = await insert_workspace(conn, workspace_name, None, user.id, now)
     return user, workspace
 
 
-def get_user(conn: Connection, user_id: int) -> User | None:
-    row = one(conn, f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = %s", (user_id,))
+async def get_user(conn: Connection, user_id: int) -> User | None:
+    row = await one(conn, f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = %s", (user_id,))
     return to_user(row) if row else None
 
 
-def get_users(conn: Connection, user_ids: Sequence[int]) -> dict[int, User]:
-    rows = conn.execute(
-        f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ANY(%s)", (list(user_ids),)
+async def get_users(conn: Connection, user_ids: Sequence[int]) -> dict[int, User]:
+    rows = await all_rows(
+        conn, f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ANY(%s)", (list(user_ids),)
     )
     return {row["id"]: to_user(row) for row in rows}
 
 
-def get_credentials(conn: Connection, email: str) -> Credentials | None:
-    row = one(
+async def get_credentials(conn: Connection, email: str) -> Credentials | None:
+    row = await one(
         conn,
         f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email = %s",
         (email.lower(),),
@@ -86,12 +95,14 @@ def get_credentials(conn: Connection, email: str) -> Credentials | None:
     return Credentials(to_user(row), row["password_hash"]) if row else None
 
 
-def get_user_by_email(conn: Connection, email: str) -> User | None:
-    row = one(conn, f"SELECT {USER_COLUMNS} FROM users u WHERE u.email = %s", (email.lower(),))
+async def get_user_by_email(conn: Connection, email: str) -> User | None:
+    row = await one(
+        conn, f"SELECT {USER_COLUMNS} FROM users u WHERE u.email = %s", (email.lower(),)
+    )
     return to_user(row) if row else None
 
 
-def update_user(
+async def update_user(
     conn: Connection,
     user_id: int,
     fullname: str | None,
@@ -113,9 +124,9 @@ def update_user(
         sets.append("password_hash = %s")
         values.append(password_hash)
     if not sets:
-        user = get_user(conn, user_id)
+        user = await get_user(conn, user_id)
     else:
-        row = one(
+        row = await one(
             conn,
             f"UPDATE users u SET {', '.join(sets)} WHERE u.id = %s RETURNING {USER_COLUMNS}",
             (*values, user_id),
@@ -127,22 +138,22 @@ def update_user(
 
 
 # -- refresh tokens ------------------------------------------------------------------------
-def add_refresh_token(
+async def add_refresh_token(
     conn: Connection, user_id: int, token_hash: str, family_id: str, expires_at: str
 ) -> None:
-    conn.execute(
+    await conn.execute(
         "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)"
         " VALUES (%s, %s, %s, %s, %s)",
         (token_hash, user_id, family_id, expires_at, utc_now()),
     )
 
 
-def rotate_refresh_token(
+async def rotate_refresh_token(
     conn: Connection, token_hash: str, new_hash: str, new_expires_at: str, now: str
 ) -> RefreshGrant | None:
     # FOR UPDATE: two concurrent rotations of one token are serialised; the second one sees
     # used_at set and treats it as the reuse it is.
-    row = one(
+    row = await one(
         conn,
         "SELECT user_id, family_id, expires_at, used_at, revoked_at"
         " FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
@@ -153,12 +164,14 @@ def rotate_refresh_token(
     if row["used_at"] is not None:
         # A rotated token presented again: someone holds a copy. Revoke the whole family,
         # including the live successor, and commit that.
-        revoke_family(conn, row["family_id"], now)
+        await revoke_family(conn, row["family_id"], now)
         return None
     if format_time(row["expires_at"]) <= now:
         return None
-    conn.execute("UPDATE refresh_tokens SET used_at = %s WHERE token_hash = %s", (now, token_hash))
-    conn.execute(
+    await conn.execute(
+        "UPDATE refresh_tokens SET used_at = %s WHERE token_hash = %s", (now, token_hash)
+    )
+    await conn.execute(
         "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)"
         " VALUES (%s, %s, %s, %s, %s)",
         (new_hash, row["user_id"], row["family_id"], new_expires_at, now),
@@ -166,36 +179,36 @@ def rotate_refresh_token(
     return RefreshGrant(user_id=row["user_id"], family_id=row["family_id"])
 
 
-def revoke_family(conn: Connection, family_id: str, now: str) -> None:
-    conn.execute(
+async def revoke_family(conn: Connection, family_id: str, now: str) -> None:
+    await conn.execute(
         "UPDATE refresh_tokens SET revoked_at = %s WHERE family_id = %s AND revoked_at IS NULL",
         (now, family_id),
     )
 
 
-def revoke_refresh_token(conn: Connection, token_hash: str, user_id: int) -> None:
-    row = one(
+async def revoke_refresh_token(conn: Connection, token_hash: str, user_id: int) -> None:
+    row = await one(
         conn,
         "SELECT family_id FROM refresh_tokens WHERE token_hash = %s AND user_id = %s",
         (token_hash, user_id),
     )
     if row is not None:
-        revoke_family(conn, row["family_id"], utc_now())
+        await revoke_family(conn, row["family_id"], utc_now())
 
 
-def revoke_user_refresh_tokens(conn: Connection, user_id: int) -> None:
-    conn.execute(
+async def revoke_user_refresh_tokens(conn: Connection, user_id: int) -> None:
+    await conn.execute(
         "UPDATE refresh_tokens SET revoked_at = %s WHERE user_id = %s AND revoked_at IS NULL",
         (utc_now(), user_id),
     )
 
 
 # -- workspaces ----------------------------------------------------------------------------
-def insert_workspace(
+async def insert_workspace(
     conn: Connection, name: str, description: str | None, owner_id: int, now: str
 ) -> Workspace:
     """Insert a workspace and its owner's membership (one round trip)."""
-    row = returned(
+    row = await returned(
         conn,
         "WITH w AS (INSERT INTO workspaces"
         " (name, name_key, description, owner_id, created_at, updated_at)"
@@ -209,15 +222,16 @@ def insert_workspace(
     return to_workspace(row)
 
 
-def get_workspace(conn: Connection, workspace_id: int) -> Workspace | None:
-    row = one(
+async def get_workspace(conn: Connection, workspace_id: int) -> Workspace | None:
+    row = await one(
         conn, f"SELECT {WORKSPACE_COLUMNS} FROM workspaces w WHERE w.id = %s", (workspace_id,)
     )
     return to_workspace(row) if row else None
 
 
-def list_workspaces(conn: Connection, user_id: int) -> list[Workspace]:
-    rows = conn.execute(
+async def list_workspaces(conn: Connection, user_id: int) -> list[Workspace]:
+    rows = await all_rows(
+        conn,
         f"SELECT {WORKSPACE_COLUMNS} FROM workspaces w"
         " JOIN workspace_members wm ON wm.workspace_id = w.id"
         " WHERE wm.user_id = %s ORDER BY w.created_at, w.id",
@@ -226,7 +240,7 @@ def list_workspaces(conn: Connection, user_id: int) -> list[Workspace]:
     return [to_workspace(row) for row in rows]
 
 
-def update_workspace(
+async def update_workspace(
     conn: Connection, workspace_id: int, name: str | None, description: str | None
 ) -> Workspace:
     sets = ["updated_at = %s"]
@@ -237,7 +251,7 @@ def update_workspace(
     if description is not None:
         sets.append("description = %s")
         values.append(description)
-    row = one(
+    row = await one(
         conn,
         f"UPDATE workspaces w SET {', '.join(sets)} WHERE w.id = %s RETURNING {WORKSPACE_COLUMNS}",
         (*values, workspace_id),
@@ -247,20 +261,20 @@ def update_workspace(
     return to_workspace(row)
 
 
-def delete_workspace(conn: Connection, workspace_id: int) -> list[int]:
+async def delete_workspace(conn: Connection, workspace_id: int) -> list[int]:
     chat_ids = [
         row["id"]
-        for row in conn.execute(
-            "SELECT id FROM chats WHERE workspace_id = %s ORDER BY id", (workspace_id,)
+        for row in await all_rows(
+            conn, "SELECT id FROM chats WHERE workspace_id = %s ORDER BY id", (workspace_id,)
         )
     ]
     # Chats, their members and messages, and the workspace's members go by ON DELETE CASCADE.
-    conn.execute("DELETE FROM workspaces WHERE id = %s", (workspace_id,))
+    await conn.execute("DELETE FROM workspaces WHERE id = %s", (workspace_id,))
     return chat_ids
 
 
-def workspace_role(conn: Connection, workspace_id: int, user_id: int) -> Role | None:
-    row = one(
+async def workspace_role(conn: Connection, workspace_id: int, user_id: int) -> Role | None:
+    row = await one(
         conn,
         "SELECT role FROM workspace_members WHERE workspace_id = %s AND user_id = %s",
         (workspace_id, user_id),
@@ -274,23 +288,24 @@ _WORKSPACE_MEMBER_SELECT = (
 )
 
 
-def list_workspace_members(conn: Connection, workspace_id: int) -> list[WorkspaceMember]:
-    rows = conn.execute(
+async def list_workspace_members(conn: Connection, workspace_id: int) -> list[WorkspaceMember]:
+    rows = await all_rows(
+        conn,
         f"{_WORKSPACE_MEMBER_SELECT} WHERE wm.workspace_id = %s ORDER BY wm.joined_at, wm.ord",
         (workspace_id,),
     )
     return [to_workspace_member(row) for row in rows]
 
 
-def add_workspace_member(
+async def add_workspace_member(
     conn: Connection, workspace_id: int, user_id: int, role: Role
 ) -> WorkspaceMember:
-    if get_workspace(conn, workspace_id) is None:
+    if await get_workspace(conn, workspace_id) is None:
         raise NotFound("workspace not found")
-    user = get_user(conn, user_id)
+    user = await get_user(conn, user_id)
     if user is None:
         raise NotFound("user not found")
-    row = one(
+    row = await one(
         conn,
         "INSERT INTO workspace_members (workspace_id, user_id, role, joined_at)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT (workspace_id, user_id) DO NOTHING"
@@ -302,24 +317,28 @@ def add_workspace_member(
     return WorkspaceMember(user=user, role=role, joined_at=format_time(row["joined_at"]))
 
 
-def workspace_member_ids(conn: Connection, workspace_id: int, user_ids: Sequence[int]) -> set[int]:
-    rows = conn.execute(
+async def workspace_member_ids(
+    conn: Connection, workspace_id: int, user_ids: Sequence[int]
+) -> set[int]:
+    rows = await all_rows(
+        conn,
         "SELECT user_id FROM workspace_members WHERE workspace_id = %s AND user_id = ANY(%s)",
         (workspace_id, list(user_ids)),
     )
     return {row["user_id"] for row in rows}
 
 
-def remove_workspace_member(conn: Connection, workspace_id: int, user_id: int) -> bool:
-    cur = conn.execute(
+async def remove_workspace_member(conn: Connection, workspace_id: int, user_id: int) -> bool:
+    cur = await conn.execute(
         "DELETE FROM workspace_members WHERE workspace_id = %s AND user_id = %s",
         (workspace_id, user_id),
     )
     return cur.rowcount > 0
 
 
-def list_user_chat_ids(conn: Connection, user_id: int, workspace_id: int) -> list[int]:
-    rows = conn.execute(
+async def list_user_chat_ids(conn: Connection, user_id: int, workspace_id: int) -> list[int]:
+    rows = await all_rows(
+        conn,
         "SELECT c.id FROM chat_members cm JOIN chats c ON c.id = cm.chat_id"
         " WHERE cm.user_id = %s AND c.workspace_id = %s ORDER BY c.id",
         (user_id, workspace_id),

@@ -1,7 +1,7 @@
 """PostgreSQL statements for chats, chat members and messages.
 
-Plain synchronous functions over a psycopg ``Connection``; ``postgres.py`` runs each inside
-one transaction on a worker thread and translates driver errors. This module must never open,
+Async functions over a pooled psycopg ``Connection`` (``postgres_pool.py``); ``postgres.py``
+awaits each inside one transaction and translates driver errors. This module must never open,
 commit or roll back anything itself.
 """
 
@@ -26,7 +26,7 @@ from fechatter.models import (
     format_time,
     utc_now,
 )
-from fechatter.storage.postgres_accounts import one, returned
+from fechatter.storage.postgres_accounts import all_rows, one, returned
 from fechatter.storage.postgres_pool import Connection
 from fechatter.storage.postgres_rows import (
     CHAT_ACTIVITY_ORDER,
@@ -58,7 +58,7 @@ def _pair_key(type: ChatType, member_ids: Sequence[int]) -> str | None:
 
 
 # -- chats ---------------------------------------------------------------------------------
-def create_chat(
+async def create_chat(
     conn: Connection,
     workspace_id: int,
     type: ChatType,
@@ -70,7 +70,7 @@ def create_chat(
     now = utc_now()
     others = [uid for uid in dict.fromkeys(member_ids) if uid != owner_id]
     # The chat and all its members in one round trip; unnest keeps the owner first.
-    row = returned(
+    row = await returned(
         conn,
         "WITH c AS (INSERT INTO chats (workspace_id, type, name, name_key, pair_key,"
         " description, owner_id, created_at, updated_at)"
@@ -97,8 +97,10 @@ def create_chat(
     return to_chat_record(row)
 
 
-def find_single_chat(conn: Connection, workspace_id: int, user_a: int, user_b: int) -> int | None:
-    row = one(
+async def find_single_chat(
+    conn: Connection, workspace_id: int, user_a: int, user_b: int
+) -> int | None:
+    row = await one(
         conn,
         "SELECT c.id FROM chat_members a"
         " JOIN chat_members b ON b.chat_id = a.chat_id AND b.user_id = %s"
@@ -110,8 +112,8 @@ def find_single_chat(conn: Connection, workspace_id: int, user_a: int, user_b: i
     return row["id"] if row else None
 
 
-def chat_member_role(conn: Connection, chat_id: int, user_id: int) -> Role | None:
-    row = one(
+async def chat_member_role(conn: Connection, chat_id: int, user_id: int) -> Role | None:
+    row = await one(
         conn,
         "SELECT role FROM chat_members WHERE chat_id = %s AND user_id = %s",
         (chat_id, user_id),
@@ -119,44 +121,45 @@ def chat_member_role(conn: Connection, chat_id: int, user_id: int) -> Role | Non
     return Role(row["role"]) if row else None
 
 
-def get_chat(conn: Connection, chat_id: int) -> ChatRecord | None:
-    row = one(conn, f"SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = %s", (chat_id,))
+async def get_chat(conn: Connection, chat_id: int) -> ChatRecord | None:
+    row = await one(conn, f"SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = %s", (chat_id,))
     return to_chat_record(row) if row else None
 
 
-def get_chat_view(conn: Connection, chat_id: int, viewer_id: int) -> Chat | None:
+async def get_chat_view(conn: Connection, chat_id: int, viewer_id: int) -> Chat | None:
     sql = CHAT_VIEW_SELECT.format(join="LEFT JOIN") + " WHERE c.id = %(chat)s"
-    row = one(conn, sql, {"viewer": viewer_id, "chat": chat_id})
+    row = await one(conn, sql, {"viewer": viewer_id, "chat": chat_id})
     return to_chat_view(row) if row else None
 
 
-def list_chats(conn: Connection, user_id: int, workspace_id: int | None) -> list[Chat]:
+async def list_chats(conn: Connection, user_id: int, workspace_id: int | None) -> list[Chat]:
     sql = CHAT_VIEW_SELECT.format(join="JOIN")
     if workspace_id is not None:
         sql += " WHERE c.workspace_id = %(workspace)s"
-    rows = conn.execute(
-        f"{sql} {CHAT_ACTIVITY_ORDER}", {"viewer": user_id, "workspace": workspace_id}
+    rows = await all_rows(
+        conn, f"{sql} {CHAT_ACTIVITY_ORDER}", {"viewer": user_id, "workspace": workspace_id}
     )
     return [to_chat_view(row) for row in rows]
 
 
-def list_public_channels(conn: Connection, workspace_id: int, viewer_id: int) -> list[Chat]:
+async def list_public_channels(conn: Connection, workspace_id: int, viewer_id: int) -> list[Chat]:
     sql = (
         CHAT_VIEW_SELECT.format(join="LEFT JOIN")
         + " WHERE c.workspace_id = %(workspace)s AND c.type = %(type)s"
         " ORDER BY c.name_key, c.id"
     )
-    rows = conn.execute(
+    rows = await all_rows(
+        conn,
         sql,
         {"viewer": viewer_id, "workspace": workspace_id, "type": ChatType.PUBLIC_CHANNEL.value},
     )
     return [to_chat_view(row) for row in rows]
 
 
-def update_chat(
+async def update_chat(
     conn: Connection, chat_id: int, name: str | None, description: str | None
 ) -> ChatRecord:
-    chat = get_chat(conn, chat_id)
+    chat = await get_chat(conn, chat_id)
     if chat is None:
         raise NotFound("chat not found")
     sets = ["updated_at = %s"]
@@ -167,7 +170,7 @@ def update_chat(
     if description is not None:
         sets.append("description = %s")
         values.append(description)
-    row = returned(
+    row = await returned(
         conn,
         f"UPDATE chats c SET {', '.join(sets)} WHERE c.id = %s RETURNING {CHAT_COLUMNS}",
         (*values, chat_id),
@@ -175,17 +178,18 @@ def update_chat(
     return to_chat_record(row)
 
 
-def delete_chat(conn: Connection, chat_id: int) -> None:
-    conn.execute("DELETE FROM chats WHERE id = %s", (chat_id,))
+async def delete_chat(conn: Connection, chat_id: int) -> None:
+    await conn.execute("DELETE FROM chats WHERE id = %s", (chat_id,))
 
 
-def load_chat_state(conn: Connection, chat_id: int) -> ChatState | None:
-    chat = get_chat(conn, chat_id)
+async def load_chat_state(conn: Connection, chat_id: int) -> ChatState | None:
+    chat = await get_chat(conn, chat_id)
     if chat is None:
         return None
     members: dict[int, Role] = {}
     joined: dict[int, str] = {}
-    for row in conn.execute(
+    for row in await all_rows(
+        conn,
         "SELECT user_id, role, joined_at FROM chat_members WHERE chat_id = %s"
         " ORDER BY joined_at, ord",
         (chat_id,),
@@ -202,8 +206,9 @@ _MEMBER_SELECT = (
 )
 
 
-def presence_peer_ids(conn: Connection, user_id: int, max_chat_size: int) -> list[int]:
-    rows = conn.execute(
+async def presence_peer_ids(conn: Connection, user_id: int, max_chat_size: int) -> list[int]:
+    rows = await all_rows(
+        conn,
         "SELECT DISTINCT other.user_id FROM chat_members mine"
         " JOIN chats c ON c.id = mine.chat_id AND c.member_count <= %s"
         " JOIN chat_members other ON other.chat_id = mine.chat_id"
@@ -213,22 +218,23 @@ def presence_peer_ids(conn: Connection, user_id: int, max_chat_size: int) -> lis
     return [row["user_id"] for row in rows]
 
 
-def list_chat_members(conn: Connection, chat_id: int) -> list[Member]:
-    rows = conn.execute(
-        f"{_MEMBER_SELECT} WHERE cm.chat_id = %s ORDER BY cm.joined_at, cm.ord", (chat_id,)
+async def list_chat_members(conn: Connection, chat_id: int) -> list[Member]:
+    rows = await all_rows(
+        conn, f"{_MEMBER_SELECT} WHERE cm.chat_id = %s ORDER BY cm.joined_at, cm.ord", (chat_id,)
     )
     return [to_member(row) for row in rows]
 
 
-def add_chat_members(
+async def add_chat_members(
     conn: Connection, chat_id: int, user_ids: Sequence[int], role: Role
 ) -> list[Member]:
-    if get_chat(conn, chat_id) is None:
+    if await get_chat(conn, chat_id) is None:
         raise NotFound("chat not found")
     ids = list(dict.fromkeys(user_ids))
     if not ids:
         return []
-    rows = conn.execute(
+    rows = await all_rows(
+        conn,
         "WITH added AS (INSERT INTO chat_members (chat_id, user_id, role, joined_at)"
         " SELECT %s, m.user_id, %s, %s FROM unnest(%s::bigint[]) WITH ORDINALITY AS m (user_id, n)"
         " ORDER BY m.n ON CONFLICT (chat_id, user_id) DO NOTHING"
@@ -240,45 +246,48 @@ def add_chat_members(
     return [to_member(row) for row in rows]
 
 
-def _promote(conn: Connection, chat_id: int, user_id: int) -> None:
-    cur = conn.execute(
+async def _promote(conn: Connection, chat_id: int, user_id: int) -> None:
+    cur = await conn.execute(
         "UPDATE chat_members SET role = %s WHERE chat_id = %s AND user_id = %s",
         (Role.OWNER.value, chat_id, user_id),
     )
     if cur.rowcount == 0:
         raise Invalid.field("new_owner_id", "must be a member of this chat")
-    conn.execute(
+    await conn.execute(
         "UPDATE chats SET owner_id = %s, updated_at = %s WHERE id = %s",
         (user_id, utc_now(), chat_id),
     )
 
 
-def remove_chat_member(
+async def remove_chat_member(
     conn: Connection, chat_id: int, user_id: int, new_owner_id: int | None
 ) -> None:
-    conn.execute("DELETE FROM chat_members WHERE chat_id = %s AND user_id = %s", (chat_id, user_id))
+    await conn.execute(
+        "DELETE FROM chat_members WHERE chat_id = %s AND user_id = %s", (chat_id, user_id)
+    )
     if new_owner_id is not None:
-        _promote(conn, chat_id, new_owner_id)
+        await _promote(conn, chat_id, new_owner_id)
 
 
-def set_chat_owner(conn: Connection, chat_id: int, user_id: int) -> None:
+async def set_chat_owner(conn: Connection, chat_id: int, user_id: int) -> None:
     # One owner per chat: the previous owner stays on as an admin.
-    conn.execute(
+    await conn.execute(
         "UPDATE chat_members SET role = %s WHERE chat_id = %s AND role = %s AND user_id <> %s",
         (Role.ADMIN.value, chat_id, Role.OWNER.value, user_id),
     )
-    _promote(conn, chat_id, user_id)
+    await _promote(conn, chat_id, user_id)
 
 
 # -- messages ------------------------------------------------------------------------------
-def _existing_by_client_id(
+async def _existing_by_client_id(
     conn: Connection, chat_id: int, batch: Sequence[NewMessage]
 ) -> dict[tuple[int, str], Message]:
     keys = {(m.sender_id, m.client_id) for m in batch if m.client_id is not None}
     if not keys:
         return {}
     senders, client_ids = zip(*keys, strict=True)
-    rows = conn.execute(
+    rows = await all_rows(
+        conn,
         f"SELECT {MESSAGE_COLUMNS} FROM messages m"
         " JOIN unnest(%s::bigint[], %s::text[]) AS k (sender_id, client_id)"
         " ON m.sender_id = k.sender_id AND m.client_id = k.client_id"
@@ -293,17 +302,19 @@ def _existing_by_client_id(
     return found
 
 
-def _known_reply_targets(conn: Connection, chat_id: int, batch: Sequence[NewMessage]) -> set[int]:
+async def _known_reply_targets(
+    conn: Connection, chat_id: int, batch: Sequence[NewMessage]
+) -> set[int]:
     targets = list({m.reply_to for m in batch if m.reply_to is not None})
     if not targets:
         return set()
-    rows = conn.execute(
-        "SELECT id FROM messages WHERE chat_id = %s AND id = ANY(%s)", (chat_id, targets)
+    rows = await all_rows(
+        conn, "SELECT id FROM messages WHERE chat_id = %s AND id = ANY(%s)", (chat_id, targets)
     )
     return {row["id"] for row in rows}
 
 
-def insert_messages(
+async def insert_messages(
     conn: Connection, chat_id: int, batch: Sequence[NewMessage]
 ) -> tuple[list[Inserted], int]:
     """The outcome of each item, and how many messages were inserted.
@@ -311,12 +322,12 @@ def insert_messages(
     The chat row is locked first (``FOR UPDATE``): every writer of this chat, in any process,
     waits here, so numbering from ``last_seq`` is gapless; UNIQUE (chat_id, seq) backs it up.
     """
-    row = one(conn, "SELECT last_seq FROM chats WHERE id = %s FOR UPDATE", (chat_id,))
+    row = await one(conn, "SELECT last_seq FROM chats WHERE id = %s FOR UPDATE", (chat_id,))
     if row is None:
         raise NotFound("chat not found")
     seq: int = row["last_seq"]
-    existing = _existing_by_client_id(conn, chat_id, batch)
-    reply_targets = _known_reply_targets(conn, chat_id, batch)
+    existing = await _existing_by_client_id(conn, chat_id, batch)
+    reply_targets = await _known_reply_targets(conn, chat_id, batch)
     now = utc_now()
     # Plan: each item is an existing message, an error, a new row, or a duplicate of a new
     # row earlier in this batch (an index into ``new``).
@@ -339,7 +350,7 @@ def insert_messages(
             new.append((seq, item))
     created: list[Message] = []
     if new:
-        ids = _insert_rows(conn, chat_id, new, now)
+        ids = await _insert_rows(conn, chat_id, new, now)
         created = [
             Message(
                 id=ids[s],
@@ -355,7 +366,7 @@ def insert_messages(
             )
             for s, item in new
         ]
-        _after_insert(conn, chat_id, created, now)
+        await _after_insert(conn, chat_id, created, now)
     results: list[Inserted] = []
     reported: set[int] = set()
     for step in plan:
@@ -370,11 +381,12 @@ def insert_messages(
     return results, len(created)
 
 
-def _insert_rows(
+async def _insert_rows(
     conn: Connection, chat_id: int, new: list[tuple[int, NewMessage]], now: str
 ) -> dict[int, int]:
     """Insert the new rows in one statement; their ids by seq."""
-    rows = conn.execute(
+    rows = await all_rows(
+        conn,
         "INSERT INTO messages (chat_id, seq, sender_id, content, files, reply_to, client_id,"
         " created_at)"
         " SELECT %s, r.seq, r.sender_id, r.content,"
@@ -396,12 +408,12 @@ def _insert_rows(
     return {row["seq"]: row["id"] for row in rows}
 
 
-def _after_insert(conn: Connection, chat_id: int, created: list[Message], now: str) -> None:
+async def _after_insert(conn: Connection, chat_id: int, created: list[Message], now: str) -> None:
     """Senders' read markers move to their own newest message; the chat records its last."""
     newest: dict[int, Message] = {}
     for message in created:
         newest[message.sender_id] = message  # ``created`` is in seq order
-    conn.execute(
+    await conn.execute(
         "UPDATE chat_members cm SET last_read_seq = r.seq, last_read_message_id = r.id"
         " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS r (user_id, seq, id)"
         " WHERE cm.chat_id = %s AND cm.user_id = r.user_id AND cm.last_read_seq < r.seq",
@@ -413,13 +425,13 @@ def _after_insert(conn: Connection, chat_id: int, created: list[Message], now: s
         ),
     )
     last = created[-1]
-    conn.execute(
+    await conn.execute(
         "UPDATE chats SET last_seq = %s, last_message_id = %s, last_activity_at = %s WHERE id = %s",
         (last.seq, last.id, now, chat_id),
     )
 
 
-def list_messages(
+async def list_messages(
     conn: Connection, chat_id: int, limit: int, before: int | None, after: int | None
 ) -> MessagePage:
     where = ["m.chat_id = %s"]
@@ -432,27 +444,30 @@ def list_messages(
         values.append(after)
     # ``after`` pages forward (oldest first); otherwise pages go backward (newest first).
     order = "ASC" if after is not None else "DESC"
-    rows = conn.execute(
+    rows = await all_rows(
+        conn,
         f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(where)}"
         f" ORDER BY m.id {order} LIMIT %s",
         (*values, limit + 1),
-    ).fetchall()
+    )
     return MessagePage(items=[to_message(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
 
-def get_message(conn: Connection, message_id: int) -> Message | None:
-    row = one(conn, f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = %s", (message_id,))
+async def get_message(conn: Connection, message_id: int) -> Message | None:
+    row = await one(
+        conn, f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = %s", (message_id,)
+    )
     return to_message(row) if row else None
 
 
-def mark_read(conn: Connection, chat_id: int, user_id: int, message_id: int) -> bool:
-    row = one(
+async def mark_read(conn: Connection, chat_id: int, user_id: int, message_id: int) -> bool:
+    row = await one(
         conn, "SELECT seq FROM messages WHERE id = %s AND chat_id = %s", (message_id, chat_id)
     )
     if row is None:
         raise Invalid.field("message_id", "must be a message of this chat")
     # Only forward: the condition makes a late, older marker a no-op, in any process.
-    cur = conn.execute(
+    cur = await conn.execute(
         "UPDATE chat_members SET last_read_seq = %s, last_read_message_id = %s"
         " WHERE chat_id = %s AND user_id = %s AND last_read_seq < %s",
         (row["seq"], message_id, chat_id, user_id, row["seq"]),

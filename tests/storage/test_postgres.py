@@ -9,19 +9,21 @@ import httpx
 import psycopg
 import pytest
 import trio
+from psycopg.pq import TransactionStatus
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
 from fechatter.errors import Conflict, NotFound, Unavailable
 from fechatter.models import ChatType, Message, NewMessage
-from fechatter.storage import migrations, open_storage
+from fechatter.storage import migrations, open_storage, postgres_pool
+from fechatter.storage import postgres_accounts as accounts
 from fechatter.storage.postgres import (
     PostgresStorage,
     apply_postgres_migrations,
     open_postgres_storage,
     translate_error,
 )
-from fechatter.storage.postgres_pool import PoolConfig, open_pg_pool
+from fechatter.storage.postgres_pool import Connection, PoolConfig, open_pg_pool
 from tests.conftest import Api, make_chat, make_settings, make_workspace
 from tests.pg import PgServer, free_port
 
@@ -166,7 +168,7 @@ async def test_cancelled_query_stops_on_the_server_and_connection_is_reused(
             with trio.CancelScope() as scope:
                 task_status.started(scope)
                 async with pool.connection() as conn:
-                    await pool.run(conn, lambda c: c.execute("SELECT pg_sleep(60)"))
+                    await conn.execute("SELECT pg_sleep(60)")
             finished.set()
 
         with trio.fail_after(15):
@@ -182,9 +184,86 @@ async def test_cancelled_query_stops_on_the_server_and_connection_is_reused(
         # ... and the same pooled connection serves the next call.
         async with pool.connection() as conn:
             assert conn.info.backend_pid == pid
-            row = await pool.run(conn, lambda c: c.execute("SELECT 41 + 1 AS x").fetchone())
-            assert row == {"x": 42}
-        assert pool.statistics().connects == 1
+            cur = await conn.execute("SELECT 41 + 1 AS x")
+            assert await cur.fetchone() == {"x": 42}
+        assert (pool.statistics().connects, pool.statistics().discarded) == (1, 0)
+
+
+async def test_cancel_that_the_server_does_not_honour_replaces_the_connection(
+    pg_server: PgServer, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cancel request is lost: the statement keeps running, so after CANCEL_WAIT the pool
+    # gives the connection up (closed, never reused) and the next call gets a new one.
+    async def lost(self: Connection) -> None:
+        pass
+
+    monkeypatch.setattr(Connection, "request_cancel", lost)
+    monkeypatch.setattr(postgres_pool, "CANCEL_WAIT", 0.2)
+    async with open_pg_pool(pg_database, PoolConfig(size=1)) as pool:
+        async with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with trio.fail_after(10):
+            with trio.move_on_after(0.2) as bounded:
+                async with pool.connection() as conn:
+                    await conn.execute("SELECT pg_sleep(60)")
+            assert bounded.cancelled_caught
+            assert conn.closed
+            async with pool.connection() as conn:
+                assert conn.info.backend_pid != pid
+                assert await (await conn.execute("SELECT 1 AS one")).fetchone() == {"one": 1}
+        stats = pool.statistics()
+        assert (stats.connects, stats.discarded) == (2, 1)
+    # The abandoned backend is still sleeping (nothing told it otherwise); end it.
+    _admin_rows(pg_server, "SELECT pg_terminate_backend(%s)", pid)
+
+
+async def test_cancelled_write_transaction_rolls_back_on_the_same_connection(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    async with open_postgres_storage(pg_database, pool_size=1, operation_timeout=0.5) as storage:
+        await storage.ping()
+        pool = storage._pool
+        async with pool.connection() as conn:
+            pid = conn.info.backend_pid
+
+        async def insert_then_sleep(c: Connection) -> None:
+            await accounts.create_user(c, "A", "a@example.com", "h", "ws")
+            await c.execute("SELECT pg_sleep(60)")
+
+        with trio.fail_after(10), pytest.raises(Unavailable, match="in time"):
+            await storage._write(insert_then_sleep)
+        # Cancelled on the server and rolled back: idle (not "idle in transaction"), nothing
+        # of the transaction kept, and the same connection serves the next call.
+        assert _backend_state(pg_server, pid)[0] == "idle"
+        assert await storage.get_user_by_email("a@example.com") is None
+        assert (pool.statistics().connects, pool.statistics().discarded) == (1, 0)
+        assert storage.statistics().transactions == 0
+
+
+async def test_statements_run_on_the_trio_thread(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_postgres_storage(pg_database, pool_size=1) as storage:
+        await storage.ping()  # the pool holds its connection: no connect (thread) below
+
+        def no_threads(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a storage call used a worker thread")
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", no_threads)
+        _, users, chat = await make_group(storage, 2)
+        await send(storage, chat.id, users[0], "one", "two")
+        with trio.move_on_after(0.1):  # a cancelled statement: cancel request on trio too
+            await storage._read(lambda c: c.execute("SELECT pg_sleep(60)"))
+        assert len(await _all_messages(storage, chat.id)) == 2
+
+
+async def test_large_statement_is_sent_in_pieces(pg_database: str) -> None:
+    # Bigger than the socket buffers: libpq cannot flush it at once, so psycopg's generator
+    # waits for the socket to become writable (and readable) on trio several times.
+    big = "x" * (32 * 1024 * 1024)
+    async with open_pg_pool(pg_database, PoolConfig(size=1)) as pool, pool.connection() as conn:
+        cur = await conn.execute("SELECT length(%s) AS n", (big,))
+        assert await cur.fetchone() == {"n": len(big)}
 
 
 async def test_operation_timeout_cancels_and_answers_unavailable(pg_database: str) -> None:
@@ -264,7 +343,7 @@ async def test_exhausted_pool_is_unavailable_not_a_hang(pg_database: str) -> Non
                 async with pool.connection():
                     pass  # pragma: no cover
         async with pool.connection() as conn:
-            assert await pool.run(conn, lambda c: c.execute("SELECT 1").fetchone())
+            assert await (await conn.execute("SELECT 1")).fetchone()
 
 
 async def test_terminated_connection_is_replaced_on_checkout(
@@ -280,7 +359,7 @@ async def test_terminated_connection_is_replaced_on_checkout(
                 await trio.sleep(0.01)
         async with pool.connection() as conn:
             assert conn.info.backend_pid != pid
-            assert await pool.run(conn, lambda c: c.execute("SELECT 1").fetchone())
+            assert await (await conn.execute("SELECT 1")).fetchone()
         stats = pool.statistics()
         assert (stats.connects, stats.discarded) == (2, 1)
 
@@ -318,9 +397,12 @@ async def test_concurrent_first_start_migrates_once(pg_server: PgServer) -> None
         pg_server.drop_database(url)
 
 
-def test_migrations_are_recorded_and_not_reapplied(pg_database: str) -> None:
-    with psycopg.connect(pg_database, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
-        assert apply_postgres_migrations(conn) == []
+async def test_migrations_are_recorded_and_not_reapplied(pg_database: str) -> None:
+    async with open_pg_pool(pg_database, PoolConfig(size=1)) as pool:
+        async with pool.connection() as conn:
+            assert await apply_postgres_migrations(conn) == []
+        async with pool.connection() as conn:  # the migration transaction was committed
+            assert conn.info.transaction_status == TransactionStatus.IDLE
 
 
 async def test_postgres_scheme_alias(pg_database: str) -> None:
