@@ -24,6 +24,7 @@ from fechatter.models import ChatType, Role
 from fechatter.storage import open_storage
 
 SECRET = "bench-secret-" + "b" * 40
+ALL_CORES = frozenset(os.sched_getaffinity(0))  # before any pinning: children inherit it
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -42,7 +43,7 @@ def rss_mib(pid: int) -> float:
 
 def pin(pid: int, core: int) -> bool:
     """Pin a process to one core if the machine has at least two."""
-    cores = sorted(os.sched_getaffinity(0) | os.sched_getaffinity(pid))
+    cores = sorted(ALL_CORES)
     if len(cores) < 2:
         return False
     os.sched_setaffinity(pid, {cores[core % len(cores)]})
@@ -131,6 +132,7 @@ async def run_server(
         log_path = Path(tmp) / "server.log"
         with log_path.open("w") as log:
             yield_url = url
+            os.sched_setaffinity(0, ALL_CORES)  # a previous run pinned us; the server inherits
             process = await trio.lowlevel.open_process(
                 [
                     sys.executable,
