@@ -273,11 +273,14 @@ class Connection(psycopg.AsyncConnection[DictRow]):
 
 def _socket_is_quiet(conn: Connection) -> bool:
     """True if nothing arrived on an idle connection (no termination notice, no EOF)."""
+    # poll, not select: a busy server has sockets numbered past select()'s limit of 1024, and
+    # select() raising there made every checkout throw away a healthy connection.
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLPRI)
+        return not poller.poll(0)
     except (OSError, ValueError, psycopg.Error):
         return False
-    return not readable
 
 
 def _idle(conn: Connection) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -431,3 +433,23 @@ def test_translate_error() -> None:
     unnamed = translate_error(psycopg.errors.UniqueViolation("dup"))
     assert isinstance(unnamed, Conflict)
     assert unnamed.code == "conflict"
+
+
+async def test_connections_numbered_past_1024_stay_pooled(pg_database: str) -> None:
+    """A server with thousands of streams open gets database sockets above select()'s limit;
+    the checkout health check must still recognise them as healthy (regression: it used
+    select(), raised, and every call reconnected)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 1200:  # pragma: no cover - this machine allows 20,000
+        pytest.fail("the test needs an open-files limit of at least 1200")
+    filler = [socket.socket() for _ in range(1100)]
+    try:
+        async with open_pg_pool(pg_database, PoolConfig(size=1)) as pool:
+            for _ in range(5):
+                async with pool.connection() as conn:
+                    assert conn.fileno() > 1024
+                    await conn.execute("SELECT 1")
+            assert (pool.statistics().connects, pool.statistics().discarded) == (1, 0)
+    finally:
+        for s in filler:
+            s.close()
