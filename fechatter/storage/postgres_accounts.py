@@ -22,10 +22,9 @@ from fechatter.models import (
     format_time,
     utc_now,
 )
+from fechatter.storage.columns import USER_COLUMNS, WORKSPACE_COLUMNS
 from fechatter.storage.postgres_pool import Connection
 from fechatter.storage.postgres_rows import (
-    USER_COLUMNS,
-    WORKSPACE_COLUMNS,
     Row,
     to_user,
     to_workspace,

@@ -26,13 +26,12 @@ from fechatter.models import (
     format_time,
     utc_now,
 )
+from fechatter.storage.columns import CHAT_COLUMNS, MESSAGE_COLUMNS
 from fechatter.storage.postgres_accounts import all_rows, one, returned
 from fechatter.storage.postgres_pool import Connection
 from fechatter.storage.postgres_rows import (
     CHAT_ACTIVITY_ORDER,
-    CHAT_COLUMNS,
     CHAT_VIEW_SELECT,
-    MESSAGE_COLUMNS,
     to_chat_record,
     to_chat_view,
     to_member,

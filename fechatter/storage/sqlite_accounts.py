@@ -21,9 +21,8 @@ from fechatter.models import (
     WorkspaceMember,
     utc_now,
 )
+from fechatter.storage.columns import USER_COLUMNS, WORKSPACE_COLUMNS
 from fechatter.storage.sqlite_rows import (
-    USER_COLUMNS,
-    WORKSPACE_COLUMNS,
     to_user,
     to_workspace,
     to_workspace_member,

@@ -24,12 +24,11 @@ from fechatter.models import (
     Role,
     utc_now,
 )
+from fechatter.storage.columns import CHAT_COLUMNS, MESSAGE_COLUMNS
 from fechatter.storage.sqlite_accounts import rowid
 from fechatter.storage.sqlite_rows import (
     CHAT_ACTIVITY_ORDER,
-    CHAT_COLUMNS,
     CHAT_VIEW_SELECT,
-    MESSAGE_COLUMNS,
     encode_files,
     to_chat_record,
     to_chat_view,

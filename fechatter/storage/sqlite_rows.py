@@ -20,23 +20,17 @@ from fechatter.models import (
     Workspace,
     WorkspaceMember,
 )
-
-USER_COLUMNS = "u.id, u.fullname, u.email, u.avatar, u.status, u.created_at"
-WORKSPACE_COLUMNS = "w.id, w.name, w.description, w.owner_id, w.created_at, w.updated_at"
-CHAT_COLUMNS = (
-    "c.id, c.workspace_id, c.name, c.type, c.description, c.owner_id, c.created_at, c.updated_at"
-)
-MESSAGE_COLUMNS = (
-    "m.id, m.chat_id, m.seq, m.sender_id, m.content, m.files, m.reply_to, m.client_id,"
-    " m.created_at, m.edited_at"
+from fechatter.storage.columns import (
+    CHAT_COLUMNS,
 )
 
-# One statement per chat list: counts and the viewer's unread number are correlated
-# subqueries (index range scans), the last message a join on chats.last_message_id.
+# One statement per chat list: members_count is the trigger-kept counter, the viewer's unread
+# number a correlated subquery (an index range scan), the last message a join on
+# chats.last_message_id.
 # ``{join}`` is ``JOIN`` to keep only the viewer's chats, ``LEFT JOIN`` to keep all.
 CHAT_VIEW_SELECT = f"""
 SELECT {CHAT_COLUMNS},
-    (SELECT COUNT(*) FROM chat_members n WHERE n.chat_id = c.id) AS members_count,
+    c.member_count AS members_count,
     CASE WHEN v.user_id IS NULL THEN 0 ELSE (
         SELECT COUNT(*) FROM messages x
         WHERE x.chat_id = c.id AND x.seq > v.last_read_seq AND x.sender_id <> v.user_id
