@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,3 @@ def plot(outcome: Outcome, folder: Path) -> None:
 
 def complete(rows: list[dict[str, Any]]) -> bool:
     return all(r["delivered"] == r["expected"] and not r.get("duplicates") for r in rows)
-
-
-def nan_to_none(value: float) -> float | None:
-    return None if isinstance(value, float) and math.isnan(value) else value

@@ -94,10 +94,3 @@ class EventSink(Protocol):
 
     def publish(self, user_ids: Iterable[int], event: Event) -> None:
         """Deliver to whichever of ``user_ids`` are online; must not block."""
-
-
-class NullSink:
-    """A sink with nobody online (tests of the core without realtime)."""
-
-    def publish(self, user_ids: Iterable[int], event: Event) -> None:
-        return None

@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from fechatter.app import ServerInfo, serve
+from fechatter.auth import Authenticator
 from fechatter.config import Settings
 from tests.pg import pg_database, pg_server
 
@@ -149,3 +150,24 @@ async def make_chat(owner: User, ws_id: int, kind: str, *members: User, **extra:
     assert r.status_code in (200, 201), r.text
     chat_id: int = r.json()["id"]
     return chat_id
+
+
+async def make_pair(api: Api) -> tuple[User, User, int]:
+    """Two users in a fresh workspace and the Single chat between them."""
+    a, b = await api.signup(), await api.signup()
+    ws = await make_workspace(a, b)
+    return a, b, await make_chat(a, ws, "Single", b)
+
+
+def access_token(user_id: int, *, ttl: int, issued_at: float) -> str:
+    """An access token signed with the test servers' secret, for chosen times."""
+    auth = Authenticator(
+        TEST_SECRET,
+        access_ttl=ttl,
+        refresh_ttl=60,
+        time_cost=1,
+        memory_cost=8,
+        parallelism=1,
+        hash_threads=1,
+    )
+    return auth.issue_access_token(user_id, now=issued_at)

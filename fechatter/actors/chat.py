@@ -22,7 +22,16 @@ from fechatter import events
 from fechatter.actors.mailbox import Call
 from fechatter.errors import FechatterError, Forbidden, Invalid, NotFound
 from fechatter.events import Event, EventSink
-from fechatter.models import ChatRecord, ChatState, ChatType, Member, Message, NewMessage, Role
+from fechatter.models import (
+    Chat,
+    ChatRecord,
+    ChatState,
+    ChatType,
+    Member,
+    Message,
+    NewMessage,
+    Role,
+)
 from fechatter.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -83,7 +92,7 @@ class Typing:
 
 @dataclass(frozen=True, slots=True)
 class UpdateChat:
-    """→ ``ChatRecord``."""
+    """→ ``Chat`` (the chat as ``by`` sees it, after the change)."""
 
     by: int
     name: str | None
@@ -228,14 +237,16 @@ class ChatActor:
                 "only the chat owner or an admin may add members", code="not_chat_admin"
             )
         new_ids = [uid for uid in dict.fromkeys(cmd.user_ids) if uid not in self.members]
-        if not new_ids:
-            return []
-        added = await self._storage.add_chat_members(self.chat.id, new_ids, Role.MEMBER)
+        return await self._admit(new_ids, by=cmd.by) if new_ids else []
+
+    async def _admit(self, user_ids: list[int], *, by: int) -> list[Member]:
+        """Add users (not yet members) as members and tell everyone, the added included."""
+        added = await self._storage.add_chat_members(self.chat.id, user_ids, Role.MEMBER)
         for m in added:
             self.members[m.user_id] = m.role
             self.joined[m.user_id] = m.joined_at
         if added:
-            data = {"chat_id": self.chat.id, "user_ids": [m.user_id for m in added], "by": cmd.by}
+            data = {"chat_id": self.chat.id, "user_ids": [m.user_id for m in added], "by": by}
             self._publish(tuple(self.members), events.MEMBER_ADDED, data)
         return added
 
@@ -245,12 +256,10 @@ class ChatActor:
                 raise Invalid.field("chat_id", "only public channels can be joined")
             raise NotFound("chat not found", code="chat_not_found")
         if cmd.user_id not in self.members:
-            added = await self._storage.add_chat_members(self.chat.id, [cmd.user_id], Role.MEMBER)
-            for m in added:
-                self.members[m.user_id] = m.role
-                self.joined[m.user_id] = m.joined_at
-            data = {"chat_id": self.chat.id, "user_ids": [cmd.user_id], "by": cmd.user_id}
-            self._publish(tuple(self.members), events.MEMBER_ADDED, data)
+            added = await self._admit([cmd.user_id], by=cmd.user_id)
+            if added:
+                return added[0]
+        # Joining twice answers with the existing membership.
         for m in await self._storage.list_chat_members(self.chat.id):
             if m.user_id == cmd.user_id:
                 return m
@@ -316,19 +325,21 @@ class ChatActor:
         others = tuple(uid for uid in self.members if uid != cmd.user_id)
         self._publish(others, events.TYPING, {"chat_id": self.chat.id, "user_id": cmd.user_id})
 
-    async def _update(self, cmd: UpdateChat) -> ChatRecord:
+    async def _update(self, cmd: UpdateChat) -> Chat:
         await self._require_manager(cmd.by)
         if self.chat.type is ChatType.SINGLE and cmd.name is not None:
             raise Invalid.field("name", "a Single chat has no name")
-        if cmd.name is None and cmd.description is None:
-            return self.chat
-        self.chat = await self._storage.update_chat(
-            self.chat.id, name=cmd.name, description=cmd.description
-        )
+        changed = cmd.name is not None or cmd.description is not None
+        if changed:
+            self.chat = await self._storage.update_chat(
+                self.chat.id, name=cmd.name, description=cmd.description
+            )
         view = await self._storage.get_chat_view(self.chat.id, cmd.by)
-        if view is not None:
+        if view is None:  # pragma: no cover - the actor retires before its chat is gone
+            raise NotFound("chat not found", code="chat_not_found")
+        if changed:
             self._publish(tuple(self.members), events.CHAT_UPDATED, view.to_json())
-        return self.chat
+        return view
 
     async def _delete(self, cmd: DeleteChat) -> None:
         if not cmd.already_deleted:

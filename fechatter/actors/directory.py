@@ -1,8 +1,8 @@
 """Directory: finds or starts the ChatActor of a chat, supervises it, reaps it when idle.
 
-Other code never touches an actor's channel: it calls ``Directory.call(chat_id, command)``
-(or a ``ChatRef``). The directory starts the actor on demand in the nursery it owns, restarts
-it from storage when it raises (one-for-one, at most ``restart_budget`` times per
+Other code never touches an actor's channel: it calls ``Directory.call(chat_id, command)``.
+The directory starts the actor on demand in the nursery it owns, restarts it from storage
+when it raises (one-for-one, at most ``restart_budget`` times per
 ``restart_window`` seconds, then the chat's actor is stopped and the next call starts it
 afresh), and retires it after ``idle_seconds`` without commands. Every call is answered: by
 the actor, or with ``Unavailable`` (crash, timeout) / ``NotFound`` (chat deleted) by the
@@ -190,16 +190,3 @@ def _fail_inflight(slot: _Slot, error: FechatterError) -> None:
         for call in slot.actor.inflight:
             call.fail(error)
         slot.actor.inflight = []
-
-
-class ChatRef:
-    """A handle on one chat's actor, for code that talks to it repeatedly."""
-
-    __slots__ = ("_directory", "chat_id")
-
-    def __init__(self, directory: Directory, chat_id: int) -> None:
-        self._directory = directory
-        self.chat_id = chat_id
-
-    async def call(self, command: ChatCommand) -> Any:
-        return await self._directory.call(self.chat_id, command)

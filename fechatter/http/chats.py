@@ -112,8 +112,8 @@ def register(app: Quart, ctx: Context) -> None:
         user_id = current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         body = await read_json(ChatPatch)
-        await directory.call(chat_id, UpdateChat(user_id, body.name, body.description))
-        return json_response((await chat_view(ctx, chat_id, user_id)).to_json())
+        view: Chat = await directory.call(chat_id, UpdateChat(user_id, body.name, body.description))
+        return json_response(view.to_json())
 
     @bp.delete("/api/chats/<id:chat_id>")
     async def delete_chat(chat_id: int) -> Response:

@@ -143,10 +143,6 @@ class Stream:
             scope.cancel()
         return scope
 
-    @property
-    def idle(self) -> bool:
-        return not self.outbox
-
     async def _write_outbox(self) -> None:
         """Drain the outbox as the socket accepts it; fail the stream if it stalls."""
         self._writer_scope = trio.CancelScope()

@@ -405,9 +405,8 @@ async function deliver(clientId) {
   try {
     const message = await api.post(`/api/chats/${p.chatId}/messages`, { content: p.content, client_id: clientId });
     settle(message);
-  } catch (err) {
+  } catch {
     p.failed = true;
-    p.error = problemText(err);
     if (p.chatId === state.current) renderMessages(true);
   }
 }

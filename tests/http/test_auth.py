@@ -6,8 +6,7 @@ import time
 
 import jwt
 
-from fechatter.auth import Authenticator
-from tests.conftest import TEST_SECRET, Api
+from tests.conftest import TEST_SECRET, Api, access_token
 
 
 async def test_signup_returns_tokens_and_user(api: Api) -> None:
@@ -139,16 +138,7 @@ async def test_me_requires_valid_token(api: Api) -> None:
 
 async def test_expired_token_is_rejected(api: Api) -> None:
     user = await api.signup()
-    auth = Authenticator(
-        TEST_SECRET,
-        access_ttl=60,
-        refresh_ttl=60,
-        time_cost=1,
-        memory_cost=8,
-        parallelism=1,
-        hash_threads=1,
-    )
-    old = auth.issue_access_token(user.id, now=time.time() - 3600)
+    old = access_token(user.id, ttl=60, issued_at=time.time() - 3600)
     r = await api.get("/api/users/me", headers={"Authorization": f"Bearer {old}"})
     assert r.status_code == 401
     assert r.json()["code"] == "token_expired"

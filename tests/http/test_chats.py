@@ -89,6 +89,8 @@ async def test_private_chat_is_404_for_others_public_is_visible(api: Api) -> Non
     assert (r.status_code, r.json()["code"]) == (403, "not_a_member")
     r = await c.api.post(f"/api/chats/{public}/join")
     assert (r.status_code, r.json()["user_id"], r.json()["role"]) == (200, c.id, "member")
+    again = await c.api.post(f"/api/chats/{public}/join")  # joining twice: the same membership
+    assert (again.status_code, again.json()) == (200, r.json())
     r = await c.api.post(f"/api/chats/{public}/messages", json={"content": "x"})
     assert r.status_code == 201
 

@@ -11,7 +11,7 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
-from tests.conftest import Api, User, make_chat, make_workspace
+from tests.conftest import Api, User, make_chat, make_pair, make_workspace
 
 
 async def _storage_transactions(api: Api) -> int:
@@ -21,14 +21,8 @@ async def _storage_transactions(api: Api) -> int:
     return int(float(match.group(1)))
 
 
-async def _pair(api: Api) -> tuple[User, User, int]:
-    a, b = await api.signup(), await api.signup()
-    ws = await make_workspace(a, b)
-    return a, b, await make_chat(a, ws, "Single", b)
-
-
 async def test_send_and_read_back(api: Api) -> None:
-    a, b, chat = await _pair(api)
+    a, b, chat = await make_pair(api)
     r = await a.api.post(
         f"/api/chats/{chat}/messages", json={"content": "  hello  ", "client_id": "c-1"}
     )
@@ -48,7 +42,7 @@ async def test_send_and_read_back(api: Api) -> None:
 
 
 async def test_content_validation(api: Api) -> None:
-    a, _, chat = await _pair(api)
+    a, _, chat = await make_pair(api)
     for body, field in [
         ({"content": "   "}, "content"),
         ({"content": "x" * 4001}, "content"),
@@ -71,7 +65,7 @@ async def test_content_validation(api: Api) -> None:
 
 
 async def test_reply_to_must_be_in_chat(api: Api) -> None:
-    a, b, chat = await _pair(api)
+    a, b, chat = await make_pair(api)
     ws = await make_workspace(a, b)
     other = await make_chat(a, ws, "PrivateChannel", b)
     foreign = (await a.api.post(f"/api/chats/{other}/messages", json={"content": "x"})).json()
@@ -87,7 +81,7 @@ async def test_reply_to_must_be_in_chat(api: Api) -> None:
 
 
 async def test_client_id_retry_returns_original(api: Api) -> None:
-    a, b, chat = await _pair(api)
+    a, b, chat = await make_pair(api)
     body = {"content": "once", "client_id": "retry-1"}
     first = await a.api.post(f"/api/chats/{chat}/messages", json=body)
     again = await a.api.post(f"/api/chats/{chat}/messages", json=body)
@@ -101,7 +95,7 @@ async def test_client_id_retry_returns_original(api: Api) -> None:
 
 
 async def test_concurrent_duplicate_client_ids_yield_one_message(api: Api) -> None:
-    a, _, chat = await _pair(api)
+    a, _, chat = await make_pair(api)
     statuses: list[int] = []
 
     async def send() -> None:
@@ -145,7 +139,7 @@ async def test_fifty_concurrent_senders_gapless_and_group_committed(api: Api) ->
 
 
 async def test_pagination_before_after(api: Api) -> None:
-    a, _, chat = await _pair(api)
+    a, _, chat = await make_pair(api)
     ids = []
     for i in range(7):
         r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": str(i)})
@@ -172,7 +166,7 @@ async def test_pagination_before_after(api: Api) -> None:
 
 
 async def test_read_marker_only_moves_forward(api: Api) -> None:
-    a, b, chat = await _pair(api)
+    a, b, chat = await make_pair(api)
     ids = [
         (await a.api.post(f"/api/chats/{chat}/messages", json={"content": str(i)})).json()["id"]
         for i in range(3)
@@ -190,7 +184,7 @@ async def test_read_marker_only_moves_forward(api: Api) -> None:
 
 
 async def test_typing(api: Api) -> None:
-    a, _, chat = await _pair(api)
+    a, _, chat = await make_pair(api)
     assert (await a.api.post(f"/api/chats/{chat}/typing")).status_code == 204
     outsider = await api.signup()
     assert (await outsider.api.post(f"/api/chats/{chat}/typing")).status_code == 404
@@ -210,7 +204,7 @@ async def limited_api(
 
 
 async def test_send_rate_limit(limited_api: Api) -> None:
-    a, _, chat = await _pair(limited_api)
+    a, _, chat = await make_pair(limited_api)
     for i in range(3):
         r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": str(i)})
         assert r.status_code == 201

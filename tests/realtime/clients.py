@@ -27,6 +27,16 @@ class Received:
     data: Any
 
 
+async def _open(base_url: str, rcvbuf: int | None) -> trio.SocketStream:
+    """A TCP stream to the listener, optionally with a small receive buffer (a slow reader)."""
+    host, port = _hostport(base_url)
+    sock = trio.socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect((host, port))
+    return trio.SocketStream(sock)
+
+
 def _hostport(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     assert parts.hostname is not None
@@ -58,11 +68,7 @@ class SseClient:
         query: dict[str, str] | None = None,
     ) -> SseClient:
         host, port = _hostport(base_url)
-        sock = trio.socket.socket()
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect((host, port))
-        client = cls(trio.SocketStream(sock))
+        client = cls(await _open(base_url, rcvbuf))
         lines = [
             f"GET {path}{'?' + urlencode(query) if query else ''} HTTP/1.1",
             f"Host: {host}:{port}",
@@ -96,16 +102,6 @@ class SseClient:
         for line in header_lines:
             name, _, value = line.partition(":")
             self.headers[name.strip().lower()] = value.strip()
-
-    def body_json(self) -> Any:
-        """For an error response: the problem document (Content-Length delimited)."""
-        return json.loads(self.buffer[: int(self.headers["content-length"])])
-
-    async def read_body(self) -> Any:
-        while len(self.buffer) < int(self.headers["content-length"]):
-            if not await self._fill():
-                break
-        return self.body_json()
 
     async def next_event(self) -> Received:
         """The next event; comments are recorded in ``comments``. EOFError at the end."""
@@ -163,11 +159,7 @@ class RawWs:
         rcvbuf: int | None = None,
     ) -> RawWs:
         host, port = _hostport(base_url)
-        sock = trio.socket.socket()
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        await sock.connect((host, port))
-        client = cls(trio.SocketStream(sock))
+        client = cls(await _open(base_url, rcvbuf))
         client.answer_pings = answer_pings
         key = base64.b64encode(os.urandom(16)).decode()
         query = {"access_token": token or ""}

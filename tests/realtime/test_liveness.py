@@ -11,9 +11,8 @@ import trio
 import trio.testing
 
 from fechatter.app import ServerInfo, serve
-from fechatter.auth import Authenticator
 from fechatter.config import Settings
-from tests.conftest import TEST_SECRET, Api, User, make_chat, make_workspace
+from tests.conftest import Api, User, access_token, make_chat, make_workspace
 from tests.realtime.clients import RawWs, SseClient
 
 
@@ -156,24 +155,11 @@ async def test_answering_pings_keeps_websocket_alive(
     await ws.aclose()
 
 
-def _short_token(user: User, seconds: int) -> str:
-    auth = Authenticator(
-        TEST_SECRET,
-        access_ttl=seconds,
-        refresh_ttl=60,
-        time_cost=1,
-        memory_cost=8,
-        parallelism=1,
-        hash_threads=1,
-    )
-    return auth.issue_access_token(user.id, now=time.time())
-
-
 async def test_token_expiry_closes_streams(
     server: ServerInfo, api: Api, mock_clock: trio.testing.MockClock
 ) -> None:
     user = await api.signup()
-    token = _short_token(user, 20)
+    token = access_token(user.id, ttl=20, issued_at=time.time())
     sse = await SseClient.connect(server.realtime_url, token)
     await sse.next_of("ready")
     ws = await RawWs.connect(server.realtime_url, token)

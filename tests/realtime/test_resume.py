@@ -10,14 +10,8 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
-from tests.conftest import Api, User, make_chat, make_workspace
+from tests.conftest import Api, User, make_pair
 from tests.realtime.clients import RawWs, SseClient
-
-
-async def _setup(api: Api) -> tuple[User, User, int]:
-    a, b = await api.signup(), await api.signup()
-    ws = await make_workspace(a, b)
-    return a, b, await make_chat(a, ws, "Single", b)
 
 
 async def _send(user: User, chat: int, texts: list[str]) -> None:
@@ -27,7 +21,7 @@ async def _send(user: User, chat: int, texts: list[str]) -> None:
 
 
 async def test_sse_resume_replays_exactly_the_missed_events(server: ServerInfo, api: Api) -> None:
-    a, b, chat = await _setup(api)
+    a, b, chat = await make_pair(api)
     with trio.fail_after(10):
         sse = await SseClient.connect(server.realtime_url, b.api.token)
         await sse.next_of("ready")
@@ -51,7 +45,7 @@ async def test_sse_resume_replays_exactly_the_missed_events(server: ServerInfo, 
 async def test_resume_from_ready_position_catches_events_of_an_idle_stream(
     server: ServerInfo, api: Api
 ) -> None:
-    a, b, chat = await _setup(api)
+    a, b, chat = await make_pair(api)
     with trio.fail_after(10):
         sse = await SseClient.connect(server.realtime_url, b.api.token)
         ready = await sse.next_of("ready")
@@ -65,7 +59,7 @@ async def test_resume_from_ready_position_catches_events_of_an_idle_stream(
 
 
 async def test_websocket_resume_with_query_parameter(server: ServerInfo, api: Api) -> None:
-    a, b, chat = await _setup(api)
+    a, b, chat = await make_pair(api)
     with trio.fail_after(10):
         ws = await RawWs.connect(server.realtime_url, b.api.token)
         assert (await ws.next_message())["event"] == "ready"
@@ -89,7 +83,7 @@ async def test_websocket_resume_with_query_parameter(server: ServerInfo, api: Ap
 
 
 async def test_unknown_event_id_gets_resync(server: ServerInfo, api: Api) -> None:
-    _, b, _ = await _setup(api)
+    _, b, _ = await make_pair(api)
     with trio.fail_after(10):
         for bogus in ("deadbeef-1", "garbage", "x-99999999"):
             sse = await SseClient.connect(server.realtime_url, b.api.token, last_event_id=bogus)
@@ -112,7 +106,7 @@ async def small_ring(
 
 async def test_ring_overrun_gets_resync(small_ring: tuple[ServerInfo, Api]) -> None:
     server, api = small_ring
-    a, b, chat = await _setup(api)
+    a, b, chat = await make_pair(api)
     with trio.fail_after(10):
         sse = await SseClient.connect(server.realtime_url, b.api.token)
         ready = await sse.next_of("ready")
@@ -137,7 +131,7 @@ async def test_resync_after_server_restart(settings_factory: Callable[..., Setti
             shutdown = trio.Event()
             info: ServerInfo = await nursery.start(serve, settings, shutdown)
             async with httpx.AsyncClient(base_url=info.api_url) as client:
-                a, b, chat = await _setup(Api(client))
+                a, b, chat = await make_pair(Api(client))
                 sse = await SseClient.connect(info.realtime_url, b.api.token)
                 await sse.next_of("ready")
                 await _send(a, chat, ["before"])
