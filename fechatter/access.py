@@ -33,7 +33,7 @@ async def visible_chat(
 
 def new_message(body: MessageIn, sender_id: int, settings: Settings) -> NewMessage:
     """Apply the content rules of SPEC §3 to a parsed send; 422 naming the field."""
-    content = body.content.strip()
+    content = body.content  # trimmed by the schema
     if len(content) > settings.max_content_chars:
         raise Invalid.field("content", f"must be at most {settings.max_content_chars} characters")
     if not content and not body.files:

@@ -177,6 +177,16 @@ class ChatActor:
             results = await self._storage.insert_messages(
                 self.chat.id, [_send_of(c).message for c in accepted]
             )
+        except Invalid as exc:
+            # Storage refused the data of a send (text the driver cannot store, which the edge
+            # should have stopped) and wrote nothing. Isolate it: a batch of one fails alone; a
+            # larger batch is retried one send at a time, so honest sends still commit.
+            if len(accepted) == 1:
+                accepted[0].fail(exc)
+                return
+            for call in accepted:
+                await self._commit_sends([call])
+            return
         except FechatterError as exc:
             for call in accepted:
                 call.fail(exc)

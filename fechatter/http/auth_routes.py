@@ -49,7 +49,7 @@ def register(app: Quart, ctx: Context) -> None:
     @bp.post("/api/auth/signin")
     async def signin() -> Response:
         body = await read_json(SigninIn)
-        creds = await ctx.storage.get_credentials(body.email.strip().lower())
+        creds = await ctx.storage.get_credentials(body.email_key)
         ok = await ctx.auth.verify_password(creds.password_hash if creds else None, body.password)
         if not ok or creds is None:
             raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")

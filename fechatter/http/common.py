@@ -15,6 +15,7 @@ from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
+from fechatter import wire
 from fechatter.actors.supervisor import ActorSystem
 from fechatter.auth import Authenticator, bearer_token
 from fechatter.config import Settings
@@ -77,11 +78,7 @@ async def read_json(model: type[M]) -> M:
         raw = await request.get_data(as_text=False)
     except RequestEntityTooLarge:
         raise PayloadTooLarge("request body is too large", code="body_too_large") from None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("request body is not valid JSON", code="malformed_json") from None
-    return validate(model, data)
+    return validate(model, wire.loads(raw))
 
 
 def validate(model: type[M], data: Any) -> M:

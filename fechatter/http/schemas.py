@@ -1,8 +1,10 @@
 """Request bodies, validated at the edge (SPEC §3 and §5 limits).
 
 Types are strict (an id must be a JSON integer, a name a JSON string) so nothing is coerced by
-surprise; unknown fields are ignored for forward compatibility. Strings never contain NUL
-(PostgreSQL cannot store it). Names and message content are stored trimmed.
+surprise; unknown fields are ignored for forward compatibility. Every string is well-formed
+Unicode without NUL (``fechatter.text``); names and message content are stored trimmed of white
+space and invisible characters (so invisible-only text is empty), names in NFC and without
+control characters, emails in their NFKC case-folded identity form.
 """
 
 from __future__ import annotations
@@ -13,21 +15,30 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from fechatter.models import ChatType, Role
+from fechatter.text import (
+    check_well_formed,
+    has_control_characters,
+    normalize_email,
+    normalize_name,
+    trim,
+)
 
 MAX_ID = 2**63 - 1
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FILE_URL_RE = re.compile(r"^/files/[A-Za-z0-9._\-/]{1,200}$")
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+def _well_formed(value: str) -> str:
+    return check_well_formed(value)  # TextError is a ValueError: pydantic reports the field
 
 
-def _trimmed(low: int, high: int) -> AfterValidator:
+def _name(low: int, high: int) -> AfterValidator:
+    """A name: trimmed, NFC, no control characters, ``low``..``high`` characters."""
+
     def check(value: str) -> str:
-        value = _no_nul(value).strip()
+        value = normalize_name(trim(check_well_formed(value)))
+        if has_control_characters(value):
+            raise ValueError("must not contain control characters")
         if not low <= len(value) <= high:
             raise ValueError(f"must be {low} to {high} characters")
         return value
@@ -36,29 +47,42 @@ def _trimmed(low: int, high: int) -> AfterValidator:
 
 
 def _email(value: str) -> str:
-    value = _no_nul(value).strip().lower()
+    value = normalize_email(check_well_formed(value))
     if len(value) > 254 or not EMAIL_RE.match(value):
         raise ValueError("must be an email address")
     return value
 
 
+def _content(value: str) -> str:
+    return trim(check_well_formed(value))
+
+
+def _description(value: str) -> str:
+    value = _content(value)
+    if len(value) > 1024:
+        raise ValueError("must be 0 to 1024 characters")
+    return value
+
+
 def _password(value: str) -> str:
-    _no_nul(value)
+    check_well_formed(value)
     if not 8 <= len(value) <= 128:
         raise ValueError("must be 8 to 128 characters")
     return value
 
 
 def _file_url(value: str) -> str:
-    if not FILE_URL_RE.match(value):
+    if not FILE_URL_RE.match(value) or any(
+        part in ("", ".", "..") for part in value[len("/files/") :].split("/")
+    ):
         raise ValueError("must be a URL returned by the file upload route")
     return value
 
 
 Id = Annotated[int, Field(strict=True, gt=0, le=MAX_ID)]
-Name = Annotated[str, Field(strict=True), _trimmed(1, 128)]
-FullName = Annotated[str, Field(strict=True), _trimmed(1, 64)]
-Description = Annotated[str, Field(strict=True), _trimmed(0, 1024)]
+Name = Annotated[str, Field(strict=True), _name(1, 128)]
+FullName = Annotated[str, Field(strict=True), _name(1, 64)]
+Description = Annotated[str, Field(strict=True), AfterValidator(_description)]
 Email = Annotated[str, Field(strict=True), AfterValidator(_email)]
 Password = Annotated[str, Field(strict=True), AfterValidator(_password)]
 FileUrl = Annotated[str, Field(strict=True), AfterValidator(_file_url)]
@@ -76,21 +100,30 @@ class SignupIn(Body):
 
 
 class SigninIn(Body):
-    email: Annotated[str, Field(strict=True, max_length=254)]
-    password: Annotated[str, Field(strict=True, max_length=128)]
+    email: Annotated[str, Field(strict=True, max_length=254), AfterValidator(_well_formed)]
+    password: Annotated[str, Field(strict=True, max_length=128), AfterValidator(_well_formed)]
+
+    @property
+    def email_key(self) -> str:
+        """The email in the form accounts are stored under."""
+        return normalize_email(self.email)
 
 
 class RefreshIn(Body):
-    refresh_token: Annotated[str, Field(strict=True, min_length=1, max_length=256)]
+    refresh_token: Annotated[
+        str, Field(strict=True, min_length=1, max_length=256), AfterValidator(_well_formed)
+    ]
 
 
 class UserPatch(Body):
     fullname: FullName | None = None
-    avatar: Annotated[str, Field(strict=True, max_length=2048), AfterValidator(_no_nul)] | None = (
-        None
-    )
+    avatar: (
+        Annotated[str, Field(strict=True, max_length=2048), AfterValidator(_well_formed)] | None
+    ) = None
     password: Password | None = None
-    current_password: Annotated[str, Field(strict=True, max_length=128)] | None = None
+    current_password: (
+        Annotated[str, Field(strict=True, max_length=128), AfterValidator(_well_formed)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _password_needs_current(self) -> UserPatch:
@@ -138,11 +171,13 @@ class ChatMembersIn(Body):
 
 
 class MessageIn(Body):
-    content: Annotated[str, Field(strict=True), AfterValidator(_no_nul)] = ""
+    content: Annotated[str, Field(strict=True), AfterValidator(_content)] = ""
     files: Annotated[list[FileUrl], Field(max_length=10)] = Field(default_factory=list)
     reply_to: Id | None = None
     client_id: (
-        Annotated[str, Field(strict=True, min_length=1, max_length=64), AfterValidator(_no_nul)]
+        Annotated[
+            str, Field(strict=True, min_length=1, max_length=64), AfterValidator(_well_formed)
+        ]
         | None
     ) = None
 

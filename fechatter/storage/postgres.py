@@ -20,7 +20,7 @@ import psycopg
 import trio
 from psycopg import errors as pg_errors
 
-from fechatter.errors import Conflict, FechatterError, NotFound, Unavailable
+from fechatter.errors import Conflict, FechatterError, Invalid, NotFound, Unavailable
 from fechatter.models import (
     Chat,
     ChatRecord,
@@ -62,8 +62,16 @@ _CONFLICTS = {
 }
 
 
-def translate_error(exc: psycopg.Error) -> FechatterError:
-    """The domain error for a driver error (the only place that inspects them)."""
+def translate_error(exc: psycopg.Error | UnicodeError) -> FechatterError:
+    """The domain error for a driver error (the only place that inspects them).
+
+    Text the driver cannot encode (a lone surrogate, NUL) is the caller's input: ``Invalid``
+    (422); the transaction it was part of rolled back.
+    """
+    if isinstance(exc, UnicodeError) or (
+        isinstance(exc, psycopg.DataError) and not isinstance(exc, pg_errors.NumericValueOutOfRange)
+    ):
+        return Invalid("the text cannot be stored", code="unstorable_text")
     if isinstance(exc, pg_errors.ForeignKeyViolation):
         return NotFound("a referenced record does not exist")
     if isinstance(exc, pg_errors.UniqueViolation):
@@ -145,7 +153,7 @@ class PostgresStorage:
             try:
                 async with self._pool.connection() as conn:
                     return await fn(conn)
-            except psycopg.Error as exc:
+            except (psycopg.Error, UnicodeError) as exc:
                 raise translate_error(exc) from exc
         assert bounded.cancelled_caught
         raise Unavailable("the database did not answer in time", retry_after=1)

@@ -30,6 +30,7 @@ from fechatter.storage.postgres_rows import (
     to_workspace,
     to_workspace_member,
 )
+from fechatter.text import name_key, normalize_email
 
 Params = Sequence[Any] | dict[str, Any]
 
@@ -59,7 +60,7 @@ async def create_user(
     conn: Connection, fullname: str, email: str, password_hash: str, workspace_name: str | None
 ) -> tuple[User, Workspace | None]:
     now = utc_now()
-    email = email.lower()
+    email = normalize_email(email)
     row = await returned(
         conn,
         "INSERT INTO users (fullname, email, password_hash, status, created_at)"
@@ -89,14 +90,14 @@ async def get_credentials(conn: Connection, email: str) -> Credentials | None:
     row = await one(
         conn,
         f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email = %s",
-        (email.lower(),),
+        (normalize_email(email),),
     )
     return Credentials(to_user(row), row["password_hash"]) if row else None
 
 
 async def get_user_by_email(conn: Connection, email: str) -> User | None:
     row = await one(
-        conn, f"SELECT {USER_COLUMNS} FROM users u WHERE u.email = %s", (email.lower(),)
+        conn, f"SELECT {USER_COLUMNS} FROM users u WHERE u.email = %s", (normalize_email(email),)
     )
     return to_user(row) if row else None
 
@@ -216,7 +217,7 @@ async def insert_workspace(
         " wm AS (INSERT INTO workspace_members (workspace_id, user_id, role, joined_at)"
         " SELECT id, owner_id, %s, created_at FROM w)"
         " SELECT * FROM w",
-        (name, name.lower(), description, owner_id, now, now, Role.OWNER.value),
+        (name, name_key(name), description, owner_id, now, now, Role.OWNER.value),
     )
     return to_workspace(row)
 
@@ -246,7 +247,7 @@ async def update_workspace(
     values: list[object] = [utc_now()]
     if name is not None:
         sets += ["name = %s", "name_key = %s"]
-        values += [name, name.lower()]
+        values += [name, name_key(name)]
     if description is not None:
         sets.append("description = %s")
         values.append(description)

@@ -37,6 +37,7 @@ from fechatter.storage.postgres_rows import (
     to_member,
     to_message,
 )
+from fechatter.text import name_key
 
 _CHANNELS = (ChatType.PUBLIC_CHANNEL, ChatType.PRIVATE_CHANNEL)
 REPLY_TO_ERROR = "reply_to must be a message of this chat"
@@ -45,7 +46,7 @@ _CHAT_RETURNING = CHAT_COLUMNS.replace("c.", "")
 
 def _name_key(type: ChatType, name: str | None) -> str | None:
     """Channel names are unique per workspace, case-insensitively; other names are not."""
-    return name.lower() if type in _CHANNELS and name is not None else None
+    return name_key(name) if type in _CHANNELS and name is not None else None
 
 
 def _pair_key(type: ChatType, member_ids: Sequence[int]) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
-from fechatter.errors import Conflict, FechatterError, NotFound, Unavailable
+from fechatter.errors import Conflict, FechatterError, Invalid, NotFound, Unavailable
 from fechatter.models import (
     Chat,
     ChatRecord,
@@ -58,8 +58,14 @@ _CONFLICTS = (
 )
 
 
-def translate_error(exc: sqlite3.Error) -> FechatterError:
-    """The domain error for a driver error (the only place that inspects them)."""
+def translate_error(exc: sqlite3.Error | UnicodeError) -> FechatterError:
+    """The domain error for a driver error (the only place that inspects them).
+
+    Text the driver cannot encode (a lone surrogate) or data it refuses is the caller's
+    input: ``Invalid`` (422), and the write it was part of stored nothing.
+    """
+    if isinstance(exc, UnicodeError | sqlite3.DataError):
+        return Invalid("the text cannot be stored", code="unstorable_text")
     if isinstance(exc, sqlite3.IntegrityError):
         text = str(exc)
         if "FOREIGN KEY" in text:
@@ -232,7 +238,7 @@ class SqliteStorage:
                 self._queue.remove(request)
             raise
         if request.error is not None:
-            if isinstance(request.error, sqlite3.Error):
+            if isinstance(request.error, sqlite3.Error | UnicodeError):
                 raise translate_error(request.error) from request.error
             raise request.error
         return request.value  # type: ignore[return-value]
@@ -245,7 +251,7 @@ class SqliteStorage:
                 return await trio.to_thread.run_sync(
                     _run_in_transaction, conn, "BEGIN", fn, limiter=self._reader_threads
                 )
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, UnicodeError) as exc:
                 raise translate_error(exc) from exc
             finally:
                 self._free_readers.append(conn)

@@ -27,6 +27,7 @@ from fechatter.storage.sqlite_rows import (
     to_workspace,
     to_workspace_member,
 )
+from fechatter.text import name_key, normalize_email
 
 
 def rowid(cursor: sqlite3.Cursor) -> int:
@@ -46,7 +47,7 @@ def create_user(
     workspace_name: str | None,
 ) -> tuple[User, Workspace | None]:
     now = utc_now()
-    email = email.lower()
+    email = normalize_email(email)
     cur = conn.execute(
         "INSERT INTO users (fullname, email, password_hash, status, created_at)"
         " VALUES (?, ?, ?, ?, ?)",
@@ -77,14 +78,14 @@ def get_users(conn: sqlite3.Connection, user_ids: Sequence[int]) -> dict[int, Us
 def get_credentials(conn: sqlite3.Connection, email: str) -> Credentials | None:
     row = conn.execute(
         f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email = ?",
-        (email.lower(),),
+        (normalize_email(email),),
     ).fetchone()
     return Credentials(to_user(row), row["password_hash"]) if row else None
 
 
 def get_user_by_email(conn: sqlite3.Connection, email: str) -> User | None:
     row = conn.execute(
-        f"SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?", (email.lower(),)
+        f"SELECT {USER_COLUMNS} FROM users u WHERE u.email = ?", (normalize_email(email),)
     ).fetchone()
     return to_user(row) if row else None
 
@@ -186,7 +187,7 @@ def insert_workspace(
     cur = conn.execute(
         "INSERT INTO workspaces (name, name_key, description, owner_id, created_at, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?)",
-        (name, name.lower(), description, owner_id, now, now),
+        (name, name_key(name), description, owner_id, now, now),
     )
     workspace = Workspace(rowid(cur), name, description, owner_id, now, now)
     conn.execute(
@@ -221,7 +222,7 @@ def update_workspace(
     values: list[object] = [utc_now()]
     if name is not None:
         sets += ["name = ?", "name_key = ?"]
-        values += [name, name.lower()]
+        values += [name, name_key(name)]
     if description is not None:
         sets.append("description = ?")
         values.append(description)

@@ -35,6 +35,7 @@ from fechatter.storage.sqlite_rows import (
     to_member,
     to_message,
 )
+from fechatter.text import name_key
 
 _CHANNELS = (ChatType.PUBLIC_CHANNEL, ChatType.PRIVATE_CHANNEL)
 REPLY_TO_ERROR = "reply_to must be a message of this chat"
@@ -42,7 +43,7 @@ REPLY_TO_ERROR = "reply_to must be a message of this chat"
 
 def _name_key(type: ChatType, name: str | None) -> str | None:
     """Channel names are unique per workspace, case-insensitively; other names are not."""
-    return name.lower() if type in _CHANNELS and name is not None else None
+    return name_key(name) if type in _CHANNELS and name is not None else None
 
 
 def _pair_key(type: ChatType, member_ids: Sequence[int]) -> str | None:

@@ -13,7 +13,7 @@ import trio.testing
 from fechatter.actors.chat import DeleteChat, SendMessage, SendResult
 from fechatter.actors.directory import Directory, DirectoryConfig
 from fechatter.actors.user import UserHub
-from fechatter.errors import NotFound, Unavailable
+from fechatter.errors import Invalid, NotFound, Unavailable
 from fechatter.events import Event
 from fechatter.models import ChatType, Inserted, NewMessage, Role
 from fechatter.storage.sqlite import SqliteStorage, open_sqlite_storage
@@ -49,12 +49,14 @@ class FlakyStorage:
         self._fail_calls = fail_calls
         self._after_commit = after_commit
         self.insert_calls = 0
+        self.batch_sizes: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
         self.insert_calls += 1
+        self.batch_sizes.append(len(batch))
         fail = self.insert_calls in self._fail_calls
         if fail and not self._after_commit:
             raise RuntimeError("injected failure before commit")
@@ -259,3 +261,32 @@ async def test_a_send_that_fails_to_commit_pushes_nothing(
     assert hub.published == []
     await directory.call(chat_id, _send(a, "kept"))
     assert hub.published == ["message.created"]
+
+
+async def test_a_send_storage_refuses_fails_alone_in_its_group_commit(
+    storage: SqliteStorage, nursery: trio.Nursery
+) -> None:
+    """Kind 2 of issue 9: text the driver refuses (here a lone surrogate, past the edge that
+    normally stops it) fails that send alone; the batch's other sends commit, no restart."""
+    chat_id, (a, b, c) = await _chat(storage)
+    recorder = FlakyStorage(storage, set(), after_commit=False)
+    directory = Directory(recorder, UserHub(), nursery)
+    outcomes: dict[str, str] = {}
+
+    async def send(sender: int, text: str) -> None:
+        try:
+            await directory.call(chat_id, _send(sender, text))
+            outcomes[text] = "sent"
+        except Invalid as exc:
+            outcomes[text] = exc.code
+
+    # Queued together, the sends reach storage as one batch, then one at a time.
+    async with trio.open_nursery() as senders:
+        for i, text in enumerate(["m0", "bad \ud83d", "m2", "m3"]):
+            senders.start_soon(send, (a, b, c)[i % 3], text)
+    assert outcomes == {"m0": "sent", "bad \ud83d": "unstorable_text", "m2": "sent", "m3": "sent"}
+    stored = (await storage.list_messages(chat_id, limit=10, before=None, after=None)).items
+    assert sorted(m.content for m in stored) == ["m0", "m2", "m3"]
+    assert sorted(m.seq for m in stored) == [1, 2, 3]
+    assert directory.statistics().restarts == 0
+    assert recorder.batch_sizes == [4, 1, 1, 1, 1]

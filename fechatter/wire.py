@@ -1,0 +1,83 @@
+"""Decoding JSON from clients with bounds, for every transport (HTTP bodies, WebSocket frames).
+
+The standard library's ``json.loads`` has no limits: 100,000 ``[`` raise ``RecursionError``
+and a 5,000-digit integer ``ValueError`` (Python's int-conversion limit), both escaping as
+500s. orjson (a maintained Rust parser, pinned in pyproject.toml) bounds nesting at 1,024
+levels, and refuses numbers that overflow a double and lone surrogates in ``\\u`` escapes.
+What this module adds: the translation of its failures into problem documents,
+and, for the one failure a client can fix field by field (a lone surrogate), the name of the
+field.
+
+This module must never import from a transport; both of them import it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from fechatter.errors import BadRequest, FieldError, Invalid
+from fechatter.text import TextError, check_well_formed
+
+MAX_DEPTH = 1024  # orjson's fixed recursion limit (documented under "Deserialize")
+
+
+def loads(raw: bytes | str) -> Any:
+    """Decode one JSON document.
+
+    Raises ``BadRequest`` (400): ``malformed_json``, ``json_too_deep`` (nesting past
+    ``MAX_DEPTH``), ``number_out_of_range`` (a number that does not fit a 64-bit float);
+    ``Invalid`` (422, ``invalid_text``) naming the field whose string holds a lone surrogate.
+    Integers past 64 bits decode as floats, which strict integer fields then refuse (422).
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        reason = str(exc)
+    if "depth limit" in reason:
+        raise BadRequest(
+            f"JSON nests deeper than {MAX_DEPTH} levels", code="json_too_deep"
+        ) from None
+    if "number" in reason:
+        raise BadRequest("a JSON number is out of range", code="number_out_of_range") from None
+    if "surrogate" in reason:
+        field = _surrogate_field(raw)
+        if field is not None:
+            raise Invalid(
+                f"{field}: must be well-formed Unicode",
+                code="invalid_text",
+                errors=[FieldError(field, "must be well-formed Unicode (no unpaired surrogates)")],
+            )
+    raise BadRequest("request body is not valid JSON", code="malformed_json") from None
+
+
+def _surrogate_field(raw: bytes | str) -> str | None:
+    """The dotted path of the first string with a lone surrogate (the error path only).
+
+    The standard library accepts lone surrogates, so it can find them; it may fail on the
+    same document for another reason (depth), and then no field is named.
+    """
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                check_well_formed(value)
+            except TextError:
+                return path or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                try:
+                    check_well_formed(key)
+                except TextError:
+                    return path or "body"
+                stack.append((f"{path}.{key}" if path else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+    return None  # pragma: no cover - orjson said there was one
