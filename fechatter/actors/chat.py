@@ -60,6 +60,15 @@ class AddMembers:
 
 
 @dataclass(frozen=True, slots=True)
+class ReopenSingle:
+    """→ None. Re-admit whichever of a Single chat's pair is no longer a member (they left
+    the workspace and came back). ``user_ids`` is the pair (the caller found the chat by it)."""
+
+    by: int
+    user_ids: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveMember:
     """→ None. ``force`` skips the role check (workspace-level removal)."""
 
@@ -108,7 +117,15 @@ class DeleteChat:
 
 
 ChatCommand = (
-    SendMessage | AddMembers | RemoveMember | Join | MarkRead | Typing | UpdateChat | DeleteChat
+    SendMessage
+    | AddMembers
+    | ReopenSingle
+    | RemoveMember
+    | Join
+    | MarkRead
+    | Typing
+    | UpdateChat
+    | DeleteChat
 )
 
 
@@ -249,6 +266,13 @@ class ChatActor:
         new_ids = [uid for uid in dict.fromkeys(cmd.user_ids) if uid not in self.members]
         return await self._admit(new_ids, by=cmd.by) if new_ids else []
 
+    async def _reopen_single(self, cmd: ReopenSingle) -> None:
+        if self.chat.type is not ChatType.SINGLE or cmd.by not in cmd.user_ids:
+            raise NotFound("chat not found", code="chat_not_found")  # pragma: no cover
+        missing = [uid for uid in cmd.user_ids if uid not in self.members]
+        if missing:
+            await self._admit(missing, by=cmd.by)
+
     async def _admit(self, user_ids: list[int], *, by: int) -> list[Member]:
         """Add users (not yet members) as members and tell everyone, the added included."""
         added = await self._storage.add_chat_members(self.chat.id, user_ids, Role.MEMBER)
@@ -362,6 +386,7 @@ class ChatActor:
 
     _handlers: dict[type, Callable[[ChatActor, Any], Any]] = {  # noqa: RUF012
         AddMembers: _add_members,
+        ReopenSingle: _reopen_single,
         RemoveMember: _remove_member,
         Join: _join,
         MarkRead: _mark_read,

@@ -9,7 +9,14 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response
 
 from fechatter import access, events
-from fechatter.actors.chat import AddMembers, DeleteChat, Join, RemoveMember, UpdateChat
+from fechatter.actors.chat import (
+    AddMembers,
+    DeleteChat,
+    Join,
+    RemoveMember,
+    ReopenSingle,
+    UpdateChat,
+)
 from fechatter.errors import Conflict, FieldError, Invalid, NotFound
 from fechatter.http.common import (
     Context,
@@ -80,7 +87,7 @@ def register(app: Quart, ctx: Context) -> None:
                 body.workspace_id, member_ids[0], member_ids[1]
             )
             if existing is not None:
-                return json_response((await chat_view(ctx, existing, user_id)).to_json(), 200)
+                return await reopen_single(existing, member_ids)
         try:
             record = await ctx.storage.create_chat(
                 body.workspace_id, body.type, body.name, body.description, user_id, member_ids
@@ -94,12 +101,19 @@ def register(app: Quart, ctx: Context) -> None:
             )
             if existing is None:  # pragma: no cover - the conflict says it exists
                 raise
-            return json_response((await chat_view(ctx, existing, user_id)).to_json(), 200)
+            return await reopen_single(existing, member_ids)
         view = await chat_view(ctx, record.id, user_id)
         ctx.system.users.publish(
             member_ids, events.Event(events.CHAT_CREATED, view.to_json(), chat_id=record.id)
         )
         return json_response(view.to_json(), 201)
+
+    async def reopen_single(chat_id: int, pair: list[int]) -> Response:
+        """The pair's existing Single chat (200), with whoever of them had left it back in:
+        one direct chat per pair for good, its history kept (docs/api.md)."""
+        caller, other = pair
+        await directory.call(chat_id, ReopenSingle(caller, (caller, other)))
+        return json_response((await chat_view(ctx, chat_id, caller)).to_json(), 200)
 
     @bp.get("/api/chats/<id:chat_id>")
     async def get_chat(chat_id: int) -> Response:

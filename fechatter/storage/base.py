@@ -149,7 +149,8 @@ class Storage(Protocol):
         """
 
     async def find_single_chat(self, workspace_id: int, user_a: int, user_b: int) -> int | None:
-        """The id of the existing Single chat between two users, if any."""
+        """The id of the Single chat between two users, if any — also when one of them left
+        it (by leaving the workspace): the chat is theirs to reopen."""
 
     async def chat_member_role(self, chat_id: int, user_id: int) -> Role | None:
         """The user's role in the chat, or None if not a member."""

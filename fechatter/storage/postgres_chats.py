@@ -100,14 +100,11 @@ async def create_chat(
 async def find_single_chat(
     conn: Connection, workspace_id: int, user_a: int, user_b: int
 ) -> int | None:
+    """The Single chat of the pair in the workspace, whoever of them is still a member."""
     row = await one(
         conn,
-        "SELECT c.id FROM chat_members a"
-        " JOIN chat_members b ON b.chat_id = a.chat_id AND b.user_id = %s"
-        " JOIN chats c ON c.id = a.chat_id"
-        " WHERE a.user_id = %s AND c.workspace_id = %s AND c.type = %s"
-        " ORDER BY c.id LIMIT 1",
-        (user_b, user_a, workspace_id, ChatType.SINGLE.value),
+        "SELECT id FROM chats WHERE workspace_id = %s AND pair_key = %s",
+        (workspace_id, _pair_key(ChatType.SINGLE, (user_a, user_b))),
     )
     return row["id"] if row else None
 

@@ -93,13 +93,10 @@ def create_chat(
 def find_single_chat(
     conn: sqlite3.Connection, workspace_id: int, user_a: int, user_b: int
 ) -> int | None:
+    """The Single chat of the pair in the workspace, whoever of them is still a member."""
     row = conn.execute(
-        "SELECT c.id FROM chat_members a"
-        " JOIN chat_members b ON b.chat_id = a.chat_id AND b.user_id = ?"
-        " JOIN chats c ON c.id = a.chat_id"
-        " WHERE a.user_id = ? AND c.workspace_id = ? AND c.type = ?"
-        " ORDER BY c.id LIMIT 1",
-        (user_b, user_a, workspace_id, ChatType.SINGLE.value),
+        "SELECT id FROM chats WHERE workspace_id = ? AND pair_key = ?",
+        (workspace_id, _pair_key(ChatType.SINGLE, (user_a, user_b))),
     ).fetchone()
     return row[0] if row else None
 

@@ -159,3 +159,27 @@ async def test_chat_list_order_last_message_unread(api: Api) -> None:
     assert r.status_code == 204
     chats = (await a.api.get("/api/chats")).json()
     assert chats[0]["unread_count"] == 1
+
+
+async def test_single_chat_reopens_after_leaving_the_workspace(api: Api) -> None:
+    """Issue 9 kind 8: A and B's direct chat; B leaves the workspace and is added back; either
+    of them opening the chat again gets the same chat (200) with both in it, and they talk."""
+    a, b = await api.signup(), await api.signup()
+    ws = await make_workspace(a, b)
+    chat = await make_chat(a, ws, "Single", b)
+    r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": "before"})
+    assert r.status_code == 201
+    r = await b.api.delete(f"/api/workspaces/{ws}/members/{b.id}")
+    assert r.status_code == 204
+    assert (await b.api.get(f"/api/chats/{chat}")).status_code == 404
+    r = await a.api.post(f"/api/workspaces/{ws}/members", json={"email": b.email})
+    assert r.status_code == 201
+    for opener, other in ((a, b), (b, a)):
+        r = await opener.api.post(
+            "/api/chats", json={"workspace_id": ws, "type": "Single", "members": [other.id]}
+        )
+        assert (r.status_code, r.json()["id"], r.json()["members_count"]) == (200, chat, 2)
+    r = await b.api.post(f"/api/chats/{chat}/messages", json={"content": "after"})
+    assert r.status_code == 201, r.text
+    page = (await a.api.get(f"/api/chats/{chat}/messages")).json()["items"]
+    assert [m["content"] for m in page] == ["after", "before"]
