@@ -29,6 +29,7 @@ from fechatter.ratelimit import RateLimiter
 from fechatter.realtime.context import RealtimeContext, RealtimeStats
 from fechatter.realtime.listener import open_listening_socket, serve_realtime
 from fechatter.realtime.stream import StreamLimits
+from fechatter.security import TokenGuard
 from fechatter.storage import open_storage
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ async def serve(
             open_actor_system(storage, directory_config(settings), hub_config(settings)) as system,
         ):
             stats = RealtimeStats()
+            guard = TokenGuard(storage, on_revoke=system.users.revoke)
             send_limiter = RateLimiter(settings.send_rate, settings.send_burst, trio.current_time)
             ctx = Context(
                 settings=settings,
@@ -115,6 +117,7 @@ async def serve(
                 metrics=Metrics(),
                 realtime=stats,
                 realtime_port=int(rt_sock.getsockname()[1]),
+                guard=guard,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -123,6 +126,15 @@ async def serve(
             config.graceful_timeout = settings.shutdown_grace
             config.accesslog = None
             async with trio.open_nursery() as nursery:
+                background = trio.CancelScope()  # tasks that end with the listeners
+
+                async def follow_security(*, task_status: trio.TaskStatus[None]) -> None:
+                    with background:
+                        await guard.serve_follower(
+                            settings.security_poll_interval, task_status=task_status
+                        )
+
+                await nursery.start(follow_security)
                 binds = await nursery.start(
                     partial(
                         hypercorn.trio.serve,
@@ -145,6 +157,7 @@ async def serve(
                         settings.stream_write_timeout,
                     ),
                     origins=frozenset(settings.origins(api_port)),
+                    guard=guard,
                     api_port=None if settings.allowed_origins else api_port,
                     stats=stats,
                 )
@@ -162,5 +175,6 @@ async def serve(
                 task_status.started(ServerInfo(binds[0], rt_url, system, stats))
                 await shutdown.wait()
                 realtime.cancel()
+                background.cancel()
     finally:
         rt_sock.close()

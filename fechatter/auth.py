@@ -35,8 +35,14 @@ class TokenPair:
 
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
+    """A verified access token: its user, expiry (Unix seconds), the user's security
+    version it was issued under (``sv``; 0 for tokens from before versions existed) and the
+    session — refresh-token family — it belongs to (``sid``)."""
+
     user_id: int
     expires_at: float
+    security_version: int = 0
+    session_id: str | None = None
 
 
 class Authenticator:
@@ -89,15 +95,26 @@ class Authenticator:
         return ok and password_hash is not None
 
     # -- access tokens -----------------------------------------------------------------
-    def issue_access_token(self, user_id: int, *, now: float | None = None) -> str:
+    def issue_access_token(
+        self,
+        user_id: int,
+        *,
+        security_version: int = 0,
+        session_id: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """A signed JWT for ``user_id``, valid ``access_ttl`` seconds from ``now``."""
         issued = int(now if now is not None else time.time())
-        claims = {
+        claims: dict[str, str | int] = {
             "sub": str(user_id),
             "iat": issued,
             "exp": issued + self.access_ttl,
             "iss": ISSUER,
             "aud": AUDIENCE,
+            "sv": security_version,
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def verify_access_token(self, token: str) -> AccessClaims:
@@ -116,9 +133,18 @@ class Authenticator:
         except jwt.PyJWTError:
             raise Unauthorized("invalid token", code="invalid_token") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.isdigit() or int(sub) <= 0:
+        if not isinstance(sub, str) or not (sub.isascii() and sub.isdigit()) or len(sub) > 19:
             raise Unauthorized("invalid token", code="invalid_token")
-        return AccessClaims(user_id=int(sub), expires_at=float(claims["exp"]))
+        version = claims.get("sv", 0)
+        session = claims.get("sid")
+        if (
+            int(sub) <= 0
+            or type(version) is not int
+            or not 0 <= version < 2**63
+            or not (session is None or (isinstance(session, str) and len(session) <= 64))
+        ):
+            raise Unauthorized("invalid token", code="invalid_token")
+        return AccessClaims(int(sub), float(claims["exp"]), version, session)
 
     # -- refresh tokens ----------------------------------------------------------------
     @staticmethod

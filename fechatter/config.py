@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         100, ge=2, description="presence is pushed only within chats this small"
     )
     keep_alive_timeout: float = Field(5.0, gt=0)
+    security_poll_interval: float = Field(
+        2.0, gt=0, description="seconds between reads of the security change log"
+    )
 
     @classmethod
     def settings_customise_sources(

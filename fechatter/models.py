@@ -238,6 +238,25 @@ class MessagePage:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityState:
+    """What decides whether a user's access tokens still hold: tokens carry the
+    ``version`` they were issued under; a raised version, or a user not active, voids them."""
+
+    user_id: int
+    version: int
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityChange:
+    """One raise of a user's security version, as followed by every process (``id`` orders
+    them); ``state`` is the user's state now, which is at least as new as the change."""
+
+    id: int
+    state: SecurityState
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshGrant:
     """Result of presenting a refresh token for rotation."""
 

@@ -174,6 +174,17 @@ class UserHub:
             actor.streams.remove(stream)
             actor.poke()
 
+    def revoke(self, user_id: int, version: int) -> int:
+        """Close the user's streams opened under a security version below ``version``
+        (their tokens were revoked); returns how many. WebSockets get close code 4001."""
+        actor = self._users.get(user_id)
+        if actor is None:
+            return 0
+        closing = [s for s in actor.streams if s.security_version < version]
+        for stream in closing:
+            stream.fail("token revoked")
+        return len(closing)
+
     def _parse_id(self, event_id: str) -> int | None:
         epoch, _, seq = event_id.strip().partition("-")
         if epoch != self.epoch or not (seq.isascii() and seq.isdigit()):

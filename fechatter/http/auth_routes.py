@@ -10,12 +10,13 @@ from fechatter.auth import hash_refresh_token
 from fechatter.errors import Invalid, Unauthorized
 from fechatter.http.common import (
     Context,
+    current_claims,
     current_user_id,
     empty_response,
     json_response,
     read_json,
 )
-from fechatter.http.schemas import RefreshIn, SigninIn, SignupIn, UserPatch
+from fechatter.http.schemas import LogoutIn, RefreshIn, SigninIn, SignupIn, UserPatch
 from fechatter.models import User, utc_now
 
 BAD_CREDENTIALS = "email or password is incorrect"
@@ -25,13 +26,20 @@ def register(app: Quart, ctx: Context) -> None:
     """Add the auth and user routes to ``app``."""
     bp = Blueprint("auth_routes", __name__)
 
-    async def issue(user: User, family_id: str | None = None) -> dict[str, Any]:
+    async def issue(user: User) -> dict[str, Any]:
+        """A new session (refresh-token family) and its first token pair."""
+        family_id = ctx.auth.new_family_id()
         refresh, refresh_hash = ctx.auth.new_refresh_token()
         await ctx.storage.add_refresh_token(
-            user.id, refresh_hash, family_id or ctx.auth.new_family_id(), ctx.auth.refresh_expiry()
+            user.id, refresh_hash, family_id, ctx.auth.refresh_expiry()
         )
+        state = await ctx.guard.load(user.id)
+        return token_pair(user, refresh, family_id, state.version)
+
+    def token_pair(user: User, refresh: str, family_id: str, version: int) -> dict[str, Any]:
+        token = ctx.auth.issue_access_token(user.id, security_version=version, session_id=family_id)
         return {
-            "token": ctx.auth.issue_access_token(user.id),
+            "token": token,
             "refresh_token": refresh,
             "expires_in": ctx.auth.access_ttl,
             "user": user.to_json(),
@@ -69,20 +77,19 @@ def register(app: Quart, ctx: Context) -> None:
         user = await ctx.storage.get_user(grant.user_id)
         if user is None:  # pragma: no cover - users are never deleted
             raise Unauthorized("refresh token is invalid", code="invalid_refresh_token")
-        return json_response(
-            {
-                "token": ctx.auth.issue_access_token(user.id),
-                "refresh_token": new_token,
-                "expires_in": ctx.auth.access_ttl,
-                "user": user.to_json(),
-            }
-        )
+        state = await ctx.guard.load(user.id)
+        if not state.active:
+            # Same answer as any dead refresh token: a suspended user gets no new tokens.
+            raise Unauthorized("refresh token is invalid or expired", code="invalid_refresh_token")
+        return json_response(token_pair(user, new_token, grant.family_id, state.version))
 
     @bp.post("/api/auth/logout")
     async def logout() -> Response:
-        user_id = current_user_id(ctx)
-        body = await read_json(RefreshIn)
+        user_id = await current_user_id(ctx)
+        body = await read_json(LogoutIn)
         await ctx.storage.revoke_refresh_token(hash_refresh_token(body.refresh_token), user_id)
+        if body.everywhere:
+            await ctx.guard.revoke_all(user_id)
         return empty_response()
 
     @bp.get("/api/users/me")
@@ -92,7 +99,8 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.patch("/api/users/me")
     async def update_me() -> Response:
-        user_id = current_user_id(ctx)
+        claims = await current_claims(ctx)
+        user_id = claims.user_id
         body = await read_json(UserPatch)
         password_hash = None
         if body.password is not None:
@@ -112,15 +120,17 @@ def register(app: Quart, ctx: Context) -> None:
             password_hash=password_hash,
         )
         if password_hash is not None:
-            # A changed password signs every other session out.
-            await ctx.storage.revoke_user_refresh_tokens(user_id)
+            # A changed password signs every other session out: their refresh tokens are
+            # revoked and every access token (the caller's too) voided; the caller's own
+            # refresh token keeps working, so this session continues after one refresh.
+            await ctx.guard.revoke_all(user_id, keep_session=claims.session_id)
         return json_response(user.to_json())
 
     app.register_blueprint(bp)
 
 
 async def _caller(ctx: Context) -> User:
-    user = await ctx.storage.get_user(current_user_id(ctx))
+    user = await ctx.storage.get_user(await current_user_id(ctx))
     if user is None:  # a validly signed token for a user this database does not have
         raise Unauthorized("invalid token", code="invalid_token")
     return user

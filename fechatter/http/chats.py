@@ -65,7 +65,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.get("/api/chats")
     async def list_chats() -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         workspace_id = query_int("workspace_id", low=1, high=MAX_ID)
         if workspace_id is not None:
             await workspace_role(ctx, workspace_id, user_id)
@@ -74,7 +74,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.post("/api/chats")
     async def create_chat() -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         body = await read_json(ChatIn)
         await workspace_role(ctx, body.workspace_id, user_id)
         member_ids = list(dict.fromkeys([user_id, *body.members]))
@@ -117,13 +117,13 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.get("/api/chats/<id:chat_id>")
     async def get_chat(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         return json_response((await chat_view(ctx, chat_id, user_id)).to_json())
 
     @bp.put("/api/chats/<id:chat_id>")
     async def update_chat(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         body = await read_json(ChatPatch)
         view: Chat = await directory.call(chat_id, UpdateChat(user_id, body.name, body.description))
@@ -131,20 +131,20 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.delete("/api/chats/<id:chat_id>")
     async def delete_chat(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         await directory.call(chat_id, DeleteChat(user_id))
         return empty_response()
 
     @bp.get("/api/chats/<id:chat_id>/members")
     async def list_members(chat_id: int) -> Response:
-        await visible_chat(ctx, chat_id, current_user_id(ctx))
+        await visible_chat(ctx, chat_id, await current_user_id(ctx))
         members = await ctx.storage.list_chat_members(chat_id)
         return json_response([m.to_json() for m in members])
 
     @bp.post("/api/chats/<id:chat_id>/members")
     async def add_members(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         chat, _ = await visible_chat(ctx, chat_id, user_id)
         body = await read_json(ChatMembersIn)
         ids = list(dict.fromkeys(body.user_ids))
@@ -156,14 +156,14 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.delete("/api/chats/<id:chat_id>/members/<id:member_id>")
     async def remove_member(chat_id: int, member_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         await directory.call(chat_id, RemoveMember(user_id, member_id))
         return empty_response()
 
     @bp.post("/api/chats/<id:chat_id>/join")
     async def join(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         member: Member = await directory.call(chat_id, Join(user_id))
         return json_response(member.to_json())

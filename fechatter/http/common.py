@@ -17,12 +17,13 @@ from werkzeug.routing import BaseConverter, ValidationError
 
 from fechatter import wire
 from fechatter.actors.supervisor import ActorSystem
-from fechatter.auth import Authenticator, bearer_token
+from fechatter.auth import AccessClaims, Authenticator, bearer_token
 from fechatter.config import Settings
 from fechatter.errors import BadRequest, FieldError, Invalid, PayloadTooLarge, Unauthorized
 from fechatter.metrics import Metrics
 from fechatter.ratelimit import RateLimiter
 from fechatter.realtime.context import RealtimeStats
+from fechatter.security import TokenGuard
 from fechatter.storage import Storage
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -43,6 +44,7 @@ class Context:
     metrics: Metrics
     realtime: RealtimeStats
     realtime_port: int
+    guard: TokenGuard
 
 
 class IdConverter(BaseConverter):
@@ -106,12 +108,21 @@ def _message(err: Any) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def current_user_id(ctx: Context) -> int:
-    """The caller's user id from the bearer token, else 401."""
+async def current_claims(ctx: Context) -> AccessClaims:
+    """The caller's verified access token, still standing for an active user, else 401
+    (``missing_token``, ``invalid_token``, ``token_expired``, ``token_revoked``,
+    ``account_suspended``)."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None:
         raise Unauthorized("missing bearer token", code="missing_token")
-    return ctx.auth.verify_access_token(token).user_id
+    claims = ctx.auth.verify_access_token(token)
+    await ctx.guard.check(claims)
+    return claims
+
+
+async def current_user_id(ctx: Context) -> int:
+    """The caller's user id (see ``current_claims``)."""
+    return (await current_claims(ctx)).user_id
 
 
 def query_int(name: str, *, low: int, high: int, default: int | None = None) -> int | None:

@@ -26,7 +26,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.get("/api/chats/<id:chat_id>/messages")
     async def list_messages(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         limit = query_int("limit", low=1, high=200, default=50)
         before = query_int("before", low=1, high=MAX_ID)
         after = query_int("after", low=1, high=MAX_ID)
@@ -45,7 +45,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.post("/api/chats/<id:chat_id>/messages")
     async def send_message(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         # No visibility query here: the ChatActor answers outsiders with the same 404/403.
         body = await read_json(MessageIn)
         new = access.new_message(body, user_id, ctx.settings)
@@ -57,14 +57,14 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.post("/api/chats/<id:chat_id>/read")
     async def mark_read(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         body = await read_json(ReadIn)
         await directory.call(chat_id, MarkRead(user_id, body.message_id))
         return empty_response()
 
     @bp.post("/api/chats/<id:chat_id>/typing")
     async def typing(chat_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         await directory.call(chat_id, Typing(user_id))
         return empty_response()
 

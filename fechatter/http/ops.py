@@ -40,7 +40,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.get("/api/online-users")
     async def online_users() -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         chat_id = query_int("chat_id", low=1, high=MAX_ID)
         workspace_id = query_int("workspace_id", low=1, high=MAX_ID)
         if (chat_id is None) == (workspace_id is None):

@@ -115,6 +115,10 @@ class RefreshIn(Body):
     ]
 
 
+class LogoutIn(RefreshIn):
+    everywhere: Annotated[bool, Field(strict=True)] = False
+
+
 class UserPatch(Body):
     fullname: FullName | None = None
     avatar: (

@@ -33,19 +33,19 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.get("/api/workspaces")
     async def list_workspaces() -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         return json_response([w.to_json() for w in await ctx.storage.list_workspaces(user_id)])
 
     @bp.post("/api/workspaces")
     async def create_workspace() -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         body = await read_json(WorkspaceIn)
         ws = await ctx.storage.create_workspace(body.name, body.description, user_id)
         return json_response(ws.to_json(), 201)
 
     @bp.get("/api/workspaces/<id:workspace_id>")
     async def get_workspace(workspace_id: int) -> Response:
-        await workspace_role(ctx, workspace_id, current_user_id(ctx))
+        await workspace_role(ctx, workspace_id, await current_user_id(ctx))
         ws = await ctx.storage.get_workspace(workspace_id)
         if ws is None:
             raise NotFound("workspace not found", code="workspace_not_found")
@@ -53,7 +53,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.put("/api/workspaces/<id:workspace_id>")
     async def update_workspace(workspace_id: int) -> Response:
-        role = await workspace_role(ctx, workspace_id, current_user_id(ctx))
+        role = await workspace_role(ctx, workspace_id, await current_user_id(ctx))
         body = await read_json(WorkspacePatch)
         if not role.manages:
             raise Forbidden(
@@ -66,7 +66,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.delete("/api/workspaces/<id:workspace_id>")
     async def delete_workspace(workspace_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         role = await workspace_role(ctx, workspace_id, user_id)
         if role is not Role.OWNER:
             raise Forbidden("only the owner may delete the workspace", code="not_workspace_owner")
@@ -80,13 +80,13 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.get("/api/workspaces/<id:workspace_id>/members")
     async def list_members(workspace_id: int) -> Response:
-        await workspace_role(ctx, workspace_id, current_user_id(ctx))
+        await workspace_role(ctx, workspace_id, await current_user_id(ctx))
         members = await ctx.storage.list_workspace_members(workspace_id)
         return json_response([m.to_json() for m in members])
 
     @bp.post("/api/workspaces/<id:workspace_id>/members")
     async def add_member(workspace_id: int) -> Response:
-        role = await workspace_role(ctx, workspace_id, current_user_id(ctx))
+        role = await workspace_role(ctx, workspace_id, await current_user_id(ctx))
         body = await read_json(WorkspaceMemberIn)
         if not role.manages:
             raise Forbidden(
@@ -100,7 +100,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.delete("/api/workspaces/<id:workspace_id>/members/<id:user_id>")
     async def remove_member(workspace_id: int, user_id: int) -> Response:
-        caller = current_user_id(ctx)
+        caller = await current_user_id(ctx)
         role = await workspace_role(ctx, workspace_id, caller)
         if caller != user_id and not role.manages:
             raise Forbidden(
@@ -128,7 +128,7 @@ def register(app: Quart, ctx: Context) -> None:
 
     @bp.get("/api/workspaces/<id:workspace_id>/chats")
     async def public_channels(workspace_id: int) -> Response:
-        user_id = current_user_id(ctx)
+        user_id = await current_user_id(ctx)
         await workspace_role(ctx, workspace_id, user_id)
         kind = request.args.get("type", ChatType.PUBLIC_CHANNEL.value)
         if kind != ChatType.PUBLIC_CHANNEL.value:

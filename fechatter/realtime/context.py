@@ -14,6 +14,7 @@ from fechatter.config import Settings
 from fechatter.events import READY, Event
 from fechatter.ratelimit import RateLimiter
 from fechatter.realtime.stream import StreamLimits
+from fechatter.security import TokenGuard
 from fechatter.storage import Storage
 
 
@@ -38,6 +39,7 @@ class RealtimeContext:
     send_limiter: RateLimiter
     limits: StreamLimits
     origins: frozenset[str]
+    guard: TokenGuard
     api_port: int | None = None  # with no configured origins: the API's port on any host name
     stats: RealtimeStats = field(default_factory=RealtimeStats)
 

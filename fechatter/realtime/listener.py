@@ -154,7 +154,7 @@ async def _route(ctx: RealtimeContext, conn: socket.socket) -> None:
         origin = head.header("origin")
         if origin is not None and not ctx.origin_allowed(origin, head.header("host")):
             raise Forbidden("origin not allowed", code="origin_not_allowed")
-        claims = _authenticate(ctx, head)
+        claims = await _authenticate(ctx, head)
         last_event_id = head.header("last-event-id") or head.query.get("last_event_id") or None
         if head.path == SSE_PATH:
             await serve_sse(ctx, conn, claims, last_event_id, cors)
@@ -173,11 +173,13 @@ async def _route(ctx: RealtimeContext, conn: socket.socket) -> None:
         await _answer(conn, problem_response(exc, cors))
 
 
-def _authenticate(ctx: RealtimeContext, head: Head) -> AccessClaims:
+async def _authenticate(ctx: RealtimeContext, head: Head) -> AccessClaims:
     token = bearer_token(head.header("authorization")) or head.query.get("access_token")
     if not token:
         raise Unauthorized("missing access token", code="missing_token")
-    return ctx.auth.verify_access_token(token)
+    claims = ctx.auth.verify_access_token(token)
+    await ctx.guard.check(claims)
+    return claims
 
 
 def _preflight(cors: list[tuple[str, str]]) -> bytes:

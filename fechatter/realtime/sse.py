@@ -65,6 +65,7 @@ async def serve_sse(
         stream = Stream(
             sock, Transport.SSE, claims.user_id, ctx.hub.next_connection_id(), ctx.limits, nursery
         )
+        stream.security_version = claims.security_version
         attached = ctx.hub.attach(stream, last_event_id)
         try:
             await stream.prime(

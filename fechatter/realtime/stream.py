@@ -52,6 +52,7 @@ class Stream:
         "limits",
         "out_bytes",
         "outbox",
+        "security_version",
         "sock",
         "transport",
         "user_id",
@@ -82,6 +83,8 @@ class Stream:
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None
         self.close_reason: str | None = None
+        # The security version of the token that opened the stream: a raise closes it.
+        self.security_version = 0
 
     # -- called from the publishing loop (must never block) ----------------------------
     def push_event(self, event: Event) -> None:

@@ -73,6 +73,7 @@ class WsSession:
         self.ctx = ctx
         self.sock = sock
         self.user_id = claims.user_id
+        self.security_version = claims.security_version
         self.expires = ctx.expiry_deadline(claims.expires_at)
         self.ws = Connection(ConnectionType.SERVER)
         self.text: list[str] = []
@@ -91,6 +92,7 @@ class WsSession:
                 ctx.limits,
                 nursery,
             )
+            stream.security_version = self.security_version
             attached = ctx.hub.attach(stream, last_event_id)
             reason = "closed"
             try:
@@ -130,9 +132,11 @@ class WsSession:
                         stream.push(self.ws.send(Ping(b"fechatter")))
                         next_ping = now + settings.heartbeat_interval
                 reason = stream.close_reason or reason
-                code = {"slow consumer": SLOW_CONSUMER, "token expired": TOKEN_EXPIRED}.get(
-                    reason, GOING_AWAY
-                )
+                code = {
+                    "slow consumer": SLOW_CONSUMER,
+                    "token expired": TOKEN_EXPIRED,
+                    "token revoked": TOKEN_EXPIRED,
+                }.get(reason, GOING_AWAY)
                 if reason == "slow consumer":
                     ctx.stats.slow_consumers += 1
                 await self._close(stream, code, reason)

@@ -27,8 +27,11 @@ from fechatter.models import (
     NewMessage,
     RefreshGrant,
     Role,
+    SecurityChange,
+    SecurityState,
     StorageStatistics,
     User,
+    UserStatus,
     Workspace,
     WorkspaceMember,
 )
@@ -93,6 +96,28 @@ class Storage(Protocol):
         """Revoke the family of this token if it belongs to ``user_id``; else do nothing."""
 
     async def revoke_user_refresh_tokens(self, user_id: int) -> None: ...
+
+    async def security_state(self, user_id: int) -> SecurityState | None:
+        """The user's security version and whether they are active; None if no such user."""
+
+    async def raise_security_version(
+        self, user_id: int, keep_family: str | None = None
+    ) -> SecurityState:
+        """Void every access token of the user: raise their security version, record the
+        change for other processes (``security_changes``) and revoke every refresh token
+        except those of ``keep_family`` — one transaction. ``NotFound`` for no such user."""
+
+    async def set_user_status(self, user_id: int, status: UserStatus) -> SecurityState:
+        """Suspend or reactivate a user; a status change raises the security version
+        (``raise_security_version``: every token voided, every session revoked)."""
+
+    async def security_changes(self, after: int, since: str) -> list[SecurityChange]:
+        """Changes with an id above ``after`` or recorded at/after ``since`` (RFC 3339), in
+        id order. ``since`` re-reads a recent window because ids are handed out at insert and
+        may commit out of order across processes; applying a change twice is harmless."""
+
+    async def last_security_change(self) -> int:
+        """The id of the newest change (0 if none): where a new follower starts."""
 
     # -- workspaces --------------------------------------------------------------------
     async def create_workspace(

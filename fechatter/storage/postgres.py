@@ -34,8 +34,11 @@ from fechatter.models import (
     NewMessage,
     RefreshGrant,
     Role,
+    SecurityChange,
+    SecurityState,
     StorageStatistics,
     User,
+    UserStatus,
     Workspace,
     WorkspaceMember,
     utc_now,
@@ -247,6 +250,23 @@ class PostgresStorage:
 
     async def revoke_user_refresh_tokens(self, user_id: int) -> None:
         await self._write(lambda c: accounts.revoke_user_refresh_tokens(c, user_id))
+
+    async def security_state(self, user_id: int) -> SecurityState | None:
+        return await self._read(lambda c: accounts.security_state(c, user_id))
+
+    async def raise_security_version(
+        self, user_id: int, keep_family: str | None = None
+    ) -> SecurityState:
+        return await self._write(lambda c: accounts.raise_security_version(c, user_id, keep_family))
+
+    async def set_user_status(self, user_id: int, status: UserStatus) -> SecurityState:
+        return await self._write(lambda c: accounts.set_user_status(c, user_id, status))
+
+    async def security_changes(self, after: int, since: str) -> list[SecurityChange]:
+        return await self._read(lambda c: accounts.security_changes(c, after, since))
+
+    async def last_security_change(self) -> int:
+        return await self._read(accounts.last_security_change)
 
     # -- workspaces ------------------------------------------------------------------------
     async def create_workspace(

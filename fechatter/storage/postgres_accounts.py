@@ -15,6 +15,8 @@ from fechatter.models import (
     Credentials,
     RefreshGrant,
     Role,
+    SecurityChange,
+    SecurityState,
     User,
     UserStatus,
     Workspace,
@@ -201,6 +203,63 @@ async def revoke_user_refresh_tokens(conn: Connection, user_id: int) -> None:
         "UPDATE refresh_tokens SET revoked_at = %s WHERE user_id = %s AND revoked_at IS NULL",
         (utc_now(), user_id),
     )
+
+
+async def security_state(conn: Connection, user_id: int) -> SecurityState | None:
+    row = await one(
+        conn, "SELECT id, security_version, status FROM users WHERE id = %s", (user_id,)
+    )
+    return _security_state(row) if row else None
+
+
+def _security_state(row: Row) -> SecurityState:
+    return SecurityState(
+        row["id"], row["security_version"], row["status"] == UserStatus.ACTIVE.value
+    )
+
+
+async def raise_security_version(
+    conn: Connection, user_id: int, keep_family: str | None
+) -> SecurityState:
+    now = utc_now()
+    row = await one(
+        conn,
+        "UPDATE users SET security_version = security_version + 1 WHERE id = %s"
+        " RETURNING id, security_version, status",
+        (user_id,),
+    )
+    if row is None:
+        raise NotFound("no such user", code="user_not_found")
+    await conn.execute(
+        "INSERT INTO security_changes (user_id, created_at) VALUES (%s, %s)", (user_id, now)
+    )
+    await conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = %s"
+        " WHERE user_id = %s AND revoked_at IS NULL AND family_id IS DISTINCT FROM %s::text",
+        (now, user_id, keep_family),
+    )
+    return _security_state(row)
+
+
+async def security_changes(conn: Connection, after: int, since: str) -> list[SecurityChange]:
+    rows = await all_rows(
+        conn,
+        "SELECT s.id AS change_id, u.id, u.security_version, u.status"
+        " FROM security_changes s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id > %s OR s.created_at >= %s ORDER BY s.id",
+        (after, since),
+    )
+    return [SecurityChange(row["change_id"], _security_state(row)) for row in rows]
+
+
+async def last_security_change(conn: Connection) -> int:
+    row = await one(conn, "SELECT COALESCE(MAX(id), 0) AS last FROM security_changes", ())
+    return int(row["last"]) if row else 0
+
+
+async def set_user_status(conn: Connection, user_id: int, status: UserStatus) -> SecurityState:
+    await conn.execute("UPDATE users SET status = %s WHERE id = %s", (status.value, user_id))
+    return await raise_security_version(conn, user_id, None)
 
 
 # -- workspaces ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from fechatter.models import (
     Credentials,
     RefreshGrant,
     Role,
+    SecurityChange,
+    SecurityState,
     User,
     UserStatus,
     Workspace,
@@ -177,6 +179,58 @@ def revoke_user_refresh_tokens(conn: sqlite3.Connection, user_id: int) -> None:
         "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
         (utc_now(), user_id),
     )
+
+
+def security_state(conn: sqlite3.Connection, user_id: int) -> SecurityState | None:
+    row = conn.execute(
+        "SELECT id, security_version, status FROM users WHERE id = ?", (user_id,)
+    ).fetchone()
+    return _security_state(row) if row else None
+
+
+def _security_state(row: sqlite3.Row) -> SecurityState:
+    return SecurityState(
+        row["id"], row["security_version"], row["status"] == UserStatus.ACTIVE.value
+    )
+
+
+def raise_security_version(
+    conn: sqlite3.Connection, user_id: int, keep_family: str | None
+) -> SecurityState:
+    now = utc_now()
+    conn.execute(
+        "UPDATE users SET security_version = security_version + 1 WHERE id = ?", (user_id,)
+    )
+    state = security_state(conn, user_id)
+    if state is None:
+        raise NotFound("no such user", code="user_not_found")
+    conn.execute("INSERT INTO security_changes (user_id, created_at) VALUES (?, ?)", (user_id, now))
+    conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = ?"
+        " WHERE user_id = ? AND revoked_at IS NULL AND family_id IS NOT ?",
+        (now, user_id, keep_family),
+    )
+    return state
+
+
+def security_changes(conn: sqlite3.Connection, after: int, since: str) -> list[SecurityChange]:
+    rows = conn.execute(
+        "SELECT s.id AS change_id, u.id, u.security_version, u.status"
+        " FROM security_changes s JOIN users u ON u.id = s.user_id"
+        " WHERE s.id > ? OR s.created_at >= ? ORDER BY s.id",
+        (after, since),
+    ).fetchall()
+    return [SecurityChange(row["change_id"], _security_state(row)) for row in rows]
+
+
+def last_security_change(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT COALESCE(MAX(id), 0) FROM security_changes").fetchone()
+    return int(row[0])
+
+
+def set_user_status(conn: sqlite3.Connection, user_id: int, status: UserStatus) -> SecurityState:
+    conn.execute("UPDATE users SET status = ? WHERE id = ?", (status.value, user_id))
+    return raise_security_version(conn, user_id, None)
 
 
 # -- workspaces ----------------------------------------------------------------------------

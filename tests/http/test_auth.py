@@ -146,6 +146,9 @@ async def test_expired_token_is_rejected(api: Api) -> None:
 
 async def test_patch_me_profile_and_password(api: Api) -> None:
     user = await api.signup()
+    other_session = await api.post(
+        "/api/auth/signin", json={"email": user.email, "password": "correct horse"}
+    )
     r = await user.api.patch(
         "/api/users/me", json={"fullname": "New Name", "avatar": "https://x/a.png"}
     )
@@ -171,6 +174,17 @@ async def test_patch_me_profile_and_password(api: Api) -> None:
     )
     new = await api.post("/api/auth/signin", json={"email": user.email, "password": "new password"})
     assert (old.status_code, new.status_code) == (401, 200)
-    # Changing the password signed the old sessions out.
-    r = await api.post("/api/auth/refresh", json={"refresh_token": user.auth["refresh_token"]})
+    # Changing the password signed the other sessions out (SPEC §3: every session but the
+    # caller's) and voided every access token issued before it, the caller's too.
+    r = await api.post(
+        "/api/auth/refresh", json={"refresh_token": other_session.json()["refresh_token"]}
+    )
     assert r.status_code == 401
+    r = await user.api.get("/api/users/me")
+    assert (r.status_code, r.json()["code"]) == (401, "token_revoked")
+    # The caller's session goes on after one refresh.
+    r = await api.post("/api/auth/refresh", json={"refresh_token": user.auth["refresh_token"]})
+    assert r.status_code == 200
+    fresh = r.json()["token"]
+    r = await api.get("/api/users/me", headers={"Authorization": f"Bearer {fresh}"})
+    assert r.status_code == 200
