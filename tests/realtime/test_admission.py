@@ -36,7 +36,7 @@ async def capped(
     shutdown.set()
 
 
-def _ws_request(token: str) -> bytes:
+def _ws_request(token: str | None) -> bytes:
     return (
         f"GET /api/notifications/ws?access_token={token} HTTP/1.1\r\nHost: x\r\n"
         "Upgrade: websocket\r\nConnection: Upgrade\r\n"
