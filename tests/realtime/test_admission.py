@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -20,7 +21,7 @@ from fechatter.errors import RateLimited, Unavailable
 from fechatter.realtime.admission import Dropped, Gate, Phase
 from fechatter.realtime.context import RealtimeStats
 from tests.conftest import Api
-from tests.realtime.clients import SseClient, _hostport, exchange, problem_of
+from tests.realtime.clients import SseClient, exchange, problem_of
 
 
 @pytest.fixture
@@ -34,6 +35,13 @@ async def capped(
     async with httpx.AsyncClient(base_url=info.api_url, timeout=10) as client:
         yield info, Api(client)
     shutdown.set()
+
+
+def _hostport(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    return parts.hostname, parts.port
 
 
 def _ws_request(token: str | None) -> bytes:
