@@ -34,6 +34,8 @@ from fechatter.storage import open_storage
 
 log = logging.getLogger(__name__)
 
+MAX_API_HEAD_BYTES = 16 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class ServerInfo:
@@ -122,7 +124,11 @@ async def serve(
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
             config.backlog = settings.backlog
+            # Hypercorn's idle timer runs from accept until a request head is complete (and
+            # between keep-alive requests): a connection that never sends a whole head is
+            # closed after keep_alive_timeout, trickled or silent. Heads are bounded in size.
             config.keep_alive_timeout = settings.keep_alive_timeout
+            config.h11_max_incomplete_size = MAX_API_HEAD_BYTES
             config.graceful_timeout = settings.shutdown_grace
             config.accesslog = None
             async with trio.open_nursery() as nursery:
@@ -158,7 +164,6 @@ async def serve(
                     ),
                     origins=frozenset(settings.origins(api_port)),
                     guard=guard,
-                    api_port=None if settings.allowed_origins else api_port,
                     stats=stats,
                 )
                 realtime = trio.CancelScope()
@@ -172,6 +177,14 @@ async def serve(
                 rt_url = f"http://{host}:{rt_port}"
                 log.info("fechatter API on %s (open-files limit %d)", binds[0], limit)
                 log.info("fechatter realtime streams on %s", rt_url)
+                if settings.binds_every_address and not settings.allowed_origins:
+                    log.warning(
+                        "listening on every address (%s) without allowed_origins: browser "
+                        "pages may open streams only from %s; set allowed_origins to the "
+                        "origins your users load the client from",
+                        settings.host,
+                        ", ".join(sorted(rt_ctx.origins)),
+                    )
                 task_status.started(ServerInfo(binds[0], rt_url, system, stats))
                 await shutdown.wait()
                 realtime.cancel()

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = "app.yaml"
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 # The YAML file named on the command line, seen by Settings' source hook while loading.
 _config_file: ContextVar[str | None] = ContextVar("fechatter_config_file", default=None)
 
@@ -68,7 +69,18 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(15.0, gt=0, description="SSE ': ping' / WS ping period")
     ws_dead_after: float = Field(45.0, gt=0, description="close a silent WebSocket after this")
     ws_max_message: int = Field(65536, gt=0, description="characters per client frame")
-    max_connections: int = Field(50000, gt=0, description="realtime connections; then 503")
+    max_connections: int = Field(50000, gt=0, description="realtime streams; then 503")
+    max_streams_per_user: int = Field(20, gt=0, description="realtime streams per user; then 429")
+    # A stream request is one small head a real client sends within a round trip; 5 s leaves
+    # room for a slow mobile link, and is all a silent connection can hold a slot for.
+    head_timeout: float = Field(
+        5.0, gt=0, description="seconds a realtime connection has to present a valid token"
+    )
+    # Pending connections at any moment ~ arrival rate x round trip: 1000 is 10,000 new
+    # streams per second at 100 ms. Past it the oldest pending connection is dropped.
+    max_pending_connections: int = Field(
+        1000, gt=0, description="realtime connections not yet authenticated"
+    )
     tcp_user_timeout_ms: int = Field(30000, ge=0, description="0 leaves the kernel default")
     stream_sndbuf: int | None = Field(None, gt=0, description="SO_SNDBUF of stream sockets")
     stream_max_events: int = Field(256, gt=0, description="outbox bound, events")
@@ -112,11 +124,25 @@ class Settings(BaseSettings):
             return Path(self.database_url[len(prefix) :])
         return None
 
+    @property
+    def binds_every_address(self) -> bool:
+        """Whether ``host`` is a wildcard (``0.0.0.0`` / ``::``): no one origin names us."""
+        return self.host in WILDCARD_HOSTS
+
     def origins(self, api_port: int) -> list[str]:
-        """Browser origins allowed on the realtime listener (default: the API's own)."""
+        """Browser origins allowed on the realtime listener, exactly as browsers send them.
+
+        Configured ``allowed_origins`` (trailing ``/`` ignored), else the API listener's own
+        ``http://<host>:<api_port>`` plus the loopback names on that port. Never https by
+        default: the API listener speaks plain HTTP, so an https page on that port is not ours.
+        """
         if self.allowed_origins:
-            return self.allowed_origins
-        return [f"http://{self.host}:{api_port}", f"http://localhost:{api_port}"]
+            return [o.rstrip("/") for o in self.allowed_origins]
+        names = ["localhost", "127.0.0.1", "[::1]"]
+        if not self.binds_every_address:
+            own = f"[{self.host}]" if ":" in self.host else self.host
+            names.insert(0, own.lower())
+        return list(dict.fromkeys(f"http://{name}:{api_port}" for name in names))
 
 
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:

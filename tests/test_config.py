@@ -45,3 +45,16 @@ def test_jwt_secret_generated_once_with_owner_only_mode(tmp_path: Path) -> None:
     assert resolve_jwt_secret(settings) == first
     assert len(first) >= 32
     assert resolve_jwt_secret(Settings(jwt_secret="y" * 40)) == "y" * 40
+
+
+def test_default_origins_are_the_api_listener_and_loopback_names() -> None:
+    loopback = {"http://localhost:6688", "http://127.0.0.1:6688", "http://[::1]:6688"}
+    assert set(Settings().origins(6688)) == loopback
+    assert set(Settings(host="chat.lan").origins(6688)) == {"http://chat.lan:6688", *loopback}
+    assert set(Settings(host="::1").origins(6688)) == loopback
+    for wildcard in ("0.0.0.0", "::"):
+        settings = Settings(host=wildcard)
+        assert settings.binds_every_address
+        assert set(settings.origins(6688)) == loopback
+    configured = Settings(host="0.0.0.0", allowed_origins=["https://chat.example.com/"])
+    assert configured.origins(6688) == ["https://chat.example.com"]

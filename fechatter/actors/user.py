@@ -34,6 +34,10 @@ from fechatter.realtime.stream import Stream
 
 log = logging.getLogger(__name__)
 
+# A seq is a count of events published by one process: 20 digits is far past any it reaches,
+# and keeps int() away from its digit limit (a longer id is unprovable: resync).
+MAX_SEQ_DIGITS = 20
+
 CoMembers = Callable[[int], Awaitable[Iterable[int]]]
 
 
@@ -186,8 +190,13 @@ class UserHub:
         return len(closing)
 
     def _parse_id(self, event_id: str) -> int | None:
+        """The seq of one of this epoch's ids, else None (any string: it comes from a client)."""
         epoch, _, seq = event_id.strip().partition("-")
-        if epoch != self.epoch or not (seq.isascii() and seq.isdigit()):
+        if (
+            epoch != self.epoch
+            or len(seq) > MAX_SEQ_DIGITS
+            or not (seq.isascii() and seq.isdigit())
+        ):
             return None
         value = int(seq)
         return value if value <= self._seq else None

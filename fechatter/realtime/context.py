@@ -22,9 +22,13 @@ from fechatter.storage import Storage
 class RealtimeStats:
     """Counters of the listener (mutable; read by /api/sse/health and tests)."""
 
-    active: int = 0
+    active: int = 0  # open connections, pending and streams
+    pending: int = 0  # open connections that have not yet presented a valid token
     accepted: int = 0
-    refused: int = 0
+    refused: int = 0  # 503 over_capacity: max_connections streams were open
+    too_many_streams: int = 0  # 429: the user already held max_streams_per_user streams
+    pending_dropped: int = 0  # oldest pending connection closed to make room for a newcomer
+    head_timeouts: int = 0  # pending connections closed at head_timeout
     slow_consumers: int = 0
     bad_requests: int = 0
 
@@ -38,9 +42,8 @@ class RealtimeContext:
     auth: Authenticator
     send_limiter: RateLimiter
     limits: StreamLimits
-    origins: frozenset[str]
+    origins: frozenset[str]  # browser origins allowed to open streams (exact match)
     guard: TokenGuard
-    api_port: int | None = None  # with no configured origins: the API's port on any host name
     stats: RealtimeStats = field(default_factory=RealtimeStats)
 
     def ready_event(self, position: str, user_id: int, connection_id: int) -> Event:
@@ -60,21 +63,13 @@ class RealtimeContext:
         """A token's wall-clock expiry as a deadline on trio's clock."""
         return trio.current_time() + max(0.0, expires_at - time.time())
 
-    def origin_allowed(self, origin: str, host: str | None) -> bool:
-        """A configured origin, or (by default) the API listener on the host the browser used
-        to reach us — so ``serve --host 0.0.0.0`` works from any of the machine's names."""
-        if origin in self.origins:
-            return True
-        if self.api_port is None or not host:
-            return False
-        hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return origin in (
-            f"http://{hostname}:{self.api_port}",
-            f"https://{hostname}:{self.api_port}",
-        )
+    def origin_allowed(self, origin: str) -> bool:
+        """Only configured origins (``Settings.origins``): never one derived from the request's
+        own ``Host``, which any name pointing at this server would pass."""
+        return origin in self.origins
 
-    def cors_headers(self, origin: str | None, host: str | None) -> list[tuple[str, str]]:
-        if origin is None or not self.origin_allowed(origin, host):
+    def cors_headers(self, origin: str | None) -> list[tuple[str, str]]:
+        if origin is None or not self.origin_allowed(origin):
             return []
         return [
             ("Access-Control-Allow-Origin", origin),

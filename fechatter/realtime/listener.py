@@ -4,13 +4,13 @@ It owns plain non-blocking sockets and waits on them with ``trio.lowlevel.wait_r
 ``wait_writable``: no framework, no per-write lock or task switch (see DESIGN.md for the
 measurements behind this). Per connection: one task in the listener's nursery, plus a writer
 task only while that socket's buffer is full. Every connection is bounded: the request head
-in size and time, the outbox in events and bytes, the number of connections by
-``max_connections`` (past it: 503 and close).
+in size, the outbox in events and bytes; until it presents a valid token it is *pending*,
+held for at most ``head_timeout`` and within its own budget, so silent or anonymous
+connections never take the slots of signed-in users' streams (see ``admission``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import socket
@@ -26,8 +26,8 @@ from fechatter.errors import (
     MethodNotAllowed,
     NotFound,
     Unauthorized,
-    Unavailable,
 )
+from fechatter.realtime.admission import Admission, Dropped, Gate
 from fechatter.realtime.context import RealtimeContext
 from fechatter.realtime.head import Head, HeadError, problem_response, read_head, response_head
 from fechatter.realtime.head import send_all as send_all_bytes
@@ -38,8 +38,12 @@ log = logging.getLogger(__name__)
 
 SSE_PATH = "/api/notifications/events"
 WS_PATH = "/api/notifications/ws"
-HEAD_TIMEOUT = 10.0
 ANSWER_TIMEOUT = 5.0
+# Longer than any real access token (about 200 characters) with room for more claims; a
+# longer one is refused before it is decoded.
+MAX_TOKEN_CHARS = 4096
+# Event ids are "<8 hex>-<decimal seq>"; anything longer cannot be one of ours (-> resync).
+MAX_EVENT_ID_CHARS = 64
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 
 
@@ -64,6 +68,14 @@ async def serve_realtime(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept stream connections on ``sock`` until cancelled; closes ``sock`` at the end."""
+    settings = ctx.settings
+    gate = Gate(
+        ctx.stats,
+        max_pending=settings.max_pending_connections,
+        max_streams=settings.max_connections,
+        per_user=settings.max_streams_per_user,
+        head_timeout=settings.head_timeout,
+    )
     try:
         async with trio.open_nursery() as nursery:
             task_status.started()
@@ -81,12 +93,10 @@ async def serve_realtime(
                     raise
                 ctx.stats.accepted += 1
                 _tune(ctx, conn)
-                if ctx.stats.active >= ctx.settings.max_connections:
-                    ctx.stats.refused += 1
-                    _refuse(conn)
-                    continue
                 ctx.stats.active += 1
-                nursery.start_soon(_serve_connection, ctx, conn)
+                nursery.start_soon(
+                    _serve_connection, ctx, gate, gate.accept(trio.current_time()), conn
+                )
     finally:
         trio.lowlevel.notify_closing(sock)
         sock.close()
@@ -103,19 +113,23 @@ def _tune(ctx: RealtimeContext, conn: socket.socket) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, ctx.settings.stream_sndbuf)
 
 
-def _refuse(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.send(problem_response(Unavailable("too many connections", code="over_capacity")))
-    conn.close()
+async def _serve_connection(
+    ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socket.socket
+) -> None:
+    """One connection's error boundary: nothing it does can take the listener down.
 
-
-async def _serve_connection(ctx: RealtimeContext, conn: socket.socket) -> None:
-    """One connection's error boundary: nothing it does can take the listener down."""
+    ``entry.scope`` ends the pending phase at ``head_timeout`` or when the gate drops the
+    connection; once it is a stream, the scope no longer has a deadline.
+    """
     try:
-        await _route(ctx, conn)
+        with entry.scope:
+            await _route(ctx, gate, entry, conn)
+    except Dropped:
+        pass
     except Exception:
         log.exception("realtime connection failed")
     finally:
+        gate.release(entry)
         ctx.stats.active -= 1
         trio.lowlevel.notify_closing(conn)
         conn.close()
@@ -126,23 +140,20 @@ async def _answer(conn: socket.socket, data: bytes) -> None:
         await send_all_bytes(conn, data)
 
 
-async def _route(ctx: RealtimeContext, conn: socket.socket) -> None:
-    with trio.move_on_after(HEAD_TIMEOUT) as scope:
-        try:
-            head = await read_head(conn)
-        except HeadError as exc:
-            if exc.status:
-                ctx.stats.bad_requests += 1
-                error: FechatterError = (
-                    HeadersTooLarge(exc.detail)
-                    if exc.status == 431
-                    else BadRequest(exc.detail, code="bad_request_head")
-                )
-                await _answer(conn, problem_response(error))
-            return
-    if scope.cancelled_caught:
+async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socket.socket) -> None:
+    try:
+        head = await read_head(conn)
+    except HeadError as exc:
+        if exc.status:
+            ctx.stats.bad_requests += 1
+            error: FechatterError = (
+                HeadersTooLarge(exc.detail)
+                if exc.status == 431
+                else BadRequest(exc.detail, code="bad_request_head")
+            )
+            await _answer(conn, problem_response(error))
         return
-    cors = ctx.cors_headers(head.header("origin"), head.header("host"))
+    cors = ctx.cors_headers(head.header("origin"))
     try:
         if head.path not in (SSE_PATH, WS_PATH):
             raise NotFound("no such stream route", code="route_not_found")
@@ -152,21 +163,24 @@ async def _route(ctx: RealtimeContext, conn: socket.socket) -> None:
         if head.method != "GET":
             raise MethodNotAllowed("streams are opened with GET", headers={"Allow": "GET, OPTIONS"})
         origin = head.header("origin")
-        if origin is not None and not ctx.origin_allowed(origin, head.header("host")):
+        if origin is not None and not ctx.origin_allowed(origin):
             raise Forbidden("origin not allowed", code="origin_not_allowed")
         claims = await _authenticate(ctx, head)
-        last_event_id = head.header("last-event-id") or head.query.get("last_event_id") or None
-        if head.path == SSE_PATH:
-            await serve_sse(ctx, conn, claims, last_event_id, cors)
-            return
-        accept = handshake_response(head, cors) if head.wants_websocket else None
+        last_event_id = _last_event_id(head)
+        accept = None
+        if head.path == WS_PATH:
+            accept = handshake_response(head, cors) if head.wants_websocket else None
+            if accept is None:
+                raise BadRequest(
+                    "a WebSocket upgrade (version 13) is required",
+                    code="websocket_upgrade_required",
+                    headers={"Sec-WebSocket-Version": "13"},
+                )
+        gate.promote(entry, claims.user_id)  # 503 / 429 here, before any stream starts
         if accept is None:
-            raise BadRequest(
-                "a WebSocket upgrade (version 13) is required",
-                code="websocket_upgrade_required",
-                headers={"Sec-WebSocket-Version": "13"},
-            )
-        await WsSession(ctx, conn, claims).run(accept, head.trailing, last_event_id)
+            await serve_sse(ctx, conn, claims, last_event_id, cors)
+        else:
+            await WsSession(ctx, conn, claims).run(accept, head.trailing, last_event_id)
     except FechatterError as exc:
         if isinstance(exc, BadRequest):
             ctx.stats.bad_requests += 1
@@ -177,9 +191,19 @@ async def _authenticate(ctx: RealtimeContext, head: Head) -> AccessClaims:
     token = bearer_token(head.header("authorization")) or head.query.get("access_token")
     if not token:
         raise Unauthorized("missing access token", code="missing_token")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise Unauthorized("invalid token", code="invalid_token")
     claims = ctx.auth.verify_access_token(token)
     await ctx.guard.check(claims)
     return claims
+
+
+def _last_event_id(head: Head) -> str | None:
+    """The resume point asked for; one too long to be ours becomes unprovable (-> resync)."""
+    value = head.header("last-event-id") or head.query.get("last_event_id") or None
+    if value is not None and len(value) > MAX_EVENT_ID_CHARS:
+        return ""  # presented but unknown: the stream opens with resync
+    return value
 
 
 def _preflight(cors: list[tuple[str, str]]) -> bytes:

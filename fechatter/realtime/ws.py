@@ -7,23 +7,24 @@ pre-encoded text frames shared by every connection (server frames are unmasked).
 Client → server text frames: ``{"op": "ping"}`` → ``{"event": "pong"}``; ``{"op": "typing",
 "chat_id"}``; ``{"op": "read", "chat_id", "message_id"}``; ``{"op": "send", "chat_id",
 "content", "client_id", ...}`` → ``{"event": "ack", "data": {"client_id", "message"}}``. Any
-failure answers ``{"event": "error", "data": <problem>}`` and the connection stays up. A frame
-is handled before the next is read, so a client that floods ops is slowed by its own socket.
+failure answers ``{"event": "error", "data": <problem>}`` and the connection stays up; only a
+violation of the WebSocket protocol itself (invalid UTF-8, a malformed frame) closes it, with
+1007 / 1002 as RFC 6455 requires. A frame is handled before the next is read, so a client that
+floods ops is slowed by its own socket.
 """
 
 from __future__ import annotations
 
-import json
 import socket
 from typing import Any
 
 import pydantic
 import trio
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import generate_accept_token
 
-from fechatter import access
+from fechatter import access, wire
 from fechatter.actors.chat import MarkRead, SendMessage, SendResult, Typing
 from fechatter.auth import AccessClaims
 from fechatter.errors import BadRequest, FechatterError, Invalid, PayloadTooLarge
@@ -182,10 +183,17 @@ class WsSession:
             elif isinstance(event, Pong):
                 pass  # proof of life; the caller already noted we heard from the peer
             elif isinstance(event, CloseConnection):
-                stream.close_reason = stream.close_reason or "closed by peer"
+                # wsproto reports a frame it cannot parse (invalid UTF-8: 1007, any other
+                # protocol violation: 1002) as a close while the connection is still open:
+                # RFC 6455 says fail the connection, so we answer with that code and stop.
+                violation = self.ws.state is ConnectionState.OPEN
+                reason = "protocol error" if violation else "closed by peer"
+                if violation:
+                    self.ctx.stats.bad_requests += 1
+                stream.close_reason = stream.close_reason or reason
                 with trio.move_on_after(1.0):
                     await stream.send_final(self.ws.send(event.response()))
-                return "closed by peer"
+                return reason
         return None
 
     async def _text(self, stream: Stream, chunk: str, finished: bool) -> None:
@@ -215,10 +223,7 @@ class WsSession:
         """Run one client op; the frame to answer with (empty: no answer)."""
         op: object = None
         try:
-            try:
-                frame = json.loads(text)
-            except ValueError:
-                raise BadRequest("frame is not valid JSON", code="malformed_json") from None
+            frame = wire.loads(text)
             if not isinstance(frame, dict):
                 raise Invalid.field("op", "frame must be a JSON object with an op")
             op = frame.get("op")

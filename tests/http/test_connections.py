@@ -69,3 +69,19 @@ async def test_idle_keepalive_connection_times_out(short_keepalive: tuple[str, i
         reply = await _read_until_eof(stream)
     assert reply.startswith(b"HTTP/1.1 200")
     await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [b"", b"GET /health HTTP/1.1\r\nHost: t\r\n"],  # nothing at all; a head never finished
+)
+async def test_connection_without_a_complete_request_is_closed(
+    short_keepalive: tuple[str, int], sent: bytes
+) -> None:
+    host, port = short_keepalive
+    stream = await trio.open_tcp_stream(host, port)
+    if sent:
+        await stream.send_all(sent)
+    with trio.fail_after(5):
+        assert await _read_until_eof(stream) == b""
+    await stream.aclose()

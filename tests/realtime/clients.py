@@ -44,6 +44,28 @@ def _hostport(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
+async def exchange(base_url: str, payload: bytes, *, half_close: bool = False) -> bytes:
+    """Send raw bytes to the listener and read everything until it closes."""
+    stream = await _open(base_url, None)
+    try:
+        await stream.send_all(payload)
+        if half_close:
+            await stream.send_eof()
+        data = b""
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+        return data
+    finally:
+        await stream.aclose()
+
+
+def problem_of(reply: bytes) -> tuple[int, dict[str, Any], bytes]:
+    """A problem+json reply's status, document and head (lower-cased)."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"content-type: application/problem+json" in head.lower(), reply
+    return int(head.split()[1]), json.loads(body), head.lower()
+
+
 class SseClient:
     """A minimal EventSource: one connection, events parsed as they arrive."""
 

@@ -11,30 +11,16 @@ import trio.testing
 
 from fechatter.app import ServerInfo
 from tests.conftest import Api, make_chat, make_workspace
-from tests.realtime.clients import RawWs, SseClient
+from tests.realtime.clients import RawWs, SseClient, exchange, problem_of
 
 
 async def _raw(server: ServerInfo, payload: bytes, *, half_close: bool = False) -> bytes:
-    parts = urlsplit(server.realtime_url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
-    try:
-        await stream.send_all(payload)
-        if half_close:
-            await stream.send_eof()
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-        return data
-    finally:
-        await stream.aclose()
+    return await exchange(server.realtime_url, payload, half_close=half_close)
 
 
 def _problem(reply: bytes) -> tuple[int, dict[str, object]]:
-    head, _, body = reply.partition(b"\r\n\r\n")
-    assert b"content-type: application/problem+json" in head.lower()
-    return int(head.split()[1]), json.loads(body)
+    status, problem, _ = problem_of(reply)
+    return status, problem
 
 
 @pytest.mark.parametrize(
@@ -91,14 +77,19 @@ async def test_websocket_without_upgrade_headers(server: ServerInfo, api: Api) -
     assert (status, problem["code"]) == (400, "websocket_upgrade_required")
 
 
-async def test_origin_of_the_api_on_the_host_used_is_allowed(server: ServerInfo, api: Api) -> None:
+async def test_only_the_default_origins_are_allowed(server: ServerInfo, api: Api) -> None:
+    """Issue 9, kind 9: an origin is never derived from the request's own Host header."""
     user = await api.signup()
     api_port = server.api_url.rsplit(":", 1)[1]
     rt_port = server.realtime_url.rsplit(":", 1)[1]
     for host, origin, allowed in [
-        (f"chat.example:{rt_port}", f"http://chat.example:{api_port}", True),
-        (f"chat.example:{rt_port}", f"http://evil.example:{api_port}", False),
-        (f"chat.example:{rt_port}", "http://chat.example:1", False),
+        (f"evil.example:{rt_port}", f"http://evil.example:{api_port}", False),
+        (f"chat.example:{rt_port}", f"http://chat.example:{api_port}", False),
+        (f"127.0.0.1:{rt_port}", "http://127.0.0.1:1", False),
+        (f"localhost:{rt_port}", f"https://localhost:{api_port}", False),
+        (f"localhost:{rt_port}", f"http://localhost:{api_port}", True),
+        (f"127.0.0.1:{rt_port}", f"http://127.0.0.1:{api_port}", True),
+        (f"[::1]:{rt_port}", f"http://[::1]:{api_port}", True),
     ]:
         request = (
             f"GET /api/notifications/events?access_token={user.api.token} HTTP/1.1\r\n"
@@ -113,6 +104,8 @@ async def test_origin_of_the_api_on_the_host_used_is_allowed(server: ServerInfo,
             reply = await stream.receive_some(4096)
             await stream.aclose()
         assert reply.startswith(b"HTTP/1.1 200" if allowed else b"HTTP/1.1 403"), (origin, reply)
+        if not allowed:
+            assert b'"code":"origin_not_allowed"' in reply
 
 
 async def test_cors_for_allowed_origin_and_preflight(server: ServerInfo, api: Api) -> None:
