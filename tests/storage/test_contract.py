@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fechatter.errors import Conflict, NotFound
-from fechatter.models import ChatType, Role, UserStatus
+from fechatter.models import ChatType, Role, SecurityState, UserStatus
 from fechatter.storage import Storage
 
 from .factories import EARLIER, LATER, NOW, make_group, make_user, make_workspace, send
@@ -153,6 +153,56 @@ async def test_revoke_user_refresh_tokens(storage: Storage) -> None:
     assert await storage.rotate_refresh_token("a", "a2", LATER, NOW) is None
     assert await storage.rotate_refresh_token("b", "b2", LATER, NOW) is None
     assert await storage.rotate_refresh_token("c", "c2", LATER, NOW) is not None
+
+
+async def test_security_version_raise_revokes_sessions_and_is_logged(storage: Storage) -> None:
+    user = await make_user(storage, "sven")
+    other = await make_user(storage, "tara")
+    assert await storage.security_state(user.id) == SecurityState(user.id, 0, True)
+    assert await storage.security_state(999_999) is None
+    start = await storage.last_security_change()
+    await storage.add_refresh_token(user.id, "keep", "kept-family", LATER)
+    await storage.add_refresh_token(user.id, "drop", "other-family", LATER)
+    await storage.add_refresh_token(other.id, "theirs", "their-family", LATER)
+    state = await storage.raise_security_version(user.id, "kept-family")
+    assert state == SecurityState(user.id, 1, True)
+    assert await storage.rotate_refresh_token("keep", "keep2", LATER, NOW) is not None
+    assert await storage.rotate_refresh_token("drop", "drop2", LATER, NOW) is None
+    assert await storage.rotate_refresh_token("theirs", "theirs2", LATER, NOW) is not None
+    # Without a family to keep, every session goes.
+    assert (await storage.raise_security_version(user.id)).version == 2
+    assert await storage.rotate_refresh_token("keep2", "keep3", LATER, NOW) is None
+    with pytest.raises(NotFound):
+        await storage.raise_security_version(999_999)
+    # The log: both raises, after the starting point, each with the user's state now.
+    changes = await storage.security_changes(start, "9999-01-01T00:00:00Z")
+    assert [c.state for c in changes] == [SecurityState(user.id, 2, True)] * 2
+    assert changes[0].id < changes[1].id == await storage.last_security_change()
+    assert await storage.security_changes(changes[1].id, "9999-01-01T00:00:00Z") == []
+    # The look-back window re-reads recent changes whatever the cursor says.
+    recent = await storage.security_changes(changes[1].id, EARLIER)
+    assert [c.id for c in recent][-2:] == [c.id for c in changes]
+
+
+async def test_suspension_raises_the_version(storage: Storage) -> None:
+    user = await make_user(storage, "ulla")
+    state = await storage.set_user_status(user.id, UserStatus.SUSPENDED)
+    assert state == SecurityState(user.id, 1, False)
+    assert (await storage.get_user(user.id)).status is UserStatus.SUSPENDED  # type: ignore[union-attr]
+    assert await storage.set_user_status(user.id, UserStatus.ACTIVE) == SecurityState(
+        user.id, 2, True
+    )
+
+
+async def test_emails_are_one_identity_in_every_unicode_form(storage: Storage) -> None:
+    user, _ = await storage.create_user("Jos\u00e9", "JOS\u00c9@example.com", "h", None)
+    assert user.email == "jos\u00e9@example.com"
+    for form in ("jose\u0301@example.com", "\uff2aos\u00e9@EXAMPLE.com"):
+        creds = await storage.get_credentials(form)
+        assert creds is not None
+        assert creds.user.id == user.id
+        with pytest.raises(Conflict):
+            await storage.create_user("Again", form, "h", None)
 
 
 # -- workspaces ----------------------------------------------------------------------------
