@@ -43,6 +43,15 @@ class TokenPair:
 
 
 @dataclass(frozen=True, slots=True)
+class HashStatistics:
+    """Password hashing's queue: ``admitted`` = running + ``waiting``; ``shed`` since start."""
+
+    admitted: int
+    waiting: int
+    shed: int
+
+
+@dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: int
     expires_at: float
@@ -84,21 +93,24 @@ class Authenticator:
             raise ValueError("hash_queue_max must not be negative")
         self._hash_admit_max = hash_threads + queue  # running + waiting
         self._hash_admitted = 0
-        self.hash_shed = 0  # requests refused because the queue was full, since start
+        self._hash_shed = 0  # callers refused because the queue was full, since start
         # A hash to verify against when the email is unknown, so both failures cost the same.
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
 
     # -- passwords ---------------------------------------------------------------------
-    @property
-    def hash_in_flight(self) -> int:
-        """Callers admitted to password hashing: running on a thread or waiting for one."""
-        return self._hash_admitted
+    def hash_statistics(self) -> HashStatistics:
+        """How many callers hold or wait for a hashing thread, and how many were refused."""
+        return HashStatistics(
+            admitted=self._hash_admitted,
+            waiting=self._limiter.statistics().tasks_waiting,
+            shed=self._hash_shed,
+        )
 
     async def _on_hash_thread(self, fn: Callable[[], T]) -> T:
         # The admission check and the increment happen with no await between them, so the
         # bound holds exactly; the count drops only once the thread has finished.
         if self._hash_admitted >= self._hash_admit_max:
-            self.hash_shed += 1
+            self._hash_shed += 1
             raise Unavailable(
                 "the server is busy checking passwords; retry shortly",
                 code="auth_busy",

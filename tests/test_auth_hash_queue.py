@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from fechatter.auth import Authenticator
+from fechatter.auth import Authenticator, HashStatistics
 from fechatter.errors import Unavailable
 from tests.conftest import TEST_SECRET, make_settings
 from tests.hashing import GatedHasher
@@ -56,7 +56,7 @@ async def test_full_queue_sheds_at_once_and_queued_callers_succeed() -> None:
                 for _ in range(5):
                     nursery.start_soon(verify)
                 await hold_threads(hasher, 2)
-                assert auth.hash_in_flight == 5  # 2 on threads, 3 waiting
+                assert auth.hash_statistics() == HashStatistics(admitted=5, waiting=3, shed=0)
                 # The gate is shut: had these waited, fail_after would fire instead.
                 with pytest.raises(Unavailable) as refused:
                     await auth.verify_password(stored, "correct horse")
@@ -67,13 +67,13 @@ async def test_full_queue_sheds_at_once_and_queued_callers_succeed() -> None:
                 assert refused.value.status == 503
                 assert refused.value.code == "auth_busy"
                 assert refused.value.headers["Retry-After"] == "1"
-                assert auth.hash_shed == 3
+                assert auth.hash_statistics().shed == 3
                 assert results == []
                 hasher.gate.set()
         finally:
             hasher.gate.set()
     assert results == [True] * 5
-    assert auth.hash_in_flight == 0
+    assert auth.hash_statistics().admitted == 0
     assert await auth.verify_password(stored, "correct horse")  # admitting again
 
 
@@ -120,20 +120,20 @@ async def test_a_cancelled_waiter_frees_its_place() -> None:
 
                 nursery.start_soon(queued)
                 await trio.testing.wait_all_tasks_blocked()
-                assert auth.hash_in_flight == 2
+                assert auth.hash_statistics().admitted == 2
                 with pytest.raises(Unavailable):
                     await auth.hash_password("refused")
                 waiter.cancel()
                 await trio.testing.wait_all_tasks_blocked()
-                assert auth.hash_in_flight == 1
+                assert auth.hash_statistics().admitted == 1
                 # Its place is free again: this caller is admitted (and waits its turn).
                 nursery.start_soon(hash_one)
                 await trio.testing.wait_all_tasks_blocked()
-                assert auth.hash_in_flight == 2
+                assert auth.hash_statistics().admitted == 2
                 hasher.gate.set()
         finally:
             hasher.gate.set()
-    assert auth.hash_in_flight == 0
+    assert auth.hash_statistics().admitted == 0
 
 
 def test_queue_bound_setting(tmp_path: Path) -> None:
