@@ -68,6 +68,7 @@ def build_authenticator(settings: Settings) -> Authenticator:
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
         hash_threads=settings.hash_threads,
+        hash_queue_max=settings.hash_queue_limit,
     )
 
 
@@ -96,11 +97,15 @@ async def serve(
     settings: Settings,
     shutdown: trio.Event,
     *,
+    authenticator: Authenticator | None = None,
     task_status: trio.TaskStatus[ServerInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a Fechatter server until ``shutdown`` is set."""
+    """Run a Fechatter server until ``shutdown`` is set.
+
+    ``authenticator`` replaces the one built from ``settings`` (tests hold its hash threads).
+    """
     limit = raise_fd_limit()
-    auth = build_authenticator(settings)
+    auth = authenticator or build_authenticator(settings)
     rt_sock = open_listening_socket(settings.host, settings.realtime_port, settings.backlog)
     try:
         async with (

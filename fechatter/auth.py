@@ -2,7 +2,10 @@
 
 Argon2 is deliberately slow, so hashing and verifying run on worker threads bounded by a
 ``CapacityLimiter``: a burst of sign-ups queues there instead of stalling the event loop that
-serves the realtime streams. Refresh tokens are random strings; only their SHA-256 is stored.
+serves the realtime streams. The queue is bounded too: past ``hash_queue_max`` callers waiting
+for a thread, the next one is refused at once (503 ``auth_busy``, Retry-After 1) rather than
+waiting behind everyone else, so a flood of sign-ins fails fast instead of starving all.
+Refresh tokens are random strings; only their SHA-256 is stored.
 This module never touches storage: ``http/auth.py`` combines it with the ``Storage`` calls.
 """
 
@@ -11,19 +14,25 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import argon2
 import jwt
 import trio
 
-from fechatter.errors import Unauthorized
+from fechatter.errors import Unauthorized, Unavailable
 from fechatter.models import format_time
 
 ISSUER = "fechatter"
 AUDIENCE = "fechatter"
 ALGORITHM = "HS256"
+# Retry-After (seconds) of a request refused because the hashing queue is full.
+HASH_BUSY_RETRY_AFTER = 1
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,15 @@ class TokenPair:
     token: str
     refresh_token: str
     expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class HashStatistics:
+    """Password hashing's queue: ``admitted`` = running + ``waiting``; ``shed`` since start."""
+
+    admitted: int
+    waiting: int
+    shed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,29 +76,70 @@ class Authenticator:
         memory_cost: int,
         parallelism: int,
         hash_threads: int,
+        hash_queue_max: int | None = None,
+        password_hasher: argon2.PasswordHasher | None = None,
     ) -> None:
+        """``hash_queue_max``: callers allowed to wait for one of the ``hash_threads``
+        (default four per thread). ``password_hasher`` replaces the Argon2id hasher built from
+        the three costs (tests pass one whose threads they can hold)."""
         if len(secret) < 32:
             raise ValueError("the JWT secret must be at least 32 characters")
         self._secret = secret
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
-        self._hasher = argon2.PasswordHasher(
+        self._hasher = password_hasher or argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_cost,
             parallelism=parallelism,
             type=argon2.Type.ID,
         )
         self._limiter = trio.CapacityLimiter(hash_threads)
+        queue = hash_queue_max if hash_queue_max is not None else 4 * hash_threads
+        if queue < 0:
+            raise ValueError("hash_queue_max must not be negative")
+        self._hash_admit_max = hash_threads + queue  # running + waiting
+        self._hash_admitted = 0
+        self._hash_shed = 0  # callers refused because the queue was full, since start
         # A hash to verify against when the email is unknown, so both failures cost the same.
         self._dummy_hash = self._hasher.hash(secrets.token_hex(16))
 
     # -- passwords ---------------------------------------------------------------------
+    def hash_statistics(self) -> HashStatistics:
+        """How many callers hold or wait for a hashing thread, and how many were refused."""
+        return HashStatistics(
+            admitted=self._hash_admitted,
+            waiting=self._limiter.statistics().tasks_waiting,
+            shed=self._hash_shed,
+        )
+
+    async def _on_hash_thread(self, fn: Callable[[], T]) -> T:
+        # The admission check and the increment happen with no await between them, so the
+        # bound holds exactly; the count drops only once the thread has finished.
+        if self._hash_admitted >= self._hash_admit_max:
+            self._hash_shed += 1
+            raise Unavailable(
+                "the server is busy checking passwords; retry shortly",
+                code="auth_busy",
+                retry_after=HASH_BUSY_RETRY_AFTER,
+            )
+        self._hash_admitted += 1
+        try:
+            return await trio.to_thread.run_sync(fn, limiter=self._limiter)
+        finally:
+            self._hash_admitted -= 1
+
     async def hash_password(self, password: str) -> str:
-        """Argon2id hash, computed on a worker thread."""
-        return await trio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
+        """Argon2id hash, computed on a worker thread.
+
+        Raises ``Unavailable`` (503 ``auth_busy``) at once when the hashing queue is full.
+        """
+        return await self._on_hash_thread(lambda: self._hasher.hash(password))
 
     async def verify_password(self, password_hash: str | None, password: str) -> bool:
-        """Check a password; ``None`` (unknown user) burns the same time and fails."""
+        """Check a password; ``None`` (unknown user) burns the same time and fails.
+
+        Raises ``Unavailable`` (503 ``auth_busy``) at once when the hashing queue is full.
+        """
         stored = password_hash if password_hash is not None else self._dummy_hash
 
         def check() -> bool:
@@ -91,7 +150,7 @@ class Authenticator:
             except argon2.exceptions.InvalidHashError:
                 return False
 
-        ok = await trio.to_thread.run_sync(check, limiter=self._limiter)
+        ok = await self._on_hash_thread(check)
         return ok and password_hash is not None
 
     # -- access tokens -----------------------------------------------------------------

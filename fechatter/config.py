@@ -7,13 +7,14 @@ so tokens survive restarts: see ``resolve_jwt_secret``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +49,22 @@ class Settings(BaseSettings):
     argon2_memory_cost: int = Field(65536, ge=8, description="KiB")
     argon2_parallelism: int = Field(4, ge=1)
     hash_threads: int = Field(2, ge=1, description="concurrent Argon2 computations")
+    hash_queue_max: int | None = Field(
+        None, ge=0, description="callers waiting for a hash thread, then 503; None: 4 x threads"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="IPs/CIDRs whose X-Forwarded-For names the client; empty: XFF ignored",
+    )
+    signin_account_burst: int = Field(10, ge=1, description="failed sign-ins per email, then 429")
+    signin_account_interval: float = Field(60.0, gt=0, description="seconds per regained try")
+    auth_address_burst: int = Field(
+        30, ge=1, description="failed sign-ins + refreshes per client address, then 429"
+    )
+    auth_address_interval: float = Field(2.0, gt=0, description="seconds per regained try")
+    signup_address_burst: int = Field(100, ge=1, description="sign-ups per client address")
+    signup_address_interval: float = Field(6.0, gt=0, description="seconds per regained sign-up")
+    throttle_max_keys: int = Field(100_000, ge=1, description="entries per throttle table")
 
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     max_content_chars: int = Field(4000, gt=0)
@@ -115,6 +132,23 @@ class Settings(BaseSettings):
         if self.argon2_memory_cost < 8 * self.argon2_parallelism:
             raise ValueError("argon2_memory_cost must be at least 8 KiB per argon2_parallelism")
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, values: list[str]) -> list[str]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or CIDR: {value!r}") from None
+        return values
+
+    @property
+    def hash_queue_limit(self) -> int:
+        """``hash_queue_max``, or four callers per hash thread when unset."""
+        if self.hash_queue_max is not None:
+            return self.hash_queue_max
+        return 4 * self.hash_threads
 
     @property
     def sqlite_path(self) -> Path | None:

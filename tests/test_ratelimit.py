@@ -42,3 +42,46 @@ def test_bounded_keys_drop_full_buckets_first() -> None:
     for key in range(10):
         limiter.acquire(100 + key)
     assert len(limiter) <= 4
+
+
+def test_refund_and_forget() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=0.1, burst=2, clock=clock)
+    assert limiter.try_acquire("a") == 0.0
+    assert limiter.try_acquire("a") == 0.0
+    assert limiter.try_acquire("a") == pytest.approx(10.0)  # one token back at 0.1/s
+    limiter.refund("a")
+    assert limiter.try_acquire("a") == 0.0
+    limiter.refund("a")
+    limiter.refund("a")
+    limiter.refund("a")  # never beyond the burst
+    assert [limiter.try_acquire("a") for _ in range(3)][2] > 0
+    limiter.forget("a")
+    assert limiter.try_acquire("a") == 0.0
+    limiter.refund("never seen")  # no bucket appears for it
+    assert len(limiter) == 1
+
+
+def test_full_table_evicts_least_recently_used_and_never_refuses() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=0.001, burst=1, clock=clock, max_keys=8)
+    for key in range(8):
+        limiter.acquire(key)
+    limiter.try_acquire(0)  # denied, but key 0 is now the most recently used
+    limiter.acquire(100)  # table full, nothing refilled: the least recently used quarter+ goes
+    assert len(limiter) == 7  # 8 - 2 (down to three quarters) + the new key
+    with pytest.raises(RateLimited):
+        limiter.acquire(0)  # kept: still throttled
+    limiter.acquire(1)  # evicted: a fresh bucket, throttling merely weakened
+    # Pruning frees a quarter of the table, so it runs at most once per max_keys / 4 keys.
+    for key in range(200, 210):
+        limiter.acquire(key)
+        assert len(limiter) <= 8
+
+
+def test_custom_detail_and_code() -> None:
+    limiter = RateLimiter(rate=1, burst=1, clock=Clock(), detail="slow", code="too_many_attempts")
+    limiter.acquire("x")
+    with pytest.raises(RateLimited) as info:
+        limiter.acquire("x")
+    assert (info.value.detail, info.value.code) == ("slow", "too_many_attempts")

@@ -1,13 +1,19 @@
-"""Sign-up, sign-in, token refresh (rotation with reuse detection), logout, the caller's profile."""
+"""Sign-up, sign-in, token refresh (rotation with reuse detection), logout, the caller's profile.
+
+Sign-in, sign-up, refresh and password changes pass the throttles of ``fechatter.throttle``
+first (429 ``too_many_attempts``), then password hashing's bounded queue (503 ``auth_busy``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Quart, Response
+import trio
+from quart import Blueprint, Quart, Response, request
 
 from fechatter.auth import hash_refresh_token
-from fechatter.errors import Invalid, Unauthorized
+from fechatter.client_address import client_address, parse_networks, throttle_key
+from fechatter.errors import FechatterError, Invalid, Unauthorized
 from fechatter.http.common import (
     Context,
     current_claims,
@@ -18,6 +24,7 @@ from fechatter.http.common import (
 )
 from fechatter.http.schemas import LogoutIn, RefreshIn, SigninIn, SignupIn, UserPatch
 from fechatter.models import User, utc_now
+from fechatter.throttle import AuthThrottle, account_key
 
 BAD_CREDENTIALS = "email or password is incorrect"
 
@@ -25,6 +32,16 @@ BAD_CREDENTIALS = "email or password is incorrect"
 def register(app: Quart, ctx: Context) -> None:
     """Add the auth and user routes to ``app``."""
     bp = Blueprint("auth_routes", __name__)
+    throttle = AuthThrottle.from_settings(ctx.settings, trio.current_time)
+    trusted = parse_networks(ctx.settings.trusted_proxies)
+
+    def caller_address() -> str:
+        # The ASGI scope's ``client`` is the TCP peer as hypercorn saw it (None on a Unix
+        # socket); read it rather than quart's ``remote_addr``, which goes through headers.
+        peer = request.scope.get("client")
+        host = str(peer[0]) if peer else None
+        forwarded = request.headers.getlist("X-Forwarded-For") if trusted else []
+        return throttle_key(client_address(host, forwarded, trusted))
 
     async def issue(user: User) -> dict[str, Any]:
         """A new session (refresh-token family) and its first token pair."""
@@ -48,7 +65,13 @@ def register(app: Quart, ctx: Context) -> None:
     @bp.post("/api/auth/signup")
     async def signup() -> Response:
         body = await read_json(SignupIn)
-        password_hash = await ctx.auth.hash_password(body.password)
+        address = caller_address()
+        throttle.begin_signup(address)
+        try:
+            password_hash = await ctx.auth.hash_password(body.password)
+        except FechatterError:  # the hash queue is full: no hash was spent
+            throttle.signup_not_hashed(address)
+            raise
         user, _ = await ctx.storage.create_user(
             body.fullname, body.email, password_hash, body.workspace
         )
@@ -57,23 +80,45 @@ def register(app: Quart, ctx: Context) -> None:
     @bp.post("/api/auth/signin")
     async def signin() -> Response:
         body = await read_json(SigninIn)
-        creds = await ctx.storage.get_credentials(body.email_key)
-        ok = await ctx.auth.verify_password(creds.password_hash if creds else None, body.password)
-        if not ok or creds is None:
+        email = body.email_key
+        address, account = caller_address(), account_key(email)
+        # Counted by email whether or not it exists, before any lookup: the 429 reveals nothing.
+        throttle.begin_signin(address, account)
+        try:
+            creds = await ctx.storage.get_credentials(email)
+            ok = await ctx.auth.verify_password(
+                creds.password_hash if creds else None, body.password
+            )
+        except FechatterError:  # storage down or hash queue full: no password was checked
+            throttle.signin_not_checked(address, account)
+            raise
+        if not ok or creds is None or creds.user.status.value != "Active":
+            # A suspended user's right password counts as a failure: it reads the same.
             raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
-        if creds.user.status.value != "Active":
-            raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+        throttle.signin_succeeded(address, account)
         return json_response(await issue(creds.user))
 
     @bp.post("/api/auth/refresh")
     async def refresh() -> Response:
         body = await read_json(RefreshIn)
+        address = caller_address()
+        # Failed refreshes share the address's failure allowance with failed sign-ins: each is
+        # a write transaction, and a loop of bogus ones must not monopolise the writer.
+        throttle.begin_refresh(address)
         new_token, new_hash = ctx.auth.new_refresh_token()
-        grant = await ctx.storage.rotate_refresh_token(
-            hash_refresh_token(body.refresh_token), new_hash, ctx.auth.refresh_expiry(), utc_now()
-        )
+        try:
+            grant = await ctx.storage.rotate_refresh_token(
+                hash_refresh_token(body.refresh_token),
+                new_hash,
+                ctx.auth.refresh_expiry(),
+                utc_now(),
+            )
+        except FechatterError:
+            throttle.refresh_done(address)
+            raise
         if grant is None:
             raise Unauthorized("refresh token is invalid or expired", code="invalid_refresh_token")
+        throttle.refresh_done(address)
         user = await ctx.storage.get_user(grant.user_id)
         if user is None:  # pragma: no cover - users are never deleted
             raise Unauthorized("refresh token is invalid", code="invalid_refresh_token")
@@ -104,12 +149,23 @@ def register(app: Quart, ctx: Context) -> None:
         body = await read_json(UserPatch)
         password_hash = None
         if body.password is not None:
-            creds = await ctx.storage.get_credentials((await _caller(ctx)).email)
+            email = (await _caller(ctx)).email
+            creds = await ctx.storage.get_credentials(email)
             assert body.current_password is not None  # the schema guarantees it
-            if creds is None or not await ctx.auth.verify_password(
-                creds.password_hash, body.current_password
-            ):
+            # A wrong current password is a guess at the account's password: it draws on the
+            # same per-account allowance as sign-in (a stolen access token must not brute-force).
+            account = account_key(email)
+            throttle.begin_password_check(account)
+            try:
+                ok = creds is not None and await ctx.auth.verify_password(
+                    creds.password_hash, body.current_password
+                )
+            except FechatterError:
+                throttle.accounts.refund(account)
+                raise
+            if not ok:
                 raise Invalid.field("current_password", "is incorrect")
+            throttle.accounts.forget(account)
             password_hash = await ctx.auth.hash_password(body.password)
         fields = body.model_fields_set
         user = await ctx.storage.update_user(
