@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from fechatter.config import Settings
 from fechatter.errors import Invalid, NotFound
-from fechatter.http.schemas import MessageIn
 from fechatter.models import ChatRecord, ChatType, NewMessage, Role
+from fechatter.schemas import MessageIn
 from fechatter.storage import Storage
 
 

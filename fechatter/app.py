@@ -24,9 +24,9 @@ from fechatter.config import Settings, resolve_jwt_secret
 from fechatter.http import create_app
 from fechatter.http.asgi import ShieldedSend
 from fechatter.http.common import Context
-from fechatter.metrics import Metrics
+from fechatter.metrics import Metrics, RealtimeStats
 from fechatter.ratelimit import RateLimiter
-from fechatter.realtime.context import RealtimeContext, RealtimeStats
+from fechatter.realtime.context import RealtimeContext
 from fechatter.realtime.listener import open_listening_socket, serve_realtime
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard

@@ -2,7 +2,7 @@
 
 Records are frozen slotted dataclasses rather than pydantic models: they are built from
 database rows and serialised on the fan-out path, where construction cost matters, and they
-are never parsed from untrusted input (that happens at the edges, in ``http/schemas.py``).
+are never parsed from untrusted input (that happens at the edges, in ``schemas.py``).
 Timestamps are RFC 3339 UTC strings with a ``Z``, produced by the storage backends, so a
 record serialises without conversion. This module must never do I/O.
 """

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import trio
 
+from fechatter.actors.ports import StreamPort
 from fechatter.events import PRESENCE, Event
-from fechatter.realtime.stream import Stream
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class UserActor:
     def __init__(self, user_id: int, ring_size: int, since_seq: int) -> None:
         self.user_id = user_id
         self.ring: deque[Event] = deque(maxlen=ring_size)
-        self.streams: list[Stream] = []
+        self.streams: list[StreamPort] = []
         self.since_seq = since_seq  # events up to this seq were published before we existed
         self.evicted_seq = 0  # the newest seq that fell off the ring
         self._changed = trio.Event()
@@ -147,7 +147,7 @@ class UserHub:
         return self._connection_ids
 
     # -- streams ----------------------------------------------------------------------------
-    def attach(self, stream: Stream, last_event_id: str | None) -> Attached:
+    def attach(self, stream: StreamPort, last_event_id: str | None) -> Attached:
         """Register a stream and compute what it must be sent first (one synchronous step)."""
         uid = stream.user_id
         actor = self._users.get(uid)
@@ -172,7 +172,7 @@ class UserHub:
         self._set_presence(uid, "online")
         return Attached(position, replay, resync)
 
-    def detach(self, stream: Stream) -> None:
+    def detach(self, stream: StreamPort) -> None:
         actor = self._users.get(stream.user_id)
         if actor is not None and stream in actor.streams:
             actor.streams.remove(stream)

@@ -22,8 +22,8 @@ from fechatter.http.common import (
     json_response,
     read_json,
 )
-from fechatter.http.schemas import LogoutIn, RefreshIn, SigninIn, SignupIn, UserPatch
 from fechatter.models import User, utc_now
+from fechatter.schemas import LogoutIn, RefreshIn, SigninIn, SignupIn, UserPatch
 from fechatter.throttle import AuthThrottle, account_key
 
 BAD_CREDENTIALS = "email or password is incorrect"

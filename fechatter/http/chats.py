@@ -26,9 +26,9 @@ from fechatter.http.common import (
     query_int,
     read_json,
 )
-from fechatter.http.schemas import MAX_ID, ChatIn, ChatMembersIn, ChatPatch
 from fechatter.http.workspaces import workspace_role
 from fechatter.models import Chat, ChatRecord, ChatType, Member, Role
+from fechatter.schemas import MAX_ID, ChatIn, ChatMembersIn, ChatPatch
 
 
 async def visible_chat(ctx: Context, chat_id: int, user_id: int) -> tuple[ChatRecord, Role | None]:

@@ -19,10 +19,10 @@ from fechatter import wire
 from fechatter.actors.supervisor import ActorSystem
 from fechatter.auth import AccessClaims, Authenticator, bearer_token
 from fechatter.config import Settings
-from fechatter.errors import BadRequest, FieldError, Invalid, PayloadTooLarge, Unauthorized
-from fechatter.metrics import Metrics
+from fechatter.errors import BadRequest, FieldError, PayloadTooLarge, Unauthorized
+from fechatter.metrics import Metrics, RealtimeStats
 from fechatter.ratelimit import RateLimiter
-from fechatter.realtime.context import RealtimeStats
+from fechatter.schemas import validate
 from fechatter.security import TokenGuard
 from fechatter.storage import Storage
 
@@ -81,31 +81,6 @@ async def read_json(model: type[M]) -> M:
     except RequestEntityTooLarge:
         raise PayloadTooLarge("request body is too large", code="body_too_large") from None
     return validate(model, wire.loads(raw))
-
-
-def validate(model: type[M], data: Any) -> M:
-    """Validate already-decoded data, turning pydantic errors into a 422 with field errors."""
-    if not isinstance(data, dict):
-        raise Invalid(
-            "request body must be a JSON object",
-            code="validation_error",
-            errors=[FieldError("body", "must be an object")],
-        )
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as exc:
-        errors = [
-            FieldError(".".join(str(p) for p in err["loc"]) or "body", _message(err))
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        raise Invalid(detail, errors=errors) from None
-
-
-def _message(err: Any) -> str:
-    msg = str(err.get("msg", "is invalid"))
-    # pydantic prefixes custom errors with "Value error, "; clients want the message only.
-    return msg.removeprefix("Value error, ")
 
 
 async def current_claims(ctx: Context) -> AccessClaims:

@@ -16,7 +16,7 @@ from fechatter.http.common import (
     query_int,
     read_json,
 )
-from fechatter.http.schemas import MAX_ID, MessageIn, ReadIn
+from fechatter.schemas import MAX_ID, MessageIn, ReadIn
 
 
 def register(app: Quart, ctx: Context) -> None:

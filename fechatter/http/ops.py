@@ -7,8 +7,8 @@ from quart import Blueprint, Quart, Response
 from fechatter.errors import BadRequest, FieldError, Unavailable
 from fechatter.http.chats import visible_chat
 from fechatter.http.common import Context, current_user_id, json_response, query_int
-from fechatter.http.schemas import MAX_ID
 from fechatter.http.workspaces import workspace_role
+from fechatter.schemas import MAX_ID
 
 
 def register(app: Quart, ctx: Context) -> None:

@@ -15,8 +15,8 @@ from fechatter.http.common import (
     json_response,
     read_json,
 )
-from fechatter.http.schemas import WorkspaceIn, WorkspaceMemberIn, WorkspacePatch
 from fechatter.models import ChatType, Role
+from fechatter.schemas import WorkspaceIn, WorkspaceMemberIn, WorkspacePatch
 
 
 async def workspace_role(ctx: Context, workspace_id: int, user_id: int) -> Role:

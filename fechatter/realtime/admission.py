@@ -25,7 +25,7 @@ from collections import OrderedDict
 import trio
 
 from fechatter.errors import RateLimited, Unavailable
-from fechatter.realtime.context import RealtimeStats
+from fechatter.metrics import RealtimeStats
 
 # A hint only: a slot frees when one of the user's own streams closes, which we cannot predict.
 TOO_MANY_STREAMS_RETRY_AFTER = 10.0

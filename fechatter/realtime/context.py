@@ -12,25 +12,11 @@ from fechatter.actors.user import UserHub
 from fechatter.auth import Authenticator
 from fechatter.config import Settings
 from fechatter.events import READY, Event
+from fechatter.metrics import RealtimeStats
 from fechatter.ratelimit import RateLimiter
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard
 from fechatter.storage import Storage
-
-
-@dataclass
-class RealtimeStats:
-    """Counters of the listener (mutable; read by /api/sse/health and tests)."""
-
-    active: int = 0  # open connections, pending and streams
-    pending: int = 0  # open connections that have not yet presented a valid token
-    accepted: int = 0
-    refused: int = 0  # 503 over_capacity: max_connections streams were open
-    too_many_streams: int = 0  # 429: the user already held max_streams_per_user streams
-    pending_dropped: int = 0  # oldest pending connection closed to make room for a newcomer
-    head_timeouts: int = 0  # pending connections closed at head_timeout
-    slow_consumers: int = 0
-    bad_requests: int = 0
 
 
 @dataclass(frozen=True)

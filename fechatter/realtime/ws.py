@@ -29,12 +29,11 @@ from fechatter.actors.chat import MarkRead, SendMessage, SendResult, Typing
 from fechatter.auth import AccessClaims
 from fechatter.errors import BadRequest, FechatterError, Invalid, PayloadTooLarge
 from fechatter.events import dumps, ws_text_frame
-from fechatter.http.common import validate
-from fechatter.http.schemas import MAX_ID, MessageIn, ReadIn
 from fechatter.realtime.context import RealtimeContext
 from fechatter.realtime.head import Head, recv_some, response_head
 from fechatter.realtime.sse import opening
 from fechatter.realtime.stream import Stream, Transport
+from fechatter.schemas import MAX_ID, MessageIn, ReadIn, validate
 
 SLOW_CONSUMER = 4008
 TOKEN_EXPIRED = 4001

@@ -18,8 +18,8 @@ import trio.testing
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
 from fechatter.errors import RateLimited, Unavailable
+from fechatter.metrics import RealtimeStats
 from fechatter.realtime.admission import Dropped, Gate, Phase
-from fechatter.realtime.context import RealtimeStats
 from tests.conftest import Api
 from tests.realtime.clients import SseClient, exchange, problem_of
 

@@ -1,4 +1,7 @@
-"""Request bodies, validated at the edge (SPEC §3 and §5 limits).
+"""Request bodies, validated at the edge (SPEC §3 and §5 limits), for every transport.
+
+Transport-neutral: the HTTP routes and the WebSocket ops validate with the same models and the
+same ``validate`` (pydantic errors → a 422 naming each field), so both answer alike.
 
 Types are strict (an id must be a JSON integer, a name a JSON string) so nothing is coerced by
 surprise; unknown fields are ignored for forward compatibility. Every string is well-formed
@@ -10,10 +13,12 @@ control characters, emails in their NFKC case-folded identity form.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
+import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from fechatter.errors import FieldError, Invalid
 from fechatter.models import ChatType, Role
 from fechatter.text import (
     check_well_formed,
@@ -77,6 +82,34 @@ def _file_url(value: str) -> str:
     ):
         raise ValueError("must be a URL returned by the file upload route")
     return value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any) -> M:
+    """Validate already-decoded data, turning pydantic errors into a 422 with field errors."""
+    if not isinstance(data, dict):
+        raise Invalid(
+            "request body must be a JSON object",
+            code="validation_error",
+            errors=[FieldError("body", "must be an object")],
+        )
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        errors = [
+            FieldError(".".join(str(p) for p in err["loc"]) or "body", _message(err))
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        raise Invalid(detail, errors=errors) from None
+
+
+def _message(err: Any) -> str:
+    msg = str(err.get("msg", "is invalid"))
+    # pydantic prefixes custom errors with "Value error, "; clients want the message only.
+    return msg.removeprefix("Value error, ")
 
 
 Id = Annotated[int, Field(strict=True, gt=0, le=MAX_ID)]

@@ -1,0 +1,25 @@
+"""What the actors need from the layers above them, as Protocols (trio's ``abc.py`` idea).
+
+The user actors push events into live streams, but streams are sockets and belong to the
+realtime transport, a higher layer. The actors depend on this small protocol instead; the
+realtime listener's ``Stream`` implements it. This module must never import a transport.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from fechatter.events import Event
+
+
+class StreamPort(Protocol):
+    """One live stream of a user, as the fan-out sees it."""
+
+    user_id: int
+    security_version: int  # of the token that opened it: a raise closes the stream
+
+    def push_event(self, event: Event) -> None:
+        """Queue ``event`` for the peer without blocking (a full outbox fails the stream)."""
+
+    def fail(self, reason: str) -> None:
+        """Mark the stream for closing with ``reason`` and wake its connection (no await)."""
