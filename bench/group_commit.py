@@ -24,7 +24,7 @@ from pathlib import Path
 
 import trio
 
-from fechatter.actors.chat import SendMessage
+from fechatter.actors.commands import SendMessage
 from fechatter.actors.directory import Directory, DirectoryConfig
 from fechatter.actors.user import UserHub
 from fechatter.models import ChatType, NewMessage, Role

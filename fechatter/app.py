@@ -17,7 +17,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from fechatter.actors.directory import DirectoryConfig
-from fechatter.actors.supervisor import ActorSystem, open_actor_system
+from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.config import Settings, resolve_jwt_secret

@@ -68,6 +68,24 @@ class FechatterError(Exception):
             doc["errors"] = [{"field": e.field, "message": e.message} for e in self.errors]
         return doc
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries as replies (a forwarded actor call): rebuild them
+        # field for field, whatever a subclass's constructor takes.
+        return (_rebuild, (type(self), self.detail, self.code, self.errors, self.headers))
+
+
+def _rebuild(
+    cls: type[FechatterError],
+    detail: str,
+    code: str,
+    errors: list[FieldError],
+    headers: dict[str, str],
+) -> FechatterError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, detail)
+    error.detail, error.code, error.errors, error.headers = detail, code, errors, headers
+    return error
+
 
 class BadRequest(FechatterError):
     status = 400

@@ -13,12 +13,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import trio
 
 from fechatter import events
+from fechatter.actors import chat_rules as rules
+from fechatter.actors.commands import (
+    AddMembers,
+    DeleteChat,
+    Join,
+    MarkRead,
+    RemoveMember,
+    ReopenSingle,
+    SendMessage,
+    SendResult,
+    Typing,
+    UpdateChat,
+)
 from fechatter.actors.mailbox import Call
 from fechatter.errors import FechatterError, Forbidden, Invalid, NotFound
 from fechatter.events import Event, EventSink
@@ -28,105 +41,11 @@ from fechatter.models import (
     ChatState,
     ChatType,
     Member,
-    Message,
-    NewMessage,
     Role,
 )
 from fechatter.storage import Storage
 
 log = logging.getLogger(__name__)
-
-
-# -- commands (immutable; replies named in each docstring) -------------------------------
-@dataclass(frozen=True, slots=True)
-class SendMessage:
-    """→ ``SendResult``."""
-
-    message: NewMessage
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    message: Message
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AddMembers:
-    """→ ``list[Member]`` (only those newly added). Ids are workspace members (caller checks)."""
-
-    by: int
-    user_ids: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReopenSingle:
-    """→ None. Re-admit whichever of a Single chat's pair is no longer a member (they left
-    the workspace and came back). ``user_ids`` is the pair (the caller found the chat by it)."""
-
-    by: int
-    user_ids: tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveMember:
-    """→ None. ``force`` skips the role check (workspace-level removal)."""
-
-    by: int
-    user_id: int
-    force: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Join:
-    """→ ``Member``. The caller is a workspace member (caller checks)."""
-
-    user_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class MarkRead:
-    """→ None."""
-
-    user_id: int
-    message_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class Typing:
-    """→ None."""
-
-    user_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateChat:
-    """→ ``Chat`` (the chat as ``by`` sees it, after the change)."""
-
-    by: int
-    name: str | None
-    description: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteChat:
-    """→ None. ``already_deleted``: storage removed it (workspace deletion); just retire."""
-
-    by: int
-    already_deleted: bool = False
-
-
-ChatCommand = (
-    SendMessage
-    | AddMembers
-    | ReopenSingle
-    | RemoveMember
-    | Join
-    | MarkRead
-    | Typing
-    | UpdateChat
-    | DeleteChat
-)
 
 
 class ChatRetired(Exception):
@@ -249,22 +168,10 @@ class ChatActor:
             raise error
         return self.members[user_id]
 
-    async def _require_manager(self, user_id: int) -> Role:
-        role = await self._require_member(user_id)
-        if not role.manages:
-            raise Forbidden("only the chat owner or an admin may do this", code="not_chat_admin")
-        return role
-
-    async def _add_members(self, cmd: AddMembers) -> list[Member]:
-        role = await self._require_member(cmd.by)
-        if self.chat.type is ChatType.SINGLE:
-            raise Invalid.field("user_ids", "members cannot be added to a Single chat")
-        if self.chat.type is not ChatType.GROUP and not role.manages:
-            raise Forbidden(
-                "only the chat owner or an admin may add members", code="not_chat_admin"
-            )
+    async def _add_members(self, cmd: AddMembers) -> tuple[Member, ...]:
+        rules.check_add(self.chat.type, await self._require_member(cmd.by))
         new_ids = [uid for uid in dict.fromkeys(cmd.user_ids) if uid not in self.members]
-        return await self._admit(new_ids, by=cmd.by) if new_ids else []
+        return tuple(await self._admit(new_ids, by=cmd.by)) if new_ids else ()
 
     async def _reopen_single(self, cmd: ReopenSingle) -> None:
         if self.chat.type is not ChatType.SINGLE or cmd.by not in cmd.user_ids:
@@ -285,10 +192,7 @@ class ChatActor:
         return added
 
     async def _join(self, cmd: Join) -> Member:
-        if self.chat.type is not ChatType.PUBLIC_CHANNEL:
-            if cmd.user_id in self.members:
-                raise Invalid.field("chat_id", "only public channels can be joined")
-            raise NotFound("chat not found", code="chat_not_found")
+        rules.check_join(self.chat.type, cmd.user_id in self.members)
         if cmd.user_id not in self.members:
             added = await self._admit([cmd.user_id], by=cmd.user_id)
             if added:
@@ -306,15 +210,9 @@ class ChatActor:
             raise NotFound("not a member of this chat", code="member_not_found")
         if not cmd.force:
             by_role = await self._require_member(cmd.by)
-            if cmd.by != cmd.user_id:
-                if not by_role.manages:
-                    raise Forbidden(
-                        "only the owner or an admin may remove members", code="not_chat_admin"
-                    )
-                if self.members[cmd.user_id] is Role.OWNER:
-                    raise Forbidden("the owner cannot be removed", code="cannot_remove_owner")
-            if self.chat.type is ChatType.SINGLE:
-                raise Invalid.field("user_id", "a Single chat's members cannot change")
+            rules.check_remove(
+                self.chat.type, cmd.by, by_role, cmd.user_id, self.members[cmd.user_id]
+            )
         remaining = {uid: r for uid, r in self.members.items() if uid != cmd.user_id}
         if not remaining:
             await self._storage.delete_chat(self.chat.id)
@@ -322,7 +220,7 @@ class ChatActor:
             raise ChatRetired
         new_owner = None
         if self.members[cmd.user_id] is Role.OWNER:
-            new_owner = self._successor(remaining)
+            new_owner = rules.successor(remaining, self.joined)
         await self._storage.remove_chat_member(self.chat.id, cmd.user_id, new_owner)
         recipients = tuple(self.members)
         del self.members[cmd.user_id]
@@ -333,15 +231,6 @@ class ChatActor:
             self.chat = _with_owner(self.chat, new_owner)
         data = {"chat_id": self.chat.id, "user_id": cmd.user_id, "by": cmd.by}
         self._publish(recipients, events.MEMBER_REMOVED, data)
-
-    def _successor(self, remaining: dict[int, Role]) -> int:
-        """The oldest admin, else the oldest member."""
-
-        def age(uid: int) -> tuple[str, int]:
-            return (self.joined.get(uid, ""), uid)
-
-        admins = [uid for uid, r in remaining.items() if r is Role.ADMIN]
-        return min(admins or list(remaining), key=age)
 
     async def _mark_read(self, cmd: MarkRead) -> None:
         await self._require_member(cmd.user_id)
@@ -360,9 +249,7 @@ class ChatActor:
         self._publish(others, events.TYPING, {"chat_id": self.chat.id, "user_id": cmd.user_id})
 
     async def _update(self, cmd: UpdateChat) -> Chat:
-        await self._require_manager(cmd.by)
-        if self.chat.type is ChatType.SINGLE and cmd.name is not None:
-            raise Invalid.field("name", "a Single chat has no name")
+        rules.check_update(self.chat.type, await self._require_member(cmd.by), cmd.name)
         changed = cmd.name is not None or cmd.description is not None
         if changed:
             self.chat = await self._storage.update_chat(
@@ -377,9 +264,7 @@ class ChatActor:
 
     async def _delete(self, cmd: DeleteChat) -> None:
         if not cmd.already_deleted:
-            role = await self._require_member(cmd.by)
-            if role is not Role.OWNER:
-                raise Forbidden("only the chat owner may delete it", code="not_chat_owner")
+            rules.check_delete(await self._require_member(cmd.by))
             await self._storage.delete_chat(self.chat.id)
         self._publish(tuple(self.members), events.CHAT_DELETED, {"id": self.chat.id})
         raise ChatRetired

@@ -2,29 +2,32 @@
 
 Other code never touches an actor's channel: it calls ``Directory.call(chat_id, command)``.
 The directory starts the actor on demand in the nursery it owns, restarts it from storage
-when it raises (one-for-one, at most ``restart_budget`` times per
-``restart_window`` seconds, then the chat's actor is stopped and the next call starts it
-afresh), and retires it after ``idle_seconds`` without commands. Every call is answered: by
-the actor, or with ``Unavailable`` (crash, timeout) / ``NotFound`` (chat deleted) by the
-directory when the actor cannot answer it any more.
+when it raises (one-for-one, under ``supervisor.RestartPolicy``: at most ``restart_budget``
+times per ``restart_window`` seconds, then the chat's actor is stopped and the next call
+starts it afresh), and retires it after ``idle_seconds`` without commands. Every call is
+answered: by the actor, or with ``Unavailable`` (crash, timeout) / ``NotFound`` (chat
+deleted) by the directory when the actor cannot answer it any more.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
-from fechatter.actors.chat import ChatActor, ChatCommand, ChatRetired
+from fechatter.actors.chat import ChatActor, ChatRetired
+from fechatter.actors.commands import Command
 from fechatter.actors.mailbox import Call, fail_queued
+from fechatter.actors.supervisor import RestartPolicy
 from fechatter.errors import FechatterError, NotFound, Unavailable
 from fechatter.events import EventSink
 from fechatter.storage import Storage
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +85,8 @@ class Directory:
     def is_running(self, chat_id: int) -> bool:
         return chat_id in self._slots
 
-    async def call(self, chat_id: int, command: ChatCommand) -> Any:
-        """Send a command to the chat's actor and wait for its answer.
+    async def call(self, chat_id: int, command: Command[R]) -> R:
+        """Send a command to the chat's actor and wait for its answer (the command's ``R``).
 
         Bounded by ``call_timeout`` (then ``Unavailable``); a full mailbox makes the caller
         wait, which is the backpressure a busy chat applies to its senders.
@@ -95,7 +98,7 @@ class Directory:
                 await slot.ready.wait()
                 if slot.error is not None:
                     raise slot.error
-                call: Call[Any] = Call(command)
+                call: Call[R] = Call(command)
                 try:
                     await slot.send.send(call)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -111,7 +114,7 @@ class Directory:
 
     async def _supervise(self, slot: _Slot) -> None:
         """Run one chat's actor; restart it on failure within the budget."""
-        crashes: deque[float] = deque()
+        policy = RestartPolicy(self.config.restart_budget, self.config.restart_window)
         final: FechatterError = Unavailable("chat actor stopped; retry", code="chat_unavailable")
         try:
             while True:
@@ -146,11 +149,7 @@ class Directory:
                     _fail_inflight(
                         slot, Unavailable("chat actor failed; retry", code="chat_unavailable")
                     )
-                now = trio.current_time()
-                crashes.append(now)
-                while crashes and crashes[0] < now - self.config.restart_window:
-                    crashes.popleft()
-                if len(crashes) > self.config.restart_budget:
+                if not policy.crashed(trio.current_time()):
                     log.error("ChatActor#%d exceeded its restart budget; stopping it", slot.chat_id)
                     return
                 self._restarts += 1

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from fechatter.actors.commands import Command
 from fechatter.errors import FechatterError
 
 T = TypeVar("T")
@@ -22,7 +23,7 @@ class Call(Generic[T]):
 
     __slots__ = ("_done", "_error", "_value", "command")
 
-    def __init__(self, command: object) -> None:
+    def __init__(self, command: Command[T]) -> None:
         self.command = command
         self._done = trio.Event()
         self._value: T | None = None

@@ -1,46 +1,30 @@
-"""The actor system: one supervisor nursery owning the ChatActors (via the Directory), the
-UserActors (via the UserHub) and the presence flusher.
+"""Supervision: how many crashes an actor may have before it is stopped (Erlang/OTP's
+``intensity`` and ``period``: at most ``budget`` restarts within ``window`` seconds).
 
-``open_actor_system`` is the only way to get one; leaving the block cancels every actor (a
-commit already handed to storage finishes first: storage threads are not abandoned).
+``RestartPolicy`` is pure bookkeeping over a clock the caller passes in; the ``Directory``
+applies it to each ChatActor (one-for-one: a crash restarts only that chat's actor, from
+storage). Nothing here does I/O or owns a task.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-
-import trio
-
-from fechatter.actors.directory import Directory, DirectoryConfig
-from fechatter.actors.user import HubConfig, UserHub
-from fechatter.storage import Storage
+from collections import deque
+from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
-class ActorSystem:
-    directory: Directory
-    users: UserHub
+@dataclass
+class RestartPolicy:
+    """A sliding window of crash times for one actor."""
 
+    budget: int = 5
+    window: float = 60.0  # seconds
+    _crashes: deque[float] = field(default_factory=deque, repr=False)
 
-@asynccontextmanager
-async def open_actor_system(
-    storage: Storage,
-    config: DirectoryConfig | None = None,
-    hub_config: HubConfig | None = None,
-) -> AsyncIterator[ActorSystem]:
-    """Run the actor system for the duration of the block."""
-    async with trio.open_nursery() as nursery:
-        cfg = hub_config or HubConfig()
-
-        async def presence_peers(user_id: int) -> list[int]:
-            return await storage.presence_peer_ids(user_id, cfg.presence_max_chat_size)
-
-        users = UserHub(nursery, cfg, co_members=presence_peers)
-        nursery.start_soon(users.serve_presence, name="presence")
-        directory = Directory(storage, users, nursery, config)
-        try:
-            yield ActorSystem(directory, users)
-        finally:
-            nursery.cancel_scope.cancel()
+    def crashed(self, now: float) -> bool:
+        """Record a crash at ``now`` (seconds, any monotonic clock); True if the actor may be
+        restarted, False if it exceeded ``budget`` crashes within ``window`` and must stop."""
+        crashes = self._crashes
+        crashes.append(now)
+        while crashes and crashes[0] < now - self.window:
+            crashes.popleft()
+        return len(crashes) <= self.budget

@@ -9,7 +9,7 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response
 
 from fechatter import access, events
-from fechatter.actors.chat import (
+from fechatter.actors.commands import (
     AddMembers,
     DeleteChat,
     Join,
@@ -27,7 +27,7 @@ from fechatter.http.common import (
     read_json,
 )
 from fechatter.http.workspaces import workspace_role
-from fechatter.models import Chat, ChatRecord, ChatType, Member, Role
+from fechatter.models import Chat, ChatRecord, ChatType, Role
 from fechatter.schemas import MAX_ID, ChatIn, ChatMembersIn, ChatPatch
 
 
@@ -126,7 +126,7 @@ def register(app: Quart, ctx: Context) -> None:
         user_id = await current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
         body = await read_json(ChatPatch)
-        view: Chat = await directory.call(chat_id, UpdateChat(user_id, body.name, body.description))
+        view = await directory.call(chat_id, UpdateChat(user_id, body.name, body.description))
         return json_response(view.to_json())
 
     @bp.delete("/api/chats/<id:chat_id>")
@@ -151,7 +151,7 @@ def register(app: Quart, ctx: Context) -> None:
         if len(ids) > ctx.settings.max_members_per_request:
             raise Invalid.field("user_ids", "too many members in one request")
         await require_workspace_members(ctx, chat.workspace_id, ids, "user_ids")
-        added: list[Member] = await directory.call(chat_id, AddMembers(user_id, tuple(ids)))
+        added = await directory.call(chat_id, AddMembers(user_id, tuple(ids)))
         return json_response([m.to_json() for m in added], 201)
 
     @bp.delete("/api/chats/<id:chat_id>/members/<id:member_id>")
@@ -165,7 +165,7 @@ def register(app: Quart, ctx: Context) -> None:
     async def join(chat_id: int) -> Response:
         user_id = await current_user_id(ctx)
         await visible_chat(ctx, chat_id, user_id)
-        member: Member = await directory.call(chat_id, Join(user_id))
+        member = await directory.call(chat_id, Join(user_id))
         return json_response(member.to_json())
 
     app.register_blueprint(bp)

@@ -16,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
 from fechatter import wire
-from fechatter.actors.supervisor import ActorSystem
+from fechatter.actors.system import ActorSystem
 from fechatter.auth import AccessClaims, Authenticator, bearer_token
 from fechatter.config import Settings
 from fechatter.errors import BadRequest, FieldError, PayloadTooLarge, Unauthorized

@@ -5,7 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response
 
 from fechatter import access
-from fechatter.actors.chat import MarkRead, SendMessage, SendResult, Typing
+from fechatter.actors.commands import MarkRead, SendMessage, Typing
 from fechatter.errors import BadRequest, FieldError
 from fechatter.http.chats import visible_chat
 from fechatter.http.common import (
@@ -50,7 +50,7 @@ def register(app: Quart, ctx: Context) -> None:
         body = await read_json(MessageIn)
         new = access.new_message(body, user_id, ctx.settings)
         ctx.send_limiter.acquire(user_id)
-        result: SendResult = await directory.call(chat_id, SendMessage(new))
+        result = await directory.call(chat_id, SendMessage(new))
         if result.created:
             ctx.metrics.messages_sent.inc()
         return json_response(result.message.to_json(), 201 if result.created else 200)

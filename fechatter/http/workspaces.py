@@ -6,7 +6,7 @@ import contextlib
 
 from quart import Blueprint, Quart, Response, request
 
-from fechatter.actors.chat import DeleteChat, RemoveMember
+from fechatter.actors.commands import DeleteChat, RemoveMember
 from fechatter.errors import BadRequest, Conflict, FieldError, Forbidden, Invalid, NotFound
 from fechatter.http.common import (
     Context,

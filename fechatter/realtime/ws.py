@@ -25,7 +25,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import generate_accept_token
 
 from fechatter import access, wire
-from fechatter.actors.chat import MarkRead, SendMessage, SendResult, Typing
+from fechatter.actors.commands import MarkRead, SendMessage, Typing
 from fechatter.auth import AccessClaims
 from fechatter.errors import BadRequest, FechatterError, Invalid, PayloadTooLarge
 from fechatter.events import dumps, ws_text_frame
@@ -249,7 +249,7 @@ class WsSession:
         body = validate(MessageIn, frame)
         new = access.new_message(body, self.user_id, self.ctx.settings)
         self.ctx.send_limiter.acquire(self.user_id)
-        result: SendResult = await self.ctx.directory.call(chat, SendMessage(new))
+        result = await self.ctx.directory.call(chat, SendMessage(new))
         return event_frame(
             "ack", {"client_id": body.client_id, "message": result.message.to_json()}
         )

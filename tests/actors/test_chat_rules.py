@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from fechatter.actors.chat import AddMembers, RemoveMember, UpdateChat
+from fechatter.actors.commands import AddMembers, RemoveMember, UpdateChat
 from fechatter.actors.directory import Directory
 from fechatter.errors import Forbidden
 from fechatter.events import Event

@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from fechatter.actors.chat import DeleteChat, SendMessage, SendResult
+from fechatter.actors.commands import DeleteChat, SendMessage, SendResult
 from fechatter.actors.directory import Directory, DirectoryConfig
 from fechatter.actors.user import UserHub
 from fechatter.errors import Invalid, NotFound, Unavailable
@@ -216,7 +216,7 @@ async def test_call_times_out_with_unavailable(
     directory = Directory(stuck, UserHub(), nursery, DirectoryConfig(call_timeout=10))
     await storage.load_chat_state(chat_id)
     # Warm the actor (its state load runs in a thread) before letting the clock jump.
-    from fechatter.actors.chat import Typing
+    from fechatter.actors.commands import Typing
 
     await directory.call(chat_id, Typing(a))
     mock_clock.autojump_threshold = 0

@@ -1,0 +1,70 @@
+"""Who may do what in a chat (SPEC §3 "Rules"), as pure functions of roles and chat kinds.
+
+The ChatActor asks these before it writes; they raise the domain error a refused caller
+gets and never touch storage, so every rule is tested without a database
+(``tests/actors/test_chat_rules_pure.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fechatter.errors import Forbidden, Invalid, NotFound
+from fechatter.models import ChatType, Role
+
+
+def check_add(kind: ChatType, by_role: Role) -> None:
+    """Adding members: any member of a Group, the owner or an admin elsewhere; never to a
+    Single chat (422). Raises ``Invalid`` / ``Forbidden``."""
+    if kind is ChatType.SINGLE:
+        raise Invalid.field("user_ids", "members cannot be added to a Single chat")
+    if kind is not ChatType.GROUP and not by_role.manages:
+        raise Forbidden("only the chat owner or an admin may add members", code="not_chat_admin")
+
+
+def check_remove(kind: ChatType, by: int, by_role: Role, user_id: int, user_role: Role) -> None:
+    """Removing ``user_id`` (or leaving, when ``by == user_id``): the owner or an admin may
+    remove others but never the owner; a Single chat's members cannot change.
+    Raises ``Forbidden`` / ``Invalid``."""
+    if by != user_id:
+        if not by_role.manages:
+            raise Forbidden("only the owner or an admin may remove members", code="not_chat_admin")
+        if user_role is Role.OWNER:
+            raise Forbidden("the owner cannot be removed", code="cannot_remove_owner")
+    if kind is ChatType.SINGLE:
+        raise Invalid.field("user_id", "a Single chat's members cannot change")
+
+
+def check_join(kind: ChatType, is_member: bool) -> None:
+    """Only PublicChannels can be joined: a member asking is told so (422), anyone else
+    learns nothing (404). Raises ``Invalid`` / ``NotFound``."""
+    if kind is not ChatType.PUBLIC_CHANNEL:
+        if is_member:
+            raise Invalid.field("chat_id", "only public channels can be joined")
+        raise NotFound("chat not found", code="chat_not_found")
+
+
+def check_update(kind: ChatType, by_role: Role, name: str | None) -> None:
+    """Renaming or describing: the owner or an admin; a Single chat has no name.
+    Raises ``Forbidden`` / ``Invalid``."""
+    if not by_role.manages:
+        raise Forbidden("only the chat owner or an admin may do this", code="not_chat_admin")
+    if kind is ChatType.SINGLE and name is not None:
+        raise Invalid.field("name", "a Single chat has no name")
+
+
+def check_delete(by_role: Role) -> None:
+    """Deleting: the owner only. Raises ``Forbidden``."""
+    if by_role is not Role.OWNER:
+        raise Forbidden("only the chat owner may delete it", code="not_chat_owner")
+
+
+def successor(remaining: Mapping[int, Role], joined: Mapping[int, str]) -> int:
+    """Who becomes owner when the owner leaves: the oldest admin, else the oldest member
+    (by ``joined`` time, then id). ``remaining`` must not be empty."""
+
+    def age(uid: int) -> tuple[str, int]:
+        return (joined.get(uid, ""), uid)
+
+    admins = [uid for uid, role in remaining.items() if role is Role.ADMIN]
+    return min(admins or list(remaining), key=age)
