@@ -21,6 +21,7 @@ from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.config import Settings, resolve_jwt_secret
+from fechatter.domain.workspaces import Workspaces
 from fechatter.http import create_app
 from fechatter.http.asgi import ShieldedSend
 from fechatter.http.common import Context
@@ -125,6 +126,7 @@ async def serve(
                 realtime=stats,
                 realtime_port=int(rt_sock.getsockname()[1]),
                 guard=guard,
+                workspaces=Workspaces(storage, system.directory),
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]

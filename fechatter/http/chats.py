@@ -26,7 +26,6 @@ from fechatter.http.common import (
     query_int,
     read_json,
 )
-from fechatter.http.workspaces import workspace_role
 from fechatter.models import Chat, ChatRecord, ChatType, Role
 from fechatter.schemas import MAX_ID, ChatIn, ChatMembersIn, ChatPatch
 
@@ -68,7 +67,7 @@ def register(app: Quart, ctx: Context) -> None:
         user_id = await current_user_id(ctx)
         workspace_id = query_int("workspace_id", low=1, high=MAX_ID)
         if workspace_id is not None:
-            await workspace_role(ctx, workspace_id, user_id)
+            await ctx.workspaces.role(workspace_id, user_id)
         chats = await ctx.storage.list_chats(user_id, workspace_id)
         return json_response([c.to_json() for c in chats])
 
@@ -76,7 +75,7 @@ def register(app: Quart, ctx: Context) -> None:
     async def create_chat() -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(ChatIn)
-        await workspace_role(ctx, body.workspace_id, user_id)
+        await ctx.workspaces.role(body.workspace_id, user_id)
         member_ids = list(dict.fromkeys([user_id, *body.members]))
         if len(member_ids) > ctx.settings.max_members_per_request:
             raise Invalid.field("members", "too many members in one request")

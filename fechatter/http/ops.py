@@ -7,7 +7,6 @@ from quart import Blueprint, Quart, Response
 from fechatter.errors import BadRequest, FieldError, Unavailable
 from fechatter.http.chats import visible_chat
 from fechatter.http.common import Context, current_user_id, json_response, query_int
-from fechatter.http.workspaces import workspace_role
 from fechatter.schemas import MAX_ID
 
 
@@ -54,7 +53,7 @@ def register(app: Quart, ctx: Context) -> None:
             members = [m.user_id for m in await ctx.storage.list_chat_members(chat_id)]
         else:
             assert workspace_id is not None
-            await workspace_role(ctx, workspace_id, user_id)
+            await ctx.workspaces.role(workspace_id, user_id)
             members = [m.user.id for m in await ctx.storage.list_workspace_members(workspace_id)]
         return json_response({"user_ids": ctx.system.users.online(members)})
 

@@ -1,0 +1,115 @@
+"""Workspaces and their members (SPEC §3 "Workspaces").
+
+Non-members get 404 for a workspace: they may not know it exists. Removing a member removes
+them from the workspace's chats first (through each chat's actor), so no chat is ever left
+with a member outside its workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from fechatter.actors.commands import DeleteChat, RemoveMember
+from fechatter.actors.directory import Directory
+from fechatter.errors import Conflict, Forbidden, Invalid, NotFound
+from fechatter.models import Chat, Role, Workspace, WorkspaceMember
+from fechatter.storage import Storage
+
+
+class Workspaces:
+    """Workspace use cases over storage and the chat actors."""
+
+    def __init__(self, storage: Storage, directory: Directory) -> None:
+        self._storage = storage
+        self._directory = directory
+
+    async def role(self, workspace_id: int, user_id: int) -> Role:
+        """The user's role in the workspace; ``NotFound`` if not a member (or no workspace)."""
+        role = await self._storage.workspace_role(workspace_id, user_id)
+        if role is None:
+            raise NotFound("workspace not found", code="workspace_not_found")
+        return role
+
+    async def of_user(self, user_id: int) -> list[Workspace]:
+        """The workspaces the user belongs to."""
+        return await self._storage.list_workspaces(user_id)
+
+    async def create(self, user_id: int, name: str, description: str | None) -> Workspace:
+        """A new workspace owned by the caller; ``Conflict`` if the name is taken."""
+        return await self._storage.create_workspace(name, description, user_id)
+
+    async def get(self, user_id: int, workspace_id: int) -> Workspace:
+        await self.role(workspace_id, user_id)
+        ws = await self._storage.get_workspace(workspace_id)
+        if ws is None:
+            raise NotFound("workspace not found", code="workspace_not_found")
+        return ws
+
+    async def update(
+        self, user_id: int, workspace_id: int, name: str | None, description: str | None
+    ) -> Workspace:
+        """Owner or admin; ``Forbidden`` otherwise."""
+        if not (await self.role(workspace_id, user_id)).manages:
+            raise Forbidden(
+                "only the owner or an admin may change the workspace", code="not_workspace_admin"
+            )
+        return await self._storage.update_workspace(
+            workspace_id, name=name, description=description
+        )
+
+    async def delete(self, user_id: int, workspace_id: int) -> None:
+        """Owner only; its chats and messages go with it."""
+        if await self.role(workspace_id, user_id) is not Role.OWNER:
+            raise Forbidden("only the owner may delete the workspace", code="not_workspace_owner")
+        for chat_id in await self._storage.delete_workspace(workspace_id):
+            # Running actors hold the members in memory: tell them the chat is gone.
+            if self._directory.is_running(chat_id):
+                await self._directory.call(chat_id, DeleteChat(by=user_id, already_deleted=True))
+
+    async def members(self, user_id: int, workspace_id: int) -> list[WorkspaceMember]:
+        await self.role(workspace_id, user_id)
+        return await self._storage.list_workspace_members(workspace_id)
+
+    async def add_member(
+        self, user_id: int, workspace_id: int, email: str, role: Role
+    ) -> WorkspaceMember:
+        """Owner or admin adds an existing user by email (``Invalid`` on ``email`` if none)."""
+        if not (await self.role(workspace_id, user_id)).manages:
+            raise Forbidden(
+                "only the owner or an admin may add members", code="not_workspace_admin"
+            )
+        user = await self._storage.get_user_by_email(email)
+        if user is None:
+            raise Invalid.field("email", "no user has this email")
+        return await self._storage.add_workspace_member(workspace_id, user.id, role)
+
+    async def remove_member(self, caller: int, workspace_id: int, user_id: int) -> None:
+        """Owner/admin removes a member, or a member leaves; the owner cannot leave
+        (``Conflict``), only the owner removes an admin."""
+        role = await self.role(workspace_id, caller)
+        if caller != user_id and not role.manages:
+            raise Forbidden(
+                "only the owner or an admin may remove members", code="not_workspace_admin"
+            )
+        target = await self._storage.workspace_role(workspace_id, user_id)
+        if target is None:
+            raise NotFound("member not found", code="member_not_found")
+        if target is Role.OWNER:
+            raise Conflict(
+                "the workspace owner cannot leave it; delete the workspace instead",
+                code="owner_cannot_leave",
+            )
+        if target is Role.ADMIN and role is not Role.OWNER and caller != user_id:
+            raise Forbidden("only the owner may remove an admin", code="not_workspace_owner")
+        # Chats first, so no chat is left with a member outside its workspace.
+        for chat_id in await self._storage.list_user_chat_ids(user_id, workspace_id):
+            # NotFound: the chat went away meanwhile, or the user had already left it.
+            with contextlib.suppress(NotFound):
+                await self._directory.call(
+                    chat_id, RemoveMember(by=caller, user_id=user_id, force=True)
+                )
+        await self._storage.remove_workspace_member(workspace_id, user_id)
+
+    async def public_channels(self, user_id: int, workspace_id: int) -> list[Chat]:
+        await self.role(workspace_id, user_id)
+        return await self._storage.list_public_channels(workspace_id, user_id)
