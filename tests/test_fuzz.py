@@ -85,6 +85,9 @@ class Route:
     body: dict[str, str] | None = None
     query: dict[str, str] = field(default_factory=dict)
     auth: bool = True
+    # Routes that may end the caller's session (logout, a password change) are sent as a
+    # bystander, replaced when its token stops working; the actor's stream stays open.
+    ends_session: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,10 @@ ROUTES: tuple[Route, ...] = (
           "password": "password", "workspace": "name"}, auth=False),
     Route("POST", "/api/auth/signin", {"email": "email", "password": "password"}, auth=False),
     Route("POST", "/api/auth/refresh", {"refresh_token": "token"}, auth=False),
-    Route("POST", "/api/auth/logout", {"refresh_token": "token"}),
+    Route("POST", "/api/auth/logout", {"refresh_token": "token"}, ends_session=True),
     Route("GET", "/api/users/me"),
     Route("PATCH", "/api/users/me", {"fullname": "name", "avatar": "text",
-          "password": "password", "current_password": "password"}),
+          "password": "password", "current_password": "password"}, ends_session=True),
     Route("GET", "/api/workspaces"),
     Route("POST", "/api/workspaces", {"name": "name", "description": "text"}),
     Route("GET", "/api/workspaces/{ws}"),
@@ -328,10 +331,12 @@ def _target(route: Route | None, op: WsOp | None, body: dict[str, Any]) -> Targe
 
 @dataclass
 class World:
-    """The objects the examples aim at. ``actor`` sends the examples; ``sentinel`` is the
-    "real signed-in request" that must keep working."""
+    """The objects the examples aim at. ``actor`` sends the examples (``bystander`` those
+    that may end a session); ``sentinel`` is the "real signed-in request" that must keep
+    working."""
 
     actor: User
+    bystander: User
     sentinel: User
     ids: dict[str, int]
     ws: RawWs | None = None
@@ -414,7 +419,7 @@ async def _new_world(portal: Portal) -> World:
         "foreign_chat": foreign_chat,
         "foreign_owner": sentinel.id,
     }
-    world = World(actor, sentinel, ids)
+    world = World(actor, await api.signup(), sentinel, ids)
     world.ws = await RawWs.connect(portal.info.realtime_url, actor.auth["token"])
     ready = await world.ws.next_message()
     assert ready["event"] == "ready", ready
@@ -451,7 +456,8 @@ async def _http_example(portal: Portal, world: World, target: Target) -> str | N
             for k, v in target.query.items()
         ]
         path += "?" + "&".join(pairs)
-    headers = {"Authorization": f"Bearer {world.actor.auth['token']}"} if route.auth else {}
+    caller = world.bystander if route.ends_session else world.actor
+    headers = {"Authorization": f"Bearer {caller.auth['token']}"} if route.auth else {}
     content: bytes | None = None
     if target.body is not None:
         content = encode(target.body, world.ids).encode("ascii")
@@ -496,7 +502,11 @@ async def _ws_example(portal: Portal, world: World, target: Target) -> str | Non
         return f"the server closed the WebSocket: {exc!r}"
 
 
-async def _still_serving(portal: Portal, world: World) -> str | None:
+async def _still_serving(portal: Portal, world: World, target: Target) -> str | None:
+    if target.route is not None and target.route.ends_session:
+        r = await world.bystander.api.get("/api/users/me")
+        if r.status_code == 401:  # the example ended its session: a new bystander
+            world.bystander = await Api(portal.client).signup()
     r = await portal.client.get("/health")
     if r.status_code != 200:
         return f"/health answered {r.status_code}"
@@ -510,7 +520,7 @@ def check(portal: Portal, world: World, server_log: LogWatch, target: Target) ->
     """Run one example and assert the property (see the module docstring)."""
     run = _http_example if target.route is not None else _ws_example
     failure = portal.run(run, portal, world, target)
-    failure = failure or portal.run(_still_serving, portal, world)
+    failure = failure or portal.run(_still_serving, portal, world, target)
     logged = server_log.take()
     if logged:
         failure = (failure or "") + "\nthe server logged:\n" + "\n".join(logged)
