@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,37 @@ from fechatter.app import ServerInfo, serve
 from fechatter.auth import Authenticator
 from fechatter.config import Settings
 from tests.pg import pg_database, pg_server
+from tests.serverlog import LogWatch, expected_patterns
 
 __all__ = ["pg_database", "pg_server"]  # fixtures, shared by every suite
 
 TEST_SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def server_log(request: pytest.FixtureRequest) -> Iterator[LogWatch]:
+    """A clean server log is part of passing (see tests/serverlog.py).
+
+    Watches the root logger for the whole test; at teardown, a record at ERROR or above, or
+    one carrying a traceback, fails the test unless an ``expect_log_errors`` marker names it.
+    Tests that check the log themselves (the fuzzer, per example) call ``take_unexpected``.
+    """
+    watch = LogWatch()
+    root = logging.getLogger()
+    root.addHandler(watch)
+    try:
+        yield watch
+    finally:
+        root.removeHandler(watch)
+    expected = expected_patterns(request.node.iter_markers("expect_log_errors"))
+    unexpected = watch.take_unexpected(expected)
+    if unexpected:
+        pytest.fail(
+            "the server log is not clean (mark the test expect_log_errors if intended):\n"
+            + "\n".join(unexpected),
+            pytrace=False,
+        )
 
 
 def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: Any) -> Settings:

@@ -18,6 +18,7 @@ import trio
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
 from tests.conftest import Api, User, make_chat, make_workspace
+from tests.serverlog import problems_in_text
 
 
 # httpx leaves an async generator unfinalised when the server drops a connection mid-request.
@@ -132,13 +133,15 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             process.send_signal(signal.SIGTERM)
 
             async def drain() -> None:
+                nonlocal log
                 assert process.stderr is not None
-                while await process.stderr.receive_some():
-                    pass
+                while chunk := await process.stderr.receive_some():
+                    log += chunk
 
             async with trio.open_nursery() as n:
                 n.start_soon(drain)
                 assert await process.wait() == 0
+        assert problems_in_text(log.decode(errors="replace")) == []
         # The JWT secret was generated next to the database, owner-only.
         secret = tmp_path / ".fechatter-jwt-secret"
         assert secret.stat().st_mode & 0o777 == 0o600

@@ -51,9 +51,26 @@ def _translate(exc: HTTPException) -> FechatterError:
 
 
 def _body_complete() -> bool:
-    # Quart keeps no public flag for "the whole request body was received".
-    complete = getattr(request.body, "_complete", None)
-    return complete is None or bool(complete.is_set())
+    """Whether the whole request body has arrived, so the connection can serve another request.
+
+    True for a request that has no body by its HTTP/1 framing (no ``Transfer-Encoding``, no
+    ``Content-Length`` above 0: GET, HEAD, a bodiless DELETE): the server's parser has already
+    seen its end. That cannot be read from quart's body, which learns of the end from a task
+    running beside the handler, so a handler that answers without waiting (``/health``)
+    finishes first and the body still looks incomplete. For a request with a body, quart's
+    completion flag (``Body._complete``: set when the last ``http.request`` message arrived,
+    or when the body overflowed ``MAX_CONTENT_LENGTH``) decides, and an overflow
+    (``Body._must_raise``) counts as incomplete: the rest of that body was never read.
+    """
+    body = request.body
+    if getattr(body, "_must_raise", None) is not None:
+        return False
+    complete = getattr(body, "_complete", None)
+    if complete is not None and complete.is_set():
+        return True
+    if "Transfer-Encoding" in request.headers:
+        return False
+    return not request.content_length  # None or 0: no body to wait for
 
 
 def create_app(ctx: Context) -> QuartTrio:

@@ -105,6 +105,13 @@ async def test_same_client_id_in_one_batch_is_one_message(
     assert {r.message.id for r in results} == {results[0].message.id}
 
 
+# The injected storage failure crashes the actor on purpose; the supervisor logs it.
+INJECTED_CRASH = pytest.mark.expect_log_errors(
+    r"ChatActor#\d+ crashed; restarting", r"injected failure", reason="FlakyStorage raises"
+)
+
+
+@INJECTED_CRASH
 @pytest.mark.parametrize("after_commit", [False, True])
 async def test_crashed_actor_restarts_and_loses_no_acknowledged_message(
     storage: SqliteStorage, nursery: trio.Nursery, after_commit: bool
@@ -138,6 +145,8 @@ async def test_crashed_actor_restarts_and_loses_no_acknowledged_message(
     assert result.message.seq == len(stored) + 1
 
 
+@INJECTED_CRASH
+@pytest.mark.expect_log_errors(r"exceeded its restart budget", reason="the budget runs out")
 async def test_restart_budget_exhausted_answers_unavailable(
     storage: SqliteStorage, nursery: trio.Nursery
 ) -> None:
@@ -249,6 +258,7 @@ class RecordingHub(UserHub):
         super().publish(user_ids, event)
 
 
+@INJECTED_CRASH
 async def test_a_send_that_fails_to_commit_pushes_nothing(
     storage: SqliteStorage, nursery: trio.Nursery
 ) -> None:

@@ -3,9 +3,11 @@ keep-alive connections time out, early answers do not wedge keep-alive connectio
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
+import h11
 import pytest
 import trio
 
@@ -85,3 +87,108 @@ async def test_connection_without_a_complete_request_is_closed(
     with trio.fail_after(5):
         assert await _read_until_eof(stream) == b""
     await stream.aclose()
+
+
+class _OneConnection:
+    """An HTTP/1.1 client on exactly one TCP connection (h11 checks the framing).
+
+    ``request`` fails if the server asked to close or closed: a response with ``Connection:
+    close`` leaves h11 in MUST_CLOSE, and ``start_next_cycle`` refuses to go on.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.conn = h11.Connection(h11.CLIENT)
+
+    async def request(
+        self, method: str, path: str, *, body: bytes | None = None, token: str | None = None
+    ) -> tuple[h11.Response, bytes]:
+        headers = [("Host", "t")]
+        if token is not None:
+            headers.append(("Authorization", f"Bearer {token}"))
+        if body is not None:
+            headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        out = self.conn.send(h11.Request(method=method, target=path, headers=headers))
+        if body is not None:
+            out += self.conn.send(h11.Data(data=body))
+        out += self.conn.send(h11.EndOfMessage())
+        await self.stream.send_all(out)
+        response: h11.Response | None = None
+        data = b""
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(await self.stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                data += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            else:
+                raise AssertionError(f"unexpected {event!r}")
+        assert response is not None
+        connection = dict(response.headers).get(b"connection", b"")
+        assert b"close" not in connection.lower(), (method, path, response)
+        self.conn.start_next_cycle()
+        return response, data
+
+
+async def test_keep_alive_serves_every_method_on_one_connection(server: ServerInfo) -> None:
+    url = urlsplit(server.api_url)
+    assert url.hostname is not None
+    assert url.port is not None
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream(url.hostname, url.port)
+        async with stream:
+            local = stream.socket.getsockname()
+            client = _OneConnection(stream)
+            signup = json.dumps(
+                {"fullname": "Kai", "email": "kai@example.com", "password": "correct horse"}
+            ).encode()
+            r, data = await client.request("POST", "/api/auth/signup", body=signup)
+            assert r.status_code == 201
+            token = json.loads(data)["token"]
+            for path in ("/health", "/api/users/me", "/api/workspaces", "/api/users/me"):
+                r, data = await client.request("GET", path, token=token)
+                assert r.status_code == 200, (path, data)
+            r, data = await client.request("HEAD", "/health")
+            assert (r.status_code, data) == (200, b"")
+            body = json.dumps({"name": "keepalive"}).encode()
+            r, data = await client.request("POST", "/api/workspaces", body=body, token=token)
+            assert r.status_code == 201, data
+            ws = json.loads(data)["id"]
+            r, data = await client.request("DELETE", f"/api/workspaces/{ws}", token=token)
+            assert r.status_code == 204, data
+            r, _ = await client.request("GET", "/health")
+            assert r.status_code == 200
+            # Every answer came over the socket opened first: no reconnect happened underneath.
+            assert stream.socket.getsockname() == local
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        # Declared larger than max_body_bytes: 413 at once.
+        (b"POST /api/auth/signup HTTP/1.1\r\nContent-Length: 100000000\r\n", b"413"),
+        # No token: 401 before the (small, never sent) body is read.
+        (b"POST /api/workspaces HTTP/1.1\r\nContent-Length: 50\r\n", b"401"),
+        (b"POST /api/workspaces HTTP/1.1\r\nTransfer-Encoding: chunked\r\n", b"401"),
+    ],
+)
+async def test_early_answer_to_an_unsent_body_closes_the_connection(
+    server: ServerInfo, head: bytes, status: bytes
+) -> None:
+    """An answer given before the body arrived says ``Connection: close`` and closes: the
+    client must not send its next request onto a connection still expecting the old body."""
+    url = urlsplit(server.api_url)
+    assert url.hostname is not None
+    assert url.port is not None
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream(url.hostname, url.port)
+        async with stream:
+            await stream.send_all(head + b"Host: t\r\nContent-Type: application/json\r\n\r\n")
+            reply = await _read_until_eof(stream)
+            response_head = reply.split(b"\r\n\r\n", 1)[0].lower()
+            assert response_head.startswith(b"http/1.1 " + status), reply
+            assert b"connection: close" in response_head

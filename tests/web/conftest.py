@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.serverlog import expected_patterns, problems_in_text
+
 CHROMIUM = os.environ.get("FECHATTER_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -95,6 +97,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(autouse=True)
+def server_log_clean(server: ServerProcess, request: pytest.FixtureRequest) -> Iterator[None]:
+    """The subprocess server's log gains no traceback or ERROR line during the test
+    (tests/serverlog.py; ``expect_log_errors`` marks the ones a test provokes)."""
+    path = server.folder / "server.log"
+    start = path.stat().st_size
+    yield
+    with path.open("rb") as f:
+        f.seek(start)
+        text = f.read().decode(errors="replace")
+    expected = expected_patterns(request.node.iter_markers("expect_log_errors"))
+    unexpected = problems_in_text(text, expected)
+    if unexpected:
+        pytest.fail("the server log is not clean:\n" + "\n".join(unexpected), pytrace=False)
 
 
 @pytest.fixture(scope="module")
