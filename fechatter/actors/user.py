@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import trio
 
 from fechatter.actors.ports import StreamPort
+from fechatter.errors import Unavailable
 from fechatter.events import PRESENCE, Event
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,11 @@ class UserHub:
             for uid, status in pending.items():
                 try:
                     others = await self._co_members(uid)
+                except Unavailable:
+                    # Storage is down or slow (an operational condition, not a bug): presence
+                    # is best-effort, clients learn the truth from /api/online-users.
+                    log.warning("presence for user %d not announced: storage unavailable", uid)
+                    continue
                 except Exception:
                     log.exception("presence for user %d not announced", uid)
                     continue
