@@ -21,6 +21,7 @@ from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.config import Settings, resolve_jwt_secret
+from fechatter.domain.accounts import Accounts
 from fechatter.domain.workspaces import Workspaces
 from fechatter.http import create_app
 from fechatter.http.asgi import ShieldedSend
@@ -127,6 +128,7 @@ async def serve(
                 realtime_port=int(rt_sock.getsockname()[1]),
                 guard=guard,
                 workspaces=Workspaces(storage, system.directory),
+                accounts=Accounts(storage, auth, guard),
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]

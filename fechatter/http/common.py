@@ -19,6 +19,7 @@ from fechatter import wire
 from fechatter.actors.system import ActorSystem
 from fechatter.auth import AccessClaims, Authenticator, bearer_token
 from fechatter.config import Settings
+from fechatter.domain.accounts import Accounts
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import BadRequest, FieldError, PayloadTooLarge, Unauthorized
 from fechatter.metrics import Metrics, RealtimeStats
@@ -47,6 +48,7 @@ class Context:
     realtime_port: int
     guard: TokenGuard
     workspaces: Workspaces
+    accounts: Accounts
 
 
 class IdConverter(BaseConverter):
