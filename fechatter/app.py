@@ -22,6 +22,8 @@ from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.config import Settings, resolve_jwt_secret
 from fechatter.domain.accounts import Accounts
+from fechatter.domain.chats import Chats
+from fechatter.domain.messages import Messages
 from fechatter.domain.workspaces import Workspaces
 from fechatter.http import create_app
 from fechatter.http.asgi import ShieldedSend
@@ -117,18 +119,29 @@ async def serve(
             stats = RealtimeStats()
             guard = TokenGuard(storage, on_revoke=system.users.revoke)
             send_limiter = RateLimiter(settings.send_rate, settings.send_burst, trio.current_time)
+            metrics = Metrics()
+            chats = Chats(
+                storage,
+                system.directory,
+                system.users,
+                max_members=settings.max_members_per_request,
+            )
+            messages = Messages(
+                storage, system.directory, chats, settings, send_limiter, metrics.messages_sent
+            )
             ctx = Context(
                 settings=settings,
                 storage=storage,
                 system=system,
                 auth=auth,
-                send_limiter=send_limiter,
-                metrics=Metrics(),
+                metrics=metrics,
                 realtime=stats,
                 realtime_port=int(rt_sock.getsockname()[1]),
                 guard=guard,
                 workspaces=Workspaces(storage, system.directory),
                 accounts=Accounts(storage, auth, guard),
+                chats=chats,
+                messages=messages,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -165,7 +178,7 @@ async def serve(
                     directory=system.directory,
                     storage=storage,
                     auth=auth,
-                    send_limiter=send_limiter,
+                    messages=messages,
                     limits=StreamLimits(
                         settings.stream_max_events,
                         settings.stream_max_bytes,

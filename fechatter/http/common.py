@@ -20,10 +20,11 @@ from fechatter.actors.system import ActorSystem
 from fechatter.auth import AccessClaims, Authenticator, bearer_token
 from fechatter.config import Settings
 from fechatter.domain.accounts import Accounts
+from fechatter.domain.chats import Chats
+from fechatter.domain.messages import Messages
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import BadRequest, FieldError, PayloadTooLarge, Unauthorized
 from fechatter.metrics import Metrics, RealtimeStats
-from fechatter.ratelimit import RateLimiter
 from fechatter.schemas import validate
 from fechatter.security import TokenGuard
 from fechatter.storage import Storage
@@ -42,13 +43,14 @@ class Context:
     storage: Storage
     system: ActorSystem
     auth: Authenticator
-    send_limiter: RateLimiter
     metrics: Metrics
     realtime: RealtimeStats
     realtime_port: int
     guard: TokenGuard
     workspaces: Workspaces
     accounts: Accounts
+    chats: Chats
+    messages: Messages
 
 
 class IdConverter(BaseConverter):

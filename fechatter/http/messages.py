@@ -1,13 +1,10 @@
-"""Messages: history pages, sends (through the ChatActor), read markers, typing."""
+"""Message routes: parse, call ``domain.messages``, serialise (SPEC §3 "Messages")."""
 
 from __future__ import annotations
 
 from quart import Blueprint, Quart, Response
 
-from fechatter import access
-from fechatter.actors.commands import MarkRead, SendMessage, Typing
 from fechatter.errors import BadRequest, FieldError
-from fechatter.http.chats import visible_chat
 from fechatter.http.common import (
     Context,
     current_user_id,
@@ -22,7 +19,7 @@ from fechatter.schemas import MAX_ID, MessageIn, ReadIn
 def register(app: Quart, ctx: Context) -> None:
     """Add the message routes to ``app``."""
     bp = Blueprint("messages", __name__)
-    directory = ctx.system.directory
+    messages = ctx.messages
 
     @bp.get("/api/chats/<id:chat_id>/messages")
     async def list_messages(chat_id: int) -> Response:
@@ -36,9 +33,8 @@ def register(app: Quart, ctx: Context) -> None:
                 code="invalid_query",
                 errors=[FieldError("after", "cannot be combined with before")],
             )
-        await visible_chat(ctx, chat_id, user_id)
         assert limit is not None
-        page = await ctx.storage.list_messages(chat_id, limit=limit, before=before, after=after)
+        page = await messages.page(user_id, chat_id, limit=limit, before=before, after=after)
         return json_response(
             {"items": [m.to_json() for m in page.items], "has_more": page.has_more}
         )
@@ -48,24 +44,19 @@ def register(app: Quart, ctx: Context) -> None:
         user_id = await current_user_id(ctx)
         # No visibility query here: the ChatActor answers outsiders with the same 404/403.
         body = await read_json(MessageIn)
-        new = access.new_message(body, user_id, ctx.settings)
-        ctx.send_limiter.acquire(user_id)
-        result = await directory.call(chat_id, SendMessage(new))
-        if result.created:
-            ctx.metrics.messages_sent.inc()
+        result = await messages.send(user_id, chat_id, body)
         return json_response(result.message.to_json(), 201 if result.created else 200)
 
     @bp.post("/api/chats/<id:chat_id>/read")
     async def mark_read(chat_id: int) -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(ReadIn)
-        await directory.call(chat_id, MarkRead(user_id, body.message_id))
+        await messages.mark_read(user_id, chat_id, body.message_id)
         return empty_response()
 
     @bp.post("/api/chats/<id:chat_id>/typing")
     async def typing(chat_id: int) -> Response:
-        user_id = await current_user_id(ctx)
-        await directory.call(chat_id, Typing(user_id))
+        await messages.typing(await current_user_id(ctx), chat_id)
         return empty_response()
 
     app.register_blueprint(bp)

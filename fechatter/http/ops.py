@@ -5,7 +5,6 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response
 
 from fechatter.errors import BadRequest, FieldError, Unavailable
-from fechatter.http.chats import visible_chat
 from fechatter.http.common import Context, current_user_id, json_response, query_int
 from fechatter.schemas import MAX_ID
 
@@ -49,7 +48,7 @@ def register(app: Quart, ctx: Context) -> None:
                 errors=[FieldError("chat_id", "give exactly one of chat_id and workspace_id")],
             )
         if chat_id is not None:
-            await visible_chat(ctx, chat_id, user_id)
+            await ctx.chats.visible(chat_id, user_id)
             members = [m.user_id for m in await ctx.storage.list_chat_members(chat_id)]
         else:
             assert workspace_id is not None

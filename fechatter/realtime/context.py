@@ -11,9 +11,9 @@ from fechatter.actors.directory import Directory
 from fechatter.actors.user import UserHub
 from fechatter.auth import Authenticator
 from fechatter.config import Settings
+from fechatter.domain.messages import Messages
 from fechatter.events import READY, Event
 from fechatter.metrics import RealtimeStats
-from fechatter.ratelimit import RateLimiter
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard
 from fechatter.storage import Storage
@@ -26,7 +26,7 @@ class RealtimeContext:
     directory: Directory
     storage: Storage
     auth: Authenticator
-    send_limiter: RateLimiter
+    messages: Messages
     limits: StreamLimits
     origins: frozenset[str]  # browser origins allowed to open streams (exact match)
     guard: TokenGuard

@@ -24,8 +24,7 @@ from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import generate_accept_token
 
-from fechatter import access, wire
-from fechatter.actors.commands import MarkRead, SendMessage, Typing
+from fechatter import wire
 from fechatter.auth import AccessClaims
 from fechatter.errors import BadRequest, FechatterError, Invalid, PayloadTooLarge
 from fechatter.events import dumps, ws_text_frame
@@ -235,8 +234,10 @@ class WsSession:
             chat = validate(ChatOp, frame).chat_id
             message_id = validate(ReadIn, frame).message_id if op == "read" else 0
             # The ChatActor itself answers outsiders (404, or 403 for a public channel).
-            command = MarkRead(self.user_id, message_id) if op == "read" else Typing(self.user_id)
-            await self.ctx.directory.call(chat, command)
+            if op == "read":
+                await self.ctx.messages.mark_read(self.user_id, chat, message_id)
+            else:
+                await self.ctx.messages.typing(self.user_id, chat)
             return b""
         except FechatterError as exc:
             data = exc.problem()
@@ -247,9 +248,7 @@ class WsSession:
     async def _send(self, frame: dict[str, Any]) -> bytes:
         chat = validate(ChatOp, frame).chat_id
         body = validate(MessageIn, frame)
-        new = access.new_message(body, self.user_id, self.ctx.settings)
-        self.ctx.send_limiter.acquire(self.user_id)
-        result = await self.ctx.directory.call(chat, SendMessage(new))
+        result = await self.ctx.messages.send(self.user_id, chat, body)
         return event_frame(
             "ack", {"client_id": body.client_id, "message": result.message.to_json()}
         )

@@ -1,0 +1,80 @@
+"""Messages: history pages, sends, read markers, typing — for every transport alike.
+
+The HTTP routes and the WebSocket ops both call ``Messages.send``, so the content rules, the
+per-user send rate and the sent-messages counter apply once, in one place. Writes go through
+the chat's ChatActor, which answers outsiders itself (404, or 403 for a PublicChannel).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from fechatter.actors.commands import MarkRead, SendMessage, SendResult, Typing
+from fechatter.actors.directory import Directory
+from fechatter.config import Settings
+from fechatter.domain.chats import Chats
+from fechatter.errors import Invalid
+from fechatter.models import MessagePage, NewMessage
+from fechatter.ratelimit import RateLimiter
+from fechatter.schemas import MessageIn
+from fechatter.storage import Storage
+
+
+def new_message(body: MessageIn, sender_id: int, settings: Settings) -> NewMessage:
+    """Apply the content rules of SPEC §3 to a parsed send; ``Invalid`` naming the field."""
+    content = body.content  # trimmed by the schema
+    if len(content) > settings.max_content_chars:
+        raise Invalid.field("content", f"must be at most {settings.max_content_chars} characters")
+    if not content and not body.files:
+        raise Invalid.field("content", "must not be empty")
+    if len(body.files) > settings.max_files:
+        raise Invalid.field("files", f"at most {settings.max_files} files")
+    return NewMessage(sender_id, content, tuple(body.files), body.reply_to, body.client_id)
+
+
+class Messages:
+    """Message use cases over storage and the chat actors."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        directory: Directory,
+        chats: Chats,
+        settings: Settings,
+        limiter: RateLimiter,
+        sent: Counter,
+    ) -> None:
+        self._storage = storage
+        self._directory = directory
+        self._chats = chats
+        self._settings = settings
+        self._limiter = limiter
+        self._sent = sent
+
+    async def page(
+        self, user_id: int, chat_id: int, *, limit: int, before: int | None, after: int | None
+    ) -> MessagePage:
+        """A page of history (see ``Storage.list_messages``) of a chat the caller may see."""
+        await self._chats.visible(chat_id, user_id)
+        return await self._storage.list_messages(chat_id, limit=limit, before=before, after=after)
+
+    async def send(self, user_id: int, chat_id: int, body: MessageIn) -> SendResult:
+        """Persist a message; ``created`` is False for a ``client_id`` retry (no new event).
+
+        Raises ``Invalid`` (content rules), ``RateLimited`` (the per-user send rate; a request
+        refused by validation uses no token), and whatever the chat's actor answers.
+        """
+        new = new_message(body, user_id, self._settings)
+        self._limiter.acquire(user_id)
+        result = await self._directory.call(chat_id, SendMessage(new))
+        if result.created:
+            self._sent.inc()
+        return result
+
+    async def mark_read(self, user_id: int, chat_id: int, message_id: int) -> None:
+        """Move the caller's read marker forward."""
+        await self._directory.call(chat_id, MarkRead(user_id, message_id))
+
+    async def typing(self, user_id: int, chat_id: int) -> None:
+        """Tell the other members the caller is typing."""
+        await self._directory.call(chat_id, Typing(user_id))
