@@ -26,11 +26,12 @@ def sqlite_path(url: str) -> str:
 
 
 @asynccontextmanager
-async def open_storage(url: str) -> AsyncIterator[Storage]:
+async def open_storage(url: str, *, pool_size: int | None = None) -> AsyncIterator[Storage]:
     """Open the backend named by ``url``; close it on exit.
 
     ``sqlite:///path`` or ``postgresql://user:password@host:port/database`` (also
-    ``postgres://``, and any libpq connection URI parameters).
+    ``postgres://``, and any libpq connection URI parameters). ``pool_size``: PostgreSQL
+    connections of this process (None: sized by the backend; SQLite ignores it).
     """
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
@@ -43,7 +44,7 @@ async def open_storage(url: str) -> AsyncIterator[Storage]:
     if scheme in ("postgresql", "postgres"):
         from fechatter.storage.postgres import open_postgres_storage
 
-        async with open_postgres_storage(url) as storage:
+        async with open_postgres_storage(url, pool_size=pool_size) as storage:
             yield storage
         return
     raise ValueError(

@@ -201,19 +201,50 @@ class PostgresStorage(SqlStorage):
 async def open_postgres_storage(
     url: str,
     *,
-    pool_size: int = 10,
+    pool_size: int | None = None,
     acquire_timeout: float = 5.0,
     connect_timeout: int = 5,
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
 ) -> AsyncIterator[PostgresStorage]:
     """Connect to the database at ``url`` (migrating it if needed); close the pool on exit.
 
-    ``Unavailable`` if the server cannot be reached or migrated within the bounds.
+    ``pool_size``: at most this many connections (None: ``DEFAULT_POOL_SIZE``); either way
+    capped to what the server has free when this opens (``free_connections``), so processes
+    that start one after another never ask for more than ``max_connections``. ``Unavailable``
+    if the server cannot be reached or migrated within the bounds.
     """
-    config = PoolConfig(
-        size=pool_size, acquire_timeout=acquire_timeout, connect_timeout=connect_timeout
-    )
+    wanted = DEFAULT_POOL_SIZE if pool_size is None else pool_size
+    # One connection first, to migrate and to ask the server how many connections it has free.
+    setup = PoolConfig(size=1, acquire_timeout=acquire_timeout, connect_timeout=connect_timeout)
+    async with open_pg_pool(url, setup) as setup_pool:
+        setup_storage = PostgresStorage(setup_pool, operation_timeout)
+        await setup_storage._call(apply_postgres_migrations)
+        free = await setup_storage._call(free_connections)
+    size = max(1, min(wanted, free))
+    if size < wanted:
+        log.warning(
+            "PostgreSQL has %d connections free (max_connections less reserved slots, those in"
+            " use and %d spare): a pool of %d instead of %d",
+            free,
+            SPARE_CONNECTIONS,
+            size,
+            wanted,
+        )
+    config = PoolConfig(size=size, acquire_timeout=acquire_timeout, connect_timeout=connect_timeout)
     async with open_pg_pool(url, config) as pool:
-        storage = PostgresStorage(pool, operation_timeout)
-        await storage._call(apply_postgres_migrations)
-        yield storage
+        yield PostgresStorage(pool, operation_timeout)
+
+
+async def free_connections(conn: Connection) -> int:
+    """Connections this process may still open: ``max_connections`` less the superuser and
+    ``reserved_connections`` slots, those in use now and ``SPARE_CONNECTIONS``, plus this one
+    (closed before the pool opens)."""
+    cur = await conn.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+        " - COALESCE(current_setting('reserved_connections', true)::int, 0)"
+        " - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+        " AS free"
+    )
+    row = await cur.fetchone()
+    return (int(row["free"]) if row else 0) - SPARE_CONNECTIONS + 1
