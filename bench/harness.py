@@ -34,6 +34,40 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process, its live children and its reaped children (``/proc``).
+
+    For a local PostgreSQL server, ``pid`` is the postmaster: its backends are its children,
+    and a backend that exits is reaped into its ``cutime``/``cstime``.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15]) / CLK_TCK
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or entry.name == str(pid):
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if stat[1] == str(pid):
+            total += (int(stat[11]) + int(stat[12])) / CLK_TCK
+    return total
+
+
+def postgres_server_pid(database_url: str | None) -> int | None:
+    """The postmaster's pid if ``database_url`` is a PostgreSQL server on this machine."""
+    if database_url is None or not database_url.startswith(("postgresql:", "postgres:")):
+        return None
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    backend = Path(f"/proc/{row[0] if row else 0}/stat")
+    if not backend.exists():
+        return None  # a remote server
+    return int(backend.read_text().rsplit(")", 1)[1].split()[1])
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -15,7 +15,15 @@ from typing import Any
 import httpx
 import trio
 
-from bench.harness import Server, World, cpu_seconds, prepare, run_server
+from bench.harness import (
+    Server,
+    World,
+    cpu_seconds,
+    postgres_server_pid,
+    prepare,
+    run_server,
+    tree_cpu_seconds,
+)
 from bench.loadgen import StreamClient, WsSender, drop, run_stream
 
 CATCH_UP = 60.0
@@ -230,6 +238,8 @@ async def throughput(
                     acks.append(await conn.send(chat, f"t{n}", f"bench#{n}# hello") * 1000)
                     counts[k] += 1
 
+            pg_pid = postgres_server_pid(database_url)
+            pg0 = tree_cpu_seconds(pg_pid) if pg_pid else 0.0
             cpu0, gen0, t0 = server.cpu(), my_cpu(), time.perf_counter()
             async with trio.open_nursery() as load:
                 load.start_soon(profile, server, seconds - 1, "throughput")
@@ -244,6 +254,7 @@ async def throughput(
                     for c in by_chat[chat_ids[k]]:
                         await c.done.wait()
             cpu, gen = server.cpu() - cpu0, my_cpu() - gen0
+            pg_cpu = tree_cpu_seconds(pg_pid) - pg0 if pg_pid else None
             nursery.cancel_scope.cancel()
     delivered = sum(len(c.arrivals) for c in clients)
     samples = [(t - sent_at[n]) * 1000 for c in clients for n, t in c.arrivals.items()]
@@ -263,6 +274,10 @@ async def throughput(
             "ack_p99_ms": pct(acks, 0.99),
             "delivery_p99_ms": pct(samples, 0.99),
             "server_cpu_us_per_message": round(cpu / max(1, total) * 1e6, 1),
+            # A local PostgreSQL server's own CPU (postmaster and backends), same window.
+            "postgres_cpu_us_per_message": (
+                None if pg_cpu is None else round(pg_cpu / max(1, total) * 1e6, 1)
+            ),
             "generator_cpu_s": round(gen, 2),
             "duplicates": sum(c.duplicates for c in clients),
             "delivered": delivered,

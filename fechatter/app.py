@@ -113,7 +113,7 @@ async def serve(
     rt_sock = open_listening_socket(settings.host, settings.realtime_port, settings.backlog)
     try:
         async with (
-            open_storage(settings.database_url) as storage,
+            open_storage(settings.database_url, pool_size=settings.database_pool_size) as storage,
             open_actor_system(storage, directory_config(settings), hub_config(settings)) as system,
         ):
             stats = RealtimeStats()

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     port: int = Field(6688, ge=0, le=65535)
     realtime_port: int = Field(6687, ge=0, le=65535)
     database_url: str = "sqlite:///fechatter.db"
+    database_pool_size: int | None = Field(
+        None,
+        ge=1,
+        description="PostgreSQL connections of this process; None: 20, capped to what the"
+        " server has free (docs/storage.md)",
+    )
     allowed_origins: list[str] = Field(default_factory=list)
     public_realtime_url: str | None = Field(
         None, description="the realtime listener as browsers reach it (behind a proxy)"

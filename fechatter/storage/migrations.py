@@ -1,25 +1,36 @@
 """Versioned schema migrations: ``migrations/<backend>/NNNN_name.sql`` files, applied in order.
 
 Each backend has a folder of SQL files named ``NNNN_description.sql``; the number is the
-version. A backend records what it applied in ``schema_migrations(version, applied_at)`` and
-applies the missing ones at start, each in its own transaction. Files are read as package
-resources so an installed wheel works too. This module must never hold a connection open.
+version (DDL, trigger bodies and types differ, so each dialect has its own scripts). One
+runner (``migrate``, an ``Op``) records what was applied in
+``schema_migrations(version, applied_at)`` and applies the missing ones at start. Files are
+read as package resources so an installed wheel works too. This module never holds a
+connection.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from importlib import resources
 
 from fechatter.models import utc_now
+from fechatter.storage.sql import Dialect, Op, Script, Sql, q
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
-_CREATE_TABLE = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+# pg_advisory_xact_lock key serialising migrations of several processes ("fechattr" in ASCII).
+MIGRATION_LOCK_KEY = 0x6665636861747472
+
+# PostgreSQL: processes that start together take turns on a transaction-level advisory lock.
+# SQLite: each migration's BEGIN IMMEDIATE takes the database's one write lock.
+_LOCK = Sql.split(sqlite="SELECT ? AS locked", postgres="SELECT pg_advisory_xact_lock(?)")
+_CREATE_TABLE = Sql.split(
+    sqlite="CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+    postgres="CREATE TABLE IF NOT EXISTS schema_migrations"
+    " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL)",
 )
+_VERSIONS = Sql("SELECT version FROM schema_migrations")
 
 
 def load_migrations(backend: str) -> list[tuple[int, str]]:
@@ -40,37 +51,21 @@ def load_migrations(backend: str) -> list[tuple[int, str]]:
     return found
 
 
-def applied_sqlite_versions(conn: sqlite3.Connection) -> set[int]:
-    """Versions recorded in ``schema_migrations`` (creating the table if needed)."""
-    conn.execute(_CREATE_TABLE)
-    return {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+def migrate(dialect: Dialect) -> Op[list[int]]:
+    """Apply the migrations not yet recorded; returns the versions applied now.
 
-
-def apply_sqlite_migrations(conn: sqlite3.Connection) -> list[int]:
-    """Apply the SQLite migrations not yet recorded; returns the versions applied now.
-
-    The connection must be in autocommit mode (``isolation_level=None``): each migration
-    runs inside its own ``BEGIN IMMEDIATE`` … ``COMMIT`` and is rolled back if it fails.
+    The one migration runner. Each pending migration is yielded as a ``Script`` that the
+    backend commits together with its ``schema_migrations`` row: SQLite runs each in its own
+    ``BEGIN IMMEDIATE`` … ``COMMIT`` (outside any transaction of its own), PostgreSQL runs this
+    whole operation in one transaction, after the advisory lock.
     """
-    done = applied_sqlite_versions(conn)
+    yield q(_LOCK, (MIGRATION_LOCK_KEY,))
+    yield q(_CREATE_TABLE)
+    done = {row["version"] for row in (yield q(_VERSIONS)).rows}
     applied: list[int] = []
-    for version, sql in load_migrations("sqlite"):
+    for version, body in load_migrations(dialect):
         if version in done:
             continue
-        # executescript commits any open transaction first and then runs the script as is,
-        # so the transaction and the bookkeeping row are part of the script itself.
-        script = (
-            "BEGIN IMMEDIATE;\n"
-            f"{sql}\n;\n"
-            "INSERT INTO schema_migrations (version, applied_at)"
-            f" VALUES ({version:d}, '{utc_now()}');\n"
-            "COMMIT;\n"
-        )
-        try:
-            conn.executescript(script)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        yield Script(version, body, utc_now())
         applied.append(version)
     return applied

@@ -1,50 +1,31 @@
 """The SQLite backend of ``Storage``: stdlib ``sqlite3`` driven from trio worker threads.
 
 One writer connection, used only on a ``CapacityLimiter(1)`` thread, runs every write as one
-``BEGIN IMMEDIATE`` … ``COMMIT`` transaction (so a group-commit batch costs one fsync); a
-small pool of read-only connections serves pure reads concurrently thanks to WAL mode. The
-statements live in ``sqlite_accounts.py`` and ``sqlite_chats.py``; this module owns the
-connections, the transactions, the counters and the translation of driver errors into
+``BEGIN IMMEDIATE`` … ``COMMIT`` transaction shared by every caller queued meanwhile (group
+commit across chats and callers, a SAVEPOINT per request); a small pool of read-only
+connections serves pure reads concurrently thanks to WAL mode. The operations and their
+statements are ``core.py``'s, shared with PostgreSQL; this module is the seam: ``run_op``
+drives an operation synchronously on a connection (on a worker thread), and the module owns
+the connections, the transactions and the translation of driver errors into
 ``fechatter.errors``. It must never let a ``sqlite3`` exception escape, and never run a
 statement on the trio thread.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import trio
 
 from fechatter.errors import Conflict, FechatterError, Invalid, NotFound, Unavailable
-from fechatter.models import (
-    Chat,
-    ChatRecord,
-    ChatState,
-    ChatType,
-    Credentials,
-    Inserted,
-    Member,
-    Message,
-    MessagePage,
-    NewMessage,
-    RefreshGrant,
-    Role,
-    SecurityChange,
-    SecurityState,
-    StorageStatistics,
-    User,
-    UserStatus,
-    Workspace,
-    WorkspaceMember,
-    utc_now,
-)
-from fechatter.storage import sqlite_accounts as accounts
-from fechatter.storage import sqlite_chats as chats
-from fechatter.storage.migrations import apply_sqlite_migrations
+from fechatter.storage.core import SqlStorage
+from fechatter.storage.migrations import migrate
+from fechatter.storage.sql import Op, Params, Result, Row, Script, Stmt
 
 T = TypeVar("T")
 
@@ -79,6 +60,72 @@ def translate_error(exc: sqlite3.Error | UnicodeError) -> FechatterError:
                     return Conflict(detail, code=code)
         return Conflict("the write conflicts with stored data")
     return Unavailable("storage unavailable")
+
+
+def _bind(value: Any) -> Any:
+    """A parameter as ``sqlite3`` binds it: arrays become compact JSON text (``sql.py``)."""
+    if isinstance(value, list | tuple):
+        return json.dumps(list(value), separators=(",", ":"))
+    return value
+
+
+def _bind_all(params: Params) -> Any:
+    if isinstance(params, Mapping):
+        return {name: _bind(value) for name, value in params.items()}
+    return [_bind(value) for value in params]
+
+
+def _run_script(conn: sqlite3.Connection, script: Script) -> None:
+    # executescript commits any open transaction first and then runs the script as is, so
+    # the transaction and the bookkeeping row are part of the script itself.
+    text = (
+        "BEGIN IMMEDIATE;\n"
+        f"{script.body}\n;\n"
+        "INSERT INTO schema_migrations (version, applied_at)"
+        f" VALUES ({script.version:d}, '{script.applied_at}');\n"
+        "COMMIT;\n"
+    )
+    try:
+        conn.executescript(text)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _execute(conn: sqlite3.Connection, stmt: Stmt | Script) -> Result:
+    if isinstance(stmt, Script):
+        _run_script(conn, stmt)
+        return Result()
+    if stmt.many:
+        cur = conn.executemany(stmt.sql.sqlite, [_bind_all(p) for p in stmt.params])
+        return Result(rowcount=cur.rowcount)
+    cur = conn.cursor()
+    cur.row_factory = sqlite3.Row  # rows by column name whatever the connection's factory
+    cur.execute(stmt.sql.sqlite, _bind_all(stmt.params))
+    rows = cast(list[Row], cur.fetchall())  # RETURNING rows too: rowcount counts after this
+    return Result(rows, cur.rowcount)
+
+
+def run_op(conn: sqlite3.Connection, op: Op[T]) -> T:
+    """Drive an operation to its end on ``conn``, synchronously (a worker thread)."""
+    try:
+        stmt = next(op)
+        while True:
+            stmt = op.send(_execute(conn, stmt))
+    except StopIteration as done:
+        return cast(T, done.value)
+    finally:
+        op.close()
+
+
+def apply_sqlite_migrations(conn: sqlite3.Connection) -> list[int]:
+    """Apply the migrations not yet recorded (``migrations.migrate``); the versions applied.
+
+    The connection must be in autocommit mode (``isolation_level=None``): each migration
+    runs inside its own ``BEGIN IMMEDIATE`` … ``COMMIT`` and is rolled back if it fails.
+    """
+    return run_op(conn, migrate("sqlite"))
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -150,12 +197,15 @@ class _WriteRequest(Generic[T]):
         self.finished = False
 
 
-class SqliteStorage:
+class SqliteStorage(SqlStorage):
     """``Storage`` on one SQLite file; build it with ``open_sqlite_storage``."""
+
+    dialect = "sqlite"
 
     def __init__(self, writer: sqlite3.Connection, readers: Sequence[sqlite3.Connection]) -> None:
         if not readers:
             raise ValueError("at least one reader connection is needed")
+        super().__init__()
         self._writer = writer
         self._write_limiter = trio.CapacityLimiter(1)
         self._queue: list[_WriteRequest[Any]] = []
@@ -166,9 +216,7 @@ class SqliteStorage:
         # so the free-list is never empty for a slot holder.
         self._reader_slots = trio.CapacityLimiter(len(readers))
         self._reader_threads = trio.CapacityLimiter(len(readers))
-        self._transactions = 0
-        self._message_batches = 0
-        self._messages_inserted = 0
+        self._committed = 0
 
     # -- plumbing --------------------------------------------------------------------------
     def _run_round(self, batch: list[_WriteRequest[Any]]) -> None:
@@ -205,7 +253,7 @@ class SqliteStorage:
                 request.finished = True
             return
         if any(request.error is None for request in batch):
-            self._transactions += 1  # a round in which everything failed wrote nothing
+            self._committed += 1  # a round in which everything failed wrote nothing
         for request in batch:
             request.finished = True
 
@@ -259,232 +307,16 @@ class SqliteStorage:
             finally:
                 self._free_readers.append(conn)
 
-    # -- lifecycle -------------------------------------------------------------------------
-    async def ping(self) -> None:
-        """Raise ``Unavailable`` unless the database answers a trivial query."""
-        await self._read(lambda c: c.execute("SELECT 1").fetchone())
+    # -- the seam of core.SqlStorage -------------------------------------------------------
+    async def _read_op(self, op: Op[T], *, snapshot: bool = False) -> T:
+        # Every read is one transaction on a reader, so always one snapshot.
+        return await self._read(lambda conn: run_op(conn, op))
 
-    def statistics(self) -> StorageStatistics:
-        """Counters since open."""
-        return StorageStatistics(
-            transactions=self._transactions,
-            message_batches=self._message_batches,
-            messages_inserted=self._messages_inserted,
-        )
+    async def _write_op(self, op: Op[T], *, one_statement: bool = False) -> T:
+        return await self._write(lambda conn: run_op(conn, op))
 
-    # -- users -----------------------------------------------------------------------------
-    async def create_user(
-        self, fullname: str, email: str, password_hash: str, workspace_name: str | None
-    ) -> tuple[User, Workspace | None]:
-        """Create a user and, if named, a workspace it owns; all or nothing."""
-        return await self._write(
-            lambda c: accounts.create_user(c, fullname, email, password_hash, workspace_name)
-        )
-
-    async def get_user(self, user_id: int) -> User | None:
-        return await self._read(lambda c: accounts.get_user(c, user_id))
-
-    async def get_users(self, user_ids: Sequence[int]) -> dict[int, User]:
-        """The users among ``user_ids`` that exist."""
-        if not user_ids:
-            return {}
-        return await self._read(lambda c: accounts.get_users(c, user_ids))
-
-    async def get_credentials(self, email: str) -> Credentials | None:
-        """Look up by email, case-insensitively."""
-        return await self._read(lambda c: accounts.get_credentials(c, email))
-
-    async def get_user_by_email(self, email: str) -> User | None:
-        return await self._read(lambda c: accounts.get_user_by_email(c, email))
-
-    async def update_user(
-        self,
-        user_id: int,
-        *,
-        fullname: str | None = None,
-        avatar: str | None = None,
-        clear_avatar: bool = False,
-        password_hash: str | None = None,
-    ) -> User:
-        """Update the given fields; ``NotFound`` for an unknown user."""
-        return await self._write(
-            lambda c: accounts.update_user(
-                c, user_id, fullname, avatar, clear_avatar, password_hash
-            )
-        )
-
-    # -- refresh tokens --------------------------------------------------------------------
-    async def add_refresh_token(
-        self, user_id: int, token_hash: str, family_id: str, expires_at: str
-    ) -> None:
-        await self._write(
-            lambda c: accounts.add_refresh_token(c, user_id, token_hash, family_id, expires_at)
-        )
-
-    async def rotate_refresh_token(
-        self, token_hash: str, new_hash: str, new_expires_at: str, now: str
-    ) -> RefreshGrant | None:
-        """Exchange a live token for a new one; a reused token revokes its family."""
-        return await self._write(
-            lambda c: accounts.rotate_refresh_token(c, token_hash, new_hash, new_expires_at, now)
-        )
-
-    async def revoke_refresh_token(self, token_hash: str, user_id: int) -> None:
-        await self._write(lambda c: accounts.revoke_refresh_token(c, token_hash, user_id))
-
-    async def revoke_user_refresh_tokens(self, user_id: int) -> None:
-        await self._write(lambda c: accounts.revoke_user_refresh_tokens(c, user_id))
-
-    async def security_state(self, user_id: int) -> SecurityState | None:
-        return await self._read(lambda c: accounts.security_state(c, user_id))
-
-    async def raise_security_version(
-        self, user_id: int, keep_family: str | None = None
-    ) -> SecurityState:
-        return await self._write(lambda c: accounts.raise_security_version(c, user_id, keep_family))
-
-    async def set_user_status(self, user_id: int, status: UserStatus) -> SecurityState:
-        return await self._write(lambda c: accounts.set_user_status(c, user_id, status))
-
-    async def security_changes(self, after: int, since: str) -> list[SecurityChange]:
-        return await self._read(lambda c: accounts.security_changes(c, after, since))
-
-    async def last_security_change(self) -> int:
-        return await self._read(accounts.last_security_change)
-
-    # -- workspaces ------------------------------------------------------------------------
-    async def create_workspace(
-        self, name: str, description: str | None, owner_id: int
-    ) -> Workspace:
-        """Create a workspace with ``owner_id`` as its owner member."""
-        return await self._write(
-            lambda c: accounts.insert_workspace(c, name, description, owner_id, utc_now())
-        )
-
-    async def get_workspace(self, workspace_id: int) -> Workspace | None:
-        return await self._read(lambda c: accounts.get_workspace(c, workspace_id))
-
-    async def list_workspaces(self, user_id: int) -> list[Workspace]:
-        return await self._read(lambda c: accounts.list_workspaces(c, user_id))
-
-    async def update_workspace(
-        self, workspace_id: int, *, name: str | None = None, description: str | None = None
-    ) -> Workspace:
-        return await self._write(
-            lambda c: accounts.update_workspace(c, workspace_id, name, description)
-        )
-
-    async def delete_workspace(self, workspace_id: int) -> list[int]:
-        return await self._write(lambda c: accounts.delete_workspace(c, workspace_id))
-
-    async def workspace_role(self, workspace_id: int, user_id: int) -> Role | None:
-        return await self._read(lambda c: accounts.workspace_role(c, workspace_id, user_id))
-
-    async def list_workspace_members(self, workspace_id: int) -> list[WorkspaceMember]:
-        return await self._read(lambda c: accounts.list_workspace_members(c, workspace_id))
-
-    async def add_workspace_member(
-        self, workspace_id: int, user_id: int, role: Role
-    ) -> WorkspaceMember:
-        return await self._write(
-            lambda c: accounts.add_workspace_member(c, workspace_id, user_id, role)
-        )
-
-    async def remove_workspace_member(self, workspace_id: int, user_id: int) -> bool:
-        return await self._write(
-            lambda c: accounts.remove_workspace_member(c, workspace_id, user_id)
-        )
-
-    async def workspace_member_ids(self, workspace_id: int, user_ids: Sequence[int]) -> set[int]:
-        return await self._read(lambda c: accounts.workspace_member_ids(c, workspace_id, user_ids))
-
-    async def list_user_chat_ids(self, user_id: int, workspace_id: int) -> list[int]:
-        return await self._read(lambda c: accounts.list_user_chat_ids(c, user_id, workspace_id))
-
-    # -- chats -----------------------------------------------------------------------------
-    async def create_chat(
-        self,
-        workspace_id: int,
-        type: ChatType,
-        name: str | None,
-        description: str | None,
-        owner_id: int,
-        member_ids: Sequence[int],
-    ) -> ChatRecord:
-        return await self._write(
-            lambda c: chats.create_chat(
-                c, workspace_id, type, name, description, owner_id, member_ids
-            )
-        )
-
-    async def find_single_chat(self, workspace_id: int, user_a: int, user_b: int) -> int | None:
-        return await self._read(lambda c: chats.find_single_chat(c, workspace_id, user_a, user_b))
-
-    async def chat_member_role(self, chat_id: int, user_id: int) -> Role | None:
-        return await self._read(lambda c: chats.chat_member_role(c, chat_id, user_id))
-
-    async def get_chat(self, chat_id: int) -> ChatRecord | None:
-        return await self._read(lambda c: chats.get_chat(c, chat_id))
-
-    async def get_chat_view(self, chat_id: int, viewer_id: int) -> Chat | None:
-        return await self._read(lambda c: chats.get_chat_view(c, chat_id, viewer_id))
-
-    async def list_chats(self, user_id: int, workspace_id: int | None) -> list[Chat]:
-        return await self._read(lambda c: chats.list_chats(c, user_id, workspace_id))
-
-    async def list_public_channels(self, workspace_id: int, viewer_id: int) -> list[Chat]:
-        return await self._read(lambda c: chats.list_public_channels(c, workspace_id, viewer_id))
-
-    async def update_chat(
-        self, chat_id: int, *, name: str | None = None, description: str | None = None
-    ) -> ChatRecord:
-        return await self._write(lambda c: chats.update_chat(c, chat_id, name, description))
-
-    async def delete_chat(self, chat_id: int) -> None:
-        await self._write(lambda c: chats.delete_chat(c, chat_id))
-
-    async def load_chat_state(self, chat_id: int) -> ChatState | None:
-        return await self._read(lambda c: chats.load_chat_state(c, chat_id))
-
-    async def presence_peer_ids(self, user_id: int, max_chat_size: int) -> list[int]:
-        return await self._read(lambda c: chats.presence_peer_ids(c, user_id, max_chat_size))
-
-    async def list_chat_members(self, chat_id: int) -> list[Member]:
-        return await self._read(lambda c: chats.list_chat_members(c, chat_id))
-
-    async def add_chat_members(
-        self, chat_id: int, user_ids: Sequence[int], role: Role
-    ) -> list[Member]:
-        return await self._write(lambda c: chats.add_chat_members(c, chat_id, user_ids, role))
-
-    async def remove_chat_member(
-        self, chat_id: int, user_id: int, new_owner_id: int | None
-    ) -> None:
-        await self._write(lambda c: chats.remove_chat_member(c, chat_id, user_id, new_owner_id))
-
-    async def set_chat_owner(self, chat_id: int, user_id: int) -> None:
-        await self._write(lambda c: chats.set_chat_owner(c, chat_id, user_id))
-
-    # -- messages --------------------------------------------------------------------------
-    async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
-        """Insert a batch in ONE transaction (group commit), in order."""
-        if not batch:
-            return []
-        results, inserted = await self._write(lambda c: chats.insert_messages(c, chat_id, batch))
-        self._message_batches += 1
-        self._messages_inserted += inserted
-        return results
-
-    async def list_messages(
-        self, chat_id: int, *, limit: int, before: int | None, after: int | None
-    ) -> MessagePage:
-        return await self._read(lambda c: chats.list_messages(c, chat_id, limit, before, after))
-
-    async def get_message(self, message_id: int) -> Message | None:
-        return await self._read(lambda c: chats.get_message(c, message_id))
-
-    async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
-        return await self._write(lambda c: chats.mark_read(c, chat_id, user_id, message_id))
+    def _transactions(self) -> int:
+        return self._committed
 
 
 @asynccontextmanager

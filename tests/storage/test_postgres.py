@@ -17,12 +17,12 @@ from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
 from fechatter.errors import Conflict, NotFound, Unavailable
 from fechatter.models import ChatType, Message, NewMessage
-from fechatter.storage import migrations, open_storage, postgres_pool
-from fechatter.storage import postgres_accounts as accounts
+from fechatter.storage import accounts, migrations, open_storage, postgres_pool
 from fechatter.storage.postgres import (
     PostgresStorage,
     apply_postgres_migrations,
     open_postgres_storage,
+    run_op,
     translate_error,
 )
 from fechatter.storage.postgres_pool import Connection, PoolConfig, open_pg_pool
@@ -229,7 +229,7 @@ async def test_cancelled_write_transaction_rolls_back_on_the_same_connection(
             pid = conn.info.backend_pid
 
         async def insert_then_sleep(c: Connection) -> None:
-            await accounts.create_user(c, "A", "a@example.com", "h", "ws")
+            await run_op(c, accounts.create_user("A", "a@example.com", "h", "ws"))
             await c.execute("SELECT pg_sleep(60)")
 
         with trio.fail_after(10), pytest.raises(Unavailable, match="in time"):

@@ -9,7 +9,12 @@ import pytest
 
 from fechatter.errors import Conflict, NotFound, Unavailable
 from fechatter.storage import migrations, open_storage, sqlite_path
-from fechatter.storage.sqlite import SqliteStorage, open_sqlite_storage, translate_error
+from fechatter.storage.sqlite import (
+    SqliteStorage,
+    apply_sqlite_migrations,
+    open_sqlite_storage,
+    translate_error,
+)
 
 
 def _raw(path: Path) -> sqlite3.Connection:
@@ -27,7 +32,7 @@ async def test_reopen_keeps_data_and_migrates_once(tmp_path: Path) -> None:
     try:
         versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
         assert versions == [(v,) for v, _ in migrations.load_migrations("sqlite")]
-        assert migrations.apply_sqlite_migrations(conn) == []
+        assert apply_sqlite_migrations(conn) == []
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         conn.close()
@@ -47,7 +52,7 @@ def test_failed_migration_is_rolled_back(tmp_path: Path, monkeypatch: pytest.Mon
     conn = _raw(tmp_path / "m.db")
     try:
         with pytest.raises(sqlite3.OperationalError):
-            migrations.apply_sqlite_migrations(conn)
+            apply_sqlite_migrations(conn)
         assert not conn.in_transaction
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert tables == {"schema_migrations", "a"}

@@ -1,12 +1,14 @@
-"""Row → record converters and shared SELECT fragments of the PostgreSQL backend.
+"""Column lists, shared SELECT fragments and row → record converters of both backends.
 
-Pure functions over psycopg ``dict_row`` rows; ``timestamptz`` values come back as aware
-datetimes and leave here as the RFC 3339 strings every record carries (``format_time``). This
-module must never execute a statement.
+Pure functions over rows as mappings by column name (``sqlite3.Row`` or psycopg's
+``dict_row``). SQLite returns timestamps as the RFC 3339 text it stores and ``files`` as JSON
+text; PostgreSQL returns ``timestamptz`` as aware datetimes and ``files`` as ``text[]``:
+``as_time`` and ``as_files`` take either. This module must never execute a statement.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -23,15 +25,27 @@ from fechatter.models import (
     WorkspaceMember,
     format_time,
 )
-from fechatter.storage.columns import (
-    CHAT_COLUMNS,
+from fechatter.storage.sql import Row
+
+USER_COLUMNS = "u.id, u.fullname, u.email, u.avatar, u.status, u.created_at"
+WORKSPACE_COLUMNS = "w.id, w.name, w.description, w.owner_id, w.created_at, w.updated_at"
+CHAT_COLUMNS = (
+    "c.id, c.workspace_id, c.name, c.type, c.description, c.owner_id, c.created_at, c.updated_at"
+)
+MESSAGE_COLUMNS = (
+    "m.id, m.chat_id, m.seq, m.sender_id, m.content, m.files, m.reply_to, m.client_id,"
+    " m.created_at, m.edited_at"
 )
 
-Row = dict[str, Any]
+
+def unqualified(columns: str) -> str:
+    """A column list without its table alias, for ``RETURNING`` (``"u.id, u.x"`` → ``"id, x"``)."""
+    return ", ".join(c.strip().split(".", 1)[-1] for c in columns.split(","))
 
 
-# One statement per chat list, as in SQLite: members_count is the trigger-kept counter, the
-# viewer's unread number a correlated count over messages (chat_id, seq) index range.
+# One statement per chat list: members_count is the trigger-kept counter, the viewer's unread
+# number a correlated subquery (an index range scan over messages (chat_id, seq)), the last
+# message a join on chats.last_message_id. Neutral placeholders (``sql.py``).
 # ``{join}`` is ``JOIN`` to keep only the viewer's chats, ``LEFT JOIN`` to keep all.
 CHAT_VIEW_SELECT = f"""
 SELECT {CHAT_COLUMNS},
@@ -44,15 +58,25 @@ SELECT {CHAT_COLUMNS},
     m.content AS m_content, m.files AS m_files, m.reply_to AS m_reply_to,
     m.client_id AS m_client_id, m.created_at AS m_created_at, m.edited_at AS m_edited_at
 FROM chats c
-{{join}} chat_members v ON v.chat_id = c.id AND v.user_id = %(viewer)s
+{{join}} chat_members v ON v.chat_id = c.id AND v.user_id = :viewer
 LEFT JOIN messages m ON m.id = c.last_message_id
 """
 
 CHAT_ACTIVITY_ORDER = "ORDER BY COALESCE(c.last_activity_at, c.created_at) DESC, c.id DESC"
 
 
-def time_or_none(value: datetime | None) -> str | None:
-    return format_time(value) if value is not None else None
+def as_time(value: str | datetime) -> str:
+    """A stored timestamp as the RFC 3339 UTC text every record carries."""
+    return value if isinstance(value, str) else format_time(value)
+
+
+def time_or_none(value: str | datetime | None) -> str | None:
+    return None if value is None else as_time(value)
+
+
+def as_files(value: Any) -> tuple[str, ...]:
+    """Stored ``files``: SQLite's JSON text or PostgreSQL's ``text[]``."""
+    return tuple(json.loads(value) if isinstance(value, str) else value)
 
 
 def to_user(row: Row) -> User:
@@ -62,7 +86,7 @@ def to_user(row: Row) -> User:
         email=row["email"],
         avatar=row["avatar"],
         status=UserStatus(row["status"]),
-        created_at=format_time(row["created_at"]),
+        created_at=as_time(row["created_at"]),
     )
 
 
@@ -72,15 +96,15 @@ def to_workspace(row: Row) -> Workspace:
         name=row["name"],
         description=row["description"],
         owner_id=row["owner_id"],
-        created_at=format_time(row["created_at"]),
-        updated_at=format_time(row["updated_at"]),
+        created_at=as_time(row["created_at"]),
+        updated_at=as_time(row["updated_at"]),
     )
 
 
 def to_workspace_member(row: Row) -> WorkspaceMember:
     """A row of users columns plus ``role`` and ``joined_at``."""
     return WorkspaceMember(
-        user=to_user(row), role=Role(row["role"]), joined_at=format_time(row["joined_at"])
+        user=to_user(row), role=Role(row["role"]), joined_at=as_time(row["joined_at"])
     )
 
 
@@ -92,8 +116,8 @@ def to_chat_record(row: Row) -> ChatRecord:
         type=ChatType(row["type"]),
         description=row["description"],
         owner_id=row["owner_id"],
-        created_at=format_time(row["created_at"]),
-        updated_at=format_time(row["updated_at"]),
+        created_at=as_time(row["created_at"]),
+        updated_at=as_time(row["updated_at"]),
     )
 
 
@@ -104,10 +128,10 @@ def to_message(row: Row, prefix: str = "") -> Message:
         seq=row[prefix + "seq"],
         sender_id=row[prefix + "sender_id"],
         content=row[prefix + "content"],
-        files=tuple(row[prefix + "files"]),
+        files=as_files(row[prefix + "files"]),
         reply_to=row[prefix + "reply_to"],
         client_id=row[prefix + "client_id"],
-        created_at=format_time(row[prefix + "created_at"]),
+        created_at=as_time(row[prefix + "created_at"]),
         edited_at=time_or_none(row[prefix + "edited_at"]),
     )
 
@@ -128,6 +152,6 @@ def to_member(row: Row) -> Member:
         user_id=row["user_id"],
         chat_id=row["chat_id"],
         role=Role(row["role"]),
-        joined_at=format_time(row["joined_at"]),
+        joined_at=as_time(row["joined_at"]),
         fullname=row["fullname"],
     )

@@ -1,0 +1,290 @@
+"""The ``Storage`` methods, written once for both backends, over a small seam.
+
+``SqlStorage`` implements every method of ``base.Storage`` by building an operation
+(``accounts.py``, ``chats.py``, ``messages.py``: generators of statements, see ``sql.py``) and
+handing it to the backend's seam:
+
+- ``_read_op(op, snapshot=…)``: run it as a read (``snapshot``: its statements see one
+  consistent snapshot);
+- ``_write_op(op, one_statement=…)``: run it in one write transaction, all or nothing
+  (``one_statement``: the operation yields a single statement that is atomic by itself, so a
+  backend may send it without ``BEGIN``/``COMMIT``);
+- ``transactions``: how many write transactions committed.
+
+``sqlite.SqliteStorage`` and ``postgres.PostgresStorage`` subclass it and provide only that,
+plus opening, closing and the translation of driver errors into ``fechatter.errors``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+from fechatter.models import (
+    Chat,
+    ChatRecord,
+    ChatState,
+    ChatType,
+    Credentials,
+    Inserted,
+    Member,
+    Message,
+    MessagePage,
+    NewMessage,
+    RefreshGrant,
+    Role,
+    SecurityChange,
+    SecurityState,
+    StorageStatistics,
+    User,
+    UserStatus,
+    Workspace,
+    WorkspaceMember,
+    utc_now,
+)
+from fechatter.storage import accounts, chats, messages
+from fechatter.storage.sql import Dialect, Op, Sql, q
+
+T = TypeVar("T")
+
+_PING = Sql("SELECT 1 AS one")
+
+
+def _ping() -> Op[None]:
+    yield q(_PING)
+
+
+class SqlStorage:
+    """``Storage`` over a SQL backend; subclasses supply the seam (see the module docstring)."""
+
+    dialect: Dialect
+
+    def __init__(self) -> None:
+        self._message_batches = 0
+        self._messages_inserted = 0
+
+    # -- the seam --------------------------------------------------------------------------
+    async def _read_op(self, op: Op[T], *, snapshot: bool = False) -> T:
+        raise NotImplementedError
+
+    async def _write_op(self, op: Op[T], *, one_statement: bool = False) -> T:
+        raise NotImplementedError
+
+    def _transactions(self) -> int:
+        raise NotImplementedError
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def ping(self) -> None:
+        """Raise ``Unavailable`` unless the database answers a trivial query."""
+        await self._read_op(_ping())
+
+    def statistics(self) -> StorageStatistics:
+        """Counters since open."""
+        return StorageStatistics(
+            transactions=self._transactions(),
+            message_batches=self._message_batches,
+            messages_inserted=self._messages_inserted,
+        )
+
+    # -- users -----------------------------------------------------------------------------
+    async def create_user(
+        self, fullname: str, email: str, password_hash: str, workspace_name: str | None
+    ) -> tuple[User, Workspace | None]:
+        """Create a user and, if named, a workspace it owns; all or nothing."""
+        return await self._write_op(
+            accounts.create_user(fullname, email, password_hash, workspace_name)
+        )
+
+    async def get_user(self, user_id: int) -> User | None:
+        return await self._read_op(accounts.get_user(user_id))
+
+    async def get_users(self, user_ids: Sequence[int]) -> dict[int, User]:
+        """The users among ``user_ids`` that exist."""
+        if not user_ids:
+            return {}
+        return await self._read_op(accounts.get_users(user_ids))
+
+    async def get_credentials(self, email: str) -> Credentials | None:
+        """Look up by email, case-insensitively."""
+        return await self._read_op(accounts.get_credentials(email))
+
+    async def get_user_by_email(self, email: str) -> User | None:
+        return await self._read_op(accounts.get_user_by_email(email))
+
+    async def update_user(
+        self,
+        user_id: int,
+        *,
+        fullname: str | None = None,
+        avatar: str | None = None,
+        clear_avatar: bool = False,
+        password_hash: str | None = None,
+    ) -> User:
+        """Update the given fields; ``NotFound`` for an unknown user."""
+        return await self._write_op(
+            accounts.update_user(user_id, fullname, avatar, clear_avatar, password_hash)
+        )
+
+    # -- refresh tokens --------------------------------------------------------------------
+    async def add_refresh_token(
+        self, user_id: int, token_hash: str, family_id: str, expires_at: str
+    ) -> None:
+        await self._write_op(accounts.add_refresh_token(user_id, token_hash, family_id, expires_at))
+
+    async def rotate_refresh_token(
+        self, token_hash: str, new_hash: str, new_expires_at: str, now: str
+    ) -> RefreshGrant | None:
+        """Exchange a live token for a new one; a reused token revokes its family."""
+        return await self._write_op(
+            accounts.rotate_refresh_token(token_hash, new_hash, new_expires_at, now)
+        )
+
+    async def revoke_refresh_token(self, token_hash: str, user_id: int) -> None:
+        await self._write_op(accounts.revoke_refresh_token(token_hash, user_id))
+
+    async def revoke_user_refresh_tokens(self, user_id: int) -> None:
+        await self._write_op(accounts.revoke_user_refresh_tokens(user_id))
+
+    async def security_state(self, user_id: int) -> SecurityState | None:
+        return await self._read_op(accounts.security_state(user_id))
+
+    async def raise_security_version(
+        self, user_id: int, keep_family: str | None = None
+    ) -> SecurityState:
+        return await self._write_op(accounts.raise_security_version(user_id, keep_family))
+
+    async def set_user_status(self, user_id: int, status: UserStatus) -> SecurityState:
+        return await self._write_op(accounts.set_user_status(user_id, status))
+
+    async def security_changes(self, after: int, since: str) -> list[SecurityChange]:
+        return await self._read_op(accounts.security_changes(after, since))
+
+    async def last_security_change(self) -> int:
+        return await self._read_op(accounts.last_security_change())
+
+    # -- workspaces ------------------------------------------------------------------------
+    async def create_workspace(
+        self, name: str, description: str | None, owner_id: int
+    ) -> Workspace:
+        """Create a workspace with ``owner_id`` as its owner member."""
+        return await self._write_op(
+            accounts.insert_workspace(name, description, owner_id, utc_now())
+        )
+
+    async def get_workspace(self, workspace_id: int) -> Workspace | None:
+        return await self._read_op(accounts.get_workspace(workspace_id))
+
+    async def list_workspaces(self, user_id: int) -> list[Workspace]:
+        return await self._read_op(accounts.list_workspaces(user_id))
+
+    async def update_workspace(
+        self, workspace_id: int, *, name: str | None = None, description: str | None = None
+    ) -> Workspace:
+        return await self._write_op(accounts.update_workspace(workspace_id, name, description))
+
+    async def delete_workspace(self, workspace_id: int) -> list[int]:
+        return await self._write_op(accounts.delete_workspace(workspace_id))
+
+    async def workspace_role(self, workspace_id: int, user_id: int) -> Role | None:
+        return await self._read_op(accounts.workspace_role(workspace_id, user_id))
+
+    async def list_workspace_members(self, workspace_id: int) -> list[WorkspaceMember]:
+        return await self._read_op(accounts.list_workspace_members(workspace_id))
+
+    async def add_workspace_member(
+        self, workspace_id: int, user_id: int, role: Role
+    ) -> WorkspaceMember:
+        return await self._write_op(accounts.add_workspace_member(workspace_id, user_id, role))
+
+    async def remove_workspace_member(self, workspace_id: int, user_id: int) -> bool:
+        return await self._write_op(accounts.remove_workspace_member(workspace_id, user_id))
+
+    async def workspace_member_ids(self, workspace_id: int, user_ids: Sequence[int]) -> set[int]:
+        return await self._read_op(accounts.workspace_member_ids(workspace_id, user_ids))
+
+    async def list_user_chat_ids(self, user_id: int, workspace_id: int) -> list[int]:
+        return await self._read_op(accounts.list_user_chat_ids(user_id, workspace_id))
+
+    # -- chats -----------------------------------------------------------------------------
+    async def create_chat(
+        self,
+        workspace_id: int,
+        type: ChatType,
+        name: str | None,
+        description: str | None,
+        owner_id: int,
+        member_ids: Sequence[int],
+    ) -> ChatRecord:
+        return await self._write_op(
+            chats.create_chat(workspace_id, type, name, description, owner_id, member_ids)
+        )
+
+    async def find_single_chat(self, workspace_id: int, user_a: int, user_b: int) -> int | None:
+        return await self._read_op(chats.find_single_chat(workspace_id, user_a, user_b))
+
+    async def chat_member_role(self, chat_id: int, user_id: int) -> Role | None:
+        return await self._read_op(chats.chat_member_role(chat_id, user_id))
+
+    async def get_chat(self, chat_id: int) -> ChatRecord | None:
+        return await self._read_op(chats.get_chat(chat_id))
+
+    async def get_chat_view(self, chat_id: int, viewer_id: int) -> Chat | None:
+        return await self._read_op(chats.get_chat_view(chat_id, viewer_id))
+
+    async def list_chats(self, user_id: int, workspace_id: int | None) -> list[Chat]:
+        return await self._read_op(chats.list_chats(user_id, workspace_id))
+
+    async def list_public_channels(self, workspace_id: int, viewer_id: int) -> list[Chat]:
+        return await self._read_op(chats.list_public_channels(workspace_id, viewer_id))
+
+    async def update_chat(
+        self, chat_id: int, *, name: str | None = None, description: str | None = None
+    ) -> ChatRecord:
+        return await self._write_op(chats.update_chat(chat_id, name, description))
+
+    async def delete_chat(self, chat_id: int) -> None:
+        await self._write_op(chats.delete_chat(chat_id))
+
+    async def load_chat_state(self, chat_id: int) -> ChatState | None:
+        return await self._read_op(chats.load_chat_state(chat_id), snapshot=True)
+
+    async def presence_peer_ids(self, user_id: int, max_chat_size: int) -> list[int]:
+        return await self._read_op(chats.presence_peer_ids(user_id, max_chat_size))
+
+    async def list_chat_members(self, chat_id: int) -> list[Member]:
+        return await self._read_op(chats.list_chat_members(chat_id))
+
+    async def add_chat_members(
+        self, chat_id: int, user_ids: Sequence[int], role: Role
+    ) -> list[Member]:
+        return await self._write_op(chats.add_chat_members(chat_id, user_ids, role))
+
+    async def remove_chat_member(
+        self, chat_id: int, user_id: int, new_owner_id: int | None
+    ) -> None:
+        await self._write_op(chats.remove_chat_member(chat_id, user_id, new_owner_id))
+
+    async def set_chat_owner(self, chat_id: int, user_id: int) -> None:
+        await self._write_op(chats.set_chat_owner(chat_id, user_id))
+
+    # -- messages --------------------------------------------------------------------------
+    async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
+        """Insert a batch in ONE transaction (group commit), in order."""
+        if not batch:
+            return []
+        op = messages.insert_messages(self.dialect, chat_id, batch)
+        results, inserted = await self._write_op(op, one_statement=self.dialect == "postgres")
+        self._message_batches += 1
+        self._messages_inserted += inserted
+        return results
+
+    async def list_messages(
+        self, chat_id: int, *, limit: int, before: int | None, after: int | None
+    ) -> MessagePage:
+        return await self._read_op(messages.list_messages(chat_id, limit, before, after))
+
+    async def get_message(self, message_id: int) -> Message | None:
+        return await self._read_op(messages.get_message(message_id))
+
+    async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
+        return await self._write_op(messages.mark_read(chat_id, user_id, message_id))

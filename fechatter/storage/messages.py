@@ -1,0 +1,242 @@
+"""Operations on messages and read markers — both backends (``Op``s, see ``sql.py``).
+
+``insert_messages`` (one group commit: the batch with gapless ``seq``, the senders' read
+markers, the chat's last message) is the one operation with a body per dialect, because on
+PostgreSQL it is a single round trip (``INSERT_BATCH_POSTGRES``): the chat row lock, then one
+statement whose CTEs classify the batch, insert it from ``unnest`` arrays and move the marker
+and the chat, sent as one query. SQLite runs the same rules as a loop of local statements on
+its writer thread (a statement there costs microseconds, not a network round trip). Both
+report their outcome through ``_outcomes``. Rules of a batch, in order, per item: a
+``(sender, client_id)`` already stored → that message (``created=False``); the same key earlier
+in this batch → the message made for it; a ``reply_to`` that is not a message of this chat →
+``REPLY_TO_ERROR``; otherwise a new message numbered ``last seq + 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fechatter.errors import Invalid, NotFound
+from fechatter.models import Inserted, Message, MessagePage, NewMessage, utc_now
+from fechatter.storage.rows import MESSAGE_COLUMNS, to_message, unqualified
+from fechatter.storage.sql import Dialect, Op, Sql, Stmt, dynamic, first, only, q
+
+REPLY_TO_ERROR = "reply_to must be a message of this chat"
+
+# -- SQLite: local statements in a loop ----------------------------------------------------
+_CHAT_EXISTS = Sql("SELECT 1 AS found FROM chats WHERE id = ?")
+_LAST_SEQ = Sql("SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE chat_id = ?")
+_BY_CLIENT_ID = Sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+    " WHERE m.chat_id = ? AND m.sender_id = ? AND m.client_id = ?"
+)
+_REPLY_TARGET = Sql("SELECT 1 AS found FROM messages WHERE id = ? AND chat_id = ?")
+_INSERT_ONE = Sql(
+    "INSERT INTO messages (chat_id, seq, sender_id, content, files, reply_to, client_id,"
+    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+_MOVE_MARKER = Sql(
+    "UPDATE chat_members SET last_read_seq = ?, last_read_message_id = ?"
+    " WHERE chat_id = ? AND user_id = ? AND last_read_seq < ?"
+)
+_SET_LAST = Sql("UPDATE chats SET last_message_id = ?, last_activity_at = ? WHERE id = ?")
+
+
+def _new_message(chat_id: int, seq: int, id: int, item: NewMessage, now: str) -> Message:
+    return Message(
+        id=id,
+        chat_id=chat_id,
+        seq=seq,
+        sender_id=item.sender_id,
+        content=item.content,
+        files=item.files,
+        reply_to=item.reply_to,
+        client_id=item.client_id,
+        created_at=now,
+        edited_at=None,
+    )
+
+
+def _outcomes(results: list[Inserted]) -> tuple[list[Inserted], int]:
+    return results, sum(1 for r in results if r.created)
+
+
+def _insert_batch_sqlite(
+    chat_id: int, batch: Sequence[NewMessage]
+) -> Op[tuple[list[Inserted], int]]:
+    if first((yield q(_CHAT_EXISTS, (chat_id,)))) is None:
+        raise NotFound("chat not found")
+    seq: int = only((yield q(_LAST_SEQ, (chat_id,))))["seq"]
+    now = utc_now()
+    results: list[Inserted] = []
+    read_up_to: dict[int, Message] = {}
+    for item in batch:
+        if item.client_id is not None:
+            # Also finds a duplicate inserted earlier in this batch: same transaction.
+            row = first((yield q(_BY_CLIENT_ID, (chat_id, item.sender_id, item.client_id))))
+            if row is not None:
+                results.append(Inserted(to_message(row), created=False))
+                continue
+        if (
+            item.reply_to is not None
+            and first((yield q(_REPLY_TARGET, (item.reply_to, chat_id)))) is None
+        ):
+            results.append(Inserted(None, created=False, error=REPLY_TO_ERROR))
+            continue
+        seq += 1
+        values = (chat_id, seq, item.sender_id, item.content, list(item.files))
+        row = only((yield q(_INSERT_ONE, (*values, item.reply_to, item.client_id, now))))
+        message = _new_message(chat_id, seq, row["id"], item, now)
+        results.append(Inserted(message, created=True))
+        read_up_to[item.sender_id] = message
+    if read_up_to:
+        markers = [(m.seq, m.id, chat_id, uid, m.seq) for uid, m in read_up_to.items()]
+        yield Stmt(_MOVE_MARKER, markers, many=True)
+        last = max(read_up_to.values(), key=lambda m: m.seq)
+        yield q(_SET_LAST, (last.id, now, chat_id))
+    return _outcomes(results)
+
+
+# -- PostgreSQL: one round trip ------------------------------------------------------------
+# Two statements sent as one query (one implicit transaction). The first takes the chat row
+# lock, so every writer of this chat, in any process, waits there; the second then starts
+# with a snapshot that sees whatever the previous holder committed (READ COMMITTED takes one
+# per statement), numbers from chats.last_seq and stores the new value. UNIQUE (chat_id, seq)
+# is the backstop. Its rows: one per batch item, in order, with the stored message an
+# existing key names (e_*), or the new message the item maps to (new_*: itself, or the first
+# item of its key), or neither (a bad reply_to); none at all for an unknown chat.
+INSERT_BATCH_POSTGRES = Sql.split(
+    sqlite="SELECT NULL",  # never run: SQLite uses _insert_batch_sqlite
+    postgres=f"""
+SELECT last_seq FROM chats WHERE id = :chat FOR UPDATE;
+WITH items AS (
+    SELECT * FROM unnest(CAST(:senders AS bigint[]), CAST(:contents AS text[]),
+        CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]))
+        WITH ORDINALITY AS i (sender_id, content, files, reply_to, client_id, n)
+), classified AS (
+    SELECT i.*, e.id AS existing_id,
+        i.reply_to IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM messages r WHERE r.id = i.reply_to AND r.chat_id = :chat
+        ) AS bad_reply
+    FROM items i LEFT JOIN messages e
+        ON e.chat_id = :chat AND e.sender_id = i.sender_id AND e.client_id = i.client_id
+), eligible AS (
+    SELECT c.*, min(c.n) OVER (PARTITION BY c.sender_id, c.client_id) AS first_n
+    FROM classified c WHERE c.existing_id IS NULL AND NOT c.bad_reply
+), fresh AS (
+    SELECT e.*, ch.last_seq + row_number() OVER (ORDER BY e.n) AS seq
+    FROM eligible e, chats ch
+    WHERE ch.id = :chat AND (e.client_id IS NULL OR e.n = e.first_n)
+), ins AS (
+    INSERT INTO messages (chat_id, seq, sender_id, content, files, reply_to, client_id,
+        created_at)
+    SELECT :chat, f.seq, f.sender_id, f.content, CAST(f.files AS text[]), f.reply_to,
+        f.client_id, :now
+    FROM fresh f ORDER BY f.seq
+    RETURNING id, seq, sender_id
+), marks AS (
+    UPDATE chat_members cm SET last_read_seq = r.seq, last_read_message_id = r.id
+    FROM (SELECT DISTINCT ON (sender_id) sender_id, seq, id FROM ins
+          ORDER BY sender_id, seq DESC) r
+    WHERE cm.chat_id = :chat AND cm.user_id = r.sender_id AND cm.last_read_seq < r.seq
+), bump AS (
+    UPDATE chats SET last_seq = l.seq, last_message_id = l.id, last_activity_at = :now
+    FROM (SELECT seq, id FROM ins ORDER BY seq DESC LIMIT 1) l WHERE chats.id = :chat
+)
+SELECT c.n, c.existing_id, f.n AS new_n, f.seq AS new_seq, ins.id AS new_id,
+    {", ".join(f"e.{c} AS e_{c}" for c in unqualified(MESSAGE_COLUMNS).split(", "))}
+FROM classified c
+LEFT JOIN messages e ON e.id = c.existing_id
+LEFT JOIN fresh f ON f.n = c.n OR (c.existing_id IS NULL AND c.client_id IS NOT NULL
+    AND f.sender_id = c.sender_id AND f.client_id = c.client_id AND f.n <= c.n)
+LEFT JOIN ins ON ins.seq = f.seq
+WHERE EXISTS (SELECT 1 FROM chats WHERE id = :chat)
+ORDER BY c.n
+""",
+)
+
+
+def _insert_batch_postgres(
+    chat_id: int, batch: Sequence[NewMessage]
+) -> Op[tuple[list[Inserted], int]]:
+    now = utc_now()
+    params = {
+        "chat": chat_id,
+        "now": now,
+        "senders": [m.sender_id for m in batch],
+        "contents": [m.content for m in batch],
+        # One text[] literal per item: unnest would flatten a two-dimensional array.
+        "files": [_text_array(m.files) for m in batch],
+        "replies": [m.reply_to for m in batch],
+        "clients": [m.client_id for m in batch],
+    }
+    result = yield q(INSERT_BATCH_POSTGRES, params)
+    if not result.rows:
+        raise NotFound("chat not found")
+    outcomes: list[Inserted] = []
+    for row in result.rows:
+        if row["existing_id"] is not None:
+            outcomes.append(Inserted(to_message(row, "e_"), created=False))
+        elif row["new_id"] is not None:
+            item = batch[row["new_n"] - 1]
+            message = _new_message(chat_id, row["new_seq"], row["new_id"], item, now)
+            outcomes.append(Inserted(message, created=row["new_n"] == row["n"]))
+        else:
+            outcomes.append(Inserted(None, created=False, error=REPLY_TO_ERROR))
+    return _outcomes(outcomes)
+
+
+def _text_array(values: Sequence[str]) -> str:
+    """A PostgreSQL ``text[]`` literal: ``{"a","b \\"c\\""}``."""
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return "{" + ",".join(quoted) + "}"
+
+
+def insert_messages(
+    dialect: Dialect, chat_id: int, batch: Sequence[NewMessage]
+) -> Op[tuple[list[Inserted], int]]:
+    """The outcome of each item, and how many messages were inserted (``NotFound`` chat)."""
+    if dialect == "postgres":
+        return _insert_batch_postgres(chat_id, batch)
+    return _insert_batch_sqlite(chat_id, batch)
+
+
+# -- reads and markers ---------------------------------------------------------------------
+_GET_MESSAGE = Sql(f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?")
+_SEQ_OF = Sql("SELECT seq FROM messages WHERE id = ? AND chat_id = ?")
+
+
+def list_messages(
+    chat_id: int, limit: int, before: int | None, after: int | None
+) -> Op[MessagePage]:
+    where = ["m.chat_id = ?"]
+    values: list[object] = [chat_id]
+    if before is not None:
+        where.append("m.id < ?")
+        values.append(before)
+    if after is not None:
+        where.append("m.id > ?")
+        values.append(after)
+    # ``after`` pages forward (oldest first); otherwise pages go backward (newest first).
+    order = "ASC" if after is not None else "DESC"
+    sql = dynamic(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(where)}"
+        f" ORDER BY m.id {order} LIMIT ?"
+    )
+    rows = (yield q(sql, (*values, limit + 1))).rows
+    return MessagePage(items=[to_message(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+
+def get_message(message_id: int) -> Op[Message | None]:
+    row = first((yield q(_GET_MESSAGE, (message_id,))))
+    return to_message(row) if row else None
+
+
+def mark_read(chat_id: int, user_id: int, message_id: int) -> Op[bool]:
+    row = first((yield q(_SEQ_OF, (message_id, chat_id))))
+    if row is None:
+        raise Invalid.field("message_id", "must be a message of this chat")
+    # Only forward: the condition makes a late, older marker a no-op, in any process.
+    seq = row["seq"]
+    result = yield q(_MOVE_MARKER, (seq, message_id, chat_id, user_id, seq))
+    return result.rowcount > 0
