@@ -23,7 +23,7 @@ from fechatter.auth import Authenticator
 from fechatter.config import Settings, resolve_jwt_secret
 from fechatter.domain.workspaces import Workspaces
 from fechatter.http import create_app
-from fechatter.http.asgi import ShieldedSend
+from fechatter.http.asgi import RequestContext, ShieldedSend
 from fechatter.http.common import Context
 from fechatter.metrics import Metrics, RealtimeStats
 from fechatter.ratelimit import RateLimiter
@@ -138,6 +138,9 @@ async def serve(
             config.h11_max_incomplete_size = MAX_API_HEAD_BYTES
             config.graceful_timeout = settings.shutdown_grace
             config.accesslog = None
+            # A Logger (not "-"): hypercorn then adds no handler of its own, and its records
+            # reach the root handler, rendered like ours (fechatter.logs).
+            config.errorlog = logging.getLogger("hypercorn.error")
             async with trio.open_nursery() as nursery:
                 background = trio.CancelScope()  # tasks that end with the listeners
 
@@ -151,7 +154,7 @@ async def serve(
                 binds = await nursery.start(
                     partial(
                         hypercorn.trio.serve,
-                        ShieldedSend(create_app(ctx)),
+                        RequestContext(ShieldedSend(create_app(ctx))),
                         config,
                         shutdown_trigger=shutdown.wait,
                     )
