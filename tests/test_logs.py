@@ -155,6 +155,25 @@ def test_auto_is_text_on_a_terminal_and_json_otherwise() -> None:
         logs.resolve_format("xml", io.StringIO())
 
 
+def test_configure_owns_the_root_handler_and_stamps_the_node_id() -> None:
+    root = logging.getLogger()
+    saved, level = list(root.handlers), root.level  # the autouse LogWatch among them
+    buffer = io.StringIO()
+    try:
+        assert logs.configure("auto", stream=buffer, node_id="node-a") == "json"
+        logging.getLogger("hypercorn.error").info("Running on %s", "http://x")
+        assert root.handlers[0].stream is buffer  # type: ignore[attr-defined]
+        assert len(root.handlers) == 1
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+        root.setLevel(level)
+    (line,) = json_lines(buffer.getvalue())
+    assert (line["logger"], line["node_id"]) == ("hypercorn.error", "node-a")
+
+
 def test_the_cli_takes_a_log_format() -> None:
     args = _parser().parse_args(["serve", "--log-format", "json"])
     assert args.log_format == "json"
