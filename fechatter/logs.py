@@ -116,8 +116,14 @@ def _static(values: dict[str, object]) -> structlog.types.Processor:
     return add
 
 
-# The fields every line starts with, in this order; the rest follow as key=value.
+# The fields every line starts with, in this order; the context follows.
 _HEAD = ("timestamp", "level", "logger", "event")
+
+
+def _head_first(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    ordered = {key: event.pop(key) for key in _HEAD if key in event}
+    ordered.update(event)
+    return ordered
 
 
 def render_text(_: Any, __: str, event: MutableMapping[str, Any]) -> str:
@@ -161,12 +167,14 @@ def formatter(log_format: LogFormat, *, node_id: str | None = None) -> logging.F
     if node_id is not None:
         chain.append(_static({"node_id": node_id}))
     chain += [structlog.processors.format_exc_info, redact]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if log_format == "json" else render_text
+    render: list[structlog.types.Processor] = (
+        [_head_first, structlog.processors.JSONRenderer()]
+        if log_format == "json"
+        else [render_text]
     )
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=chain,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
     )
 
 
