@@ -26,7 +26,7 @@ from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
 from fechatter.domain.workspaces import Workspaces
 from fechatter.http import create_app
-from fechatter.http.asgi import ShieldedSend
+from fechatter.http.asgi import RequestContext, ShieldedSend
 from fechatter.http.common import Context
 from fechatter.metrics import Metrics, RealtimeStats
 from fechatter.ratelimit import RateLimiter
@@ -126,9 +126,7 @@ async def serve(
                 system.users,
                 max_members=settings.max_members_per_request,
             )
-            messages = Messages(
-                storage, system.directory, chats, settings, send_limiter, metrics.messages_sent
-            )
+            messages = Messages(storage, system.directory, chats, settings, send_limiter)
             ctx = Context(
                 settings=settings,
                 storage=storage,
@@ -153,6 +151,9 @@ async def serve(
             config.h11_max_incomplete_size = MAX_API_HEAD_BYTES
             config.graceful_timeout = settings.shutdown_grace
             config.accesslog = None
+            # A Logger (not "-"): hypercorn then adds no handler of its own, and its records
+            # reach the root handler, rendered like ours (fechatter.logs).
+            config.errorlog = logging.getLogger("hypercorn.error")
             async with trio.open_nursery() as nursery:
                 background = trio.CancelScope()  # tasks that end with the listeners
 
@@ -166,7 +167,7 @@ async def serve(
                 binds = await nursery.start(
                     partial(
                         hypercorn.trio.serve,
-                        ShieldedSend(create_app(ctx)),
+                        RequestContext(ShieldedSend(create_app(ctx))),
                         config,
                         shutdown_trigger=shutdown.wait,
                     )

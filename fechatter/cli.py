@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 import trio
 
+from fechatter import logs
 from fechatter.app import serve
 from fechatter.config import Settings, load_settings
+from fechatter.logs import LOG_FORMATS
 from fechatter.storage import open_storage
 
 log = logging.getLogger("fechatter")
@@ -29,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", help="YAML config file (default ./app.yaml if present)")
         p.add_argument("--database-url", help="sqlite:///path (default sqlite:///fechatter.db)")
+        p.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            help="log lines as json or text (default auto: text on a terminal, json otherwise)",
+        )
         if name in ("serve", "demo"):
             p.add_argument("--host", help="listen address (default 127.0.0.1)")
             p.add_argument("--port", type=int, help="API port (default 6688)")
@@ -63,8 +70,7 @@ async def _migrate(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    flags = {"database_url": args.database_url}
+    flags = {"database_url": args.database_url, "log_format": args.log_format}
     if args.command in ("serve", "demo"):
         flags.update(host=args.host, port=args.port, realtime_port=args.realtime_port)
     try:
@@ -72,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"fechatter: bad configuration: {exc}", file=sys.stderr)
         return 2
+    logs.configure(settings.log_format)
     if args.command == "migrate":
         trio.run(_migrate, settings)
         print(f"migrations applied to {settings.database_url}")

@@ -12,7 +12,7 @@ import os
 import secrets
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -116,6 +116,9 @@ class Settings(BaseSettings):
         100, ge=2, description="presence is pushed only within chats this small"
     )
     keep_alive_timeout: float = Field(5.0, gt=0)
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="json or text; auto: text on a terminal, json otherwise"
+    )
     security_poll_interval: float = Field(
         2.0, gt=0, description="seconds between reads of the security change log"
     )

@@ -2,13 +2,18 @@
 
 Request counts and latencies are recorded by the HTTP layer; gauges that describe live state
 (actors alive, mailbox depth, storage transactions) are refreshed when ``/metrics`` is read.
+Counters that other parts keep as plain ints (messages committed, the realtime listener's
+``RealtimeStats``, the hub's deliveries) are read at the same moment into a ``LiveCounts``
+and exposed by a collector, as counters (``*_total``) and gauges, under Prometheus names.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 
 @dataclass
@@ -24,6 +29,86 @@ class RealtimeStats:
     head_timeouts: int = 0  # pending connections closed at head_timeout
     slow_consumers: int = 0
     bad_requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveCounts:
+    """What ``/metrics`` reads from the running parts, at the moment it is read."""
+
+    messages_sent: int = 0  # messages committed by this process, over every transport
+    realtime: RealtimeStats = field(default_factory=RealtimeStats)  # a copy
+    streams: int = 0  # open realtime streams (admitted connections) the hub knows
+    deliveries: int = 0  # events handed to streams (one per event per stream)
+    events_published: int = 0  # events the hub published (each to its recipients)
+
+
+# (name without _total, help, RealtimeStats field) of the listener's counters.
+_REALTIME_COUNTERS = (
+    ("fechatter_realtime_accepted", "realtime connections accepted", "accepted"),
+    ("fechatter_realtime_refused", "streams refused: max_connections open (503)", "refused"),
+    (
+        "fechatter_realtime_too_many_streams",
+        "streams refused: the user held max_streams_per_user (429)",
+        "too_many_streams",
+    ),
+    (
+        "fechatter_realtime_pending_dropped",
+        "pending connections dropped to make room for a newcomer",
+        "pending_dropped",
+    ),
+    (
+        "fechatter_realtime_head_timeouts",
+        "pending connections closed at head_timeout",
+        "head_timeouts",
+    ),
+    (
+        "fechatter_realtime_slow_consumers",
+        "streams closed because their outbox overflowed",
+        "slow_consumers",
+    ),
+    ("fechatter_realtime_bad_requests", "malformed stream requests and ops (400)", "bad_requests"),
+)
+
+
+class _LiveCollector:
+    """Exposes the last ``LiveCounts`` handed to ``Metrics.render``."""
+
+    def __init__(self) -> None:
+        self.live = LiveCounts()
+
+    def collect(self) -> Iterator[Metric]:
+        live = self.live
+        rt = live.realtime
+        yield CounterMetricFamily(
+            "fechatter_messages_sent",
+            "messages committed (HTTP and WebSocket sends; idempotent repeats not counted)",
+            value=live.messages_sent,
+        )
+        for name, text, attr in _REALTIME_COUNTERS:
+            yield CounterMetricFamily(name, text, value=getattr(rt, attr))
+        yield CounterMetricFamily(
+            "fechatter_realtime_deliveries",
+            "events handed to realtime streams",
+            value=live.deliveries,
+        )
+        yield CounterMetricFamily(
+            "fechatter_realtime_events_published",
+            "events published to users",
+            value=live.events_published,
+        )
+        yield GaugeMetricFamily(
+            "fechatter_realtime_connections",
+            "open realtime connections, pending and streams",
+            value=rt.active,
+        )
+        yield GaugeMetricFamily(
+            "fechatter_realtime_pending_connections",
+            "realtime connections that have not yet presented a valid token",
+            value=rt.pending,
+        )
+        yield GaugeMetricFamily(
+            "fechatter_realtime_streams", "open realtime streams", value=live.streams
+        )
 
 
 class Metrics:
@@ -43,9 +128,6 @@ class Metrics:
             ["method", "route"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )
-        self.messages_sent = Counter(
-            "fechatter_messages_sent", "messages committed", registry=self.registry
         )
         self.chat_actors = Gauge(
             "fechatter_chat_actors", "ChatActors alive", registry=self.registry
@@ -67,5 +149,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    def render(self) -> bytes:
+        self._live = _LiveCollector()
+        self.registry.register(self._live)
+
+    def render(self, live: LiveCounts | None = None) -> bytes:
+        """The exposition text; ``live`` (else the last one given) feeds the live series."""
+        if live is not None:
+            self._live.live = live
         return generate_latest(self.registry)

@@ -2,7 +2,8 @@
 
 In-process servers log through :mod:`logging`; ``LogWatch`` (installed on the root logger by
 the autouse fixture in ``tests/conftest.py``) keeps every record at ERROR or above and every
-record that carries a traceback. Subprocess servers write the CLI's log format to stderr;
+record that carries a traceback. Subprocess servers write the CLI's log format to stderr
+(``fechatter.logs``: JSON lines when stderr is not a terminal, text lines otherwise);
 ``problems_in_text`` finds the same things there. A test that provokes an error on purpose
 says so with ``@pytest.mark.expect_log_errors("regex", ..., reason="...")``: a problem whose
 text matches one of the patterns (``re.search``) is expected, any other fails the test.
@@ -10,13 +11,15 @@ text matches one of the patterns (``re.search``) is expected, any other fails th
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 from collections.abc import Iterable, Sequence
 
-# `fechatter serve` logs "%(asctime)s %(levelname)s %(name)s %(message)s"; hypercorn's own
-# handler logs "[...] [ERROR] message".
+# `fechatter serve --log-format text` logs "time LEVEL logger event key=value..." (formerly
+# "%(asctime)s %(levelname)s %(name)s %(message)s"); hypercorn's own handler logs
+# "[...] [ERROR] message". JSON lines carry "level" and, with a traceback, "exception".
 _ERROR_LINE = re.compile(r"(?:^|\s)(?:ERROR|CRITICAL|\[ERROR\]|\[CRITICAL\])\s")
 
 
@@ -69,6 +72,12 @@ def problems_in_text(log: str, expected: Sequence[str] = ()) -> list[str]:
     i = 0
     while i < len(lines):
         line = lines[i]
+        record = _json_record(line)
+        if record is not None:
+            if record.get("level") in ("error", "critical") or record.get("exception"):
+                problems.append(f"{line}\n{record.get('exception', '')}".rstrip())
+            i += 1
+            continue
         if line.startswith("Traceback") or "Traceback (most recent call last)" in line:
             block = [line]
             i += 1
@@ -84,6 +93,19 @@ def problems_in_text(log: str, expected: Sequence[str] = ()) -> list[str]:
             problems.append(line)
         i += 1
     return [p for p in problems if not _matches(p, expected)]
+
+
+def _json_record(line: str) -> dict[str, object] | None:
+    """The record of a JSON log line (an object with ``level`` and ``event``), else None."""
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(record, dict) and "level" in record and "event" in record:
+        return record
+    return None
 
 
 def expected_patterns(markers: Iterable[object]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -67,3 +68,23 @@ def test_watch_filters_expected_patterns() -> None:
         log.removeHandler(watch)
         log.propagate = True
     assert watch.take_unexpected(["known"]) == ["ERROR fechatter.test.filter: new problem"]
+
+
+def test_json_log_problems_are_error_records_and_tracebacks() -> None:
+    """The CLI's default log when stderr is not a terminal: one JSON object per line."""
+    lines = [
+        {"event": "fechatter API on http://x", "level": "info", "logger": "fechatter.app"},
+        {"event": "slow", "level": "warning", "logger": "fechatter.app"},
+        {"event": "unhandled error on GET /x", "level": "error", "request_id": "r1"},
+        {
+            "event": "handled",
+            "level": "warning",
+            "exception": 'Traceback (most recent call last):\n  File "x.py"\nKeyError: k',
+        },
+    ]
+    text = "\n".join(json.dumps(x) for x in lines) + "\nnot json {\n"
+    problems = problems_in_text(text)
+    assert len(problems) == 2
+    assert "unhandled error on GET /x" in problems[0]
+    assert problems[1].endswith("KeyError: k")
+    assert problems_in_text(text, ["unhandled error", "KeyError"]) == []

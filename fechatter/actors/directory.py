@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from fechatter import logs
 from fechatter.actors.chat import ChatActor, ChatRetired
 from fechatter.actors.commands import Command
 from fechatter.actors.mailbox import Call, fail_queued
@@ -114,6 +115,7 @@ class Directory:
 
     async def _supervise(self, slot: _Slot) -> None:
         """Run one chat's actor; restart it on failure within the budget."""
+        logs.enter_task(chat_id=slot.chat_id)  # not the context of the call that woke it
         policy = RestartPolicy(self.config.restart_budget, self.config.restart_window)
         final: FechatterError = Unavailable("chat actor stopped; retry", code="chat_unavailable")
         try:

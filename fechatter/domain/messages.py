@@ -1,13 +1,13 @@
 """Messages: history pages, sends, read markers, typing — for every transport alike.
 
-The HTTP routes and the WebSocket ops both call ``Messages.send``, so the content rules, the
-per-user send rate and the sent-messages counter apply once, in one place. Writes go through
-the chat's ChatActor, which answers outsiders itself (404, or 403 for a PublicChannel).
+The HTTP routes and the WebSocket ops both call ``Messages.send``, so the content rules and
+the per-user send rate apply once, in one place (``fechatter_messages_sent`` is read from
+storage's count of committed messages, which every transport's sends pass through). Writes
+go through the chat's ChatActor, which answers outsiders itself (404, or 403 for a
+PublicChannel).
 """
 
 from __future__ import annotations
-
-from prometheus_client import Counter
 
 from fechatter.actors.commands import MarkRead, SendMessage, SendResult, Typing
 from fechatter.actors.directory import Directory
@@ -42,14 +42,12 @@ class Messages:
         chats: Chats,
         settings: Settings,
         limiter: RateLimiter,
-        sent: Counter,
     ) -> None:
         self._storage = storage
         self._directory = directory
         self._chats = chats
         self._settings = settings
         self._limiter = limiter
-        self._sent = sent
 
     async def page(
         self, user_id: int, chat_id: int, *, limit: int, before: int | None, after: int | None
@@ -66,10 +64,7 @@ class Messages:
         """
         new = new_message(body, user_id, self._settings)
         self._limiter.acquire(user_id)
-        result = await self._directory.call(chat_id, SendMessage(new))
-        if result.created:
-            self._sent.inc()
-        return result
+        return await self._directory.call(chat_id, SendMessage(new))
 
     async def mark_read(self, user_id: int, chat_id: int, message_id: int) -> None:
         """Move the caller's read marker forward."""

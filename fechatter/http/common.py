@@ -15,7 +15,7 @@ from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, ValidationError
 
-from fechatter import wire
+from fechatter import logs, wire
 from fechatter.actors.system import ActorSystem
 from fechatter.auth import AccessClaims, Authenticator, bearer_token
 from fechatter.config import Settings
@@ -98,6 +98,7 @@ async def current_claims(ctx: Context) -> AccessClaims:
         raise Unauthorized("missing bearer token", code="missing_token")
     claims = ctx.auth.verify_access_token(token)
     await ctx.guard.check(claims)
+    logs.bind(user_id=claims.user_id)  # the request's task only: every later line names them
     return claims
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from quart import Blueprint, Quart, Response
 
 from fechatter.errors import BadRequest, FieldError, Unavailable
 from fechatter.http.common import Context, current_user_id, json_response, query_int
+from fechatter.metrics import LiveCounts
 from fechatter.schemas import MAX_ID
 
 
@@ -32,9 +35,21 @@ def register(app: Quart, ctx: Context) -> None:
         m.chat_actors.set(d.chat_actors)
         m.mailbox_depth.set(d.mailbox_depth)
         m.actor_restarts.set(d.restarts)
-        m.online_users.set(ctx.system.users.statistics().connected_users)
-        m.storage_transactions.set(ctx.storage.statistics().transactions)
-        return Response(m.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        hub = ctx.system.users.statistics()
+        storage = ctx.storage.statistics()
+        m.online_users.set(hub.connected_users)
+        m.storage_transactions.set(storage.transactions)
+        live = LiveCounts(
+            # Rows committed by the ChatActors' group commits: a send succeeded, whichever
+            # transport carried it (an idempotent repeat inserts nothing).
+            messages_sent=storage.messages_inserted,
+            realtime=replace(ctx.realtime),
+            streams=hub.connections,
+            deliveries=hub.delivered,
+            events_published=hub.published,
+        )
+        body = m.render(live)
+        return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @bp.get("/api/online-users")
     async def online_users() -> Response:

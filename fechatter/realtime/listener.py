@@ -17,6 +17,7 @@ import socket
 
 import trio
 
+from fechatter import logs
 from fechatter.auth import AccessClaims, bearer_token
 from fechatter.errors import (
     BadRequest,
@@ -121,6 +122,9 @@ async def _serve_connection(
     ``entry.scope`` ends the pending phase at ``head_timeout`` or when the gate drops the
     connection; once it is a stream, the scope no longer has a deadline.
     """
+    # This task's log lines (and its stream's tasks') name the connection, and its user once
+    # admitted: the admission key is the listener's id for the connection.
+    logs.bind(connection_id=entry.key, user_id=logs.Deferred(lambda: entry.user_id or None))
     try:
         with entry.scope:
             await _route(ctx, gate, entry, conn)
