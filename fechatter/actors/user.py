@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import trio
 
 from fechatter.events import PRESENCE, Event
+from fechatter.realtime.protocol.close import CloseReason
 from fechatter.realtime.stream import Stream
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ class UserHub:
             return 0
         closing = [s for s in actor.streams if s.security_version < version]
         for stream in closing:
-            stream.fail("token revoked")
+            stream.fail(CloseReason.TOKEN_REVOKED)
         return len(closing)
 
     def _parse_id(self, event_id: str) -> int | None:
