@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from fechatter.errors import NotFound
@@ -94,3 +98,18 @@ def test_responses_are_complete_http_heads() -> None:
     assert f"Content-Length: {len(body)}".encode() in head
     assert head.endswith(b"\r\nA: b")
     assert b'"code":"route_not_found"' in body
+
+
+def test_the_protocol_core_imports_no_trio() -> None:
+    code = (
+        "import sys\n"
+        "import fechatter.realtime.protocol.close, fechatter.realtime.protocol.head\n"
+        "import fechatter.realtime.protocol.outbox, fechatter.realtime.protocol.timers\n"
+        "import fechatter.realtime.protocol.ws\n"
+        "print(sorted(m for m in sys.modules if m == 'trio' or m.startswith('trio.')))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
