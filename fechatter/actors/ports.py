@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from fechatter.close_reasons import CloseReason
 from fechatter.events import Event
 
 
@@ -18,8 +19,9 @@ class StreamPort(Protocol):
     user_id: int
     security_version: int  # of the token that opened it: a raise closes the stream
 
-    def push_event(self, event: Event) -> None:
-        """Queue ``event`` for the peer without blocking (a full outbox fails the stream)."""
+    def push_event(self, event: Event) -> object:
+        """Queue ``event`` for the peer without blocking (a full outbox fails the stream);
+        what it returns (how the push went) is the transport's business."""
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: CloseReason) -> None:
         """Mark the stream for closing with ``reason`` and wake its connection (no await)."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import trio
 
 from fechatter.actors.ports import StreamPort
+from fechatter.close_reasons import CloseReason
 from fechatter.errors import Unavailable
 from fechatter.events import PRESENCE, Event
 
@@ -187,7 +188,7 @@ class UserHub:
             return 0
         closing = [s for s in actor.streams if s.security_version < version]
         for stream in closing:
-            stream.fail("token revoked")
+            stream.fail(CloseReason.TOKEN_REVOKED)
         return len(closing)
 
     def _parse_id(self, event_id: str) -> int | None:

@@ -30,10 +30,12 @@ from fechatter.errors import (
 )
 from fechatter.realtime.admission import Admission, Dropped, Gate
 from fechatter.realtime.context import RealtimeContext
-from fechatter.realtime.head import Head, HeadError, problem_response, read_head, response_head
-from fechatter.realtime.head import send_all as send_all_bytes
+from fechatter.realtime.protocol.head import Head, HeadError, problem_response, response_head
+from fechatter.realtime.protocol.ws import handshake_response
+from fechatter.realtime.sockets import read_head
+from fechatter.realtime.sockets import send_all as send_all_bytes
 from fechatter.realtime.sse import serve_sse
-from fechatter.realtime.ws import WsSession, handshake_response
+from fechatter.realtime.ws import WsSession
 
 log = logging.getLogger(__name__)
 
@@ -145,15 +147,14 @@ async def _answer(conn: socket.socket, data: bytes) -> None:
 
 
 async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socket.socket) -> None:
-    try:
-        head = await read_head(conn)
-    except HeadError as exc:
-        if exc.status:
+    head = await read_head(conn)
+    if isinstance(head, HeadError):
+        if head.status:
             ctx.stats.bad_requests += 1
             error: FechatterError = (
-                HeadersTooLarge(exc.detail)
-                if exc.status == 431
-                else BadRequest(exc.detail, code="bad_request_head")
+                HeadersTooLarge(head.detail)
+                if head.status == 431
+                else BadRequest(head.detail, code="bad_request_head")
             )
             await _answer(conn, problem_response(error))
         return

@@ -3,7 +3,7 @@
 The response is close-delimited ``text/event-stream``: no chunked framing, so every stream
 gets byte-identical event blocks. The connection's task only waits: for the peer to close (or
 send something, which is discarded), for the heartbeat (``: ping``), for token expiry, or for
-its stream to be failed by the fan-out (slow consumer).
+its stream to be failed by the fan-out (slow consumer, token revoked).
 """
 
 from __future__ import annotations
@@ -12,33 +12,29 @@ import socket
 
 import trio
 
+from fechatter.actors.user import Attached
 from fechatter.auth import AccessClaims
+from fechatter.close_reasons import CloseReason
 from fechatter.events import RESYNC, Event
 from fechatter.realtime.context import RealtimeContext
-from fechatter.realtime.head import response_head
+from fechatter.realtime.protocol.head import response_head
+from fechatter.realtime.protocol.timers import Due, Timers
 from fechatter.realtime.stream import Stream, Transport
 
 PING = b": ping\n\n"
 
 
-def opening(
-    ctx: RealtimeContext,
-    stream: Stream,
-    position: str,
-    resync: str | None,
-    replay: list[Event],
-    head: bytes,
-) -> bytes:
+def opening(ctx: RealtimeContext, stream: Stream, attached: Attached, head: bytes) -> bytes:
     """Response head (if any), ``ready``, then ``resync`` or the replayed events."""
     sse = stream.transport is Transport.SSE
     parts = [head]
-    ready = ctx.ready_event(position, stream.user_id, stream.connection_id)
+    ready = ctx.ready_event(attached.position, stream.user_id, stream.connection_id)
     parts.append(ready.sse() if sse else ready.ws())
-    if resync is not None:
-        event = Event(RESYNC, {"reason": resync})
+    if attached.resync is not None:
+        event = Event(RESYNC, {"reason": attached.resync})
         event.id = ctx.hub.position
         parts.append(event.sse() if sse else event.ws())
-    parts.extend(e.sse() if sse else e.ws() for e in replay)
+    parts.extend(e.sse() if sse else e.ws() for e in attached.replay)
     return b"".join(parts)
 
 
@@ -48,7 +44,7 @@ async def serve_sse(
     claims: AccessClaims,
     last_event_id: str | None,
     cors: list[tuple[str, str]],
-) -> str:
+) -> CloseReason:
     """Run one SSE stream until it ends; returns why it ended."""
     head = response_head(
         200,
@@ -59,8 +55,6 @@ async def serve_sse(
             *cors,
         ],
     )
-    heartbeat = ctx.settings.heartbeat_interval
-    expires = ctx.expiry_deadline(claims.expires_at)
     async with trio.open_nursery() as nursery:
         stream = Stream(
             sock, Transport.SSE, claims.user_id, ctx.hub.next_connection_id(), ctx.limits, nursery
@@ -68,31 +62,38 @@ async def serve_sse(
         stream.security_version = claims.security_version
         attached = ctx.hub.attach(stream, last_event_id)
         try:
-            await stream.prime(
-                opening(ctx, stream, attached.position, attached.resync, attached.replay, head)
-            )
-            next_ping = trio.current_time() + heartbeat
-            while stream.close_reason is None:
-                with stream.wait_scope(min(next_ping, expires)):
-                    await trio.lowlevel.wait_readable(sock)
-                    try:
-                        data = sock.recv(65536)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        return "connection lost"
-                    if not data:
-                        return "closed by peer"
-                    continue  # a client has nothing to say on an event stream: discard
-                now = trio.current_time()
-                if now >= expires:
-                    return "token expired"
-                if now >= next_ping:
-                    stream.push(PING)
-                    next_ping = now + heartbeat
-            if stream.close_reason == "slow consumer":
+            reason = await _run(ctx, stream, claims, opening(ctx, stream, attached, head))
+            if reason is CloseReason.SLOW_CONSUMER:
                 ctx.stats.slow_consumers += 1
-            return stream.close_reason
+            return reason
         finally:
             ctx.hub.detach(stream)
             nursery.cancel_scope.cancel()
+
+
+async def _run(
+    ctx: RealtimeContext, stream: Stream, claims: AccessClaims, first: bytes
+) -> CloseReason:
+    sock = stream.sock
+    await stream.prime(first)
+    timers = Timers(
+        trio.current_time(), ctx.settings.heartbeat_interval, ctx.expiry_deadline(claims.expires_at)
+    )
+    while (reason := stream.close_reason) is None:
+        with stream.wait_scope(timers.deadline()):
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return CloseReason.CONNECTION_LOST
+            if not data:
+                return CloseReason.CLOSED_BY_PEER
+            continue  # a client has nothing to say on an event stream: discard
+        due = timers.due(trio.current_time())
+        if due is Due.EXPIRED:
+            return CloseReason.TOKEN_EXPIRED
+        if due is Due.PING:
+            stream.push(PING)
+    return reason

@@ -1,26 +1,32 @@
-"""The output side of one realtime connection: the fan-out's fast lane.
+"""The trio side of one realtime connection's output: its socket, writer task and wake-up.
 
-``push`` is called synchronously from the publishing loop (a ChatActor's task). When nothing is
-queued it writes the pre-encoded bytes with one non-blocking ``send`` — no task switch, no lock,
-no per-event garbage. Only when the socket's buffer is full does it queue the rest in a bounded
-outbox (``max_events`` events or ``max_bytes`` bytes) and start a writer task in the
-connection's own nursery. A push that would overflow the outbox marks the stream as a **slow
-consumer**: the queue is dropped (keeping a half-written frame so the wire stays well-formed),
-and the connection's task is woken to close it (WebSocket close 4008). The client reconnects
-and resumes from its UserActor's replay ring, so nobody else ever waits for it.
+The decisions live in ``protocol.outbox.Outbox``; this wraps it around a non-blocking socket.
+``push_event`` / ``push`` are called synchronously from the publishing loop (a ChatActor's
+task): the outbox writes straight to the socket when nothing is queued (no task switch, no
+lock, no per-event garbage); when it queues, a writer task is started in the connection's own
+nursery to drain it as the socket becomes writable; when it overflows (a **slow consumer**) or
+the fan-out ``fail``s the stream (token revoked), the connection's task is woken to close it
+(WebSocket close 4008 / 4001). The client reconnects and resumes from its UserActor's replay
+ring, so nobody else ever waits for it.
+
+It must never block the publishing loop: nothing here awaits on the fan-out's path.
 """
 
 from __future__ import annotations
 
-import errno
 import socket
-from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
 import trio
 
+from fechatter.close_reasons import CloseReason
 from fechatter.events import Event
+from fechatter.realtime.protocol.outbox import Outbox, OutboxState, Progress, Push
+
+_SENT = Push.SENT
+_QUEUED = Push.QUEUED
+_BACKLOGGED = OutboxState.BACKLOGGED
 
 
 class Transport(Enum):
@@ -36,21 +42,16 @@ class StreamLimits:
 
 
 class Stream:
-    """One SSE or WebSocket connection's outbox, attached to its user's UserActor."""
+    """One SSE or WebSocket connection's output, attached to its user's UserActor."""
 
     __slots__ = (
         "_nursery",
-        "_partial",
-        "_primed_bytes",
-        "_priming",
+        "_sse",
         "_wait_scope",
         "_writer_done",
-        "_writer_running",
         "_writer_scope",
-        "close_reason",
         "connection_id",
         "limits",
-        "out_bytes",
         "outbox",
         "security_version",
         "sock",
@@ -69,126 +70,99 @@ class Stream:
     ) -> None:
         self.sock = sock
         self.transport = transport
+        self._sse = transport is Transport.SSE
         self.user_id = user_id
         self.connection_id = connection_id
         self.limits = limits
         self._nursery = nursery
-        self.outbox: deque[bytes | memoryview] = deque()
-        self.out_bytes = 0
-        self._partial = False  # outbox[0] is a frame whose start is already on the wire
-        self._writer_running = False
-        self._priming = True  # until ``prime`` has written the opening bytes
-        self._primed_bytes = 0
+        self.outbox = Outbox(sock.send, limits.max_events, limits.max_bytes)
         self._wait_scope: trio.CancelScope | None = None
         self._writer_scope: trio.CancelScope | None = None
-        self._writer_done: trio.Event | None = None
-        self.close_reason: str | None = None
+        self._writer_done: trio.Event | None = None  # set while no writer task runs
         # The security version of the token that opened the stream: a raise closes it.
         self.security_version = 0
 
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the stream is closing (None while it is open)."""
+        return self.outbox.close_reason
+
     # -- called from the publishing loop (must never block) ----------------------------
-    def push_event(self, event: Event) -> None:
-        self.push(event.sse() if self.transport is Transport.SSE else event.ws())
+    def push_event(self, event: Event) -> Push:
+        """Deliver one event in this stream's encoding (see ``push``)."""
+        result = self.outbox.push(event.sse() if self._sse else event.ws())
+        if result is not _SENT:
+            self._after(result)
+        return result
 
-    def push(self, data: bytes) -> None:
-        """Queue ``data`` for the peer, writing straight to the socket when it can."""
-        if self.close_reason is not None:
-            return
-        view: bytes | memoryview = data
-        if not self.outbox and not self._priming:
-            try:
-                sent = self.sock.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.fail("connection lost")
-                return
-            if sent == len(data):
-                return
-            view = memoryview(data)[sent:]
-            self._partial = sent > 0
-        if len(self.outbox) >= self.limits.max_events or (
-            self.out_bytes - self._primed_bytes + len(view) > self.limits.max_bytes
-        ):
-            self.outbox.append(view)  # keep it until the partial-frame trim below
-            self.out_bytes += len(view)
-            self.fail("slow consumer")
-            return
-        self.outbox.append(view)
-        self.out_bytes += len(view)
-        if not self._writer_running and not self._priming:
-            self._writer_running = True
-            self._nursery.start_soon(self._write_outbox)
+    def push(self, data: bytes) -> Push:
+        """Send ``data`` now, or queue it and make sure a writer drains it; an overflow or a
+        lost peer wakes the connection's task to close the stream."""
+        result = self.outbox.push(data)
+        if result is not _SENT:
+            self._after(result)
+        return result
 
-    def fail(self, reason: str) -> None:
+    def _after(self, result: Push) -> None:
+        if result is _QUEUED:
+            # While priming or closing the connection's task flushes; else one writer drains.
+            done = self._writer_done
+            if self.outbox.state is _BACKLOGGED and (done is None or done.is_set()):
+                self._start_writer()
+        else:
+            self._wake()
+
+    def fail(self, reason: CloseReason) -> None:
         """Mark the stream for closing and wake its connection task (no await)."""
-        if self.close_reason is None:
-            self.close_reason = reason
-            if reason == "slow consumer":
-                self._drop_queue()
-            if self._wait_scope is not None:
-                self._wait_scope.cancel()
+        if self.outbox.fail(reason):
+            self._wake()
 
-    def _drop_queue(self) -> None:
-        keep = self.outbox[0] if self.outbox and self._partial else None
-        self.outbox.clear()
-        self.out_bytes = 0
-        if keep is not None:
-            self.outbox.append(keep)
-            self.out_bytes = len(keep)
+    def _wake(self) -> None:
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def _start_writer(self) -> None:
+        self._writer_done = trio.Event()
+        self._writer_scope = trio.CancelScope()
+        self._nursery.start_soon(self._write_outbox, self._writer_scope, self._writer_done)
 
     # -- the connection task's side ------------------------------------------------------
     def wait_scope(self, deadline: float) -> trio.CancelScope:
         """A cancel scope for the connection task's idle wait; ``fail`` cancels it."""
         scope = trio.CancelScope(deadline=deadline)
         self._wait_scope = scope
-        if self.close_reason is not None:
+        if self.outbox.close_reason is not None:
             scope.cancel()
         return scope
 
-    async def _write_outbox(self) -> None:
-        """Drain the outbox as the socket accepts it; fail the stream if it stalls."""
-        self._writer_scope = trio.CancelScope()
-        self._writer_done = trio.Event()
+    async def _write_outbox(self, scope: trio.CancelScope, done: trio.Event) -> None:
+        """The writer task: drain the outbox; it ends when the queue is empty."""
         try:
-            with self._writer_scope:
+            with scope:
                 await self.flush()
         finally:
-            self._writer_running = False
-            self._writer_done.set()
+            done.set()
 
     async def _stop_writer(self) -> None:
         """Cancel the writer task, if one runs, and wait until it is gone."""
-        if self._writer_running and self._writer_scope is not None:
+        done = self._writer_done
+        if done is not None and not done.is_set() and self._writer_scope is not None:
             self._writer_scope.cancel()
-            if self._writer_done is not None:
-                await self._writer_done.wait()
+            await done.wait()
 
     async def flush(self) -> None:
-        """Write everything queued; a socket that accepts nothing for ``write_timeout`` fails."""
-        while self.outbox:
+        """Write everything queued; a socket that accepts nothing for ``write_timeout`` fails
+        the stream (``WRITE_TIMEOUT``), a failed write ends it (``CONNECTION_LOST``)."""
+        outbox = self.outbox
+        while outbox.queued:
             with trio.move_on_after(self.limits.write_timeout) as scope:
                 await trio.lowlevel.wait_writable(self.sock)
             if scope.cancelled_caught:
-                self.fail("write timeout")
+                self.fail(CloseReason.WRITE_TIMEOUT)
                 return
-            head = self.outbox[0]
-            try:
-                sent = self.sock.send(head)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    self.fail("connection lost")
-                    return
-                continue
-            self.out_bytes -= sent
-            if sent == len(head):
-                self.outbox.popleft()
-                self._partial = False
-            else:
-                self.outbox[0] = memoryview(head)[sent:]
-                self._partial = True
+            if outbox.write_some() is Progress.LOST:
+                self._wake()
+                return
 
     async def prime(self, data: bytes) -> None:
         """Write the stream's opening bytes (response head, ready, resync or replay).
@@ -196,23 +170,18 @@ class Stream:
         A stream starts out priming: live events pushed meanwhile queue (within the limits)
         behind these bytes, and go out once they have.
         """
-        self.outbox.appendleft(data)
-        self.out_bytes += len(data)
-        self._primed_bytes = len(data)
+        self.outbox.prime(data)
         try:
             await self.flush()
         finally:
-            self._priming = False
-            self._primed_bytes = 0
-        if self.outbox and not self._writer_running and self.close_reason is None:
-            self._writer_running = True
-            self._nursery.start_soon(self._write_outbox)
+            writer_needed = self.outbox.primed()
+        if writer_needed:
+            self._start_writer()
 
-    async def send_final(self, data: bytes) -> None:
-        """Queue ``data`` after whatever must still go out, and flush it (best effort;
-        the caller bounds the time)."""
+    async def send_final(self, data: bytes, reason: CloseReason) -> None:
+        """Queue ``data`` (the close frame) after whatever must still go out and flush it
+        (best effort; the caller bounds the time). The stream closes for ``reason`` unless
+        it was closing already."""
         await self._stop_writer()
-        self._priming = True  # nothing else may start a writer now
-        self.outbox.append(data)
-        self.out_bytes += len(data)
+        self.outbox.finish(data, reason)
         await self.flush()

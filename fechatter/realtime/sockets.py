@@ -1,0 +1,51 @@
+"""Moving bytes on the realtime listener's non-blocking sockets with trio.
+
+``recv_some`` / ``send_all`` wait on readiness with ``trio.lowlevel`` (no framework, no lock);
+``read_head`` feeds a ``protocol.head.HeadReader`` until it answers. No parsing or decisions
+live here; callers bound the time.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import trio
+
+from fechatter.realtime.protocol.head import Head, HeadError, HeadReader, NeedData
+
+
+async def recv_some(sock: socket.socket, size: int = 65536) -> bytes:
+    """Receive from a non-blocking socket (``b""``: the peer closed); raises ``OSError``."""
+    while True:
+        try:
+            return sock.recv(size)
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(sock)
+
+
+async def read_head(sock: socket.socket) -> Head | HeadError:
+    """Read one request head (the caller's deadline bounds the time)."""
+    reader = HeadReader()
+    while True:
+        try:
+            data = await recv_some(sock)
+        except OSError:
+            return HeadError(0, "connection lost")
+        answer = reader.feed(data)
+        if not isinstance(answer, NeedData):
+            return answer
+
+
+async def send_all(sock: socket.socket, data: bytes) -> bool:
+    """Write everything; False if the peer is gone. The caller bounds the time."""
+    view = memoryview(data)
+    while view:
+        try:
+            sent = sock.send(view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+            continue
+        except OSError:
+            return False
+        view = view[sent:]
+    return True
