@@ -90,6 +90,16 @@ class Gate:
         self.stats.pending += 1
         return entry
 
+    def rearm(self, entry: Admission, now: float) -> None:
+        """Restart a pending connection's ``head_timeout`` at ``now``.
+
+        Called when its task first runs and again when its whole head has arrived: in a storm
+        of reconnects, thousands of connections are accepted before their tasks run and then
+        wait behind each other's token checks. That wait is the server's, so it must not use
+        up the client's deadline (which is for the client sending its head)."""
+        if entry.phase is Phase.PENDING:
+            entry.scope.deadline = now + self.head_timeout
+
     def promote(self, entry: Admission, user_id: int) -> None:
         """Turn an authenticated pending connection into a stream of ``user_id``.
 

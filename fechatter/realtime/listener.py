@@ -127,6 +127,7 @@ async def _serve_connection(
     # This task's log lines (and its stream's tasks') name the connection, and its user once
     # admitted: the admission key is the listener's id for the connection.
     logs.bind(connection_id=entry.key, user_id=logs.Deferred(lambda: entry.user_id or None))
+    gate.rearm(entry, trio.current_time())
     try:
         with entry.scope:
             await _route(ctx, gate, entry, conn)
@@ -148,6 +149,8 @@ async def _answer(conn: socket.socket, data: bytes) -> None:
 
 async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socket.socket) -> None:
     head = await read_head(conn)
+    if not isinstance(head, HeadError):
+        gate.rearm(entry, trio.current_time())
     if isinstance(head, HeadError):
         if head.status:
             ctx.stats.bad_requests += 1

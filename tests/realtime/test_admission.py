@@ -173,6 +173,18 @@ def test_gate_drops_the_oldest_pending_connection() -> None:
     assert gate.stats.pending == 2
 
 
+def test_gate_rearms_the_deadline_of_pending_connections_only() -> None:
+    """In a reconnect storm the server's own queue must not use up a client's deadline: the
+    listener rearms it when the connection's task starts and when the head has arrived."""
+    gate = _gate()
+    entry = gate.accept(0.0)
+    gate.rearm(entry, 4.0)
+    assert entry.scope.deadline == 9.0
+    gate.promote(entry, 7)
+    gate.rearm(entry, 20.0)  # a stream has no head deadline any more
+    assert entry.scope.deadline == float("inf")
+
+
 def test_gate_caps_streams_per_user_and_in_all_and_releases_them() -> None:
     gate = _gate(max_pending=10)
     entries = [gate.accept(0.0) for _ in range(5)]
