@@ -90,15 +90,18 @@ class Gate:
         self.stats.pending += 1
         return entry
 
-    def rearm(self, entry: Admission, now: float) -> None:
-        """Restart a pending connection's ``head_timeout`` at ``now``.
+    def rearm(self, entry: Admission, now: float, seconds: float | None = None) -> None:
+        """Restart a pending connection's deadline: ``seconds`` (default ``head_timeout``)
+        from ``now``.
 
-        Called when its task first runs and again when its whole head has arrived: in a storm
-        of reconnects, thousands of connections are accepted before their tasks run and then
-        wait behind each other's token checks. That wait is the server's, so it must not use
-        up the client's deadline (which is for the client sending its head)."""
+        The listener calls it when the connection's task first runs (``head_timeout``: the
+        client's time to send its head) and when the whole head has arrived (``AUTH_TIMEOUT``:
+        the server's time to check the token and answer). In a storm of reconnects thousands
+        of connections are accepted before their tasks run, then wait behind each other's
+        token checks and presence queries; that wait is the server's and must not use up the
+        client's deadline. Silent sockets are still cut at ``head_timeout``."""
         if entry.phase is Phase.PENDING:
-            entry.scope.deadline = now + self.head_timeout
+            entry.scope.deadline = now + (self.head_timeout if seconds is None else seconds)
 
     def promote(self, entry: Admission, user_id: int) -> None:
         """Turn an authenticated pending connection into a stream of ``user_id``.

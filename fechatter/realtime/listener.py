@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 SSE_PATH = "/api/notifications/events"
 WS_PATH = "/api/notifications/ws"
 ANSWER_TIMEOUT = 5.0
+# From a complete head to an admitted stream (token check, which may read the database, and
+# the answer): the server's own work, bounded generously so a reconnect storm queued behind
+# thousands of token checks is served rather than cut.
+AUTH_TIMEOUT = 30.0
 # Longer than any real access token (about 200 characters) with room for more claims; a
 # longer one is refused before it is decoded.
 MAX_TOKEN_CHARS = 4096
@@ -150,7 +154,7 @@ async def _answer(conn: socket.socket, data: bytes) -> None:
 async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socket.socket) -> None:
     head = await read_head(conn)
     if not isinstance(head, HeadError):
-        gate.rearm(entry, trio.current_time())
+        gate.rearm(entry, trio.current_time(), AUTH_TIMEOUT)
     if isinstance(head, HeadError):
         if head.status:
             ctx.stats.bad_requests += 1

@@ -2,10 +2,11 @@
 
 ``insert_messages`` (one group commit: the batch with gapless ``seq``, the senders' read
 markers, the chat's last message) is the one operation with a body per dialect, because on
-PostgreSQL it is a single round trip (``INSERT_BATCH_POSTGRES``): the chat row lock, then one
-statement whose CTEs classify the batch, insert it from ``unnest`` arrays and move the marker
-and the chat, sent as one query. SQLite runs the same rules as a loop of local statements on
-its writer thread (a statement there costs microseconds, not a network round trip). Both
+PostgreSQL it is a single round trip (``INSERT_BATCH_POSTGRES``): one prepared call of a
+PL/pgSQL function that takes the chat row lock, then runs one statement whose CTEs classify
+the batch, insert it from ``unnest`` arrays and move the marker and the chat. SQLite runs
+the same rules as a loop of local statements on its writer thread (a statement there costs
+microseconds, not a network round trip). Both
 report their outcome through ``_outcomes``. Rules of a batch, in order, per item: a
 ``(sender, client_id)`` already stored → that message (``created=False``); the same key earlier
 in this batch → the message made for it; a ``reply_to`` that is not a message of this chat →
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from fechatter.errors import Invalid, NotFound
 from fechatter.models import Inserted, Message, MessagePage, NewMessage, utc_now
-from fechatter.storage.rows import MESSAGE_COLUMNS, to_message, unqualified
+from fechatter.storage.rows import MESSAGE_COLUMNS, to_message
 from fechatter.storage.sql import Dialect, Op, Sql, Stmt, dynamic, first, only, q
 
 REPLY_TO_ERROR = "reply_to must be a message of this chat"
@@ -98,61 +99,19 @@ def _insert_batch_sqlite(
 
 
 # -- PostgreSQL: one round trip ------------------------------------------------------------
-# Two statements sent as one query (one implicit transaction). The first takes the chat row
-# lock, so every writer of this chat, in any process, waits there; the second then starts
-# with a snapshot that sees whatever the previous holder committed (READ COMMITTED takes one
-# per statement), numbers from chats.last_seq and stores the new value. UNIQUE (chat_id, seq)
-# is the backstop. Its rows: one per batch item, in order, with the stored message an
-# existing key names (e_*), or the new message the item maps to (new_*: itself, or the first
-# item of its key), or neither (a bad reply_to); none at all for an unknown chat.
+# One prepared call of a PL/pgSQL function (migration 0003_insert_batch_function.sql): it
+# takes the chat row lock, so every writer of this chat, in any process, waits there, then
+# numbers the batch from chats.last_seq and stores the new value; UNIQUE (chat_id, seq) is the
+# backstop. Its rows: one per batch item, in order, with the stored message an existing key
+# names (e_*), or the new message the item maps to (new_*: itself, or the first item of its
+# key), or neither (a bad reply_to); none at all for an unknown chat. A function rather than
+# a two-statement query: its plans are cached per connection and its arrays bound
+# server-side (a multi-statement query must be bound on the client and is planned per call).
 INSERT_BATCH_POSTGRES = Sql.split(
     sqlite="SELECT NULL",  # never run: SQLite uses _insert_batch_sqlite
-    postgres=f"""
-SELECT last_seq FROM chats WHERE id = :chat FOR UPDATE;
-WITH items AS (
-    SELECT * FROM unnest(CAST(:senders AS bigint[]), CAST(:contents AS text[]),
-        CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]))
-        WITH ORDINALITY AS i (sender_id, content, files, reply_to, client_id, n)
-), classified AS (
-    SELECT i.*, e.id AS existing_id,
-        i.reply_to IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM messages r WHERE r.id = i.reply_to AND r.chat_id = :chat
-        ) AS bad_reply
-    FROM items i LEFT JOIN messages e
-        ON e.chat_id = :chat AND e.sender_id = i.sender_id AND e.client_id = i.client_id
-), eligible AS (
-    SELECT c.*, min(c.n) OVER (PARTITION BY c.sender_id, c.client_id) AS first_n
-    FROM classified c WHERE c.existing_id IS NULL AND NOT c.bad_reply
-), fresh AS (
-    SELECT e.*, ch.last_seq + row_number() OVER (ORDER BY e.n) AS seq
-    FROM eligible e, chats ch
-    WHERE ch.id = :chat AND (e.client_id IS NULL OR e.n = e.first_n)
-), ins AS (
-    INSERT INTO messages (chat_id, seq, sender_id, content, files, reply_to, client_id,
-        created_at)
-    SELECT :chat, f.seq, f.sender_id, f.content, CAST(f.files AS text[]), f.reply_to,
-        f.client_id, :now
-    FROM fresh f ORDER BY f.seq
-    RETURNING id, seq, sender_id
-), marks AS (
-    UPDATE chat_members cm SET last_read_seq = r.seq, last_read_message_id = r.id
-    FROM (SELECT DISTINCT ON (sender_id) sender_id, seq, id FROM ins
-          ORDER BY sender_id, seq DESC) r
-    WHERE cm.chat_id = :chat AND cm.user_id = r.sender_id AND cm.last_read_seq < r.seq
-), bump AS (
-    UPDATE chats SET last_seq = l.seq, last_message_id = l.id, last_activity_at = :now
-    FROM (SELECT seq, id FROM ins ORDER BY seq DESC LIMIT 1) l WHERE chats.id = :chat
-)
-SELECT c.n, c.existing_id, f.n AS new_n, f.seq AS new_seq, ins.id AS new_id,
-    {", ".join(f"e.{c} AS e_{c}" for c in unqualified(MESSAGE_COLUMNS).split(", "))}
-FROM classified c
-LEFT JOIN messages e ON e.id = c.existing_id
-LEFT JOIN fresh f ON f.n = c.n OR (c.existing_id IS NULL AND c.client_id IS NOT NULL
-    AND f.sender_id = c.sender_id AND f.client_id = c.client_id AND f.n <= c.n)
-LEFT JOIN ins ON ins.seq = f.seq
-WHERE EXISTS (SELECT 1 FROM chats WHERE id = :chat)
-ORDER BY c.n
-""",
+    postgres="SELECT * FROM fechatter_insert_batch(:chat, CAST(:senders AS bigint[]),"
+    " CAST(:contents AS text[]), CAST(:files AS text[]), CAST(:replies AS bigint[]),"
+    " CAST(:clients AS text[]), CAST(:now AS timestamptz))",
 )
 
 

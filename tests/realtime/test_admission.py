@@ -180,6 +180,8 @@ def test_gate_rearms_the_deadline_of_pending_connections_only() -> None:
     entry = gate.accept(0.0)
     gate.rearm(entry, 4.0)
     assert entry.scope.deadline == 9.0
+    gate.rearm(entry, 6.0, 30.0)  # the head arrived: the server's time to authenticate
+    assert entry.scope.deadline == 36.0
     gate.promote(entry, 7)
     gate.rearm(entry, 20.0)  # a stream has no head deadline any more
     assert entry.scope.deadline == float("inf")
