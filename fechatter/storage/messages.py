@@ -16,11 +16,12 @@ in this batch → the message made for it; a ``reply_to`` that is not a message 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fechatter.errors import Invalid, NotFound
 from fechatter.models import Inserted, Message, MessagePage, NewMessage, utc_now
 from fechatter.storage.rows import MESSAGE_COLUMNS, to_message
-from fechatter.storage.sql import Dialect, Op, Sql, Stmt, dynamic, first, only, q
+from fechatter.storage.sql import Dialect, Op, Row, Sql, Stmt, dynamic, first, only, q
 
 REPLY_TO_ERROR = "reply_to must be a message of this chat"
 
@@ -119,9 +120,15 @@ def _insert_batch_postgres(
     chat_id: int, batch: Sequence[NewMessage]
 ) -> Op[tuple[list[Inserted], int]]:
     now = utc_now()
-    params = {
-        "chat": chat_id,
-        "now": now,
+    params = {"chat": chat_id, "now": now, **_item_arrays(batch)}
+    result = yield q(INSERT_BATCH_POSTGRES, params)
+    if not result.rows:
+        raise NotFound("chat not found")
+    return _outcomes(_postgres_outcomes(chat_id, batch, result.rows, now))
+
+
+def _item_arrays(batch: Sequence[NewMessage]) -> dict[str, list[Any]]:
+    return {
         "senders": [m.sender_id for m in batch],
         "contents": [m.content for m in batch],
         # One text[] literal per item: unnest would flatten a two-dimensional array.
@@ -129,11 +136,13 @@ def _insert_batch_postgres(
         "replies": [m.reply_to for m in batch],
         "clients": [m.client_id for m in batch],
     }
-    result = yield q(INSERT_BATCH_POSTGRES, params)
-    if not result.rows:
-        raise NotFound("chat not found")
+
+
+def _postgres_outcomes(
+    chat_id: int, batch: Sequence[NewMessage], rows: Sequence[Row], now: str
+) -> list[Inserted]:
     outcomes: list[Inserted] = []
-    for row in result.rows:
+    for row in rows:
         if row["existing_id"] is not None:
             outcomes.append(Inserted(to_message(row, "e_"), created=False))
         elif row["new_id"] is not None:
@@ -142,7 +151,50 @@ def _insert_batch_postgres(
             outcomes.append(Inserted(message, created=row["new_n"] == row["n"]))
         else:
             outcomes.append(Inserted(None, created=False, error=REPLY_TO_ERROR))
-    return _outcomes(outcomes)
+    return outcomes
+
+
+INSERT_ROUNDS_POSTGRES = Sql.split(
+    sqlite="SELECT NULL",  # never run: SQLite's writer thread batches across chats itself
+    postgres="SELECT * FROM fechatter_insert_rounds(CAST(:chats AS bigint[]),"
+    " CAST(:counts AS integer[]), CAST(:senders AS bigint[]), CAST(:contents AS text[]),"
+    " CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]),"
+    " CAST(:now AS timestamptz))",
+)
+
+RoundOutcome = tuple[list[Inserted], int] | NotFound
+
+
+def insert_rounds_postgres(
+    batches: Sequence[tuple[int, Sequence[NewMessage]]],
+) -> Op[list[RoundOutcome]]:
+    """The batches of several chats in one call and one transaction (PostgreSQL only).
+
+    ``batches``: (chat id, its batch), chat ids distinct and ascending (the lock order). The
+    outcome of each, in order: as ``insert_messages`` returns, or ``NotFound`` for a chat
+    that does not exist (that batch alone fails). Any error raised fails the whole call and
+    wrote nothing; the caller then stores the batches one by one to isolate it.
+    """
+    now = utc_now()
+    items = [item for _, batch in batches for item in batch]
+    params = {
+        "chats": [chat_id for chat_id, _ in batches],
+        "counts": [len(batch) for _, batch in batches],
+        "now": now,
+        **_item_arrays(items),
+    }
+    result = yield q(INSERT_ROUNDS_POSTGRES, params)
+    by_chat: dict[int, list[Row]] = {}
+    for row in result.rows:
+        by_chat.setdefault(row["chat"], []).append(row)
+    outcomes: list[RoundOutcome] = []
+    for chat_id, batch in batches:
+        rows = by_chat.get(chat_id)
+        if not rows:
+            outcomes.append(NotFound("chat not found"))
+        else:
+            outcomes.append(_outcomes(_postgres_outcomes(chat_id, batch, rows, now)))
+    return outcomes
 
 
 def _text_array(values: Sequence[str]) -> str:

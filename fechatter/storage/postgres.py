@@ -15,8 +15,9 @@ driver path: ``docs/storage.md``. This module must never let a psycopg exception
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TypeVar, cast
 
 import psycopg
@@ -25,6 +26,8 @@ from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
 from fechatter.errors import Conflict, FechatterError, Invalid, NotFound, Unavailable
+from fechatter.models import Inserted, NewMessage
+from fechatter.storage import messages
 from fechatter.storage.core import SqlStorage
 from fechatter.storage.migrations import migrate
 from fechatter.storage.postgres_pool import Connection, PgPool, PoolConfig, open_pg_pool
@@ -39,6 +42,8 @@ DEFAULT_POOL_SIZE = 20
 # Connections a pool leaves to others when it sizes itself to max_connections: this process's
 # own migration/admin use, psql sessions, monitoring.
 SPARE_CONNECTIONS = 5
+# Chats whose batches one group-commit round stores together, at most.
+ROUND_MAX = 256
 
 # Unique constraints and indexes, as named in 0001_init.sql.
 _CONFLICTS = {
@@ -154,6 +159,13 @@ class PostgresStorage(SqlStorage):
         self._pool = pool
         self._operation_timeout = operation_timeout
         self._committed = 0
+        # Group commit across chats: sends of different chats that arrive while a round is
+        # being stored wait here and go together in the next round (one call, one
+        # transaction). Bounded by the callers: each chat's actor has at most one batch in
+        # flight, so at most one entry per active chat.
+        self._round_queue: list[_InsertRequest] = []
+        self._round_running = False
+        self._round_over = trio.Event()
 
     # -- plumbing --------------------------------------------------------------------------
     async def _call(self, fn: Call[T]) -> T:
@@ -195,6 +207,86 @@ class PostgresStorage(SqlStorage):
 
     def _transactions(self) -> int:
         return self._committed
+
+    # -- group commit across chats ---------------------------------------------------------
+    async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
+        """Insert a chat's batch (see ``Storage.insert_messages``), committed together with
+        the batches of other chats that are waiting at the same moment (SQLite's writer does
+        the same across its round): whichever caller finds no round running stores everything
+        queued in one call; the others wait for their round. A caller cancelled before its
+        round started is withdrawn; a round, once started, completes (shielded, bounded by
+        the operation timeout) so no other chat's batch is left half-answered."""
+        if not batch:
+            return []
+        request = _InsertRequest(chat_id, batch)
+        self._round_queue.append(request)
+        try:
+            while request.outcome is None:
+                if self._round_running:
+                    await self._round_over.wait()
+                    continue
+                self._round_running = True
+                taken = sorted(self._round_queue[:ROUND_MAX], key=lambda r: r.chat_id)
+                del self._round_queue[:ROUND_MAX]
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self._store_round(taken)
+                finally:
+                    self._round_queue[:0] = [r for r in taken if r.outcome is None]
+                    self._round_running = False
+                    over, self._round_over = self._round_over, trio.Event()
+                    over.set()
+        finally:
+            # Cancelled (or failed) before its round answered it: withdraw it, so nothing is
+            # stored that its caller was told failed.
+            if request.outcome is None and request in self._round_queue:
+                self._round_queue.remove(request)
+        outcome = request.outcome
+        if isinstance(outcome, FechatterError):
+            raise outcome
+        results, inserted = outcome
+        self._message_batches += 1
+        self._messages_inserted += inserted
+        return results
+
+    async def _store_round(self, requests: list[_InsertRequest]) -> None:
+        """Store ``requests`` (distinct chats, ascending) in one call; if that call fails,
+        store each alone so a failure (a refused text, a lost race) stays with its batch."""
+        if len(requests) > 1:
+            op = messages.insert_rounds_postgres([(r.chat_id, r.batch) for r in requests])
+            try:
+                outcomes = await self._call(lambda conn: run_op(conn, op))
+            except FechatterError as exc:
+                if isinstance(exc, Unavailable):
+                    for request in requests:
+                        request.outcome = exc
+                    return
+            else:
+                self._committed += 1
+                for request, outcome in zip(requests, outcomes, strict=True):
+                    request.outcome = outcome
+                return
+        for request in requests:
+            try:
+                request.outcome = await self._call(partial(_insert_one, request))
+                self._committed += 1
+            except FechatterError as exc:
+                request.outcome = exc
+
+
+async def _insert_one(request: _InsertRequest, conn: Connection) -> tuple[list[Inserted], int]:
+    return await run_op(conn, messages.insert_messages("postgres", request.chat_id, request.batch))
+
+
+class _InsertRequest:
+    """One chat's batch waiting for (or stored in) a round; ``outcome`` set when answered."""
+
+    __slots__ = ("batch", "chat_id", "outcome")
+
+    def __init__(self, chat_id: int, batch: Sequence[NewMessage]) -> None:
+        self.chat_id = chat_id
+        self.batch = batch
+        self.outcome: tuple[list[Inserted], int] | FechatterError | None = None
 
 
 @asynccontextmanager

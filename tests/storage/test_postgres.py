@@ -15,7 +15,7 @@ from psycopg.pq import TransactionStatus
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
-from fechatter.errors import Conflict, NotFound, Unavailable
+from fechatter.errors import Conflict, Invalid, NotFound, Unavailable
 from fechatter.models import ChatType, Message, NewMessage
 from fechatter.storage import accounts, migrations, open_storage, postgres_pool
 from fechatter.storage.postgres import (
@@ -453,3 +453,94 @@ async def test_connections_numbered_past_1024_stay_pooled(pg_database: str) -> N
     finally:
         for s in filler:
             s.close()
+
+
+async def test_batches_of_several_chats_are_committed_in_one_round(pg_database: str) -> None:
+    """Group commit across chats: batches that wait together are stored by one call in one
+    transaction, and each still gets exactly its own outcome — a missing chat, a bad
+    reply_to, a client_id retry — as if stored alone."""
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        _, users, first = await make_group(storage, 2)
+        alice = users[0]
+        chats = [first.id]
+        for name in ("b", "c", "d"):
+            chat = await storage.create_chat(
+                first.workspace_id, ChatType.GROUP, name, None, alice.id, [u.id for u in users]
+            )
+            chats.append(chat.id)
+        (earlier,) = await send(storage, chats[2], alice, "earlier")
+        batches: dict[int, list[NewMessage]] = {
+            chats[0]: [msg(alice, "a1"), msg(alice, "a2")],
+            chats[1]: [msg(alice, "bad", reply_to=earlier.id)],  # a message of another chat
+            chats[2]: [msg(alice, "k", client_id="k"), msg(alice, "k again", client_id="k")],
+            chats[3]: [msg(alice, "d1")],
+            999_999: [msg(alice, "nowhere")],
+        }
+        before = storage.statistics().transactions
+        outcomes: dict[int, Any] = {}
+
+        async def insert(chat_id: int) -> None:
+            try:
+                outcomes[chat_id] = await storage.insert_messages(chat_id, batches[chat_id])
+            except NotFound as exc:
+                outcomes[chat_id] = exc
+
+        # Started together, the first caller finds no round running and stores its own batch;
+        # the four others wait meanwhile and go together in the next round.
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for chat_id in batches:
+                    nursery.start_soon(insert, chat_id)
+        assert storage.statistics().transactions - before == 2
+        a1, a2 = outcomes[chats[0]]
+        assert [(i.message.content, i.message.seq) for i in (a1, a2) if i.message] == [
+            ("a1", 1),
+            ("a2", 2),
+        ]
+        (bad,) = outcomes[chats[1]]
+        assert (bad.message, bad.error) == (None, "reply_to must be a message of this chat")
+        k, k_again = outcomes[chats[2]]
+        assert (k.created, k_again.created) == (True, False)
+        assert k.message is not None
+        assert k_again.message == k.message
+        assert k.message.seq == 2  # after "earlier"
+        (d1,) = outcomes[chats[3]]
+        assert d1.created
+        assert d1.message is not None
+        assert d1.message.seq == 1
+        assert isinstance(outcomes[999_999], NotFound)
+        assert [m.content for m in await _all_messages(storage, chats[1])] == []
+
+
+async def test_a_round_that_fails_is_stored_batch_by_batch(pg_database: str) -> None:
+    """One batch the driver refuses (a lone surrogate, past the edge that normally stops it)
+    fails the round's one call; the round is then stored batch by batch, so only that batch
+    fails and the others commit."""
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        _, users, first = await make_group(storage, 2)
+        alice = users[0]
+        chats = [first.id]
+        for name in ("b", "c"):
+            chat = await storage.create_chat(
+                first.workspace_id, ChatType.GROUP, name, None, alice.id, [u.id for u in users]
+            )
+            chats.append(chat.id)
+        contents = {chats[0]: "warm-up", chats[1]: "bad \ud83d", chats[2]: "fine"}
+        outcomes: dict[int, Any] = {}
+
+        async def insert(chat_id: int) -> None:
+            try:
+                outcomes[chat_id] = await storage.insert_messages(
+                    chat_id, [msg(alice, contents[chat_id])]
+                )
+            except Invalid as exc:
+                outcomes[chat_id] = exc
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for chat_id in chats:
+                    nursery.start_soon(insert, chat_id)
+        assert isinstance(outcomes[chats[1]], Invalid)
+        assert outcomes[chats[1]].code == "unstorable_text"
+        assert [m.content for m in await _all_messages(storage, chats[2])] == ["fine"]
+        assert [m.content for m in await _all_messages(storage, chats[1])] == []
