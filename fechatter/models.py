@@ -74,6 +74,7 @@ class Credentials:
 
     user: User
     password_hash: str
+    security_version: int = 0  # read with the hash: a session starts under this version
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,10 +259,14 @@ class SecurityChange:
 
 @dataclass(frozen=True, slots=True)
 class RefreshGrant:
-    """Result of presenting a refresh token for rotation."""
+    """Result of presenting a refresh token for rotation: the session, and its user's
+    security version and status read in the same transaction as the rotation."""
 
     user_id: int
     family_id: str
+    security_version: int = 0
+    active: bool = True
+    user: User | None = None
 
 
 @dataclass(frozen=True, slots=True)

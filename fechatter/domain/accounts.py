@@ -56,7 +56,7 @@ class Accounts:
         """
         password_hash = await self._auth.hash_password(password)
         user, _ = await self._storage.create_user(fullname, email, password_hash, workspace)
-        return await self._start_session(user)
+        return await self._start_session(user, 0)
 
     async def sign_in(self, email: str, password: str) -> Session:
         """A new session for the right email and password of an active user.
@@ -69,7 +69,9 @@ class Accounts:
         ok = await self._auth.verify_password(creds.password_hash if creds else None, password)
         if not ok or creds is None or creds.user.status is not UserStatus.ACTIVE:
             raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
-        return await self._start_session(creds.user)
+        # Under the version read with the hash: if the password changed (or every session
+        # was ended) while this one was checked, no session starts.
+        return await self._start_session(creds.user, creds.security_version)
 
     async def refresh(self, refresh_token: str) -> Session:
         """Rotate a refresh token into a new pair of the same session.
@@ -83,13 +85,12 @@ class Accounts:
             hash_refresh_token(refresh_token), new_hash, self._auth.refresh_expiry(), utc_now()
         )
         dead = Unauthorized("refresh token is invalid or expired", code="invalid_refresh_token")
-        if grant is None:
-            raise dead
-        user = await self._storage.get_user(grant.user_id)
-        state = await self._guard.load(grant.user_id)
-        if user is None or not state.active:
-            raise dead  # the same answer as any dead refresh token
-        return self._session(user, new_token, grant.family_id, state.version)
+        if grant is None or grant.user is None or not grant.active:
+            raise dead  # a suspended user's: the same answer as any dead refresh token
+        # User, version and status come from the rotation's own transaction: nothing else
+        # can fail after the old token was spent, and a revocation that commits after it
+        # voids this access token too (and revoked the new refresh token with it).
+        return self._session(grant.user, new_token, grant.family_id, grant.security_version)
 
     async def sign_out(self, user_id: int, refresh_token: str, *, everywhere: bool) -> None:
         """End the session of ``refresh_token`` if it is the caller's (else nothing, and no
@@ -132,19 +133,25 @@ class Accounts:
             avatar=avatar,
             clear_avatar=clear_avatar,
             password_hash=password_hash,
+            keep_family=keep_session,
         )
         if password_hash is not None:
-            await self._guard.revoke_all(user_id, keep_session=keep_session)
+            # The revocation committed with the password; close this process's streams now
+            # (other processes follow the change log).
+            await self._guard.load(user_id)
         return user
 
-    async def _start_session(self, user: User) -> Session:
+    async def _start_session(self, user: User, version: int) -> Session:
+        """A new session under security ``version``; ``Unauthorized`` if the version moved
+        since it was read (the session would outlive a revocation)."""
         family_id = self._auth.new_family_id()
         refresh, refresh_hash = self._auth.new_refresh_token()
-        await self._storage.add_refresh_token(
-            user.id, refresh_hash, family_id, self._auth.refresh_expiry()
+        started = await self._storage.add_refresh_token(
+            user.id, refresh_hash, family_id, self._auth.refresh_expiry(), version
         )
-        state = await self._guard.load(user.id)
-        return self._session(user, refresh, family_id, state.version)
+        if not started:
+            raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
+        return self._session(user, refresh, family_id, version)
 
     def _session(self, user: User, refresh: str, family_id: str, version: int) -> Session:
         token = self._auth.issue_access_token(

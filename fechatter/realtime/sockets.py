@@ -15,12 +15,19 @@ from fechatter.realtime.protocol.head import Head, HeadError, HeadReader, NeedDa
 
 
 async def recv_some(sock: socket.socket, size: int = 65536) -> bytes:
-    """Receive from a non-blocking socket (``b""``: the peer closed); raises ``OSError``."""
+    """Receive from a non-blocking socket (``b""``: the peer closed); raises ``OSError``.
+
+    Always a checkpoint, also when data was already buffered: a peer that keeps its socket
+    full (a flood of pings) must not keep the trio thread from every other connection.
+    """
     while True:
         try:
-            return sock.recv(size)
+            data = sock.recv(size)
         except BlockingIOError:
             await trio.lowlevel.wait_readable(sock)
+            continue
+        await trio.lowlevel.checkpoint()
+        return data
 
 
 async def read_head(sock: socket.socket) -> Head | HeadError:

@@ -108,7 +108,9 @@ class WsSession:
                 self.protocol.receive_data(data)
                 if (ended := await self._handle_events(stream)) is not None:
                     return ended
-                continue
+                now = trio.current_time()
+            # Also after data: a peer that never stops sending still reaches its token's
+            # expiry and its pings.
             due = timers.due(now)
             if due is Due.EXPIRED:
                 reason = CloseReason.TOKEN_EXPIRED
@@ -136,6 +138,10 @@ class WsSession:
     async def _handle_events(self, stream: Stream) -> CloseReason | None:
         """Act on what the protocol parsed; returns a reason if the connection must end."""
         for event in self.protocol.events():
+            if stream.close_reason is not None:
+                # Failed meanwhile (token revoked, slow consumer): ops still buffered behind it
+                # must not run under that identity.
+                return stream.close_reason
             if isinstance(event, ClientOp):
                 if answer := await self._op(event):
                     stream.push(answer)

@@ -41,7 +41,9 @@ _INSERT_USER = Sql(
 )
 _GET_USER = Sql(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?")
 _GET_USERS = Sql(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ANY(?)")
-_USER_BY_EMAIL = Sql(f"SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email = ?")
+_USER_BY_EMAIL = Sql(
+    f"SELECT {USER_COLUMNS}, u.password_hash, u.security_version FROM users u WHERE u.email = ?"
+)
 
 
 def create_user(
@@ -69,7 +71,9 @@ def get_users(user_ids: Sequence[int]) -> Op[dict[int, User]]:
 
 def get_credentials(email: str) -> Op[Credentials | None]:
     row = first((yield q(_USER_BY_EMAIL, (normalize_email(email),))))
-    return Credentials(to_user(row), row["password_hash"]) if row else None
+    if row is None:
+        return None
+    return Credentials(to_user(row), row["password_hash"], row["security_version"])
 
 
 def get_user_by_email(email: str) -> Op[User | None]:
@@ -83,6 +87,7 @@ def update_user(
     avatar: str | None,
     clear_avatar: bool,
     password_hash: str | None,
+    keep_family: str | None = None,
 ) -> Op[User]:
     sets: list[str] = []
     values: list[object] = []
@@ -107,6 +112,10 @@ def update_user(
         user = to_user(row) if row else None
     if user is None:
         raise NotFound("user not found")
+    if password_hash is not None:
+        # In the same transaction: a new password and the end of every other session are
+        # one change, never half of it.
+        yield from raise_security_version(user_id, keep_family)
     return user
 
 
@@ -121,6 +130,14 @@ _TOKEN_FOR_ROTATION = Sql(
     "SELECT user_id, family_id, expires_at, used_at, revoked_at"
     " FROM refresh_tokens WHERE token_hash = ? FOR UPDATE"
 )
+# The insert happens only while the user's security version is still the one the session
+# was started under: a sign-in that raced a password change or a logout everywhere gets
+# no session.
+_INSERT_TOKEN_AT_VERSION = Sql(
+    "INSERT INTO refresh_tokens (token_hash, user_id, family_id, expires_at, created_at)"
+    " SELECT ?, ?, ?, ?, ? WHERE EXISTS"
+    " (SELECT 1 FROM users WHERE id = ? AND security_version = ?)"
+)
 _MARK_TOKEN_USED = Sql("UPDATE refresh_tokens SET used_at = ? WHERE token_hash = ?")
 _REVOKE_FAMILY = Sql(
     "UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL"
@@ -131,8 +148,21 @@ _REVOKE_USER_TOKENS = Sql(
 )
 
 
-def add_refresh_token(user_id: int, token_hash: str, family_id: str, expires_at: str) -> Op[None]:
-    yield q(_INSERT_TOKEN, (token_hash, user_id, family_id, expires_at, utc_now()))
+def add_refresh_token(
+    user_id: int,
+    token_hash: str,
+    family_id: str,
+    expires_at: str,
+    security_version: int | None = None,
+) -> Op[bool]:
+    if security_version is None:
+        yield q(_INSERT_TOKEN, (token_hash, user_id, family_id, expires_at, utc_now()))
+        return True
+    result = yield q(
+        _INSERT_TOKEN_AT_VERSION,
+        (token_hash, user_id, family_id, expires_at, utc_now(), user_id, security_version),
+    )
+    return result.rowcount > 0
 
 
 def rotate_refresh_token(
@@ -148,9 +178,13 @@ def rotate_refresh_token(
         return None
     if as_time(row["expires_at"]) <= now:
         return None
+    state = yield from security_state(row["user_id"])
+    user = yield from get_user(row["user_id"])
+    if state is None or user is None:
+        return None
     yield q(_MARK_TOKEN_USED, (now, token_hash))
     yield q(_INSERT_TOKEN, (new_hash, row["user_id"], row["family_id"], new_expires_at, now))
-    return RefreshGrant(user_id=row["user_id"], family_id=row["family_id"])
+    return RefreshGrant(row["user_id"], row["family_id"], state.version, state.active, user)
 
 
 def revoke_refresh_token(token_hash: str, user_id: int) -> Op[None]:

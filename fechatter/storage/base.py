@@ -75,18 +75,30 @@ class Storage(Protocol):
         avatar: str | None = None,
         clear_avatar: bool = False,
         password_hash: str | None = None,
+        keep_family: str | None = None,
     ) -> User:
-        """Update the given fields; ``clear_avatar`` sets avatar to null."""
+        """Update the given fields; ``clear_avatar`` sets avatar to null. A new
+        ``password_hash`` raises the security version in the same transaction
+        (``raise_security_version``: every access token voided, every session but
+        ``keep_family``'s revoked)."""
 
     # -- refresh tokens (stored as SHA-256 hex of the opaque token) --------------------
     async def add_refresh_token(
-        self, user_id: int, token_hash: str, family_id: str, expires_at: str
-    ) -> None: ...
+        self,
+        user_id: int,
+        token_hash: str,
+        family_id: str,
+        expires_at: str,
+        security_version: int | None = None,
+    ) -> bool:
+        """Store a token. With ``security_version``, only while the user's version is still
+        that one: False (nothing stored) if it moved — a session that raced a revocation."""
 
     async def rotate_refresh_token(
         self, token_hash: str, new_hash: str, new_expires_at: str, now: str
     ) -> RefreshGrant | None:
-        """Exchange a live token for a new one in the same family, atomically.
+        """Exchange a live token for a new one in the same family, atomically; the grant
+        carries the user's security version and status read in that transaction.
 
         Returns None (and writes nothing else) for an unknown, expired or revoked token. A
         token that was already rotated is a reuse: the whole family is revoked, None returned.

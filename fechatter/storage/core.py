@@ -119,17 +119,31 @@ class SqlStorage:
         avatar: str | None = None,
         clear_avatar: bool = False,
         password_hash: str | None = None,
+        keep_family: str | None = None,
     ) -> User:
-        """Update the given fields; ``NotFound`` for an unknown user."""
+        """Update the given fields; ``NotFound`` for an unknown user. A new password also
+        raises the security version in the same transaction (``raise_security_version``,
+        keeping ``keep_family``'s session)."""
         return await self._write_op(
-            accounts.update_user(user_id, fullname, avatar, clear_avatar, password_hash)
+            accounts.update_user(
+                user_id, fullname, avatar, clear_avatar, password_hash, keep_family
+            )
         )
 
     # -- refresh tokens --------------------------------------------------------------------
     async def add_refresh_token(
-        self, user_id: int, token_hash: str, family_id: str, expires_at: str
-    ) -> None:
-        await self._write_op(accounts.add_refresh_token(user_id, token_hash, family_id, expires_at))
+        self,
+        user_id: int,
+        token_hash: str,
+        family_id: str,
+        expires_at: str,
+        security_version: int | None = None,
+    ) -> bool:
+        """Store a refresh token; with ``security_version``, only while the user's version
+        is still that one (False: it moved, nothing stored)."""
+        return await self._write_op(
+            accounts.add_refresh_token(user_id, token_hash, family_id, expires_at, security_version)
+        )
 
     async def rotate_refresh_token(
         self, token_hash: str, new_hash: str, new_expires_at: str, now: str

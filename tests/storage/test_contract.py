@@ -184,6 +184,37 @@ async def test_security_version_raise_revokes_sessions_and_is_logged(storage: St
     assert [c.id for c in recent][-2:] == [c.id for c in changes]
 
 
+async def test_sessions_start_only_under_the_current_version(storage: Storage) -> None:
+    """A sign-in that read the version before a revocation committed gets no session; the
+    rotation reports the version, status and user of its own transaction."""
+    user = await make_user(storage, "vera")
+    creds = await storage.get_credentials(user.email)
+    assert creds is not None
+    assert creds.security_version == 0
+    await storage.raise_security_version(user.id)
+    assert not await storage.add_refresh_token(user.id, "late", "fam-late", LATER, 0)
+    assert await storage.rotate_refresh_token("late", "late2", LATER, NOW) is None
+    assert await storage.add_refresh_token(user.id, "now", "fam-now", LATER, 1)
+    grant = await storage.rotate_refresh_token("now", "now2", LATER, NOW)
+    assert grant is not None
+    assert (grant.security_version, grant.active, grant.user) == (1, True, user)
+
+
+async def test_a_new_password_raises_the_version_in_the_same_write(storage: Storage) -> None:
+    user = await make_user(storage, "wade")
+    await storage.add_refresh_token(user.id, "mine", "my-family", LATER)
+    await storage.add_refresh_token(user.id, "other", "other-family", LATER)
+    start = await storage.last_security_change()
+    await storage.update_user(user.id, password_hash="new", keep_family="my-family")
+    assert await storage.security_state(user.id) == SecurityState(user.id, 1, True)
+    assert await storage.last_security_change() > start
+    assert await storage.rotate_refresh_token("other", "other2", LATER, NOW) is None
+    assert await storage.rotate_refresh_token("mine", "mine2", LATER, NOW) is not None
+    # Other fields alone change no version.
+    await storage.update_user(user.id, fullname="Wade W")
+    assert await storage.security_state(user.id) == SecurityState(user.id, 1, True)
+
+
 async def test_suspension_raises_the_version(storage: Storage) -> None:
     user = await make_user(storage, "ulla")
     state = await storage.set_user_status(user.id, UserStatus.SUSPENDED)
