@@ -44,6 +44,8 @@ DEFAULT_POOL_SIZE = 20
 SPARE_CONNECTIONS = 5
 # Chats whose batches one group-commit round stores together, at most.
 ROUND_MAX = 256
+# A round, shielded from its caller's cancellation, gets this many operation timeouts.
+ROUND_TIMEOUTS = 2
 
 # Unique constraints and indexes, as named in 0001_init.sql.
 _CONFLICTS = {
@@ -213,9 +215,12 @@ class PostgresStorage(SqlStorage):
         """Insert a chat's batch (see ``Storage.insert_messages``), committed together with
         the batches of other chats that are waiting at the same moment (SQLite's writer does
         the same across its round): whichever caller finds no round running stores everything
-        queued in one call; the others wait for their round. A caller cancelled before its
-        round started is withdrawn; a round, once started, completes (shielded, bounded by
-        the operation timeout) so no other chat's batch is left half-answered."""
+        queued in one call; the others wait for their round.
+
+        A caller cancelled before its round started is withdrawn. Once its round has started,
+        the round completes for every batch in it (shielded, within ``ROUND_TIMEOUTS``
+        operation timeouts, then ``Unavailable`` for what is left), also for a caller that
+        was cancelled meanwhile — as a write handed to SQLite's writer thread completes."""
         if not batch:
             return []
         request = _InsertRequest(chat_id, batch)
@@ -229,49 +234,59 @@ class PostgresStorage(SqlStorage):
                 taken = sorted(self._round_queue[:ROUND_MAX], key=lambda r: r.chat_id)
                 del self._round_queue[:ROUND_MAX]
                 try:
-                    with trio.CancelScope(shield=True):
-                        await self._store_round(taken)
+                    await self._run_round(taken)
                 finally:
-                    self._round_queue[:0] = [r for r in taken if r.outcome is None]
                     self._round_running = False
                     over, self._round_over = self._round_over, trio.Event()
                     over.set()
         finally:
-            # Cancelled (or failed) before its round answered it: withdraw it, so nothing is
-            # stored that its caller was told failed.
+            # Cancelled before a round took it: withdraw it, so nothing is stored for it.
             if request.outcome is None and request in self._round_queue:
                 self._round_queue.remove(request)
         outcome = request.outcome
         if isinstance(outcome, FechatterError):
             raise outcome
-        results, inserted = outcome
-        self._message_batches += 1
-        self._messages_inserted += inserted
-        return results
+        return outcome[0]
+
+    async def _run_round(self, requests: list[_InsertRequest]) -> None:
+        """Answer every request of a round, whatever happens to the task running it."""
+        deadline = trio.current_time() + ROUND_TIMEOUTS * self._operation_timeout
+        try:
+            with trio.CancelScope(shield=True, deadline=deadline):
+                await self._store_round(requests)
+        finally:
+            late = Unavailable("the database did not answer in time", retry_after=1)
+            for request in requests:
+                if request.outcome is None:
+                    request.outcome = late
 
     async def _store_round(self, requests: list[_InsertRequest]) -> None:
         """Store ``requests`` (distinct chats, ascending) in one call; if that call fails,
-        store each alone so a failure (a refused text, a lost race) stays with its batch."""
+        store each alone so a failure (a refused text, a lock held too long, a lost race)
+        stays with its batch."""
         if len(requests) > 1:
             op = messages.insert_rounds_postgres([(r.chat_id, r.batch) for r in requests])
             try:
                 outcomes = await self._call(lambda conn: run_op(conn, op))
-            except FechatterError as exc:
-                if isinstance(exc, Unavailable):
-                    for request in requests:
-                        request.outcome = exc
-                    return
+            except FechatterError:
+                pass  # nothing was written: store batch by batch below
             else:
                 self._committed += 1
                 for request, outcome in zip(requests, outcomes, strict=True):
-                    request.outcome = outcome
+                    self._answer(request, outcome)
                 return
         for request in requests:
             try:
-                request.outcome = await self._call(partial(_insert_one, request))
+                self._answer(request, await self._call(partial(_insert_one, request)))
                 self._committed += 1
             except FechatterError as exc:
                 request.outcome = exc
+
+    def _answer(self, request: _InsertRequest, outcome: messages.RoundOutcome) -> None:
+        request.outcome = outcome
+        if not isinstance(outcome, FechatterError):
+            self._message_batches += 1
+            self._messages_inserted += outcome[1]
 
 
 async def _insert_one(request: _InsertRequest, conn: Connection) -> tuple[list[Inserted], int]:
