@@ -59,7 +59,10 @@ def _email(value: str) -> str:
 
 
 def _content(value: str) -> str:
-    return trim(check_well_formed(value))
+    value = trim(check_well_formed(value))
+    if has_control_characters(value, allow="\t\n\r"):
+        raise ValueError("must not contain control characters other than tab and new line")
+    return value
 
 
 def _description(value: str) -> str:

@@ -66,6 +66,7 @@ class TokenGuard:
         """
         state = self._states.get(claims.user_id)
         if state is None:
+            self.misses += 1
             state = await self.load(claims.user_id)
         else:
             self._states.move_to_end(claims.user_id)
@@ -78,7 +79,6 @@ class TokenGuard:
     async def load(self, user_id: int) -> SecurityState:
         """Read the user's state from the database into the map; ``Unauthorized`` if the
         user does not exist."""
-        self.misses += 1
         state = await self._storage.security_state(user_id)
         if state is None:
             raise Unauthorized("invalid token", code="invalid_token")

@@ -52,16 +52,19 @@ def trim(value: str) -> str:
     return value.strip(_TRIM)
 
 
-def has_control_characters(value: str) -> bool:
-    """True if ``value`` holds a C0/C1 control character (names must not; content may hold
-    new lines and tabs, which the message schema allows)."""
-    return any(unicodedata.category(ch) == "Cc" for ch in value)
+def has_control_characters(value: str, allow: str = "") -> bool:
+    """True if ``value`` holds a C0/C1 control character other than those in ``allow``
+    (names allow none; message content and descriptions allow tab, new line and CR)."""
+    return any(unicodedata.category(ch) == "Cc" and ch not in allow for ch in value)
 
 
 def normalize_email(value: str) -> str:
     """The one stored and compared form of an email address: NFKC of the case-folded NFKC
-    text (Unicode's NFKC_Casefold, up to default-ignorable removal), trimmed."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", trim(value)).casefold())
+    text with every format character (Cf: zero-width space, joiners, BOM, ...) removed —
+    Unicode's NFKC_Casefold — trimmed. ``jo\u200bse@x.com`` is ``jose@x.com``."""
+    text = unicodedata.normalize("NFKC", trim(value))
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return unicodedata.normalize("NFKC", text.casefold())
 
 
 def normalize_name(value: str) -> str:

@@ -40,7 +40,7 @@ def loads(raw: bytes | str) -> Any:
         raise BadRequest(
             f"JSON nests deeper than {MAX_DEPTH} levels", code="json_too_deep"
         ) from None
-    if "number" in reason:
+    if "number is infinity" in reason:  # orjson's overflow message (others are malformed)
         raise BadRequest("a JSON number is out of range", code="number_out_of_range") from None
     if "surrogate" in reason:
         field = _surrogate_field(raw)
@@ -63,21 +63,29 @@ def _surrogate_field(raw: bytes | str) -> str | None:
         data = json.loads(raw)
     except (ValueError, RecursionError):
         return None
+    # Depth first in document order (children pushed reversed), looking for surrogates only.
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, str):
-            try:
-                check_well_formed(value)
-            except TextError:
+            if _has_surrogate(value):
                 return path or "body"
         elif isinstance(value, dict):
+            children: list[tuple[str, Any]] = []
             for key, item in value.items():
-                try:
-                    check_well_formed(key)
-                except TextError:
+                if _has_surrogate(key):
                     return path or "body"
-                stack.append((f"{path}.{key}" if path else key, item))
+                children.append((f"{path}.{key}" if path else key, item))
+            stack.extend(reversed(children))
         elif isinstance(value, list):
-            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value))
+            items = [(f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value)]
+            stack.extend(reversed(items))
     return None  # pragma: no cover - orjson said there was one
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        check_well_formed(text.replace("\x00", ""))
+    except TextError:
+        return True
+    return False

@@ -66,11 +66,15 @@ def _imports(name: str, path: Path) -> set[str]:
     return {m for m in out if m == "fechatter" or m.startswith("fechatter.")}
 
 
+_MODULES = _modules()
+_NAMES = frozenset(n for n, _ in _MODULES)
+
+
 def _known(module: str) -> bool:
-    return any(module == n for n, _ in _modules())
+    return module in _NAMES
 
 
-@pytest.mark.parametrize(("name", "path"), _modules(), ids=[n for n, _ in _modules()])
+@pytest.mark.parametrize(("name", "path"), _MODULES, ids=[n for n, _ in _MODULES])
 def test_imports_point_down(name: str, path: Path) -> None:
     layer, home = _layer(name)
     bad = []

@@ -102,6 +102,10 @@ class Gate:
         client's deadline. Silent sockets are still cut at ``head_timeout``."""
         if entry.phase is Phase.PENDING:
             entry.scope.deadline = now + (self.head_timeout if seconds is None else seconds)
+            if seconds is not None:
+                # It sent its head: no longer the likeliest silent socket, so it goes to
+                # the back of the drop-oldest order.
+                self._pending.move_to_end(entry.key)
 
     def promote(self, entry: Admission, user_id: int) -> None:
         """Turn an authenticated pending connection into a stream of ``user_id``.

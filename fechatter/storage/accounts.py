@@ -8,6 +8,7 @@ commit or roll back anything, and never touch a connection.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from fechatter.errors import Conflict, NotFound
 from fechatter.models import (
@@ -20,6 +21,7 @@ from fechatter.models import (
     UserStatus,
     Workspace,
     WorkspaceMember,
+    format_time,
     utc_now,
 )
 from fechatter.storage.rows import (
@@ -204,6 +206,9 @@ _RAISE_VERSION = Sql(
     " RETURNING id, security_version, status"
 )
 _LOG_CHANGE = Sql("INSERT INTO security_changes (user_id, created_at) VALUES (?, ?)")
+# The log only has to outlive the followers' look-back (30 s) and a follower's outage: a day.
+LOG_RETENTION = timedelta(days=1)
+_PRUNE_CHANGES = Sql("DELETE FROM security_changes WHERE created_at < ?")
 _REVOKE_OTHER_FAMILIES = Sql(
     "UPDATE refresh_tokens SET revoked_at = ?"
     " WHERE user_id = ? AND revoked_at IS NULL AND family_id IS DISTINCT FROM CAST(? AS TEXT)"
@@ -234,6 +239,7 @@ def raise_security_version(user_id: int, keep_family: str | None) -> Op[Security
     if row is None:
         raise NotFound("no such user", code="user_not_found")
     yield q(_LOG_CHANGE, (user_id, now))
+    yield q(_PRUNE_CHANGES, (format_time(datetime.now(UTC) - LOG_RETENTION),))
     yield q(_REVOKE_OTHER_FAMILIES, (now, user_id, keep_family))
     return _security_state(row)
 

@@ -149,3 +149,23 @@ async def test_file_urls_with_dot_segments_are_refused(api: Api, path: str) -> N
         f"/api/chats/{chat}/messages", json={"content": "x", "files": ["/files/1/a.png"]}
     )
     assert ok.status_code == 201
+
+
+async def test_content_keeps_tabs_and_new_lines_but_no_other_controls(api: Api) -> None:
+    a, _, chat = await make_pair(api)
+    url = f"/api/chats/{chat}/messages"
+    r = await a.api.post(url, json={"content": "line one\n\tline two"})
+    assert (r.status_code, r.json()["content"]) == (201, "line one\n\tline two")
+    for bad in ("ring \x07", "esc \x1b[2J", "c1 \x85x"):
+        r = await a.api.post(url, json={"content": bad})
+        assert (r.status_code, _fields(r)) == (422, ["content"]), repr(bad)
+
+
+async def test_invisible_characters_inside_an_email_do_not_make_a_second_account(
+    api: Api,
+) -> None:
+    body = {"fullname": "Jo", "email": "jose@example.com", "password": "correct horse"}
+    assert (await api.post("/api/auth/signup", json=body)).status_code == 201
+    twin = {**body, "email": "jo\u200bse@example.com"}
+    r = await api.post("/api/auth/signup", json=twin)
+    assert (r.status_code, r.json()["code"]) == (409, "email_taken")

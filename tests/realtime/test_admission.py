@@ -182,6 +182,10 @@ def test_gate_rearms_the_deadline_of_pending_connections_only() -> None:
     assert entry.scope.deadline == 9.0
     gate.rearm(entry, 6.0, 30.0)  # the head arrived: the server's time to authenticate
     assert entry.scope.deadline == 36.0
+    silent = gate.accept(7.0)
+    gate.rearm(entry, 8.0, 30.0)  # ... and it is no longer the first to be dropped
+    gate.accept(9.0)  # full (2): the oldest that never sent its head goes
+    assert (silent.phase, entry.phase) == (Phase.DROPPED, Phase.PENDING)
     gate.promote(entry, 7)
     gate.rearm(entry, 20.0)  # a stream has no head deadline any more
     assert entry.scope.deadline == float("inf")
