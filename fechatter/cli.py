@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -78,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"fechatter: bad configuration: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, level=logging.getLevelNamesMapping()[settings.log_level])
     if args.command == "migrate":
         trio.run(_migrate, settings)
         print(f"migrations applied to {settings.database_url}")
@@ -88,5 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         demo.run_seed(settings)
         print(demo.instructions(settings), file=sys.stderr, flush=True)
-    trio.run(_serve_until_signalled, settings)
+    in_use = False
+    try:
+        trio.run(_serve_until_signalled, settings)
+    except* OSError as group:
+        # A port taken is the operator's to fix: one line naming the flags, no traceback.
+        if not all(getattr(e, "errno", None) == errno.EADDRINUSE for e in group.exceptions):
+            raise
+        in_use = True
+    if in_use:
+        print(
+            f"fechatter: cannot listen on {settings.host} port {settings.port} (API) or"
+            f" {settings.realtime_port} (streams): address already in use; choose others"
+            " with --port / --realtime-port",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="json or text; auto: text on a terminal, json otherwise"
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG adds an access line per HTTP request (route, status, ms)"
+    )
     security_poll_interval: float = Field(
         2.0, gt=0, description="seconds between reads of the security change log"
     )

@@ -150,3 +150,32 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             process.kill()
             await process.wait()
         await process.stderr.aclose()
+
+
+async def test_cli_says_which_port_is_taken_without_a_traceback(tmp_path: Path) -> None:
+    """A port in use is the operator's to fix: one clear line and exit 1, no traceback."""
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "fechatter",
+        "serve",
+        "--port",
+        "0",
+        "--realtime-port",
+        str(port),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'cli.db'}",
+    ]
+    try:
+        with trio.fail_after(30):
+            result = await trio.run_process(command, capture_stderr=True, check=False, cwd=tmp_path)
+    finally:
+        taken.close()
+    err = result.stderr.decode(errors="replace")
+    assert result.returncode == 1
+    assert f"{port} (streams): address already in use" in err
+    assert "Traceback" not in err
