@@ -76,21 +76,44 @@ def _bind_all(params: Params) -> Any:
 
 
 def _run_script(conn: sqlite3.Connection, script: Script) -> None:
-    # executescript commits any open transaction first and then runs the script as is, so
-    # the transaction and the bookkeeping row are part of the script itself.
-    text = (
-        "BEGIN IMMEDIATE;\n"
-        f"{script.body}\n;\n"
-        "INSERT INTO schema_migrations (version, applied_at)"
-        f" VALUES ({script.version:d}, '{script.applied_at}');\n"
-        "COMMIT;\n"
-    )
+    """Apply one migration in its own ``BEGIN IMMEDIATE`` transaction, with its bookkeeping
+    row — unless another process applied it since the versions were read: the check runs
+    under the write lock, so two processes starting together on one file take turns."""
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executescript(text)
+        applied = conn.execute(
+            "SELECT 1 FROM schema_migrations WHERE version = ?", (script.version,)
+        ).fetchone()
+        if applied is None:
+            for statement in _statements(script.body):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                (script.version, script.applied_at),
+            )
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _statements(body: str) -> list[str]:
+    """The statements of a migration script, cut at each ``;`` where SQLite says a statement
+    is complete (``sqlite3.complete_statement`` knows strings, comments and trigger bodies);
+    what is left must be comments or blank."""
+    statements: list[str] = []
+    start = 0
+    for end, char in enumerate(body):
+        if char == ";" and sqlite3.complete_statement(body[start : end + 1]):
+            statements.append(body[start : end + 1])
+            start = end + 1
+    rest = [
+        ln for ln in body[start:].splitlines() if ln.strip() and not ln.strip().startswith("--")
+    ]
+    if rest:
+        raise ValueError(f"migration script ends inside a statement: {rest[0]!r}")
+    return statements
 
 
 def _execute(conn: sqlite3.Connection, stmt: Stmt | Script) -> Result:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from fechatter.storage import migrations
+from fechatter.storage import migrations, open_storage
 from fechatter.storage.postgres_pool import PoolConfig, open_pg_pool
 from fechatter.storage.sql import Sql, dynamic, to_postgres, to_sqlite
 from fechatter.storage.sqlite import run_op
@@ -93,3 +93,39 @@ async def test_migration_runner_on_postgres_is_all_or_nothing(
             assert tables == (True,)
     finally:
         pg_server.drop_database(url)
+
+
+def test_sqlite_scripts_split_where_sqlite_says_a_statement_ends() -> None:
+    from fechatter.storage.sqlite import _statements
+
+    body = (
+        "-- a comment; with a semicolon\n"
+        "CREATE TABLE t (x text DEFAULT ';');\n"
+        "CREATE TRIGGER g AFTER INSERT ON t BEGIN UPDATE t SET x = 'a;b'; END;\n"
+        "-- trailing comment\n"
+    )
+    parts = _statements(body)
+    assert len(parts) == 2
+    assert "CREATE TABLE t" in parts[0]
+    assert parts[1].strip().startswith("CREATE TRIGGER g")
+    assert parts[1].strip().endswith("END;")
+    with pytest.raises(ValueError, match="ends inside a statement"):
+        _statements("CREATE TABLE u (x int)")
+
+
+async def test_two_processes_migrating_one_sqlite_file_take_turns(tmp_path: Path) -> None:
+    """Both read the applied versions before either wrote; the check under the write lock
+    makes the second skip what the first applied (it would fail on a duplicate column)."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    opened: list[int] = []
+
+    async def open_one() -> None:
+        async with open_storage(url) as storage:
+            await storage.ping()
+            opened.append(1)
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(open_one)
+            nursery.start_soon(open_one)
+    assert opened == [1, 1]
