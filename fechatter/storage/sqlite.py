@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -163,11 +164,26 @@ def _connect(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 100, pause: float = 0.05) -> None:
+    """Switch to WAL. Changing the journal mode needs the file to itself and SQLite answers
+    "database is locked" at once, without its busy handler, while another process (a second
+    server, the admin command line) opens the same new file; so retry for up to
+    ``attempts * pause`` seconds (5 s, like ``BUSY_TIMEOUT_MS``). Runs on a worker thread."""
+    for attempt in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause)
+
+
 def _open_writer(path: str) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = _connect(path)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         apply_sqlite_migrations(conn)
