@@ -176,8 +176,6 @@ async def serve(
                 rt_ctx = RealtimeContext(
                     settings=settings,
                     hub=system.users,
-                    directory=system.directory,
-                    storage=storage,
                     auth=auth,
                     messages=messages,
                     limits=StreamLimits(

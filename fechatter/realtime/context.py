@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import trio
 
-from fechatter.actors.directory import Directory
 from fechatter.actors.user import UserHub
 from fechatter.auth import Authenticator
 from fechatter.config import Settings
@@ -16,15 +15,12 @@ from fechatter.events import READY, Event
 from fechatter.metrics import RealtimeStats
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard
-from fechatter.storage import Storage
 
 
 @dataclass(frozen=True)
 class RealtimeContext:
     settings: Settings
     hub: UserHub
-    directory: Directory
-    storage: Storage
     auth: Authenticator
     messages: Messages
     limits: StreamLimits

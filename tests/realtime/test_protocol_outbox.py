@@ -126,6 +126,18 @@ def test_priming_goes_first_and_does_not_count_against_the_bytes() -> None:
         outbox.prime(b"again")
 
 
+def test_an_overflow_while_priming_keeps_the_opening() -> None:
+    """The response head must go out before the close frame that follows an overflow."""
+    sink = Sink(room=1000)
+    outbox = Outbox(sink.write, 2, 100)
+    outbox.prime(b"<opening>")
+    assert outbox.push(b"e1") is Push.QUEUED
+    assert outbox.push(b"e2") is Push.OVERFLOW
+    assert outbox.close_reason is CloseReason.SLOW_CONSUMER
+    assert sink.drain(outbox)[-1] is Progress.DRAINED
+    assert sink.wire == b"<opening>"
+
+
 def test_events_pushed_while_priming_need_a_writer_afterwards() -> None:
     sink = Sink(room=9)
     outbox = Outbox(sink.write, 3, 100)

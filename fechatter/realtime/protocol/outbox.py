@@ -123,15 +123,17 @@ class Outbox:
     def fail(self, reason: CloseReason) -> bool:
         """Close the outbox for ``reason``; False if it was closing already (the first wins).
 
-        A slow consumer's queue is dropped (but for a half-written frame); any other reason
-        keeps it, so what was queued may still be flushed ahead of the close frame.
+        A slow consumer's queue is dropped (but for a half-written frame, or the opening
+        bytes while they have not gone out: the close frame must follow a response head);
+        any other reason keeps it, so what was queued may still be flushed ahead of the
+        close frame.
         """
         if self.close_reason is not None:
             return False
         self.close_reason = reason
         self.state = OutboxState.CLOSING
         if reason is CloseReason.SLOW_CONSUMER:
-            keep = self._queue[0] if self._queue and self._partial else None
+            keep = self._queue[0] if self._queue and (self._partial or self._primed_bytes) else None
             self._queue.clear()
             self.queued_bytes = 0
             if keep is not None:
