@@ -21,6 +21,7 @@ else. Presence changes are coalesced and flushed every ``presence_flush`` second
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import secrets
 from collections import deque
@@ -157,7 +158,12 @@ class UserHub:
             actor = UserActor(uid, self.config.ring_size, self._seq)
             self._users[uid] = actor
             if self._nursery is not None:
-                self._nursery.start_soon(self._run_user, actor, name=f"UserActor#{uid}")
+                # In a fresh context: the actor outlives the stream that started it, so it
+                # must not carry that connection's log context (request, connection ids).
+                nursery, name = self._nursery, f"UserActor#{uid}"
+                contextvars.Context().run(
+                    lambda: nursery.start_soon(self._run_user, actor, name=name)
+                )
         replay: list[Event] = []
         resync = None
         position = self.position

@@ -98,3 +98,17 @@ async def test_presence_grace_coalescing_and_retention(
     assert hub.statistics().lingering_users == 1
     await trio.sleep(60)
     assert hub.statistics().lingering_users == 0
+
+
+async def test_a_user_actor_does_not_carry_its_first_streams_log_context(
+    nursery: trio.Nursery, socket_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """The actor outlives the connection that started it: its task starts in a fresh context,
+    so its log lines never name that connection's request or connection id."""
+    from fechatter import logs
+
+    hub = UserHub(nursery, HubConfig())
+    with logs.bound(request_id="the-first-connection"):
+        hub.attach(_stream(socket_pair[0], 7, nursery), None)
+    (task,) = [t for t in nursery.child_tasks if t.name == "UserActor#7"]
+    assert "the-first-connection" not in list(task.context.values())
