@@ -21,7 +21,6 @@ else. Presence changes are coalesced and flushed every ``presence_flush`` second
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import secrets
 from collections import deque
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 
 import trio
 
+from fechatter import logs
 from fechatter.actors.ports import StreamPort
 from fechatter.close_reasons import CloseReason
 from fechatter.errors import Unavailable
@@ -158,12 +158,7 @@ class UserHub:
             actor = UserActor(uid, self.config.ring_size, self._seq)
             self._users[uid] = actor
             if self._nursery is not None:
-                # In a fresh context: the actor outlives the stream that started it, so it
-                # must not carry that connection's log context (request, connection ids).
-                nursery, name = self._nursery, f"UserActor#{uid}"
-                contextvars.Context().run(
-                    lambda: nursery.start_soon(self._run_user, actor, name=name)
-                )
+                self._nursery.start_soon(self._run_user, actor, name=f"UserActor#{uid}")
         replay: list[Event] = []
         resync = None
         position = self.position
@@ -230,6 +225,8 @@ class UserHub:
 
     async def _run_user(self, actor: UserActor) -> None:
         """Own one UserActor's lifetime: presence grace, then retention, then drop it."""
+        # The actor outlives the stream that started it: not that connection's log context.
+        logs.enter_task(user_id=actor.user_id)
         cfg = self.config
         try:
             while True:

@@ -4,11 +4,12 @@ A connection is **pending** from accept until it presents a valid token, then a 
 The two have separate budgets, so connections that never authenticate can never take the
 slots of signed-in users' streams:
 
-- pending: at most ``max_pending_connections``, each for at most ``head_timeout`` seconds
-  (head, routing, token check and any error answer). When a newcomer finds the budget full,
-  the **oldest** pending connection is dropped (closed without an answer): a real client sends
-  its head within one round trip, so the oldest is almost always one that sends nothing, and
-  a newcomer — possibly a real user — is never refused.
+- pending: at most ``max_pending_connections``; each has ``head_timeout`` seconds to send its
+  head (from when its task starts), then the listener's ``AUTH_TIMEOUT`` for the server's own
+  token check and answer (``rearm``). When a newcomer finds the budget full, the **oldest**
+  pending connection is dropped (closed without an answer; one that sent its head counts as
+  the youngest): a real client sends its head within one round trip, so the oldest is almost
+  always silent, and a newcomer — possibly a real user — is never refused.
 - streams: at most ``max_connections`` in all (past it: 503 ``over_capacity``) and at most
   ``max_streams_per_user`` per user (past it: 429 ``too_many_streams``), checked before any
   stream starts.

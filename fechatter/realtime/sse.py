@@ -57,9 +57,14 @@ async def serve_sse(
     )
     async with trio.open_nursery() as nursery:
         stream = Stream(
-            sock, Transport.SSE, claims.user_id, ctx.hub.next_connection_id(), ctx.limits, nursery
+            sock,
+            Transport.SSE,
+            claims.user_id,
+            ctx.hub.next_connection_id(),
+            ctx.limits,
+            nursery,
+            security_version=claims.security_version,
         )
-        stream.security_version = claims.security_version
         attached = ctx.hub.attach(stream, last_event_id)
         try:
             reason = await _run(ctx, stream, claims, opening(ctx, stream, attached, head))
@@ -90,7 +95,8 @@ async def _run(
                 return CloseReason.CONNECTION_LOST
             if not data:
                 return CloseReason.CLOSED_BY_PEER
-            continue  # a client has nothing to say on an event stream: discard
+            # A client has nothing to say on an event stream: discard it, and still check the
+            # timers below, so one that never stops sending reaches its token's expiry.
         due = timers.due(trio.current_time())
         if due is Due.EXPIRED:
             return CloseReason.TOKEN_EXPIRED

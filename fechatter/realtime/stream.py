@@ -67,6 +67,8 @@ class Stream:
         connection_id: int,
         limits: StreamLimits,
         nursery: trio.Nursery,
+        *,
+        security_version: int = 0,
     ) -> None:
         self.sock = sock
         self.transport = transport
@@ -80,7 +82,7 @@ class Stream:
         self._writer_scope: trio.CancelScope | None = None
         self._writer_done: trio.Event | None = None  # set while no writer task runs
         # The security version of the token that opened the stream: a raise closes it.
-        self.security_version = 0
+        self.security_version = security_version
 
     @property
     def close_reason(self) -> CloseReason | None:

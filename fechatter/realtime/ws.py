@@ -72,8 +72,8 @@ class WsSession:
                 ctx.hub.next_connection_id(),
                 ctx.limits,
                 nursery,
+                security_version=self.security_version,
             )
-            stream.security_version = self.security_version
             attached = ctx.hub.attach(stream, last_event_id)
             try:
                 await stream.prime(opening(ctx, stream, attached, accept))

@@ -110,5 +110,7 @@ async def test_a_user_actor_does_not_carry_its_first_streams_log_context(
     hub = UserHub(nursery, HubConfig())
     with logs.bound(request_id="the-first-connection"):
         hub.attach(_stream(socket_pair[0], 7, nursery), None)
+    await trio.testing.wait_all_tasks_blocked()
     (task,) = [t for t in nursery.child_tasks if t.name == "UserActor#7"]
-    assert "the-first-connection" not in list(task.context.values())
+    context = task.context.run(logs.current)
+    assert context == {"user_id": 7}
