@@ -6,7 +6,8 @@ serves the realtime streams. The queue is bounded too: past ``hash_queue_max`` c
 for a thread, the next one is refused at once (503 ``auth_busy``, Retry-After 1) rather than
 waiting behind everyone else, so a flood of sign-ins fails fast instead of starving all.
 Refresh tokens are random strings; only their SHA-256 is stored.
-This module never touches storage: ``http/auth.py`` combines it with the ``Storage`` calls.
+This module never touches storage: ``domain/accounts.py`` combines it with the ``Storage``
+calls.
 """
 
 from __future__ import annotations
@@ -33,13 +34,6 @@ ALGORITHM = "HS256"
 HASH_BUSY_RETRY_AFTER = 1
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenPair:
-    token: str
-    refresh_token: str
-    expires_in: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,6 @@ class TokenGuard:
         self._on_revoke = on_revoke
         self._capacity = capacity
         self._states: OrderedDict[int, SecurityState] = OrderedDict()
-        self.misses = 0
 
     async def check(self, claims: AccessClaims) -> SecurityState:
         """The user's state if ``claims`` still stand; else ``Unauthorized``.
@@ -66,7 +65,6 @@ class TokenGuard:
         """
         state = self._states.get(claims.user_id)
         if state is None:
-            self.misses += 1
             state = await self.load(claims.user_id)
         else:
             self._states.move_to_end(claims.user_id)
@@ -100,11 +98,10 @@ class TokenGuard:
             self._revoke(state)
         return state
 
-    async def revoke_all(self, user_id: int, *, keep_session: str | None = None) -> SecurityState:
-        """Void every access token of the user now (here) and, through the change log,
-        everywhere within a poll interval; every refresh token except ``keep_session``'s
-        family is revoked in the same transaction."""
-        return self.apply(await self._storage.raise_security_version(user_id, keep_session))
+    async def revoke_all(self, user_id: int) -> SecurityState:
+        """Void every access token and refresh token of the user now (here) and, through
+        the change log, everywhere within a poll interval."""
+        return self.apply(await self._storage.raise_security_version(user_id))
 
     def _revoke(self, state: SecurityState) -> None:
         if self._on_revoke is not None:

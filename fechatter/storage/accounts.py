@@ -42,6 +42,7 @@ _INSERT_USER = Sql(
     f" VALUES (?, ?, ?, ?, ?) RETURNING {unqualified(USER_COLUMNS)}"
 )
 _GET_USER = Sql(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?")
+_USER_WITH_VERSION = Sql(f"SELECT {USER_COLUMNS}, u.security_version FROM users u WHERE u.id = ?")
 _GET_USERS = Sql(f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = ANY(?)")
 _USER_BY_EMAIL = Sql(
     f"SELECT {USER_COLUMNS}, u.password_hash, u.security_version FROM users u WHERE u.email = ?"
@@ -180,10 +181,10 @@ def rotate_refresh_token(
         return None
     if as_time(row["expires_at"]) <= now:
         return None
-    state = yield from security_state(row["user_id"])
-    user = yield from get_user(row["user_id"])
-    if state is None or user is None:
+    owner = first((yield q(_USER_WITH_VERSION, (row["user_id"],))))
+    if owner is None:
         return None
+    user, state = to_user(owner), _security_state(owner)
     yield q(_MARK_TOKEN_USED, (now, token_hash))
     yield q(_INSERT_TOKEN, (new_hash, row["user_id"], row["family_id"], new_expires_at, now))
     return RefreshGrant(row["user_id"], row["family_id"], state.version, state.active, user)
