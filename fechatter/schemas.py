@@ -22,6 +22,7 @@ from fechatter.errors import FieldError, Invalid
 from fechatter.models import ChatType, Role
 from fechatter.text import (
     check_well_formed,
+    has_bidi_controls,
     has_control_characters,
     normalize_email,
     normalize_name,
@@ -42,8 +43,8 @@ def _name(low: int, high: int) -> AfterValidator:
 
     def check(value: str) -> str:
         value = normalize_name(trim(check_well_formed(value)))
-        if has_control_characters(value):
-            raise ValueError("must not contain control characters")
+        if has_control_characters(value) or has_bidi_controls(value):
+            raise ValueError("must not contain control or bidirectional formatting characters")
         if not low <= len(value) <= high:
             raise ValueError(f"must be {low} to {high} characters")
         return value

@@ -58,6 +58,16 @@ def has_control_characters(value: str, allow: str = "") -> bool:
     return any(unicodedata.category(ch) == "Cc" and ch not in allow for ch in value)
 
 
+# Explicit directional embeddings, overrides and isolates (UAX #9): in a name they make
+# "\u202etxt.exe" display as "exe.txt", so names refuse them (text content keeps them).
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def has_bidi_controls(value: str) -> bool:
+    """True if ``value`` holds an explicit bidirectional formatting character."""
+    return not BIDI_CONTROLS.isdisjoint(value)
+
+
 def normalize_email(value: str) -> str:
     """The one stored and compared form of an email address: NFKC of the case-folded NFKC
     text with every format character (Cf: zero-width space, joiners, BOM, ...) removed —

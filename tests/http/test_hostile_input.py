@@ -129,6 +129,9 @@ async def test_names_refuse_control_characters(api: Api) -> None:
     user: User = await api.signup()
     r = await user.api.patch("/api/users/me", json={"fullname": "Eve\x1b[31m"})
     assert (r.status_code, _fields(r)) == (422, ["fullname"])
+    # A right-to-left override makes "\u202etxt.exe" read "exe.txt": not in a name.
+    r = await user.api.post("/api/workspaces", json={"name": "\u202etxt.exe"})
+    assert (r.status_code, _fields(r)) == (422, ["name"])
 
 
 @pytest.mark.parametrize(
