@@ -80,19 +80,16 @@ async def test_shutdown_with_sends_in_flight_loses_no_acknowledged_message(
     assert sorted(m["seq"] for m in stored) == list(range(1, len(stored) + 1))
 
 
+def _serve_command(tmp_path: Path, *flags: str) -> list[str]:
+    """``fechatter serve`` on a free API port and a database in ``tmp_path``, plus ``flags``."""
+    database = f"sqlite:///{tmp_path / 'cli.db'}"
+    base = [sys.executable, "-m", "fechatter", "serve", "--port", "0", "--database-url", database]
+    return [*base, *flags]
+
+
 async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     """The README's start command (``fechatter serve --demo``), as a real process."""
-    command = [
-        sys.executable,
-        "-m",
-        "fechatter",
-        "serve",
-        "--port",
-        "0",
-        "--database-url",
-        f"sqlite:///{tmp_path / 'cli.db'}",
-        "--demo",
-    ]
+    command = _serve_command(tmp_path, "--demo")
     env = {
         **os.environ,
         "FECHATTER_ARGON2_MEMORY_COST": "8",
@@ -158,18 +155,7 @@ async def test_cli_says_which_port_is_taken_without_a_traceback(tmp_path: Path) 
     await taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    command = [
-        sys.executable,
-        "-m",
-        "fechatter",
-        "serve",
-        "--port",
-        "0",
-        "--realtime-port",
-        str(port),
-        "--database-url",
-        f"sqlite:///{tmp_path / 'cli.db'}",
-    ]
+    command = _serve_command(tmp_path, "--realtime-port", str(port))
     try:
         with trio.fail_after(30):
             result = await trio.run_process(command, capture_stderr=True, check=False, cwd=tmp_path)

@@ -45,6 +45,17 @@ async def _streams(server: ServerInfo, user: User) -> tuple[SseClient, RawWs]:
     return sse, ws
 
 
+async def _closed_as_revoked(sse: SseClient, ws: RawWs) -> None:
+    """Both streams end (within 10 s): the SSE one at EOF, the WebSocket one with 4001."""
+    with trio.fail_after(10):
+        await sse.read_to_eof()
+        await ws.until_closed()
+    await sse.aclose()
+    await ws.aclose()
+    assert ws.closed is not None
+    assert ws.closed.code == 4001
+
+
 async def test_token_of_a_user_that_does_not_exist_is_refused(server: ServerInfo, api: Api) -> None:
     ghost = access_token(987654, ttl=600, issued_at=time.time())
     r = await api.get("/api/workspaces", headers={"Authorization": f"Bearer {ghost}"})
@@ -71,13 +82,7 @@ async def test_logout_everywhere_voids_tokens_and_closes_streams(
         json={"refresh_token": user.auth["refresh_token"], "everywhere": True},
     )
     assert r.status_code == 204
-    with trio.fail_after(10):
-        await sse.read_to_eof()
-        await ws.until_closed()
-    assert ws.closed is not None
-    assert ws.closed.code == 4001
-    await sse.aclose()
-    await ws.aclose()
+    await _closed_as_revoked(sse, ws)
     for token in (user.api.token, second_token):
         r = await api.get("/api/users/me", headers={"Authorization": f"Bearer {token}"})
         assert (r.status_code, r.json()["code"]) == (401, "token_revoked")
@@ -108,13 +113,7 @@ async def test_password_change_closes_streams(server: ServerInfo, api: Api) -> N
         "/api/users/me", json={"password": "new password", "current_password": "correct horse"}
     )
     assert r.status_code == 200
-    with trio.fail_after(10):
-        await sse.read_to_eof()
-        await ws.until_closed()
-    assert ws.closed is not None
-    assert ws.closed.code == 4001
-    await sse.aclose()
-    await ws.aclose()
+    await _closed_as_revoked(sse, ws)
 
 
 async def test_a_change_made_by_another_process_reaches_this_one(
@@ -128,11 +127,7 @@ async def test_a_change_made_by_another_process_reaches_this_one(
     # line would open it) raises the user's security version.
     async with open_storage(settings.database_url) as other:
         await other.raise_security_version(user.id)
-    with trio.fail_after(10):
-        await sse.read_to_eof()
-        await ws.until_closed()
-    await sse.aclose()
-    await ws.aclose()
+    await _closed_as_revoked(sse, ws)
     r = await user.api.get("/api/users/me")
     assert (r.status_code, r.json()["code"]) == (401, "token_revoked")
     r = await api.post("/api/auth/refresh", json={"refresh_token": user.auth["refresh_token"]})
@@ -147,11 +142,7 @@ async def test_suspended_user_is_signed_out_and_gets_no_tokens(
     sse, ws = await _streams(server, user)
     async with open_storage(settings.database_url) as other:
         await other.set_user_status(user.id, UserStatus.SUSPENDED)
-    with trio.fail_after(10):
-        await sse.read_to_eof()
-        await ws.until_closed()
-    await sse.aclose()
-    await ws.aclose()
+    await _closed_as_revoked(sse, ws)
     r = await user.api.get("/api/users/me")
     assert r.status_code == 401
     r = await api.post("/api/auth/refresh", json={"refresh_token": user.auth["refresh_token"]})
