@@ -21,28 +21,23 @@ storage unavailable), never because the client went away mid-check.
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Callable
 
 from fechatter.config import Settings
 from fechatter.errors import RateLimited
 from fechatter.ratelimit import RateLimiter
+from fechatter.text import normalize_email
 
 CODE = "too_many_attempts"
 SIGNIN_DETAIL = "too many sign-in attempts; try again later"
 
 
 def account_key(email: str) -> bytes:
-    """The per-account throttle key of ``email``: a digest of its NFKC case-folded form.
-
-    At least as coarse as any identity normalisation (format characters such as zero-width
-    spaces are dropped too), so no spelling of an email escapes its account's throttle.
-    Lone surrogates are tolerated (``surrogatepass``), never a crash.
-    """
-    text = unicodedata.normalize("NFKC", email.strip())
-    text = unicodedata.normalize("NFKC", text.casefold())
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    """The per-account throttle key of ``email``: a digest of its identity form
+    (``text.normalize_email``, the form accounts are stored under), so no spelling of an email
+    escapes its account's throttle. Lone surrogates are tolerated (``surrogatepass``)."""
+    identity = normalize_email(email)
+    return hashlib.blake2b(identity.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 class AuthThrottle:
