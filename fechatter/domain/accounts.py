@@ -106,9 +106,9 @@ class Accounts:
             raise Unauthorized("invalid token", code="invalid_token")
         return user
 
-    async def check_password(self, user_id: int, password: str) -> bool:
+    async def check_password(self, user: User, password: str) -> bool:
         """Whether ``password`` is the user's (``Unavailable``: the hash queue is full)."""
-        creds = await self._storage.get_credentials((await self.get(user_id)).email)
+        creds = await self._storage.get_credentials(user.email)
         return creds is not None and await self._auth.verify_password(creds.password_hash, password)
 
     async def update_profile(

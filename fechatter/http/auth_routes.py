@@ -107,10 +107,11 @@ def register(app: Quart, ctx: Context) -> None:
             assert body.current_password is not None  # the schema guarantees it
             # A wrong current password is a guess at the account's password: it draws on the
             # same per-account allowance as sign-in (a stolen access token must not brute-force).
-            account = account_key((await accounts.get(user_id)).email)
+            user = await accounts.get(user_id)
+            account = account_key(user.email)
             throttle.begin_password_check(account)
             try:
-                ok = await accounts.check_password(user_id, body.current_password)
+                ok = await accounts.check_password(user, body.current_password)
             except FechatterError:
                 throttle.accounts.refund(account)
                 raise
