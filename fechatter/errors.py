@@ -139,9 +139,9 @@ class Invalid(FechatterError):
     default_code = "validation_error"
 
     @classmethod
-    def field(cls, field: str, message: str) -> Invalid:
-        """A validation error about one field."""
-        return cls(f"{field} {message}", errors=[FieldError(field, message)])
+    def field(cls, field: str, message: str, code: str | None = None) -> Invalid:
+        """A validation error about one field (``code`` defaults to ``validation_error``)."""
+        return cls(f"{field} {message}", code=code, errors=[FieldError(field, message)])
 
 
 class HeadersTooLarge(FechatterError):

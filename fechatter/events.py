@@ -15,11 +15,16 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 MESSAGE_CREATED = "message.created"
+MESSAGE_UPDATED = "message.updated"
+MESSAGE_DELETED = "message.deleted"
+REACTION_ADDED = "reaction.added"
+REACTION_REMOVED = "reaction.removed"
 CHAT_CREATED = "chat.created"
 CHAT_UPDATED = "chat.updated"
 CHAT_DELETED = "chat.deleted"
 MEMBER_ADDED = "chat.member_added"
 MEMBER_REMOVED = "chat.member_removed"
+MEMBER_UPDATED = "chat.member_updated"
 TYPING = "typing"
 READ = "read"
 PRESENCE = "presence"

@@ -10,7 +10,7 @@ record serialises without conversion. This module must never do I/O.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -108,7 +108,29 @@ class WorkspaceMember:
 
 
 @dataclass(frozen=True, slots=True)
+class Reaction:
+    """One emoji on a message (SPEC §6): how many reacted, and the first 20 of them, in the
+    order they reacted. Reactions of a message are listed in the order each emoji first
+    appeared on it."""
+
+    emoji: str
+    count: int
+    user_ids: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"emoji": self.emoji, "count": self.count, "user_ids": list(self.user_ids)}
+
+
+REACTION_USER_IDS = 20  # user ids listed per reaction (SPEC §6)
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
+    """A message as stored (SPEC §2 + §6). A deleted message is a *tombstone*: it keeps
+    ``id``, ``seq``, ``sender_id``, ``thread_id`` and ``created_at``; ``deleted`` is True and
+    its content, files, reactions and mentions are empty. ``reply_count``/``last_reply_at``
+    describe a thread root (non-deleted replies only)."""
+
     id: int
     chat_id: int
     seq: int
@@ -119,6 +141,13 @@ class Message:
     client_id: str | None
     created_at: str
     edited_at: str | None
+    deleted: bool = False
+    thread_id: int | None = None
+    reply_count: int = 0
+    last_reply_at: str | None = None
+    reactions: tuple[Reaction, ...] = ()
+    mentions: tuple[int, ...] = ()
+    mentions_channel: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -132,7 +161,18 @@ class Message:
             "client_id": self.client_id,
             "created_at": self.created_at,
             "edited_at": self.edited_at,
+            "deleted": self.deleted,
+            "thread_id": self.thread_id,
+            "reply_count": self.reply_count,
+            "last_reply_at": self.last_reply_at,
+            "reactions": [r.to_json() for r in self.reactions],
+            "mentions": list(self.mentions),
+            "mentions_channel": self.mentions_channel,
         }
+
+    def with_reactions(self, reactions: tuple[Reaction, ...]) -> Message:
+        """This message with ``reactions`` replaced."""
+        return replace(self, reactions=reactions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +197,7 @@ class Chat:
     members_count: int
     last_message: Message | None
     unread_count: int
+    mention_count: int = 0  # unread, non-deleted messages that mention the viewer (SPEC §6)
 
     @property
     def id(self) -> int:
@@ -174,6 +215,7 @@ class Chat:
             "members_count": self.members_count,
             "last_message": self.last_message.to_json() if self.last_message else None,
             "unread_count": self.unread_count,
+            "mention_count": self.mention_count,
             "created_at": r.created_at,
             "updated_at": r.updated_at,
         }
@@ -208,13 +250,18 @@ class ChatState:
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A validated send waiting in a group-commit batch."""
+    """A validated send waiting in a group-commit batch. ``mentions`` (members of the chat,
+    ascending, distinct) and ``mentions_channel`` are filled in by the ChatActor, the one
+    that knows the members; ``thread_id`` names the thread root the message replies in."""
 
     sender_id: int
     content: str
     files: tuple[str, ...]
     reply_to: int | None
     client_id: str | None
+    thread_id: int | None = None
+    mentions: tuple[int, ...] = ()
+    mentions_channel: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,12 +277,31 @@ class Inserted:
     message: Message | None
     created: bool
     error: str | None = None
+    error_field: str = "reply_to"  # the request field ``error`` is about (``thread_id``)
 
 
 @dataclass(frozen=True, slots=True)
 class MessagePage:
     items: list[Message]
     has_more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageWindow:
+    """The page centred on one message (``?around=``), oldest first."""
+
+    items: list[Message]
+    has_more_before: bool
+    has_more_after: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """Outcome of a deletion: the tombstone, and the thread root whose counters it changed
+    (None for a top-level message)."""
+
+    tombstone: Message
+    root: Message | None
 
 
 @dataclass(frozen=True, slots=True)

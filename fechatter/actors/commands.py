@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from fechatter.models import Chat, Member, Message, NewMessage
+from fechatter.models import Chat, Member, Message, NewMessage, Role
 
 R = TypeVar("R", covariant=True)
 
@@ -102,3 +102,41 @@ class DeleteChat(Command[None]):
 
     by: int
     already_deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EditMessage(Command[Message]):
+    """Replace the content of ``by``'s own message (content rules checked by the caller;
+    mentions recomputed by the actor); the reply is the message with ``edited_at`` set."""
+
+    by: int
+    message_id: int
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessage(Command[None]):
+    """Make a message a tombstone: its sender, or a chat owner/admin, may."""
+
+    by: int
+    message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class React(Command[None]):
+    """Add (``add``) or remove ``user_id``'s reaction ``emoji`` (already canonical, see
+    ``fechatter.reaction_emoji``); idempotent, an event only when something changed."""
+
+    user_id: int
+    message_id: int
+    emoji: str
+    add: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SetMemberRole(Command[Member]):
+    """The chat owner makes a member an admin or a plain member."""
+
+    by: int
+    user_id: int
+    role: Role

@@ -20,10 +20,12 @@ from fechatter.models import (
     ChatState,
     ChatType,
     Credentials,
+    Deleted,
     Inserted,
     Member,
     Message,
     MessagePage,
+    MessageWindow,
     NewMessage,
     RefreshGrant,
     Role,
@@ -243,14 +245,83 @@ class Storage(Protocol):
         batch — is not inserted; its original is returned with ``created=False``. A message
         whose ``reply_to`` names no message of this chat gets ``error`` and no seq. The sender's
         read marker moves to its own new message. The chat's activity time is updated.
+
+        Thread replies (``thread_id``): an item whose ``thread_id`` is not a root of this chat
+        (see ``thread_root``) gets ``error`` (``THREAD_ERROR``) and no seq; a reply increments
+        its root's ``reply_count`` and sets ``last_reply_at`` in the same transaction (the
+        actor reads the roots back to publish ``message.updated``). ``mentions`` and
+        ``mentions_channel`` are stored as given.
         """
 
     async def list_messages(
-        self, chat_id: int, *, limit: int, before: int | None, after: int | None
+        self,
+        chat_id: int,
+        *,
+        limit: int,
+        before: int | None,
+        after: int | None,
+        thread_id: int | None = None,
+        top_level: bool = False,
     ) -> MessagePage:
-        """before: newest first below id; after: oldest first above id; neither: newest."""
+        """before: newest first below id; after: oldest first above id; neither: newest.
 
-    async def get_message(self, message_id: int) -> Message | None: ...
+        ``thread_id``: only the replies of that thread; ``top_level``: only messages that are
+        not thread replies. Messages carry their reactions. (The caller checks that
+        ``thread_id`` is a root of this chat.)
+        """
+
+    async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
+        """The page of ``limit`` messages centred on ``message_id`` (it included), oldest
+        first: ``limit // 2`` older ones, it, and the newer rest. ``NotFound`` code
+        ``message_not_found`` if it is not a message of this chat."""
+
+    async def get_message(self, message_id: int) -> Message | None:
+        """One message with its reactions (tombstones included), or None."""
+
+    async def edit_message(
+        self,
+        chat_id: int,
+        message_id: int,
+        content: str,
+        mentions: Sequence[int],
+        mentions_channel: bool,
+    ) -> Message:
+        """Replace content and mentions, set ``edited_at``; the message as it is now.
+
+        ``NotFound`` (``message_not_found``) unless a non-deleted message of this chat. Who
+        may edit is the caller's check (``message_sender`` first).
+        """
+
+    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
+        """Make a message a tombstone in one transaction: ``deleted``, content "", files [],
+        mentions [], its reactions removed; a reply's root gets ``reply_count`` (non-deleted
+        replies) and ``last_reply_at`` (newest non-deleted reply, or None) recomputed.
+        ``NotFound`` (``message_not_found``) unless a non-deleted message of this chat."""
+
+    async def message_sender(self, chat_id: int, message_id: int) -> int | None:
+        """The sender of a non-deleted message of this chat, or None (absent, deleted)."""
+
+    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
+        """The message if it can be a thread root: of this chat, not deleted, not itself a
+        reply; else None."""
+
+    async def add_reaction(
+        self, chat_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int
+    ) -> bool:
+        """Add the user's reaction; True if added, False if it was already there.
+
+        ``NotFound`` (``message_not_found``) unless a non-deleted message of this chat;
+        ``Invalid`` field ``emoji`` (code ``too_many_reactions``) when the message already has
+        ``max_distinct`` distinct emoji and this one is new to it."""
+
+    async def remove_reaction(
+        self, chat_id: int, message_id: int, user_id: int, emoji: str
+    ) -> bool:
+        """Remove the user's reaction; True if removed, False if there was none.
+        ``NotFound`` (``message_not_found``) unless a non-deleted message of this chat."""
+
+    async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
+        """Set a member's role; the member as it is now. ``NotFound`` (``member_not_found``)."""
 
     async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
         """Move the read marker forward to ``message_id`` (which must be of this chat).

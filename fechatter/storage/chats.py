@@ -176,7 +176,7 @@ def load_chat_state(chat_id: int) -> Op[ChatState | None]:
 
 
 # -- chat members --------------------------------------------------------------------------
-_MEMBER_SELECT = (
+MEMBER_SELECT = (
     "SELECT cm.user_id, cm.chat_id, cm.role, cm.joined_at, u.fullname"
     " FROM chat_members cm JOIN users u ON u.id = cm.user_id"
 )
@@ -186,14 +186,14 @@ _PRESENCE_PEERS = Sql(
     " JOIN chat_members other ON other.chat_id = mine.chat_id"
     " WHERE mine.user_id = ? AND other.user_id <> ?"
 )
-_MEMBERS = f"{_MEMBER_SELECT} WHERE cm.chat_id = ? ORDER BY cm.joined_at, "
+_MEMBERS = f"{MEMBER_SELECT} WHERE cm.chat_id = ? ORDER BY cm.joined_at, "
 _LIST_MEMBERS = Sql.split(sqlite=_MEMBERS + "cm.rowid", postgres=_MEMBERS + "cm.ord")
 _ADD_MEMBERS = Sql.each(
     "INSERT INTO chat_members (chat_id, user_id, role, joined_at)"
     " SELECT ?, j.value, ?, ? FROM {ids} WHERE true ORDER BY j.key"
     " ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING user_id"
 )
-_ADDED = f"{_MEMBER_SELECT} WHERE cm.chat_id = ? AND cm.user_id = ANY(?) ORDER BY "
+_ADDED = f"{MEMBER_SELECT} WHERE cm.chat_id = ? AND cm.user_id = ANY(?) ORDER BY "
 _LIST_ADDED = Sql.split(sqlite=_ADDED + "cm.rowid", postgres=_ADDED + "cm.ord")
 _REMOVE_MEMBER = Sql("DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?")
 _SET_ROLE = Sql("UPDATE chat_members SET role = ? WHERE chat_id = ? AND user_id = ?")

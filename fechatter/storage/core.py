@@ -42,7 +42,7 @@ from fechatter.models import (
     WorkspaceMember,
     utc_now,
 )
-from fechatter.storage import accounts, chats, messages
+from fechatter.storage import accounts, chats, messages, reactions
 from fechatter.storage.sql import Dialect, Op, Sql, q
 
 T = TypeVar("T")
@@ -302,3 +302,18 @@ class SqlStorage:
 
     async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
         return await self._write_op(messages.mark_read(chat_id, user_id, message_id))
+
+    # -- reactions and roles ---------------------------------------------------------------
+    async def add_reaction(
+        self, chat_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int
+    ) -> bool:
+        op = reactions.add_reaction(chat_id, message_id, user_id, emoji, max_distinct)
+        return await self._write_op(op)
+
+    async def remove_reaction(
+        self, chat_id: int, message_id: int, user_id: int, emoji: str
+    ) -> bool:
+        return await self._write_op(reactions.remove_reaction(chat_id, message_id, user_id, emoji))
+
+    async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
+        return await self._write_op(reactions.set_chat_member_role(chat_id, user_id, role))

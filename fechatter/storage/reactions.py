@@ -1,0 +1,104 @@
+"""Operations on reactions and chat roles — both backends (``Op``s, see ``sql.py``).
+
+Reactions are rows of ``message_reactions`` (migration ``0003``/``0005``): one per (message,
+emoji, user). ``load_reactions`` groups them into ``Reaction`` records for any set of
+messages in one statement, which every read of messages uses. Emoji arrive canonical
+(``fechatter.reaction_emoji``); this module only stores and counts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fechatter.errors import Invalid, NotFound
+from fechatter.models import REACTION_USER_IDS, Member, Message, Reaction, Role, utc_now
+from fechatter.storage.chats import MEMBER_SELECT
+from fechatter.storage.rows import to_member
+from fechatter.storage.sql import Op, Sql, first, q
+
+# One row per reaction, grouped by the reader: messages' emoji in order of first appearance,
+# each emoji's users in the order they reacted (the id orders both).
+_REACTIONS_OF = Sql(
+    "SELECT message_id, emoji, user_id, id FROM message_reactions"
+    " WHERE message_id = ANY(?) ORDER BY message_id, id"
+)
+_LIVE_MESSAGE = Sql(
+    "SELECT 1 AS found FROM messages WHERE id = ? AND chat_id = ? AND deleted = ? FOR UPDATE"
+)
+_HAS_EMOJI = Sql("SELECT 1 AS found FROM message_reactions WHERE message_id = ? AND emoji = ?")
+_DISTINCT_EMOJI = Sql(
+    "SELECT COUNT(DISTINCT emoji) AS n FROM message_reactions WHERE message_id = ?"
+)
+_ADD = Sql(
+    "INSERT INTO message_reactions (message_id, user_id, emoji, created_at)"
+    " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, emoji, user_id) DO NOTHING"
+)
+_REMOVE = Sql("DELETE FROM message_reactions WHERE message_id = ? AND emoji = ? AND user_id = ?")
+_SET_ROLE = Sql("UPDATE chat_members SET role = ? WHERE chat_id = ? AND user_id = ?")
+_MEMBER = Sql(f"{MEMBER_SELECT} WHERE cm.chat_id = ? AND cm.user_id = ?")
+
+
+def load_reactions(message_ids: Sequence[int]) -> Op[dict[int, tuple[Reaction, ...]]]:
+    """The reactions of each message that has any: ``{message_id: (Reaction, …)}``."""
+    if not message_ids:
+        return {}
+    rows = (yield q(_REACTIONS_OF, (list(message_ids),))).rows
+    grouped: dict[int, dict[str, list[int]]] = {}
+    for row in rows:
+        grouped.setdefault(row["message_id"], {}).setdefault(row["emoji"], []).append(
+            row["user_id"]
+        )
+    return {
+        mid: tuple(
+            Reaction(emoji, len(users), tuple(users[:REACTION_USER_IDS]))
+            for emoji, users in by_emoji.items()
+        )
+        for mid, by_emoji in grouped.items()
+    }
+
+
+def with_reactions(messages: list[Message]) -> Op[list[Message]]:
+    """The messages with their ``reactions`` filled in (one statement for all of them)."""
+    found = yield from load_reactions([m.id for m in messages if not m.deleted])
+    if not found:
+        return messages
+    return [m.with_reactions(found[m.id]) if m.id in found else m for m in messages]
+
+
+def _require_live(chat_id: int, message_id: int) -> Op[None]:
+    # FOR UPDATE (PostgreSQL): a concurrent deletion in another process waits, so no
+    # reaction is added to a message that just became a tombstone.
+    if first((yield q(_LIVE_MESSAGE, (message_id, chat_id, False)))) is None:
+        raise NotFound("message not found", code="message_not_found")
+
+
+def add_reaction(
+    chat_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int
+) -> Op[bool]:
+    yield from _require_live(chat_id, message_id)
+    if first((yield q(_HAS_EMOJI, (message_id, emoji)))) is None:
+        distinct = first((yield q(_DISTINCT_EMOJI, (message_id,))))
+        if distinct is not None and distinct["n"] >= max_distinct:
+            raise Invalid.field(
+                "emoji",
+                f"a message has at most {max_distinct} different reactions",
+                code="too_many_reactions",
+            )
+    result = yield q(_ADD, (message_id, user_id, emoji, utc_now()))
+    return result.rowcount > 0
+
+
+def remove_reaction(chat_id: int, message_id: int, user_id: int, emoji: str) -> Op[bool]:
+    yield from _require_live(chat_id, message_id)
+    result = yield q(_REMOVE, (message_id, emoji, user_id))
+    return result.rowcount > 0
+
+
+def set_chat_member_role(chat_id: int, user_id: int, role: Role) -> Op[Member]:
+    result = yield q(_SET_ROLE, (role.value, chat_id, user_id))
+    if result.rowcount == 0:
+        raise NotFound("not a member of this chat", code="member_not_found")
+    row = first((yield q(_MEMBER, (chat_id, user_id))))
+    if row is None:  # pragma: no cover - updated just above, in the same transaction
+        raise NotFound("not a member of this chat", code="member_not_found")
+    return to_member(row)
