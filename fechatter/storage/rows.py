@@ -34,7 +34,8 @@ CHAT_COLUMNS = (
 )
 MESSAGE_COLUMNS = (
     "m.id, m.chat_id, m.seq, m.sender_id, m.content, m.files, m.reply_to, m.client_id,"
-    " m.created_at, m.edited_at"
+    " m.created_at, m.edited_at, m.deleted, m.thread_id, m.reply_count, m.last_reply_at,"
+    " m.mentions, m.mentions_channel"
 )
 
 
@@ -56,7 +57,10 @@ SELECT {CHAT_COLUMNS},
     ) END AS unread_count,
     m.id AS m_id, m.chat_id AS m_chat_id, m.seq AS m_seq, m.sender_id AS m_sender_id,
     m.content AS m_content, m.files AS m_files, m.reply_to AS m_reply_to,
-    m.client_id AS m_client_id, m.created_at AS m_created_at, m.edited_at AS m_edited_at
+    m.client_id AS m_client_id, m.created_at AS m_created_at, m.edited_at AS m_edited_at,
+    m.deleted AS m_deleted, m.thread_id AS m_thread_id, m.reply_count AS m_reply_count,
+    m.last_reply_at AS m_last_reply_at, m.mentions AS m_mentions,
+    m.mentions_channel AS m_mentions_channel
 FROM chats c
 {{join}} chat_members v ON v.chat_id = c.id AND v.user_id = :viewer
 LEFT JOIN messages m ON m.id = c.last_message_id
@@ -72,6 +76,11 @@ def as_time(value: str | datetime) -> str:
 
 def time_or_none(value: str | datetime | None) -> str | None:
     return None if value is None else as_time(value)
+
+
+def as_ids(value: Any) -> tuple[int, ...]:
+    """Stored ids (``mentions``): SQLite's JSON text or PostgreSQL's ``bigint[]``."""
+    return tuple(json.loads(value) if isinstance(value, str) else value)
 
 
 def as_files(value: Any) -> tuple[str, ...]:
@@ -133,6 +142,12 @@ def to_message(row: Row, prefix: str = "") -> Message:
         client_id=row[prefix + "client_id"],
         created_at=as_time(row[prefix + "created_at"]),
         edited_at=time_or_none(row[prefix + "edited_at"]),
+        deleted=bool(row[prefix + "deleted"]),
+        thread_id=row[prefix + "thread_id"],
+        reply_count=row[prefix + "reply_count"],
+        last_reply_at=time_or_none(row[prefix + "last_reply_at"]),
+        mentions=as_ids(row[prefix + "mentions"]),
+        mentions_channel=bool(row[prefix + "mentions_channel"]),
     )
 
 
