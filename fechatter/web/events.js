@@ -1,0 +1,109 @@
+// Live events from the stream, applied to the state and the page; `resync` refetches quietly.
+
+import { $ } from "./dom.js";
+import { api, state } from "./state.js";
+import { dropChat, learnPeer, loadWorkspaces, needsPeers, refreshOnline, renderChatList, showEmpty } from "./chatlist.js";
+import { settle } from "./composer.js";
+import { renderMembers } from "./members.js";
+import { addMessages, onMessage, renderHeader, renderMessages, renderTyping } from "./timeline.js";
+
+export async function onEvent(name, data) {
+  switch (name) {
+    case "message.created":
+      if (data.client_id && state.pending.has(data.client_id) && data.sender_id === state.me.id) settle(data);
+      else onMessage(data);
+      break;
+    case "chat.created":
+    case "chat.updated":
+      if (!state.workspaces.some((w) => w.id === data.workspace_id)) {
+        // Someone added us to a workspace and a chat in it: show it (switch if we had none).
+        await loadWorkspaces(state.wsId ?? data.workspace_id);
+      } else if (data.workspace_id === state.wsId) {
+        const known = state.chats.get(data.id);
+        // The event carries the author's view of counts; keep ours.
+        state.chats.set(data.id, known ? { ...data, unread_count: known.unread_count } : { ...data, unread_count: 0 });
+        if (needsPeers(data)) await learnPeer(data);
+        if (name === "chat.created") await refreshOnline(); // presence of new chat partners
+        renderChatList();
+        if (data.id === state.current) renderHeader();
+      }
+      break;
+    case "chat.deleted":
+      dropChat(data.id);
+      break;
+    case "chat.member_added":
+      if (data.user_ids.includes(state.me.id)) {
+        const chat = await api.get(`/api/chats/${data.chat_id}`).catch(() => null);
+        if (chat && chat.workspace_id === state.wsId) {
+          state.chats.set(chat.id, chat);
+          if (needsPeers(chat)) await learnPeer(chat);
+          renderChatList();
+        }
+      } else if (state.chats.has(data.chat_id)) {
+        state.chats.get(data.chat_id).members_count += data.user_ids.length;
+        if (data.chat_id === state.current) { renderHeader(); if (!$("#members-panel").hidden) renderMembers(); }
+      }
+      break;
+    case "chat.member_removed":
+      if (data.user_id === state.me.id) dropChat(data.chat_id);
+      else if (state.chats.has(data.chat_id)) {
+        state.chats.get(data.chat_id).members_count -= 1;
+        if (data.chat_id === state.current) { renderHeader(); if (!$("#members-panel").hidden) renderMembers(); }
+      }
+      break;
+    case "typing": {
+      const map = state.typing.get(data.chat_id) ?? new Map();
+      map.set(data.user_id, Date.now() + 10_000);
+      state.typing.set(data.chat_id, map);
+      renderTyping();
+      setTimeout(renderTyping, 10_100);
+      break;
+    }
+    case "read":
+      if (data.user_id === state.me.id && state.chats.has(data.chat_id)) {
+        const fresh = await api.get(`/api/chats/${data.chat_id}`).catch(() => null);
+        if (fresh) { state.chats.get(data.chat_id).unread_count = fresh.unread_count; renderChatList(); }
+      }
+      break;
+    case "presence":
+      if (data.status === "online") state.online.add(data.user_id);
+      else state.online.delete(data.user_id);
+      renderChatList();
+      renderHeader();
+      break;
+    case "resync":
+      await resync();
+      break;
+    default:
+      break;
+  }
+}
+
+// The server could not replay what we missed: refetch quietly, merging what we have.
+async function resync() {
+  if (!state.wsId) return;
+  const [chats, online] = await Promise.all([
+    api.get(`/api/chats?workspace_id=${state.wsId}`),
+    api.get(`/api/online-users?workspace_id=${state.wsId}`),
+  ]);
+  state.chats = new Map(chats.map((c) => [c.id, c]));
+  state.online = new Set(online.user_ids);
+  await Promise.all(chats.filter(needsPeers).map(learnPeer));
+  for (const chatId of [...state.messages.keys()]) {
+    if (!state.chats.has(chatId)) { state.messages.delete(chatId); continue; }
+    const box = state.messages.get(chatId);
+    let after = box.items[box.items.length - 1]?.id;
+    for (;;) {
+      const page = after
+        ? await api.get(`/api/chats/${chatId}/messages?limit=200&after=${after}`)
+        : await api.get(`/api/chats/${chatId}/messages?limit=50`);
+      addMessages(chatId, page.items);
+      for (const m of page.items) if (m.client_id) state.pending.delete(m.client_id);
+      if (!after || !page.has_more) break;
+      after = page.items[page.items.length - 1].id;
+    }
+  }
+  renderChatList();
+  if (state.current && state.chats.has(state.current)) { renderHeader(); renderMessages(false); }
+  else if (state.current) showEmpty("This chat is no longer available.", "It was deleted, or you left it.");
+}
