@@ -67,37 +67,73 @@ async function loadPage(chatId, before) {
   }
 }
 
+// The log is reconciled, not rebuilt: every child carries a key (`m:<id>`, `p:<client_id>`,
+// `day:<date>`, `older`, `empty`); nodes whose key and data are unchanged are left alone, a
+// changed message is rebuilt inside its own node, and only missing nodes are inserted. So a new
+// message is one addition to the aria-live log, and screen readers never re-read history.
 export function renderMessages(stickToBottom) {
   const container = $("#messages");
   const box = state.messages.get(state.current);
   if (!box) return;
   const nearBottom = container.scrollHeight - container.scrollTop - container.clientHeight < 80;
-  const nodes = [];
-  if (box.hasMore) nodes.push(el("div", { class: "older", text: "Scroll up for older messages" }));
-  else if (!box.items.length && !pendingFor(state.current).length) {
-    nodes.push(el("div", { class: "empty" }, el("h3", { text: "No messages yet" }), el("p", { text: "Say hello." })));
+  const pending = pendingFor(state.current);
+  const visible = box.items.filter((m) => m.thread_id == null); // replies live in the thread panel
+  const want = [];
+  if (box.hasMore) want.push({ key: "older", build: () => el("div", { class: "older", text: "Scroll up for older messages" }) });
+  else if (!visible.length && !pending.length) {
+    want.push({ key: "empty", build: () => el("div", { class: "empty" }, el("h3", { text: "No messages yet" }), el("p", { text: "Say hello." })) });
   }
   let previous = null;
-  for (const m of box.items) {
-    if (!previous || dayOf(previous.created_at) !== dayOf(m.created_at)) {
-      nodes.push(el("div", { class: "day", text: dayOf(m.created_at) }));
+  for (const m of visible) {
+    const day = dayOf(m.created_at);
+    if (!previous || dayOf(previous.created_at) !== day) {
+      want.push({ key: `day:${day}`, build: () => el("div", { class: "day", text: day }) });
       previous = null;
     }
-    const cont = previous && previous.sender_id === m.sender_id;
-    nodes.push(messageNode(m, cont));
+    const cont = Boolean(previous && previous.sender_id === m.sender_id && !previous.deleted && !m.deleted);
+    want.push({ key: `m:${m.id}`, data: m, cont, build: () => messageNode(m) });
     previous = m;
   }
-  for (const [clientId, p] of pendingFor(state.current)) nodes.push(pendingNode(clientId, p));
-  container.replaceChildren(...nodes);
+  for (const [clientId, p] of pending) {
+    want.push({ key: `p:${clientId}`, data: p.failed, build: () => pendingNode(clientId, p) });
+  }
+  reconcile(container, want);
   if (stickToBottom || nearBottom) container.scrollTop = container.scrollHeight;
 }
 
-function messageNode(m, cont) {
+function reconcile(container, want) {
+  const keys = new Set(want.map((w) => w.key));
+  const have = new Map();
+  for (const node of [...container.children]) {
+    if (node._key !== undefined && keys.has(node._key) && !have.has(node._key)) have.set(node._key, node);
+    else node.remove();
+  }
+  let cursor = container.firstElementChild;
+  for (const w of want) {
+    let node = have.get(w.key);
+    if (!node) {
+      node = w.build();
+      node._key = w.key;
+      node._data = w.data;
+    } else if (node._data !== w.data) {
+      const fresh = w.build(); // same element, new insides: the node keeps its identity
+      node.className = fresh.className;
+      node.replaceChildren(...fresh.childNodes);
+      for (const attr of fresh.attributes) if (node.getAttribute(attr.name) !== attr.value) node.setAttribute(attr.name, attr.value);
+      node._data = w.data;
+    }
+    if (w.cont !== undefined) node.classList.toggle("cont", w.cont);
+    if (node === cursor) cursor = cursor.nextElementSibling;
+    else container.insertBefore(node, cursor);
+  }
+}
+
+function messageNode(m) {
   const mine = m.sender_id === state.me.id;
   const who = mine ? "You" : state.users.get(m.sender_id)?.fullname ?? `User ${m.sender_id}`;
   return el(
     "div",
-    { class: `msg${mine ? " mine" : ""}${cont ? " cont" : ""}`, "data-id": m.id, "data-seq": m.seq },
+    { class: `msg${mine ? " mine" : ""}`, "data-id": m.id, "data-seq": m.seq },
     el("div", { class: "meta", text: `${who} · ${timeOf(m.created_at)}` }),
     el("div", { class: "bubble", text: m.content || "[attachment]" }),
   );

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.serverlog import expected_patterns, problems_in_text
 
@@ -57,6 +57,11 @@ class ServerProcess:
             "FECHATTER_ARGON2_TIME_COST": "1",
             "FECHATTER_ARGON2_PARALLELISM": "1",
             "FECHATTER_SEND_BURST": "200",
+            # Serve this checkout's package (cwd is a temp folder, so without this the
+            # subprocess would import whichever checkout the venv has installed).
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ARTIFACTS.parent), os.environ.get("PYTHONPATH")) if p
+            ),
         }
         self.process = subprocess.Popen(
             [
@@ -172,5 +177,32 @@ def sign_up(
 
 
 def shot(page: Page, name: str) -> None:
+    """Save a screenshot of ``page`` as ``test-artifacts/<name>.png``."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def invite_and_open_dm(owner: Person, other: Person) -> None:
+    """``owner`` invites ``other`` to the workspace and opens a direct message with them."""
+    page = owner.page
+    page.click("#workspace-menu")
+    page.click("dialog >> text=Invite people")
+    page.fill("dialog input[name=email]", other.email)
+    page.click("dialog button[type=submit]")
+    expect(page.locator("dialog")).not_to_be_visible()
+    page.click("#new-chat")
+    page.select_option("dialog select[name=type]", "Single")
+    page.check(f"dialog label:has-text('{other.name}') input")
+    page.click("dialog button[type=submit]")
+    expect(page.locator("#chat-title")).to_have_text(other.name)
+
+
+def send(page: Page, text: str) -> None:
+    """Type ``text`` into the composer and press Enter."""
+    page.fill("#input", text)
+    page.press("#input", "Enter")
+
+
+def bubbles(page: Page, text: str) -> int:
+    """How many message bubbles in the open chat contain ``text``."""
+    return page.locator("#messages .bubble", has_text=text).count()

@@ -4,32 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
-from tests.web.conftest import Person, ServerProcess, shot, sign_up
-
-
-def invite_and_open_dm(owner: Person, other: Person) -> None:
-    page = owner.page
-    page.click("#workspace-menu")
-    page.click("dialog >> text=Invite people")
-    page.fill("dialog input[name=email]", other.email)
-    page.click("dialog button[type=submit]")
-    expect(page.locator("dialog")).not_to_be_visible()
-    page.click("#new-chat")
-    page.select_option("dialog select[name=type]", "Single")
-    page.check(f"dialog label:has-text('{other.name}') input")
-    page.click("dialog button[type=submit]")
-    expect(page.locator("#chat-title")).to_have_text(other.name)
-
-
-def send(page: Page, text: str) -> None:
-    page.fill("#input", text)
-    page.press("#input", "Enter")
-
-
-def bubbles(page: Page, text: str) -> int:
-    return page.locator("#messages .bubble", has_text=text).count()
+from tests.web.conftest import ServerProcess, bubbles, invite_and_open_dm, send, shot, sign_up
 
 
 def test_two_people_chat_live(browser: Browser, server: ServerProcess) -> None:

@@ -1,0 +1,67 @@
+"""The browser client beyond plain sends (issue 11): an incremental log, formatting, edit,
+delete, reactions, threads and mentions — two people live, each in their own browser."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from playwright.sync_api import Browser, Page, expect
+
+from tests.web.conftest import Person, ServerProcess, invite_and_open_dm, send, sign_up
+
+# Records every mutation inside the aria-live log, and marks the message nodes present now.
+OBSERVE_LOG = """() => {
+  const log = document.querySelector('#messages');
+  for (const node of log.querySelectorAll('.msg')) node._marked = true;
+  window._mutations = [];
+  window._observer = new MutationObserver((records) => {
+    for (const r of records) {
+      window._mutations.push({
+        type: r.type,
+        on_log: r.target === log,
+        added: [...r.addedNodes].map((n) => (n.dataset ? n.dataset.id ?? n.className : '#text')),
+        removed: r.removedNodes.length,
+      });
+    }
+  });
+  window._observer.observe(
+    log, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def pair(browser: Browser, server: ServerProcess, label: str) -> tuple[Person, Person]:
+    """Ada and Bob in a fresh workspace with a direct message open on both sides."""
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"{label} {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    invite_and_open_dm(ada, bob)
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    expect(bob.page.locator("#chat-title")).to_have_text("Ada Lovelace")
+    return ada, bob
+
+
+def msg(page: Page, text: str) -> Any:
+    """The message node in the open chat's log whose bubble contains ``text``."""
+    return page.locator("#messages .msg[data-id]", has_text=text)
+
+
+def test_a_new_message_only_adds_one_node_to_the_log(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Incremental")
+    for i in range(3):
+        send(ada.page, f"earlier {i}")
+    expect(msg(bob.page, "earlier 2")).to_be_visible()
+    bob.page.evaluate(OBSERVE_LOG)
+
+    send(ada.page, "a fresh one")
+    expect(msg(bob.page, "a fresh one")).to_be_visible()
+    new_id = msg(bob.page, "a fresh one").get_attribute("data-id")
+    mutations = bob.page.evaluate("window._mutations")
+    assert mutations == [{"type": "childList", "on_log": True, "added": [new_id], "removed": 0}]
+    marked = bob.page.evaluate(
+        "[...document.querySelectorAll('#messages .msg')].filter((n) => n._marked).length"
+    )
+    assert marked == 3  # the earlier nodes are the very same elements
+    assert ada.errors == []
+    assert bob.errors == []
