@@ -1,6 +1,7 @@
 // Workspaces and the chat list in the sidebar: names, glyphs, unread badges, previews.
 
 import { $, el, icon } from "./dom.js";
+import { plainText } from "./format.js";
 import { api, state } from "./state.js";
 import { openChat } from "./timeline.js";
 
@@ -97,7 +98,8 @@ export function renderChatList() {
 
 function previewOf(message) {
   const who = message.sender_id === state.me.id ? "You" : state.users.get(message.sender_id)?.fullname ?? "Someone";
-  const text = message.content || (message.files?.length ? "[attachment]" : "");
+  const content = plainText(message.content, (id) => state.users.get(id)?.fullname ?? null);
+  const text = message.deleted ? "This message was deleted" : content || (message.files?.length ? "[attachment]" : "");
   return `${who}: ${text}`;
 }
 

@@ -5,6 +5,7 @@ import { $, dayOf, el, timeOf } from "./dom.js";
 import { api, state } from "./state.js";
 import { chatName, renderChatList } from "./chatlist.js";
 import { deliver } from "./composer.js";
+import { formatMessage } from "./format.js";
 import { renderMembers } from "./members.js";
 
 export async function openChat(chatId) {
@@ -135,8 +136,16 @@ function messageNode(m) {
     "div",
     { class: `msg${mine ? " mine" : ""}`, "data-id": m.id, "data-seq": m.seq },
     el("div", { class: "meta", text: `${who} · ${timeOf(m.created_at)}` }),
-    el("div", { class: "bubble", text: m.content || "[attachment]" }),
+    el("div", { class: "bubble" }, m.content ? formatMessage(m.content, formatContext(m)) : "[attachment]"),
   );
+}
+
+export function formatContext(m) {
+  return {
+    meId: state.me.id,
+    name: (id) => state.users.get(id)?.fullname ?? null,
+    mentions: Array.isArray(m?.mentions) ? new Set(m.mentions) : null,
+  };
 }
 
 function pendingFor(chatId) {

@@ -65,3 +65,40 @@ def test_a_new_message_only_adds_one_node_to_the_log(
     assert marked == 3  # the earlier nodes are the very same elements
     assert ada.errors == []
     assert bob.errors == []
+
+
+def test_formatting_renders_safe_elements_only(browser: Browser, server: ServerProcess) -> None:
+    ada, bob = pair(browser, server, "Format")
+    send(
+        bob.page,
+        "*bold* _it_ ~gone~ `*not bold*` snake_case_name see https://example.com/a?b=1. "
+        "not javascript:alert(1) nor JavaScript://x\n> quoted *line*\n"
+        "```\n<b>*x*</b> _y_ https://example.com/in-code\n```\nafter",
+    )
+    message = msg(ada.page, "after")
+    expect(message).to_be_visible()
+    bubble = message.locator(".bubble")
+    expect(bubble.locator("strong")).to_have_count(2)  # *bold* and the one inside the quote
+    expect(bubble.locator("> strong")).to_have_text("bold")
+    expect(bubble.locator("em")).to_have_text("it")
+    expect(bubble.locator("s")).to_have_text("gone")
+    expect(bubble.locator("> code")).to_have_text("*not bold*")
+    expect(bubble.locator("blockquote")).to_have_text("quoted line")
+    expect(bubble.locator("blockquote strong")).to_have_text("line")
+    expect(bubble.locator("pre code")).to_have_text("<b>*x*</b> _y_ https://example.com/in-code")
+    assert bubble.locator("code *").count() == 0  # markup inside code stays literal
+    assert bubble.locator("b").count() == 0
+    expect(bubble).to_contain_text("snake_case_name")  # markers count only at word edges
+    link = bubble.locator("a")
+    expect(link).to_have_count(1)  # javascript: is never a link
+    expect(link).to_have_attribute("href", "https://example.com/a?b=1")
+    expect(link).to_have_text("https://example.com/a?b=1")  # the full stop is not part of it
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    expect(link).to_have_attribute("target", "_blank")
+    with ada.page.context.expect_page() as opened:  # clickable: opens in a new tab
+        ada.page.context.route("https://example.com/**", lambda route: route.fulfill(body="ok"))
+        link.click()
+    assert opened.value.url == "https://example.com/a?b=1"
+    opened.value.close()
+    assert ada.errors == []
+    assert bob.errors == []
