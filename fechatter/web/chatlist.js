@@ -89,7 +89,12 @@ export function renderChatList() {
         },
         el("span", { class: "glyph" }, glyph(chat)),
         el("span", { class: "name", text: chatName(chat) }),
-        chat.unread_count ? el("span", { class: "badge", text: String(chat.unread_count) }) : el("span"),
+        el(
+          "span",
+          { class: "counts" },
+          chat.mention_count ? el("span", { class: "mention-badge", text: `@${chat.mention_count}`, title: "mentions of you", "aria-label": `${chat.mention_count} mention${chat.mention_count === 1 ? "" : "s"} of you` }) : null,
+          chat.unread_count ? el("span", { class: "badge", text: String(chat.unread_count) }) : null,
+        ),
         el("span", { class: "preview", text: preview }),
       );
     }),

@@ -37,7 +37,7 @@ export function formDialog(title, fields, submitText, onSubmit, submitClass = "p
     el("div", { class: "dialog-actions" }, el("button", { type: "button", text: "Cancel", onclick: closeDialog }), el("button", { type: "submit", class: submitClass, text: submitText })),
   );
   openDialog(form);
-  (form.querySelector("input, select") ?? form.querySelector("button[type=submit]"))?.focus();
+  (form.querySelector("input, select") ?? form.querySelector("button"))?.focus();
 }
 
 export function peoplePicker(users) {

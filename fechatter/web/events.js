@@ -3,15 +3,36 @@
 import { $ } from "./dom.js";
 import { api, state } from "./state.js";
 import { dropChat, learnPeer, loadWorkspaces, needsPeers, refreshOnline, renderChatList, showEmpty } from "./chatlist.js";
-import { settle } from "./composer.js";
+import { cancelEdit, settle } from "./composer.js";
 import { renderMembers } from "./members.js";
-import { addMessages, onMessage, renderHeader, renderMessages, renderTyping } from "./timeline.js";
+import { applyReaction, tombstone, upsertMessage } from "./store.js";
+import { addMessages, loadChatMembers, onMessage, renderHeader, renderMessages, renderTyping } from "./timeline.js";
 
 export async function onEvent(name, data) {
   switch (name) {
     case "message.created":
       if (data.client_id && state.pending.has(data.client_id) && data.sender_id === state.me.id) settle(data);
       else onMessage(data);
+      break;
+    case "message.updated":
+      upsertMessage(data);
+      break;
+    case "message.deleted":
+      tombstone(data.chat_id, data.id);
+      if (state.editing?.id === data.id) cancelEdit();
+      break;
+    case "reaction.added":
+    case "reaction.removed":
+      applyReaction(name === "reaction.added", data);
+      break;
+    case "chat.member_updated":
+      if (state.chatMembers.has(data.chat_id)) {
+        await loadChatMembers(data.chat_id);
+        if (data.chat_id === state.current) {
+          renderMessages(false, true); // what we may delete can have changed
+          if (!$("#members-panel").hidden) renderMembers();
+        }
+      }
       break;
     case "chat.created":
     case "chat.updated":
@@ -21,7 +42,7 @@ export async function onEvent(name, data) {
       } else if (data.workspace_id === state.wsId) {
         const known = state.chats.get(data.id);
         // The event carries the author's view of counts; keep ours.
-        state.chats.set(data.id, known ? { ...data, unread_count: known.unread_count } : { ...data, unread_count: 0 });
+        state.chats.set(data.id, known ? { ...data, unread_count: known.unread_count, mention_count: known.mention_count } : { ...data, unread_count: 0, mention_count: 0 });
         if (needsPeers(data)) await learnPeer(data);
         if (name === "chat.created") await refreshOnline(); // presence of new chat partners
         renderChatList();
@@ -41,6 +62,7 @@ export async function onEvent(name, data) {
         }
       } else if (state.chats.has(data.chat_id)) {
         state.chats.get(data.chat_id).members_count += data.user_ids.length;
+        if (state.chatMembers.has(data.chat_id)) await loadChatMembers(data.chat_id);
         if (data.chat_id === state.current) { renderHeader(); if (!$("#members-panel").hidden) renderMembers(); }
       }
       break;
@@ -48,6 +70,7 @@ export async function onEvent(name, data) {
       if (data.user_id === state.me.id) dropChat(data.chat_id);
       else if (state.chats.has(data.chat_id)) {
         state.chats.get(data.chat_id).members_count -= 1;
+        if (state.chatMembers.has(data.chat_id)) await loadChatMembers(data.chat_id);
         if (data.chat_id === state.current) { renderHeader(); if (!$("#members-panel").hidden) renderMembers(); }
       }
       break;
@@ -62,7 +85,10 @@ export async function onEvent(name, data) {
     case "read":
       if (data.user_id === state.me.id && state.chats.has(data.chat_id)) {
         const fresh = await api.get(`/api/chats/${data.chat_id}`).catch(() => null);
-        if (fresh) { state.chats.get(data.chat_id).unread_count = fresh.unread_count; renderChatList(); }
+        if (fresh) {
+          Object.assign(state.chats.get(data.chat_id), { unread_count: fresh.unread_count, mention_count: fresh.mention_count });
+          renderChatList();
+        }
       }
       break;
     case "presence":
@@ -98,6 +124,7 @@ async function resync() {
         ? await api.get(`/api/chats/${chatId}/messages?limit=200&after=${after}`)
         : await api.get(`/api/chats/${chatId}/messages?limit=50`);
       addMessages(chatId, page.items);
+      for (const m of page.items) upsertMessage(m);
       for (const m of page.items) if (m.client_id) state.pending.delete(m.client_id);
       if (!after || !page.has_more) break;
       after = page.items[page.items.length - 1].id;

@@ -11,6 +11,7 @@ export async function renderMembers() {
   if (!chat) { panel.hidden = true; return; }
   const members = await api.get(`/api/chats/${chat.id}/members`).catch(() => []);
   state.members = members;
+  state.chatMembers.set(chat.id, members);
   const myRole = members.find((m) => m.user_id === state.me.id)?.role;
   const manages = myRole === "owner" || myRole === "admin";
   panel.replaceChildren(
@@ -64,7 +65,7 @@ function addPeopleDialog(chat) {
 export function wireMembers() {
   $("#members-toggle").addEventListener("click", () => {
     const panel = $("#members-panel");
-    if (panel.hidden) renderMembers();
+    if (panel.hidden) { $("#thread-panel").hidden = true; state.thread = null; renderMembers(); }
     else panel.hidden = true;
   });
 }

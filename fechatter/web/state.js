@@ -17,6 +17,11 @@ export const state = {
   typing: new Map(), // chat id -> Map(user id -> expiry ms)
   pending: new Map(), // client_id -> {chatId, content, failed}
   members: [],
+  chatMembers: new Map(), // chat id -> [Member] (the open chats': mentions, roles)
+  threads: new Map(), // root id -> {chatId, items: Map(id -> Message)} (thread panel replies)
+  threadRoots: new Map(), // root id -> Message
+  thread: null, // the open thread panel: {chatId, rootId}
+  editing: null, // the message being edited in the composer: {chatId, id, draft}
 };
 
 // Late-bound hooks, so low modules can call up without import cycles at load time.

@@ -1,16 +1,19 @@
 // One open chat: its header, the message log (history paging, pending sends), typing line and
 // read marker.
 
-import { $, dayOf, el, timeOf } from "./dom.js";
+import { $, dayOf, el } from "./dom.js";
 import { api, state } from "./state.js";
 import { chatName, renderChatList } from "./chatlist.js";
-import { deliver } from "./composer.js";
-import { formatMessage } from "./format.js";
+import { cancelEdit, deliver } from "./composer.js";
+import { messageNode, mentionsMe } from "./message.js";
+import { closeThread, renderThread } from "./thread.js";
 import { renderMembers } from "./members.js";
 
 export async function openChat(chatId) {
   const chat = state.chats.get(chatId);
   if (!chat) return;
+  if (state.editing && state.editing.chatId !== chatId) cancelEdit();
+  if (state.thread && state.thread.chatId !== chatId) closeThread();
   state.current = chatId;
   localStorage.setItem(`fechatter.chat.${state.wsId}`, String(chatId));
   $("#app").classList.add("in-chat");
@@ -20,13 +23,20 @@ export async function openChat(chatId) {
   renderChatList();
   if (!state.messages.has(chatId)) {
     state.messages.set(chatId, { items: [], ids: new Set(), hasMore: true, loading: false });
-    await loadPage(chatId);
+    await Promise.all([loadPage(chatId), loadChatMembers(chatId)]);
   }
   renderMessages(true);
   renderTyping();
   if (!$("#members-panel").hidden) await renderMembers();
   markRead();
   $("#input").focus();
+}
+
+// The chat's members: for `@` suggestions and for the caller's role (who may delete what).
+export async function loadChatMembers(chatId) {
+  const members = await api.get(`/api/chats/${chatId}/members`).catch(() => null);
+  if (members) state.chatMembers.set(chatId, members);
+  return members;
 }
 
 export function renderHeader() {
@@ -72,10 +82,11 @@ async function loadPage(chatId, before) {
 // `day:<date>`, `older`, `empty`); nodes whose key and data are unchanged are left alone, a
 // changed message is rebuilt inside its own node, and only missing nodes are inserted. So a new
 // message is one addition to the aria-live log, and screen readers never re-read history.
-export function renderMessages(stickToBottom) {
+export function renderMessages(stickToBottom, force = false) {
   const container = $("#messages");
   const box = state.messages.get(state.current);
   if (!box) return;
+  if (force) for (const node of container.children) node._data = undefined;
   const nearBottom = container.scrollHeight - container.scrollTop - container.clientHeight < 80;
   const pending = pendingFor(state.current);
   const visible = box.items.filter((m) => m.thread_id == null); // replies live in the thread panel
@@ -102,7 +113,7 @@ export function renderMessages(stickToBottom) {
   if (stickToBottom || nearBottom) container.scrollTop = container.scrollHeight;
 }
 
-function reconcile(container, want) {
+export function reconcile(container, want) {
   const keys = new Set(want.map((w) => w.key));
   const have = new Map();
   for (const node of [...container.children]) {
@@ -127,25 +138,6 @@ function reconcile(container, want) {
     if (node === cursor) cursor = cursor.nextElementSibling;
     else container.insertBefore(node, cursor);
   }
-}
-
-function messageNode(m) {
-  const mine = m.sender_id === state.me.id;
-  const who = mine ? "You" : state.users.get(m.sender_id)?.fullname ?? `User ${m.sender_id}`;
-  return el(
-    "div",
-    { class: `msg${mine ? " mine" : ""}`, "data-id": m.id, "data-seq": m.seq },
-    el("div", { class: "meta", text: `${who} · ${timeOf(m.created_at)}` }),
-    el("div", { class: "bubble" }, m.content ? formatMessage(m.content, formatContext(m)) : "[attachment]"),
-  );
-}
-
-export function formatContext(m) {
-  return {
-    meId: state.me.id,
-    name: (id) => state.users.get(id)?.fullname ?? null,
-    mentions: Array.isArray(m?.mentions) ? new Set(m.mentions) : null,
-  };
 }
 
 function pendingFor(chatId) {
@@ -180,17 +172,23 @@ export function onMessage(m) {
   if (!chat) return;
   if (!chat.last_message || chat.last_message.seq <= m.seq) chat.last_message = m;
   const added = state.messages.has(m.chat_id) ? addMessages(m.chat_id, [m]) : true;
+  const thread = m.thread_id != null ? state.threads.get(m.thread_id) : null;
+  if (thread && !thread.items.has(m.id)) thread.items.set(m.id, m);
   const typing = state.typing.get(m.chat_id);
   if (typing) typing.delete(m.sender_id);
   if (added && m.sender_id !== state.me.id) {
     if (m.chat_id === state.current && document.visibilityState === "visible") markRead();
-    else chat.unread_count += 1;
+    else {
+      chat.unread_count += 1;
+      if (mentionsMe(m)) chat.mention_count = (chat.mention_count ?? 0) + 1;
+    }
   }
   renderChatList();
   if (m.chat_id === state.current) {
-    renderMessages(m.sender_id === state.me.id);
+    renderMessages(m.sender_id === state.me.id && m.thread_id == null);
     renderTyping();
   }
+  if (thread && state.thread?.rootId === m.thread_id) renderThread();
 }
 
 let readTimer = null;
@@ -203,6 +201,7 @@ export function markRead() {
     const last = box?.items[box.items.length - 1];
     if (!chat || !last) return;
     chat.unread_count = 0;
+    chat.mention_count = 0;
     renderChatList();
     await api.post(`/api/chats/${chatId}/read`, { message_id: last.id }).catch(() => {});
   }, 250);
