@@ -570,7 +570,9 @@ async def test_a_round_stores_thread_replies_and_mentions(pg_database: str) -> N
             await storage._run_round(requests)
         assert storage.statistics().transactions - before == 1  # one call for both chats
         done, refused = (r.outcome for r in requests)
+        assert done is not None
         assert not isinstance(done, Exception)
+        assert refused is not None
         assert not isinstance(refused, Exception)
         r1, r2 = (i.message for i in done[0])
         assert r1 is not None
