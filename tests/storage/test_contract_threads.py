@@ -19,6 +19,7 @@ _EDIT = Sql("UPDATE messages SET content = ?, edited_at = ? WHERE id = ?")
 _TOMBSTONE = Sql(
     "UPDATE messages SET deleted = ?, content = '', mentions = ?, mentions_channel = ? WHERE id = ?"
 )
+_FLAG_DELETED = Sql("UPDATE messages SET deleted = ? WHERE id = ?")
 EDITED_AT = "2026-02-01T00:00:00.000000Z"
 
 
@@ -34,6 +35,12 @@ async def edit_directly(storage: Storage, message_id: int, content: str) -> None
 async def tombstone_directly(storage: Storage, message_id: int) -> None:
     assert isinstance(storage, SqlStorage)
     await storage._write_op(_run(_TOMBSTONE, (True, [], False, message_id)))
+
+
+async def flag_deleted(storage: Storage, message_id: int) -> None:
+    """Only the ``deleted`` flag: the counts must skip tombstones by that flag alone."""
+    assert isinstance(storage, SqlStorage)
+    await storage._write_op(_run(_FLAG_DELETED, (True, message_id)))
 
 
 def item(
@@ -239,7 +246,7 @@ async def test_mention_count_counts_unread_mentions_of_the_viewer(storage: Stora
     assert await counts(cat) == (5, 2)
     assert await counts(owner) == (0, 0)  # their own messages, read by sending them
     # Tombstones count neither as unread nor as mentions.
-    await tombstone_directly(storage, deleted.id)
+    await flag_deleted(storage, deleted.id)
     assert await counts(bob) == (4, 2)
     # Reading moves both counts: what is read is no longer counted.
     assert await storage.mark_read(chat.id, bob.id, to_bob.id)
