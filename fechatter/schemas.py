@@ -215,6 +215,7 @@ class MessageIn(Body):
     content: Annotated[str, Field(strict=True), AfterValidator(_content)] = ""
     files: Annotated[list[FileUrl], Field(max_length=10)] = Field(default_factory=list)
     reply_to: Id | None = None
+    thread_id: Id | None = None  # reply in the thread of this root message (SPEC §6)
     client_id: (
         Annotated[
             str, Field(strict=True, min_length=1, max_length=64), AfterValidator(_well_formed)

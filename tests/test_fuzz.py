@@ -131,7 +131,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/chats/{chat}/messages", query={"limit": "int", "before": "message",
           "after": "message"}),
     Route("POST", "/api/chats/{chat}/messages", {"content": "text", "files": "files",
-          "reply_to": "message", "client_id": "text"}),
+          "reply_to": "message", "thread_id": "message", "client_id": "text"}),
     Route("POST", "/api/chats/{chat}/read", {"message_id": "message"}),
     Route("POST", "/api/chats/{chat}/typing"),
     Route("GET", "/health", auth=False),
@@ -148,7 +148,7 @@ WS_OPS: tuple[WsOp, ...] = (
     WsOp("typing", {"chat_id": "chat"}),
     WsOp("read", {"chat_id": "chat", "message_id": "message"}),
     WsOp("send", {"chat_id": "chat", "content": "text", "files": "files",
-                  "reply_to": "message", "client_id": "text"}),
+                  "reply_to": "message", "thread_id": "message", "client_id": "text"}),
 )  # fmt: skip
 
 BODY_ROUTES = tuple(r for r in ROUTES if r.method != "GET")

@@ -12,6 +12,7 @@ slow the chat down.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -35,12 +36,15 @@ from fechatter.actors.commands import (
 from fechatter.actors.mailbox import Call
 from fechatter.errors import FechatterError, Forbidden, Invalid, NotFound
 from fechatter.events import Event, EventSink
+from fechatter.mentions import parse_mentions
 from fechatter.models import (
     Chat,
     ChatRecord,
     ChatState,
     ChatType,
     Member,
+    Message,
+    NewMessage,
     Role,
 )
 from fechatter.storage import Storage
@@ -109,10 +113,9 @@ class ChatActor:
                 accepted.append(call)
         if not accepted:
             return
+        batch = [self._with_mentions(_send_of(c).message) for c in accepted]
         try:
-            results = await self._storage.insert_messages(
-                self.chat.id, [_send_of(c).message for c in accepted]
-            )
+            results = await self._storage.insert_messages(self.chat.id, batch)
         except Invalid as exc:
             # Storage refused the data of a send (text the driver cannot store, which the edge
             # should have stopped) and wrote nothing. Isolate it: a batch of one fails alone; a
@@ -127,16 +130,57 @@ class ChatActor:
             for call in accepted:
                 call.fail(exc)
             return
+        # Replies of this commit still to publish, per root: the root read back holds them all.
+        pending = Counter(
+            r.message.thread_id
+            for r in results
+            if r.created and r.message is not None and r.message.thread_id is not None
+        )
+        roots = await self._thread_roots(sorted(pending))
         recipients = tuple(self.members)
         for call, result in zip(accepted, results, strict=True):
             if result.message is None:
-                call.fail(Invalid.field("reply_to", result.error or "is invalid"))
+                call.fail(Invalid.field(result.error_field, result.error or "is invalid"))
                 continue
             call.resolve(SendResult(result.message, result.created))
             if result.created:
-                sender = result.message.sender_id
-                self._typing_until.pop(sender, None)
-                self._publish(recipients, events.MESSAGE_CREATED, result.message.to_json())
+                message = result.message
+                self._typing_until.pop(message.sender_id, None)
+                self._publish(recipients, events.MESSAGE_CREATED, message.to_json())
+                if message.thread_id is not None:
+                    pending[message.thread_id] -= 1
+                    root = roots.get(message.thread_id)
+                    if root is not None:
+                        # The root as it was right after this reply, in the chat's order.
+                        state = replace(
+                            root,
+                            reply_count=root.reply_count - pending[message.thread_id],
+                            last_reply_at=message.created_at,
+                        )
+                        self._publish(recipients, events.MESSAGE_UPDATED, state.to_json())
+
+    def _with_mentions(self, message: NewMessage) -> NewMessage:
+        """The send with the members it mentions (SPEC §6); tokens of others stay text."""
+        ids, channel = parse_mentions(message.content, self.members)
+        return replace(message, mentions=ids, mentions_channel=channel)
+
+    async def _thread_roots(self, root_ids: Sequence[int]) -> dict[int, Message]:
+        """The thread roots replies of this commit changed, read back once each (after the
+        commit: the actor is the chat's one writer, so this is their state after the batch).
+
+        A failed read is logged and leaves that root out: the replies are committed and
+        answered; the root's counters are right in any later read of it.
+        """
+        roots: dict[int, Message] = {}
+        for root_id in root_ids:
+            try:
+                root = await self._storage.get_message(root_id)
+            except FechatterError:
+                log.warning("chat %s: thread root %s not read back", self.chat.id, root_id)
+                continue
+            if root is not None:
+                roots[root_id] = root
+        return roots
 
     # -- everything else ---------------------------------------------------------------
     async def _handle_one(self, call: Call[Any]) -> None:

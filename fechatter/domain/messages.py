@@ -29,7 +29,14 @@ def new_message(body: MessageIn, sender_id: int, settings: Settings) -> NewMessa
         raise Invalid.field("content", "must not be empty")
     if len(body.files) > settings.max_files:
         raise Invalid.field("files", f"at most {settings.max_files} files")
-    return NewMessage(sender_id, content, tuple(body.files), body.reply_to, body.client_id)
+    return NewMessage(
+        sender_id,
+        content,
+        tuple(body.files),
+        body.reply_to,
+        body.client_id,
+        thread_id=body.thread_id,
+    )
 
 
 class Messages:

@@ -13,8 +13,8 @@ from fechatter.models import Chat, ChatRecord, ChatState, ChatType, Member, Role
 from fechatter.storage.rows import (
     CHAT_ACTIVITY_ORDER,
     CHAT_COLUMNS,
-    CHAT_VIEW_SELECT,
     as_time,
+    chat_view_sql,
     to_chat_record,
     to_chat_view,
     to_member,
@@ -53,15 +53,13 @@ _INSERT_CHAT_MEMBERS = Sql.each(
 _FIND_SINGLE = Sql("SELECT id FROM chats WHERE workspace_id = ? AND pair_key = ?")
 _CHAT_ROLE = Sql("SELECT role FROM chat_members WHERE chat_id = ? AND user_id = ?")
 _GET_CHAT = Sql(f"SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = ?")
-_CHAT_VIEW = Sql(CHAT_VIEW_SELECT.format(join="LEFT JOIN") + " WHERE c.id = :chat")
-_LIST_CHATS = Sql(f"{CHAT_VIEW_SELECT.format(join='JOIN')} {CHAT_ACTIVITY_ORDER}")
-_LIST_WORKSPACE_CHATS = Sql(
-    f"{CHAT_VIEW_SELECT.format(join='JOIN')} WHERE c.workspace_id = :workspace"
-    f" {CHAT_ACTIVITY_ORDER}"
+_CHAT_VIEW = chat_view_sql("LEFT JOIN", "WHERE c.id = :chat")
+_LIST_CHATS = chat_view_sql("JOIN", CHAT_ACTIVITY_ORDER)
+_LIST_WORKSPACE_CHATS = chat_view_sql(
+    "JOIN", f"WHERE c.workspace_id = :workspace {CHAT_ACTIVITY_ORDER}"
 )
-_LIST_PUBLIC = Sql(
-    CHAT_VIEW_SELECT.format(join="LEFT JOIN")
-    + " WHERE c.workspace_id = :workspace AND c.type = :type ORDER BY c.name_key, c.id"
+_LIST_PUBLIC = chat_view_sql(
+    "LEFT JOIN", "WHERE c.workspace_id = :workspace AND c.type = :type ORDER BY c.name_key, c.id"
 )
 _DELETE_CHAT = Sql("DELETE FROM chats WHERE id = ?")
 # Insertion order breaks ties: SQLite's rowid, PostgreSQL's ord column.

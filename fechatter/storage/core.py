@@ -26,10 +26,12 @@ from fechatter.models import (
     ChatState,
     ChatType,
     Credentials,
+    Deleted,
     Inserted,
     Member,
     Message,
     MessagePage,
+    MessageWindow,
     NewMessage,
     RefreshGrant,
     Role,
@@ -293,8 +295,17 @@ class SqlStorage:
         return results
 
     async def list_messages(
-        self, chat_id: int, *, limit: int, before: int | None, after: int | None
+        self,
+        chat_id: int,
+        *,
+        limit: int,
+        before: int | None,
+        after: int | None,
+        thread_id: int | None = None,  # issue 11: signature only, see the block at the end
+        top_level: bool = False,
     ) -> MessagePage:
+        if thread_id is not None or top_level:
+            raise NotImplementedError
         return await self._read_op(messages.list_messages(chat_id, limit, before, after))
 
     async def get_message(self, message_id: int) -> Message | None:
@@ -317,3 +328,28 @@ class SqlStorage:
 
     async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
         return await self._write_op(reactions.set_chat_member_role(chat_id, user_id, role))
+
+    # -- issue 11 methods implemented on other branches ------------------------------------
+    # Stubs so SqlStorage satisfies Storage (mypy) on the threads/mentions branch; drop this
+    # block (and the list_messages guard above) when merging the branch that implements them.
+    async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
+        raise NotImplementedError
+
+    async def edit_message(
+        self,
+        chat_id: int,
+        message_id: int,
+        content: str,
+        mentions: Sequence[int],
+        mentions_channel: bool,
+    ) -> Message:
+        raise NotImplementedError
+
+    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
+        raise NotImplementedError
+
+    async def message_sender(self, chat_id: int, message_id: int) -> int | None:
+        raise NotImplementedError
+
+    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
+        raise NotImplementedError

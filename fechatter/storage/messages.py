@@ -10,20 +10,29 @@ microseconds, not a network round trip). Both
 report their outcome through ``_outcomes``. Rules of a batch, in order, per item: a
 ``(sender, client_id)`` already stored → that message (``created=False``); the same key earlier
 in this batch → the message made for it; a ``reply_to`` that is not a message of this chat →
-``REPLY_TO_ERROR``; otherwise a new message numbered ``last seq + 1``.
+``REPLY_TO_ERROR``; a ``thread_id`` that is not a non-deleted top-level message of this chat →
+``THREAD_ERROR`` (field ``thread_id``); otherwise a new message numbered ``last seq + 1``. A
+thread reply adds one to its root's ``reply_count`` and sets its ``last_reply_at`` to the
+batch's time, in the same transaction. A retried key answers with the stored message as it is
+now (edited, or a tombstone) with its reactions: on PostgreSQL that is a second statement, run
+only when the batch holds such a retry of a live message (``_with_reactions_of_retries``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from fechatter.errors import Invalid, NotFound
 from fechatter.models import Inserted, Message, MessagePage, NewMessage, utc_now
+from fechatter.storage.reactions import with_reactions
 from fechatter.storage.rows import MESSAGE_COLUMNS, to_message
 from fechatter.storage.sql import Dialect, Op, Row, Sql, Stmt, dynamic, first, only, q
 
 REPLY_TO_ERROR = "reply_to must be a message of this chat"
+THREAD_ERROR = "thread_id must be a message of this chat that is not deleted nor a thread reply"
+_ERRORS = {"reply_to": REPLY_TO_ERROR, "thread_id": THREAD_ERROR}
 
 # -- SQLite: local statements in a loop ----------------------------------------------------
 _CHAT_EXISTS = Sql("SELECT 1 AS found FROM chats WHERE id = ?")
@@ -33,9 +42,17 @@ _BY_CLIENT_ID = Sql(
     " WHERE m.chat_id = ? AND m.sender_id = ? AND m.client_id = ?"
 )
 _REPLY_TARGET = Sql("SELECT 1 AS found FROM messages WHERE id = ? AND chat_id = ?")
+_THREAD_ROOT = Sql(
+    "SELECT 1 AS found FROM messages"
+    " WHERE id = ? AND chat_id = ? AND deleted = ? AND thread_id IS NULL"
+)
 _INSERT_ONE = Sql(
     "INSERT INTO messages (chat_id, seq, sender_id, content, files, reply_to, client_id,"
-    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    " thread_id, mentions, mentions_channel, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+_COUNT_REPLY = Sql(
+    "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ? WHERE id = ?"
 )
 _MOVE_MARKER = Sql(
     "UPDATE chat_members SET last_read_seq = ?, last_read_message_id = ?"
@@ -56,11 +73,31 @@ def _new_message(chat_id: int, seq: int, id: int, item: NewMessage, now: str) ->
         client_id=item.client_id,
         created_at=now,
         edited_at=None,
+        thread_id=item.thread_id,
+        mentions=item.mentions,
+        mentions_channel=item.mentions_channel,
     )
 
 
 def _outcomes(results: list[Inserted]) -> tuple[list[Inserted], int]:
     return results, sum(1 for r in results if r.created)
+
+
+def _rejected(field: str) -> Inserted:
+    return Inserted(None, created=False, error=_ERRORS[field], error_field=field)
+
+
+def _with_reactions_of_retries(results: list[Inserted]) -> Op[list[Inserted]]:
+    """The results with reactions on the stored messages retries answer with (one statement,
+    none when no retry names a live message)."""
+    retried = [r.message for r in results if not r.created and r.message is not None]
+    if not any(not m.deleted for m in retried):
+        return results
+    current = {m.id: m for m in (yield from with_reactions(retried))}
+    return [
+        r if r.created or r.message is None else replace(r, message=current[r.message.id])
+        for r in results
+    ]
 
 
 def _insert_batch_sqlite(
@@ -83,36 +120,48 @@ def _insert_batch_sqlite(
             item.reply_to is not None
             and first((yield q(_REPLY_TARGET, (item.reply_to, chat_id)))) is None
         ):
-            results.append(Inserted(None, created=False, error=REPLY_TO_ERROR))
+            results.append(_rejected("reply_to"))
+            continue
+        if (
+            item.thread_id is not None
+            and first((yield q(_THREAD_ROOT, (item.thread_id, chat_id, False)))) is None
+        ):
+            results.append(_rejected("thread_id"))
             continue
         seq += 1
-        values = (chat_id, seq, item.sender_id, item.content, list(item.files))
-        row = only((yield q(_INSERT_ONE, (*values, item.reply_to, item.client_id, now))))
+        values = (chat_id, seq, item.sender_id, item.content, list(item.files), item.reply_to)
+        extra = (item.client_id, item.thread_id, list(item.mentions), item.mentions_channel)
+        row = only((yield q(_INSERT_ONE, (*values, *extra, now))))
         message = _new_message(chat_id, seq, row["id"], item, now)
         results.append(Inserted(message, created=True))
         read_up_to[item.sender_id] = message
+        if item.thread_id is not None:
+            yield q(_COUNT_REPLY, (now, item.thread_id))
     if read_up_to:
         markers = [(m.seq, m.id, chat_id, uid, m.seq) for uid, m in read_up_to.items()]
         yield Stmt(_MOVE_MARKER, markers, many=True)
         last = max(read_up_to.values(), key=lambda m: m.seq)
         yield q(_SET_LAST, (last.id, now, chat_id))
-    return _outcomes(results)
+    return _outcomes((yield from _with_reactions_of_retries(results)))
 
 
 # -- PostgreSQL: one round trip ------------------------------------------------------------
-# One prepared call of a PL/pgSQL function (migration 0003_insert_batch_function.sql): it
-# takes the chat row lock, so every writer of this chat, in any process, waits there, then
-# numbers the batch from chats.last_seq and stores the new value; UNIQUE (chat_id, seq) is the
-# backstop. Its rows: one per batch item, in order, with the stored message an existing key
-# names (e_*), or the new message the item maps to (new_*: itself, or the first item of its
-# key), or neither (a bad reply_to); none at all for an unknown chat. A function rather than
-# a two-statement query: its plans are cached per connection and its arrays bound
-# server-side (a multi-statement query must be bound on the client and is planned per call).
+# One prepared call of a PL/pgSQL function (migration 0003_insert_batch_function.sql, with
+# threads and mentions since 0006_insert_batch_threads.sql): it takes the chat row lock, so
+# every writer of this chat, in any process, waits there, then numbers the batch from
+# chats.last_seq and stores the new value; UNIQUE (chat_id, seq) is the backstop. Its rows:
+# one per batch item, in order, with the stored message an existing key names (e_*), or the
+# new message the item maps to (new_*: itself, or the first item of its key), or neither
+# (bad_field names the rejected reply_to or thread_id); none at all for an unknown chat. A
+# function rather than a two-statement query: its plans are cached per connection and its
+# arrays bound server-side (a multi-statement query must be bound on the client and is
+# planned per call).
 INSERT_BATCH_POSTGRES = Sql.split(
     sqlite="SELECT NULL",  # never run: SQLite uses _insert_batch_sqlite
     postgres="SELECT * FROM fechatter_insert_batch(:chat, CAST(:senders AS bigint[]),"
     " CAST(:contents AS text[]), CAST(:files AS text[]), CAST(:replies AS bigint[]),"
-    " CAST(:clients AS text[]), CAST(:now AS timestamptz))",
+    " CAST(:clients AS text[]), CAST(:threads AS bigint[]), CAST(:mentions AS text[]),"
+    " CAST(:channel AS boolean[]), CAST(:now AS timestamptz))",
 )
 
 
@@ -124,7 +173,8 @@ def _insert_batch_postgres(
     result = yield q(INSERT_BATCH_POSTGRES, params)
     if not result.rows:
         raise NotFound("chat not found")
-    return _outcomes(_postgres_outcomes(chat_id, batch, result.rows, now))
+    outcomes = _postgres_outcomes(chat_id, batch, result.rows, now)
+    return _outcomes((yield from _with_reactions_of_retries(outcomes)))
 
 
 def _item_arrays(batch: Sequence[NewMessage]) -> dict[str, list[Any]]:
@@ -135,6 +185,9 @@ def _item_arrays(batch: Sequence[NewMessage]) -> dict[str, list[Any]]:
         "files": [_text_array(m.files) for m in batch],
         "replies": [m.reply_to for m in batch],
         "clients": [m.client_id for m in batch],
+        "threads": [m.thread_id for m in batch],
+        "mentions": [_id_array(m.mentions) for m in batch],
+        "channel": [m.mentions_channel for m in batch],
     }
 
 
@@ -150,7 +203,7 @@ def _postgres_outcomes(
             message = _new_message(chat_id, row["new_seq"], row["new_id"], item, now)
             outcomes.append(Inserted(message, created=row["new_n"] == row["n"]))
         else:
-            outcomes.append(Inserted(None, created=False, error=REPLY_TO_ERROR))
+            outcomes.append(_rejected(row["bad_field"] or "reply_to"))
     return outcomes
 
 
@@ -159,6 +212,7 @@ INSERT_ROUNDS_POSTGRES = Sql.split(
     postgres="SELECT * FROM fechatter_insert_rounds(CAST(:chats AS bigint[]),"
     " CAST(:counts AS integer[]), CAST(:senders AS bigint[]), CAST(:contents AS text[]),"
     " CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]),"
+    " CAST(:threads AS bigint[]), CAST(:mentions AS text[]), CAST(:channel AS boolean[]),"
     " CAST(:now AS timestamptz))",
 )
 
@@ -193,8 +247,14 @@ def insert_rounds_postgres(
         if not rows:
             outcomes.append(NotFound("chat not found"))
         else:
-            outcomes.append(_outcomes(_postgres_outcomes(chat_id, batch, rows, now)))
+            results = _postgres_outcomes(chat_id, batch, rows, now)
+            outcomes.append(_outcomes((yield from _with_reactions_of_retries(results))))
     return outcomes
+
+
+def _id_array(ids: Sequence[int]) -> str:
+    """A PostgreSQL ``bigint[]`` literal: ``{1,2}``."""
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
 def _text_array(values: Sequence[str]) -> str:

@@ -3,7 +3,8 @@
 Pure functions over rows as mappings by column name (``sqlite3.Row`` or psycopg's
 ``dict_row``). SQLite returns timestamps as the RFC 3339 text it stores and ``files`` as JSON
 text; PostgreSQL returns ``timestamptz`` as aware datetimes and ``files`` as ``text[]``:
-``as_time`` and ``as_files`` take either. This module must never execute a statement.
+``as_time`` and ``as_files`` take either. This module must never execute a statement (it
+may build one: ``chat_view_sql``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fechatter.models import (
     WorkspaceMember,
     format_time,
 )
-from fechatter.storage.sql import Row
+from fechatter.storage.sql import Row, Sql
 
 USER_COLUMNS = "u.id, u.fullname, u.email, u.avatar, u.status, u.created_at"
 WORKSPACE_COLUMNS = "w.id, w.name, w.description, w.owner_id, w.created_at, w.updated_at"
@@ -45,16 +46,24 @@ def unqualified(columns: str) -> str:
 
 
 # One statement per chat list: members_count is the trigger-kept counter, the viewer's unread
-# number a correlated subquery (an index range scan over messages (chat_id, seq)), the last
-# message a join on chats.last_message_id. Neutral placeholders (``sql.py``).
-# ``{join}`` is ``JOIN`` to keep only the viewer's chats, ``LEFT JOIN`` to keep all.
+# and mention numbers correlated subqueries (index range scans over messages (chat_id, seq);
+# tombstones and the viewer's own messages do not count), the last message a join on
+# chats.last_message_id. Neutral placeholders (``sql.py``); ``{join}`` is ``JOIN`` to keep
+# only the viewer's chats, ``LEFT JOIN`` to keep all; ``{mentioned}`` whether ``x.mentions``
+# names the viewer, in each dialect (``chat_view_sql``).
 CHAT_VIEW_SELECT = f"""
 SELECT {CHAT_COLUMNS},
     c.member_count AS members_count,
     CASE WHEN v.user_id IS NULL THEN 0 ELSE (
         SELECT COUNT(*) FROM messages x
         WHERE x.chat_id = c.id AND x.seq > v.last_read_seq AND x.sender_id <> v.user_id
+            AND NOT x.deleted
     ) END AS unread_count,
+    CASE WHEN v.user_id IS NULL THEN 0 ELSE (
+        SELECT COUNT(*) FROM messages x
+        WHERE x.chat_id = c.id AND x.seq > v.last_read_seq AND x.sender_id <> v.user_id
+            AND NOT x.deleted AND (x.mentions_channel OR {{mentioned}})
+    ) END AS mention_count,
     m.id AS m_id, m.chat_id AS m_chat_id, m.seq AS m_seq, m.sender_id AS m_sender_id,
     m.content AS m_content, m.files AS m_files, m.reply_to AS m_reply_to,
     m.client_id AS m_client_id, m.created_at AS m_created_at, m.edited_at AS m_edited_at,
@@ -65,6 +74,22 @@ FROM chats c
 {{join}} chat_members v ON v.chat_id = c.id AND v.user_id = :viewer
 LEFT JOIN messages m ON m.id = c.last_message_id
 """
+# ``mentions``: a JSON array (SQLite), a ``bigint[]`` (PostgreSQL).
+_MENTIONED = {
+    "sqlite": "EXISTS (SELECT 1 FROM json_each(x.mentions) WHERE value = v.user_id)",
+    "postgres": "v.user_id = ANY(x.mentions)",
+}
+
+
+def chat_view_sql(join: str, tail: str) -> Sql:
+    """``CHAT_VIEW_SELECT`` with ``join`` (``JOIN`` / ``LEFT JOIN``) and ``tail`` (``WHERE …
+    ORDER BY …``, neutral placeholders) as a statement of both dialects."""
+    sqlite, postgres = (
+        CHAT_VIEW_SELECT.format(join=join, mentioned=_MENTIONED[d]) + " " + tail
+        for d in ("sqlite", "postgres")
+    )
+    return Sql.split(sqlite=sqlite, postgres=postgres)
+
 
 CHAT_ACTIVITY_ORDER = "ORDER BY COALESCE(c.last_activity_at, c.created_at) DESC, c.id DESC"
 
@@ -159,6 +184,7 @@ def to_chat_view(row: Row) -> Chat:
         members_count=row["members_count"],
         last_message=last,
         unread_count=row["unread_count"],
+        mention_count=row["mention_count"],
     )
 
 

@@ -546,3 +546,46 @@ async def test_a_round_that_fails_is_stored_batch_by_batch(pg_database: str) -> 
         await storage._run_round(requests)
         assert storage.statistics().transactions - before == 1
         assert all(not isinstance(r.outcome, Exception) for r in requests)
+
+
+async def test_a_round_stores_thread_replies_and_mentions(pg_database: str) -> None:
+    """The cross-chat round (``fechatter_insert_rounds``) applies the thread and mention
+    rules of each chat's batch as the single-chat call does: replies count on their root,
+    a root of another chat is refused naming ``thread_id``, mentions are stored."""
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        _, users, first = await make_group(storage, 2)
+        alice, bob = users
+        second = await storage.create_chat(
+            first.workspace_id, ChatType.GROUP, "b", None, alice.id, [alice.id, bob.id]
+        )
+        (root,) = await send(storage, first.id, alice, "root")
+        replies = [
+            NewMessage(bob.id, "r1", (), None, None, thread_id=root.id, mentions=(alice.id,)),
+            NewMessage(alice.id, "r2", (), None, "k", thread_id=root.id, mentions_channel=True),
+        ]
+        foreign = [NewMessage(bob.id, "x", (), None, None, thread_id=root.id), msg(bob, "ok")]
+        requests = [_InsertRequest(first.id, replies), _InsertRequest(second.id, foreign)]
+        before = storage.statistics().transactions
+        with trio.fail_after(20):
+            await storage._run_round(requests)
+        assert storage.statistics().transactions - before == 1  # one call for both chats
+        done, refused = (r.outcome for r in requests)
+        assert done is not None
+        assert not isinstance(done, Exception)
+        assert refused is not None
+        assert not isinstance(refused, Exception)
+        r1, r2 = (i.message for i in done[0])
+        assert r1 is not None
+        assert r2 is not None
+        assert [(m.thread_id, m.mentions, m.mentions_channel) for m in (r1, r2)] == [
+            (root.id, (alice.id,), False),
+            (root.id, (), True),
+        ]
+        bad, ok = refused[0]
+        assert (bad.message, bad.error_field) == (None, "thread_id")
+        assert ok.message is not None
+        assert ok.message.seq == 1
+        now = await storage.get_message(root.id)
+        assert now is not None
+        assert (now.reply_count, now.last_reply_at) == (2, r2.created_at)
+        assert [m for m in await _all_messages(storage, first.id) if m.id != root.id] == [r1, r2]
