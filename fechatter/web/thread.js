@@ -6,23 +6,25 @@ import { api, state } from "./state.js";
 import { messageNode } from "./message.js";
 import { attachSuggest } from "./mentions.js";
 import { reconcile } from "./timeline.js";
-import { upsertMessage } from "./store.js";
+import { findMessage, upsertMessage } from "./store.js";
 
 export async function openThread(chatId, rootId) {
   state.thread = { chatId, rootId };
   $("#members-panel").hidden = true;
+  $("#thread-error").textContent = "";
   const panel = $("#thread-panel");
   panel.hidden = false;
   if (!state.threads.has(rootId)) {
     state.threads.set(rootId, { chatId, items: new Map() });
     try {
+      const known = findMessage(chatId, rootId);
       const [root, page] = await Promise.all([
-        api.get(`/api/chats/${chatId}/messages/${rootId}`),
+        known ?? api.get(`/api/chats/${chatId}/messages/${rootId}`),
         api.get(`/api/chats/${chatId}/messages?thread_id=${rootId}&limit=200`),
       ]);
       state.threadRoots.set(rootId, root);
       const thread = state.threads.get(rootId);
-      for (const m of page.items) if (!thread.items.has(m.id)) thread.items.set(m.id, m);
+      for (const m of page.items) if (m.id !== rootId && !thread.items.has(m.id)) thread.items.set(m.id, m);
     } catch (err) {
       state.threads.delete(rootId);
       $("#thread-error").textContent = problemText(err);

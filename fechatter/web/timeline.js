@@ -121,7 +121,10 @@ export function reconcile(container, want) {
     else node.remove();
   }
   let cursor = container.firstElementChild;
+  const placed = new Set();
   for (const w of want) {
+    if (placed.has(w.key)) continue; // one node per key
+    placed.add(w.key);
     let node = have.get(w.key);
     if (!node) {
       node = w.build();

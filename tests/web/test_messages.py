@@ -3,6 +3,7 @@ delete, reactions, threads and mentions — two people live, each in their own b
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -100,5 +101,79 @@ def test_formatting_renders_safe_elements_only(browser: Browser, server: ServerP
         link.click()
     assert opened.value.url == "https://example.com/a?b=1"
     opened.value.close()
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def hover_action(page: Page, text: str, action: str) -> None:
+    """Hover the message containing ``text`` and click its action button named ``action``."""
+    node = msg(page, text)
+    node.hover()
+    node.get_by_role("button", name=action, exact=True).click()
+
+
+def test_thread_reply_shows_live_in_the_panel_and_as_a_count(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Threads")
+    send(ada.page, "root of a thread")
+    expect(msg(bob.page, "root of a thread")).to_be_visible()
+
+    hover_action(bob.page, "root of a thread", "Reply in thread")
+    panel = bob.page.locator("#thread-panel")
+    expect(panel).to_be_visible()
+    expect(panel.locator(".msg", has_text="root of a thread")).to_be_visible()
+    bob.page.fill("#thread-input", "first reply")
+    bob.page.press("#thread-input", "Enter")
+    expect(panel.locator(".msg", has_text="first reply")).to_be_visible()
+
+    root = msg(ada.page, "root of a thread")
+    expect(root.locator(".thread-link")).to_have_text("1 reply")
+    expect(msg(ada.page, "first reply")).to_have_count(0)  # replies stay out of the timeline
+    root.locator(".thread-link").click()
+    ada_panel = ada.page.locator("#thread-panel")
+    expect(ada_panel.locator(".msg", has_text="first reply")).to_be_visible()
+
+    bob.page.fill("#thread-input", "second reply, live")
+    bob.page.press("#thread-input", "Enter")
+    expect(ada_panel.locator(".msg", has_text="second reply, live")).to_be_visible()
+    expect(root.locator(".thread-link")).to_have_text("2 replies")
+    expect(msg(bob.page, "root of a thread").locator(".thread-link")).to_have_text("2 replies")
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_mention_suggested_highlighted_and_counted(browser: Browser, server: ServerProcess) -> None:
+    ada, bob = pair(browser, server, "Mentions")
+    ada_id = ada.page.evaluate("window.fechatter.state.me.id")
+    ws_id = ada.page.evaluate("window.fechatter.state.wsId")
+    token = ada.page.evaluate("JSON.parse(localStorage.getItem('fechatter.session')).token")
+    response = ada.page.request.post(
+        f"{server.url}/api/chats",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"workspace_id": ws_id, "type": "PublicChannel", "name": "elsewhere", "members": []},
+    )
+    assert response.status == 201
+    ada.page.locator(".chat-item", has_text="elsewhere").click()  # Ada looks away
+    expect(ada.page.locator("#chat-title")).to_have_text("# elsewhere")
+
+    bob.page.fill("#input", "")
+    bob.page.locator("#input").press_sequentially("hey @Ad")
+    option = bob.page.get_by_role("option", name="Ada Lovelace")
+    expect(option).to_be_visible()
+    bob.page.press("#input", "Enter")  # picks the suggestion, does not send
+    expect(bob.page.locator("#input")).to_have_value(f"hey <@{ada_id}> ")
+    bob.page.locator("#input").press_sequentially("look at this")
+    bob.page.press("#input", "Enter")
+    expect(msg(bob.page, "look at this").locator(".mention")).to_have_text("@Ada Lovelace")
+    expect(msg(bob.page, "look at this").locator(".mention.me")).to_have_count(0)
+
+    dm = ada.page.locator(".chat-item", has_text="Bob Babbage")
+    expect(dm.locator(".mention-badge")).to_have_text("@1")
+    dm.click()
+    mention = msg(ada.page, "look at this").locator(".mention.me")
+    expect(mention).to_have_text("@Ada Lovelace")
+    expect(msg(ada.page, "look at this")).to_have_class(re.compile(r"\bmentions-me\b"))
+    expect(dm.locator(".mention-badge")).to_have_count(0)  # reading it cleared the count
     assert ada.errors == []
     assert bob.errors == []
