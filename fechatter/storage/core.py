@@ -26,10 +26,12 @@ from fechatter.models import (
     ChatState,
     ChatType,
     Credentials,
+    Deleted,
     Inserted,
     Member,
     Message,
     MessagePage,
+    MessageWindow,
     NewMessage,
     RefreshGrant,
     Role,
@@ -317,3 +319,28 @@ class SqlStorage:
 
     async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
         return await self._write_op(reactions.set_chat_member_role(chat_id, user_id, role))
+
+    # -- issue 11 methods implemented on other branches ------------------------------------
+    # Stubs so this branch type-checks; the lead drops this block on merge.
+    # pragma: no cover
+    async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
+        raise NotImplementedError
+
+    async def edit_message(
+        self,
+        chat_id: int,
+        message_id: int,
+        content: str,
+        mentions: Sequence[int],
+        mentions_channel: bool,
+    ) -> Message:
+        raise NotImplementedError
+
+    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
+        raise NotImplementedError
+
+    async def message_sender(self, chat_id: int, message_id: int) -> int | None:
+        raise NotImplementedError
+
+    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
+        raise NotImplementedError
