@@ -1,4 +1,4 @@
-"""The four scenarios. Each returns result rows (dicts) and, for plotting, latency samples.
+"""The five scenarios. Each returns result rows (dicts) and, for plotting, latency samples.
 
 Every row carries ``delivered`` and ``expected``: a run where they differ is a failed run,
 whatever its timings say.
