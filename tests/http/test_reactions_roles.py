@@ -8,6 +8,7 @@ emoji, canonical forms, idempotency, limits, the shared per-user write limit). R
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -52,42 +53,46 @@ async def group_of_three(api: Api, kind: str = "Group") -> tuple[User, User, Use
     return a, b, c, ws, await make_chat(a, ws, kind, b, c)
 
 
-async def stream_of(server: ServerInfo, user: User) -> SseClient:
+@asynccontextmanager
+async def stream_of(server: ServerInfo, user: User) -> AsyncIterator[SseClient]:
+    """An SSE stream of ``user``, past its ``ready``; closed however the test ends."""
     sse = await SseClient.connect(server.realtime_url, user.api.token)
-    await sse.next_of("ready")
-    return sse
+    try:
+        await sse.next_of("ready")
+        yield sse
+    finally:
+        await sse.aclose()
 
 
 # -- reactions -----------------------------------------------------------------------------
 async def test_put_and_delete_are_idempotent_and_evented_once(server: ServerInfo, api: Api) -> None:
     with trio.fail_after(CEILING):
         a, b, c, _, chat = await group_of_three(api)
-        sse = await stream_of(server, c)
-        m = await post_message(a, chat)
-        url = reaction_url(chat, m["id"], "👍")
-        assert url.endswith("/reactions/%F0%9F%91%8D")
-        for _ in range(2):
-            r = await b.api.put(url)
-            assert (r.status_code, r.content) == (204, b"")
-        assert await reactions_in_history(c, chat, m["id"]) == [
-            {"emoji": "👍", "count": 1, "user_ids": [b.id]}
-        ]
-        for _ in range(2):
-            assert (await b.api.delete(url)).status_code == 204
-        assert await reactions_in_history(c, chat, m["id"]) == []
-        # Removing a reaction one never made is a no-op too.
-        assert (await a.api.delete(reaction_url(chat, m["id"], "🎉"))).status_code == 204
-        assert (await a.api.put(reaction_url(chat, m["id"], "🎉"))).status_code == 204
-        got = [await sse.next_of(*REACTION_EVENTS) for _ in range(3)]
-        base = {"chat_id": chat, "message_id": m["id"]}
-        assert [(e.event, e.data) for e in got] == [
-            ("reaction.added", {**base, "emoji": "👍", "user_id": b.id}),
-            ("reaction.removed", {**base, "emoji": "👍", "user_id": b.id}),
-            ("reaction.added", {**base, "emoji": "🎉", "user_id": a.id}),
-        ]
-        # In commit order with the chat's other events, and with resumable ids.
-        assert all(e.id is not None for e in got)
-        await sse.aclose()
+        async with stream_of(server, c) as sse:
+            m = await post_message(a, chat)
+            url = reaction_url(chat, m["id"], "👍")
+            assert url.endswith("/reactions/%F0%9F%91%8D")
+            for _ in range(2):
+                r = await b.api.put(url)
+                assert (r.status_code, r.content) == (204, b"")
+            assert await reactions_in_history(c, chat, m["id"]) == [
+                {"emoji": "👍", "count": 1, "user_ids": [b.id]}
+            ]
+            for _ in range(2):
+                assert (await b.api.delete(url)).status_code == 204
+            assert await reactions_in_history(c, chat, m["id"]) == []
+            # Removing a reaction one never made is a no-op too.
+            assert (await a.api.delete(reaction_url(chat, m["id"], "🎉"))).status_code == 204
+            assert (await a.api.put(reaction_url(chat, m["id"], "🎉"))).status_code == 204
+            got = [await sse.next_of(*REACTION_EVENTS) for _ in range(3)]
+            base = {"chat_id": chat, "message_id": m["id"]}
+            assert [(e.event, e.data) for e in got] == [
+                ("reaction.added", {**base, "emoji": "👍", "user_id": b.id}),
+                ("reaction.removed", {**base, "emoji": "👍", "user_id": b.id}),
+                ("reaction.added", {**base, "emoji": "🎉", "user_id": a.id}),
+            ]
+            # In commit order with the chat's other events, and with resumable ids.
+            assert all(e.id is not None for e in got)
 
 
 async def test_emoji_forms_name_one_reaction(server: ServerInfo, api: Api) -> None:
@@ -251,46 +256,45 @@ async def test_owner_makes_an_admin_who_manages_members(server: ServerInfo, api:
         d = await api.signup()
         r = await a.api.post(f"/api/workspaces/{ws}/members", json={"email": d.email})
         assert r.status_code == 201
-        sse = await stream_of(server, c)
-        add_d = {"user_ids": [d.id]}
-        r = await b.api.post(f"/api/chats/{chat}/members", json=add_d)
-        assert (r.status_code, r.json()["code"]) == (403, "not_chat_admin")
+        async with stream_of(server, c) as sse:
+            add_d = {"user_ids": [d.id]}
+            r = await b.api.post(f"/api/chats/{chat}/members", json=add_d)
+            assert (r.status_code, r.json()["code"]) == (403, "not_chat_admin")
 
-        r = await a.api.put(member_url(chat, b), json={"role": "admin"})
-        assert r.status_code == 200, r.text
-        member = r.json()
-        assert (member["user_id"], member["chat_id"], member["role"]) == (b.id, chat, "admin")
-        assert member["fullname"]
-        assert member["joined_at"]
-        # The same role again: 200, and no second event.
-        r = await a.api.put(member_url(chat, b), json={"role": "admin"})
-        assert (r.status_code, r.json()["role"]) == (200, "admin")
-        listed = (await c.api.get(f"/api/chats/{chat}/members")).json()
-        roles = {m["user_id"]: m["role"] for m in listed}
-        assert roles == {a.id: "owner", b.id: "admin", c.id: "member"}
+            r = await a.api.put(member_url(chat, b), json={"role": "admin"})
+            assert r.status_code == 200, r.text
+            member = r.json()
+            assert (member["user_id"], member["chat_id"], member["role"]) == (b.id, chat, "admin")
+            assert member["fullname"]
+            assert member["joined_at"]
+            # The same role again: 200, and no second event.
+            r = await a.api.put(member_url(chat, b), json={"role": "admin"})
+            assert (r.status_code, r.json()["role"]) == (200, "admin")
+            listed = (await c.api.get(f"/api/chats/{chat}/members")).json()
+            roles = {m["user_id"]: m["role"] for m in listed}
+            assert roles == {a.id: "owner", b.id: "admin", c.id: "member"}
 
-        # The admin may now add and remove members; roles stay the owner's.
-        r = await b.api.post(f"/api/chats/{chat}/members", json=add_d)
-        assert r.status_code == 201, r.text
-        assert (await b.api.delete(member_url(chat, d))).status_code == 204
-        r = await b.api.put(member_url(chat, c), json={"role": "admin"})
-        assert (r.status_code, r.json()["code"]) == (403, "forbidden")
+            # The admin may now add and remove members; roles stay the owner's.
+            r = await b.api.post(f"/api/chats/{chat}/members", json=add_d)
+            assert r.status_code == 201, r.text
+            assert (await b.api.delete(member_url(chat, d))).status_code == 204
+            r = await b.api.put(member_url(chat, c), json={"role": "admin"})
+            assert (r.status_code, r.json()["code"]) == (403, "forbidden")
 
-        r = await a.api.put(member_url(chat, b), json={"role": "member"})
-        assert (r.status_code, r.json()["role"]) == (200, "member")
-        r = await b.api.post(f"/api/chats/{chat}/members", json=add_d)
-        assert (r.status_code, r.json()["code"]) == (403, "not_chat_admin")
+            r = await a.api.put(member_url(chat, b), json={"role": "member"})
+            assert (r.status_code, r.json()["role"]) == (200, "member")
+            r = await b.api.post(f"/api/chats/{chat}/members", json=add_d)
+            assert (r.status_code, r.json()["code"]) == (403, "not_chat_admin")
 
-        names = ("chat.member_updated", "chat.member_added", "chat.member_removed")
-        got: list[Received] = [await sse.next_of(*names) for _ in range(4)]
-        updated = {"chat_id": chat, "user_id": b.id, "by": a.id}
-        assert [(e.event, e.data) for e in got] == [
-            ("chat.member_updated", {**updated, "role": "admin"}),
-            ("chat.member_added", {"chat_id": chat, "user_ids": [d.id], "by": b.id}),
-            ("chat.member_removed", {"chat_id": chat, "user_id": d.id, "by": b.id}),
-            ("chat.member_updated", {**updated, "role": "member"}),
-        ]
-        await sse.aclose()
+            names = ("chat.member_updated", "chat.member_added", "chat.member_removed")
+            got: list[Received] = [await sse.next_of(*names) for _ in range(4)]
+            updated = {"chat_id": chat, "user_id": b.id, "by": a.id}
+            assert [(e.event, e.data) for e in got] == [
+                ("chat.member_updated", {**updated, "role": "admin"}),
+                ("chat.member_added", {"chat_id": chat, "user_ids": [d.id], "by": b.id}),
+                ("chat.member_removed", {"chat_id": chat, "user_id": d.id, "by": b.id}),
+                ("chat.member_updated", {**updated, "role": "member"}),
+            ]
 
 
 async def test_role_errors(api: Api) -> None:
