@@ -23,12 +23,27 @@ FULL: dict[str, dict[str, Any]] = {
     "fanout": {"sizes": [100, 1000, 5000, 10000], "messages": 30, "rate": 5.0},
     "throughput": {"chats": 1000, "members": 10, "senders": 100, "seconds": 10.0},
     "reconnect_storm": {"k": 1000, "messages": 20},
+    # 100 toggles/s requested; capped by the generator budget (10/s with 1000 streams online).
+    "reaction_storm": {
+        "members": 1000,
+        "streams": [100, 1000],
+        "reactors": 50,
+        "rate": 100.0,
+        "seconds": 10.0,
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "connections": {"sizes": [100]},
     "fanout": {"sizes": [50], "messages": 5, "rate": 20.0},
     "throughput": {"chats": 20, "members": 5, "senders": 5, "seconds": 1.0},
     "reconnect_storm": {"k": 40, "messages": 5},
+    "reaction_storm": {
+        "members": 60,
+        "streams": [20],
+        "reactors": 5,
+        "rate": 20.0,
+        "seconds": 1.0,
+    },
 }
 
 
@@ -49,6 +64,15 @@ async def run(names: list[str], quick: bool, database_url: str | None) -> scenar
                 params["chats"],
                 params["members"],
                 params["senders"],
+                params["seconds"],
+                database_url,
+            )
+        elif name == "reaction_storm":
+            result = await scenarios.reaction_storm(
+                params["members"],
+                params["streams"],
+                params["reactors"],
+                params["rate"],
                 params["seconds"],
                 database_url,
             )

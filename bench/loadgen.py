@@ -40,6 +40,9 @@ class StreamClient:
     closed: trio.Event = field(default_factory=trio.Event)
     tail: bytes = b""
     stream: trio.SocketStream | None = None
+    # Events without a bench marker (reactions) are counted by a byte pattern of their name.
+    count_pattern: bytes | None = None
+    counted: int = 0
 
     def reset(self) -> None:
         """Fresh ready/closed events before the stream is opened again (resume)."""
@@ -50,6 +53,14 @@ class StreamClient:
         self.expected = count
         self.done = trio.Event()
         if len(self.arrivals) >= count:
+            self.done.set()
+
+    def expect_count(self, pattern: bytes, count: int) -> None:
+        """Be ``done`` once ``count`` complete events containing ``pattern`` have arrived."""
+        self.count_pattern = pattern
+        self.expected = count
+        self.done = trio.Event()
+        if self.counted >= count:
             self.done.set()
 
     def feed(self, data: bytes, now: float) -> None:
@@ -70,7 +81,11 @@ class StreamClient:
             self.last_id = ids[-1].decode()
         if not self.ready.is_set() and b"ready" in complete:
             self.ready.set()
-        if self.expected and len(self.arrivals) >= self.expected:
+        if self.count_pattern is not None:
+            self.counted += complete.count(self.count_pattern)
+            if self.counted >= self.expected:
+                self.done.set()
+        elif self.expected and len(self.arrivals) >= self.expected:
             self.done.set()
 
 

@@ -1,4 +1,4 @@
-"""The four scenarios. Each returns result rows (dicts) and, for plotting, latency samples.
+"""The five scenarios. Each returns result rows (dicts) and, for plotting, latency samples.
 
 Every row carries ``delivered`` and ``expected``: a run where they differ is a failed run,
 whatever its timings say.
@@ -336,4 +336,119 @@ async def reconnect_storm(k: int, messages: int, database_url: str | None) -> Ou
             "pinned": server.pinned,
         }
     )
+    return out
+
+
+@dataclass
+class Toggles:
+    """What one reactor did: requests that changed its reaction, and refused requests."""
+
+    changes: int = 0
+    errors: int = 0
+
+
+async def toggle(
+    http: httpx.AsyncClient,
+    path: str,
+    token: str,
+    delay: float,
+    count: int,
+    interval: float,
+    tally: Toggles,
+) -> None:
+    """Wait ``delay``, then PUT/DELETE the reaction at ``path`` ``count`` times, one request
+    per ``interval`` seconds; a refused request does not flip the state (no event)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    await trio.sleep(delay)
+    on = False
+    for _ in range(count):
+        response = await http.request("DELETE" if on else "PUT", path, headers=headers)
+        if response.status_code == 204:
+            tally.changes += 1
+            on = not on
+        else:
+            tally.errors += 1
+        await trio.sleep(interval)
+
+
+# What a reaction event looks like on each transport, to count it without decoding JSON.
+REACTION_PATTERN = {"sse": b"event: reaction.", "ws": b'"event":"reaction.'}
+
+
+async def reaction_storm(
+    members: int,
+    streams: list[int],
+    reactors: int,
+    rate: float,
+    seconds: float,
+    database_url: str | None,
+) -> Outcome:
+    """One PublicChannel of ``members``; ``reactors`` of them toggle a 👍 on one message
+    (PUT, DELETE, PUT, …: every request changes something, so each is one event to every
+    member) at ``rate`` requests/s in all for ``seconds``, while ``streams`` members are online
+    and count the reaction events they get. Reports deliveries/s and the server's CPU."""
+    out = Outcome()
+    for m in streams:
+        rate_m = min(rate, GENERATOR_BUDGET / m)
+        async with run_server(database_url) as (server, url):
+            world = await prepare(url, members, [members])
+            chat_id = next(iter(world.chats))
+            everyone = world.chats[chat_id]
+            async with trio.open_nursery() as nursery:
+                clients = await open_streams(nursery, server, world, everyone[:m])
+                async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
+                    r = await http.post(
+                        f"/api/chats/{chat_id}/messages",
+                        headers={"Authorization": f"Bearer {world.tokens[world.sender]}"},
+                        json={"content": "react to me"},
+                    )
+                    r.raise_for_status()
+                    path = f"/api/chats/{chat_id}/messages/{r.json()['id']}/reactions/%F0%9F%91%8D"
+                    await settle(server)
+                    per_reactor = max(1, round(rate_m * seconds / reactors))
+                    interval = reactors / rate_m
+                    tallies = [Toggles() for _ in range(reactors)]
+                    for c in clients:  # count from the first event on
+                        c.count_pattern = REACTION_PATTERN[c.transport]
+                    cpu0, gen0, t0 = server.cpu(), my_cpu(), time.perf_counter()
+                    nursery.start_soon(profile, server, seconds, f"reaction_storm-{m}")
+                    async with trio.open_nursery() as load:
+                        for k, tally in enumerate(tallies):
+                            token = world.tokens[everyone[k]]
+                            load.start_soon(
+                                toggle, http, path, token, k / rate_m, per_reactor, interval, tally
+                            )
+                events = sum(t.changes for t in tallies)
+                for c in clients:
+                    c.expect_count(REACTION_PATTERN[c.transport], events)
+                with trio.move_on_after(CATCH_UP):
+                    for c in clients:
+                        await c.done.wait()
+                elapsed = time.perf_counter() - t0
+                cpu, gen = server.cpu() - cpu0, my_cpu() - gen0
+                nursery.cancel_scope.cancel()
+        delivered = sum(c.counted for c in clients)
+        out.rows.append(
+            {
+                "scenario": "reaction_storm",
+                "members": members,
+                "streams": m,
+                "reactors": reactors,
+                "rate_per_s": round(rate_m, 1),
+                "reactions": events,
+                "request_errors": sum(t.errors for t in tallies),
+                "seconds": round(elapsed, 1),
+                "reactions_per_s": round(events / elapsed, 1),
+                "deliveries_per_s": round(delivered / elapsed),
+                # Server process CPU time / wall time over the window: the share of one core.
+                "server_cpu_share": round(cpu / elapsed, 3),
+                "server_cpu_us_per_reaction": round(cpu / max(1, events) * 1e6, 1),
+                "server_cpu_us_per_delivery": round(cpu / max(1, delivered) * 1e6, 2),
+                "generator_cpu_s": round(gen, 2),
+                "delivered": delivered,
+                # Every request should have changed the reaction: a refused one is a failed run.
+                "expected": reactors * per_reactor * m,
+                "pinned": server.pinned,
+            }
+        )
     return out

@@ -85,6 +85,7 @@ def directory_config(settings: Settings) -> DirectoryConfig:
         restart_window=settings.actor_restart_window,
         call_timeout=settings.actor_call_timeout,
         typing_ttl=settings.typing_ttl,
+        max_reactions=settings.max_reactions_per_message,
     )
 
 
@@ -118,7 +119,13 @@ async def serve(
         ):
             stats = RealtimeStats()
             guard = TokenGuard(storage, on_revoke=system.users.revoke)
-            send_limiter = RateLimiter(settings.send_rate, settings.send_burst, trio.current_time)
+            # The one per-user write limiter: sends, edits, deletions and reactions (SPEC §6).
+            send_limiter = RateLimiter(
+                settings.send_rate,
+                settings.send_burst,
+                trio.current_time,
+                detail="too many writes (messages, edits, deletions, reactions); slow down",
+            )
             metrics = Metrics()
             chats = Chats(
                 storage,

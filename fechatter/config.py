@@ -76,8 +76,14 @@ class Settings(BaseSettings):
     max_content_chars: int = Field(4000, gt=0)
     max_files: int = Field(10, ge=0)
     max_members_per_request: int = Field(1000, gt=0)
-    send_rate: float = Field(20.0, gt=0, description="messages per second per user")
+    # The one per-user write limit (SPEC §6): sends, edits, deletions and reactions share it.
+    send_rate: float = Field(
+        20.0, gt=0, description="writes (sends, edits, deletions, reactions) per second per user"
+    )
     send_burst: int = Field(40, gt=0)
+    max_reactions_per_message: int = Field(
+        50, gt=0, description="distinct emoji on one message; a new one past it is a 422"
+    )
 
     chat_mailbox_size: int = Field(256, gt=0)
     group_commit_max: int = Field(256, gt=0, description="sends committed together, at most")

@@ -13,7 +13,7 @@ control characters, emails in their NFKC case-folded identity form.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -209,6 +209,18 @@ class ChatPatch(Body):
 
 class ChatMembersIn(Body):
     user_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
+
+
+class ChatRoleIn(Body):
+    """``PUT /api/chats/:id/members/:user_id``: the owner sets a member's role (SPEC §6)."""
+
+    # Ownership is not transferred by this route: "owner" is refused like any other word.
+    role: Literal["admin", "member"]
+
+    @property
+    def chat_role(self) -> Role:
+        """The role as the enum the domain takes."""
+        return Role(self.role)
 
 
 class MessageIn(Body):

@@ -29,10 +29,11 @@ def test_quick_bench_delivers_everything_exactly_once(tmp_path: Path) -> None:
         "fanout",
         "throughput",
         "reconnect_storm",
+        "reaction_storm",
     }
     for row in rows:
         assert row["delivered"] == row["expected"] > 0, row
         assert row.get("duplicates", 0) == 0, row
-    assert (tmp_path / "results.md").read_text().count("###") == 4
+    assert (tmp_path / "results.md").read_text().count("###") == 5
     assert (tmp_path / "latency_cdf.png").stat().st_size > 1000
     assert (tmp_path / "cost.png").stat().st_size > 1000

@@ -20,6 +20,7 @@ PACKAGE = Path(fechatter.__file__).parent
 # Prefix → layer; the longest matching prefix wins.
 LAYERS: dict[str, int] = {
     "fechatter": 0,  # models, errors, events, config, schemas, auth, text, wire, metrics, ...
+    "fechatter.reaction_emoji": 0,  # pure reaction-name rules (SPEC §6), emoji data only
     "fechatter.storage": 1,
     "fechatter.access": 2,
     "fechatter.security": 2,
@@ -94,5 +95,6 @@ def test_the_layer_test_can_fail() -> None:
     assert _layer("fechatter.actors.user") == (2, "fechatter.actors")
     assert _layer("fechatter.realtime.stream")[0] == 3
     assert _layer("fechatter.models")[0] == 0
+    assert _layer("fechatter.reaction_emoji") == (0, "fechatter.reaction_emoji")
     probe = PACKAGE / "actors" / "user.py"
     assert "fechatter.actors.ports" in _imports("fechatter.actors.user", probe)

@@ -26,10 +26,12 @@ from fechatter.actors.commands import (
     DeleteChat,
     Join,
     MarkRead,
+    React,
     RemoveMember,
     ReopenSingle,
     SendMessage,
     SendResult,
+    SetMemberRole,
     Typing,
     UpdateChat,
 )
@@ -67,6 +69,7 @@ class ChatActor:
         *,
         group_commit_max: int,
         typing_ttl: float,
+        max_reactions: int = 50,
     ) -> None:
         self.chat: ChatRecord = state.chat
         self.members: dict[int, Role] = dict(state.members)
@@ -75,6 +78,7 @@ class ChatActor:
         self._sink = sink
         self._group_commit_max = group_commit_max
         self._typing_ttl = typing_ttl
+        self._max_reactions = max_reactions  # distinct emoji per message
         self._typing_until: dict[int, float] = {}
         # Calls taken from the mailbox and not yet answered; failed by the supervisor on crash.
         self.inflight: list[Call[Any]] = []
@@ -313,6 +317,42 @@ class ChatActor:
         self._publish(tuple(self.members), events.CHAT_DELETED, {"id": self.chat.id})
         raise ChatRetired
 
+    async def _react(self, cmd: React) -> None:
+        await self._require_member(cmd.user_id)
+        if cmd.add:
+            changed = await self._storage.add_reaction(
+                self.chat.id, cmd.message_id, cmd.user_id, cmd.emoji, self._max_reactions
+            )
+        else:
+            changed = await self._storage.remove_reaction(
+                self.chat.id, cmd.message_id, cmd.user_id, cmd.emoji
+            )
+        if changed:  # idempotent: a repeat changes nothing and tells nobody
+            name = events.REACTION_ADDED if cmd.add else events.REACTION_REMOVED
+            data = {
+                "chat_id": self.chat.id,
+                "message_id": cmd.message_id,
+                "emoji": cmd.emoji,
+                "user_id": cmd.user_id,
+            }
+            self._publish(tuple(self.members), name, data)
+
+    async def _set_role(self, cmd: SetMemberRole) -> Member:
+        by_role = await self._require_member(cmd.by)
+        before = self.members.get(cmd.user_id)
+        rules.check_set_role(self.chat.type, by_role, before, cmd.role)
+        member = await self._storage.set_chat_member_role(self.chat.id, cmd.user_id, cmd.role)
+        self.members[cmd.user_id] = member.role
+        if member.role is not before:
+            data = {
+                "chat_id": self.chat.id,
+                "user_id": cmd.user_id,
+                "role": member.role.value,
+                "by": cmd.by,
+            }
+            self._publish(tuple(self.members), events.MEMBER_UPDATED, data)
+        return member
+
     _handlers: dict[type, Callable[[ChatActor, Any], Any]] = {  # noqa: RUF012
         AddMembers: _add_members,
         ReopenSingle: _reopen_single,
@@ -322,6 +362,8 @@ class ChatActor:
         Typing: _typing,
         UpdateChat: _update,
         DeleteChat: _delete,
+        React: _react,
+        SetMemberRole: _set_role,
     }
 
     def _publish(self, user_ids: Sequence[int], name: str, data: dict[str, Any]) -> None:

@@ -68,3 +68,20 @@ def successor(remaining: Mapping[int, Role], joined: Mapping[int, str]) -> int:
 
     admins = [uid for uid, role in remaining.items() if role is Role.ADMIN]
     return min(admins or list(remaining), key=age)
+
+
+def check_set_role(kind: ChatType, by_role: Role, target_role: Role | None, role: Role) -> None:
+    """Changing a member's role (SPEC §6): the owner only (403 ``forbidden``); a Single chat
+    has no admins and nobody becomes owner this way (422 ``role``); the target must be a
+    member (404 ``member_not_found``) other than the owner, whose role never changes here
+    (422 ``user_id``). Raises ``Forbidden`` / ``Invalid`` / ``NotFound``."""
+    if by_role is not Role.OWNER:
+        raise Forbidden("only the chat owner may change roles", code="forbidden")
+    if role is Role.OWNER:
+        raise Invalid.field("role", "must be admin or member (ownership is not transferred here)")
+    if kind is ChatType.SINGLE:
+        raise Invalid.field("role", "a Single chat has no admins")
+    if target_role is None:
+        raise NotFound("not a member of this chat", code="member_not_found")
+    if target_role is Role.OWNER:
+        raise Invalid.field("user_id", "the owner's role cannot change")

@@ -40,6 +40,7 @@ class DirectoryConfig:
     restart_window: float = 60.0
     call_timeout: float = 10.0
     typing_ttl: float = 10.0
+    max_reactions: int = 50  # distinct emoji per message (SPEC §6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,7 @@ class Directory:
                         self._sink,
                         group_commit_max=self.config.group_commit_max,
                         typing_ttl=self.config.typing_ttl,
+                        max_reactions=self.config.max_reactions,
                     )
                     slot.actor = actor
                     slot.ready.set()

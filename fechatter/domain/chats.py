@@ -14,6 +14,7 @@ from fechatter.actors.commands import (
     Join,
     RemoveMember,
     ReopenSingle,
+    SetMemberRole,
     UpdateChat,
 )
 from fechatter.actors.directory import Directory
@@ -135,6 +136,13 @@ class Chats:
         """Owner/admin removes a member, or a member leaves."""
         await self.visible(chat_id, user_id)
         await self._directory.call(chat_id, RemoveMember(user_id, member_id))
+
+    async def set_role(self, user_id: int, chat_id: int, member_id: int, role: Role) -> Member:
+        """The owner makes ``member_id`` an admin or a plain member; the member as it is now
+        (the same role again: no change, no event); the caller checked visibility. Raises
+        ``Forbidden`` (not the owner), ``Invalid`` (``role``; ``user_id``: the owner),
+        ``NotFound`` (``member_not_found``)."""
+        return await self._directory.call(chat_id, SetMemberRole(user_id, member_id, role))
 
     async def join(self, user_id: int, chat_id: int) -> Member:
         """A workspace member joins a PublicChannel (twice: the same membership)."""

@@ -1,21 +1,23 @@
-"""Messages: history pages, sends, read markers, typing — for every transport alike.
+"""Messages: history pages, sends, reactions, read markers, typing — for every transport alike.
 
 The HTTP routes and the WebSocket ops both call ``Messages.send``, so the content rules and
-the per-user send rate apply once, in one place (``fechatter_messages_sent`` is read from
-storage's count of committed messages, which every transport's sends pass through). Writes
+the per-user write rate apply once, in one place (``fechatter_messages_sent`` is read from
+storage's count of committed messages, which every transport's sends pass through). The rate
+limiter is THE per-user write limiter: sends, reactions (and edits, deletions) take from it. Writes
 go through the chat's ChatActor, which answers outsiders itself (404, or 403 for a
 PublicChannel).
 """
 
 from __future__ import annotations
 
-from fechatter.actors.commands import MarkRead, SendMessage, SendResult, Typing
+from fechatter.actors.commands import MarkRead, React, SendMessage, SendResult, Typing
 from fechatter.actors.directory import Directory
 from fechatter.config import Settings
 from fechatter.domain.chats import Chats
 from fechatter.errors import Invalid
 from fechatter.models import MessagePage, NewMessage
 from fechatter.ratelimit import RateLimiter
+from fechatter.reaction_emoji import canonical_emoji
 from fechatter.schemas import MessageIn
 from fechatter.storage import Storage
 
@@ -72,6 +74,26 @@ class Messages:
         new = new_message(body, user_id, self._settings)
         self._limiter.acquire(user_id)
         return await self._directory.call(chat_id, SendMessage(new))
+
+    async def react(self, user_id: int, chat_id: int, message_id: int, emoji: str) -> None:
+        """Add the caller's reaction ``emoji`` (a decoded path segment) to a message;
+        idempotent (a repeat emits no event).
+
+        Raises ``Invalid`` (field ``emoji``: not one emoji or ``:shortcode:``, or code
+        ``too_many_reactions``), ``RateLimited`` (the per-user write rate shared with sends;
+        a refused name uses no token), ``NotFound`` (``message_not_found``: absent, of another
+        chat, a tombstone) and whatever the chat's actor answers outsiders.
+        """
+        stored = canonical_emoji(emoji)
+        self._limiter.acquire(user_id)
+        await self._directory.call(chat_id, React(user_id, message_id, stored, add=True))
+
+    async def unreact(self, user_id: int, chat_id: int, message_id: int, emoji: str) -> None:
+        """Remove the caller's own reaction ``emoji``; idempotent. Raises as ``react``
+        (never ``too_many_reactions``)."""
+        stored = canonical_emoji(emoji)
+        self._limiter.acquire(user_id)
+        await self._directory.call(chat_id, React(user_id, message_id, stored, add=False))
 
     async def mark_read(self, user_id: int, chat_id: int, message_id: int) -> None:
         """Move the caller's read marker forward."""

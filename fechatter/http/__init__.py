@@ -21,7 +21,7 @@ from fechatter.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from fechatter.http import auth_routes, chats, messages, ops, web, workspaces
+from fechatter.http import auth_routes, chats, messages, ops, reactions, web, workspaces
 from fechatter.http.common import Context, IdConverter, json_response
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,7 @@ def create_app(ctx: Context) -> QuartTrio:
     workspaces.register(app, ctx)
     chats.register(app, ctx)
     messages.register(app, ctx)
+    reactions.register(app, ctx)
     ops.register(app, ctx)
     web.register(app, ctx)
     return app

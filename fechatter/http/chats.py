@@ -16,7 +16,7 @@ from fechatter.http.common import (
     query_int,
     read_json,
 )
-from fechatter.schemas import MAX_ID, ChatIn, ChatMembersIn, ChatPatch
+from fechatter.schemas import MAX_ID, ChatIn, ChatMembersIn, ChatPatch, ChatRoleIn
 
 
 def register(app: Quart, ctx: Context) -> None:
@@ -79,6 +79,14 @@ def register(app: Quart, ctx: Context) -> None:
     async def remove_member(chat_id: int, member_id: int) -> Response:
         await chats.remove_member(await current_user_id(ctx), chat_id, member_id)
         return empty_response()
+
+    @bp.put("/api/chats/<id:chat_id>/members/<id:member_id>")
+    async def set_member_role(chat_id: int, member_id: int) -> Response:
+        user_id = await current_user_id(ctx)
+        await chats.visible(chat_id, user_id)
+        body = await read_json(ChatRoleIn)
+        member = await chats.set_role(user_id, chat_id, member_id, body.chat_role)
+        return json_response(member.to_json())
 
     @bp.post("/api/chats/<id:chat_id>/join")
     async def join(chat_id: int) -> Response:

@@ -330,8 +330,7 @@ class SqlStorage:
         return await self._write_op(reactions.set_chat_member_role(chat_id, user_id, role))
 
     # -- issue 11 methods implemented on other branches ------------------------------------
-    # Stubs so SqlStorage satisfies Storage (mypy) on the threads/mentions branch; drop this
-    # block (and the list_messages guard above) when merging the branch that implements them.
+    # Stubs so SqlStorage satisfies Storage (mypy) until the edits branch lands.
     async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
         raise NotImplementedError
 

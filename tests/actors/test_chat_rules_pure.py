@@ -13,10 +13,12 @@ from fechatter.actors.commands import (
     DeleteChat,
     Join,
     MarkRead,
+    React,
     RemoveMember,
     ReopenSingle,
     SendMessage,
     SendResult,
+    SetMemberRole,
     Typing,
     UpdateChat,
 )
@@ -88,6 +90,29 @@ def test_who_may_update_and_delete() -> None:
             rules.check_delete(role)
 
 
+def test_who_may_set_roles() -> None:
+    group = ChatType.GROUP
+    rules.check_set_role(group, OWNER, MEMBER, ADMIN)
+    rules.check_set_role(ChatType.PUBLIC_CHANNEL, OWNER, ADMIN, MEMBER)
+    rules.check_set_role(group, OWNER, ADMIN, ADMIN)  # the same role again is allowed
+    for by_role in (ADMIN, MEMBER):
+        with pytest.raises(Forbidden) as refused:
+            rules.check_set_role(group, by_role, MEMBER, ADMIN)
+        assert refused.value.code == "forbidden"
+    cases: list[tuple[ChatType, Role | None, Role, str]] = [
+        (group, MEMBER, OWNER, "role"),
+        (ChatType.SINGLE, MEMBER, ADMIN, "role"),
+        (group, OWNER, MEMBER, "user_id"),
+    ]
+    for kind, target, role, field in cases:
+        with pytest.raises(Invalid) as invalid:
+            rules.check_set_role(kind, OWNER, target, role)
+        assert [e.field for e in invalid.value.errors] == [field]
+    with pytest.raises(NotFound) as missing:
+        rules.check_set_role(group, OWNER, None, ADMIN)
+    assert missing.value.code == "member_not_found"
+
+
 def test_successor_is_the_oldest_admin_else_the_oldest_member() -> None:
     joined = {1: "2026-01-03", 2: "2026-01-01", 3: "2026-01-02", 4: "2026-01-01"}
     assert rules.successor({2: MEMBER, 3: ADMIN, 1: ADMIN}, joined) == 3
@@ -106,6 +131,8 @@ COMMANDS: list[Command[object]] = [
     Typing(1),
     UpdateChat(1, "name", None),
     DeleteChat(1, already_deleted=True),
+    React(1, 7, "👍", add=True),
+    SetMemberRole(1, 2, Role.ADMIN),
 ]
 REPLIES: list[object] = [
     SendResult(MESSAGE, created=True),
