@@ -82,7 +82,7 @@ function reactionsRow(m) {
         el("span", { class: "n", text: String(r.count) }),
       );
     }),
-    el("button", { type: "button", class: "reaction add", title: "Add reaction", "aria-label": "Add reaction", text: "+", onclick: () => react(m) }),
+    el("button", { type: "button", class: "reaction add", title: "Add another reaction", "aria-label": "Add another reaction", text: "+", onclick: () => react(m) }),
   );
 }
 

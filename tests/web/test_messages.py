@@ -177,3 +177,36 @@ def test_mention_suggested_highlighted_and_counted(browser: Browser, server: Ser
     expect(dm.locator(".mention-badge")).to_have_count(0)  # reading it cleared the count
     assert ada.errors == []
     assert bob.errors == []
+
+
+def test_reaction_counts_live_and_toggles(browser: Browser, server: ServerProcess) -> None:
+    ada, bob = pair(browser, server, "Reactions")
+    send(ada.page, "react to me")
+    expect(msg(bob.page, "react to me")).to_be_visible()
+
+    hover_action(bob.page, "react to me", "Add reaction")
+    bob.page.get_by_role("button", name=":tada:").click()
+    ada_tada = msg(ada.page, "react to me").locator(".reaction[data-emoji='🎉']")
+    expect(ada_tada).to_have_text("🎉1")  # Ada sees Bob's reaction live
+    expect(ada_tada).not_to_have_class(re.compile(r"\bown\b"))
+    bob_tada = msg(bob.page, "react to me").locator(".reaction[data-emoji='🎉']")
+    expect(bob_tada).to_have_class(re.compile(r"\bown\b"))  # Bob's own is highlighted
+    expect(bob_tada).to_have_attribute("aria-pressed", "true")
+
+    ada_tada.click()  # Ada adds hers by clicking the same reaction
+    expect(bob_tada).to_have_text("🎉2")
+    expect(ada_tada).to_have_class(re.compile(r"\bown\b"))
+
+    # The picker takes shortcodes: ":+1" then Enter is 👍.
+    hover_action(ada.page, "react to me", "Add reaction")
+    ada.page.get_by_role("textbox", name="Search emoji by shortcode").fill(":+1")
+    ada.page.get_by_role("textbox", name="Search emoji by shortcode").press("Enter")
+    expect(msg(bob.page, "react to me").locator(".reaction[data-emoji='👍']")).to_have_text("👍1")
+
+    bob_tada.click()  # toggles Bob's off
+    expect(ada_tada).to_have_text("🎉1")
+    expect(bob_tada).not_to_have_class(re.compile(r"\bown\b"))
+    ada_tada.click()
+    expect(msg(bob.page, "react to me").locator(".reaction[data-emoji='🎉']")).to_have_count(0)
+    assert ada.errors == []
+    assert bob.errors == []
