@@ -52,10 +52,10 @@ function actions(m, mine, inThread) {
   return el(
     "div",
     { class: "actions", role: "toolbar", "aria-label": "Message actions" },
-    el("button", { type: "button", class: "act", title: "Add reaction", "aria-label": "Add reaction", text: "☺+", onclick: () => react(m) }),
-    inThread ? null : el("button", { type: "button", class: "act", title: "Reply in thread", "aria-label": "Reply in thread", text: "💬", onclick: () => openThread(m.chat_id, m.id) }),
-    mine ? el("button", { type: "button", class: "act", title: "Edit", "aria-label": "Edit message", text: "✎", onclick: () => startEdit(m) }) : null,
-    canDelete ? el("button", { type: "button", class: "act danger", title: "Delete", "aria-label": "Delete message", text: "🗑", onclick: () => confirmDelete(m) }) : null,
+    el("button", { type: "button", class: "act", title: "Add reaction", "aria-label": "Add reaction", text: "☺ React", onclick: () => react(m) }),
+    inThread ? null : el("button", { type: "button", class: "act", title: "Reply in thread", "aria-label": "Reply in thread", text: "↪ Thread", onclick: () => openThread(m.chat_id, m.id) }),
+    mine ? el("button", { type: "button", class: "act", title: "Edit", "aria-label": "Edit message", text: "✎ Edit", onclick: () => startEdit(m) }) : null,
+    canDelete ? el("button", { type: "button", class: "act danger", title: "Delete", "aria-label": "Delete message", text: "Delete", onclick: () => confirmDelete(m) }) : null,
   );
 }
 

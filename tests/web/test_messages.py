@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
 
-from tests.web.conftest import Person, ServerProcess, invite_and_open_dm, send, sign_up
+from tests.web.conftest import Person, ServerProcess, invite_and_open_dm, send, shot, sign_up
 
 # Records every mutation inside the aria-live log, and marks the message nodes present now.
 OBSERVE_LOG = """() => {
@@ -96,6 +96,7 @@ def test_formatting_renders_safe_elements_only(browser: Browser, server: ServerP
     expect(link).to_have_text("https://example.com/a?b=1")  # the full stop is not part of it
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     expect(link).to_have_attribute("target", "_blank")
+    shot(ada.page, "web-formatting")
     with ada.page.context.expect_page() as opened:  # clickable: opens in a new tab
         ada.page.context.route("https://example.com/**", lambda route: route.fulfill(body="ok"))
         link.click()
@@ -139,6 +140,7 @@ def test_thread_reply_shows_live_in_the_panel_and_as_a_count(
     expect(ada_panel.locator(".msg", has_text="second reply, live")).to_be_visible()
     expect(root.locator(".thread-link")).to_have_text("2 replies")
     expect(msg(bob.page, "root of a thread").locator(".thread-link")).to_have_text("2 replies")
+    shot(ada.page, "web-thread")
     assert ada.errors == []
     assert bob.errors == []
 
@@ -170,11 +172,13 @@ def test_mention_suggested_highlighted_and_counted(browser: Browser, server: Ser
 
     dm = ada.page.locator(".chat-item", has_text="Bob Babbage")
     expect(dm.locator(".mention-badge")).to_have_text("@1")
+    shot(ada.page, "web-mention-badge")
     dm.click()
     mention = msg(ada.page, "look at this").locator(".mention.me")
     expect(mention).to_have_text("@Ada Lovelace")
     expect(msg(ada.page, "look at this")).to_have_class(re.compile(r"\bmentions-me\b"))
     expect(dm.locator(".mention-badge")).to_have_count(0)  # reading it cleared the count
+    shot(ada.page, "web-mention")
     assert ada.errors == []
     assert bob.errors == []
 
@@ -202,11 +206,56 @@ def test_reaction_counts_live_and_toggles(browser: Browser, server: ServerProces
     ada.page.get_by_role("textbox", name="Search emoji by shortcode").fill(":+1")
     ada.page.get_by_role("textbox", name="Search emoji by shortcode").press("Enter")
     expect(msg(bob.page, "react to me").locator(".reaction[data-emoji='👍']")).to_have_text("👍1")
+    msg(bob.page, "react to me").hover()
+    shot(bob.page, "web-reactions")
 
     bob_tada.click()  # toggles Bob's off
     expect(ada_tada).to_have_text("🎉1")
     expect(bob_tada).not_to_have_class(re.compile(r"\bown\b"))
     ada_tada.click()
     expect(msg(bob.page, "react to me").locator(".reaction[data-emoji='🎉']")).to_have_count(0)
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_edit_with_arrow_up_and_delete_with_confirmation(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Edits")
+    send(ada.page, "first draft")
+    expect(msg(bob.page, "first draft")).to_be_visible()
+    message_id = msg(bob.page, "first draft").get_attribute("data-id")
+    node = bob.page.locator(f"#messages .msg[data-id='{message_id}']")
+    msg(bob.page, "first draft").hover()
+    expect(node.get_by_role("button", name="Edit message")).to_have_count(0)  # not Bob's
+    expect(node.get_by_role("button", name="Delete message")).to_have_count(0)
+
+    ada.page.press("#input", "ArrowUp")  # empty composer: edits Ada's last message
+    expect(ada.page.locator("#input")).to_have_value("first draft")
+    expect(ada.page.locator("#edit-banner")).to_be_visible()
+    ada.page.press("#input", "Escape")
+    expect(ada.page.locator("#input")).to_have_value("")
+    expect(ada.page.locator("#edit-banner")).to_be_hidden()
+
+    ada.page.press("#input", "ArrowUp")
+    ada.page.fill("#input", "second *draft*")
+    ada.page.press("#input", "Enter")
+    expect(node.locator(".bubble")).to_have_text("second draft")  # live, same node
+    expect(node.locator(".bubble strong")).to_have_text("draft")
+    expect(node.locator(".edited")).to_have_text("(edited)")
+    expect(msg(ada.page, "second draft").locator(".edited")).to_be_visible()
+    shot(bob.page, "web-edited")
+
+    hover_action(ada.page, "second draft", "Delete message")
+    dialog = ada.page.locator("dialog")
+    expect(dialog).to_contain_text("Delete message?")
+    dialog.get_by_role("button", name="Delete").click()
+    expect(node.locator(".bubble")).to_have_text("This message was deleted")
+    expect(node).to_have_class(re.compile(r"\bdeleted\b"))
+    expect(bob.page.locator("#messages", has_text="second draft")).to_have_count(0)
+    expect(ada.page.locator("#messages .msg.deleted .bubble")).to_have_text(
+        "This message was deleted"
+    )
+    shot(bob.page, "web-deleted")
     assert ada.errors == []
     assert bob.errors == []
