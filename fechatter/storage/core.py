@@ -26,10 +26,12 @@ from fechatter.models import (
     ChatState,
     ChatType,
     Credentials,
+    Deleted,
     Inserted,
     Member,
     Message,
     MessagePage,
+    MessageWindow,
     NewMessage,
     RefreshGrant,
     Role,
@@ -293,12 +295,43 @@ class SqlStorage:
         return results
 
     async def list_messages(
-        self, chat_id: int, *, limit: int, before: int | None, after: int | None
+        self,
+        chat_id: int,
+        *,
+        limit: int,
+        before: int | None,
+        after: int | None,
+        thread_id: int | None = None,
+        top_level: bool = False,
     ) -> MessagePage:
-        return await self._read_op(messages.list_messages(chat_id, limit, before, after))
+        op = messages.list_messages(chat_id, limit, before, after, thread_id, top_level)
+        return await self._read_op(op)
+
+    async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
+        return await self._read_op(messages.messages_around(chat_id, message_id, limit))
 
     async def get_message(self, message_id: int) -> Message | None:
         return await self._read_op(messages.get_message(message_id))
+
+    async def message_sender(self, chat_id: int, message_id: int) -> int | None:
+        return await self._read_op(messages.message_sender(chat_id, message_id))
+
+    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
+        return await self._read_op(messages.thread_root(chat_id, message_id))
+
+    async def edit_message(
+        self,
+        chat_id: int,
+        message_id: int,
+        content: str,
+        mentions: Sequence[int],
+        mentions_channel: bool,
+    ) -> Message:
+        op = messages.edit_message(chat_id, message_id, content, mentions, mentions_channel)
+        return await self._write_op(op)
+
+    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
+        return await self._write_op(messages.delete_message(chat_id, message_id))
 
     async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
         return await self._write_op(messages.mark_read(chat_id, user_id, message_id))
