@@ -7,6 +7,7 @@ resumable with ``Last-Event-ID``), and the write rate limit they share with send
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -28,6 +29,16 @@ async def _send(user: User, chat: int, content: str, **extra: Any) -> dict[str, 
     assert r.status_code == 201, r.text
     data: dict[str, Any] = r.json()
     return data
+
+
+@asynccontextmanager
+async def _stream(server: ServerInfo, user: User, **kw: Any) -> AsyncIterator[SseClient]:
+    """An SSE stream of ``user``'s events, closed however the test ends."""
+    sse = await SseClient.connect(server.realtime_url, user.api.token, **kw)
+    try:
+        yield sse
+    finally:
+        await sse.aclose()
 
 
 def _url(chat: int, message: int | None = None) -> str:
@@ -321,34 +332,32 @@ async def test_thread_and_top_level_pages(api: Api) -> None:
 async def test_edit_and_delete_events_in_order_and_resume(server: ServerInfo, api: Api) -> None:
     with trio.fail_after(CEILING):
         a, b, _, _, chat = await _group(api)
-        sse = await SseClient.connect(server.realtime_url, b.api.token)
-        await sse.next_of("ready")
-        names = ("message.created", "message.updated", "message.deleted")
-        m1 = await _send(a, chat, "one")
-        edited = (await a.api.patch(_url(chat, m1["id"]), json={"content": "uno"})).json()
-        m2 = await _send(a, chat, "two")
-        assert (await a.api.delete(_url(chat, m1["id"]))).status_code == 204
-        m3 = await _send(a, chat, "three")
-        seen = [await sse.next_of(*names) for _ in range(5)]
-        assert [(e.event, e.data) for e in seen] == [
-            ("message.created", m1),
-            ("message.updated", edited),
-            ("message.created", m2),
-            ("message.deleted", {"id": m1["id"], "chat_id": chat, "seq": m1["seq"]}),
-            ("message.created", m3),
-        ]
-        await sse.aclose()
+        async with _stream(server, b) as sse:
+            await sse.next_of("ready")
+            names = ("message.created", "message.updated", "message.deleted")
+            m1 = await _send(a, chat, "one")
+            edited = (await a.api.patch(_url(chat, m1["id"]), json={"content": "uno"})).json()
+            m2 = await _send(a, chat, "two")
+            assert (await a.api.delete(_url(chat, m1["id"]))).status_code == 204
+            m3 = await _send(a, chat, "three")
+            seen = [await sse.next_of(*names) for _ in range(5)]
+            assert [(e.event, e.data) for e in seen] == [
+                ("message.created", m1),
+                ("message.updated", edited),
+                ("message.created", m2),
+                ("message.deleted", {"id": m1["id"], "chat_id": chat, "seq": m1["seq"]}),
+                ("message.created", m3),
+            ]
         # Resume after the edit: exactly what followed it, in order, nothing doubled.
-        again = await SseClient.connect(server.realtime_url, b.api.token, last_event_id=seen[1].id)
-        assert (await again.next_event()).event == "ready"
-        replayed = [await again.next_of(*names, "resync") for _ in range(3)]
-        assert [(e.id, e.event, e.data) for e in replayed] == [
-            (e.id, e.event, e.data) for e in seen[2:]
-        ]
-        await a.api.patch(_url(chat, m2["id"]), json={"content": "dos"})
-        live = await again.next_of(*names)
-        assert (live.event, live.data["content"]) == ("message.updated", "dos")
-        await again.aclose()
+        async with _stream(server, b, last_event_id=seen[1].id) as again:
+            assert (await again.next_event()).event == "ready"
+            replayed = [await again.next_of(*names, "resync") for _ in range(3)]
+            assert [(e.id, e.event, e.data) for e in replayed] == [
+                (e.id, e.event, e.data) for e in seen[2:]
+            ]
+            await a.api.patch(_url(chat, m2["id"]), json={"content": "dos"})
+            live = await again.next_of(*names)
+            assert (live.event, live.data["content"]) == ("message.updated", "dos")
 
 
 async def test_deleting_a_reply_updates_its_root(server: ServerInfo, api: Api) -> None:
@@ -357,26 +366,27 @@ async def test_deleting_a_reply_updates_its_root(server: ServerInfo, api: Api) -
         root = await _send(a, chat, "root")
         r1 = await _send(b, chat, "r1", thread_id=root["id"])
         r2 = await _send(b, chat, "r2", thread_id=root["id"])
-        sse = await SseClient.connect(server.realtime_url, a.api.token)
-        await sse.next_of("ready")
-        assert (await b.api.delete(_url(chat, r2["id"]))).status_code == 204
-        deleted = await sse.next_of("message.deleted", "message.updated")
-        updated = await sse.next_of("message.deleted", "message.updated")
-        assert (deleted.event, deleted.data) == (
-            "message.deleted",
-            {"id": r2["id"], "chat_id": chat, "seq": r2["seq"]},
-        )
-        assert updated.event == "message.updated"
-        assert (updated.data["id"], updated.data["reply_count"]) == (root["id"], 1)
-        assert updated.data["last_reply_at"] == r1["created_at"]
-        assert (await a.api.get(_url(chat, root["id"]))).json() == updated.data
-        # Deleting a top-level message publishes no root update: the next event is the send.
-        assert (await a.api.delete(_url(chat, root["id"]))).status_code == 204
-        assert (await sse.next_of("message.deleted", "message.updated")).event == "message.deleted"
-        await _send(a, chat, "after")
-        nxt = await sse.next_of("message.deleted", "message.updated", "message.created")
-        assert nxt.event == "message.created"
-        await sse.aclose()
+        async with _stream(server, a) as sse:
+            await sse.next_of("ready")
+            assert (await b.api.delete(_url(chat, r2["id"]))).status_code == 204
+            deleted = await sse.next_of("message.deleted", "message.updated")
+            updated = await sse.next_of("message.deleted", "message.updated")
+            assert (deleted.event, deleted.data) == (
+                "message.deleted",
+                {"id": r2["id"], "chat_id": chat, "seq": r2["seq"]},
+            )
+            assert updated.event == "message.updated"
+            assert (updated.data["id"], updated.data["reply_count"]) == (root["id"], 1)
+            assert updated.data["last_reply_at"] == r1["created_at"]
+            assert (await a.api.get(_url(chat, root["id"]))).json() == updated.data
+            # Deleting a top-level message publishes no root update: the next event is the send.
+            assert (await a.api.delete(_url(chat, root["id"]))).status_code == 204
+            assert (
+                await sse.next_of("message.deleted", "message.updated")
+            ).event == "message.deleted"
+            await _send(a, chat, "after")
+            nxt = await sse.next_of("message.deleted", "message.updated", "message.created")
+            assert nxt.event == "message.created"
 
 
 # -- the write rate limit ------------------------------------------------------------------
