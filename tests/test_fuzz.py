@@ -129,9 +129,13 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/chats/{foreign_chat}/members/{foreign_owner}"),
     Route("POST", "/api/chats/{public_chat}/join"),
     Route("GET", "/api/chats/{chat}/messages", query={"limit": "int", "before": "message",
-          "after": "message"}),
+          "after": "message", "thread_id": "message", "around": "message",
+          "top_level": "text"}),
     Route("POST", "/api/chats/{chat}/messages", {"content": "text", "files": "files",
           "reply_to": "message", "client_id": "text"}),
+    Route("GET", "/api/chats/{chat}/messages/{message}"),
+    Route("PATCH", "/api/chats/{chat}/messages/{message}", {"content": "text"}),
+    Route("DELETE", "/api/chats/{foreign_chat}/messages/{foreign_message}"),
     Route("POST", "/api/chats/{chat}/read", {"message_id": "message"}),
     Route("POST", "/api/chats/{chat}/typing"),
     Route("GET", "/health", auth=False),
@@ -409,6 +413,8 @@ async def _new_world(portal: Portal) -> World:
     foreign_ws = await make_workspace(sentinel, actor)
     foreign_chat = await make_chat(sentinel, foreign_ws, "PublicChannel")
     await actor.api.post(f"/api/chats/{foreign_chat}/join")
+    theirs = await sentinel.api.post(f"/api/chats/{foreign_chat}/messages", json={"content": "x"})
+    assert theirs.status_code == 201, theirs.text
     ids = {
         "ws": ws,
         "chat": chat,
@@ -418,6 +424,7 @@ async def _new_world(portal: Portal) -> World:
         "foreign_ws": foreign_ws,
         "foreign_chat": foreign_chat,
         "foreign_owner": sentinel.id,
+        "foreign_message": theirs.json()["id"],
     }
     world = World(actor, await api.signup(), sentinel, ids)
     world.ws = await RawWs.connect(portal.info.realtime_url, actor.auth["token"])
