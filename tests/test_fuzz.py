@@ -595,6 +595,13 @@ def test_unpaired_surrogates(
 @given(target=field_values(deep_nesting) | whole_bodies(deep_nesting))
 # The example: 100,000 `[` then 100,000 `]` on sign-in.
 @example(target=Target(_route("POST", "/api/auth/signin"), None, _nested(100_000, "array")))
+# Several deep fields make a body over the 1 MB limit: the server rightly answers 413 before
+# it has read it all, which leaves httpx's request-body generator unfinished (a client-side
+# artefact, reported when it is garbage collected).
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object ByteStream.__aiter__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 def test_deep_nesting(portal: Portal, world: World, server_log: LogWatch, target: Target) -> None:
     check(portal, world, server_log, target)
 
