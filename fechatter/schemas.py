@@ -236,5 +236,12 @@ class MessageIn(Body):
     ) = None
 
 
+class MessageEditIn(Body):
+    """``PATCH …/messages/:mid``: the new content (the send rules; an edit has no files, so
+    it must not be empty — checked by ``domain.messages``)."""
+
+    content: Annotated[str, Field(strict=True), AfterValidator(_content)]
+
+
 class ReadIn(Body):
     message_id: Id

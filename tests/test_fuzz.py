@@ -129,9 +129,13 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/chats/{foreign_chat}/members/{foreign_owner}"),
     Route("POST", "/api/chats/{public_chat}/join"),
     Route("GET", "/api/chats/{chat}/messages", query={"limit": "int", "before": "message",
-          "after": "message"}),
+          "after": "message", "thread_id": "message", "around": "message",
+          "top_level": "text"}),
     Route("POST", "/api/chats/{chat}/messages", {"content": "text", "files": "files",
           "reply_to": "message", "thread_id": "message", "client_id": "text"}),
+    Route("GET", "/api/chats/{chat}/messages/{message}"),
+    Route("PATCH", "/api/chats/{chat}/messages/{message}", {"content": "text"}),
+    Route("DELETE", "/api/chats/{foreign_chat}/messages/{foreign_message}"),
     Route("POST", "/api/chats/{chat}/read", {"message_id": "message"}),
     Route("PUT", "/api/chats/{chat}/members/{other}", {"role": "role"}),
     Route("PUT", "/api/chats/{chat}/messages/{message}/reactions/%F0%9F%91%8D"),
@@ -412,6 +416,8 @@ async def _new_world(portal: Portal) -> World:
     foreign_ws = await make_workspace(sentinel, actor)
     foreign_chat = await make_chat(sentinel, foreign_ws, "PublicChannel")
     await actor.api.post(f"/api/chats/{foreign_chat}/join")
+    theirs = await sentinel.api.post(f"/api/chats/{foreign_chat}/messages", json={"content": "x"})
+    assert theirs.status_code == 201, theirs.text
     ids = {
         "ws": ws,
         "chat": chat,
@@ -421,6 +427,7 @@ async def _new_world(portal: Portal) -> World:
         "foreign_ws": foreign_ws,
         "foreign_chat": foreign_chat,
         "foreign_owner": sentinel.id,
+        "foreign_message": theirs.json()["id"],
     }
     world = World(actor, await api.signup(), sentinel, ids)
     world.ws = await RawWs.connect(portal.info.realtime_url, actor.auth["token"])
@@ -591,6 +598,13 @@ def test_unpaired_surrogates(
 @given(target=field_values(deep_nesting) | whole_bodies(deep_nesting))
 # The example: 100,000 `[` then 100,000 `]` on sign-in.
 @example(target=Target(_route("POST", "/api/auth/signin"), None, _nested(100_000, "array")))
+# Several deep fields make a body over the 1 MB limit: the server rightly answers 413 before
+# it has read it all, which leaves httpx's request-body generator unfinished (a client-side
+# artefact, reported when it is garbage collected).
+@pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object ByteStream.__aiter__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 def test_deep_nesting(portal: Portal, world: World, server_log: LogWatch, target: Target) -> None:
     check(portal, world, server_log, target)
 

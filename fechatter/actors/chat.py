@@ -24,6 +24,8 @@ from fechatter.actors import chat_rules as rules
 from fechatter.actors.commands import (
     AddMembers,
     DeleteChat,
+    DeleteMessage,
+    EditMessage,
     Join,
     MarkRead,
     React,
@@ -353,6 +355,37 @@ class ChatActor:
             self._publish(tuple(self.members), events.MEMBER_UPDATED, data)
         return member
 
+    # -- edits and deletions (SPEC §6) ----------------------------------------------------
+    async def _sender_of(self, message_id: int) -> int:
+        """The sender of a live message of this chat; ``NotFound`` for an absent, foreign or
+        deleted one."""
+        sender = await self._storage.message_sender(self.chat.id, message_id)
+        if sender is None:
+            raise NotFound("message not found", code="message_not_found")
+        return sender
+
+    async def _edit_message(self, cmd: EditMessage) -> Message:
+        await self._require_member(cmd.by)  # outsiders learn nothing about the message
+        rules.check_edit_message(cmd.by, await self._sender_of(cmd.message_id))
+        mentions, channel = parse_mentions(cmd.content, self.members)
+        message = await self._storage.edit_message(
+            self.chat.id, cmd.message_id, cmd.content, mentions, channel
+        )
+        self._publish(tuple(self.members), events.MESSAGE_UPDATED, message.to_json())
+        return message
+
+    async def _delete_message(self, cmd: DeleteMessage) -> None:
+        role = await self._require_member(cmd.by)
+        rules.check_delete_message(cmd.by, role, await self._sender_of(cmd.message_id))
+        outcome = await self._storage.delete_message(self.chat.id, cmd.message_id)
+        t = outcome.tombstone
+        recipients = tuple(self.members)
+        self._publish(
+            recipients, events.MESSAGE_DELETED, {"id": t.id, "chat_id": t.chat_id, "seq": t.seq}
+        )
+        if outcome.root is not None:  # a reply: its root's counters changed
+            self._publish(recipients, events.MESSAGE_UPDATED, outcome.root.to_json())
+
     _handlers: dict[type, Callable[[ChatActor, Any], Any]] = {  # noqa: RUF012
         AddMembers: _add_members,
         ReopenSingle: _reopen_single,
@@ -364,6 +397,8 @@ class ChatActor:
         DeleteChat: _delete,
         React: _react,
         SetMemberRole: _set_role,
+        EditMessage: _edit_message,
+        DeleteMessage: _delete_message,
     }
 
     def _publish(self, user_ids: Sequence[int], name: str, data: dict[str, Any]) -> None:

@@ -59,6 +59,20 @@ def check_delete(by_role: Role) -> None:
         raise Forbidden("only the chat owner may delete it", code="not_chat_owner")
 
 
+def check_edit_message(by: int, sender_id: int) -> None:
+    """Editing a message: its sender only (SPEC §6). The caller is a member who can read
+    the message, so a 403 reveals nothing. Raises ``Forbidden`` (``not_message_sender``)."""
+    if by != sender_id:
+        raise Forbidden("only its sender may edit a message", code="not_message_sender")
+
+
+def check_delete_message(by: int, by_role: Role, sender_id: int) -> None:
+    """Deleting a message: its sender, or the chat's owner or an admin (SPEC §6).
+    Raises ``Forbidden`` (``forbidden``)."""
+    if by != sender_id and not by_role.manages:
+        raise Forbidden("only its sender or the chat owner or an admin may delete a message")
+
+
 def successor(remaining: Mapping[int, Role], joined: Mapping[int, str]) -> int:
     """Who becomes owner when the owner leaves: the oldest admin, else the oldest member
     (by ``joined`` time, then id). ``remaining`` must not be empty."""

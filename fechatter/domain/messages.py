@@ -1,4 +1,5 @@
-"""Messages: history pages, sends, reactions, read markers, typing — for every transport alike.
+"""Messages: history pages, sends, edits, deletions, reactions, read markers, typing — for
+every transport alike.
 
 The HTTP routes and the WebSocket ops both call ``Messages.send``, so the content rules and
 the per-user write rate apply once, in one place (``fechatter_messages_sent`` is read from
@@ -10,25 +11,40 @@ PublicChannel).
 
 from __future__ import annotations
 
-from fechatter.actors.commands import MarkRead, React, SendMessage, SendResult, Typing
+from fechatter.actors.commands import (
+    DeleteMessage,
+    EditMessage,
+    MarkRead,
+    React,
+    SendMessage,
+    SendResult,
+    Typing,
+)
 from fechatter.actors.directory import Directory
 from fechatter.config import Settings
 from fechatter.domain.chats import Chats
-from fechatter.errors import Invalid
-from fechatter.models import MessagePage, NewMessage
+from fechatter.errors import Invalid, NotFound
+from fechatter.models import Message, MessagePage, MessageWindow, NewMessage
 from fechatter.ratelimit import RateLimiter
 from fechatter.reaction_emoji import canonical_emoji
-from fechatter.schemas import MessageIn
+from fechatter.schemas import MessageEditIn, MessageIn
 from fechatter.storage import Storage
+
+
+def check_content(content: str, has_files: bool, settings: Settings) -> None:
+    """The content rules of SPEC §3 for a send or an edit (``content`` already trimmed by the
+    schema): at most ``max_content_chars`` characters, empty only beside files.
+    Raises ``Invalid`` naming ``content``."""
+    if len(content) > settings.max_content_chars:
+        raise Invalid.field("content", f"must be at most {settings.max_content_chars} characters")
+    if not content and not has_files:
+        raise Invalid.field("content", "must not be empty")
 
 
 def new_message(body: MessageIn, sender_id: int, settings: Settings) -> NewMessage:
     """Apply the content rules of SPEC §3 to a parsed send; ``Invalid`` naming the field."""
     content = body.content  # trimmed by the schema
-    if len(content) > settings.max_content_chars:
-        raise Invalid.field("content", f"must be at most {settings.max_content_chars} characters")
-    if not content and not body.files:
-        raise Invalid.field("content", "must not be empty")
+    check_content(content, bool(body.files), settings)
     if len(body.files) > settings.max_files:
         raise Invalid.field("files", f"at most {settings.max_files} files")
     return NewMessage(
@@ -59,16 +75,82 @@ class Messages:
         self._limiter = limiter
 
     async def page(
-        self, user_id: int, chat_id: int, *, limit: int, before: int | None, after: int | None
+        self,
+        user_id: int,
+        chat_id: int,
+        *,
+        limit: int,
+        before: int | None,
+        after: int | None,
+        thread_id: int | None = None,
+        top_level: bool = False,
     ) -> MessagePage:
-        """A page of history (see ``Storage.list_messages``) of a chat the caller may see."""
+        """A page of history (see ``Storage.list_messages``) of a chat the caller may see.
+
+        ``thread_id``: the replies of that thread, whose root must be a top-level message of
+        this chat (a deleted root still has its thread), else ``Invalid`` naming
+        ``thread_id``. ``NotFound`` (``chat_not_found``) for a chat the caller may not see.
+        """
         await self._chats.visible(chat_id, user_id)
-        return await self._storage.list_messages(chat_id, limit=limit, before=before, after=after)
+        if thread_id is not None:
+            root = await self._storage.get_message(thread_id)
+            if root is None or root.chat_id != chat_id or root.thread_id is not None:
+                raise Invalid.field("thread_id", "must be a top-level message of this chat")
+        return await self._storage.list_messages(
+            chat_id,
+            limit=limit,
+            before=before,
+            after=after,
+            thread_id=thread_id,
+            top_level=top_level,
+        )
+
+    async def around(
+        self, user_id: int, chat_id: int, message_id: int, *, limit: int
+    ) -> MessageWindow:
+        """The page of ``limit`` messages centred on ``message_id`` (``Storage.messages_around``).
+        ``NotFound``: ``chat_not_found`` (the caller may not see the chat), then
+        ``message_not_found`` (not a message of this chat)."""
+        await self._chats.visible(chat_id, user_id)
+        return await self._storage.messages_around(chat_id, message_id, limit=limit)
+
+    async def get(self, user_id: int, chat_id: int, message_id: int) -> Message:
+        """One message of a chat the caller may see, tombstones included, with its reactions.
+        ``NotFound``: ``chat_not_found``, then ``message_not_found``."""
+        await self._chats.visible(chat_id, user_id)
+        message = await self._storage.get_message(message_id)
+        if message is None or message.chat_id != chat_id:
+            raise NotFound("message not found", code="message_not_found")
+        return message
+
+    async def edit(
+        self, user_id: int, chat_id: int, message_id: int, body: MessageEditIn
+    ) -> Message:
+        """Replace the content of the caller's own message; the message with ``edited_at`` set.
+
+        Raises ``Invalid`` (the send's content rules; an edit has no files, so it must not be
+        empty), ``RateLimited`` (the per-user write rate, after validation), and what the
+        chat's actor answers: the outsider's 404/403, ``NotFound`` (``message_not_found``:
+        absent, of another chat, or deleted), ``Forbidden`` (``not_message_sender``).
+        """
+        check_content(body.content, False, self._settings)
+        self._limiter.acquire(user_id)
+        return await self._directory.call(chat_id, EditMessage(user_id, message_id, body.content))
+
+    async def delete(self, user_id: int, chat_id: int, message_id: int) -> None:
+        """Make a message a tombstone: its sender, or the chat's owner or an admin.
+
+        Raises ``RateLimited`` (the per-user write rate) and what the chat's actor answers:
+        the outsider's 404/403, ``NotFound`` (``message_not_found``: absent, of another chat,
+        or already deleted), ``Forbidden`` (``forbidden``).
+        """
+        self._limiter.acquire(user_id)
+        await self._directory.call(chat_id, DeleteMessage(user_id, message_id))
 
     async def send(self, user_id: int, chat_id: int, body: MessageIn) -> SendResult:
         """Persist a message; ``created`` is False for a ``client_id`` retry (no new event).
 
-        Raises ``Invalid`` (content rules), ``RateLimited`` (the per-user send rate; a request
+        Raises ``Invalid`` (content rules), ``RateLimited`` (the per-user write rate; a request
         refused by validation uses no token), and whatever the chat's actor answers.
         """
         new = new_message(body, user_id, self._settings)

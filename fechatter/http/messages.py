@@ -1,8 +1,8 @@
-"""Message routes: parse, call ``domain.messages``, serialise (SPEC §3 "Messages")."""
+"""Message routes: parse, call ``domain.messages``, serialise (SPEC §3 "Messages", §6)."""
 
 from __future__ import annotations
 
-from quart import Blueprint, Quart, Response
+from quart import Blueprint, Quart, Response, request
 
 from fechatter.errors import BadRequest, FieldError
 from fechatter.http.common import (
@@ -13,7 +13,29 @@ from fechatter.http.common import (
     query_int,
     read_json,
 )
-from fechatter.schemas import MAX_ID, MessageIn, ReadIn
+from fechatter.schemas import MAX_ID, MessageEditIn, MessageIn, ReadIn
+
+
+def _conflict(name: str, other: str) -> BadRequest:
+    return BadRequest(
+        f"use {other} or {name}, not both",
+        code="invalid_query",
+        errors=[FieldError(name, f"cannot be combined with {other}")],
+    )
+
+
+def query_bool(name: str) -> bool:
+    """A ``true``/``false`` query parameter (absent or empty: false); 400 naming it otherwise."""
+    raw = request.args.get(name)
+    if raw is None or raw == "" or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise BadRequest(
+        f"{name} must be true or false",
+        code="invalid_query",
+        errors=[FieldError(name, "must be true or false")],
+    )
 
 
 def register(app: Quart, ctx: Context) -> None:
@@ -27,17 +49,62 @@ def register(app: Quart, ctx: Context) -> None:
         limit = query_int("limit", low=1, high=200, default=50)
         before = query_int("before", low=1, high=MAX_ID)
         after = query_int("after", low=1, high=MAX_ID)
-        if before is not None and after is not None:
-            raise BadRequest(
-                "use before or after, not both",
-                code="invalid_query",
-                errors=[FieldError("after", "cannot be combined with before")],
-            )
+        thread_id = query_int("thread_id", low=1, high=MAX_ID)
+        around = query_int("around", low=1, high=MAX_ID)
+        top_level = query_bool("top_level")
         assert limit is not None
-        page = await messages.page(user_id, chat_id, limit=limit, before=before, after=after)
+        if around is not None:
+            # A jump to one message: a window of the whole history, nothing else to combine.
+            for name, given in [
+                ("before", before is not None),
+                ("after", after is not None),
+                ("thread_id", thread_id is not None),
+                ("top_level", top_level),
+            ]:
+                if given:
+                    raise _conflict(name, "around")
+            window = await messages.around(user_id, chat_id, around, limit=limit)
+            return json_response(
+                {
+                    "items": [m.to_json() for m in window.items],
+                    "has_more_before": window.has_more_before,
+                    "has_more_after": window.has_more_after,
+                }
+            )
+        if before is not None and after is not None:
+            raise _conflict("after", "before")
+        if thread_id is not None and top_level:
+            raise _conflict("top_level", "thread_id")  # replies are never top-level
+        page = await messages.page(
+            user_id,
+            chat_id,
+            limit=limit,
+            before=before,
+            after=after,
+            thread_id=thread_id,
+            top_level=top_level,
+        )
         return json_response(
             {"items": [m.to_json() for m in page.items], "has_more": page.has_more}
         )
+
+    @bp.get("/api/chats/<id:chat_id>/messages/<id:message_id>")
+    async def get_message(chat_id: int, message_id: int) -> Response:
+        user_id = await current_user_id(ctx)
+        message = await messages.get(user_id, chat_id, message_id)
+        return json_response(message.to_json())
+
+    @bp.patch("/api/chats/<id:chat_id>/messages/<id:message_id>")
+    async def edit_message(chat_id: int, message_id: int) -> Response:
+        user_id = await current_user_id(ctx)
+        body = await read_json(MessageEditIn)
+        message = await messages.edit(user_id, chat_id, message_id, body)
+        return json_response(message.to_json())
+
+    @bp.delete("/api/chats/<id:chat_id>/messages/<id:message_id>")
+    async def delete_message(chat_id: int, message_id: int) -> Response:
+        await messages.delete(await current_user_id(ctx), chat_id, message_id)
+        return empty_response()
 
     @bp.post("/api/chats/<id:chat_id>/messages")
     async def send_message(chat_id: int) -> Response:

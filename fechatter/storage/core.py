@@ -301,15 +301,37 @@ class SqlStorage:
         limit: int,
         before: int | None,
         after: int | None,
-        thread_id: int | None = None,  # issue 11: signature only, see the block at the end
+        thread_id: int | None = None,
         top_level: bool = False,
     ) -> MessagePage:
-        if thread_id is not None or top_level:
-            raise NotImplementedError
-        return await self._read_op(messages.list_messages(chat_id, limit, before, after))
+        op = messages.list_messages(chat_id, limit, before, after, thread_id, top_level)
+        return await self._read_op(op)
+
+    async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
+        return await self._read_op(messages.messages_around(chat_id, message_id, limit))
 
     async def get_message(self, message_id: int) -> Message | None:
         return await self._read_op(messages.get_message(message_id))
+
+    async def message_sender(self, chat_id: int, message_id: int) -> int | None:
+        return await self._read_op(messages.message_sender(chat_id, message_id))
+
+    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
+        return await self._read_op(messages.thread_root(chat_id, message_id))
+
+    async def edit_message(
+        self,
+        chat_id: int,
+        message_id: int,
+        content: str,
+        mentions: Sequence[int],
+        mentions_channel: bool,
+    ) -> Message:
+        op = messages.edit_message(chat_id, message_id, content, mentions, mentions_channel)
+        return await self._write_op(op)
+
+    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
+        return await self._write_op(messages.delete_message(chat_id, message_id))
 
     async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
         return await self._write_op(messages.mark_read(chat_id, user_id, message_id))
@@ -328,27 +350,3 @@ class SqlStorage:
 
     async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
         return await self._write_op(reactions.set_chat_member_role(chat_id, user_id, role))
-
-    # -- issue 11 methods implemented on other branches ------------------------------------
-    # Stubs so SqlStorage satisfies Storage (mypy) until the edits branch lands.
-    async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
-        raise NotImplementedError
-
-    async def edit_message(
-        self,
-        chat_id: int,
-        message_id: int,
-        content: str,
-        mentions: Sequence[int],
-        mentions_channel: bool,
-    ) -> Message:
-        raise NotImplementedError
-
-    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
-        raise NotImplementedError
-
-    async def message_sender(self, chat_id: int, message_id: int) -> int | None:
-        raise NotImplementedError
-
-    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
-        raise NotImplementedError

@@ -25,9 +25,17 @@ from dataclasses import replace
 from typing import Any
 
 from fechatter.errors import Invalid, NotFound
-from fechatter.models import Inserted, Message, MessagePage, NewMessage, utc_now
+from fechatter.models import (
+    Deleted,
+    Inserted,
+    Message,
+    MessagePage,
+    MessageWindow,
+    NewMessage,
+    utc_now,
+)
 from fechatter.storage.reactions import with_reactions
-from fechatter.storage.rows import MESSAGE_COLUMNS, to_message
+from fechatter.storage.rows import MESSAGE_COLUMNS, to_message, unqualified
 from fechatter.storage.sql import Dialect, Op, Row, Sql, Stmt, dynamic, first, only, q
 
 REPLY_TO_ERROR = "reply_to must be a message of this chat"
@@ -273,15 +281,41 @@ def insert_messages(
 
 
 # -- reads and markers ---------------------------------------------------------------------
+# Every read that returns messages attaches their reactions with one more statement
+# (``reactions.with_reactions``); tombstones have none.
 _GET_MESSAGE = Sql(f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?")
 _SEQ_OF = Sql("SELECT seq FROM messages WHERE id = ? AND chat_id = ?")
+_SENDER_OF = Sql("SELECT sender_id FROM messages WHERE id = ? AND chat_id = ? AND deleted = ?")
+_THREAD_ROOT = Sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages m"
+    " WHERE m.id = ? AND m.chat_id = ? AND m.deleted = ? AND m.thread_id IS NULL"
+)
+# ``around``: the message and the newer ones (the first row must be it), then the older ones.
+_FROM_ON = Sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.chat_id = ? AND m.id >= ?"
+    " ORDER BY m.id ASC LIMIT ?"
+)
+_BEFORE = Sql(
+    f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.chat_id = ? AND m.id < ?"
+    " ORDER BY m.id DESC LIMIT ?"
+)
 
 
 def list_messages(
-    chat_id: int, limit: int, before: int | None, after: int | None
+    chat_id: int,
+    limit: int,
+    before: int | None,
+    after: int | None,
+    thread_id: int | None = None,
+    top_level: bool = False,
 ) -> Op[MessagePage]:
     where = ["m.chat_id = ?"]
     values: list[object] = [chat_id]
+    if thread_id is not None:
+        where.append("m.thread_id = ?")  # index messages_thread (chat_id, thread_id, id)
+        values.append(thread_id)
+    elif top_level:
+        where.append("m.thread_id IS NULL")  # partial index messages_top_level
     if before is not None:
         where.append("m.id < ?")
         values.append(before)
@@ -295,12 +329,108 @@ def list_messages(
         f" ORDER BY m.id {order} LIMIT ?"
     )
     rows = (yield q(sql, (*values, limit + 1))).rows
-    return MessagePage(items=[to_message(r) for r in rows[:limit]], has_more=len(rows) > limit)
+    items = yield from with_reactions([to_message(r) for r in rows[:limit]])
+    return MessagePage(items=items, has_more=len(rows) > limit)
+
+
+def messages_around(chat_id: int, message_id: int, limit: int) -> Op[MessageWindow]:
+    """``limit // 2`` older messages, the message, and the newer rest, oldest first."""
+    older_n = limit // 2
+    newer_n = limit - older_n  # the message itself included
+    newer = (yield q(_FROM_ON, (chat_id, message_id, newer_n + 1))).rows
+    if not newer or newer[0]["id"] != message_id:
+        raise NotFound("message not found", code="message_not_found")
+    older = (yield q(_BEFORE, (chat_id, message_id, older_n + 1))).rows
+    rows = [*reversed(older[:older_n]), *newer[:newer_n]]
+    items = yield from with_reactions([to_message(r) for r in rows])
+    return MessageWindow(
+        items=items, has_more_before=len(older) > older_n, has_more_after=len(newer) > newer_n
+    )
 
 
 def get_message(message_id: int) -> Op[Message | None]:
     row = first((yield q(_GET_MESSAGE, (message_id,))))
-    return to_message(row) if row else None
+    if row is None:
+        return None
+    return (yield from with_reactions([to_message(row)]))[0]
+
+
+def message_sender(chat_id: int, message_id: int) -> Op[int | None]:
+    row = first((yield q(_SENDER_OF, (message_id, chat_id, False))))
+    return None if row is None else int(row["sender_id"])
+
+
+def thread_root(chat_id: int, message_id: int) -> Op[Message | None]:
+    row = first((yield q(_THREAD_ROOT, (message_id, chat_id, False))))
+    if row is None:
+        return None
+    return (yield from with_reactions([to_message(row)]))[0]
+
+
+# -- edit and delete -----------------------------------------------------------------------
+_RETURNING = f"RETURNING {unqualified(MESSAGE_COLUMNS)}"
+# One statement: on PostgreSQL a concurrent deletion holds the row, and the WHERE is
+# re-checked once it commits, so a tombstone is never edited.
+_EDIT = Sql.split(
+    sqlite="UPDATE messages SET content = ?, mentions = ?, mentions_channel = ?, edited_at = ?"
+    f" WHERE id = ? AND chat_id = ? AND deleted = ? {_RETURNING}",
+    postgres="UPDATE messages SET content = ?, mentions = CAST(? AS bigint[]),"
+    " mentions_channel = ?, edited_at = CAST(? AS timestamptz)"
+    f" WHERE id = ? AND chat_id = ? AND deleted = ? {_RETURNING}",
+)
+_LOCK_LIVE = Sql(
+    "SELECT thread_id FROM messages WHERE id = ? AND chat_id = ? AND deleted = ? FOR UPDATE"
+)
+_TOMBSTONE = Sql.split(
+    sqlite="UPDATE messages SET deleted = 1, content = '', files = '[]', mentions = '[]',"
+    f" mentions_channel = 0 WHERE id = ? {_RETURNING}",
+    postgres="UPDATE messages SET deleted = true, content = '', files = '{}',"
+    f" mentions = '{{}}', mentions_channel = false WHERE id = ? {_RETURNING}",
+)
+_DROP_REACTIONS = Sql("DELETE FROM message_reactions WHERE message_id = ?")
+_LOCK_ROOT = Sql("SELECT id FROM messages WHERE id = ? FOR UPDATE")
+# Recount from the replies rather than decrement: idempotent, and right whatever raced.
+_RECOUNT_ROOT = Sql(
+    "UPDATE messages SET"
+    " reply_count = (SELECT COUNT(*) FROM messages r"
+    " WHERE r.chat_id = :chat AND r.thread_id = :root AND r.deleted = :no),"
+    " last_reply_at = (SELECT MAX(r.created_at) FROM messages r"
+    " WHERE r.chat_id = :chat AND r.thread_id = :root AND r.deleted = :no)"
+    f" WHERE id = :root {_RETURNING}"
+)
+
+
+def edit_message(
+    chat_id: int,
+    message_id: int,
+    content: str,
+    mentions: Sequence[int],
+    mentions_channel: bool,
+) -> Op[Message]:
+    values = (content, list(mentions), mentions_channel, utc_now(), message_id, chat_id, False)
+    row = first((yield q(_EDIT, values)))
+    if row is None:
+        raise NotFound("message not found", code="message_not_found")
+    return (yield from with_reactions([to_message(row)]))[0]
+
+
+def delete_message(chat_id: int, message_id: int) -> Op[Deleted]:
+    # FOR UPDATE (PostgreSQL): a concurrent edit, reaction or deletion in another process
+    # waits for this one, then finds a tombstone.
+    live = first((yield q(_LOCK_LIVE, (message_id, chat_id, False))))
+    if live is None:
+        raise NotFound("message not found", code="message_not_found")
+    tombstone = to_message(only((yield q(_TOMBSTONE, (message_id,)))))
+    yield q(_DROP_REACTIONS, (message_id,))
+    root_id = live["thread_id"]
+    if root_id is None:
+        return Deleted(tombstone, None)
+    # Lock the root first so the recount (a new snapshot on PostgreSQL's READ COMMITTED)
+    # sees every reply committed by a writer that held it.
+    yield q(_LOCK_ROOT, (root_id,))
+    row = only((yield q(_RECOUNT_ROOT, {"chat": chat_id, "root": root_id, "no": False})))
+    root = (yield from with_reactions([to_message(row)]))[0]
+    return Deleted(tombstone, root)
 
 
 def mark_read(chat_id: int, user_id: int, message_id: int) -> Op[bool]:
