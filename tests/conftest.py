@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,20 +143,59 @@ def settings_factory(tmp_path: Path, test_database_url: str) -> Callable[..., Se
     return lambda **kw: make_settings(tmp_path, test_database_url, **kw)
 
 
+@asynccontextmanager
+async def running_server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[ServerInfo]:
+    """A server started in ``nursery``, ready to serve; told to shut down on exit."""
+    shutdown = trio.Event()
+    info: ServerInfo = await nursery.start(serve, settings, shutdown)
+    try:
+        yield info
+    finally:
+        shutdown.set()
+
+
+@asynccontextmanager
+async def api_client(server: ServerInfo) -> AsyncIterator[Api]:
+    """An unauthenticated ``Api`` of ``server``'s HTTP port."""
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=10) as client:
+        yield Api(client)
+
+
 @pytest.fixture
 async def server(
     nursery: trio.Nursery, settings_factory: Callable[..., Settings]
 ) -> AsyncIterator[ServerInfo]:
-    shutdown = trio.Event()
-    info: ServerInfo = await nursery.start(serve, settings_factory(), shutdown)
-    yield info
-    shutdown.set()
+    async with running_server(nursery, settings_factory()) as info:
+        yield info
 
 
 @pytest.fixture
 async def api(server: ServerInfo) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(base_url=server.api_url, timeout=10) as client:
-        yield Api(client)
+    async with api_client(server) as client:
+        yield client
+
+
+ApiFactory = Callable[..., Awaitable[Api]]
+
+
+@pytest.fixture
+async def api_with(
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[ApiFactory]:
+    """Start a server with ``Settings`` overrides and get a client of it:
+    ``api = await api_with(send_burst=3, send_rate=0.01)`` (a small write limit, say).
+
+    Server and client close when the test ends. The server uses the test's database, so a
+    test takes either this or the ``server``/``api`` fixtures, not both.
+    """
+    async with AsyncExitStack() as stack:
+
+        async def start(**overrides: Any) -> Api:
+            settings = settings_factory(**overrides)
+            info = await stack.enter_async_context(running_server(nursery, settings))
+            return await stack.enter_async_context(api_client(info))
+
+        yield start
 
 
 async def make_workspace(owner: User, *members: User, name: str | None = None) -> int:

@@ -6,19 +6,16 @@ resumable with ``Last-Event-ID``), and the write rate limit they share with send
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
-from fechatter.app import ServerInfo, serve
-from fechatter.config import Settings
-from fechatter.models import Role
+from fechatter.app import ServerInfo
 from fechatter.storage import open_storage
-from tests.conftest import Api, User, make_chat, make_workspace
+from tests.conftest import Api, ApiFactory, User, make_chat, make_workspace
 from tests.realtime.clients import SseClient
 
 CEILING = 20  # seconds for one test's requests
@@ -54,11 +51,10 @@ def _problem(r: httpx.Response) -> tuple[int, str, str | None]:
     return r.status_code, doc["code"], errors[0].get("field")
 
 
-async def _make_admin(database_url: str, chat: int, user: User) -> None:
-    """Make ``user`` an admin of ``chat`` in storage. Only before the chat's first write
-    through its actor: the actor loads the roles once, when it starts."""
-    async with open_storage(database_url) as storage:
-        await storage.set_chat_member_role(chat, user.id, Role.ADMIN)
+async def _set_role(owner: User, chat: int, user: User, role: str) -> None:
+    """The owner gives ``user`` ``role`` through ``PUT /api/chats/:id/members/:user_id``."""
+    r = await owner.api.put(f"/api/chats/{chat}/members/{user.id}", json={"role": role})
+    assert (r.status_code, r.json()["role"]) == (200, role), r.text
 
 
 async def _add_reaction(database_url: str, chat: int, message: int, user: User) -> None:
@@ -137,14 +133,16 @@ async def test_edit_refusals(api: Api) -> None:
 
 
 # -- delete --------------------------------------------------------------------------------
-async def test_who_may_delete(api: Api, test_database_url: str) -> None:
+async def test_who_may_delete(server: ServerInfo, api: Api) -> None:
     with trio.fail_after(CEILING):
         a, b, c, _, chat = await _group(api)
         outsider = await api.signup()
-        await _make_admin(test_database_url, chat, c)  # before the chat's actor starts
         by_a = await _send(a, chat, "owner's")
         by_b = [await _send(b, chat, f"b{i}") for i in range(3)]
         by_c = await _send(c, chat, "admin's")
+        r = await c.api.delete(_url(chat, by_b[0]["id"]))
+        assert _problem(r)[:2] == (403, "forbidden")  # not an admin yet
+        await _set_role(a, chat, c, "admin")
         r = await b.api.delete(_url(chat, by_a["id"]))
         assert _problem(r)[:2] == (403, "forbidden")
         r = await b.api.delete(_url(chat, by_c["id"]))
@@ -155,7 +153,13 @@ async def test_who_may_delete(api: Api, test_database_url: str) -> None:
         # An admin deletes others' messages but edits only their own.
         r = await c.api.patch(_url(chat, by_b[0]["id"]), json={"content": "no"})
         assert _problem(r)[:2] == (403, "not_message_sender")
-        assert (await c.api.delete(_url(chat, by_b[0]["id"]))).status_code == 204
+        async with _stream(server, b) as sse:
+            await sse.next_of("ready")
+            assert (await c.api.delete(_url(chat, by_b[0]["id"]))).status_code == 204
+            deleted = await sse.next_of("message.deleted")
+            assert deleted.data == {"id": by_b[0]["id"], "chat_id": chat, "seq": by_b[0]["seq"]}
+        tombstone = (await b.api.get(_url(chat, by_b[0]["id"]))).json()
+        assert (tombstone["deleted"], tombstone["content"]) == (True, "")
         assert (await a.api.delete(_url(chat, by_b[1]["id"]))).status_code == 204  # the owner
         assert (await b.api.delete(_url(chat, by_b[2]["id"]))).status_code == 204  # the sender
         assert (await c.api.delete(_url(chat, by_a["id"]))).status_code == 204  # even the owner's
@@ -164,6 +168,11 @@ async def test_who_may_delete(api: Api, test_database_url: str) -> None:
         assert _problem(r)[:2] == (404, "message_not_found")
         r = await a.api.delete(_url(chat, 999_999))
         assert _problem(r)[:2] == (404, "message_not_found")
+        # Demoted, the same user may delete only their own messages again.
+        await _set_role(a, chat, c, "member")
+        by_b.append(await _send(b, chat, "b3"))
+        r = await c.api.delete(_url(chat, by_b[3]["id"]))
+        assert _problem(r)[:2] == (403, "forbidden")
         items = (await a.api.get(_url(chat))).json()["items"]
         assert [(m["content"], m["deleted"]) for m in reversed(items)] == [
             ("", True),
@@ -171,6 +180,7 @@ async def test_who_may_delete(api: Api, test_database_url: str) -> None:
             ("", True),
             ("", True),
             ("admin's", False),
+            ("b3", False),
         ]
 
 
@@ -390,21 +400,9 @@ async def test_deleting_a_reply_updates_its_root(server: ServerInfo, api: Api) -
 
 
 # -- the write rate limit ------------------------------------------------------------------
-@pytest.fixture
-async def limited_api(
-    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
-) -> AsyncIterator[Api]:
-    shutdown = trio.Event()
-    info: ServerInfo = await nursery.start(
-        serve, settings_factory(send_burst=3, send_rate=0.01), shutdown
-    )
-    async with httpx.AsyncClient(base_url=info.api_url) as client:
-        yield Api(client)
-    shutdown.set()
-
-
-async def test_edits_and_deletes_share_the_write_limit(limited_api: Api) -> None:
+async def test_edits_and_deletes_share_the_write_limit(api_with: ApiFactory) -> None:
     with trio.fail_after(CEILING):
+        limited_api = await api_with(send_burst=3, send_rate=0.01)
         a, _, _, _, chat = await _group(limited_api)
         m = await _send(a, chat, "one")
         # A refused edit uses no token.

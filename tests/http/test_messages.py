@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
 
-import httpx
-import pytest
 import trio
 
-from fechatter.app import ServerInfo, serve
-from fechatter.config import Settings
-from tests.conftest import Api, User, make_chat, make_pair, make_workspace
+from tests.conftest import Api, ApiFactory, User, make_chat, make_pair, make_workspace
 
 
 async def _storage_transactions(api: Api) -> int:
@@ -190,20 +185,8 @@ async def test_typing(api: Api) -> None:
     assert (await outsider.api.post(f"/api/chats/{chat}/typing")).status_code == 404
 
 
-@pytest.fixture
-async def limited_api(
-    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
-) -> AsyncIterator[Api]:
-    shutdown = trio.Event()
-    info: ServerInfo = await nursery.start(
-        serve, settings_factory(send_burst=3, send_rate=0.01), shutdown
-    )
-    async with httpx.AsyncClient(base_url=info.api_url) as client:
-        yield Api(client)
-    shutdown.set()
-
-
-async def test_send_rate_limit(limited_api: Api) -> None:
+async def test_send_rate_limit(api_with: ApiFactory) -> None:
+    limited_api = await api_with(send_burst=3, send_rate=0.01)
     a, _, chat = await make_pair(limited_api)
     for i in range(3):
         r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": str(i)})

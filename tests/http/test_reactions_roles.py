@@ -7,18 +7,16 @@ emoji, canonical forms, idempotency, limits, the shared per-user write limit). R
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 import trio
 
-from fechatter.app import ServerInfo, serve
-from fechatter.config import Settings
-from tests.conftest import Api, User, make_chat, make_workspace
+from fechatter.app import ServerInfo
+from tests.conftest import Api, ApiFactory, User, make_chat, make_workspace
 from tests.realtime.clients import Received, SseClient
 
 CEILING = 20  # seconds for any one test's I/O
@@ -190,22 +188,10 @@ async def test_message_of_another_chat_and_outsiders(api: Api) -> None:
 
 
 @pytest.fixture
-async def tight_server(
-    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
-) -> AsyncIterator[ServerInfo]:
+async def tight_api(api_with: ApiFactory) -> Api:
     """A server whose write limit is 4 writes per user (no refill to speak of) and whose
     messages take at most 2 distinct emoji."""
-    shutdown = trio.Event()
-    settings = settings_factory(send_burst=4, send_rate=0.01, max_reactions_per_message=2)
-    info: ServerInfo = await nursery.start(serve, settings, shutdown)
-    yield info
-    shutdown.set()
-
-
-@pytest.fixture
-async def tight_api(tight_server: ServerInfo) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(base_url=tight_server.api_url, timeout=10) as client:
-        yield Api(client)
+    return await api_with(send_burst=4, send_rate=0.01, max_reactions_per_message=2)
 
 
 async def test_a_reaction_storm_shares_the_write_limit_with_sends(tight_api: Api) -> None:
