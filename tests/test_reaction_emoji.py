@@ -3,13 +3,15 @@ anything else → ``Invalid`` naming ``emoji`` (SPEC §6). Pure: no server."""
 
 from __future__ import annotations
 
+import hashlib
+
 import emoji
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fechatter.errors import Invalid
-from fechatter.reaction_emoji import MAX_EMOJI_INPUT, canonical_emoji
+from fechatter.reaction_emoji import MAX_EMOJI_INPUT, SHORTCODE_RE, canonical_emoji
 
 FULLY_QUALIFIED = emoji.STATUS["fully_qualified"]
 COMPONENT = emoji.STATUS["component"]
@@ -96,6 +98,32 @@ def test_every_emoji_of_the_data_maps_to_its_fully_qualified_form() -> None:
         assert emoji.EMOJI_DATA[stored]["status"] == FULLY_QUALIFIED, raw
         assert emoji.EMOJI_DATA[stored]["en"] == data["en"], raw
         assert canonical_emoji(stored) == stored
+
+
+# The shortcodes the library knows (the only ones `canonical_emoji` turns into an emoji), as a
+# count and a SHA-256 of their sorted, newline-joined list. A stored `:shortcode:` reaction is
+# one the library did not know; a release that learns it would make every path name the emoji
+# instead, and the stored row could never be removed. So a change here is a data migration
+# (docs/api.md "Reactions"), not a dependency bump: pyproject pins `emoji` to one minor version.
+KNOWN_SHORTCODES = 3364
+KNOWN_SHORTCODES_SHA256 = "d33819f1a32e040b873961c3003ddb6199c66a3dcc0a4c88fcb570838e31a1f8"
+
+
+def test_the_library_knows_the_shortcodes_it_knew() -> None:
+    names = sorted(
+        {
+            name
+            for data in emoji.EMOJI_DATA.values()
+            if data["status"] != COMPONENT  # refused whatever they are called
+            for name in [data["en"], *data.get("alias", [])]
+            if SHORTCODE_RE.fullmatch(name)
+        }
+    )
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()
+    assert (len(names), digest) == (KNOWN_SHORTCODES, KNOWN_SHORTCODES_SHA256), (
+        f"emoji {emoji.__version__} changed its shortcodes: migrate stored reactions first"
+    )
+    assert all(canonical_emoji(name) != name for name in names)
 
 
 def test_the_canonical_form_is_stable() -> None:

@@ -119,3 +119,19 @@ def query_int(name: str, *, low: int, high: int, default: int | None = None) -> 
             errors=[FieldError(name, f"must be an integer from {low} to {high}")],
         )
     return int(raw)
+
+
+def query_bool(name: str) -> bool:
+    """A boolean query parameter: exactly ``true`` or ``false`` (case-sensitive); absent or
+    empty is ``false``. Anything else (``1``, ``yes``, ``True``) raises ``BadRequest``, a 400
+    ``invalid_query`` problem whose ``errors`` name the parameter."""
+    raw = request.args.get(name)
+    if raw is None or raw == "" or raw == "false":
+        return False
+    if raw == "true":
+        return True
+    raise BadRequest(
+        f"{name} must be true or false",
+        code="invalid_query",
+        errors=[FieldError(name, "must be true or false")],
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Quart, Response
 
 from fechatter.errors import BadRequest, FieldError
 from fechatter.http.common import (
@@ -10,6 +10,7 @@ from fechatter.http.common import (
     current_user_id,
     empty_response,
     json_response,
+    query_bool,
     query_int,
     read_json,
 )
@@ -21,20 +22,6 @@ def _conflict(name: str, other: str) -> BadRequest:
         f"use {other} or {name}, not both",
         code="invalid_query",
         errors=[FieldError(name, f"cannot be combined with {other}")],
-    )
-
-
-def query_bool(name: str) -> bool:
-    """A ``true``/``false`` query parameter (absent or empty: false); 400 naming it otherwise."""
-    raw = request.args.get(name)
-    if raw is None or raw == "" or raw == "false":
-        return False
-    if raw == "true":
-        return True
-    raise BadRequest(
-        f"{name} must be true or false",
-        code="invalid_query",
-        errors=[FieldError(name, "must be true or false")],
     )
 
 
