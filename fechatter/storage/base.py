@@ -251,6 +251,10 @@ class Storage(Protocol):
         its root's ``reply_count`` and sets ``last_reply_at`` in the same transaction (the
         actor reads the roots back to publish ``message.updated``). ``mentions`` and
         ``mentions_channel`` are stored as given.
+
+        A retried item's message is the stored one as it is now (edited, or a tombstone), with
+        its reactions, read after the commit; if that read fails the message comes back without
+        them (a warning is logged): once the batch committed this never raises.
         """
 
     async def list_messages(

@@ -14,14 +14,15 @@ in this batch → the message made for it; a ``reply_to`` that is not a message 
 ``THREAD_ERROR`` (field ``thread_id``); otherwise a new message numbered ``last seq + 1``. A
 thread reply adds one to its root's ``reply_count`` and sets its ``last_reply_at`` to the
 batch's time, in the same transaction. A retried key answers with the stored message as it is
-now (edited, or a tombstone) with its reactions: on PostgreSQL that is a second statement, run
-only when the batch holds such a retry of a live message (``_with_reactions_of_retries``).
+now (edited, or a tombstone), without its reactions: the write is one statement on PostgreSQL
+(it commits alone, in autocommit, so nothing may run after it in the same operation), and
+``SqlStorage.insert_messages`` reads the reactions of retried live messages after the commit
+(``retried_live``, ``reactions.with_reactions``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from fechatter.errors import Invalid, NotFound
@@ -95,17 +96,11 @@ def _rejected(field: str) -> Inserted:
     return Inserted(None, created=False, error=_ERRORS[field], error_field=field)
 
 
-def _with_reactions_of_retries(results: list[Inserted]) -> Op[list[Inserted]]:
-    """The results with reactions on the stored messages retries answer with (one statement,
-    none when no retry names a live message)."""
-    retried = [r.message for r in results if not r.created and r.message is not None]
-    if not any(not m.deleted for m in retried):
-        return results
-    current = {m.id: m for m in (yield from with_reactions(retried))}
-    return [
-        r if r.created or r.message is None else replace(r, message=current[r.message.id])
-        for r in results
-    ]
+def retried_live(results: Sequence[Inserted]) -> list[Message]:
+    """The live messages that ``client_id`` retries answer with (``created=False``): the ones
+    whose reactions ``SqlStorage.insert_messages`` reads after the commit."""
+    found = (r.message for r in results if not r.created)
+    return [m for m in found if m is not None and not m.deleted]
 
 
 def _insert_batch_sqlite(
@@ -150,7 +145,7 @@ def _insert_batch_sqlite(
         yield Stmt(_MOVE_MARKER, markers, many=True)
         last = max(read_up_to.values(), key=lambda m: m.seq)
         yield q(_SET_LAST, (last.id, now, chat_id))
-    return _outcomes((yield from _with_reactions_of_retries(results)))
+    return _outcomes(results)
 
 
 # -- PostgreSQL: one round trip ------------------------------------------------------------
@@ -181,8 +176,7 @@ def _insert_batch_postgres(
     result = yield q(INSERT_BATCH_POSTGRES, params)
     if not result.rows:
         raise NotFound("chat not found")
-    outcomes = _postgres_outcomes(chat_id, batch, result.rows, now)
-    return _outcomes((yield from _with_reactions_of_retries(outcomes)))
+    return _outcomes(_postgres_outcomes(chat_id, batch, result.rows, now))
 
 
 def _item_arrays(batch: Sequence[NewMessage]) -> dict[str, list[Any]]:
@@ -255,8 +249,7 @@ def insert_rounds_postgres(
         if not rows:
             outcomes.append(NotFound("chat not found"))
         else:
-            results = _postgres_outcomes(chat_id, batch, rows, now)
-            outcomes.append(_outcomes((yield from _with_reactions_of_retries(results))))
+            outcomes.append(_outcomes(_postgres_outcomes(chat_id, batch, rows, now)))
     return outcomes
 
 

@@ -589,3 +589,36 @@ async def test_a_round_stores_thread_replies_and_mentions(pg_database: str) -> N
         assert now is not None
         assert (now.reply_count, now.last_reply_at) == (2, r2.created_at)
         assert [m for m in await _all_messages(storage, first.id) if m.id != root.id] == [r1, r2]
+
+
+async def test_a_round_whose_retry_reactions_cannot_be_read_is_stored_once(
+    pg_database: str,
+) -> None:
+    """The round's one call commits in autocommit; nothing may run after it in the same
+    operation. A batch holding a ``client_id`` retry of a live message used to read that
+    message's reactions as a second statement: when it failed, the round was stored again
+    batch by batch, every message twice. The reactions are now read after the round (by
+    ``insert_messages``), so a failure there cannot touch what was stored."""
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        _, (alice, bob), first = await make_group(storage, 2)
+        second = await storage.create_chat(
+            first.workspace_id, ChatType.GROUP, "b", None, alice.id, [alice.id, bob.id]
+        )
+        [orig] = await storage.insert_messages(first.id, [msg(alice, "orig", client_id="k")])
+        assert orig.message is not None
+        assert await storage.add_reaction(first.id, orig.message.id, bob.id, "👍", 50)
+        with psycopg.connect(pg_database, autocommit=True) as conn:  # reads of reactions fail
+            conn.execute("ALTER TABLE message_reactions RENAME TO message_reactions_hidden")
+        requests = [
+            _InsertRequest(first.id, [msg(alice, "retry", client_id="k"), msg(bob, "new")]),
+            _InsertRequest(second.id, [msg(bob, "other")]),
+        ]
+        before = storage.statistics().transactions
+        with trio.fail_after(20):
+            await storage._run_round(requests)
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute("ALTER TABLE message_reactions_hidden RENAME TO message_reactions")
+        assert [m.content for m in await _all_messages(storage, first.id)] == ["orig", "new"]
+        assert [m.content for m in await _all_messages(storage, second.id)] == ["other"]
+        assert storage.statistics().transactions - before == 1  # the round's one call
+        assert all(not isinstance(r.outcome, Exception) for r in requests)
