@@ -61,7 +61,8 @@ _INSERT_ONE = Sql(
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _COUNT_REPLY = Sql(
-    "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ? WHERE id = ?"
+    "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?"
+    " WHERE id = ? AND deleted = ?"
 )
 _MOVE_MARKER = Sql(
     "UPDATE chat_members SET last_read_seq = ?, last_read_message_id = ?"
@@ -139,7 +140,7 @@ def _insert_batch_sqlite(
         results.append(Inserted(message, created=True))
         read_up_to[item.sender_id] = message
         if item.thread_id is not None:
-            yield q(_COUNT_REPLY, (now, item.thread_id))
+            yield q(_COUNT_REPLY, (now, item.thread_id, False))
     if read_up_to:
         markers = [(m.seq, m.id, chat_id, uid, m.seq) for uid, m in read_up_to.items()]
         yield Stmt(_MOVE_MARKER, markers, many=True)
@@ -150,8 +151,10 @@ def _insert_batch_sqlite(
 
 # -- PostgreSQL: one round trip ------------------------------------------------------------
 # One prepared call of a PL/pgSQL function (migration 0003_insert_batch_function.sql, with
-# threads and mentions since 0006_insert_batch_threads.sql): it takes the chat row lock, so
-# every writer of this chat, in any process, waits there, then numbers the batch from
+# threads and mentions since 0006_insert_batch_threads.sql, locking the thread roots since
+# 0007_lock_thread_roots.sql): it takes the chat row lock, so every writer of this chat, in
+# any process, waits there, then the rows of the roots the batch names (so a concurrent
+# deletion of a root either waits for the batch or is seen by it), then numbers the batch from
 # chats.last_seq and stores the new value; UNIQUE (chat_id, seq) is the backstop. Its rows:
 # one per batch item, in order, with the stored message an existing key names (e_*), or the
 # new message the item maps to (new_*: itself, or the first item of its key), or neither
@@ -409,7 +412,9 @@ def edit_message(
 
 def delete_message(chat_id: int, message_id: int) -> Op[Deleted]:
     # FOR UPDATE (PostgreSQL): a concurrent edit, reaction or deletion in another process
-    # waits for this one, then finds a tombstone.
+    # waits for this one, then finds a tombstone. Lock order: the message, then its root;
+    # never the chat row. fechatter_insert_batch (0007) takes the chat row, then the roots,
+    # and never a reply: neither waits for a lock the other takes first, so no deadlock.
     live = first((yield q(_LOCK_LIVE, (message_id, chat_id, False))))
     if live is None:
         raise NotFound("message not found", code="message_not_found")

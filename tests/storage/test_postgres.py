@@ -17,7 +17,7 @@ from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
 from fechatter.errors import Conflict, Invalid, NotFound, Unavailable
 from fechatter.models import ChatType, Message, NewMessage
-from fechatter.storage import accounts, migrations, open_storage, postgres_pool
+from fechatter.storage import accounts, messages, migrations, open_storage, postgres_pool
 from fechatter.storage.postgres import (
     PostgresStorage,
     _InsertRequest,
@@ -622,3 +622,54 @@ async def test_a_round_whose_retry_reactions_cannot_be_read_is_stored_once(
         assert [m.content for m in await _all_messages(storage, second.id)] == ["other"]
         assert storage.statistics().transactions - before == 1  # the round's one call
         assert all(not isinstance(r.outcome, Exception) for r in requests)
+
+
+def _blocked_by(server: PgServer, pid: int) -> bool:
+    """Whether some backend waits for a lock ``pid`` holds."""
+    rows = _admin_rows(
+        server, "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid
+    )
+    return bool(rows[0][0])
+
+
+async def test_a_reply_to_a_root_another_process_deletes_meanwhile_is_refused(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    """Another process deletes the root (``delete_message``, its transaction still open) while
+    a reply to it is being stored: the reply waits for the root's row, then sees the tombstone
+    and is refused (field ``thread_id``); nothing is counted on the tombstone. (Migration 0006
+    checked the root without locking it: the reply was stored into the deleted root.)"""
+    async with (
+        open_postgres_storage(pg_database, **FAST) as storage,
+        open_pg_pool(pg_database, PoolConfig(size=1)) as other,
+    ):
+        _, (alice, bob), chat = await make_group(storage, 2)
+        (root,) = await send(storage, chat.id, alice, "root")
+        late = NewMessage(bob.id, "late", (), None, None, thread_id=root.id)
+        outcome: list[Any] = []
+
+        async def reply() -> None:
+            outcome.extend(await storage.insert_messages(chat.id, [late]))
+
+        with trio.fail_after(20):
+            async with other.connection() as conn:
+                deleter = conn.info.backend_pid
+                await conn.execute("BEGIN")
+                deleted = await run_op(conn, messages.delete_message(chat.id, root.id))
+                assert deleted.tombstone.deleted
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(reply)
+                    # Poll: the server gives no event when a statement starts waiting.
+                    while not _blocked_by(pg_server, deleter):  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    await conn.execute("COMMIT")
+        [refused] = outcome
+        assert (refused.message, refused.error_field) == (None, "thread_id")
+        tombstone = await storage.get_message(root.id)
+        assert tombstone is not None
+        assert (tombstone.deleted, tombstone.reply_count, tombstone.last_reply_at) == (
+            True,
+            0,
+            None,
+        )
+        assert [m.id for m in await _all_messages(storage, chat.id)] == [root.id]
