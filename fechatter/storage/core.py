@@ -352,8 +352,8 @@ class SqlStorage:
     async def message_sender(self, chat_id: int, message_id: int) -> int | None:
         return await self._read_op(messages.message_sender(chat_id, message_id))
 
-    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
-        return await self._read_op(messages.thread_root(chat_id, message_id))
+    async def is_thread_root(self, chat_id: int, message_id: int) -> bool:
+        return await self._read_op(messages.is_thread_root(chat_id, message_id))
 
     async def edit_message(
         self,
@@ -385,4 +385,4 @@ class SqlStorage:
         return await self._write_op(reactions.remove_reaction(chat_id, message_id, user_id, emoji))
 
     async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
-        return await self._write_op(reactions.set_chat_member_role(chat_id, user_id, role))
+        return await self._write_op(chats.set_chat_member_role(chat_id, user_id, role))

@@ -51,7 +51,7 @@ _BY_CLIENT_ID = Sql(
     " WHERE m.chat_id = ? AND m.sender_id = ? AND m.client_id = ?"
 )
 _REPLY_TARGET = Sql("SELECT 1 AS found FROM messages WHERE id = ? AND chat_id = ?")
-_THREAD_ROOT = Sql(
+_LIVE_ROOT = Sql(
     "SELECT 1 AS found FROM messages"
     " WHERE id = ? AND chat_id = ? AND deleted = ? AND thread_id IS NULL"
 )
@@ -128,7 +128,7 @@ def _insert_batch_sqlite(
             continue
         if (
             item.thread_id is not None
-            and first((yield q(_THREAD_ROOT, (item.thread_id, chat_id, False)))) is None
+            and first((yield q(_LIVE_ROOT, (item.thread_id, chat_id, False)))) is None
         ):
             results.append(_rejected("thread_id"))
             continue
@@ -282,9 +282,10 @@ def insert_messages(
 _GET_MESSAGE = Sql(f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?")
 _SEQ_OF = Sql("SELECT seq FROM messages WHERE id = ? AND chat_id = ?")
 _SENDER_OF = Sql("SELECT sender_id FROM messages WHERE id = ? AND chat_id = ? AND deleted = ?")
-_THREAD_ROOT = Sql(
-    f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-    " WHERE m.id = ? AND m.chat_id = ? AND m.deleted = ? AND m.thread_id IS NULL"
+# A thread's root for ``?thread_id=``: a top-level message of the chat, tombstones included
+# (a deleted root keeps its thread). Existence only: no columns, no reactions.
+_ANY_ROOT = Sql(
+    "SELECT 1 AS found FROM messages WHERE id = ? AND chat_id = ? AND thread_id IS NULL"
 )
 # ``around``: the message and the newer ones (the first row must be it), then the older ones.
 _FROM_ON = Sql(
@@ -356,11 +357,8 @@ def message_sender(chat_id: int, message_id: int) -> Op[int | None]:
     return None if row is None else int(row["sender_id"])
 
 
-def thread_root(chat_id: int, message_id: int) -> Op[Message | None]:
-    row = first((yield q(_THREAD_ROOT, (message_id, chat_id, False))))
-    if row is None:
-        return None
-    return (yield from with_reactions([to_message(row)]))[0]
+def is_thread_root(chat_id: int, message_id: int) -> Op[bool]:
+    return first((yield q(_ANY_ROOT, (message_id, chat_id)))) is not None
 
 
 # -- edit and delete -----------------------------------------------------------------------

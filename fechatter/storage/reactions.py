@@ -1,9 +1,10 @@
-"""Operations on reactions and chat roles — both backends (``Op``s, see ``sql.py``).
+"""Operations on reactions — both backends (``Op``s, see ``sql.py``).
 
 Reactions are rows of ``message_reactions`` (migration ``0003``/``0005``): one per (message,
-emoji, user). ``load_reactions`` groups them into ``Reaction`` records for any set of
-messages in one statement, which every read of messages uses. Emoji arrive canonical
-(``fechatter.reaction_emoji``); this module only stores and counts them.
+emoji, user). ``load_reactions`` reads them as ``Reaction`` records (count and first user
+ids, aggregated by the database) for any set of messages in one statement, which every read
+of messages uses. Emoji arrive canonical (``fechatter.reaction_emoji``); this module only
+stores and counts them. (Chat roles are member operations: ``chats.py``.)
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fechatter.errors import Invalid, NotFound
-from fechatter.models import REACTION_USER_IDS, Member, Message, Reaction, Role, utc_now
-from fechatter.storage.chats import MEMBER_SELECT
-from fechatter.storage.rows import to_member
+from fechatter.models import REACTION_USER_IDS, Message, Reaction, utc_now
 from fechatter.storage.sql import Op, Sql, first, q
 
 # Aggregated in SQL: per (message, emoji) the reaction count and only the first
@@ -46,8 +45,6 @@ _ADD = Sql(
     " VALUES (?, ?, ?, ?) ON CONFLICT (message_id, emoji, user_id) DO NOTHING"
 )
 _REMOVE = Sql("DELETE FROM message_reactions WHERE message_id = ? AND emoji = ? AND user_id = ?")
-_SET_ROLE = Sql("UPDATE chat_members SET role = ? WHERE chat_id = ? AND user_id = ?")
-_MEMBER = Sql(f"{MEMBER_SELECT} WHERE cm.chat_id = ? AND cm.user_id = ?")
 
 
 def load_reactions(message_ids: Sequence[int]) -> Op[dict[int, tuple[Reaction, ...]]]:
@@ -106,13 +103,3 @@ def remove_reaction(chat_id: int, message_id: int, user_id: int, emoji: str) -> 
     yield from _require_live(chat_id, message_id)
     result = yield q(_REMOVE, (message_id, emoji, user_id))
     return result.rowcount > 0
-
-
-def set_chat_member_role(chat_id: int, user_id: int, role: Role) -> Op[Member]:
-    result = yield q(_SET_ROLE, (role.value, chat_id, user_id))
-    if result.rowcount == 0:
-        raise NotFound("not a member of this chat", code="member_not_found")
-    row = first((yield q(_MEMBER, (chat_id, user_id))))
-    if row is None:  # pragma: no cover - updated just above, in the same transaction
-        raise NotFound("not a member of this chat", code="member_not_found")
-    return to_member(row)
