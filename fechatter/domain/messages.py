@@ -92,10 +92,8 @@ class Messages:
         ``thread_id``. ``NotFound`` (``chat_not_found``) for a chat the caller may not see.
         """
         await self._chats.visible(chat_id, user_id)
-        if thread_id is not None:
-            root = await self._storage.get_message(thread_id)
-            if root is None or root.chat_id != chat_id or root.thread_id is not None:
-                raise Invalid.field("thread_id", "must be a top-level message of this chat")
+        if thread_id is not None and not await self._storage.is_thread_root(chat_id, thread_id):
+            raise Invalid.field("thread_id", "must be a top-level message of this chat")
         return await self._storage.list_messages(
             chat_id,
             limit=limit,

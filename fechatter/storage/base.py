@@ -246,11 +246,15 @@ class Storage(Protocol):
         whose ``reply_to`` names no message of this chat gets ``error`` and no seq. The sender's
         read marker moves to its own new message. The chat's activity time is updated.
 
-        Thread replies (``thread_id``): an item whose ``thread_id`` is not a root of this chat
-        (see ``thread_root``) gets ``error`` (``THREAD_ERROR``) and no seq; a reply increments
-        its root's ``reply_count`` and sets ``last_reply_at`` in the same transaction (the
-        actor reads the roots back to publish ``message.updated``). ``mentions`` and
-        ``mentions_channel`` are stored as given.
+        Thread replies (``thread_id``): an item whose ``thread_id`` is not a non-deleted
+        top-level message of this chat gets ``error`` (``THREAD_ERROR``) and no seq; a reply
+        increments its root's ``reply_count`` and sets ``last_reply_at`` in the same
+        transaction (the actor reads the roots back to publish ``message.updated``).
+        ``mentions`` and ``mentions_channel`` are stored as given.
+
+        A retried item's message is the stored one as it is now (edited, or a tombstone), with
+        its reactions, read after the commit; if that read fails the message comes back without
+        them (a warning is logged): once the batch committed this never raises.
         """
 
     async def list_messages(
@@ -301,9 +305,11 @@ class Storage(Protocol):
     async def message_sender(self, chat_id: int, message_id: int) -> int | None:
         """The sender of a non-deleted message of this chat, or None (absent, deleted)."""
 
-    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
-        """The message if it can be a thread root: of this chat, not deleted, not itself a
-        reply; else None."""
+    async def is_thread_root(self, chat_id: int, message_id: int) -> bool:
+        """Whether the message is a top-level message of this chat (tombstones included: a
+        deleted root keeps its thread), i.e. a thread whose replies may be listed. A light
+        check (no columns, no reactions read). A new reply's root must also not be deleted
+        (``insert_messages``)."""
 
     async def add_reaction(
         self, chat_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int

@@ -174,7 +174,7 @@ def load_chat_state(chat_id: int) -> Op[ChatState | None]:
 
 
 # -- chat members --------------------------------------------------------------------------
-MEMBER_SELECT = (
+_MEMBER_SELECT = (
     "SELECT cm.user_id, cm.chat_id, cm.role, cm.joined_at, u.fullname"
     " FROM chat_members cm JOIN users u ON u.id = cm.user_id"
 )
@@ -184,15 +184,16 @@ _PRESENCE_PEERS = Sql(
     " JOIN chat_members other ON other.chat_id = mine.chat_id"
     " WHERE mine.user_id = ? AND other.user_id <> ?"
 )
-_MEMBERS = f"{MEMBER_SELECT} WHERE cm.chat_id = ? ORDER BY cm.joined_at, "
+_MEMBERS = f"{_MEMBER_SELECT} WHERE cm.chat_id = ? ORDER BY cm.joined_at, "
 _LIST_MEMBERS = Sql.split(sqlite=_MEMBERS + "cm.rowid", postgres=_MEMBERS + "cm.ord")
 _ADD_MEMBERS = Sql.each(
     "INSERT INTO chat_members (chat_id, user_id, role, joined_at)"
     " SELECT ?, j.value, ?, ? FROM {ids} WHERE true ORDER BY j.key"
     " ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING user_id"
 )
-_ADDED = f"{MEMBER_SELECT} WHERE cm.chat_id = ? AND cm.user_id = ANY(?) ORDER BY "
+_ADDED = f"{_MEMBER_SELECT} WHERE cm.chat_id = ? AND cm.user_id = ANY(?) ORDER BY "
 _LIST_ADDED = Sql.split(sqlite=_ADDED + "cm.rowid", postgres=_ADDED + "cm.ord")
+_MEMBER = Sql(f"{_MEMBER_SELECT} WHERE cm.chat_id = ? AND cm.user_id = ?")
 _REMOVE_MEMBER = Sql("DELETE FROM chat_members WHERE chat_id = ? AND user_id = ?")
 _SET_ROLE = Sql("UPDATE chat_members SET role = ? WHERE chat_id = ? AND user_id = ?")
 _SET_OWNER = Sql("UPDATE chats SET owner_id = ?, updated_at = ? WHERE id = ?")
@@ -241,3 +242,13 @@ def set_chat_owner(chat_id: int, user_id: int) -> Op[None]:
     # One owner per chat: the previous owner stays on as an admin.
     yield q(_DEMOTE_OWNER, (Role.ADMIN.value, chat_id, Role.OWNER.value, user_id))
     yield from _promote(chat_id, user_id)
+
+
+def set_chat_member_role(chat_id: int, user_id: int, role: Role) -> Op[Member]:
+    result = yield q(_SET_ROLE, (role.value, chat_id, user_id))
+    if result.rowcount == 0:
+        raise NotFound("not a member of this chat", code="member_not_found")
+    row = first((yield q(_MEMBER, (chat_id, user_id))))
+    if row is None:  # pragma: no cover - updated just above, in the same transaction
+        raise NotFound("not a member of this chat", code="member_not_found")
+    return to_member(row)

@@ -17,9 +17,12 @@ plus opening, closing and the translation of driver errors into ``fechatter.erro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TypeVar
 
+from fechatter.errors import FechatterError
 from fechatter.models import (
     Chat,
     ChatRecord,
@@ -48,6 +51,8 @@ from fechatter.storage import accounts, chats, messages, reactions
 from fechatter.storage.sql import Dialect, Op, Sql, q
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _PING = Sql("SELECT 1 AS one")
 
@@ -285,14 +290,45 @@ class SqlStorage:
 
     # -- messages --------------------------------------------------------------------------
     async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
-        """Insert a batch in ONE transaction (group commit), in order."""
+        """Insert a batch in ONE transaction (group commit), in order; then the reactions of
+        the live messages that ``client_id`` retries answer with (``with_retry_reactions``)."""
         if not batch:
             return []
         op = messages.insert_messages(self.dialect, chat_id, batch)
         results, inserted = await self._write_op(op, one_statement=self.dialect == "postgres")
         self._message_batches += 1
         self._messages_inserted += inserted
-        return results
+        return await self.with_retry_reactions(results)
+
+    async def with_retry_reactions(self, results: list[Inserted]) -> list[Inserted]:
+        """``results`` with reactions on the live stored messages of ``client_id`` retries
+        (``created=False``): one read after the write committed, none without such a retry.
+
+        Never raises: the batch is committed whatever happens here, so if that read fails
+        (``FechatterError``: the database is unavailable, …) a warning is logged and the
+        results go back as the write returned them, retried messages without reactions —
+        a caller that got an error would think its messages were not stored, and no event
+        would announce them."""
+        retried = messages.retried_live(results)
+        if not retried:
+            return results
+        try:
+            current = await self._read_op(reactions.with_reactions(retried))
+        except FechatterError as exc:
+            log.warning(
+                "the reactions of %d retried message(s) could not be read after the commit"
+                " (%s): answering without them",
+                len(retried),
+                exc,
+            )
+            return results
+        by_id = {m.id: m for m in current}
+        return [
+            replace(r, message=by_id[r.message.id])
+            if not r.created and r.message is not None and r.message.id in by_id
+            else r
+            for r in results
+        ]
 
     async def list_messages(
         self,
@@ -316,8 +352,8 @@ class SqlStorage:
     async def message_sender(self, chat_id: int, message_id: int) -> int | None:
         return await self._read_op(messages.message_sender(chat_id, message_id))
 
-    async def thread_root(self, chat_id: int, message_id: int) -> Message | None:
-        return await self._read_op(messages.thread_root(chat_id, message_id))
+    async def is_thread_root(self, chat_id: int, message_id: int) -> bool:
+        return await self._read_op(messages.is_thread_root(chat_id, message_id))
 
     async def edit_message(
         self,
@@ -349,4 +385,4 @@ class SqlStorage:
         return await self._write_op(reactions.remove_reaction(chat_id, message_id, user_id, emoji))
 
     async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
-        return await self._write_op(reactions.set_chat_member_role(chat_id, user_id, role))
+        return await self._write_op(chats.set_chat_member_role(chat_id, user_id, role))

@@ -14,14 +14,15 @@ in this batch → the message made for it; a ``reply_to`` that is not a message 
 ``THREAD_ERROR`` (field ``thread_id``); otherwise a new message numbered ``last seq + 1``. A
 thread reply adds one to its root's ``reply_count`` and sets its ``last_reply_at`` to the
 batch's time, in the same transaction. A retried key answers with the stored message as it is
-now (edited, or a tombstone) with its reactions: on PostgreSQL that is a second statement, run
-only when the batch holds such a retry of a live message (``_with_reactions_of_retries``).
+now (edited, or a tombstone), without its reactions: the write is one statement on PostgreSQL
+(it commits alone, in autocommit, so nothing may run after it in the same operation), and
+``SqlStorage.insert_messages`` reads the reactions of retried live messages after the commit
+(``retried_live``, ``reactions.with_reactions``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from fechatter.errors import Invalid, NotFound
@@ -50,7 +51,7 @@ _BY_CLIENT_ID = Sql(
     " WHERE m.chat_id = ? AND m.sender_id = ? AND m.client_id = ?"
 )
 _REPLY_TARGET = Sql("SELECT 1 AS found FROM messages WHERE id = ? AND chat_id = ?")
-_THREAD_ROOT = Sql(
+_LIVE_ROOT = Sql(
     "SELECT 1 AS found FROM messages"
     " WHERE id = ? AND chat_id = ? AND deleted = ? AND thread_id IS NULL"
 )
@@ -60,7 +61,8 @@ _INSERT_ONE = Sql(
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
 _COUNT_REPLY = Sql(
-    "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ? WHERE id = ?"
+    "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?"
+    " WHERE id = ? AND deleted = ?"
 )
 _MOVE_MARKER = Sql(
     "UPDATE chat_members SET last_read_seq = ?, last_read_message_id = ?"
@@ -95,17 +97,11 @@ def _rejected(field: str) -> Inserted:
     return Inserted(None, created=False, error=_ERRORS[field], error_field=field)
 
 
-def _with_reactions_of_retries(results: list[Inserted]) -> Op[list[Inserted]]:
-    """The results with reactions on the stored messages retries answer with (one statement,
-    none when no retry names a live message)."""
-    retried = [r.message for r in results if not r.created and r.message is not None]
-    if not any(not m.deleted for m in retried):
-        return results
-    current = {m.id: m for m in (yield from with_reactions(retried))}
-    return [
-        r if r.created or r.message is None else replace(r, message=current[r.message.id])
-        for r in results
-    ]
+def retried_live(results: Sequence[Inserted]) -> list[Message]:
+    """The live messages that ``client_id`` retries answer with (``created=False``): the ones
+    whose reactions ``SqlStorage.insert_messages`` reads after the commit."""
+    found = (r.message for r in results if not r.created)
+    return [m for m in found if m is not None and not m.deleted]
 
 
 def _insert_batch_sqlite(
@@ -132,7 +128,7 @@ def _insert_batch_sqlite(
             continue
         if (
             item.thread_id is not None
-            and first((yield q(_THREAD_ROOT, (item.thread_id, chat_id, False)))) is None
+            and first((yield q(_LIVE_ROOT, (item.thread_id, chat_id, False)))) is None
         ):
             results.append(_rejected("thread_id"))
             continue
@@ -144,19 +140,21 @@ def _insert_batch_sqlite(
         results.append(Inserted(message, created=True))
         read_up_to[item.sender_id] = message
         if item.thread_id is not None:
-            yield q(_COUNT_REPLY, (now, item.thread_id))
+            yield q(_COUNT_REPLY, (now, item.thread_id, False))
     if read_up_to:
         markers = [(m.seq, m.id, chat_id, uid, m.seq) for uid, m in read_up_to.items()]
         yield Stmt(_MOVE_MARKER, markers, many=True)
         last = max(read_up_to.values(), key=lambda m: m.seq)
         yield q(_SET_LAST, (last.id, now, chat_id))
-    return _outcomes((yield from _with_reactions_of_retries(results)))
+    return _outcomes(results)
 
 
 # -- PostgreSQL: one round trip ------------------------------------------------------------
 # One prepared call of a PL/pgSQL function (migration 0003_insert_batch_function.sql, with
-# threads and mentions since 0006_insert_batch_threads.sql): it takes the chat row lock, so
-# every writer of this chat, in any process, waits there, then numbers the batch from
+# threads and mentions since 0006_insert_batch_threads.sql, locking the thread roots since
+# 0007_lock_thread_roots.sql): it takes the chat row lock, so every writer of this chat, in
+# any process, waits there, then the rows of the roots the batch names (so a concurrent
+# deletion of a root either waits for the batch or is seen by it), then numbers the batch from
 # chats.last_seq and stores the new value; UNIQUE (chat_id, seq) is the backstop. Its rows:
 # one per batch item, in order, with the stored message an existing key names (e_*), or the
 # new message the item maps to (new_*: itself, or the first item of its key), or neither
@@ -181,8 +179,7 @@ def _insert_batch_postgres(
     result = yield q(INSERT_BATCH_POSTGRES, params)
     if not result.rows:
         raise NotFound("chat not found")
-    outcomes = _postgres_outcomes(chat_id, batch, result.rows, now)
-    return _outcomes((yield from _with_reactions_of_retries(outcomes)))
+    return _outcomes(_postgres_outcomes(chat_id, batch, result.rows, now))
 
 
 def _item_arrays(batch: Sequence[NewMessage]) -> dict[str, list[Any]]:
@@ -255,8 +252,7 @@ def insert_rounds_postgres(
         if not rows:
             outcomes.append(NotFound("chat not found"))
         else:
-            results = _postgres_outcomes(chat_id, batch, rows, now)
-            outcomes.append(_outcomes((yield from _with_reactions_of_retries(results))))
+            outcomes.append(_outcomes(_postgres_outcomes(chat_id, batch, rows, now)))
     return outcomes
 
 
@@ -286,9 +282,10 @@ def insert_messages(
 _GET_MESSAGE = Sql(f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ?")
 _SEQ_OF = Sql("SELECT seq FROM messages WHERE id = ? AND chat_id = ?")
 _SENDER_OF = Sql("SELECT sender_id FROM messages WHERE id = ? AND chat_id = ? AND deleted = ?")
-_THREAD_ROOT = Sql(
-    f"SELECT {MESSAGE_COLUMNS} FROM messages m"
-    " WHERE m.id = ? AND m.chat_id = ? AND m.deleted = ? AND m.thread_id IS NULL"
+# A thread's root for ``?thread_id=``: a top-level message of the chat, tombstones included
+# (a deleted root keeps its thread). Existence only: no columns, no reactions.
+_ANY_ROOT = Sql(
+    "SELECT 1 AS found FROM messages WHERE id = ? AND chat_id = ? AND thread_id IS NULL"
 )
 # ``around``: the message and the newer ones (the first row must be it), then the older ones.
 _FROM_ON = Sql(
@@ -360,11 +357,8 @@ def message_sender(chat_id: int, message_id: int) -> Op[int | None]:
     return None if row is None else int(row["sender_id"])
 
 
-def thread_root(chat_id: int, message_id: int) -> Op[Message | None]:
-    row = first((yield q(_THREAD_ROOT, (message_id, chat_id, False))))
-    if row is None:
-        return None
-    return (yield from with_reactions([to_message(row)]))[0]
+def is_thread_root(chat_id: int, message_id: int) -> Op[bool]:
+    return first((yield q(_ANY_ROOT, (message_id, chat_id)))) is not None
 
 
 # -- edit and delete -----------------------------------------------------------------------
@@ -416,7 +410,9 @@ def edit_message(
 
 def delete_message(chat_id: int, message_id: int) -> Op[Deleted]:
     # FOR UPDATE (PostgreSQL): a concurrent edit, reaction or deletion in another process
-    # waits for this one, then finds a tombstone.
+    # waits for this one, then finds a tombstone. Lock order: the message, then its root;
+    # never the chat row. fechatter_insert_batch (0007) takes the chat row, then the roots,
+    # and never a reply: neither waits for a lock the other takes first, so no deadlock.
     live = first((yield q(_LOCK_LIVE, (message_id, chat_id, False))))
     if live is None:
         raise NotFound("message not found", code="message_not_found")

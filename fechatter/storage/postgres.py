@@ -246,7 +246,8 @@ class PostgresStorage(SqlStorage):
         outcome = request.outcome
         if isinstance(outcome, FechatterError):
             raise outcome
-        return outcome[0]
+        # After the commit, outside the round: the round's call is one statement.
+        return await self.with_retry_reactions(outcome[0])
 
     async def _run_round(self, requests: list[_InsertRequest]) -> None:
         """Answer every request of a round, whatever happens to the task running it."""

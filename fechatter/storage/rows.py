@@ -50,7 +50,10 @@ def unqualified(columns: str) -> str:
 # tombstones and the viewer's own messages do not count), the last message a join on
 # chats.last_message_id. Neutral placeholders (``sql.py``); ``{join}`` is ``JOIN`` to keep
 # only the viewer's chats, ``LEFT JOIN`` to keep all; ``{mentioned}`` whether ``x.mentions``
-# names the viewer, in each dialect (``chat_view_sql``).
+# names the viewer, in each dialect (``chat_view_sql``). The two counts walk the same unread
+# range twice; one pass (a LATERAL on PostgreSQL, SUM(CASE …) in a grouped LEFT JOIN on
+# SQLite, which has no LATERAL) is left for later: it would split this statement per dialect
+# and regroup the chat-list query; the range is the viewer's unread messages only.
 CHAT_VIEW_SELECT = f"""
 SELECT {CHAT_COLUMNS},
     c.member_count AS members_count,

@@ -221,22 +221,20 @@ async def test_thread_pages_and_top_level(storage: Storage) -> None:
     assert [m.seq for m in page.items] == list(range(7, 0, -1))
 
 
-async def test_thread_root(storage: Storage) -> None:
+async def test_is_thread_root(storage: Storage) -> None:
     _, (owner, bob, _), chat = await make_group(storage)
     other = await _other_chat(storage, chat, owner)
     root, gone = await send(storage, chat.id, owner, "root", "gone")
     reply = await _reply(storage, chat, bob, root.id, "reply")
     await storage.delete_message(chat.id, gone.id)
-    found = await storage.thread_root(chat.id, root.id)
-    assert found is not None
-    assert (found.id, found.reply_count) == (root.id, 1)
+    assert await storage.is_thread_root(chat.id, root.id)
+    assert await storage.is_thread_root(chat.id, gone.id)  # a deleted root keeps its thread
     for chat_id, message_id in [
         (chat.id, reply.id),  # a reply is not a root
-        (chat.id, gone.id),  # a tombstone takes no replies
         (other.id, root.id),
         (chat.id, 999_999),
     ]:
-        assert await storage.thread_root(chat_id, message_id) is None
+        assert not await storage.is_thread_root(chat_id, message_id)
 
 
 async def test_deleting_replies_recounts_the_root(storage: Storage) -> None:

@@ -11,6 +11,9 @@ import pytest
 from fechatter.errors import Invalid, NotFound
 from fechatter.models import REACTION_USER_IDS, Reaction, Role
 from fechatter.storage import Storage
+from fechatter.storage.core import SqlStorage
+from fechatter.storage.reactions import load_reactions
+from fechatter.storage.sql import Op, Row
 
 from .factories import make_group, make_user, send
 
@@ -75,6 +78,33 @@ async def test_distinct_emoji_are_limited_per_message(storage: Storage) -> None:
     await storage.remove_reaction(chat.id, first.id, bob.id, "😂")
     assert await storage.add_reaction(chat.id, first.id, cat.id, "🤣", 3) is True
     assert [r.emoji for r in await reactions_of(storage, first.id)] == ["😀", "😁", "🤣"]
+
+
+def _rows_of_first_statement(op: Op[object]) -> Op[list[Row]]:
+    """Run only the first statement of ``op``; its rows (what crossed from the database)."""
+    result = yield next(op)
+    op.close()
+    return result.rows
+
+
+async def test_reactions_are_counted_by_the_database(storage: Storage) -> None:
+    """Reading reactions transfers at most ``REACTION_USER_IDS`` rows per (message, emoji),
+    however many reacted: the count is computed by the database."""
+    assert isinstance(storage, SqlStorage)
+    _, (owner, bob, _cat), chat = await make_group(storage)
+    a, b = await send(storage, chat.id, owner, "popular", "quiet")
+    voters = [await make_user(storage, f"voter{i}") for i in range(REACTION_USER_IDS + 3)]
+    for user in voters:
+        await storage.add_reaction(chat.id, a.id, user.id, "👍", 50)
+    await storage.add_reaction(chat.id, a.id, bob.id, "🎉", 50)
+    await storage.add_reaction(chat.id, b.id, bob.id, "👍", 50)
+    rows = await storage._read_op(_rows_of_first_statement(load_reactions([a.id, b.id])))
+    assert len(rows) == REACTION_USER_IDS + 1 + 1
+    assert await reactions_of(storage, a.id) == (
+        Reaction("👍", len(voters), tuple(u.id for u in voters[:REACTION_USER_IDS])),
+        Reaction("🎉", 1, (bob.id,)),
+    )
+    assert await reactions_of(storage, b.id) == (Reaction("👍", 1, (bob.id,)),)
 
 
 async def test_order_counts_and_the_first_user_ids(storage: Storage) -> None:

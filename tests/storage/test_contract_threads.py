@@ -3,7 +3,11 @@ and what a ``client_id`` retry answers once the message changed (see ``test_cont
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+
+import pytest
+import trio
 
 from fechatter.models import ChatType, Message, NewMessage, Role, User
 from fechatter.storage import Storage
@@ -188,6 +192,39 @@ async def test_client_id_retry_returns_the_message_as_stored_now(storage: Storag
     assert view is not None
     assert view.last_message is not None
     assert view.last_message.seq == 3
+
+
+_HIDE_REACTIONS = Sql("ALTER TABLE message_reactions RENAME TO message_reactions_hidden")
+_SHOW_REACTIONS = Sql("ALTER TABLE message_reactions_hidden RENAME TO message_reactions")
+
+
+async def test_a_retry_whose_reactions_cannot_be_read_still_answers(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reactions of a retried message are read after the batch committed: when that read
+    fails, the batch is still answered (never an error for a committed batch), the retried
+    message without its reactions, and a warning is logged."""
+    assert isinstance(storage, SqlStorage)
+    _workspace, (owner, bob, _cat), chat = await make_group(storage)
+    [first] = await insert_ok(storage, chat.id, item(owner, "first", client_id="c-1"))
+    assert await storage.add_reaction(chat.id, first.id, bob.id, "👍", 50)
+    # A real failure of the read: the table it reads is gone for a moment.
+    await storage._write_op(_run(_HIDE_REACTIONS, ()))
+    with trio.fail_after(10), caplog.at_level(logging.WARNING, logger="fechatter.storage.core"):
+        retried, new = await storage.insert_messages(
+            chat.id, [item(owner, "first", client_id="c-1"), item(bob, "new")]
+        )
+    assert "could not be read" in caplog.text
+    assert (retried.created, new.created) == (False, True)
+    assert retried.message is not None
+    assert (retried.message.id, retried.message.reactions) == (first.id, ())
+    await storage._write_op(_run(_SHOW_REACTIONS, ()))
+    # Stored once; and with the table back, a retry answers with the reactions again.
+    page = await storage.list_messages(chat.id, limit=10, before=None, after=0)
+    assert [m.content for m in page.items] == ["first", "new"]
+    [again] = await storage.insert_messages(chat.id, [item(owner, "first", client_id="c-1")])
+    assert again.message is not None
+    assert [(r.emoji, r.user_ids) for r in again.message.reactions] == [("👍", (bob.id,))]
 
 
 # -- mentions ------------------------------------------------------------------------------

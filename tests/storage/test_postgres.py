@@ -17,7 +17,7 @@ from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
 from fechatter.errors import Conflict, Invalid, NotFound, Unavailable
 from fechatter.models import ChatType, Message, NewMessage
-from fechatter.storage import accounts, migrations, open_storage, postgres_pool
+from fechatter.storage import accounts, messages, migrations, open_storage, postgres_pool
 from fechatter.storage.postgres import (
     PostgresStorage,
     _InsertRequest,
@@ -589,3 +589,87 @@ async def test_a_round_stores_thread_replies_and_mentions(pg_database: str) -> N
         assert now is not None
         assert (now.reply_count, now.last_reply_at) == (2, r2.created_at)
         assert [m for m in await _all_messages(storage, first.id) if m.id != root.id] == [r1, r2]
+
+
+async def test_a_round_whose_retry_reactions_cannot_be_read_is_stored_once(
+    pg_database: str,
+) -> None:
+    """The round's one call commits in autocommit; nothing may run after it in the same
+    operation. A batch holding a ``client_id`` retry of a live message used to read that
+    message's reactions as a second statement: when it failed, the round was stored again
+    batch by batch, every message twice. The reactions are now read after the round (by
+    ``insert_messages``), so a failure there cannot touch what was stored."""
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        _, (alice, bob), first = await make_group(storage, 2)
+        second = await storage.create_chat(
+            first.workspace_id, ChatType.GROUP, "b", None, alice.id, [alice.id, bob.id]
+        )
+        [orig] = await storage.insert_messages(first.id, [msg(alice, "orig", client_id="k")])
+        assert orig.message is not None
+        assert await storage.add_reaction(first.id, orig.message.id, bob.id, "👍", 50)
+        with psycopg.connect(pg_database, autocommit=True) as conn:  # reads of reactions fail
+            conn.execute("ALTER TABLE message_reactions RENAME TO message_reactions_hidden")
+        requests = [
+            _InsertRequest(first.id, [msg(alice, "retry", client_id="k"), msg(bob, "new")]),
+            _InsertRequest(second.id, [msg(bob, "other")]),
+        ]
+        before = storage.statistics().transactions
+        with trio.fail_after(20):
+            await storage._run_round(requests)
+        with psycopg.connect(pg_database, autocommit=True) as conn:
+            conn.execute("ALTER TABLE message_reactions_hidden RENAME TO message_reactions")
+        assert [m.content for m in await _all_messages(storage, first.id)] == ["orig", "new"]
+        assert [m.content for m in await _all_messages(storage, second.id)] == ["other"]
+        assert storage.statistics().transactions - before == 1  # the round's one call
+        assert all(not isinstance(r.outcome, Exception) for r in requests)
+
+
+def _blocked_by(server: PgServer, pid: int) -> bool:
+    """Whether some backend waits for a lock ``pid`` holds."""
+    rows = _admin_rows(
+        server, "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid
+    )
+    return bool(rows[0][0])
+
+
+async def test_a_reply_to_a_root_another_process_deletes_meanwhile_is_refused(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    """Another process deletes the root (``delete_message``, its transaction still open) while
+    a reply to it is being stored: the reply waits for the root's row, then sees the tombstone
+    and is refused (field ``thread_id``); nothing is counted on the tombstone. (Migration 0006
+    checked the root without locking it: the reply was stored into the deleted root.)"""
+    async with (
+        open_postgres_storage(pg_database, **FAST) as storage,
+        open_pg_pool(pg_database, PoolConfig(size=1)) as other,
+    ):
+        _, (alice, bob), chat = await make_group(storage, 2)
+        (root,) = await send(storage, chat.id, alice, "root")
+        late = NewMessage(bob.id, "late", (), None, None, thread_id=root.id)
+        outcome: list[Any] = []
+
+        async def reply() -> None:
+            outcome.extend(await storage.insert_messages(chat.id, [late]))
+
+        with trio.fail_after(20):
+            async with other.connection() as conn:
+                deleter = conn.info.backend_pid
+                await conn.execute("BEGIN")
+                deleted = await run_op(conn, messages.delete_message(chat.id, root.id))
+                assert deleted.tombstone.deleted
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(reply)
+                    # Poll: the server gives no event when a statement starts waiting.
+                    while not _blocked_by(pg_server, deleter):  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    await conn.execute("COMMIT")
+        [refused] = outcome
+        assert (refused.message, refused.error_field) == (None, "thread_id")
+        tombstone = await storage.get_message(root.id)
+        assert tombstone is not None
+        assert (tombstone.deleted, tombstone.reply_count, tombstone.last_reply_at) == (
+            True,
+            0,
+            None,
+        )
+        assert [m.id for m in await _all_messages(storage, chat.id)] == [root.id]
