@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     parts = []
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
         subset = [r for r in rows if r["scenario"] == scenario]
-        keys = [k for k in subset[0] if k not in ("scenario", "pinned")]
-        parts.append(f"### {scenario}\n")
+        keys = [k for k in subset[0] if k not in ("scenario", "pinned", "date")]
+        dates = sorted({r.get("date", "") for r in subset} - {""})
+        parts.append(f"### {scenario}" + (f" ({', '.join(dates)})" if dates else "") + "\n")
         parts.append("| " + " | ".join(keys) + " |")
         parts.append("|" + "---|" * len(keys))
         for r in subset:
@@ -42,11 +44,32 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
+def merged_rows(previous: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of a results file after a run: ``new`` replaces the rows of the scenarios it
+    ran; the rows of every other scenario are kept, so running one scenario does not erase the
+    others' results. Scenario order: as before, newly run scenarios last."""
+    ran = {r["scenario"] for r in new}
+    kept = [r for r in previous if r["scenario"] not in ran]
+    order = list(dict.fromkeys([r["scenario"] for r in previous] + [r["scenario"] for r in new]))
+    rows = kept + new
+    return sorted(rows, key=lambda r: order.index(r["scenario"]))
+
+
 def write(outcome: Outcome, folder: Path, *, plots: bool = True) -> None:
+    """Write ``results.json`` and ``results.md`` in ``folder`` (rows merged with an existing
+    ``results.json``, see ``merged_rows``; each row carries the date it was measured) and,
+    with ``plots``, the PNG plots of this run's scenarios."""
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"machine": machine(), "rows": outcome.rows}
-    (folder / "results.json").write_text(json.dumps(data, indent=2) + "\n")
-    (folder / "results.md").write_text(markdown(outcome.rows))
+    today = date.today().isoformat()
+    new = [{**r, "date": r.get("date", today)} for r in outcome.rows]
+    previous: list[dict[str, Any]] = []
+    path = folder / "results.json"
+    if path.exists():
+        previous = json.loads(path.read_text()).get("rows", [])
+    rows = merged_rows(previous, new)
+    data = {"machine": machine(), "rows": rows}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    (folder / "results.md").write_text(markdown(rows))
     if plots:
         plot(outcome, folder)
 

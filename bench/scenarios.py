@@ -356,19 +356,20 @@ async def toggle(
     interval: float,
     tally: Toggles,
 ) -> None:
-    """Wait ``delay``, then PUT/DELETE the reaction at ``path`` ``count`` times, one request
-    per ``interval`` seconds; a refused request does not flip the state (no event)."""
+    """PUT/DELETE the reaction at ``path`` ``count`` times, at ``delay + k * interval``
+    seconds from now (k = 0, 1, …; on schedule, not after each answer, and no wait after the
+    last, so the run lasts as long as its load); a refused request does not flip the state."""
     headers = {"Authorization": f"Bearer {token}"}
-    await trio.sleep(delay)
+    start = trio.current_time() + delay
     on = False
-    for _ in range(count):
+    for k in range(count):
+        await trio.sleep_until(start + k * interval)
         response = await http.request("DELETE" if on else "PUT", path, headers=headers)
         if response.status_code == 204:
             tally.changes += 1
             on = not on
         else:
             tally.errors += 1
-        await trio.sleep(interval)
 
 
 # What a reaction event looks like on each transport, to count it without decoding JSON.

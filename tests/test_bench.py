@@ -37,3 +37,22 @@ def test_quick_bench_delivers_everything_exactly_once(tmp_path: Path) -> None:
     assert (tmp_path / "results.md").read_text().count("###") == 5
     assert (tmp_path / "latency_cdf.png").stat().st_size > 1000
     assert (tmp_path / "cost.png").stat().st_size > 1000
+
+
+def test_a_run_replaces_only_the_rows_of_its_scenarios() -> None:
+    from bench.report import merged_rows
+
+    previous = [
+        {"scenario": "fanout", "members": 100},
+        {"scenario": "fanout", "members": 1000},
+        {"scenario": "reaction_storm", "streams": 10},
+        {"scenario": "throughput", "chats": 1},
+    ]
+    new = [{"scenario": "reaction_storm", "streams": 100}, {"scenario": "connections", "n": 1}]
+    assert merged_rows(previous, new) == [
+        {"scenario": "fanout", "members": 100},
+        {"scenario": "fanout", "members": 1000},
+        {"scenario": "reaction_storm", "streams": 100},
+        {"scenario": "throughput", "chats": 1},
+        {"scenario": "connections", "n": 1},
+    ]
