@@ -43,7 +43,7 @@ def canonical_emoji(raw: str) -> str:
         raise Invalid.field("emoji", f"must be at most {MAX_EMOJI_INPUT} characters")
     if raw.startswith(":"):
         if SHORTCODE_RE.fullmatch(raw) is None:
-            raise Invalid.field("emoji", "a shortcode is :name: with 1-32 of a-z 0-9 _ + -")
+            raise Invalid.field("emoji", "must be a :shortcode: of 1-32 of a-z 0-9 _ + -")
         named = emoji.emojize(raw, language="alias")
         # Unknown: emojize leaves it as it was, and it names a custom emoji.
         return raw if named == raw else _qualified(named)

@@ -17,7 +17,7 @@ def check_add(kind: ChatType, by_role: Role) -> None:
     """Adding members: any member of a Group, the owner or an admin elsewhere; never to a
     Single chat (422). Raises ``Invalid`` / ``Forbidden``."""
     if kind is ChatType.SINGLE:
-        raise Invalid.field("user_ids", "members cannot be added to a Single chat")
+        raise Invalid.field("user_ids", "cannot be added to a Single chat")
     if kind is not ChatType.GROUP and not by_role.manages:
         raise Forbidden("only the chat owner or an admin may add members", code="not_chat_admin")
 
@@ -32,7 +32,7 @@ def check_remove(kind: ChatType, by: int, by_role: Role, user_id: int, user_role
         if user_role is Role.OWNER:
             raise Forbidden("the owner cannot be removed", code="cannot_remove_owner")
     if kind is ChatType.SINGLE:
-        raise Invalid.field("user_id", "a Single chat's members cannot change")
+        raise Invalid.field("user_id", "cannot be removed: a Single chat's members cannot change")
 
 
 def check_join(kind: ChatType, is_member: bool) -> None:
@@ -40,7 +40,7 @@ def check_join(kind: ChatType, is_member: bool) -> None:
     learns nothing (404). Raises ``Invalid`` / ``NotFound``."""
     if kind is not ChatType.PUBLIC_CHANNEL:
         if is_member:
-            raise Invalid.field("chat_id", "only public channels can be joined")
+            raise Invalid.field("chat_id", "must be a public channel to join it")
         raise NotFound("chat not found", code="chat_not_found")
 
 
@@ -50,7 +50,7 @@ def check_update(kind: ChatType, by_role: Role, name: str | None) -> None:
     if not by_role.manages:
         raise Forbidden("only the chat owner or an admin may do this", code="not_chat_admin")
     if kind is ChatType.SINGLE and name is not None:
-        raise Invalid.field("name", "a Single chat has no name")
+        raise Invalid.field("name", "must not be set: a Single chat has no name")
 
 
 def check_delete(by_role: Role) -> None:
@@ -94,8 +94,8 @@ def check_set_role(kind: ChatType, by_role: Role, target_role: Role | None, role
     if role is Role.OWNER:
         raise Invalid.field("role", "must be admin or member (ownership is not transferred here)")
     if kind is ChatType.SINGLE:
-        raise Invalid.field("role", "a Single chat has no admins")
+        raise Invalid.field("role", "cannot be set in a Single chat: it has no admins")
     if target_role is None:
         raise NotFound("not a member of this chat", code="member_not_found")
     if target_role is Role.OWNER:
-        raise Invalid.field("user_id", "the owner's role cannot change")
+        raise Invalid.field("user_id", "must not be the owner: the owner's role cannot change")

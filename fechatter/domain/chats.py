@@ -168,11 +168,11 @@ def check_shape(kind: ChatType, name: str | None, member_ids: list[int]) -> None
     """The per-kind rules of SPEC §3 that need no storage; raises ``Invalid``."""
     if kind is ChatType.SINGLE:
         if name is not None:
-            raise Invalid.field("name", "a Single chat has no name")
+            raise Invalid.field("name", "must not be set: a Single chat has no name")
         if len(member_ids) != 2:
-            raise Invalid.field("members", "a Single chat has exactly two distinct users")
+            raise Invalid.field("members", "must be exactly two distinct users for a Single chat")
     elif kind is ChatType.GROUP:
         if len(member_ids) < 3:
-            raise Invalid.field("members", "a Group needs at least 3 members, creator included")
+            raise Invalid.field("members", "must be at least 3 users for a Group, creator included")
     elif name is None:
-        raise Invalid.field("name", "a channel needs a name")
+        raise Invalid.field("name", "is required for a channel")

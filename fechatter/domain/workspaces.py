@@ -80,7 +80,7 @@ class Workspaces:
             )
         user = await self._storage.get_user_by_email(email)
         if user is None:
-            raise Invalid.field("email", "no user has this email")
+            raise Invalid.field("email", "must be the email of an existing user")
         return await self._storage.add_workspace_member(workspace_id, user.id, role)
 
     async def remove_member(self, caller: int, workspace_id: int, user_id: int) -> None:

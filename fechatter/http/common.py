@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pydantic
 from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.routing import BaseConverter, ValidationError
+from werkzeug.routing import BaseConverter
 
 from fechatter import logs, wire
 from fechatter.actors.system import ActorSystem
@@ -53,16 +53,32 @@ class Context:
     messages: Messages
 
 
-class IdConverter(BaseConverter):
-    """``<id:name>``: a positive integer that fits in a signed 64-bit column."""
+def decimal_at_most(limit: int) -> str:
+    """A regular expression matching exactly the decimals 1..``limit`` without leading zeros.
 
-    regex = r"[1-9][0-9]{0,18}"
+    Shorter numbers, then for each digit of ``limit`` the numbers that share its prefix and are
+    smaller at that digit, then ``limit`` itself. Used so a route converter never has to refuse
+    a value after its pattern matched (werkzeug then answers 405 for a path other methods match).
+    """
+    digits = str(limit)
+    n = len(digits)
+    parts = [f"[1-9][0-9]{{0,{n - 2}}}"] if n > 1 else []
+    for i, d in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(d) > low:
+            parts.append(f"{digits[:i]}[{low}-{int(d) - 1}][0-9]{{{n - i - 1}}}")
+    parts.append(digits)
+    return "(?:" + "|".join(parts) + ")"
+
+
+class IdConverter(BaseConverter):
+    """``<id:name>``: a positive integer that fits in a signed 64-bit column (1..2^63-1); any
+    other path segment matches no route, so it is a 404 whatever the method."""
+
+    regex = decimal_at_most(MAX_ID)
 
     def to_python(self, value: str) -> int:
-        number = int(value)
-        if number > MAX_ID:
-            raise ValidationError()
-        return number
+        return int(value)
 
     def to_url(self, value: Any) -> str:
         return str(value)

@@ -39,8 +39,8 @@ from fechatter.storage.reactions import with_reactions
 from fechatter.storage.rows import MESSAGE_COLUMNS, to_message, unqualified
 from fechatter.storage.sql import Dialect, Op, Row, Sql, Stmt, dynamic, first, only, q
 
-REPLY_TO_ERROR = "reply_to must be a message of this chat"
-THREAD_ERROR = "thread_id must be a message of this chat that is not deleted nor a thread reply"
+REPLY_TO_ERROR = "must be a message of this chat"
+THREAD_ERROR = "must be a message of this chat that is not deleted nor a thread reply"
 _ERRORS = {"reply_to": REPLY_TO_ERROR, "thread_id": THREAD_ERROR}
 
 # -- SQLite: local statements in a loop ----------------------------------------------------

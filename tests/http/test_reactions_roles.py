@@ -312,5 +312,6 @@ async def test_role_errors(api: Api) -> None:
         r = await a.api.put(member_url(single, d), json={"role": "admin"})
         assert r.status_code == 422
         assert [e["field"] for e in r.json()["errors"]] == ["role"]
+        assert r.json()["detail"] == "role cannot be set in a Single chat: it has no admins"
         r = await a.api.put(member_url(chat, b), content=b"{", headers={"Content-Type": "x"})
         assert r.status_code == 400

@@ -74,6 +74,11 @@ async def test_bad_thread_id_is_422_naming_the_field(api: Api) -> None:
         assert r.status_code == 422, (thread_id, r.text)
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["errors"][0]["field"] == "thread_id", (thread_id, r.text)
+    r = await b.api.post(f"/api/chats/{chat}/messages", json={"content": "x", "thread_id": 999})
+    # The detail names the field once ("thread_id thread_id must…" before).
+    assert r.json()["detail"] == (
+        "thread_id must be a message of this chat that is not deleted nor a thread reply"
+    )
     # Nothing was stored for the refused sends, and the root's counters did not move.
     history = await _history(a, chat)
     assert [m["seq"] for m in sorted(history.values(), key=lambda m: m["seq"])] == [1, 2]

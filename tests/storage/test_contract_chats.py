@@ -348,8 +348,8 @@ async def test_bad_reply_to_rejects_only_that_item(storage: Storage) -> None:
     )
     assert [r.error for r in results] == [
         None,
-        "reply_to must be a message of this chat",
-        "reply_to must be a message of this chat",
+        "must be a message of this chat",
+        "must be a message of this chat",
         None,
     ]
     assert [(r.message is None, r.created) for r in results] == [

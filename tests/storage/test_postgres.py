@@ -500,7 +500,7 @@ async def test_batches_of_several_chats_are_committed_in_one_round(pg_database: 
             ("a2", 2),
         ]
         (bad,) = outcomes[chats[1]]
-        assert (bad.message, bad.error) == (None, "reply_to must be a message of this chat")
+        assert (bad.message, bad.error) == (None, "must be a message of this chat")
         k, k_again = outcomes[chats[2]]
         assert (k.created, k_again.created) == (True, False)
         assert k.message is not None
