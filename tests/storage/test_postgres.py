@@ -378,23 +378,31 @@ async def test_failed_transaction_returns_a_clean_connection(pg_database: str) -
 
 # -- migrations, URLs, errors --------------------------------------------------------------
 async def test_concurrent_first_start_migrates_once(pg_server: PgServer) -> None:
+    """Nodes starting together on a fresh database take turns on the migration lock.
+
+    Without ``pg_advisory_xact_lock`` (checked by removing it) this fails on every run: the
+    starts race on the same DDL and all but one get ``Conflict`` (a duplicate type or table).
+    """
     url = pg_server.new_database(empty=True)
     try:
         opened = 0
 
-        async def start() -> None:
+        async def start(n: int) -> None:
             nonlocal opened
             async with open_storage(url) as storage:
-                await storage.ping()
+                # The schema is usable by each starter as soon as its storage is open.
+                await storage.create_user(f"U{n}", f"u{n}@example.com", "h", None)
                 opened += 1
 
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                for _ in range(3):
-                    nursery.start_soon(start)
-        assert opened == 3
+                for n in range(4):
+                    nursery.start_soon(start, n)
+        assert opened == 4
         with psycopg.connect(url) as conn:
-            versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+            versions = conn.execute(
+                "SELECT version FROM schema_migrations ORDER BY version"
+            ).fetchall()
         assert versions == [(v,) for v, _ in migrations.load_migrations("postgres")]
     finally:
         pg_server.drop_database(url)
