@@ -20,7 +20,7 @@ from fechatter.actors.directory import DirectoryConfig
 from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
-from fechatter.config import Settings, resolve_jwt_secret
+from fechatter.config import Settings, default_node_id, resolve_jwt_secret
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
@@ -49,6 +49,7 @@ class ServerInfo:
     realtime_url: str
     system: ActorSystem  # live handles, for operators' tooling and tests
     realtime: RealtimeStats
+    node_id: str
 
 
 def raise_fd_limit() -> int:
@@ -117,6 +118,8 @@ async def serve(
             open_storage(settings.database_url, pool_size=settings.database_pool_size) as storage,
             open_actor_system(storage, directory_config(settings), hub_config(settings)) as system,
         ):
+            # The boot epoch is the one in this process's event ids: a restart is a new node.
+            node_id = settings.node_id or default_node_id(system.users.epoch)
             stats = RealtimeStats()
             guard = TokenGuard(storage, on_revoke=system.users.revoke)
             # The one per-user write limiter: sends, edits, deletions and reactions (SPEC §6).
@@ -147,6 +150,7 @@ async def serve(
                 accounts=Accounts(storage, auth, guard),
                 chats=chats,
                 messages=messages,
+                node_id=node_id,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -205,6 +209,7 @@ async def serve(
                 rt_url = f"http://{host}:{rt_port}"
                 log.info("fechatter API on %s (open-files limit %d)", binds[0], limit)
                 log.info("fechatter realtime streams on %s", rt_url)
+                log.info("fechatter node %s", node_id)
                 if settings.binds_every_address and not settings.allowed_origins:
                     log.warning(
                         "listening on every address (%s) without allowed_origins: browser "
@@ -213,7 +218,7 @@ async def serve(
                         settings.host,
                         ", ".join(sorted(rt_ctx.origins)),
                     )
-                task_status.started(ServerInfo(binds[0], rt_url, system, stats))
+                task_status.started(ServerInfo(binds[0], rt_url, system, stats, node_id))
                 await shutdown.wait()
                 realtime.cancel()
                 background.cancel()

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import pydantic
 import trio
 
 from fechatter import logs
@@ -42,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--port", type=int, help="API port (default 6688)")
             p.add_argument("--demo", action="store_true", help="seed a demo workspace first (once)")
             p.add_argument("--realtime-port", type=int, help="SSE/WebSocket port (default 6687)")
+            p.add_argument(
+                "--node-id",
+                help="this node's id, 1-64 of A-Z a-z 0-9 . _ - (default host-0-boot epoch)",
+            )
     return parser
 
 
@@ -69,13 +74,28 @@ async def _migrate(settings: Settings) -> None:
         pass  # opening a storage applies its pending migrations
 
 
+def _one_line(exc: pydantic.ValidationError) -> str:
+    """``setting: problem; …`` for each invalid setting (pydantic's own text spans lines)."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     flags = {"database_url": args.database_url, "log_format": args.log_format}
     if args.command in ("serve", "demo"):
-        flags.update(host=args.host, port=args.port, realtime_port=args.realtime_port)
+        flags.update(
+            host=args.host, port=args.port, realtime_port=args.realtime_port, node_id=args.node_id
+        )
     try:
         settings = load_settings(args.config, **flags)
+    except pydantic.ValidationError as exc:
+        print(f"fechatter: bad configuration: {_one_line(exc)}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"fechatter: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
+import socket
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +25,10 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = "app.yaml"
+# HS256 wants a key at least as long as its 256-bit output (RFC 7518 §3.2).
+MIN_JWT_SECRET_CHARS = 32
+# A node id names a process in logs, /api/sse/health and (later) NATS subjects and leases.
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 # The YAML file named on the command line, seen by Settings' source hook while loading.
 _config_file: ContextVar[str | None] = ContextVar("fechatter_config_file", default=None)
@@ -48,7 +54,16 @@ class Settings(BaseSettings):
         None, description="the realtime listener as browsers reach it (behind a proxy)"
     )
 
-    jwt_secret: str | None = None
+    jwt_secret: str | None = Field(
+        None,
+        description=f"HS256 key, at least {MIN_JWT_SECRET_CHARS} characters; unset or empty:"
+        " generated once and kept next to the database (resolve_jwt_secret)",
+    )
+    node_id: str | None = Field(
+        None,
+        description="this process's name among the nodes, 1-64 of [A-Za-z0-9._-]; None:"
+        " <hostname>-<worker index>-<boot epoch> (default_node_id)",
+    )
     access_token_ttl: int = Field(3600, gt=0, description="seconds")
     refresh_token_ttl: int = Field(14 * 24 * 3600, gt=0, description="seconds")
     argon2_time_cost: int = Field(3, ge=1)
@@ -153,6 +168,26 @@ class Settings(BaseSettings):
             raise ValueError("argon2_memory_cost must be at least 8 KiB per argon2_parallelism")
         return self
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _jwt_secret_is_long_enough(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # unset (an empty FECHATTER_JWT_SECRET too): the generated one
+        # Characters, as auth.Authenticator counts them; never fewer bytes than characters.
+        if len(value) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_JWT_SECRET_CHARS} characters, got {len(value)}"
+                " (make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and NODE_ID_PATTERN.fullmatch(value) is None:
+            raise ValueError(f"must be 1-64 characters of A-Z a-z 0-9 . _ -, got {value!r}")
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies_are_networks(cls, values: list[str]) -> list[str]:
@@ -215,6 +250,20 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         finally:
             _config_file.reset(token)
     return Settings(**flags)
+
+
+def default_node_id(epoch: str, worker: int = 0, hostname: str | None = None) -> str:
+    """``<hostname>-<worker>-<epoch>``, always a valid node id (``NODE_ID_PATTERN``).
+
+    ``epoch`` is the process's boot epoch (the one in its event ids), so a restarted node
+    never has its previous id. Characters of the host name outside ``[A-Za-z0-9._-]`` become
+    ``-`` and the host name is shortened to keep the whole within 64 characters.
+    """
+    host = re.sub(
+        r"[^A-Za-z0-9._-]", "-", hostname if hostname is not None else socket.gethostname()
+    )
+    tail = f"-{worker}-{epoch}"
+    return f"{host[: 64 - len(tail)] or 'node'}{tail}"
 
 
 def resolve_jwt_secret(settings: Settings) -> str:

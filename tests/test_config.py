@@ -7,7 +7,13 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from fechatter.config import Settings, load_settings, resolve_jwt_secret
+from fechatter.config import (
+    NODE_ID_PATTERN,
+    Settings,
+    default_node_id,
+    load_settings,
+    resolve_jwt_secret,
+)
 
 
 def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,3 +64,44 @@ def test_default_origins_are_the_api_listener_and_loopback_names() -> None:
         assert set(settings.origins(6688)) == loopback
     configured = Settings(host="0.0.0.0", allowed_origins=["https://chat.example.com/"])
     assert configured.origins(6688) == ["https://chat.example.com"]
+
+
+def test_jwt_secret_shorter_than_32_characters_is_rejected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(pydantic.ValidationError, match="at least 32 characters, got 31"):
+        Settings(jwt_secret="s" * 31)
+    monkeypatch.setenv("FECHATTER_JWT_SECRET", "too-short")
+    with pytest.raises(pydantic.ValidationError, match="jwt_secret"):
+        load_settings()
+    monkeypatch.setenv("FECHATTER_JWT_SECRET", "e" * 32)
+    assert load_settings().jwt_secret == "e" * 32
+    # Empty is unset: the single-process default (a generated, stored secret) stays.
+    monkeypatch.setenv("FECHATTER_JWT_SECRET", "")
+    assert load_settings().jwt_secret is None
+
+
+def test_node_id_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().node_id is None
+    assert Settings(node_id="a").node_id == "a"
+    assert Settings(node_id="Node-1.eu_west").node_id == "Node-1.eu_west"
+    assert Settings(node_id="n" * 64).node_id == "n" * 64
+    for bad in ("", "n" * 65, "a b", "node/1", "nöde", "a\n"):
+        with pytest.raises(pydantic.ValidationError, match="node_id"):
+            Settings(node_id=bad)
+    monkeypatch.setenv("FECHATTER_NODE_ID", "from-env")
+    assert load_settings().node_id == "from-env"
+    assert load_settings(node_id="from-flag").node_id == "from-flag"
+
+
+def test_default_node_id_is_always_valid() -> None:
+    assert default_node_id("1a2b3c4d", 0, "chat-host.lan") == "chat-host.lan-0-1a2b3c4d"
+    assert default_node_id("1a2b3c4d", 3, "chat-host") == "chat-host-3-1a2b3c4d"
+    # Characters outside the pattern become "-", a long host name is shortened.
+    assert default_node_id("e", 0, "héllo wörld") == "h-llo-w-rld-0-e"
+    long_id = default_node_id("1a2b3c4d", 12, "h" * 300)
+    assert len(long_id) == 64
+    assert long_id.endswith("-12-1a2b3c4d")
+    assert default_node_id("e", 0, "") == "node-0-e"
+    for made in (long_id, default_node_id("1a2b3c4d")):
+        assert NODE_ID_PATTERN.fullmatch(made)

@@ -80,6 +80,9 @@ async def test_shutdown_with_sends_in_flight_loses_no_acknowledged_message(
     assert sorted(m["seq"] for m in stored) == list(range(1, len(stored) + 1))
 
 
+CHECKOUT = str(Path(__file__).resolve().parent.parent)
+
+
 def _serve_command(tmp_path: Path, *flags: str) -> list[str]:
     """``fechatter serve`` on a free API port and a database in ``tmp_path``, plus ``flags``."""
     database = f"sqlite:///{tmp_path / 'cli.db'}"
@@ -165,3 +168,31 @@ async def test_cli_says_which_port_is_taken_without_a_traceback(tmp_path: Path) 
     assert result.returncode == 1
     assert f"{port} (streams): address already in use" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "named"),
+    [
+        ({"FECHATTER_JWT_SECRET": "a-secret-of-31-characters-xxxxx"}, (), "jwt_secret"),
+        ({}, ("--node-id", "node one"), "node_id"),
+        ({"FECHATTER_NODE_ID": "n" * 65}, (), "node_id"),
+    ],
+)
+async def test_cli_refuses_bad_cluster_settings_in_one_line(
+    tmp_path: Path, env: dict[str, str], flags: tuple[str, ...], named: str
+) -> None:
+    """A short shared JWT secret or a malformed node id stops the start: exit 2, one line
+    naming the setting, no traceback, and the secret itself is not echoed."""
+    command = _serve_command(tmp_path, *flags)
+    # This checkout's code, not whichever checkout the virtualenv was installed from.
+    env = {**os.environ, "PYTHONPATH": CHECKOUT, **env}
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            command, capture_stderr=True, check=False, cwd=tmp_path, env=env
+        )
+    err = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, err
+    assert err.startswith(f"fechatter: bad configuration: {named}: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    assert "a-secret-of-31" not in err

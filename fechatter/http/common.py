@@ -51,6 +51,7 @@ class Context:
     accounts: Accounts
     chats: Chats
     messages: Messages
+    node_id: str  # this process among the nodes (config.Settings.node_id / default_node_id)
 
 
 def decimal_at_most(limit: int) -> str:

@@ -84,6 +84,9 @@ def register(app: Quart, ctx: Context) -> None:
                 "connections": stats.connections,
                 "active_chats": d.chat_actors,
                 "slow_consumers": ctx.realtime.slow_consumers,
+                "node_id": ctx.node_id,
+                # The live nodes; one until the cluster (issue 12) lands.
+                "nodes": [ctx.node_id],
             }
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar, cast
 
@@ -42,6 +43,10 @@ DEFAULT_POOL_SIZE = 20
 # Connections a pool leaves to others when it sizes itself to max_connections: this process's
 # own migration/admin use, psql sessions, monitoring.
 SPARE_CONNECTIONS = 5
+# One node's pool may use at most this share of the connections the server allows clients
+# (max_connections less the reserved slots); past it, a second node (or a restart that overlaps
+# the old process) cannot fill its pool, and the start logs a warning naming the setting.
+POOL_SHARE_MAX = 0.5
 # Chats whose batches one group-commit round stores together, at most.
 ROUND_MAX = 256
 # A round, shielded from its caller's cancellation, gets this many operation timeouts.
@@ -328,6 +333,10 @@ async def open_postgres_storage(
         setup_storage = PostgresStorage(setup_pool, operation_timeout)
         await setup_storage._call(apply_postgres_migrations)
         free = await setup_storage._call(free_connections)
+        budget = await setup_storage._call(connection_budget)
+    too_big = budget.oversized_pool(wanted)
+    if too_big is not None:
+        log.warning("%s", too_big)
     size = max(1, min(wanted, free))
     if size < wanted:
         log.warning(
@@ -356,3 +365,42 @@ async def free_connections(conn: Connection) -> int:
     )
     row = await cur.fetchone()
     return (int(row["free"]) if row else 0) - SPARE_CONNECTIONS + 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionBudget:
+    """What a PostgreSQL server allows its ordinary clients (counts of connections)."""
+
+    max_connections: int
+    reserved: int  # superuser_reserved_connections + reserved_connections (PostgreSQL 16+)
+
+    @property
+    def available(self) -> int:
+        """Connections ordinary (non-superuser) clients of every node may hold together."""
+        return max(0, self.max_connections - self.reserved)
+
+    def oversized_pool(self, pool_size: int) -> str | None:
+        """The warning to log when one node's ``pool_size`` exceeds ``POOL_SHARE_MAX`` of
+        ``available`` (two such nodes cannot both fill their pools), else None."""
+        if pool_size <= self.available * POOL_SHARE_MAX:
+            return None
+        return (
+            f"database_pool_size {pool_size} is more than {POOL_SHARE_MAX:.0%} of the"
+            f" {self.available} connections PostgreSQL allows clients (max_connections"
+            f" {self.max_connections} less {self.reserved} reserved): a second node, or a"
+            " restart overlapping this process, cannot fill its pool; set"
+            " database_pool_size (FECHATTER_DATABASE_POOL_SIZE) to at most"
+            " (max_connections - reserved - other clients) / nodes, or raise max_connections"
+        )
+
+
+async def connection_budget(conn: Connection) -> ConnectionBudget:
+    """The server's ``max_connections`` and reserved slots (``SHOW``-able settings)."""
+    cur = await conn.execute(
+        "SELECT current_setting('max_connections')::int AS max_connections,"
+        " current_setting('superuser_reserved_connections')::int"
+        " + COALESCE(current_setting('reserved_connections', true)::int, 0) AS reserved"
+    )
+    row = await cur.fetchone()
+    assert row is not None  # a SELECT without FROM returns its one row
+    return ConnectionBudget(int(row["max_connections"]), int(row["reserved"]))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fechatter.app import ServerInfo
+from fechatter.config import default_node_id
 from fechatter.http.common import MAX_ID, decimal_at_most
-from tests.conftest import Api, make_chat, make_workspace
+from tests.conftest import Api, ApiFactory, make_chat, make_workspace
 
 PROBLEM = "application/problem+json"
 
@@ -120,3 +123,21 @@ async def test_online_users_and_realtime_health(api: Api) -> None:
     health = (await a.api.get("/api/sse/health")).json()
     assert health["status"] == "healthy"
     assert health["transport"] == ["sse", "websocket"]
+
+
+async def test_realtime_health_names_the_node_by_host_worker_and_boot_epoch(
+    server: ServerInfo, api: Api
+) -> None:
+    health = (await api.get("/api/sse/health")).json()
+    # The boot epoch is the one of this process's event ids (not a second one).
+    epoch = server.system.users.position.partition("-")[0]
+    assert health["node_id"] == default_node_id(epoch) == server.node_id
+    assert health["node_id"].startswith(socket.gethostname()[:8].replace(" ", "-"))
+    assert health["node_id"].endswith(f"-0-{epoch}")
+    assert health["nodes"] == [health["node_id"]]
+
+
+async def test_realtime_health_reports_a_configured_node_id(api_with: ApiFactory) -> None:
+    api = await api_with(node_id="eu-1.node_A")
+    health = (await api.get("/api/sse/health")).json()
+    assert (health["node_id"], health["nodes"]) == ("eu-1.node_A", ["eu-1.node_A"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 import socket
 from pathlib import Path
@@ -19,6 +20,7 @@ from fechatter.errors import Conflict, Invalid, NotFound, Unavailable
 from fechatter.models import ChatType, Message, NewMessage
 from fechatter.storage import accounts, messages, migrations, open_storage, postgres_pool
 from fechatter.storage.postgres import (
+    POOL_SHARE_MAX,
     PostgresStorage,
     _InsertRequest,
     apply_postgres_migrations,
@@ -367,6 +369,66 @@ async def test_terminated_connection_is_replaced_on_checkout(
         assert (stats.connects, stats.discarded) == (2, 1)
 
 
+def _pool_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "fechatter.storage.postgres" and "database_pool_size" in r.getMessage()
+    ]
+
+
+def _client_connections(pg_server: PgServer) -> int:
+    """max_connections less the reserved slots, as the server reports them."""
+    max_connections, reserved, extra = _admin_rows(
+        pg_server,
+        "SELECT current_setting('max_connections')::int,"
+        " current_setting('superuser_reserved_connections')::int,"
+        " COALESCE(current_setting('reserved_connections', true)::int, 0)",
+    )[0]
+    return int(max_connections) - int(reserved) - int(extra)
+
+
+async def test_a_pool_beyond_half_the_servers_connections_is_a_warning(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    pg_server: PgServer,
+    pg_database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A node whose pool alone could take more than half of max_connections says so at start,
+    naming the setting; a warning, not an error: the server starts and serves."""
+    settings = make_settings(tmp_path, pg_database, database_pool_size=100_000)
+    shutdown = trio.Event()
+    with caplog.at_level(logging.WARNING, logger="fechatter.storage.postgres"):
+        info: ServerInfo = await nursery.start(serve, settings, shutdown)
+    try:
+        [warning] = _pool_warnings(caplog)
+        text = warning.getMessage()
+        assert warning.levelno == logging.WARNING
+        assert warning.exc_info is None
+        assert text.startswith("database_pool_size 100000 is more than 50% of the")
+        assert f" {_client_connections(pg_server)} connections PostgreSQL allows" in text
+        assert "FECHATTER_DATABASE_POOL_SIZE" in text
+        async with httpx.AsyncClient(base_url=info.api_url, timeout=10) as client:
+            with trio.fail_after(10):
+                assert (await client.get("/ready")).status_code == 200
+    finally:
+        shutdown.set()
+
+
+async def test_pool_budget_warning_starts_past_half(
+    pg_server: PgServer, pg_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    half = int(_client_connections(pg_server) * POOL_SHARE_MAX)
+    with caplog.at_level(logging.WARNING, logger="fechatter.storage.postgres"), trio.fail_after(10):
+        async with open_postgres_storage(pg_database, pool_size=half):
+            pass
+        assert _pool_warnings(caplog) == []
+        async with open_postgres_storage(pg_database, pool_size=half + 1):
+            pass
+        assert len(_pool_warnings(caplog)) == 1
+
+
 async def test_failed_transaction_returns_a_clean_connection(pg_database: str) -> None:
     async with open_postgres_storage(pg_database, pool_size=1) as storage:
         await storage.create_user("A", "a@example.com", "h", None)
@@ -378,23 +440,31 @@ async def test_failed_transaction_returns_a_clean_connection(pg_database: str) -
 
 # -- migrations, URLs, errors --------------------------------------------------------------
 async def test_concurrent_first_start_migrates_once(pg_server: PgServer) -> None:
+    """Nodes starting together on a fresh database take turns on the migration lock.
+
+    Without ``pg_advisory_xact_lock`` (checked by removing it) this fails on every run: the
+    starts race on the same DDL and all but one get ``Conflict`` (a duplicate type or table).
+    """
     url = pg_server.new_database(empty=True)
     try:
         opened = 0
 
-        async def start() -> None:
+        async def start(n: int) -> None:
             nonlocal opened
             async with open_storage(url) as storage:
-                await storage.ping()
+                # The schema is usable by each starter as soon as its storage is open.
+                await storage.create_user(f"U{n}", f"u{n}@example.com", "h", None)
                 opened += 1
 
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                for _ in range(3):
-                    nursery.start_soon(start)
-        assert opened == 3
+                for n in range(4):
+                    nursery.start_soon(start, n)
+        assert opened == 4
         with psycopg.connect(url) as conn:
-            versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+            versions = conn.execute(
+                "SELECT version FROM schema_migrations ORDER BY version"
+            ).fetchall()
         assert versions == [(v,) for v, _ in migrations.load_migrations("postgres")]
     finally:
         pg_server.drop_database(url)
