@@ -1,0 +1,489 @@
+"""``NatsBus``: the ``Bus`` protocol over nats-py (asyncio), driven from trio.
+
+nats-py is an asyncio library; trio code reaches it through a bridge (``_Bridge``):
+``call`` runs a coroutine on the asyncio side and returns its result to trio,
+``deliver`` / ``soon`` hand messages and state changes from the asyncio side to trio.
+Every nats-py exception is translated into ``fechatter.errors.Unavailable`` (or its
+subclasses in ``base.py``) here; nothing else imports nats-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal, Protocol, TypeVar
+
+import nats
+import nats.errors
+import nats.js.api
+import nats.js.errors
+import trio
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from fechatter.bus.base import (
+    BusState,
+    Handler,
+    Message,
+    NoResponders,
+    PublishAck,
+    RequestTimeout,
+    StoredMessage,
+    Subscription,
+)
+from fechatter.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OP_TIMEOUT = 5.0  # seconds: ceiling of any single bus operation (the "never hang" bound)
+RECONNECT_WAIT = 0.25  # seconds between reconnect attempts (nats-py retries forever)
+ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
+
+BridgeKind = Literal["thread", "trio-asyncio"]
+
+
+class _Bridge(Protocol):
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T: ...
+
+    def soon(self, fn: Callable[..., object], *args: Any) -> None: ...
+
+    def deliver(self, sub: Subscription, message: Message) -> None: ...
+
+
+# -- candidate (b): nats-py on its own asyncio loop in a dedicated thread ------------------
+class _ThreadBridge:
+    """An asyncio loop on a thread owned by a trio task; results come back by TrioToken.
+
+    trio → asyncio: ``asyncio.run_coroutine_threadsafe``; the future's done-callback wakes the
+    waiting trio task with ``TrioToken.run_sync_soon`` (no thread blocks on the other).
+    asyncio → trio: messages go into a per-subscription deque drained by one
+    ``run_sync_soon`` per batch. Full case of that deque (trio starved for ``buffer``
+    messages): the message is dropped and a gap recorded, like the subscription's own.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
+        self.loop = loop
+        self._token = token
+        self._pending: dict[int, collections.deque[Message | _Lost]] = {}
+
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        future = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
+        done = trio.Event()
+        future.add_done_callback(lambda _: self._token.run_sync_soon(done.set))
+        try:
+            await done.wait()
+        except trio.Cancelled:
+            future.cancel()
+            raise
+        return future.result()
+
+    def soon(self, fn: Callable[..., object], *args: Any) -> None:
+        self._token.run_sync_soon(fn, *args)
+
+    def deliver(self, sub: Subscription, message: Message) -> None:
+        # Runs on the asyncio thread. deque append/popleft are thread-safe; the deque holds at
+        # most ``buffer`` messages and one ``_Lost`` marker after them.
+        pending = self._pending.get(id(sub))
+        if pending is None:
+            pending = self._pending[id(sub)] = collections.deque()
+        if len(pending) < sub.buffer:
+            pending.append(message)
+        elif isinstance(pending[-1], _Lost):
+            pending[-1].count += 1  # a lower bound if trio takes the marker right now
+        else:
+            pending.append(_Lost())
+        if len(pending) == 1:
+            self._token.run_sync_soon(self._drain, sub, pending)
+
+    @staticmethod
+    def _drain(sub: Subscription, pending: collections.deque[Message | _Lost]) -> None:
+        # Runs on trio. Items are removed only after they are handed over, and the asyncio
+        # side schedules a drain only when it makes the deque non-empty: none is stranded
+        # (a drain that finds the deque already emptied does nothing).
+        while pending:
+            item = pending[0]
+            if isinstance(item, _Lost):
+                sub._mark_gap(item.count)
+            else:
+                sub._offer(item)
+            pending.popleft()
+
+
+class _Lost:
+    """Messages the thread bridge dropped because trio had not taken ``buffer`` of them."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 1
+
+
+@asynccontextmanager
+async def _open_thread_bridge() -> AsyncIterator[_ThreadBridge]:
+    loop = asyncio.SelectorEventLoop()
+    bridge = _ThreadBridge(loop, trio.lowlevel.current_trio_token())
+
+    def run_loop() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async with trio.open_nursery() as nursery:
+        # The thread is the nursery's: it ends when the loop stops, and the nursery waits.
+        nursery.start_soon(
+            lambda: trio.to_thread.run_sync(run_loop, limiter=trio.CapacityLimiter(1))
+        )
+        try:
+            yield bridge
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+
+
+# -- candidate (a): trio-asyncio, asyncio callbacks on trio's own loop ---------------------
+class _TrioAsyncioBridge:
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+
+    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        import trio_asyncio
+
+        result: T = await trio_asyncio.aio_as_trio(fn)(*args)
+        return result
+
+    def soon(self, fn: Callable[..., object], *args: Any) -> None:
+        fn(*args)
+
+    def deliver(self, sub: Subscription, message: Message) -> None:
+        sub._offer(message)
+
+
+@asynccontextmanager
+async def _open_trio_asyncio_bridge() -> AsyncIterator[_TrioAsyncioBridge]:
+    import trio_asyncio
+
+    async with trio_asyncio.open_loop() as loop:
+        yield _TrioAsyncioBridge(loop)
+
+
+# -- the bus ------------------------------------------------------------------------------
+def _headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    return dict(headers) if headers else None
+
+
+def _message(msg: Msg) -> Message:
+    return Message(msg.subject, msg.data, msg.headers or None, msg.reply or "")
+
+
+class NatsBus:
+    """The ``Bus`` over one nats-py connection; build it with ``open_nats_bus``."""
+
+    def __init__(self, bridge: _Bridge, timeout: float) -> None:
+        self._bridge = bridge
+        self._timeout = timeout
+        self._nc = Client()
+        self._state = BusState.CONNECTING
+        self._state_changed = trio.Event()
+        self._subs: dict[int, Subscription] = {}  # nats sid → ours (for slow-consumer gaps)
+        self._nats_subs: dict[int, Any] = {}
+
+    # -- connection state (set on trio via the bridge) ------------------------------------
+    @property
+    def state(self) -> BusState:
+        return self._state
+
+    def _set_state(self, state: BusState) -> None:
+        if state is not self._state:
+            log.info("nats bus %s", state.value)
+            self._state = state
+            self._state_changed.set()
+            self._state_changed = trio.Event()
+
+    async def wait_state(self, state: BusState) -> None:
+        """Return once the connection is in ``state`` (bound it with ``trio.fail_after``)."""
+        while self._state is not state:
+            await self._state_changed.wait()
+
+    async def _on_disconnected(self) -> None:
+        self._bridge.soon(
+            self._set_state, BusState.CLOSED if self._nc.is_closed else BusState.RECONNECTING
+        )
+
+    async def _on_reconnected(self) -> None:
+        self._bridge.soon(self._set_state, BusState.CONNECTED)
+
+    async def _on_closed(self) -> None:
+        self._bridge.soon(self._set_state, BusState.CLOSED)
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError) and exc.sub is not None:
+            sub = self._subs.get(exc.sub._id)
+            if sub is not None:
+                self._bridge.soon(sub._mark_gap, 1)
+            return
+        log.warning("nats client error: %r", exc)
+
+    async def _connect(self, url: str, name: str) -> None:
+        try:
+            await self._call(
+                lambda: self._nc.connect(
+                    servers=[url],
+                    name=name,
+                    connect_timeout=self._timeout,
+                    reconnect_time_wait=RECONNECT_WAIT,
+                    max_reconnect_attempts=-1,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
+                )
+            )
+        except Unavailable:
+            raise
+        except (OSError, nats.errors.Error) as exc:
+            raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+        self._set_state(BusState.CONNECTED)
+
+    async def _call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run ``fn()`` on the asyncio side under the operation ceiling."""
+        with trio.move_on_after(self._timeout) as scope:
+            return await self._bridge.call(fn)
+        assert scope.cancelled_caught
+        raise Unavailable(f"NATS did not answer within {self._timeout}s")
+
+    def _require_connected(self) -> None:
+        if self._state is not BusState.CONNECTED or not self._nc.is_connected:
+            raise Unavailable(f"NATS is {self._state.value}")
+
+    async def aclose(self) -> None:
+        """Drain subscriptions and close the connection (bounded by the operation timeout)."""
+        for sub in self._subs.values():
+            sub._close()
+        if not self._nc.is_closed:
+            try:
+                await self._call(self._nc.close)
+            except Unavailable:
+                log.warning("nats close did not finish in %ss", self._timeout)
+        self._set_state(BusState.CLOSED)
+
+    # -- core NATS ------------------------------------------------------------------------
+    async def publish(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """At-most-once publish; ``Unavailable`` when not connected (nothing is buffered)."""
+        self._require_connected()
+        try:
+            await self._call(lambda: self._nc.publish(subject, payload, headers=_headers(headers)))
+        except nats.errors.Error as exc:
+            raise Unavailable(f"NATS publish failed: {exc!r}") from exc
+
+    async def subscribe(self, subject: str, *, buffer: int, queue: str = "") -> Subscription:
+        """A ``Subscription`` holding at most ``buffer`` messages (see its full case)."""
+        self._require_connected()
+        sub = Subscription(subject, buffer)
+        bridge = self._bridge
+
+        async def on_message(msg: Msg) -> None:
+            bridge.deliver(sub, _message(msg))
+
+        try:
+            nats_sub = await self._call(
+                lambda: self._nc.subscribe(
+                    subject, queue=queue, cb=on_message, pending_msgs_limit=buffer
+                )
+            )
+        except nats.errors.Error as exc:
+            raise Unavailable(f"NATS subscribe failed: {exc!r}") from exc
+        sub.sid = nats_sub._id
+        self._subs[nats_sub._id] = sub
+        self._nats_subs[nats_sub._id] = nats_sub
+        return sub
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop deliveries and end the subscription's iteration (after its buffer)."""
+        nats_sub = self._nats_subs.pop(subscription.sid, None)  # type: ignore[call-overload]
+        self._subs.pop(subscription.sid, None)  # type: ignore[call-overload]
+        subscription._close()
+        if nats_sub is not None and not self._nc.is_closed:
+            try:
+                await self._call(nats_sub.unsubscribe)
+            except nats.errors.Error as exc:
+                raise Unavailable(f"NATS unsubscribe failed: {exc!r}") from exc
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """The reply to a request; ``NoResponders``, ``RequestTimeout`` or ``Unavailable``."""
+        self._require_connected()
+        try:
+            with trio.fail_after(timeout + self._timeout):
+                msg = await self._bridge.call(
+                    lambda: self._nc.request(
+                        subject, payload, timeout=timeout, headers=_headers(headers)
+                    )
+                )
+        except trio.TooSlowError as exc:
+            raise RequestTimeout(f"no reply on {subject} within {timeout}s") from exc
+        except nats.errors.NoRespondersError as exc:
+            raise NoResponders(f"no responder on {subject}") from exc
+        except nats.errors.TimeoutError as exc:
+            raise RequestTimeout(f"no reply on {subject} within {timeout}s") from exc
+        except nats.errors.Error as exc:
+            raise Unavailable(f"NATS request failed: {exc!r}") from exc
+        reply = _message(msg)
+        if reply.headers and ERROR_HEADER in reply.headers:
+            raise Unavailable(f"the responder on {subject} failed: {reply.headers[ERROR_HEADER]}")
+        return reply
+
+    async def serve_requests(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        buffer: int,
+        queue: str = "",
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Answer each request on ``subject`` with ``await handler(message)``, in order.
+
+        A handler exception is logged and answered with an ``ERROR_HEADER`` reply (the
+        requester raises ``Unavailable``). Full case: requests beyond ``buffer`` are dropped
+        and their requesters time out (a ``Gap`` is logged). Runs until cancelled.
+        """
+        sub = await self.subscribe(subject, buffer=buffer, queue=queue)
+        try:
+            task_status.started()
+            async for item in sub:
+                if not isinstance(item, Message):
+                    log.warning("responder on %s dropped %d requests", subject, item.dropped)
+                    continue
+                if not item.reply:
+                    continue
+                try:
+                    answer, reply_headers = await handler(item), None
+                except Exception as exc:
+                    log.exception("request handler on %s failed", subject)
+                    answer, reply_headers = b"", {ERROR_HEADER: type(exc).__name__}
+                try:
+                    await self.publish(item.reply, answer, reply_headers)
+                except Unavailable:
+                    log.warning("could not answer a request on %s: NATS unavailable", subject)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.unsubscribe(sub)
+                except Unavailable:
+                    pass
+
+    # -- JetStream ------------------------------------------------------------------------
+    async def ensure_stream(
+        self, name: str, subjects: Sequence[str], *, max_age: float, max_msgs: int
+    ) -> None:
+        """Create stream ``name`` over ``subjects`` or update its limits; ``max_age`` seconds."""
+        self._require_connected()
+        js = self._nc.jetstream(timeout=self._timeout)
+        config = nats.js.api.StreamConfig(
+            name=name,
+            subjects=list(subjects),
+            max_age=max_age,
+            max_msgs=max_msgs,
+            storage=nats.js.api.StorageType.FILE,
+            discard=nats.js.api.DiscardPolicy.OLD,
+        )
+
+        async def ensure() -> None:
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(config)  # exists with other settings
+
+        try:
+            await self._call(ensure)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"JetStream stream {name} failed: {exc!r}") from exc
+
+    async def js_publish(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> PublishAck:
+        """Store once: a repeat ``msg_id`` in the stream's duplicate window is not stored again."""
+        self._require_connected()
+        js = self._nc.jetstream(timeout=self._timeout)
+        hdrs = {**(headers or {}), nats.js.api.Header.MSG_ID: msg_id}
+        try:
+            ack = await self._call(lambda: js.publish(subject, payload, headers=hdrs))
+        except nats.errors.Error as exc:
+            raise Unavailable(f"JetStream publish on {subject} failed: {exc!r}") from exc
+        return PublishAck(ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def read_stream(
+        self, stream: str, subject: str, start_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` stored messages of ``subject`` with sequence ≥ ``start_seq``.
+
+        One direct-get request per message on the asyncio side (no consumer state left on
+        the server); fine for a resume window, not for bulk export.
+        """
+        self._require_connected()
+        jsm = self._nc.jetstream(timeout=self._timeout)._jsm
+
+        async def read() -> list[StoredMessage]:
+            out: list[StoredMessage] = []
+            seq = max(1, start_seq)
+            while len(out) < limit:
+                try:
+                    raw = await jsm.get_msg(stream, seq=seq, subject=subject, next=True)
+                except nats.js.errors.NotFoundError:
+                    break
+                assert raw.seq is not None
+                out.append(
+                    StoredMessage(
+                        stream, raw.seq, raw.subject or "", raw.data or b"", raw.headers or None
+                    )
+                )
+                seq = raw.seq + 1
+            return out
+
+        try:
+            return await self._call(read)
+        except nats.errors.Error as exc:
+            raise Unavailable(f"JetStream read of {stream} failed: {exc!r}") from exc
+
+
+@asynccontextmanager
+async def open_nats_bus(
+    url: str,
+    *,
+    name: str = "fechatter",
+    timeout: float = OP_TIMEOUT,
+    bridge: BridgeKind = "thread",
+) -> AsyncIterator[NatsBus]:
+    """Connect to NATS at ``url``; drain and close on exit.
+
+    ``timeout``: seconds, the ceiling of every operation (connect, publish, subscribe, ...).
+    Raises ``Unavailable`` when the first connection fails; later losses are retried forever
+    by nats-py while operations raise ``Unavailable``.
+    """
+    opener = _open_thread_bridge if bridge == "thread" else _open_trio_asyncio_bridge
+    async with opener() as opened:
+        bus = NatsBus(opened, timeout)
+        try:
+            await bus._connect(url, name)
+            yield bus
+        finally:
+            with trio.CancelScope(shield=True):
+                await bus.aclose()
