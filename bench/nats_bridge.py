@@ -11,7 +11,18 @@ wheel (``tests/nats.py``). Per bridge and run, through ``NatsBus`` (``fechatter/
 - latency: ``--requests`` sequential request/reply round trips to a responder on the same
   bus → p50 / p99 in µs.
 
-The median of ``--runs`` is printed per bridge. The whole run is bounded (``DEADLINE``).
+The median of ``--runs`` is printed. The whole run is bounded (``DEADLINE``).
+
+The bridge was chosen with this benchmark run over two candidates in one run (2 shared
+cores, 20,000 / 2,000, median of 3; docs/cluster.md "NATS client on trio"):
+
+    bridge          msgs/s  CPU µs/msg  rr p50 µs  rr p99 µs
+    trio-asyncio      5348       182.8        554        747   (kept)
+    asyncio thread    3649       261.7        581       1098   (deleted)
+
+The thread candidate ran nats-py on its own asyncio loop in a trio-owned thread
+(``run_coroutine_threadsafe`` there, ``TrioToken.run_sync_soon`` back, batched deliveries);
+every call crossed threads and the GIL twice. Its code is in git history (branch h-bus).
 """
 
 from __future__ import annotations
@@ -25,7 +36,6 @@ from typing import Any
 import trio
 
 from fechatter.bus import Message, NatsBus, open_nats_bus
-from fechatter.bus.nats import BridgeKind
 
 PAYLOAD = b"x" * 1024
 DEADLINE = 55.0  # seconds for the whole benchmark
@@ -69,12 +79,12 @@ async def latency(bus: NatsBus, n: int) -> tuple[float, float]:
 
 
 async def measure(url: str, messages: int, requests: int, runs: int) -> None:
-    kinds: tuple[BridgeKind, ...] = ("thread", "trio-asyncio")
+    kinds = ("trio-asyncio",)
     results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in kinds}
     with trio.fail_after(DEADLINE):
         for _ in range(runs):
-            for kind in kinds:  # interleaved, so drift in the machine hits both alike
-                async with open_nats_bus(url, bridge=kind) as bus:
+            for kind in kinds:
+                async with open_nats_bus(url) as bus:
                     rate, cpu = await throughput(bus, messages)
                     p50, p99 = await latency(bus, requests)
                 results[kind].append((rate, cpu, p50, p99))

@@ -1,6 +1,6 @@
 """``NatsBus``: the ``Bus`` protocol over nats-py (asyncio), driven from trio.
 
-nats-py is an asyncio library; trio code reaches it through a bridge (``_Bridge``):
+nats-py is an asyncio library; trio code reaches it through ``_Bridge`` (trio-asyncio):
 ``call`` runs a coroutine on the asyncio side and returns its result to trio,
 ``deliver`` / ``soon`` hand messages and state changes from the asyncio side to trio.
 Every nats-py exception is translated into ``fechatter.errors.Unavailable`` (or its
@@ -9,18 +9,17 @@ subclasses in ``base.py``) here; nothing else imports nats-py.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import nats
 import nats.errors
 import nats.js.api
 import nats.js.errors
 import trio
+import trio_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -44,118 +43,20 @@ OP_TIMEOUT = 5.0  # seconds: ceiling of any single bus operation (the "never han
 RECONNECT_WAIT = 0.25  # seconds between reconnect attempts (nats-py retries forever)
 ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
 
-BridgeKind = Literal["thread", "trio-asyncio"]
 
 
-class _Bridge(Protocol):
-    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T: ...
+class _Bridge:
+    """trio ↔ asyncio for nats-py, by trio-asyncio: asyncio's loop runs inside trio's.
 
-    def soon(self, fn: Callable[..., object], *args: Any) -> None: ...
-
-    def deliver(self, sub: Subscription, message: Message) -> None: ...
-
-
-# -- candidate (b): nats-py on its own asyncio loop in a dedicated thread ------------------
-class _ThreadBridge:
-    """An asyncio loop on a thread owned by a trio task; results come back by TrioToken.
-
-    trio → asyncio: ``asyncio.run_coroutine_threadsafe``; the future's done-callback wakes the
-    waiting trio task with ``TrioToken.run_sync_soon`` (no thread blocks on the other).
-    asyncio → trio: messages go into a per-subscription deque drained by one
-    ``run_sync_soon`` per batch. Full case of that deque (trio starved for ``buffer``
-    messages): the message is dropped and a gap recorded, like the subscription's own.
+    trio → asyncio: ``trio_asyncio.aio_as_trio`` runs a coroutine as an asyncio task and
+    awaits it from trio (cancellation crosses both ways). asyncio → trio: nats-py's
+    callbacks run on the same thread inside trio's run, so they call the trio side
+    (``Subscription._offer``, state changes) directly. Chosen over nats-py on its own
+    asyncio thread by measurement (docs/cluster.md "NATS client on trio").
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
-        self.loop = loop
-        self._token = token
-        self._pending: dict[int, collections.deque[Message | _Lost]] = {}
-
-    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        future = asyncio.run_coroutine_threadsafe(fn(*args), self.loop)
-        done = trio.Event()
-        future.add_done_callback(lambda _: self._token.run_sync_soon(done.set))
-        try:
-            await done.wait()
-        except trio.Cancelled:
-            future.cancel()
-            raise
-        return future.result()
-
-    def soon(self, fn: Callable[..., object], *args: Any) -> None:
-        self._token.run_sync_soon(fn, *args)
-
-    def deliver(self, sub: Subscription, message: Message) -> None:
-        # Runs on the asyncio thread. deque append/popleft are thread-safe; the deque holds at
-        # most ``buffer`` messages and one ``_Lost`` marker after them.
-        pending = self._pending.get(id(sub))
-        if pending is None:
-            pending = self._pending[id(sub)] = collections.deque()
-        if len(pending) < sub.buffer:
-            pending.append(message)
-        elif isinstance(pending[-1], _Lost):
-            pending[-1].count += 1  # a lower bound if trio takes the marker right now
-        else:
-            pending.append(_Lost())
-        if len(pending) == 1:
-            self._token.run_sync_soon(self._drain, sub, pending)
-
-    @staticmethod
-    def _drain(sub: Subscription, pending: collections.deque[Message | _Lost]) -> None:
-        # Runs on trio. Items are removed only after they are handed over, and the asyncio
-        # side schedules a drain only when it makes the deque non-empty: none is stranded
-        # (a drain that finds the deque already emptied does nothing).
-        while pending:
-            item = pending[0]
-            if isinstance(item, _Lost):
-                sub._mark_gap(item.count)
-            else:
-                sub._offer(item)
-            pending.popleft()
-
-
-class _Lost:
-    """Messages the thread bridge dropped because trio had not taken ``buffer`` of them."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 1
-
-
-@asynccontextmanager
-async def _open_thread_bridge() -> AsyncIterator[_ThreadBridge]:
-    loop = asyncio.SelectorEventLoop()
-    bridge = _ThreadBridge(loop, trio.lowlevel.current_trio_token())
-
-    def run_loop() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    async with trio.open_nursery() as nursery:
-        # The thread is the nursery's: it ends when the loop stops, and the nursery waits.
-        nursery.start_soon(
-            lambda: trio.to_thread.run_sync(run_loop, limiter=trio.CapacityLimiter(1))
-        )
-        try:
-            yield bridge
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-
-
-# -- candidate (a): trio-asyncio, asyncio callbacks on trio's own loop ---------------------
-class _TrioAsyncioBridge:
-    def __init__(self, loop: Any) -> None:
-        self.loop = loop
-
-    async def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
-        import trio_asyncio
-
-        result: T = await trio_asyncio.aio_as_trio(fn)(*args)
+    async def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        result: T = await trio_asyncio.aio_as_trio(fn)()
         return result
 
     def soon(self, fn: Callable[..., object], *args: Any) -> None:
@@ -163,14 +64,6 @@ class _TrioAsyncioBridge:
 
     def deliver(self, sub: Subscription, message: Message) -> None:
         sub._offer(message)
-
-
-@asynccontextmanager
-async def _open_trio_asyncio_bridge() -> AsyncIterator[_TrioAsyncioBridge]:
-    import trio_asyncio
-
-    async with trio_asyncio.open_loop() as loop:
-        yield _TrioAsyncioBridge(loop)
 
 
 # -- the bus ------------------------------------------------------------------------------
@@ -470,7 +363,6 @@ async def open_nats_bus(
     *,
     name: str = "fechatter",
     timeout: float = OP_TIMEOUT,
-    bridge: BridgeKind = "thread",
 ) -> AsyncIterator[NatsBus]:
     """Connect to NATS at ``url``; drain and close on exit.
 
@@ -478,9 +370,8 @@ async def open_nats_bus(
     Raises ``Unavailable`` when the first connection fails; later losses are retried forever
     by nats-py while operations raise ``Unavailable``.
     """
-    opener = _open_thread_bridge if bridge == "thread" else _open_trio_asyncio_bridge
-    async with opener() as opened:
-        bus = NatsBus(opened, timeout)
+    async with trio_asyncio.open_loop():
+        bus = NatsBus(_Bridge(), timeout)
         try:
             await bus._connect(url, name)
             yield bus
