@@ -31,7 +31,6 @@ import argparse
 import functools
 import statistics
 import time
-from typing import Any
 
 import trio
 
@@ -71,7 +70,7 @@ async def latency(bus: NatsBus, n: int) -> tuple[float, float]:
         await nursery.start(functools.partial(bus.serve_requests, "bench.rr", echo, buffer=16))
         for _ in range(n):
             t0 = time.perf_counter()
-            await bus.request("bench.rr", PAYLOAD, timeout=2.0)
+            await bus.request("bench.rr", PAYLOAD, within=2.0)
             samples.append((time.perf_counter() - t0) * 1e6)
         nursery.cancel_scope.cancel()
     samples.sort()
@@ -89,7 +88,8 @@ async def measure(url: str, messages: int, requests: int, runs: int) -> None:
                     p50, p99 = await latency(bus, requests)
                 results[kind].append((rate, cpu, p50, p99))
     print(f"{messages} x 1 KiB publish→receive, {requests} request/reply; median of {runs}")
-    print(f"{'bridge':14s} {'msgs/s':>9s} {'CPU µs/msg':>11s} {'rr p50 µs':>10s} {'rr p99 µs':>10s}")
+    header = ("bridge", "msgs/s", "CPU µs/msg", "rr p50 µs", "rr p99 µs")
+    print("{:14s} {:>9s} {:>11s} {:>10s} {:>10s}".format(*header))
     for kind, rows in results.items():
         med = [statistics.median(col) for col in zip(*rows, strict=True)]
         print(f"{kind:14s} {med[0]:9.0f} {med[1]:11.1f} {med[2]:10.0f} {med[3]:10.0f}")
@@ -103,15 +103,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--nats-url", default=None)
     args = parser.parse_args()
-    run: Any = functools.partial(trio.run, measure)
     if args.nats_url:
-        run(args.nats_url, args.messages, args.requests, args.runs)
+        trio.run(measure, args.nats_url, args.messages, args.requests, args.runs)
         return
     from tests.nats import NatsServer
 
     server = NatsServer.create()
     try:
-        run(server.url, args.messages, args.requests, args.runs)
+        trio.run(measure, server.url, args.messages, args.requests, args.runs)
     finally:
         server.stop_and_remove()
 

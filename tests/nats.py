@@ -74,14 +74,16 @@ class NatsServer:
         deadline = time.monotonic() + READY_CEILING
         while True:
             if self._process.poll() is not None:
-                raise RuntimeError(f"nats-server exited ({self._process.returncode}):\n{self._log()}")
+                code = self._process.returncode
+                raise RuntimeError(f"nats-server exited ({code}):\n{self._log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
                     return
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"nats-server not ready in {READY_CEILING}s:\n{self._log()}")
+                    message = f"nats-server not ready in {READY_CEILING}s:\n{self._log()}"
+                    raise RuntimeError(message) from exc
                 time.sleep(POLL_INTERVAL)
 
     def stop(self) -> None:

@@ -200,10 +200,10 @@ class Bus(Protocol):
         self,
         subject: str,
         payload: bytes,
-        timeout: float,
+        within: float,
         headers: Mapping[str, str] | None = None,
     ) -> Message:
-        """Send a request and return the reply; ``timeout`` in seconds.
+        """Send a request and return the reply; ``within`` in seconds.
 
         Raises ``NoResponders`` when nobody listens on ``subject``, ``RequestTimeout``
         when no reply comes in time, ``Unavailable`` when disconnected.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import nats
@@ -41,8 +41,15 @@ T = TypeVar("T")
 
 OP_TIMEOUT = 5.0  # seconds: ceiling of any single bus operation (the "never hang" bound)
 RECONNECT_WAIT = 0.25  # seconds between reconnect attempts (nats-py retries forever)
+# nats-py's own per-subscription staging queue, between its socket reader and our callback:
+# it holds what one read burst parsed before the callback task runs (our callback only hands
+# the message to the trio side, so it empties at once unless the loop is starved). Full case:
+# nats-py drops and reports a slow consumer; we put a Gap into the subscription at once, so
+# the Gap may come *before* messages staged ahead of the loss — harmless for a consumer that
+# re-reads from its last processed sequence and drops repeats by sequence (base.Gap).
+STAGING_MSGS = 65_536
+STAGING_BYTES = 64 * 1024 * 1024
 ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
-
 
 
 class _Bridge:
@@ -129,8 +136,9 @@ class NatsBus:
                 lambda: self._nc.connect(
                     servers=[url],
                     name=name,
-                    connect_timeout=self._timeout,
-                    reconnect_time_wait=RECONNECT_WAIT,
+                    # Both annotated int in nats-py but used as float seconds (asyncio).
+                    connect_timeout=self._timeout,  # type: ignore[arg-type]
+                    reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
                     max_reconnect_attempts=-1,
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
@@ -189,7 +197,11 @@ class NatsBus:
         try:
             nats_sub = await self._call(
                 lambda: self._nc.subscribe(
-                    subject, queue=queue, cb=on_message, pending_msgs_limit=buffer
+                    subject,
+                    queue=queue,
+                    cb=on_message,
+                    pending_msgs_limit=STAGING_MSGS,
+                    pending_bytes_limit=STAGING_BYTES,
                 )
             )
         except nats.errors.Error as exc:
@@ -214,24 +226,28 @@ class NatsBus:
         self,
         subject: str,
         payload: bytes,
-        timeout: float,
+        within: float,
         headers: Mapping[str, str] | None = None,
     ) -> Message:
-        """The reply to a request; ``NoResponders``, ``RequestTimeout`` or ``Unavailable``."""
+        """The reply to a request within ``within`` seconds.
+
+        Raises ``NoResponders``, ``RequestTimeout`` or ``Unavailable`` (never waits longer
+        than ``within`` plus the bus's operation timeout).
+        """
         self._require_connected()
         try:
-            with trio.fail_after(timeout + self._timeout):
+            with trio.fail_after(within + self._timeout):
                 msg = await self._bridge.call(
                     lambda: self._nc.request(
-                        subject, payload, timeout=timeout, headers=_headers(headers)
+                        subject, payload, timeout=within, headers=_headers(headers)
                     )
                 )
         except trio.TooSlowError as exc:
-            raise RequestTimeout(f"no reply on {subject} within {timeout}s") from exc
+            raise RequestTimeout(f"no reply on {subject} within {within}s") from exc
         except nats.errors.NoRespondersError as exc:
             raise NoResponders(f"no responder on {subject}") from exc
         except nats.errors.TimeoutError as exc:
-            raise RequestTimeout(f"no reply on {subject} within {timeout}s") from exc
+            raise RequestTimeout(f"no reply on {subject} within {within}s") from exc
         except nats.errors.Error as exc:
             raise Unavailable(f"NATS request failed: {exc!r}") from exc
         reply = _message(msg)
@@ -273,11 +289,8 @@ class NatsBus:
                 except Unavailable:
                     log.warning("could not answer a request on %s: NATS unavailable", subject)
         finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await self.unsubscribe(sub)
-                except Unavailable:
-                    pass
+            with trio.CancelScope(shield=True), suppress(Unavailable):
+                await self.unsubscribe(sub)
 
     # -- JetStream ------------------------------------------------------------------------
     async def ensure_stream(
@@ -362,19 +375,30 @@ async def open_nats_bus(
     url: str,
     *,
     name: str = "fechatter",
-    timeout: float = OP_TIMEOUT,
+    op_timeout: float = OP_TIMEOUT,
 ) -> AsyncIterator[NatsBus]:
     """Connect to NATS at ``url``; drain and close on exit.
 
-    ``timeout``: seconds, the ceiling of every operation (connect, publish, subscribe, ...).
+    ``op_timeout``: seconds, the ceiling of every operation (connect, publish, subscribe, ...).
     Raises ``Unavailable`` when the first connection fails; later losses are retried forever
     by nats-py while operations raise ``Unavailable``.
     """
-    async with trio_asyncio.open_loop():
-        bus = NatsBus(_Bridge(), timeout)
-        try:
-            await bus._connect(url, name)
-            yield bus
-        finally:
-            with trio.CancelScope(shield=True):
-                await bus.aclose()
+    try:
+        async with trio_asyncio.open_loop():
+            bus = NatsBus(_Bridge(), op_timeout)
+            try:
+                await bus._connect(url, name)
+                yield bus
+            finally:
+                with trio.CancelScope(shield=True):
+                    await bus.aclose()
+    except BaseExceptionGroup as group:
+        # trio-asyncio's loop is a nursery, an implementation detail of this context manager:
+        # an error from the body or from connecting comes out of it as nested one-item groups.
+        # Hand it back as raised (trio's "collapse" recipe); a real multi-error stays a group.
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]
+        if inner is group:
+            raise
+        raise inner from None
