@@ -17,10 +17,11 @@ import trio
 from fechatter.app import ServerInfo, serve
 from fechatter.auth import Authenticator
 from fechatter.config import Settings
+from tests.nats import nats_server
 from tests.pg import pg_database, pg_server
 from tests.serverlog import LogWatch, expected_patterns
 
-__all__ = ["pg_database", "pg_server"]  # fixtures, shared by every suite
+__all__ = ["nats_server", "pg_database", "pg_server"]  # fixtures, shared by every suite
 
 TEST_SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count(1)

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "fechatter": 0,  # models, errors, events, config, schemas, auth, text, wire, metrics, ...
     "fechatter.reaction_emoji": 0,  # pure reaction-name rules (SPEC §6), emoji data only
     "fechatter.storage": 1,
+    "fechatter.bus": 1,  # the message bus between nodes: infrastructure under the actors
     "fechatter.access": 2,
     "fechatter.security": 2,
     "fechatter.domain": 2,

@@ -1,0 +1,240 @@
+"""The ``Bus`` protocol the cluster talks to, and the trio-side ``Subscription`` buffer.
+
+Backend-neutral: nothing here knows NATS. A backend (``nats.py``) feeds a ``Subscription``
+through ``_offer`` / ``_mark_gap`` on the trio thread; the consumer iterates it and gets
+``Message`` items and, when something was dropped, one ``Gap`` item at the point of loss.
+This module must never import a transport, an actor or a driver.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from fechatter.errors import Unavailable
+
+
+class NoResponders(Unavailable):
+    """A request found no responder on its subject (NATS 503 status)."""
+
+    default_code = "bus_no_responders"
+
+
+class RequestTimeout(Unavailable):
+    """A request got no reply within its timeout."""
+
+    default_code = "bus_timeout"
+
+
+class BusState(enum.Enum):
+    """The connection as the client sees it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # lost; the client is retrying, operations raise Unavailable
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One delivered message; ``reply`` is the inbox to answer ('' for none)."""
+
+    subject: str
+    payload: bytes
+    headers: Mapping[str, str] | None = None
+    reply: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages were dropped here: ``dropped`` of them (≥ 1) after the previous item.
+
+    The consumer must re-read from its log from the last message it processed; messages
+    after the gap may repeat what it re-reads (drop them by sequence).
+    """
+
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAck:
+    """JetStream's acknowledgement: the stream, the stored sequence, whether it was a repeat."""
+
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message read back from a JetStream stream."""
+
+    stream: str
+    seq: int
+    subject: str
+    payload: bytes
+    headers: Mapping[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStatistics:
+    buffered: int  # items waiting in the buffer now
+    buffer: int  # the bound
+    delivered: int  # messages handed to the consumer
+    gaps: int  # Gap items produced so far
+    dropped: int  # messages dropped in all gaps
+
+
+class Subscription:
+    """A bounded buffer of one subject's messages, iterated by one consumer task.
+
+    Full case: when a message arrives and ``buffer`` items are already waiting, it is dropped
+    and the subscription is in a gap; every later message is dropped too until the consumer
+    has taken every buffered message and then the ``Gap`` item. So what the consumer sees is
+    always an unbroken prefix, then ``Gap(dropped)``, then live messages again — nothing is
+    lost without a ``Gap`` in its place. Iteration ends after ``unsubscribe``.
+    """
+
+    def __init__(self, subject: str, buffer: int) -> None:
+        if buffer < 1:
+            raise ValueError("buffer must be at least 1")
+        self.subject = subject
+        self.buffer = buffer
+        # One slot more than ``buffer`` so the Gap marker always fits: messages enter only
+        # while fewer than ``buffer`` items wait, the marker once per gap and always last.
+        self._send, self._receive = trio.open_memory_channel[Message | Gap](buffer + 1)
+        self._closed = False
+        self._count = 0
+        self._in_gap = 0  # messages dropped in the current gap (0: not in a gap)
+        self._delivered = 0
+        self._gaps = 0
+        self._dropped = 0
+        self.sid: object = None  # the backend's handle
+
+    # -- called by the backend on the trio thread ---------------------------------------
+    def _offer(self, message: Message) -> None:
+        if self._closed:
+            return
+        if self._in_gap or self._count >= self.buffer:
+            self._in_gap += 1
+            self._dropped += 1
+            if self._in_gap == 1:
+                self._gaps += 1
+                self._send.send_nowait(Gap(0))  # placeholder; its count is read at receive
+                self._count += 1
+            return
+        self._count += 1
+        self._send.send_nowait(message)
+
+    def _mark_gap(self, dropped: int = 1) -> None:
+        """The backend lost messages before they reached ``_offer`` (a slow consumer)."""
+        if self._closed:
+            return
+        self._dropped += dropped
+        if not self._in_gap:
+            self._gaps += 1
+            self._send.send_nowait(Gap(0))
+            self._count += 1
+        self._in_gap += dropped
+
+    def _close(self) -> None:
+        self._closed = True
+        self._send.close()
+
+    # -- the consumer's side ------------------------------------------------------------
+    async def receive(self) -> Message | Gap:
+        """The next message, or a ``Gap``; raises ``trio.EndOfChannel`` after unsubscribe."""
+        item = await self._receive.receive()
+        self._count -= 1
+        if isinstance(item, Gap):
+            dropped, self._in_gap = self._in_gap, 0
+            return Gap(dropped)
+        self._delivered += 1
+        return item
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message | Gap:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    def statistics(self) -> SubscriptionStatistics:
+        """Counters of this subscription (a frozen snapshot)."""
+        return SubscriptionStatistics(
+            self._count, self.buffer, self._delivered, self._gaps, self._dropped
+        )
+
+
+Handler = Callable[[Message], Awaitable[bytes]]
+
+
+class Bus(Protocol):
+    """What the cluster needs from a message bus. Every method may raise ``Unavailable``
+    (not connected, or no answer within the bus's operation timeout); none hangs."""
+
+    @property
+    def state(self) -> BusState: ...
+
+    async def wait_state(self, state: BusState) -> None:
+        """Return once the connection is in ``state`` (callers bound it with fail_after)."""
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Fire-and-forget publish (at most once). Raises ``Unavailable`` when disconnected."""
+
+    async def subscribe(self, subject: str, *, buffer: int, queue: str = "") -> Subscription:
+        """Subscribe to ``subject`` (wildcards ``*`` / ``>``) with a ``buffer``-message bound."""
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop deliveries; the subscription's iteration ends after its buffered items."""
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes,
+        within: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Send a request and return the reply; ``within`` in seconds.
+
+        Raises ``NoResponders`` when nobody listens on ``subject``, ``RequestTimeout``
+        when no reply comes in time, ``Unavailable`` when disconnected.
+        """
+
+    async def serve_requests(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        buffer: int,
+        queue: str = "",
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Answer requests on ``subject`` with ``handler`` until cancelled (never returns)."""
+
+    async def ensure_stream(
+        self, name: str, subjects: Sequence[str], *, max_age: float, max_msgs: int
+    ) -> None:
+        """Create the JetStream stream or update its limits (``max_age`` in seconds)."""
+
+    async def js_publish(
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> PublishAck:
+        """Store in the stream covering ``subject``, deduplicated by ``msg_id``."""
+
+    async def read_stream(
+        self, stream: str, subject: str, start_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages of ``subject`` (wildcards allowed) from ``start_seq`` on."""

@@ -1,0 +1,208 @@
+"""NatsBus against a real nats-server (tests/nats.py): core pub/sub, request/reply,
+JetStream dedup and replay, the Gap signal, and a server outage under a live bus."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+
+from fechatter.bus import (
+    BusState,
+    Gap,
+    Message,
+    NatsBus,
+    NoResponders,
+    RequestTimeout,
+    open_nats_bus,
+)
+from fechatter.errors import Unavailable
+from tests.nats import NatsServer
+
+CEILING = 10.0
+_names = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    """A subject/stream prefix of its own, so tests on the shared server never meet."""
+    return f"{prefix}{next(_names)}"
+
+
+@pytest.fixture
+async def bus(nats_server: NatsServer) -> AsyncIterator[NatsBus]:
+    async with open_nats_bus(nats_server.url, op_timeout=2.0) as opened:
+        yield opened
+
+
+async def messages(sub: object, n: int) -> list[Message]:
+    out: list[Message] = []
+    for _ in range(n):
+        item = await sub.receive()  # type: ignore[attr-defined]
+        assert isinstance(item, Message), item
+        out.append(item)
+    return out
+
+
+async def test_publish_subscribe_roundtrip_with_headers(bus: NatsBus) -> None:
+    subject = unique("t.rt")
+    with trio.fail_after(CEILING):
+        sub = await bus.subscribe(subject, buffer=8)
+        await bus.publish(subject, b"hello", {"X-Kind": "greeting"})
+        (got,) = await messages(sub, 1)
+    assert (got.subject, got.payload) == (subject, b"hello")
+    assert got.headers == {"X-Kind": "greeting"}
+
+
+async def test_order_per_subject_and_wildcards(bus: NatsBus) -> None:
+    base = unique("t.chat")
+    with trio.fail_after(CEILING):
+        one = await bus.subscribe(f"{base}.*.events", buffer=500)
+        deep = await bus.subscribe(f"{base}.>", buffer=500)
+        for i in range(200):
+            await bus.publish(f"{base}.{i % 2}.events", str(i).encode())
+        await bus.publish(f"{base}.0.other", b"not for *.events")
+        got = await messages(one, 200)
+        everything = await messages(deep, 201)
+    for chat in ("0", "1"):
+        seen = [int(m.payload) for m in got if m.subject == f"{base}.{chat}.events"]
+        assert seen == sorted(seen)
+        assert len(seen) == 100
+    assert everything[-1].subject == f"{base}.0.other"
+
+
+async def test_unsubscribe_ends_the_iteration(bus: NatsBus) -> None:
+    subject = unique("t.unsub")
+    with trio.fail_after(CEILING):
+        sub = await bus.subscribe(subject, buffer=4)
+        await bus.publish(subject, b"1")
+        (first,) = await messages(sub, 1)
+        await bus.unsubscribe(sub)
+        assert [item async for item in sub] == []
+    assert first.payload == b"1"
+
+
+async def test_request_reply_no_responders_and_timeout(bus: NatsBus) -> None:
+    subject = unique("t.rr")
+
+    async def upper(message: Message) -> bytes:
+        return message.payload.upper()
+
+    hold = trio.Event()
+
+    async def stuck(message: Message) -> bytes:
+        await hold.wait()
+        return b""
+
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(bus.serve_requests, subject, upper, buffer=4))
+            reply = await bus.request(subject, b"ping", within=2.0)
+            assert reply.payload == b"PING"
+            await nursery.start(
+                functools.partial(bus.serve_requests, f"{subject}.slow", stuck, buffer=4)
+            )
+            with pytest.raises(RequestTimeout):
+                await bus.request(f"{subject}.slow", b"x", within=0.2)
+            hold.set()
+            nursery.cancel_scope.cancel()
+        with pytest.raises(NoResponders):
+            await bus.request(f"{subject}.nobody", b"x", within=2.0)
+
+
+@pytest.mark.expect_log_errors("request handler on .* failed", reason="the handler raises")
+async def test_a_failing_handler_is_a_clear_error_not_a_timeout(bus: NatsBus) -> None:
+    subject = unique("t.fail")
+
+    async def broken(message: Message) -> bytes:
+        raise ValueError("boom")
+
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(bus.serve_requests, subject, broken, buffer=4))
+            with pytest.raises(Unavailable, match="ValueError"):
+                await bus.request(subject, b"x", within=2.0)
+            nursery.cancel_scope.cancel()
+
+
+async def test_jetstream_dedup_by_msg_id_and_replay_from_a_sequence(bus: NatsBus) -> None:
+    stream, base = unique("T_S"), unique("t.js")
+    with trio.fail_after(CEILING):
+        await bus.ensure_stream(stream, [f"{base}.>"], max_age=60, max_msgs=1000)
+        await bus.ensure_stream(stream, [f"{base}.>"], max_age=120, max_msgs=1000)  # update
+        first = await bus.js_publish(f"{base}.a", b"e1", msg_id="chat-1-seq-1")
+        again = await bus.js_publish(f"{base}.a", b"e1", msg_id="chat-1-seq-1")
+        for i in range(2, 6):
+            await bus.js_publish(f"{base}.a", f"e{i}".encode(), msg_id=f"chat-1-seq-{i}")
+            await bus.js_publish(f"{base}.b", b"other", msg_id=f"chat-2-seq-{i}")
+        all_a = await bus.read_stream(stream, f"{base}.a", 1, 100)
+        from_third = await bus.read_stream(stream, f"{base}.a", all_a[2].seq, 100)
+        capped = await bus.read_stream(stream, f"{base}.>", 1, 3)
+        past_end = await bus.read_stream(stream, f"{base}.a", all_a[-1].seq + 1, 100)
+    assert not first.duplicate
+    assert again.duplicate
+    assert again.seq == first.seq
+    assert [m.payload for m in all_a] == [b"e1", b"e2", b"e3", b"e4", b"e5"]
+    assert [m.payload for m in from_third] == [b"e3", b"e4", b"e5"]
+    assert [m.seq for m in capped] == sorted(m.seq for m in capped)
+    assert len(capped) == 3
+    assert past_end == []
+
+
+async def test_a_full_buffer_becomes_a_gap_never_a_silent_loss(bus: NatsBus) -> None:
+    subject = unique("t.gap")
+    with trio.fail_after(CEILING):
+        sub = await bus.subscribe(subject, buffer=5)
+        for i in range(12):
+            await bus.publish(subject, str(i).encode())
+        # A request round trip through the server orders after the publishes: all 12 have
+        # reached the client (and the subscription) once it returns.
+        probe = await bus.subscribe(f"{subject}.probe", buffer=1)
+        await bus.publish(f"{subject}.probe", b"")
+        await probe.receive()
+        stats = sub.statistics()
+        first = await messages(sub, 5)
+        gap = await sub.receive()
+        await bus.publish(subject, b"after")
+        (after,) = await messages(sub, 1)
+    assert [int(m.payload) for m in first] == [0, 1, 2, 3, 4]
+    assert gap == Gap(7)
+    assert stats.buffered == 6  # five messages and the gap marker: the bound is buffer + 1
+    assert after.payload == b"after"
+    final = sub.statistics()
+    assert (final.delivered, final.dropped, final.gaps) == (6, 7, 1)
+
+
+async def test_server_outage_raises_unavailable_then_reconnects() -> None:
+    server = NatsServer.create()
+    try:
+        with trio.fail_after(3 * CEILING):
+            async with open_nats_bus(server.url, op_timeout=1.0) as live:
+                subject = unique("t.outage")
+                sub = await live.subscribe(subject, buffer=8)
+                server.stop()
+                await live.wait_state(BusState.RECONNECTING)
+                with trio.fail_after(1.5):  # within the bus's operation timeout, no hang
+                    with pytest.raises(Unavailable):
+                        await live.publish(subject, b"lost")
+                    with pytest.raises(Unavailable):
+                        await live.request(subject, b"x", within=0.5)
+                server.start()
+                await live.wait_state(BusState.CONNECTED)
+                await live.publish(subject, b"back")  # the subscription was re-sent on reconnect
+                (got,) = await messages(sub, 1)
+                assert got.payload == b"back"
+            assert live.state is BusState.CLOSED
+    finally:
+        server.stop_and_remove()
+
+
+async def test_connecting_to_nothing_is_unavailable() -> None:
+    server = NatsServer.create()
+    url = server.url
+    server.stop_and_remove()
+    with trio.fail_after(CEILING), pytest.raises(Unavailable):
+        async with open_nats_bus(url, op_timeout=1.0):
+            pass
