@@ -15,7 +15,7 @@ export function formatContext(m) {
   return {
     meId: state.me.id,
     name: (id) => state.users.get(id)?.fullname ?? null,
-    mentions: Array.isArray(m?.mentions) ? new Set(m.mentions) : null,
+    mentions: Array.isArray(m?.mentions) ? new Set(m.mentions.map(String)) : null,
   };
 }
 
@@ -32,7 +32,9 @@ export function messageNode(m, inThread = false) {
   const mine = m.sender_id === state.me.id;
   const who = mine ? "You" : state.users.get(m.sender_id)?.fullname ?? `User ${m.sender_id}`;
   const classes = ["msg", mine && "mine", m.deleted && "deleted", mentionsMe(m) && "mentions-me"].filter(Boolean).join(" ");
-  const meta = el("div", { class: "meta" }, `${who} · ${timeOf(m.created_at)}`, m.edited_at && !m.deleted ? el("span", { class: "edited", text: " (edited)" }) : null);
+  const meta = el("div", { class: "meta" }, `${who} · ${timeOf(m.created_at)}`);
+  // After the bubble, not in the meta line: a grouped message (`cont`) hides its meta line.
+  const edited = m.edited_at && !m.deleted ? el("span", { class: "edited", title: `Edited ${timeOf(m.edited_at)}`, text: "(edited)" }) : null;
   const bubble = m.deleted
     ? el("div", { class: "bubble tombstone", text: "This message was deleted" })
     : el("div", { class: "bubble" }, m.content ? formatMessage(m.content, formatContext(m)) : "[attachment]");
@@ -40,7 +42,7 @@ export function messageNode(m, inThread = false) {
     "div",
     { class: classes, "data-id": m.id, "data-seq": m.seq },
     meta,
-    el("div", { class: "body" }, bubble, m.deleted ? null : actions(m, mine, inThread)),
+    el("div", { class: "body" }, bubble, edited, m.deleted ? null : actions(m, mine, inThread)),
     m.deleted ? null : reactionsRow(m),
     !inThread && m.reply_count > 0 ? threadSummary(m) : null,
   );

@@ -97,6 +97,20 @@ def test_formatting_renders_safe_elements_only(browser: Browser, server: ServerP
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     expect(link).to_have_attribute("target", "_blank")
     shot(ada.page, "web-formatting")
+    # In an own (blue) bubble the code block's text has no inline-code box of its own.
+    own_code = msg(bob.page, "after").locator("pre code")
+    expect(own_code).to_have_css("background-color", "rgba(0, 0, 0, 0)")
+    expect(own_code).to_have_css("padding", "0px")
+    expect(msg(bob.page, "after").locator("> .body > .bubble > code")).not_to_have_css(
+        "background-color", "rgba(0, 0, 0, 0)"
+    )  # inline code keeps its box
+    # <@N> is a mention only in the canonical form the server parses: <@0N> stays text.
+    ada_id = ada.page.evaluate("window.fechatter.state.me.id")
+    send(bob.page, f"ping <@{ada_id}> not <@0{ada_id}> end")
+    pinged = msg(ada.page, "end").locator(".bubble")
+    expect(pinged.locator(".mention")).to_have_count(1)
+    expect(pinged.locator(".mention")).to_have_attribute("data-user-id", str(ada_id))
+    expect(pinged).to_have_text(f"ping @Ada Lovelace not <@0{ada_id}> end")
     with ada.page.context.expect_page() as opened:  # clickable: opens in a new tab
         ada.page.context.route("https://example.com/**", lambda route: route.fulfill(body="ok"))
         link.click()
@@ -257,5 +271,26 @@ def test_edit_with_arrow_up_and_delete_with_confirmation(
         "This message was deleted"
     )
     shot(bob.page, "web-deleted")
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_edited_shows_on_a_grouped_message(browser: Browser, server: ServerProcess) -> None:
+    ada, bob = pair(browser, server, "Grouped edit")
+    send(ada.page, "one of two")
+    send(ada.page, "two of two")
+    for page in (ada.page, bob.page):
+        expect(msg(page, "two of two")).to_have_class(re.compile(r"\bcont\b"))  # grouped
+    ada.page.press("#input", "ArrowUp")  # the second, last message
+    expect(ada.page.locator("#input")).to_have_value("two of two")
+    ada.page.fill("#input", "two of two, fixed")
+    ada.page.press("#input", "Enter")
+    for page in (ada.page, bob.page):
+        grouped = msg(page, "two of two, fixed")
+        expect(grouped).to_have_class(re.compile(r"\bcont\b"))
+        expect(grouped.locator(".edited")).to_have_text("(edited)")
+        expect(grouped.locator(".edited")).to_be_visible()
+        expect(msg(page, "one of two").locator(".edited")).to_have_count(0)
+    shot(bob.page, "web-edited-grouped")
     assert ada.errors == []
     assert bob.errors == []
