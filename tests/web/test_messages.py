@@ -294,3 +294,42 @@ def test_edited_shows_on_a_grouped_message(browser: Browser, server: ServerProce
     shot(bob.page, "web-edited-grouped")
     assert ada.errors == []
     assert bob.errors == []
+
+
+def test_a_thread_whose_root_is_deleted_is_closed_to_replies(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Closed thread")
+    send(ada.page, "root to delete")
+    expect(msg(bob.page, "root to delete")).to_be_visible()
+    hover_action(bob.page, "root to delete", "Reply in thread")
+    panel = bob.page.locator("#thread-panel")
+    bob.page.fill("#thread-input", "a reply that stays")
+    bob.page.press("#thread-input", "Enter")
+    expect(panel.locator(".msg", has_text="a reply that stays")).to_be_visible()
+    expect(bob.page.locator("#thread-input")).to_be_enabled()
+    expect(bob.page.locator("#thread-closed")).to_be_hidden()
+
+    hover_action(ada.page, "root to delete", "Delete message")
+    ada.page.locator("dialog").get_by_role("button", name="Delete").click()
+
+    # Bob's open panel turns live: the root is a tombstone and the composer is closed.
+    expect(panel.locator(".msg.deleted .bubble")).to_have_text("This message was deleted")
+    expect(bob.page.locator("#thread-closed")).to_be_visible()
+    expect(bob.page.locator("#thread-closed")).to_have_text(
+        "This message was deleted. The thread is closed to new replies."
+    )
+    expect(bob.page.locator("#thread-input")).to_be_disabled()
+    expect(panel.get_by_role("button", name="Reply", exact=True)).to_be_disabled()
+    expect(panel.locator(".msg", has_text="a reply that stays")).to_be_visible()
+    expect(bob.page.locator("#thread-error")).to_have_text("")
+    shot(bob.page, "web-thread-closed")
+
+    # Ada opens the thread from the tombstone's "1 reply": closed from the start.
+    msg(ada.page, "This message was deleted").locator(".thread-link").click()
+    ada_panel = ada.page.locator("#thread-panel")
+    expect(ada_panel.locator(".msg", has_text="a reply that stays")).to_be_visible()
+    expect(ada.page.locator("#thread-closed")).to_be_visible()
+    expect(ada.page.locator("#thread-input")).to_be_disabled()
+    assert ada.errors == []
+    assert bob.errors == []
