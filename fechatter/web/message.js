@@ -102,7 +102,7 @@ function threadSummary(m) {
 const reactionPath = (m, emoji) => `/api/chats/${m.chat_id}/messages/${m.id}/reactions/${encodeURIComponent(emoji)}`;
 
 function react(m) {
-  pickEmoji((emoji) => api.put(reactionPath(m, emoji)).catch((err) => alertDialog("Could not react", problemText(err))));
+  pickEmoji((emoji) => api.put(reactionPath(m, emoji))); // a refusal shows inside the picker
 }
 
 async function toggleReaction(m, emoji, own) {

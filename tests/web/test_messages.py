@@ -333,3 +333,66 @@ def test_a_thread_whose_root_is_deleted_is_closed_to_replies(
     expect(ada.page.locator("#thread-input")).to_be_disabled()
     assert ada.errors == []
     assert bob.errors == []
+
+
+def test_reaction_picker_shortcodes_never_fail_silently(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Shortcodes")
+    send(ada.page, "custom react")
+    expect(msg(bob.page, "custom react")).to_be_visible()
+    search = bob.page.get_by_role("textbox", name="Search emoji by shortcode")
+    problem = bob.page.locator("dialog .emoji-error")
+
+    hover_action(bob.page, "custom react", "Add reaction")
+    search.fill("party parrot!")  # not a shortcode: said inline, nothing sent
+    search.press("Enter")
+    expect(problem).to_contain_text("is not an emoji or a :shortcode:")
+    expect(bob.page.locator("dialog")).to_be_visible()
+    search.fill("👍👍")  # passed to the server, whose 422 shows inline
+    expect(problem).to_have_text("")  # typing clears the old message
+    search.press("Enter")
+    expect(problem).to_have_text("emoji: must be one emoji or a :shortcode:")
+    expect(bob.page.locator("dialog")).to_be_visible()
+    shot(bob.page, "web-picker-problem")
+
+    search.fill(":PartyParrot:")  # lower-cased, as the server wants
+    search.press("Enter")
+    expect(bob.page.locator("dialog")).to_be_hidden()
+    custom = ".reaction[data-emoji=':partyparrot:']"
+    expect(msg(ada.page, "custom react").locator(custom)).to_have_text(":partyparrot:1")
+    expect(msg(bob.page, "custom react").locator(custom)).to_have_class(re.compile(r"\bown\b"))
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_emoji_grid_is_one_tab_stop_moved_with_arrow_keys(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Picker keys")
+    send(ada.page, "keyboard react")
+    expect(msg(bob.page, "keyboard react")).to_be_visible()
+    hover_action(bob.page, "keyboard react", "Add reaction")
+    page = bob.page
+    grid = page.locator("dialog .emoji-grid")
+    expect(page.get_by_role("textbox", name="Search emoji by shortcode")).to_be_focused()
+    expect(grid.locator("[tabindex='0']")).to_have_count(1)  # one tab stop for the grid
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name=":+1:")).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("button", name=":-1:")).to_be_focused()
+    page.keyboard.press("ArrowDown")  # 8 columns: from the 2nd to the 10th
+    expect(page.get_by_role("button", name=":white_check_mark:")).to_be_focused()
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("button", name=":fire:")).to_be_focused()
+    expect(grid.locator("[tabindex='0']")).to_have_count(1)
+    expect(grid.locator("[tabindex='0']")).to_have_text("🔥")
+    page.keyboard.press("Shift+Tab")  # one stop back to the search box, not emoji by emoji
+    expect(page.get_by_role("textbox", name="Search emoji by shortcode")).to_be_focused()
+    page.keyboard.press("Tab")  # and back to where the roving focus was
+    expect(page.get_by_role("button", name=":fire:")).to_be_focused()
+    page.keyboard.press("Enter")
+    fire = msg(ada.page, "keyboard react").locator(".reaction[data-emoji='🔥']")
+    expect(fire).to_have_text("🔥1")
+    assert ada.errors == []
+    assert bob.errors == []
