@@ -7,7 +7,7 @@ import { api, state } from "./state.js";
 import { alertDialog, formDialog } from "./dialogs.js";
 import { pickEmoji } from "./emoji.js";
 import { formatMessage } from "./format.js";
-import { startEdit } from "./composer.js";
+import { cancelEdit, startEdit } from "./composer.js";
 import { tombstone } from "./store.js";
 import { openThread } from "./thread.js";
 
@@ -114,13 +114,15 @@ async function toggleReaction(m, emoji, own) {
   }
 }
 
-function confirmDelete(m) {
+// Also opened by saving an empty edit (composer.js); Cancel or Esc leaves the edit open.
+export function confirmDelete(m) {
   formDialog(
     "Delete message?",
     [el("p", { text: "It will show as “This message was deleted” for everyone. This cannot be undone." })],
     "Delete",
     async () => {
       await api.del(`/api/chats/${m.chat_id}/messages/${m.id}`);
+      if (state.editing?.id === m.id) cancelEdit();
       tombstone(m.chat_id, m.id);
     },
     "primary danger-fill",

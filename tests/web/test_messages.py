@@ -396,3 +396,33 @@ def test_emoji_grid_is_one_tab_stop_moved_with_arrow_keys(
     expect(fire).to_have_text("🔥1")
     assert ada.errors == []
     assert bob.errors == []
+
+
+def test_saving_an_empty_edit_offers_to_delete(browser: Browser, server: ServerProcess) -> None:
+    ada, bob = pair(browser, server, "Empty edit")
+    send(ada.page, "soon emptied")
+    expect(msg(bob.page, "soon emptied")).to_be_visible()
+    page = ada.page
+    dialog = page.locator("dialog")
+    page.press("#input", "ArrowUp")
+    expect(page.locator("#input")).to_have_value("soon emptied")
+    page.fill("#input", "")
+    page.press("#input", "Enter")
+    expect(dialog).to_contain_text("Delete message?")
+    page.keyboard.press("Escape")  # Esc cancels: nothing deleted, still editing
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#edit-banner")).to_be_visible()
+    expect(msg(bob.page, "soon emptied").locator(".bubble")).to_have_text("soon emptied")
+
+    page.click("#send")  # the Save button, still empty: asked again
+    expect(dialog).to_contain_text("Delete message?")
+    dialog.get_by_role("button", name="Delete").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#edit-banner")).to_be_hidden()  # the edit ended with the message
+    expect(page.locator("#input")).to_have_value("")
+    expect(page.locator("#messages .msg.deleted .bubble")).to_have_text("This message was deleted")
+    expect(bob.page.locator("#messages .msg.deleted .bubble")).to_have_text(
+        "This message was deleted"
+    )
+    assert ada.errors == []
+    assert bob.errors == []
