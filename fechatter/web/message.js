@@ -90,11 +90,13 @@ function reactionsRow(m) {
 
 function threadSummary(m) {
   const n = m.reply_count;
+  const count = `${n} ${n === 1 ? "reply" : "replies"}`;
+  const mentioned = state.threadMentions.has(m.id); // a reply mentions me, not opened since
   return el("button", {
     type: "button",
-    class: "thread-link link",
-    text: `${n} ${n === 1 ? "reply" : "replies"}`,
-    "aria-label": `${n} ${n === 1 ? "reply" : "replies"}, open thread`,
+    class: `thread-link link${mentioned ? " mentions-me" : ""}`,
+    text: mentioned ? `@ ${count}` : count,
+    "aria-label": `${count}${mentioned ? ", one mentions you" : ""}, open thread`,
     onclick: () => openThread(m.chat_id, m.id),
   });
 }

@@ -7,10 +7,11 @@ import { api, state } from "./state.js";
 import { messageNode } from "./message.js";
 import { attachSuggest } from "./mentions.js";
 import { reconcile } from "./timeline.js";
-import { findMessage, tombstone, upsertMessage } from "./store.js";
+import { findMessage, tombstone, touchMessage, upsertMessage } from "./store.js";
 
 export async function openThread(chatId, rootId) {
   state.thread = { chatId, rootId };
+  if (state.threadMentions.delete(rootId)) touchMessage(chatId, rootId); // seen: drop the "@"
   $("#members-panel").hidden = true;
   $("#thread-error").textContent = "";
   const panel = $("#thread-panel");

@@ -426,3 +426,34 @@ def test_saving_an_empty_edit_offers_to_delete(browser: Browser, server: ServerP
     )
     assert ada.errors == []
     assert bob.errors == []
+
+
+def test_a_mention_in_a_thread_reply_marks_the_root(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Thread mention")
+    ada_id = ada.page.evaluate("window.fechatter.state.me.id")
+    send(ada.page, "root with a mention inside")
+    expect(msg(bob.page, "root with a mention inside")).to_be_visible()
+    hover_action(bob.page, "root with a mention inside", "Reply in thread")
+    bob.page.fill("#thread-input", f"<@{ada_id}> have a look")
+    bob.page.press("#thread-input", "Enter")
+    expect(bob.page.locator("#thread-panel .msg", has_text="have a look")).to_be_visible()
+
+    link = msg(ada.page, "root with a mention inside").locator(".thread-link")
+    expect(link).to_have_text("@ 1 reply")
+    expect(link).to_have_class(re.compile(r"\bmentions-me\b"))
+    expect(link).to_have_attribute("aria-label", "1 reply, one mentions you, open thread")
+    bob_link = msg(bob.page, "root with a mention inside").locator(".thread-link")
+    expect(bob_link).to_have_text("1 reply")  # the sender is not mentioned
+    shot(ada.page, "web-thread-mention")
+
+    link.click()  # opening the thread clears the mark
+    expect(ada.page.locator("#thread-panel .msg .mention.me")).to_have_text("@Ada Lovelace")
+    expect(link).to_have_text("1 reply")
+    expect(link).not_to_have_class(re.compile(r"\bmentions-me\b"))
+    bob.page.fill("#thread-input", "no mention this time")
+    bob.page.press("#thread-input", "Enter")
+    expect(link).to_have_text("2 replies")
+    assert ada.errors == []
+    assert bob.errors == []
