@@ -1,12 +1,14 @@
 // The message composer: Enter sends, Shift+Enter is a new line, typing notices, and sends that
 // show at once as pending and retry with the same client_id. It also edits: ↑ in an empty
-// composer (or a message's Edit action) loads that message, Enter saves it, Esc cancels.
+// composer (or a message's Edit action) loads that message, Enter saves it, Esc cancels; saving
+// it empty opens the delete confirmation.
 
 import { $, problemText } from "./dom.js";
 import { api, state } from "./state.js";
 import { alertDialog } from "./dialogs.js";
 import { attachSuggest } from "./mentions.js";
-import { upsertMessage } from "./store.js";
+import { confirmDelete } from "./message.js";
+import { findMessage, upsertMessage } from "./store.js";
 import { onMessage, renderMessages } from "./timeline.js";
 
 let suggest = null;
@@ -93,6 +95,11 @@ function onSend(event) {
   const content = input.value.trim();
   if (state.editing) {
     if (content) saveEdit(content);
+    else {
+      // Like Slack: saving an empty edit offers to delete the message instead.
+      const m = findMessage(state.editing.chatId, state.editing.id);
+      if (m) confirmDelete(m);
+    }
     return;
   }
   if (!content || !state.current) return;

@@ -11,11 +11,13 @@
 const TAGS = { "*": "strong", _: "em", "~": "s" };
 const WORD = /[\p{L}\p{N}]/u;
 const LINK = /https?:\/\/[^\s<>`]+/iy;
-const MENTION = /<@(\d{1,19})>/y;
+// The server's own form: canonical decimal, no leading zeros (`<@02>` is not a mention).
+const MENTION = /<@([1-9][0-9]{0,18})>/y;
 const CHANNEL = /<!channel>/y;
 const TRAILING = /[.,;:!?'")\]]+$/;
 
-// ctx: {meId, name(id) -> string|null, mentions: Set|null (ids the server accepted)}
+// ctx: {meId, name(id) -> string|null, mentions: Set of id strings the server accepted | null}
+// Ids are compared as decimal strings (never Number("02") === 2); no `mentions` means none.
 export function formatMessage(text, ctx) {
   const frag = document.createDocumentFragment();
   const parts = text.split("```");
@@ -108,11 +110,11 @@ function inline(text, ctx, parent) {
     if (c === "<") {
       MENTION.lastIndex = i;
       const m = MENTION.exec(text);
-      const id = m ? Number(m[1]) : null;
-      const name = id !== null && (!ctx.mentions || ctx.mentions.has(id)) ? ctx.name(id) : null;
+      const id = m && ctx.mentions?.has(m[1]) ? m[1] : null;
+      const name = id !== null ? ctx.name(Number(id)) : null;
       if (name) {
         flush();
-        parent.append(mention(`@${name}`, id === ctx.meId, id));
+        parent.append(mention(`@${name}`, id === String(ctx.meId), id));
         i += m[0].length;
         continue;
       }
@@ -167,7 +169,7 @@ function mention(text, me, id) {
 // The text of a message for one-line previews: mention tokens as names, no markers parsed.
 export function plainText(text, name) {
   return text
-    .replace(/<@(\d{1,19})>/g, (all, id) => {
+    .replace(/<@([1-9][0-9]{0,18})>/g, (all, id) => {
       const who = name(Number(id));
       return who ? `@${who}` : all;
     })

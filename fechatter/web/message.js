@@ -7,7 +7,7 @@ import { api, state } from "./state.js";
 import { alertDialog, formDialog } from "./dialogs.js";
 import { pickEmoji } from "./emoji.js";
 import { formatMessage } from "./format.js";
-import { startEdit } from "./composer.js";
+import { cancelEdit, startEdit } from "./composer.js";
 import { tombstone } from "./store.js";
 import { openThread } from "./thread.js";
 
@@ -15,7 +15,7 @@ export function formatContext(m) {
   return {
     meId: state.me.id,
     name: (id) => state.users.get(id)?.fullname ?? null,
-    mentions: Array.isArray(m?.mentions) ? new Set(m.mentions) : null,
+    mentions: Array.isArray(m?.mentions) ? new Set(m.mentions.map(String)) : null,
   };
 }
 
@@ -32,7 +32,9 @@ export function messageNode(m, inThread = false) {
   const mine = m.sender_id === state.me.id;
   const who = mine ? "You" : state.users.get(m.sender_id)?.fullname ?? `User ${m.sender_id}`;
   const classes = ["msg", mine && "mine", m.deleted && "deleted", mentionsMe(m) && "mentions-me"].filter(Boolean).join(" ");
-  const meta = el("div", { class: "meta" }, `${who} · ${timeOf(m.created_at)}`, m.edited_at && !m.deleted ? el("span", { class: "edited", text: " (edited)" }) : null);
+  const meta = el("div", { class: "meta" }, `${who} · ${timeOf(m.created_at)}`);
+  // After the bubble, not in the meta line: a grouped message (`cont`) hides its meta line.
+  const edited = m.edited_at && !m.deleted ? el("span", { class: "edited", title: `Edited ${timeOf(m.edited_at)}`, text: "(edited)" }) : null;
   const bubble = m.deleted
     ? el("div", { class: "bubble tombstone", text: "This message was deleted" })
     : el("div", { class: "bubble" }, m.content ? formatMessage(m.content, formatContext(m)) : "[attachment]");
@@ -40,7 +42,7 @@ export function messageNode(m, inThread = false) {
     "div",
     { class: classes, "data-id": m.id, "data-seq": m.seq },
     meta,
-    el("div", { class: "body" }, bubble, m.deleted ? null : actions(m, mine, inThread)),
+    el("div", { class: "body" }, bubble, edited, m.deleted ? null : actions(m, mine, inThread)),
     m.deleted ? null : reactionsRow(m),
     !inThread && m.reply_count > 0 ? threadSummary(m) : null,
   );
@@ -88,11 +90,13 @@ function reactionsRow(m) {
 
 function threadSummary(m) {
   const n = m.reply_count;
+  const count = `${n} ${n === 1 ? "reply" : "replies"}`;
+  const mentioned = state.threadMentions.has(m.id); // a reply mentions me, not opened since
   return el("button", {
     type: "button",
-    class: "thread-link link",
-    text: `${n} ${n === 1 ? "reply" : "replies"}`,
-    "aria-label": `${n} ${n === 1 ? "reply" : "replies"}, open thread`,
+    class: `thread-link link${mentioned ? " mentions-me" : ""}`,
+    text: mentioned ? `@ ${count}` : count,
+    "aria-label": `${count}${mentioned ? ", one mentions you" : ""}, open thread`,
     onclick: () => openThread(m.chat_id, m.id),
   });
 }
@@ -100,7 +104,7 @@ function threadSummary(m) {
 const reactionPath = (m, emoji) => `/api/chats/${m.chat_id}/messages/${m.id}/reactions/${encodeURIComponent(emoji)}`;
 
 function react(m) {
-  pickEmoji((emoji) => api.put(reactionPath(m, emoji)).catch((err) => alertDialog("Could not react", problemText(err))));
+  pickEmoji((emoji) => api.put(reactionPath(m, emoji))); // a refusal shows inside the picker
 }
 
 async function toggleReaction(m, emoji, own) {
@@ -112,13 +116,15 @@ async function toggleReaction(m, emoji, own) {
   }
 }
 
-function confirmDelete(m) {
+// Also opened by saving an empty edit (composer.js); Cancel or Esc leaves the edit open.
+export function confirmDelete(m) {
   formDialog(
     "Delete message?",
     [el("p", { text: "It will show as “This message was deleted” for everyone. This cannot be undone." })],
     "Delete",
     async () => {
       await api.del(`/api/chats/${m.chat_id}/messages/${m.id}`);
+      if (state.editing?.id === m.id) cancelEdit();
       tombstone(m.chat_id, m.id);
     },
     "primary danger-fill",

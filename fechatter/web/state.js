@@ -21,6 +21,7 @@ export const state = {
   threads: new Map(), // root id -> {chatId, items: Map(id -> Message)} (thread panel replies)
   threadRoots: new Map(), // root id -> Message
   thread: null, // the open thread panel: {chatId, rootId}
+  threadMentions: new Set(), // root ids with a reply mentioning me, thread not opened since
   editing: null, // the message being edited in the composer: {chatId, id, draft}
 };
 

@@ -58,3 +58,9 @@ export function applyReaction(added, { chat_id: chatId, message_id: id, emoji, u
   }
   upsertMessage({ ...old, reactions: reactions.filter((x) => x.count > 0) });
 }
+
+// Re-render what shows message `id` although its data did not change (e.g. its thread badge).
+export function touchMessage(chatId, id) {
+  const m = findMessage(chatId, id);
+  if (m) upsertMessage({ ...m });
+}

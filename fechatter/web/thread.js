@@ -1,19 +1,22 @@
 // The thread side panel: the root message, its replies (a keyed log like the timeline) and a
-// composer posting `{content, thread_id}`.
+// composer posting `{content, thread_id}`. When the root is a tombstone the thread is closed:
+// the panel shows the tombstone and a note, and its composer is disabled.
 
 import { $, el, problemText } from "./dom.js";
 import { api, state } from "./state.js";
 import { messageNode } from "./message.js";
 import { attachSuggest } from "./mentions.js";
 import { reconcile } from "./timeline.js";
-import { findMessage, upsertMessage } from "./store.js";
+import { findMessage, tombstone, touchMessage, upsertMessage } from "./store.js";
 
 export async function openThread(chatId, rootId) {
   state.thread = { chatId, rootId };
+  if (state.threadMentions.delete(rootId)) touchMessage(chatId, rootId); // seen: drop the "@"
   $("#members-panel").hidden = true;
   $("#thread-error").textContent = "";
   const panel = $("#thread-panel");
   panel.hidden = false;
+  setClosed(false);
   if (!state.threads.has(rootId)) {
     state.threads.set(rootId, { chatId, items: new Map() });
     try {
@@ -31,7 +34,19 @@ export async function openThread(chatId, rootId) {
     }
   }
   renderThread();
-  $("#thread-input").focus();
+  if (!$("#thread-input").disabled) $("#thread-input").focus();
+}
+
+// The open thread's root was deleted: no new replies (the server refuses them too).
+function threadClosed() {
+  return Boolean(state.thread && state.threadRoots.get(state.thread.rootId)?.deleted);
+}
+
+function setClosed(closed) {
+  $("#thread-closed").hidden = !closed;
+  $("#thread-input").disabled = closed;
+  $("#thread-send").disabled = closed;
+  $("#thread-input").placeholder = closed ? "Closed to new replies" : "Reply…";
 }
 
 export function closeThread() {
@@ -53,6 +68,7 @@ export function renderThread() {
   for (const m of replies) want.push({ key: `m:${m.id}`, data: m, build: () => messageNode(m, true) });
   const log = $("#thread-log");
   reconcile(log, want);
+  setClosed(Boolean(root.deleted));
   log.scrollTop = log.scrollHeight;
 }
 
@@ -69,10 +85,12 @@ async function onThreadSend(event) {
     input.value = "";
     upsertReply(reply);
   } catch (err) {
-    $("#thread-error").textContent = problemText(err);
+    // The root was deleted before its message.deleted reached us: close the thread.
+    if (err?.problem?.errors?.some((e) => e.field === "thread_id")) tombstone(chatId, rootId);
+    else $("#thread-error").textContent = problemText(err);
   } finally {
-    input.disabled = false;
-    input.focus();
+    input.disabled = threadClosed();
+    if (!input.disabled) input.focus();
   }
 }
 

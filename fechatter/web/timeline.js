@@ -7,6 +7,7 @@ import { chatName, renderChatList } from "./chatlist.js";
 import { cancelEdit, deliver } from "./composer.js";
 import { messageNode, mentionsMe } from "./message.js";
 import { closeThread, renderThread } from "./thread.js";
+import { touchMessage } from "./store.js";
 import { renderMembers } from "./members.js";
 
 export async function openChat(chatId) {
@@ -192,6 +193,10 @@ export function onMessage(m) {
     renderTyping();
   }
   if (thread && state.thread?.rootId === m.thread_id) renderThread();
+  if (added && m.thread_id != null && mentionsMe(m) && state.thread?.rootId !== m.thread_id) {
+    state.threadMentions.add(m.thread_id); // the root's "N replies" gets an "@" until opened
+    touchMessage(m.chat_id, m.thread_id);
+  }
 }
 
 let readTimer = null;

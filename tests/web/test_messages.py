@@ -97,6 +97,20 @@ def test_formatting_renders_safe_elements_only(browser: Browser, server: ServerP
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     expect(link).to_have_attribute("target", "_blank")
     shot(ada.page, "web-formatting")
+    # In an own (blue) bubble the code block's text has no inline-code box of its own.
+    own_code = msg(bob.page, "after").locator("pre code")
+    expect(own_code).to_have_css("background-color", "rgba(0, 0, 0, 0)")
+    expect(own_code).to_have_css("padding", "0px")
+    expect(msg(bob.page, "after").locator("> .body > .bubble > code")).not_to_have_css(
+        "background-color", "rgba(0, 0, 0, 0)"
+    )  # inline code keeps its box
+    # <@N> is a mention only in the canonical form the server parses: <@0N> stays text.
+    ada_id = ada.page.evaluate("window.fechatter.state.me.id")
+    send(bob.page, f"ping <@{ada_id}> not <@0{ada_id}> end")
+    pinged = msg(ada.page, "end").locator(".bubble")
+    expect(pinged.locator(".mention")).to_have_count(1)
+    expect(pinged.locator(".mention")).to_have_attribute("data-user-id", str(ada_id))
+    expect(pinged).to_have_text(f"ping @Ada Lovelace not <@0{ada_id}> end")
     with ada.page.context.expect_page() as opened:  # clickable: opens in a new tab
         ada.page.context.route("https://example.com/**", lambda route: route.fulfill(body="ok"))
         link.click()
@@ -257,5 +271,189 @@ def test_edit_with_arrow_up_and_delete_with_confirmation(
         "This message was deleted"
     )
     shot(bob.page, "web-deleted")
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_edited_shows_on_a_grouped_message(browser: Browser, server: ServerProcess) -> None:
+    ada, bob = pair(browser, server, "Grouped edit")
+    send(ada.page, "one of two")
+    send(ada.page, "two of two")
+    for page in (ada.page, bob.page):
+        expect(msg(page, "two of two")).to_have_class(re.compile(r"\bcont\b"))  # grouped
+    ada.page.press("#input", "ArrowUp")  # the second, last message
+    expect(ada.page.locator("#input")).to_have_value("two of two")
+    ada.page.fill("#input", "two of two, fixed")
+    ada.page.press("#input", "Enter")
+    for page in (ada.page, bob.page):
+        grouped = msg(page, "two of two, fixed")
+        expect(grouped).to_have_class(re.compile(r"\bcont\b"))
+        expect(grouped.locator(".edited")).to_have_text("(edited)")
+        expect(grouped.locator(".edited")).to_be_visible()
+        expect(msg(page, "one of two").locator(".edited")).to_have_count(0)
+    shot(bob.page, "web-edited-grouped")
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_a_thread_whose_root_is_deleted_is_closed_to_replies(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Closed thread")
+    send(ada.page, "root to delete")
+    expect(msg(bob.page, "root to delete")).to_be_visible()
+    hover_action(bob.page, "root to delete", "Reply in thread")
+    panel = bob.page.locator("#thread-panel")
+    bob.page.fill("#thread-input", "a reply that stays")
+    bob.page.press("#thread-input", "Enter")
+    expect(panel.locator(".msg", has_text="a reply that stays")).to_be_visible()
+    expect(bob.page.locator("#thread-input")).to_be_enabled()
+    expect(bob.page.locator("#thread-closed")).to_be_hidden()
+
+    hover_action(ada.page, "root to delete", "Delete message")
+    ada.page.locator("dialog").get_by_role("button", name="Delete").click()
+
+    # Bob's open panel turns live: the root is a tombstone and the composer is closed.
+    expect(panel.locator(".msg.deleted .bubble")).to_have_text("This message was deleted")
+    expect(bob.page.locator("#thread-closed")).to_be_visible()
+    expect(bob.page.locator("#thread-closed")).to_have_text(
+        "This message was deleted. The thread is closed to new replies."
+    )
+    expect(bob.page.locator("#thread-input")).to_be_disabled()
+    expect(panel.get_by_role("button", name="Reply", exact=True)).to_be_disabled()
+    expect(panel.locator(".msg", has_text="a reply that stays")).to_be_visible()
+    expect(bob.page.locator("#thread-error")).to_have_text("")
+    shot(bob.page, "web-thread-closed")
+
+    # Ada opens the thread from the tombstone's "1 reply": closed from the start.
+    msg(ada.page, "This message was deleted").locator(".thread-link").click()
+    ada_panel = ada.page.locator("#thread-panel")
+    expect(ada_panel.locator(".msg", has_text="a reply that stays")).to_be_visible()
+    expect(ada.page.locator("#thread-closed")).to_be_visible()
+    expect(ada.page.locator("#thread-input")).to_be_disabled()
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_reaction_picker_shortcodes_never_fail_silently(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Shortcodes")
+    send(ada.page, "custom react")
+    expect(msg(bob.page, "custom react")).to_be_visible()
+    search = bob.page.get_by_role("textbox", name="Search emoji by shortcode")
+    problem = bob.page.locator("dialog .emoji-error")
+
+    hover_action(bob.page, "custom react", "Add reaction")
+    search.fill("party parrot!")  # not a shortcode: said inline, nothing sent
+    search.press("Enter")
+    expect(problem).to_contain_text("is not an emoji or a :shortcode:")
+    expect(bob.page.locator("dialog")).to_be_visible()
+    search.fill("👍👍")  # passed to the server, whose 422 shows inline
+    expect(problem).to_have_text("")  # typing clears the old message
+    search.press("Enter")
+    expect(problem).to_have_text("emoji: must be one emoji or a :shortcode:")
+    expect(bob.page.locator("dialog")).to_be_visible()
+    shot(bob.page, "web-picker-problem")
+
+    search.fill(":PartyParrot:")  # lower-cased, as the server wants
+    search.press("Enter")
+    expect(bob.page.locator("dialog")).to_be_hidden()
+    custom = ".reaction[data-emoji=':partyparrot:']"
+    expect(msg(ada.page, "custom react").locator(custom)).to_have_text(":partyparrot:1")
+    expect(msg(bob.page, "custom react").locator(custom)).to_have_class(re.compile(r"\bown\b"))
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_emoji_grid_is_one_tab_stop_moved_with_arrow_keys(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Picker keys")
+    send(ada.page, "keyboard react")
+    expect(msg(bob.page, "keyboard react")).to_be_visible()
+    hover_action(bob.page, "keyboard react", "Add reaction")
+    page = bob.page
+    grid = page.locator("dialog .emoji-grid")
+    expect(page.get_by_role("textbox", name="Search emoji by shortcode")).to_be_focused()
+    expect(grid.locator("[tabindex='0']")).to_have_count(1)  # one tab stop for the grid
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name=":+1:")).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(page.get_by_role("button", name=":-1:")).to_be_focused()
+    page.keyboard.press("ArrowDown")  # 8 columns: from the 2nd to the 10th
+    expect(page.get_by_role("button", name=":white_check_mark:")).to_be_focused()
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("button", name=":fire:")).to_be_focused()
+    expect(grid.locator("[tabindex='0']")).to_have_count(1)
+    expect(grid.locator("[tabindex='0']")).to_have_text("🔥")
+    page.keyboard.press("Shift+Tab")  # one stop back to the search box, not emoji by emoji
+    expect(page.get_by_role("textbox", name="Search emoji by shortcode")).to_be_focused()
+    page.keyboard.press("Tab")  # and back to where the roving focus was
+    expect(page.get_by_role("button", name=":fire:")).to_be_focused()
+    page.keyboard.press("Enter")
+    fire = msg(ada.page, "keyboard react").locator(".reaction[data-emoji='🔥']")
+    expect(fire).to_have_text("🔥1")
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_saving_an_empty_edit_offers_to_delete(browser: Browser, server: ServerProcess) -> None:
+    ada, bob = pair(browser, server, "Empty edit")
+    send(ada.page, "soon emptied")
+    expect(msg(bob.page, "soon emptied")).to_be_visible()
+    page = ada.page
+    dialog = page.locator("dialog")
+    page.press("#input", "ArrowUp")
+    expect(page.locator("#input")).to_have_value("soon emptied")
+    page.fill("#input", "")
+    page.press("#input", "Enter")
+    expect(dialog).to_contain_text("Delete message?")
+    page.keyboard.press("Escape")  # Esc cancels: nothing deleted, still editing
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#edit-banner")).to_be_visible()
+    expect(msg(bob.page, "soon emptied").locator(".bubble")).to_have_text("soon emptied")
+
+    page.click("#send")  # the Save button, still empty: asked again
+    expect(dialog).to_contain_text("Delete message?")
+    dialog.get_by_role("button", name="Delete").click()
+    expect(dialog).to_be_hidden()
+    expect(page.locator("#edit-banner")).to_be_hidden()  # the edit ended with the message
+    expect(page.locator("#input")).to_have_value("")
+    expect(page.locator("#messages .msg.deleted .bubble")).to_have_text("This message was deleted")
+    expect(bob.page.locator("#messages .msg.deleted .bubble")).to_have_text(
+        "This message was deleted"
+    )
+    assert ada.errors == []
+    assert bob.errors == []
+
+
+def test_a_mention_in_a_thread_reply_marks_the_root(
+    browser: Browser, server: ServerProcess
+) -> None:
+    ada, bob = pair(browser, server, "Thread mention")
+    ada_id = ada.page.evaluate("window.fechatter.state.me.id")
+    send(ada.page, "root with a mention inside")
+    expect(msg(bob.page, "root with a mention inside")).to_be_visible()
+    hover_action(bob.page, "root with a mention inside", "Reply in thread")
+    bob.page.fill("#thread-input", f"<@{ada_id}> have a look")
+    bob.page.press("#thread-input", "Enter")
+    expect(bob.page.locator("#thread-panel .msg", has_text="have a look")).to_be_visible()
+
+    link = msg(ada.page, "root with a mention inside").locator(".thread-link")
+    expect(link).to_have_text("@ 1 reply")
+    expect(link).to_have_class(re.compile(r"\bmentions-me\b"))
+    expect(link).to_have_attribute("aria-label", "1 reply, one mentions you, open thread")
+    bob_link = msg(bob.page, "root with a mention inside").locator(".thread-link")
+    expect(bob_link).to_have_text("1 reply")  # the sender is not mentioned
+    shot(ada.page, "web-thread-mention")
+
+    link.click()  # opening the thread clears the mark
+    expect(ada.page.locator("#thread-panel .msg .mention.me")).to_have_text("@Ada Lovelace")
+    expect(link).to_have_text("1 reply")
+    expect(link).not_to_have_class(re.compile(r"\bmentions-me\b"))
+    bob.page.fill("#thread-input", "no mention this time")
+    bob.page.press("#thread-input", "Enter")
+    expect(link).to_have_text("2 replies")
     assert ada.errors == []
     assert bob.errors == []
