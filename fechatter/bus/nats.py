@@ -1,15 +1,20 @@
 """``NatsBus``: the ``Bus`` protocol over nats-py (asyncio), driven from trio.
 
-nats-py is an asyncio library; trio code reaches it through ``_Bridge`` (trio-asyncio):
-``call`` runs a coroutine on the asyncio side and returns its result to trio,
-``deliver`` / ``soon`` hand messages and state changes from the asyncio side to trio.
-Every nats-py exception is translated into ``fechatter.errors.Unavailable`` (or its
-subclasses in ``base.py``) here; nothing else imports nats-py.
+nats-py is an asyncio library; it runs on its own asyncio event loop in a thread owned by
+``open_nats_bus`` (``_Bridge``): ``call`` runs a coroutine on that loop and returns its
+result to trio, ``deliver`` / ``gap`` / ``soon`` hand messages, losses and state changes from
+the asyncio thread to trio. The asyncio module itself is left alone (no policy, no patched
+functions): other asyncio users in the process are unaffected. Every nats-py exception is
+translated into ``fechatter.errors.Unavailable`` (or its subclasses in ``base.py``) here;
+nothing else imports nats-py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
@@ -19,7 +24,6 @@ import nats.errors
 import nats.js.api
 import nats.js.errors
 import trio
-import trio_asyncio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -49,28 +53,147 @@ RECONNECT_WAIT = 0.25  # seconds between reconnect attempts (nats-py retries for
 # re-reads from its last processed sequence and drops repeats by sequence (base.Gap).
 STAGING_MSGS = 65_536
 STAGING_BYTES = 64 * 1024 * 1024
+# How long closing the bus waits for the asyncio thread to stop after the connection closed
+# (it has nothing left to run by then). Past it the thread is abandoned and an error logged.
+THREAD_JOIN_CEILING = 5.0  # seconds
 ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
 
 
-class _Bridge:
-    """trio ↔ asyncio for nats-py, by trio-asyncio: asyncio's loop runs inside trio's.
+class _Lost:
+    """Messages lost on the asyncio side: the bridge's hand-off queue was full, or nats-py
+    reported a slow consumer. Becomes ``Subscription._mark_gap(count)`` on trio."""
 
-    trio → asyncio: ``trio_asyncio.aio_as_trio`` runs a coroutine as an asyncio task and
-    awaits it from trio (cancellation crosses both ways). asyncio → trio: nats-py's
-    callbacks run on the same thread inside trio's run, so they call the trio side
-    (``Subscription._offer``, state changes) directly. Chosen over nats-py on its own
-    asyncio thread by measurement (docs/cluster.md "NATS client on trio").
+    __slots__ = ("count",)
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+
+class _Bridge:
+    """trio ↔ asyncio for nats-py: an asyncio loop on a thread of its own.
+
+    trio → asyncio: ``asyncio.run_coroutine_threadsafe``; the future's done-callback wakes the
+    waiting trio task through ``TrioToken.run_sync_soon`` (neither thread blocks on the other).
+    A trio cancellation cancels the asyncio task. asyncio → trio: each subscription has a
+    hand-off deque; the asyncio thread appends, and only when it makes the deque non-empty
+    does it schedule one ``run_sync_soon(_drain)``, which hands everything queued by then to
+    the ``Subscription`` — one trio wake-up per burst, not per message, in socket order.
+    Full case of a deque (trio starved while ``buffer`` messages arrived): the message is
+    dropped and counted in a ``_Lost`` marker at the deque's end, which becomes a ``Gap``.
+    Chosen over trio-asyncio, which patches the ``asyncio`` module process-wide on import
+    (docs/cluster.md "NATS client on trio").
     """
 
+    def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
+        self.loop = loop
+        self._token = token
+        self._pending: dict[int, collections.deque[Message | _Lost]] = {}
+
     async def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        result: T = await trio_asyncio.aio_as_trio(fn)()
-        return result
+        future = asyncio.run_coroutine_threadsafe(fn(), self.loop)
+        done = trio.Event()
+        token = self._token
+
+        def wake(_: object) -> None:  # on the asyncio thread
+            with suppress(trio.RunFinishedError):  # a cancelled call ending after trio.run
+                token.run_sync_soon(done.set)
+
+        future.add_done_callback(wake)
+        try:
+            await done.wait()
+        except trio.Cancelled:
+            future.cancel()
+            raise
+        return future.result()
 
     def soon(self, fn: Callable[..., object], *args: Any) -> None:
-        fn(*args)
+        """Run ``fn(*args)`` on trio (from the asyncio thread)."""
+        with suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(fn, *args)
+
+    def _queue(self, sub: Subscription) -> collections.deque[Message | _Lost]:
+        pending = self._pending.get(id(sub))
+        if pending is None:
+            pending = self._pending[id(sub)] = collections.deque()
+        return pending
 
     def deliver(self, sub: Subscription, message: Message) -> None:
-        sub._offer(message)
+        """Hand ``message`` to ``sub`` (from the asyncio thread); see the class's full case."""
+        # deque append/popleft/len are atomic under the GIL; the deque holds at most
+        # ``sub.buffer`` messages and one ``_Lost`` marker after them.
+        pending = self._queue(sub)
+        if len(pending) < sub.buffer:
+            pending.append(message)
+        elif isinstance(pending[-1], _Lost):
+            pending[-1].count += 1  # a lower bound if trio takes the marker right now
+        else:
+            pending.append(_Lost(1))
+        if len(pending) == 1:
+            self.soon(self._drain, sub, pending)
+
+    def gap(self, sub: Subscription, dropped: int) -> None:
+        """``dropped`` messages of ``sub`` were lost before ``deliver`` (asyncio thread)."""
+        pending = self._queue(sub)
+        pending.append(_Lost(dropped))  # in order with the messages queued before it
+        if len(pending) == 1:
+            self.soon(self._drain, sub, pending)
+
+    def forget(self, sub: Subscription) -> None:
+        self._pending.pop(id(sub), None)
+
+    @staticmethod
+    def _drain(sub: Subscription, pending: collections.deque[Message | _Lost]) -> None:
+        # On trio. An item is removed only after it is handed over, and the asyncio side
+        # schedules a drain only when it makes the deque non-empty: nothing is stranded (a
+        # drain finding the deque already emptied by an earlier one does nothing).
+        while pending:
+            item = pending[0]
+            if isinstance(item, _Lost):
+                sub._mark_gap(item.count)
+            else:
+                sub._offer(item)
+            pending.popleft()
+
+
+@asynccontextmanager
+async def _open_bridge(name: str) -> AsyncIterator[_Bridge]:
+    """Start an asyncio loop on a new thread; stop it and join the thread on exit.
+
+    The thread is this context manager's: started here, and on exit (also on error or
+    cancellation) its loop is stopped, leftover asyncio tasks are cancelled, and the exit
+    waits, shielded, up to ``THREAD_JOIN_CEILING`` seconds for the thread to end.
+    """
+    loop = asyncio.SelectorEventLoop()  # explicit: no policy, no global loop is touched
+    token = trio.lowlevel.current_trio_token()
+    stopped = trio.Event()
+
+    def run_loop() -> None:
+        try:
+            loop.run_forever()
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=THREAD_JOIN_CEILING / 2))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(stopped.set)
+
+    thread = threading.Thread(target=run_loop, name=f"nats-bus-{name}", daemon=True)
+    thread.start()
+    try:
+        yield _Bridge(loop, token)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(THREAD_JOIN_CEILING):
+                await stopped.wait()
+        if stopped.is_set():
+            thread.join()  # it has run its last line: returns at once
+        else:
+            log.error("the nats bus thread did not stop in %ss; abandoned", THREAD_JOIN_CEILING)
 
 
 # -- the bus ------------------------------------------------------------------------------
@@ -126,7 +249,7 @@ class NatsBus:
         if isinstance(exc, nats.errors.SlowConsumerError) and exc.sub is not None:
             sub = self._subs.get(exc.sub._id)
             if sub is not None:
-                self._bridge.soon(sub._mark_gap, 1)
+                self._bridge.gap(sub, 1)
             return
         log.warning("nats client error: %r", exc)
 
@@ -216,11 +339,13 @@ class NatsBus:
         nats_sub = self._nats_subs.pop(subscription.sid, None)  # type: ignore[call-overload]
         self._subs.pop(subscription.sid, None)  # type: ignore[call-overload]
         subscription._close()
-        if nats_sub is not None and not self._nc.is_closed:
-            try:
+        try:
+            if nats_sub is not None and not self._nc.is_closed:
                 await self._call(nats_sub.unsubscribe)
-            except nats.errors.Error as exc:
-                raise Unavailable(f"NATS unsubscribe failed: {exc!r}") from exc
+        except nats.errors.Error as exc:
+            raise Unavailable(f"NATS unsubscribe failed: {exc!r}") from exc
+        finally:
+            self._bridge.forget(subscription)  # a late delivery meets a closed Subscription
 
     async def request(
         self,
@@ -383,22 +508,11 @@ async def open_nats_bus(
     Raises ``Unavailable`` when the first connection fails; later losses are retried forever
     by nats-py while operations raise ``Unavailable``.
     """
-    try:
-        async with trio_asyncio.open_loop():
-            bus = NatsBus(_Bridge(), op_timeout)
-            try:
-                await bus._connect(url, name)
-                yield bus
-            finally:
-                with trio.CancelScope(shield=True):
-                    await bus.aclose()
-    except BaseExceptionGroup as group:
-        # trio-asyncio's loop is a nursery, an implementation detail of this context manager:
-        # an error from the body or from connecting comes out of it as nested one-item groups.
-        # Hand it back as raised (trio's "collapse" recipe); a real multi-error stays a group.
-        inner: BaseException = group
-        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
-            inner = inner.exceptions[0]
-        if inner is group:
-            raise
-        raise inner from None
+    async with _open_bridge(name) as bridge:
+        bus = NatsBus(bridge, op_timeout)
+        try:
+            await bus._connect(url, name)
+            yield bus
+        finally:
+            with trio.CancelScope(shield=True):
+                await bus.aclose()

@@ -1,10 +1,15 @@
 """NatsBus against a real nats-server (tests/nats.py): core pub/sub, request/reply,
-JetStream dedup and replay, the Gap signal, and a server outage under a live bus."""
+JetStream dedup and replay, the Gap signal, a server outage under a live bus, and the bus's
+asyncio thread: owned by ``open_nats_bus``, joined on exit, invisible to other asyncio users."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
@@ -206,3 +211,73 @@ async def test_connecting_to_nothing_is_unavailable() -> None:
     with trio.fail_after(CEILING), pytest.raises(Unavailable):
         async with open_nats_bus(url, op_timeout=1.0):
             pass
+
+
+# The asyncio functions trio-asyncio monkeypatches on import (its _loop.py).
+STDLIB_ASYNCIO = (
+    "new_event_loop",
+    "get_event_loop",
+    "set_event_loop",
+    "get_running_loop",
+    "_get_running_loop",
+    "get_event_loop_policy",
+    "set_event_loop_policy",
+    "current_task",
+)
+
+
+def bus_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("nats-bus-")]
+
+
+async def test_the_bus_leaves_asyncio_alone(nats_server: NatsServer) -> None:
+    """Another asyncio user in the process (Playwright's sync API, a library running its own
+    loop in a thread) must not see the bus: no patched asyncio functions, no policy, no loop
+    left behind, and the bus's thread is gone after the bus closes."""
+    before = bus_threads()
+    with trio.fail_after(CEILING):
+        async with open_nats_bus(nats_server.url, name="asyncio-alone", op_timeout=2.0) as live:
+            assert [t.name for t in bus_threads()] == ["nats-bus-asyncio-alone"]
+            sub = await live.subscribe(unique("t.alone"), buffer=1)
+            await live.publish(sub.subject, b"x")
+            await messages(sub, 1)
+        assert bus_threads() == before
+
+        async def running_loop_type() -> type[asyncio.AbstractEventLoop]:
+            return type(asyncio.get_running_loop())
+
+        loop_type = await trio.to_thread.run_sync(asyncio.run, running_loop_type())
+    assert loop_type is asyncio.SelectorEventLoop
+    # trio-asyncio replaces these in both asyncio and asyncio.events, so compare by origin.
+    patched = {
+        name: getattr(asyncio, name).__module__
+        for name in STDLIB_ASYNCIO
+        if getattr(asyncio, name).__module__ not in ("asyncio.events", "asyncio.tasks", "_asyncio")
+    }
+    assert patched == {}
+    assert type(asyncio.get_event_loop_policy()).__module__.startswith("asyncio.")
+    assert "trio_asyncio" not in sys.modules
+
+
+def test_importing_the_bus_does_not_import_trio_asyncio() -> None:
+    probe = (
+        "import sys, fechatter.bus, fechatter.bus.nats; "
+        "sys.exit(1 if 'trio_asyncio' in sys.modules else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], timeout=CEILING, check=False)
+    assert done.returncode == 0
+
+
+async def test_a_cancelled_body_still_stops_and_joins_the_bus_thread(
+    nats_server: NatsServer,
+) -> None:
+    before = bus_threads()
+    with trio.fail_after(CEILING):
+        with trio.CancelScope() as scope:
+            async with open_nats_bus(nats_server.url, name="cancelled", op_timeout=2.0) as live:
+                await live.subscribe(unique("t.cancel"), buffer=1)
+                scope.cancel()
+                await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert live.state is BusState.CLOSED
+    assert bus_threads() == before
