@@ -13,7 +13,10 @@ The exception tree::
     ├── Invalid         422     well-formed but invalid input (field errors)
     ├── HeadersTooLarge 431     request head over the limit (realtime listener)
     ├── RateLimited     429     carries retry_after seconds
-    └── Unavailable     503     storage / actor unavailable; carries retry_after
+    ├── Unavailable     503     storage / actor unavailable; carries retry_after
+    │   └── ProtocolMismatch 503  a cluster peer speaks another protocol version (also a
+    │                             CodecError): not executed, retry at another node
+    └── CodecError      500     a cluster frame this node cannot read (fechatter.cluster.codec)
 
 Driver and transport errors are translated into these where they enter (storage backends,
 the realtime listener); nothing else in the code base catches driver exceptions. This module
@@ -23,7 +26,7 @@ must never import from the HTTP framework: the realtime listener uses it too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +74,22 @@ class FechatterError(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Errors cross process boundaries as replies (a forwarded actor call): rebuild them
         # field for field, whatever a subclass's constructor takes.
-        return (_rebuild, (type(self), self.detail, self.code, self.errors, self.headers))
+        return (rebuild, (type(self), self.detail, self.code, self.errors, self.headers))
 
 
-def _rebuild(
-    cls: type[FechatterError],
+_E = TypeVar("_E", bound="FechatterError")
+
+
+def rebuild(
+    cls: type[_E],
     detail: str,
     code: str,
     errors: list[FieldError],
     headers: dict[str, str],
-) -> FechatterError:
+) -> _E:
+    """An error of class ``cls`` with exactly these fields, whatever its constructor takes
+    (``RateLimited`` wants ``retry_after``; ``Unauthorized`` adds a header): how an error that
+    crossed a process boundary is rebuilt."""
     error = cls.__new__(cls)
     Exception.__init__(error, detail)
     error.detail, error.code, error.errors, error.headers = detail, code, errors, headers
@@ -169,3 +178,23 @@ class Unavailable(FechatterError):
         retry_after = kw.pop("retry_after", 1)
         super().__init__(detail, **kw)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class CodecError(FechatterError):
+    """A cluster frame (forwarded command, reply or error) this node cannot read: not JSON,
+    the wrong shape, a missing field, a value of the wrong type, or a value this node cannot
+    put on the wire. Between nodes of one version it is a bug, so 500; the same bytes would
+    fail on every node, so it is not worth retrying elsewhere."""
+
+    status = 500
+    title = "Internal Server Error"
+    default_code = "cluster_codec_error"
+
+
+class ProtocolMismatch(Unavailable, CodecError):
+    """A cluster peer speaks another protocol version, or a newer vocabulary of this one (a
+    command, field or error this node does not know): the frame was refused before anything
+    ran. During a rolling upgrade it is transient and the command may be retried at another
+    node, hence 503 with ``Retry-After`` (docs/cluster.md §3 "Versions")."""
+
+    default_code = "protocol_mismatch"

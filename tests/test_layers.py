@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "fechatter.security": 2,
     "fechatter.domain": 2,
     "fechatter.actors": 2,
+    "fechatter.cluster": 2,  # ownership and forwarding beside the actors (docs/cluster.md)
     "fechatter.http": 3,
     "fechatter.realtime": 3,
     "fechatter.app": 4,
