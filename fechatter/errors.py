@@ -14,6 +14,7 @@ The exception tree::
     ├── HeadersTooLarge 431     request head over the limit (realtime listener)
     ├── RateLimited     429     carries retry_after seconds
     └── Unavailable     503     storage / actor unavailable; carries retry_after
+        └── ChatMoved   503     this node no longer owns the chat (cluster fencing, retryable)
 
 Driver and transport errors are translated into these where they enter (storage backends,
 the realtime listener); nothing else in the code base catches driver exceptions. This module
@@ -169,3 +170,12 @@ class Unavailable(FechatterError):
         retry_after = kw.pop("retry_after", 1)
         super().__init__(detail, **kw)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class ChatMoved(Unavailable):
+    """The chat's lease moved to another node (or epoch) since this node took it: the
+    fenced write (``fechatter_fence``, SQLSTATE FX001) rolled back and wrote nothing. The
+    caller re-resolves the owner and retries (docs/cluster.md §2); a client sees it only if
+    every retry fails."""
+
+    default_code = "chat_moved"
