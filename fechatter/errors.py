@@ -14,6 +14,7 @@ The exception tree::
     ├── HeadersTooLarge 431     request head over the limit (realtime listener)
     ├── RateLimited     429     carries retry_after seconds
     ├── Unavailable     503     storage / actor unavailable; carries retry_after
+    │   ├── ChatMoved   503     this node no longer owns the chat (cluster fencing, retryable)
     │   └── ProtocolMismatch 503  a cluster peer speaks another protocol version (also a
     │                             CodecError): not executed, retry at another node
     └── CodecError      500     a cluster frame this node cannot read (fechatter.cluster.codec)
@@ -198,3 +199,12 @@ class ProtocolMismatch(Unavailable, CodecError):
     node, hence 503 with ``Retry-After`` (docs/cluster.md §3 "Versions")."""
 
     default_code = "protocol_mismatch"
+
+
+class ChatMoved(Unavailable):
+    """The chat's lease moved to another node (or epoch) since this node took it: the
+    fenced write (``fechatter_fence``, SQLSTATE FX001) rolled back and wrote nothing. The
+    caller re-resolves the owner and retries (docs/cluster.md §2); a client sees it only if
+    every retry fails."""
+
+    default_code = "chat_moved"

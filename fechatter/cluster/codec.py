@@ -60,6 +60,7 @@ from fechatter.actors.commands import (
 )
 from fechatter.errors import (
     BadRequest,
+    ChatMoved,
     CodecError,
     Conflict,
     FechatterError,
@@ -117,6 +118,7 @@ ERRORS: tuple[type[FechatterError], ...] = (
     HeadersTooLarge,
     RateLimited,
     Unavailable,
+    ChatMoved,
     CodecError,
     ProtocolMismatch,
 )

@@ -33,7 +33,7 @@ from fechatter.storage.rows import (
     to_workspace_member,
     unqualified,
 )
-from fechatter.storage.sql import Op, Row, Sql, dynamic, first, only, q
+from fechatter.storage.sql import Dialect, Op, Row, Sql, dynamic, first, only, q
 from fechatter.text import name_key, normalize_email
 
 # -- users ---------------------------------------------------------------------------------
@@ -277,6 +277,11 @@ _LIST_WORKSPACES = Sql(
 )
 _WORKSPACE_CHAT_IDS = Sql("SELECT id FROM chats WHERE workspace_id = ? ORDER BY id")
 _DELETE_WORKSPACE = Sql("DELETE FROM workspaces WHERE id = ?")
+_DELETE_WORKSPACE_LEASES = Sql.split(
+    sqlite="SELECT NULL",  # never run: SQLite has no chat_leases (PostgreSQL only, 0008)
+    postgres="DELETE FROM chat_leases WHERE chat_id IN"
+    " (SELECT id FROM chats WHERE workspace_id = ?)",
+)
 _WORKSPACE_ROLE = Sql("SELECT role FROM workspace_members WHERE workspace_id = ? AND user_id = ?")
 _WORKSPACE_MEMBERS = (
     f"SELECT {USER_COLUMNS}, wm.role, wm.joined_at FROM workspace_members wm"
@@ -337,8 +342,13 @@ def update_workspace(workspace_id: int, name: str | None, description: str | Non
     return to_workspace(row)
 
 
-def delete_workspace(workspace_id: int) -> Op[list[int]]:
+def delete_workspace(workspace_id: int, dialect: Dialect) -> Op[list[int]]:
     result = yield q(_WORKSPACE_CHAT_IDS, (workspace_id,))
+    if dialect == "postgres":
+        # Lease rows before chat rows, the lock order of fenced writes (docs/cluster.md §2):
+        # the cascade from chats would lock them after the chat rows, and a fenced write of
+        # one of these chats (lease FOR SHARE, then the chat row) could deadlock with it.
+        yield q(_DELETE_WORKSPACE_LEASES, (workspace_id,))
     # Chats, their members and messages, and the workspace's members go by ON DELETE CASCADE.
     yield q(_DELETE_WORKSPACE, (workspace_id,))
     return [row["id"] for row in result.rows]

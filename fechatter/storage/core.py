@@ -48,6 +48,7 @@ from fechatter.models import (
     utc_now,
 )
 from fechatter.storage import accounts, chats, messages, reactions
+from fechatter.storage.cluster import ChatStore, Fence
 from fechatter.storage.sql import Dialect, Op, Sql, q
 
 T = TypeVar("T")
@@ -79,6 +80,23 @@ class SqlStorage:
 
     def _transactions(self) -> int:
         raise NotImplementedError
+
+    async def _fenced_write_op(self, op: Op[T], fence: Fence) -> T:
+        """Run ``op`` in one write transaction that starts with ``fechatter_fence`` (only
+        PostgreSQL has chat leases; ``ChatStore`` never calls this on another backend)."""
+        raise NotImplementedError
+
+    async def _fenced_insert_messages(
+        self, chat_id: int, batch: Sequence[NewMessage], fence: Fence
+    ) -> list[Inserted]:
+        """``insert_messages`` behind ``fence`` (PostgreSQL only, as ``_fenced_write_op``)."""
+        raise NotImplementedError
+
+    def chat_store(self, fence: Fence | None = None) -> ChatStore:
+        """The chat writes a ``ChatActor`` makes (``cluster.ChatStore``): ``fence=None`` is
+        this storage's own methods, unchanged; a ``Fence`` (PostgreSQL only, else
+        ``ValueError``) runs ``fechatter_fence`` first in each write's transaction."""
+        return ChatStore(self, fence)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def ping(self) -> None:
@@ -204,7 +222,7 @@ class SqlStorage:
         return await self._write_op(accounts.update_workspace(workspace_id, name, description))
 
     async def delete_workspace(self, workspace_id: int) -> list[int]:
-        return await self._write_op(accounts.delete_workspace(workspace_id))
+        return await self._write_op(accounts.delete_workspace(workspace_id, self.dialect))
 
     async def workspace_role(self, workspace_id: int, user_id: int) -> Role | None:
         return await self._read_op(accounts.workspace_role(workspace_id, user_id))

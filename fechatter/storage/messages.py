@@ -171,12 +171,30 @@ INSERT_BATCH_POSTGRES = Sql.split(
 )
 
 
+# The same call behind the chat's fence (migration 0008): fechatter_fence first, in the same
+# function call, so a fenced send is still one round trip and one statement in autocommit.
+INSERT_BATCH_FENCED = Sql.split(
+    sqlite="SELECT NULL",  # never run: a fence needs PostgreSQL
+    postgres="SELECT * FROM fechatter_insert_batch_fenced(:node, :epoch, :chat,"
+    " CAST(:senders AS bigint[]), CAST(:contents AS text[]), CAST(:files AS text[]),"
+    " CAST(:replies AS bigint[]), CAST(:clients AS text[]), CAST(:threads AS bigint[]),"
+    " CAST(:mentions AS text[]), CAST(:channel AS boolean[]), CAST(:now AS timestamptz))",
+)
+
+# A chat write's fence: (owner node id, lease epoch); None: not fenced (one process).
+FenceArgs = tuple[str, int]
+
+
 def _insert_batch_postgres(
-    chat_id: int, batch: Sequence[NewMessage]
+    chat_id: int, batch: Sequence[NewMessage], fence: FenceArgs | None = None
 ) -> Op[tuple[list[Inserted], int]]:
     now = utc_now()
-    params = {"chat": chat_id, "now": now, **_item_arrays(batch)}
-    result = yield q(INSERT_BATCH_POSTGRES, params)
+    params: dict[str, Any] = {"chat": chat_id, "now": now, **_item_arrays(batch)}
+    if fence is None:
+        result = yield q(INSERT_BATCH_POSTGRES, params)
+    else:
+        params["node"], params["epoch"] = fence
+        result = yield q(INSERT_BATCH_FENCED, params)
     if not result.rows:
         raise NotFound("chat not found")
     return _outcomes(_postgres_outcomes(chat_id, batch, result.rows, now))
@@ -221,28 +239,47 @@ INSERT_ROUNDS_POSTGRES = Sql.split(
     " CAST(:now AS timestamptz))",
 )
 
+INSERT_ROUNDS_FENCED = Sql.split(
+    sqlite="SELECT NULL",  # never run: a fence needs PostgreSQL
+    postgres="SELECT * FROM fechatter_insert_rounds_fenced(CAST(:nodes AS text[]),"
+    " CAST(:epochs AS bigint[]), CAST(:chats AS bigint[]),"
+    " CAST(:counts AS integer[]), CAST(:senders AS bigint[]), CAST(:contents AS text[]),"
+    " CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]),"
+    " CAST(:threads AS bigint[]), CAST(:mentions AS text[]), CAST(:channel AS boolean[]),"
+    " CAST(:now AS timestamptz))",
+)
+
 RoundOutcome = tuple[list[Inserted], int] | NotFound
 
 
 def insert_rounds_postgres(
     batches: Sequence[tuple[int, Sequence[NewMessage]]],
+    fences: Sequence[FenceArgs | None] | None = None,
 ) -> Op[list[RoundOutcome]]:
     """The batches of several chats in one call and one transaction (PostgreSQL only).
 
     ``batches``: (chat id, its batch), chat ids distinct and ascending (the lock order). The
     outcome of each, in order: as ``insert_messages`` returns, or ``NotFound`` for a chat
     that does not exist (that batch alone fails). Any error raised fails the whole call and
-    wrote nothing; the caller then stores the batches one by one to isolate it.
+    wrote nothing; the caller then stores the batches one by one to isolate it. ``fences``:
+    one per batch (None: that batch unfenced); any fence given → ``fechatter_insert_rounds_
+    fenced``, whose failed fence (``ChatMoved``, ``NotFound``) fails the whole call like any
+    error; all None or no ``fences`` → today's unfenced call.
     """
     now = utc_now()
     items = [item for _, batch in batches for item in batch]
-    params = {
+    params: dict[str, Any] = {
         "chats": [chat_id for chat_id, _ in batches],
         "counts": [len(batch) for _, batch in batches],
         "now": now,
         **_item_arrays(items),
     }
-    result = yield q(INSERT_ROUNDS_POSTGRES, params)
+    if fences is None or all(f is None for f in fences):
+        result = yield q(INSERT_ROUNDS_POSTGRES, params)
+    else:
+        params["nodes"] = [f[0] if f is not None else None for f in fences]
+        params["epochs"] = [f[1] if f is not None else None for f in fences]
+        result = yield q(INSERT_ROUNDS_FENCED, params)
     by_chat: dict[int, list[Row]] = {}
     for row in result.rows:
         by_chat.setdefault(row["chat"], []).append(row)
@@ -268,11 +305,20 @@ def _text_array(values: Sequence[str]) -> str:
 
 
 def insert_messages(
-    dialect: Dialect, chat_id: int, batch: Sequence[NewMessage]
+    dialect: Dialect,
+    chat_id: int,
+    batch: Sequence[NewMessage],
+    fence: FenceArgs | None = None,
 ) -> Op[tuple[list[Inserted], int]]:
-    """The outcome of each item, and how many messages were inserted (``NotFound`` chat)."""
+    """The outcome of each item, and how many messages were inserted (``NotFound`` chat).
+
+    ``fence`` (PostgreSQL only): (node id, epoch) checked by ``fechatter_fence`` in the same
+    call; a failed fence raises the driver error the seam maps to ``ChatMoved`` / ``NotFound``.
+    """
     if dialect == "postgres":
-        return _insert_batch_postgres(chat_id, batch)
+        return _insert_batch_postgres(chat_id, batch, fence)
+    if fence is not None:
+        raise ValueError("a chat fence needs PostgreSQL")
     return _insert_batch_sqlite(chat_id, batch)
 
 

@@ -26,9 +26,10 @@ import trio
 from psycopg import errors as pg_errors
 from psycopg.rows import DictRow
 
-from fechatter.errors import Conflict, FechatterError, Invalid, NotFound, Unavailable
+from fechatter.errors import ChatMoved, Conflict, FechatterError, Invalid, NotFound, Unavailable
 from fechatter.models import Inserted, NewMessage
 from fechatter.storage import messages
+from fechatter.storage.cluster import Fence
 from fechatter.storage.core import SqlStorage
 from fechatter.storage.migrations import migrate
 from fechatter.storage.postgres_pool import Connection, PgPool, PoolConfig, open_pg_pool
@@ -60,15 +61,27 @@ _CONFLICTS = {
     "chats_single_pair": ("single_exists", "a direct chat of this pair exists"),
     "workspace_members_pkey": ("already_member", "already a member of this workspace"),
     "chat_members_pkey": ("already_member", "already a member of this chat"),
+    "cluster_nodes_pkey": ("node_id_taken", "a node with this id is registered"),
 }
+
+# SQLSTATEs raised by fechatter_fence (migration 0008, docs/cluster.md §2).
+FENCE_MOVED = "FX001"
+FENCE_GONE = "FX002"
 
 
 def translate_error(exc: psycopg.Error | UnicodeError) -> FechatterError:
     """The domain error for a driver error (the only place that inspects them).
 
     Text the driver cannot encode (a lone surrogate, NUL) is the caller's input: ``Invalid``
-    (422); the transaction it was part of rolled back.
+    (422); the transaction it was part of rolled back. A failed chat fence: ``FX001`` →
+    ``ChatMoved`` (another node or epoch owns the chat), ``FX002`` → ``NotFound``
+    (``chat_not_found``); nothing was written.
     """
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate == FENCE_MOVED:
+        return ChatMoved("the chat is owned by another node now", retry_after=1)
+    if sqlstate == FENCE_GONE:
+        return NotFound("chat not found", code="chat_not_found")
     if isinstance(exc, UnicodeError) or (
         isinstance(exc, psycopg.DataError) and not isinstance(exc, pg_errors.NumericValueOutOfRange)
     ):
@@ -215,8 +228,39 @@ class PostgresStorage(SqlStorage):
     def _transactions(self) -> int:
         return self._committed
 
+    async def _fenced_write_op(self, op: Op[T], fence: Fence) -> T:
+        """Run ``op`` in one write transaction that starts with ``fechatter_fence``.
+
+        ``BEGIN`` and the fence go as one simple query (one round trip, client-side binding
+        of an int, a text and an int), so a fenced write costs no round trip more than an
+        unfenced one. ``ChatMoved`` / ``NotFound`` when the fence fails: nothing written."""
+
+        async def run(conn: Connection) -> T:
+            fenced = psycopg.AsyncClientCursor(conn)
+            await fenced.execute(_BEGIN_FENCED, (fence.chat_id, fence.node_id, fence.epoch))
+            while fenced.nextset():
+                pass
+            result = await run_op(conn, op)
+            await conn.execute("COMMIT")
+            return result
+
+        result = await self._call(run)
+        self._committed += 1
+        return result
+
     # -- group commit across chats ---------------------------------------------------------
     async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
+        """Insert a chat's batch, unfenced: ``_insert_messages(chat_id, batch, None)``."""
+        return await self._insert_messages(chat_id, batch, None)
+
+    async def _fenced_insert_messages(
+        self, chat_id: int, batch: Sequence[NewMessage], fence: Fence
+    ) -> list[Inserted]:
+        return await self._insert_messages(chat_id, batch, fence)
+
+    async def _insert_messages(
+        self, chat_id: int, batch: Sequence[NewMessage], fence: Fence | None
+    ) -> list[Inserted]:
         """Insert a chat's batch (see ``Storage.insert_messages``), committed together with
         the batches of other chats that are waiting at the same moment (SQLite's writer does
         the same across its round): whichever caller finds no round running stores everything
@@ -225,10 +269,13 @@ class PostgresStorage(SqlStorage):
         A caller cancelled before its round started is withdrawn. Once its round has started,
         the round completes for every batch in it (shielded, within ``ROUND_TIMEOUTS``
         operation timeouts, then ``Unavailable`` for what is left), also for a caller that
-        was cancelled meanwhile — as a write handed to SQLite's writer thread completes."""
+        was cancelled meanwhile — as a write handed to SQLite's writer thread completes.
+
+        ``fence``: the batch's ``fechatter_fence`` runs in the same call (the fenced
+        functions of migration 0008); a failed fence fails this batch alone."""
         if not batch:
             return []
-        request = _InsertRequest(chat_id, batch)
+        request = _InsertRequest(chat_id, batch, fence)
         self._round_queue.append(request)
         try:
             while request.outcome is None:
@@ -269,9 +316,11 @@ class PostgresStorage(SqlStorage):
     async def _store_round(self, requests: list[_InsertRequest]) -> None:
         """Store ``requests`` (distinct chats, ascending) in one call; if that call fails,
         store each alone so a failure (a refused text, a lock held too long, a lost race)
-        stays with its batch."""
+        stays with its batch — a fence that fails (``ChatMoved``) too."""
         if len(requests) > 1:
-            op = messages.insert_rounds_postgres([(r.chat_id, r.batch) for r in requests])
+            op = messages.insert_rounds_postgres(
+                [(r.chat_id, r.batch) for r in requests], [r.fence_args() for r in requests]
+            )
             try:
                 outcomes = await self._call(lambda conn: run_op(conn, op))
             except FechatterError:
@@ -296,18 +345,28 @@ class PostgresStorage(SqlStorage):
 
 
 async def _insert_one(request: _InsertRequest, conn: Connection) -> tuple[list[Inserted], int]:
-    return await run_op(conn, messages.insert_messages("postgres", request.chat_id, request.batch))
+    op = messages.insert_messages("postgres", request.chat_id, request.batch, request.fence_args())
+    return await run_op(conn, op)
+
+
+_BEGIN_FENCED = "BEGIN; SELECT fechatter_fence(%s, %s, %s)"
 
 
 class _InsertRequest:
     """One chat's batch waiting for (or stored in) a round; ``outcome`` set when answered."""
 
-    __slots__ = ("batch", "chat_id", "outcome")
+    __slots__ = ("batch", "chat_id", "fence", "outcome")
 
-    def __init__(self, chat_id: int, batch: Sequence[NewMessage]) -> None:
+    def __init__(
+        self, chat_id: int, batch: Sequence[NewMessage], fence: Fence | None = None
+    ) -> None:
         self.chat_id = chat_id
         self.batch = batch
+        self.fence = fence
         self.outcome: tuple[list[Inserted], int] | FechatterError | None = None
+
+    def fence_args(self) -> messages.FenceArgs | None:
+        return None if self.fence is None else (self.fence.node_id, self.fence.epoch)
 
 
 @asynccontextmanager

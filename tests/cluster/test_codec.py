@@ -248,12 +248,13 @@ def test_an_unlisted_error_class_travels_as_its_nearest_listed_base() -> None:
 
 
 def test_an_error_class_from_a_newer_node_is_rebuilt_by_its_status() -> None:
-    body = {"type": "ChatMoved", "status": 503, "code": "chat_moved", "detail": "moved"}
+    # A class a newer node added (hypothetical: this node has no ShardDraining).
+    body = {"type": "ShardDraining", "status": 503, "code": "shard_draining", "detail": "later"}
     got = decode_reply(orjson.dumps({"v": 1, "err": body}), Typing(1))
     assert isinstance(got, Err)
-    assert (type(got.error), got.error.code) == (errors.Unavailable, "chat_moved")
+    assert (type(got.error), got.error.code) == (errors.Unavailable, "shard_draining")
     body = {**body, "status": 418}
-    with pytest.raises(ProtocolMismatch, match="unknown cluster error 'ChatMoved'"):
+    with pytest.raises(ProtocolMismatch, match="unknown cluster error 'ShardDraining'"):
         decode_reply(orjson.dumps({"v": 1, "err": body}), Typing(1))
     body = {**body, "type": "NotFound", "status": 500}
     with pytest.raises(CodecError, match="status 500, not 404"):

@@ -1,0 +1,379 @@
+"""Cluster ownership in PostgreSQL (issue 12, docs/cluster.md §1, §2): node liveness, chat
+leases with a fencing epoch, and the fenced view of the chat writes.
+
+Three parts, all storage-only (nothing here runs a task or talks to NATS):
+
+- **Nodes** (``cluster_nodes``, migration 0008): ``ClusterStore.register_node`` inserts a
+  node's row, ``heartbeat`` extends it while it is still live, ``live_nodes`` lists the rows
+  with ``expires_at > now()``. Every expiry is the database's clock; a node never compares
+  its own clock with a stored time.
+- **Leases** (``chat_leases``): ``acquire_chat`` takes a chat for a node in one statement
+  when nobody live owns it (epoch + 1 at each change of owner) and otherwise answers the
+  current owner; ``release_node`` ends a node's row so its chats can be taken at once.
+- **Fence** (``fechatter_fence``): ``ChatStore`` (from ``SqlStorage.chat_store(fence)``) has
+  exactly the chat writes the ``ChatActor`` makes; with a ``Fence`` each runs the fence first
+  in its own transaction, so a node that lost the chat writes nothing (``ChatMoved``).
+
+SQLite has no cluster tables: ``ClusterStore`` needs ``PostgresStorage``, and
+``chat_store`` with a fence refuses SQLite (``ValueError``). This module imports no backend
+at run time (``postgres.py`` imports ``Fence`` from here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from fechatter.models import ChatRecord, Deleted, Inserted, Member, Message, NewMessage, Role
+from fechatter.storage import chats, messages, reactions
+from fechatter.storage.rows import as_time
+from fechatter.storage.sql import Op, Row, Sql, first, q
+
+if TYPE_CHECKING:
+    from fechatter.storage.core import SqlStorage
+    from fechatter.storage.postgres import PostgresStorage
+
+T = TypeVar("T")
+
+NodeRole = Literal["all", "api", "realtime"]
+ROLES: tuple[NodeRole, ...] = ("all", "api", "realtime")
+# The command protocol a node speaks (docs/cluster.md §3); stored on its row.
+PROTOCOL = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The right to write one chat: its lease at ``epoch`` held by ``node_id``."""
+
+    chat_id: int
+    node_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A chat's lease as stored: the node that holds it and the epoch (fencing token)."""
+
+    node_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A ``cluster_nodes`` row; times are RFC 3339 UTC text of the database's clock."""
+
+    node_id: str
+    role: str
+    protocol: int
+    started_at: str
+    heartbeat_at: str
+    expires_at: str
+    nats_ok: bool
+    draining: bool
+
+
+# -- statements ----------------------------------------------------------------------------
+# A TTL in seconds (float) as an interval on the database clock.
+_TTL = "make_interval(secs => CAST(:ttl AS double precision))"
+_REGISTER = Sql(
+    "INSERT INTO cluster_nodes (node_id, role, protocol, expires_at, nats_ok)"
+    f" VALUES (:node, :role, :protocol, now() + {_TTL}, :nats_ok)"
+)
+# Only a live row is extended: zero rows means the node expired and must self-fence.
+_HEARTBEAT = Sql(
+    f"UPDATE cluster_nodes SET heartbeat_at = now(), expires_at = now() + {_TTL},"
+    " nats_ok = :nats_ok WHERE node_id = :node AND expires_at > now()"
+)
+_NODE_COLUMNS = "node_id, role, protocol, started_at, heartbeat_at, expires_at, nats_ok, draining"
+_LIVE_NODES = Sql(
+    f"SELECT {_NODE_COLUMNS} FROM cluster_nodes WHERE expires_at > now() ORDER BY node_id"
+)
+# Ends the row now (kept, not deleted: it is history for debugging and the presence janitor):
+# the node's leases become takeable at once, their epochs keep counting up.
+_RELEASE = Sql(
+    "UPDATE cluster_nodes SET expires_at = now(), draining = true"
+    " WHERE node_id = :node AND expires_at > now()"
+)
+# docs/cluster.md §2, in one statement. Returns a row when :me holds the lease afterwards:
+# newly inserted (epoch 1), taken from an owner that is not live (epoch + 1; with :nats,
+# also from a live owner that has lost NATS), or already ours (the no-op update returns it,
+# epoch unchanged, so re-activating an own chat is one round trip too). The ON CONFLICT
+# path locks the lease row: concurrent acquirers serialise and exactly one bumps the epoch;
+# it also waits for every in-flight fenced write of the chat (they hold the row FOR SHARE).
+_ACQUIRE = Sql(
+    "INSERT INTO chat_leases AS l (chat_id, node_id, epoch)"
+    " SELECT :chat, :node, 1 WHERE EXISTS (SELECT 1 FROM chats WHERE id = :chat)"
+    " ON CONFLICT (chat_id) DO UPDATE"
+    " SET node_id = EXCLUDED.node_id,"
+    " epoch = CASE WHEN l.node_id = EXCLUDED.node_id THEN l.epoch ELSE l.epoch + 1 END,"
+    " acquired_at = CASE WHEN l.node_id = EXCLUDED.node_id THEN l.acquired_at ELSE now() END"
+    " WHERE l.node_id = EXCLUDED.node_id OR NOT EXISTS ("
+    " SELECT 1 FROM cluster_nodes n WHERE n.node_id = l.node_id AND n.expires_at > now()"
+    " AND (n.nats_ok OR NOT CAST(:nats AS boolean)))"
+    " RETURNING node_id, epoch"
+)
+_LEASE = Sql("SELECT node_id, epoch FROM chat_leases WHERE chat_id = ?")
+
+
+def _to_node(row: Row) -> Node:
+    return Node(
+        node_id=row["node_id"],
+        role=row["role"],
+        protocol=int(row["protocol"]),
+        started_at=as_time(row["started_at"]),
+        heartbeat_at=as_time(row["heartbeat_at"]),
+        expires_at=as_time(row["expires_at"]),
+        nats_ok=bool(row["nats_ok"]),
+        draining=bool(row["draining"]),
+    )
+
+
+def _to_owner(row: Row | None) -> Owner | None:
+    return None if row is None else Owner(row["node_id"], int(row["epoch"]))
+
+
+# -- operations ----------------------------------------------------------------------------
+def register_node(
+    node_id: str, role: NodeRole, ttl: float, protocol: int, nats_ok: bool
+) -> Op[None]:
+    yield q(
+        _REGISTER,
+        {"node": node_id, "role": role, "protocol": protocol, "ttl": ttl, "nats_ok": nats_ok},
+    )
+
+
+def heartbeat(node_id: str, ttl: float, nats_ok: bool) -> Op[bool]:
+    result = yield q(_HEARTBEAT, {"node": node_id, "ttl": ttl, "nats_ok": nats_ok})
+    return result.rowcount == 1
+
+
+def live_nodes() -> Op[list[Node]]:
+    return [_to_node(r) for r in (yield q(_LIVE_NODES)).rows]
+
+
+def release_node(node_id: str) -> Op[bool]:
+    return (yield q(_RELEASE, {"node": node_id})).rowcount == 1
+
+
+def try_acquire_chat(chat_id: int, node_id: str, have_nats: bool) -> Op[Owner | None]:
+    """The lease when ``node_id`` holds it after the statement, else None (someone live
+    holds it, or the chat does not exist: ``lease_of`` tells which)."""
+    params = {"chat": chat_id, "node": node_id, "nats": have_nats}
+    return _to_owner(first((yield q(_ACQUIRE, params))))
+
+
+def lease_of(chat_id: int) -> Op[Owner | None]:
+    return _to_owner(first((yield q(_LEASE, (chat_id,)))))
+
+
+# -- the fenced chat writes ----------------------------------------------------------------
+class ChatStore:
+    """The chat writes a ``ChatActor`` makes, for one chat, fenced or not.
+
+    ``fence=None``: each method is exactly the ``Storage`` method of the same name (today's
+    SQL, any backend). With a ``Fence`` (PostgreSQL only): each runs ``fechatter_fence(chat,
+    node, epoch)`` first, in the same transaction — ``insert_messages`` in the same function
+    call of the group commit (one round trip; a cross-chat round fences each chat and a
+    moved chat fails alone), every other write as ``BEGIN; SELECT fechatter_fence(…)`` in one
+    round trip before its statements. A failed fence raises ``ChatMoved`` (another node or
+    epoch holds the lease) or ``NotFound`` (``chat_not_found``: the chat is gone), and the
+    transaction wrote nothing. A fenced store serves only its fence's chat: another
+    ``chat_id`` is a programming error (``ValueError``). Reads are not here: they need no
+    fence and stay on ``Storage``.
+    """
+
+    # Every write method; the enumerating test (tests/storage/test_cluster_ownership.py)
+    # checks this against the class and calls each one with a stale epoch.
+    WRITES: tuple[str, ...] = (
+        "insert_messages",
+        "edit_message",
+        "delete_message",
+        "add_reaction",
+        "remove_reaction",
+        "add_chat_members",
+        "remove_chat_member",
+        "set_chat_member_role",
+        "update_chat",
+        "mark_read",
+        "delete_chat",
+    )
+
+    def __init__(self, storage: SqlStorage, fence: Fence | None) -> None:
+        if fence is not None and storage.dialect != "postgres":
+            raise ValueError("a chat fence needs PostgreSQL (SQLite has no chat leases)")
+        self._storage = storage
+        self.fence = fence
+
+    def _fence_for(self, chat_id: int) -> Fence:
+        assert self.fence is not None
+        if chat_id != self.fence.chat_id:
+            raise ValueError(f"this store is fenced for chat {self.fence.chat_id}, not {chat_id}")
+        return self.fence
+
+    async def _write(self, chat_id: int, op: Op[T]) -> T:
+        return await self._storage._fenced_write_op(op, self._fence_for(chat_id))
+
+    async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
+        """``Storage.insert_messages``, fenced."""
+        if self.fence is None:
+            return await self._storage.insert_messages(chat_id, batch)
+        fence = self._fence_for(chat_id)
+        if not batch:
+            return []
+        return await self._storage._fenced_insert_messages(chat_id, batch, fence)
+
+    async def edit_message(
+        self,
+        chat_id: int,
+        message_id: int,
+        content: str,
+        mentions: Sequence[int],
+        mentions_channel: bool,
+    ) -> Message:
+        """``Storage.edit_message``, fenced."""
+        if self.fence is None:
+            return await self._storage.edit_message(
+                chat_id, message_id, content, mentions, mentions_channel
+            )
+        op = messages.edit_message(chat_id, message_id, content, mentions, mentions_channel)
+        return await self._write(chat_id, op)
+
+    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
+        """``Storage.delete_message``, fenced."""
+        if self.fence is None:
+            return await self._storage.delete_message(chat_id, message_id)
+        return await self._write(chat_id, messages.delete_message(chat_id, message_id))
+
+    async def add_reaction(
+        self, chat_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int
+    ) -> bool:
+        """``Storage.add_reaction``, fenced."""
+        if self.fence is None:
+            return await self._storage.add_reaction(
+                chat_id, message_id, user_id, emoji, max_distinct
+            )
+        op = reactions.add_reaction(chat_id, message_id, user_id, emoji, max_distinct)
+        return await self._write(chat_id, op)
+
+    async def remove_reaction(
+        self, chat_id: int, message_id: int, user_id: int, emoji: str
+    ) -> bool:
+        """``Storage.remove_reaction``, fenced."""
+        if self.fence is None:
+            return await self._storage.remove_reaction(chat_id, message_id, user_id, emoji)
+        op = reactions.remove_reaction(chat_id, message_id, user_id, emoji)
+        return await self._write(chat_id, op)
+
+    async def add_chat_members(
+        self, chat_id: int, user_ids: Sequence[int], role: Role
+    ) -> list[Member]:
+        """``Storage.add_chat_members``, fenced."""
+        if self.fence is None:
+            return await self._storage.add_chat_members(chat_id, user_ids, role)
+        return await self._write(chat_id, chats.add_chat_members(chat_id, user_ids, role))
+
+    async def remove_chat_member(
+        self, chat_id: int, user_id: int, new_owner_id: int | None
+    ) -> None:
+        """``Storage.remove_chat_member``, fenced."""
+        if self.fence is None:
+            return await self._storage.remove_chat_member(chat_id, user_id, new_owner_id)
+        await self._write(chat_id, chats.remove_chat_member(chat_id, user_id, new_owner_id))
+
+    async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
+        """``Storage.set_chat_member_role``, fenced."""
+        if self.fence is None:
+            return await self._storage.set_chat_member_role(chat_id, user_id, role)
+        return await self._write(chat_id, chats.set_chat_member_role(chat_id, user_id, role))
+
+    async def update_chat(
+        self, chat_id: int, *, name: str | None = None, description: str | None = None
+    ) -> ChatRecord:
+        """``Storage.update_chat``, fenced."""
+        if self.fence is None:
+            return await self._storage.update_chat(chat_id, name=name, description=description)
+        return await self._write(chat_id, chats.update_chat(chat_id, name, description))
+
+    async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
+        """``Storage.mark_read``, fenced."""
+        if self.fence is None:
+            return await self._storage.mark_read(chat_id, user_id, message_id)
+        return await self._write(chat_id, messages.mark_read(chat_id, user_id, message_id))
+
+    async def delete_chat(self, chat_id: int) -> None:
+        """``Storage.delete_chat``, fenced (the lease row goes with the chat, ON DELETE
+        CASCADE, after the fence locked it: lease row, then chat row, as everywhere)."""
+        if self.fence is None:
+            return await self._storage.delete_chat(chat_id)
+        await self._write(chat_id, chats.delete_chat(chat_id))
+
+
+# -- the cluster's storage API -------------------------------------------------------------
+class ClusterStore:
+    """Node liveness and chat leases on a ``PostgresStorage`` (its pool, its bounds, its
+    error translation: every method raises ``Unavailable`` when the database does not answer
+    within ``operation_timeout``). TTLs are seconds (float) on the database's clock."""
+
+    def __init__(self, storage: PostgresStorage) -> None:
+        self.storage = storage
+
+    async def register_node(
+        self,
+        node_id: str,
+        role: NodeRole,
+        ttl: float,
+        *,
+        protocol: int = PROTOCOL,
+        nats_ok: bool = True,
+    ) -> None:
+        """Insert the node's row, live for ``ttl`` seconds. ``Conflict`` (``node_id_taken``)
+        if the id was ever registered: ids are per boot and never revived. ``ValueError``
+        for an unknown role or a TTL that is not positive."""
+        if role not in ROLES:
+            raise ValueError(f"unknown node role {role!r}")
+        if not ttl > 0:
+            raise ValueError("ttl must be positive seconds")
+        op = register_node(node_id, role, ttl, protocol, nats_ok)
+        await self.storage._write_op(op, one_statement=True)
+
+    async def heartbeat(self, node_id: str, ttl: float, *, nats_ok: bool = True) -> bool:
+        """Extend a live node's row to ``now() + ttl`` and record ``nats_ok``. False: the row
+        had expired (or was released) and is not extended — the node must self-fence (drop
+        every chat it owns) and register again under a new id."""
+        return await self.storage._write_op(heartbeat(node_id, ttl, nats_ok), one_statement=True)
+
+    async def live_nodes(self) -> list[Node]:
+        """The nodes whose rows have not expired, by id."""
+        return await self.storage._read_op(live_nodes())
+
+    async def release_node(self, node_id: str) -> bool:
+        """End a node's row now (graceful stop, after draining): its chats can be acquired
+        at once by others, at the next epoch. The row stays (expired, ``draining``); a later
+        ``heartbeat`` of that id answers False. False if it was not live."""
+        return await self.storage._write_op(release_node(node_id), one_statement=True)
+
+    async def acquire_chat(
+        self, chat_id: int, node_id: str, *, have_nats: bool = True
+    ) -> Owner | None:
+        """The chat's owner after trying to take it for ``node_id``.
+
+        ``Owner(node_id, epoch)`` with our id: we hold it (new: epoch 1; taken from a node
+        that is not live, or with ``have_nats`` from a live one whose NATS is down: the
+        previous epoch + 1, after every in-flight fenced write of the old owner committed;
+        already ours: unchanged). Another node's id: that live node holds it. None: the chat
+        does not exist. One round trip when we get it; a second read otherwise."""
+        owner = await self.storage._write_op(
+            try_acquire_chat(chat_id, node_id, have_nats), one_statement=True
+        )
+        if owner is not None:
+            return owner
+        return await self.storage._read_op(lease_of(chat_id))
+
+    async def lease(self, chat_id: int) -> Owner | None:
+        """The chat's stored lease, live owner or not; None if it has none."""
+        return await self.storage._read_op(lease_of(chat_id))
+
+    def chat_store(self, fence: Fence | None) -> ChatStore:
+        """The chat writes of ``fence.chat_id`` fenced by ``fence`` (None: unfenced)."""
+        return ChatStore(self.storage, fence)
