@@ -21,12 +21,22 @@ at run time (``postgres.py`` imports ``Fence`` from here).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from fechatter.models import ChatRecord, Deleted, Inserted, Member, Message, NewMessage, Role
-from fechatter.storage import chats, messages, reactions
+from fechatter import events as ev
+from fechatter.models import (
+    Chat,
+    ChatRecord,
+    Deleted,
+    Inserted,
+    Member,
+    Message,
+    NewMessage,
+    Role,
+)
+from fechatter.storage import chats, messages, outbox, reactions
 from fechatter.storage.rows import as_time
 from fechatter.storage.sql import Op, Row, Sql, first, q
 
@@ -169,22 +179,34 @@ def lease_of(chat_id: int) -> Op[Owner | None]:
 
 # -- the fenced chat writes ----------------------------------------------------------------
 class ChatStore:
-    """The chat writes a ``ChatActor`` makes, for one chat, fenced or not.
+    """The chat writes a ``ChatActor`` makes, for one chat, fenced or not, with or without
+    the transactional outbox.
 
-    ``fence=None``: each method is exactly the ``Storage`` method of the same name (today's
-    SQL, any backend). With a ``Fence`` (PostgreSQL only): each runs ``fechatter_fence(chat,
-    node, epoch)`` first, in the same transaction — ``insert_messages`` in the same function
-    call of the group commit (one round trip; a cross-chat round fences each chat and a
-    moved chat fails alone), every other write as ``BEGIN; SELECT fechatter_fence(…)`` in one
-    round trip before its statements. A failed fence raises ``ChatMoved`` (another node or
-    epoch holds the lease) or ``NotFound`` (``chat_not_found``: the chat is gone), and the
-    transaction wrote nothing. A fenced store serves only its fence's chat: another
-    ``chat_id`` is a programming error (``ValueError``). Reads are not here: they need no
-    fence and stay on ``Storage``.
+    ``fence=None, outbox=False``: each method is exactly the ``Storage`` method of the same
+    name (today's SQL, any backend). With a ``Fence`` (PostgreSQL only): each runs
+    ``fechatter_fence(chat, node, epoch)`` first, in the same transaction —
+    ``insert_messages`` in the same function call of the group commit (one round trip; a
+    cross-chat round fences each chat and a moved chat fails alone), every other write as
+    ``BEGIN; SELECT fechatter_fence(…)`` in one round trip before its statements. A failed
+    fence raises ``ChatMoved`` (another node or epoch holds the lease) or ``NotFound``
+    (``chat_not_found``: the chat is gone), and the transaction wrote nothing. A fenced
+    store serves only its fence's chat: another ``chat_id`` is a programming error
+    (``ValueError``). Reads are not here: they need no fence and stay on ``Storage``.
+
+    ``outbox=True`` (PostgreSQL only, docs/cluster.md §4, migration 0009): each write also
+    inserts the events the ``ChatActor`` publishes for it into ``outbox`` in the same
+    transaction (none when the write changed nothing, as the actor publishes none),
+    numbered gapless per chat from ``chats.last_event_seq``: the chat row is locked right
+    after the fence, in the same round trip as ``BEGIN`` (lock order: lease row, chat row,
+    then what the write locks), and the rows cost one more statement (``insert_messages``:
+    none, its function writes them). The payloads are built here from the write's result,
+    as the actor builds them; writes whose payload names the acting user take ``by``
+    (``ValueError`` without it). Pass ``events=[]`` to get the rows written (with their
+    ``event_seq``), appended after the commit — the publisher sends those.
     """
 
-    # Every write method; the enumerating test (tests/storage/test_cluster_ownership.py)
-    # checks this against the class and calls each one with a stale epoch.
+    # Every write method; the enumerating tests (tests/storage/test_cluster_ownership.py,
+    # tests/storage/test_outbox.py) check this against the class and call each one.
     WRITES: tuple[str, ...] = (
         "insert_messages",
         "edit_message",
@@ -199,11 +221,19 @@ class ChatStore:
         "delete_chat",
     )
 
-    def __init__(self, storage: SqlStorage, fence: Fence | None) -> None:
+    def __init__(self, storage: SqlStorage, fence: Fence | None, *, outbox: bool = False) -> None:
         if fence is not None and storage.dialect != "postgres":
             raise ValueError("a chat fence needs PostgreSQL (SQLite has no chat leases)")
+        if outbox and storage.dialect != "postgres":
+            raise ValueError("the outbox needs PostgreSQL (SQLite has no cluster tables)")
         self._storage = storage
         self.fence = fence
+        self.outbox = outbox
+
+    @property
+    def plain(self) -> bool:
+        """True when every write is the ``Storage`` method itself (no fence, no outbox)."""
+        return self.fence is None and not self.outbox
 
     def _fence_for(self, chat_id: int) -> Fence:
         assert self.fence is not None
@@ -211,17 +241,47 @@ class ChatStore:
             raise ValueError(f"this store is fenced for chat {self.fence.chat_id}, not {chat_id}")
         return self.fence
 
-    async def _write(self, chat_id: int, op: Op[T]) -> T:
-        return await self._storage._fenced_write_op(op, self._fence_for(chat_id))
+    async def _write(
+        self,
+        chat_id: int,
+        op: Op[T],
+        build: Callable[[T], Sequence[outbox.NewEvent]],
+        sink: list[outbox.OutboxEvent] | None,
+    ) -> T:
+        fence = None if self.fence is None else self._fence_for(chat_id)
+        if not self.outbox:
+            assert fence is not None
+            return await self._storage._fenced_write_op(op, fence)
+        written: list[outbox.OutboxEvent] = []
+        result = await self._storage._chat_write_op(
+            _with_events(chat_id, op, build, written), chat_id, fence, lock_chat=True
+        )
+        if sink is not None:
+            sink.extend(written)
+        return result
 
-    async def insert_messages(self, chat_id: int, batch: Sequence[NewMessage]) -> list[Inserted]:
-        """``Storage.insert_messages``, fenced."""
-        if self.fence is None:
+    async def insert_messages(
+        self,
+        chat_id: int,
+        batch: Sequence[NewMessage],
+        *,
+        events: list[outbox.OutboxEvent] | None = None,
+    ) -> list[Inserted]:
+        """``Storage.insert_messages``, fenced; with the outbox, per message created (seq
+        order) its ``message.created`` and, for a thread reply, its root's
+        ``message.updated`` (a ``$ref``: ``outbox.send_events``), in the same call."""
+        if self.plain:
             return await self._storage.insert_messages(chat_id, batch)
-        fence = self._fence_for(chat_id)
+        fence = None if self.fence is None else self._fence_for(chat_id)
         if not batch:
             return []
-        return await self._storage._fenced_insert_messages(chat_id, batch, fence)
+        if not self.outbox:
+            assert fence is not None
+            return await self._storage._fenced_insert_messages(chat_id, batch, fence)
+        results, written = await self._storage._outbox_insert_messages(chat_id, batch, fence)
+        if events is not None:
+            events.extend(written)
+        return results
 
     async def edit_message(
         self,
@@ -230,83 +290,249 @@ class ChatStore:
         content: str,
         mentions: Sequence[int],
         mentions_channel: bool,
+        *,
+        events: list[outbox.OutboxEvent] | None = None,
     ) -> Message:
-        """``Storage.edit_message``, fenced."""
-        if self.fence is None:
+        """``Storage.edit_message``, fenced; outbox: ``message.updated`` (the message)."""
+        if self.plain:
             return await self._storage.edit_message(
                 chat_id, message_id, content, mentions, mentions_channel
             )
         op = messages.edit_message(chat_id, message_id, content, mentions, mentions_channel)
-        return await self._write(chat_id, op)
+        return await self._write(
+            chat_id, op, lambda m: [(ev.MESSAGE_UPDATED, m.to_json(), ())], events
+        )
 
-    async def delete_message(self, chat_id: int, message_id: int) -> Deleted:
-        """``Storage.delete_message``, fenced."""
-        if self.fence is None:
+    async def delete_message(
+        self, chat_id: int, message_id: int, *, events: list[outbox.OutboxEvent] | None = None
+    ) -> Deleted:
+        """``Storage.delete_message``, fenced; outbox: ``message.deleted`` and, for a
+        reply, its root's ``message.updated``."""
+        if self.plain:
             return await self._storage.delete_message(chat_id, message_id)
-        return await self._write(chat_id, messages.delete_message(chat_id, message_id))
+
+        def build(d: Deleted) -> list[outbox.NewEvent]:
+            t = d.tombstone
+            out: list[outbox.NewEvent] = [
+                (ev.MESSAGE_DELETED, {"id": t.id, "chat_id": t.chat_id, "seq": t.seq}, ())
+            ]
+            if d.root is not None:
+                out.append((ev.MESSAGE_UPDATED, d.root.to_json(), ()))
+            return out
+
+        return await self._write(
+            chat_id, messages.delete_message(chat_id, message_id), build, events
+        )
 
     async def add_reaction(
-        self, chat_id: int, message_id: int, user_id: int, emoji: str, max_distinct: int
+        self,
+        chat_id: int,
+        message_id: int,
+        user_id: int,
+        emoji: str,
+        max_distinct: int,
+        *,
+        events: list[outbox.OutboxEvent] | None = None,
     ) -> bool:
-        """``Storage.add_reaction``, fenced."""
-        if self.fence is None:
+        """``Storage.add_reaction``, fenced; outbox: ``reaction.added`` when it changed."""
+        if self.plain:
             return await self._storage.add_reaction(
                 chat_id, message_id, user_id, emoji, max_distinct
             )
         op = reactions.add_reaction(chat_id, message_id, user_id, emoji, max_distinct)
-        return await self._write(chat_id, op)
+        build = _reaction(ev.REACTION_ADDED, chat_id, message_id, user_id, emoji)
+        return await self._write(chat_id, op, build, events)
 
     async def remove_reaction(
-        self, chat_id: int, message_id: int, user_id: int, emoji: str
+        self,
+        chat_id: int,
+        message_id: int,
+        user_id: int,
+        emoji: str,
+        *,
+        events: list[outbox.OutboxEvent] | None = None,
     ) -> bool:
-        """``Storage.remove_reaction``, fenced."""
-        if self.fence is None:
+        """``Storage.remove_reaction``, fenced; outbox: ``reaction.removed`` when it
+        changed."""
+        if self.plain:
             return await self._storage.remove_reaction(chat_id, message_id, user_id, emoji)
         op = reactions.remove_reaction(chat_id, message_id, user_id, emoji)
-        return await self._write(chat_id, op)
+        build = _reaction(ev.REACTION_REMOVED, chat_id, message_id, user_id, emoji)
+        return await self._write(chat_id, op, build, events)
 
     async def add_chat_members(
-        self, chat_id: int, user_ids: Sequence[int], role: Role
+        self,
+        chat_id: int,
+        user_ids: Sequence[int],
+        role: Role,
+        *,
+        by: int | None = None,
+        events: list[outbox.OutboxEvent] | None = None,
     ) -> list[Member]:
-        """``Storage.add_chat_members``, fenced."""
-        if self.fence is None:
+        """``Storage.add_chat_members``, fenced; outbox: ``chat.member_added`` (``by``) when
+        someone was added, with the added users to ``notify``."""
+        if self.plain:
             return await self._storage.add_chat_members(chat_id, user_ids, role)
-        return await self._write(chat_id, chats.add_chat_members(chat_id, user_ids, role))
+        actor = self._by(by)
+
+        def build(added: list[Member]) -> list[outbox.NewEvent]:
+            if not added:
+                return []
+            ids = [m.user_id for m in added]
+            data = {"chat_id": chat_id, "user_ids": ids, "by": actor}
+            return [(ev.MEMBER_ADDED, data, tuple(ids))]
+
+        op = chats.add_chat_members(chat_id, user_ids, role)
+        return await self._write(chat_id, op, build, events)
 
     async def remove_chat_member(
-        self, chat_id: int, user_id: int, new_owner_id: int | None
+        self,
+        chat_id: int,
+        user_id: int,
+        new_owner_id: int | None,
+        *,
+        by: int | None = None,
+        events: list[outbox.OutboxEvent] | None = None,
     ) -> None:
-        """``Storage.remove_chat_member``, fenced."""
-        if self.fence is None:
+        """``Storage.remove_chat_member``, fenced; outbox: ``chat.member_removed`` (``by``)."""
+        if self.plain:
             return await self._storage.remove_chat_member(chat_id, user_id, new_owner_id)
-        await self._write(chat_id, chats.remove_chat_member(chat_id, user_id, new_owner_id))
+        data = {"chat_id": chat_id, "user_id": user_id, "by": self._by(by)}
+        op = chats.remove_chat_member(chat_id, user_id, new_owner_id)
+        await self._write(chat_id, op, lambda _: [(ev.MEMBER_REMOVED, data, ())], events)
 
-    async def set_chat_member_role(self, chat_id: int, user_id: int, role: Role) -> Member:
-        """``Storage.set_chat_member_role``, fenced."""
-        if self.fence is None:
+    async def set_chat_member_role(
+        self,
+        chat_id: int,
+        user_id: int,
+        role: Role,
+        *,
+        by: int | None = None,
+        events: list[outbox.OutboxEvent] | None = None,
+    ) -> Member:
+        """``Storage.set_chat_member_role``, fenced; outbox: ``chat.member_updated``
+        (``by``) when the role changed (the role before is read in the transaction)."""
+        if self.plain:
             return await self._storage.set_chat_member_role(chat_id, user_id, role)
-        return await self._write(chat_id, chats.set_chat_member_role(chat_id, user_id, role))
+        actor = self._by(by)
+        if not self.outbox:
+            return await self._write(
+                chat_id, chats.set_chat_member_role(chat_id, user_id, role), _none, events
+            )
+
+        def op() -> Op[tuple[Role | None, Member]]:
+            before = yield from chats.chat_member_role(chat_id, user_id)
+            return before, (yield from chats.set_chat_member_role(chat_id, user_id, role))
+
+        def build(result: tuple[Role | None, Member]) -> list[outbox.NewEvent]:
+            before, member = result
+            if member.role is before:
+                return []
+            data = {"chat_id": chat_id, "user_id": user_id, "role": member.role.value, "by": actor}
+            return [(ev.MEMBER_UPDATED, data, ())]
+
+        return (await self._write(chat_id, op(), build, events))[1]
 
     async def update_chat(
-        self, chat_id: int, *, name: str | None = None, description: str | None = None
+        self,
+        chat_id: int,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        by: int | None = None,
+        events: list[outbox.OutboxEvent] | None = None,
     ) -> ChatRecord:
-        """``Storage.update_chat``, fenced."""
-        if self.fence is None:
+        """``Storage.update_chat``, fenced; outbox: ``chat.updated``, the chat as ``by``
+        sees it (read in the transaction, as the actor reads it after)."""
+        if self.plain:
             return await self._storage.update_chat(chat_id, name=name, description=description)
-        return await self._write(chat_id, chats.update_chat(chat_id, name, description))
+        viewer = self._by(by)
+        if not self.outbox:
+            return await self._write(
+                chat_id, chats.update_chat(chat_id, name, description), _none, events
+            )
 
-    async def mark_read(self, chat_id: int, user_id: int, message_id: int) -> bool:
-        """``Storage.mark_read``, fenced."""
-        if self.fence is None:
+        def op() -> Op[tuple[ChatRecord, Chat | None]]:
+            record = yield from chats.update_chat(chat_id, name, description)
+            return record, (yield from chats.get_chat_view(chat_id, viewer))
+
+        def build(result: tuple[ChatRecord, Chat | None]) -> list[outbox.NewEvent]:
+            view = result[1]
+            return [] if view is None else [(ev.CHAT_UPDATED, view.to_json(), ())]
+
+        return (await self._write(chat_id, op(), build, events))[0]
+
+    async def mark_read(
+        self,
+        chat_id: int,
+        user_id: int,
+        message_id: int,
+        *,
+        events: list[outbox.OutboxEvent] | None = None,
+    ) -> bool:
+        """``Storage.mark_read``, fenced; outbox: ``read`` when the marker moved."""
+        if self.plain:
             return await self._storage.mark_read(chat_id, user_id, message_id)
-        return await self._write(chat_id, messages.mark_read(chat_id, user_id, message_id))
+        data = {"chat_id": chat_id, "user_id": user_id, "message_id": message_id}
+        op = messages.mark_read(chat_id, user_id, message_id)
+        return await self._write(
+            chat_id, op, lambda moved: [(ev.READ, data, ())] if moved else [], events
+        )
 
-    async def delete_chat(self, chat_id: int) -> None:
+    async def delete_chat(
+        self, chat_id: int, *, events: list[outbox.OutboxEvent] | None = None
+    ) -> None:
         """``Storage.delete_chat``, fenced (the lease row goes with the chat, ON DELETE
-        CASCADE, after the fence locked it: lease row, then chat row, as everywhere)."""
-        if self.fence is None:
+        CASCADE, after the fence locked it: lease row, then chat row, as everywhere);
+        outbox: ``chat.deleted``, numbered before the chat row (and its counter) goes."""
+        if self.plain:
             return await self._storage.delete_chat(chat_id)
-        await self._write(chat_id, chats.delete_chat(chat_id))
+        if not self.outbox:
+            await self._write(chat_id, chats.delete_chat(chat_id), _none, events)
+            return
+
+        # The event first: the chat row holds the counter and goes with the DELETE.
+        sink: list[outbox.OutboxEvent] = []
+
+        def op() -> Op[None]:
+            new: list[outbox.NewEvent] = [(ev.CHAT_DELETED, {"id": chat_id}, ())]
+            sink.extend((yield from outbox.append(chat_id, new)))
+            yield from chats.delete_chat(chat_id)
+
+        await self._write(chat_id, op(), _none, None)
+        if events is not None:
+            events.extend(sink)
+
+    def _by(self, by: int | None) -> int:
+        if by is None:
+            if self.outbox:
+                raise ValueError("`by` (the acting user) is needed for the outbox event")
+            return 0
+        return by
+
+
+def _none(_: object) -> list[outbox.NewEvent]:
+    return []
+
+
+def _reaction(
+    name: str, chat_id: int, message_id: int, user_id: int, emoji: str
+) -> Callable[[bool], list[outbox.NewEvent]]:
+    data = {"chat_id": chat_id, "message_id": message_id, "emoji": emoji, "user_id": user_id}
+    return lambda changed: [(name, data, ())] if changed else []
+
+
+def _with_events(
+    chat_id: int,
+    op: Op[T],
+    build: Callable[[T], Sequence[outbox.NewEvent]],
+    written: list[outbox.OutboxEvent],
+) -> Op[T]:
+    """``op``, then its events (``build`` of its result) appended to the chat's outbox in
+    the same transaction; ``written`` receives the rows."""
+    result = yield from op
+    written.extend((yield from outbox.append(chat_id, build(result))))
+    return result
 
 
 # -- the cluster's storage API -------------------------------------------------------------
@@ -374,6 +600,7 @@ class ClusterStore:
         """The chat's stored lease, live owner or not; None if it has none."""
         return await self.storage._read_op(lease_of(chat_id))
 
-    def chat_store(self, fence: Fence | None) -> ChatStore:
-        """The chat writes of ``fence.chat_id`` fenced by ``fence`` (None: unfenced)."""
-        return ChatStore(self.storage, fence)
+    def chat_store(self, fence: Fence | None, *, outbox: bool = False) -> ChatStore:
+        """The chat writes of ``fence.chat_id`` fenced by ``fence`` (None: unfenced), with
+        their events in the outbox when ``outbox``."""
+        return ChatStore(self.storage, fence, outbox=outbox)

@@ -49,6 +49,7 @@ from fechatter.models import (
 )
 from fechatter.storage import accounts, chats, messages, reactions
 from fechatter.storage.cluster import ChatStore, Fence
+from fechatter.storage.outbox import OutboxEvent
 from fechatter.storage.sql import Dialect, Op, Sql, q
 
 T = TypeVar("T")
@@ -86,17 +87,32 @@ class SqlStorage:
         PostgreSQL has chat leases; ``ChatStore`` never calls this on another backend)."""
         raise NotImplementedError
 
+    async def _chat_write_op(
+        self, op: Op[T], chat_id: int, fence: Fence | None, *, lock_chat: bool
+    ) -> T:
+        """Run ``op`` in one write transaction on ``chat_id`` that starts with the fence (if
+        any), then, with ``lock_chat``, locks the chat row (PostgreSQL only)."""
+        raise NotImplementedError
+
+    async def _outbox_insert_messages(
+        self, chat_id: int, batch: Sequence[NewMessage], fence: Fence | None
+    ) -> tuple[list[Inserted], list[OutboxEvent]]:
+        """``insert_messages`` writing the batch's outbox rows in the same call, optionally
+        fenced (PostgreSQL only): the results and the events written."""
+        raise NotImplementedError
+
     async def _fenced_insert_messages(
         self, chat_id: int, batch: Sequence[NewMessage], fence: Fence
     ) -> list[Inserted]:
         """``insert_messages`` behind ``fence`` (PostgreSQL only, as ``_fenced_write_op``)."""
         raise NotImplementedError
 
-    def chat_store(self, fence: Fence | None = None) -> ChatStore:
+    def chat_store(self, fence: Fence | None = None, *, outbox: bool = False) -> ChatStore:
         """The chat writes a ``ChatActor`` makes (``cluster.ChatStore``): ``fence=None`` is
         this storage's own methods, unchanged; a ``Fence`` (PostgreSQL only, else
-        ``ValueError``) runs ``fechatter_fence`` first in each write's transaction."""
-        return ChatStore(self, fence)
+        ``ValueError``) runs ``fechatter_fence`` first in each write's transaction;
+        ``outbox`` (PostgreSQL only) writes each write's events in its transaction."""
+        return ChatStore(self, fence, outbox=outbox)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def ping(self) -> None:

@@ -181,16 +181,35 @@ INSERT_BATCH_FENCED = Sql.split(
     " CAST(:mentions AS text[]), CAST(:channel AS boolean[]), CAST(:now AS timestamptz))",
 )
 
+# With the chat's outbox rows (migration 0009): optionally fenced (NULL node: not fenced),
+# still one call. Its rows carry ev_base: the chat's last_event_seq before this commit.
+INSERT_BATCH_OUTBOX = Sql.split(
+    sqlite="SELECT NULL",  # never run: the outbox needs PostgreSQL
+    postgres="SELECT * FROM fechatter_insert_batch_outbox(CAST(:node AS text),"
+    " CAST(:epoch AS bigint), :chat,"
+    " CAST(:senders AS bigint[]), CAST(:contents AS text[]), CAST(:files AS text[]),"
+    " CAST(:replies AS bigint[]), CAST(:clients AS text[]), CAST(:threads AS bigint[]),"
+    " CAST(:mentions AS text[]), CAST(:channel AS boolean[]), CAST(:now AS timestamptz))",
+)
+
 # A chat write's fence: (owner node id, lease epoch); None: not fenced (one process).
 FenceArgs = tuple[str, int]
 
 
 def _insert_batch_postgres(
-    chat_id: int, batch: Sequence[NewMessage], fence: FenceArgs | None = None
+    chat_id: int,
+    batch: Sequence[NewMessage],
+    fence: FenceArgs | None = None,
+    bases: dict[int, int] | None = None,
 ) -> Op[tuple[list[Inserted], int]]:
     now = utc_now()
     params: dict[str, Any] = {"chat": chat_id, "now": now, **_item_arrays(batch)}
-    if fence is None:
+    if bases is not None:
+        params["node"], params["epoch"] = fence if fence is not None else (None, None)
+        result = yield q(INSERT_BATCH_OUTBOX, params)
+        if result.rows:
+            bases[chat_id] = result.rows[0]["ev_base"]
+    elif fence is None:
         result = yield q(INSERT_BATCH_POSTGRES, params)
     else:
         params["node"], params["epoch"] = fence
@@ -249,12 +268,24 @@ INSERT_ROUNDS_FENCED = Sql.split(
     " CAST(:now AS timestamptz))",
 )
 
+INSERT_ROUNDS_OUTBOX = Sql.split(
+    sqlite="SELECT NULL",  # never run: the outbox needs PostgreSQL
+    postgres="SELECT * FROM fechatter_insert_rounds_outbox(CAST(:nodes AS text[]),"
+    " CAST(:epochs AS bigint[]), CAST(:outbox AS boolean[]), CAST(:chats AS bigint[]),"
+    " CAST(:counts AS integer[]), CAST(:senders AS bigint[]), CAST(:contents AS text[]),"
+    " CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]),"
+    " CAST(:threads AS bigint[]), CAST(:mentions AS text[]), CAST(:channel AS boolean[]),"
+    " CAST(:now AS timestamptz))",
+)
+
 RoundOutcome = tuple[list[Inserted], int] | NotFound
 
 
 def insert_rounds_postgres(
     batches: Sequence[tuple[int, Sequence[NewMessage]]],
     fences: Sequence[FenceArgs | None] | None = None,
+    outbox: Sequence[bool] | None = None,
+    bases: dict[int, int] | None = None,
 ) -> Op[list[RoundOutcome]]:
     """The batches of several chats in one call and one transaction (PostgreSQL only).
 
@@ -264,7 +295,10 @@ def insert_rounds_postgres(
     wrote nothing; the caller then stores the batches one by one to isolate it. ``fences``:
     one per batch (None: that batch unfenced); any fence given → ``fechatter_insert_rounds_
     fenced``, whose failed fence (``ChatMoved``, ``NotFound``) fails the whole call like any
-    error; all None or no ``fences`` → today's unfenced call.
+    error; all None or no ``fences`` → today's unfenced call. ``outbox``: one flag per
+    batch; any True → ``fechatter_insert_rounds_outbox`` (migration 0009), which also writes
+    those chats' events, and ``bases`` receives each such chat's ``last_event_seq`` before
+    the round (``outbox.send_events`` numbers them from it).
     """
     now = utc_now()
     items = [item for _, batch in batches for item in batch]
@@ -274,7 +308,17 @@ def insert_rounds_postgres(
         "now": now,
         **_item_arrays(items),
     }
-    if fences is None or all(f is None for f in fences):
+    if outbox is not None and any(outbox):
+        params["outbox"] = list(outbox)
+        params["nodes"] = [f[0] if f is not None else None for f in fences or [None] * len(batches)]
+        params["epochs"] = [
+            f[1] if f is not None else None for f in fences or [None] * len(batches)
+        ]
+        result = yield q(INSERT_ROUNDS_OUTBOX, params)
+        for row in result.rows:
+            if row["ev_base"] is not None and bases is not None:
+                bases[row["chat"]] = row["ev_base"]
+    elif fences is None or all(f is None for f in fences):
         result = yield q(INSERT_ROUNDS_POSTGRES, params)
     else:
         params["nodes"] = [f[0] if f is not None else None for f in fences]
@@ -309,15 +353,20 @@ def insert_messages(
     chat_id: int,
     batch: Sequence[NewMessage],
     fence: FenceArgs | None = None,
+    bases: dict[int, int] | None = None,
 ) -> Op[tuple[list[Inserted], int]]:
     """The outcome of each item, and how many messages were inserted (``NotFound`` chat).
+
+    ``bases`` (PostgreSQL only): not None → the outbox variant (migration 0009) writes the
+    batch's events in the same call and ``bases[chat_id]`` gets the chat's
+    ``last_event_seq`` before them.
 
     ``fence`` (PostgreSQL only): (node id, epoch) checked by ``fechatter_fence`` in the same
     call; a failed fence raises the driver error the seam maps to ``ChatMoved`` / ``NotFound``.
     """
     if dialect == "postgres":
-        return _insert_batch_postgres(chat_id, batch, fence)
-    if fence is not None:
+        return _insert_batch_postgres(chat_id, batch, fence, bases)
+    if fence is not None or bases is not None:
         raise ValueError("a chat fence needs PostgreSQL")
     return _insert_batch_sqlite(chat_id, batch)
 

@@ -32,6 +32,7 @@ from fechatter.storage import messages
 from fechatter.storage.cluster import Fence
 from fechatter.storage.core import SqlStorage
 from fechatter.storage.migrations import migrate
+from fechatter.storage.outbox import OutboxEvent, send_events
 from fechatter.storage.postgres_pool import Connection, PgPool, PoolConfig, open_pg_pool
 from fechatter.storage.sql import Op, Result, Row, Script, Stmt, to_postgres
 
@@ -234,10 +235,27 @@ class PostgresStorage(SqlStorage):
         ``BEGIN`` and the fence go as one simple query (one round trip, client-side binding
         of an int, a text and an int), so a fenced write costs no round trip more than an
         unfenced one. ``ChatMoved`` / ``NotFound`` when the fence fails: nothing written."""
+        return await self._chat_write_op(op, fence.chat_id, fence, lock_chat=False)
+
+    async def _chat_write_op(
+        self, op: Op[T], chat_id: int, fence: Fence | None, *, lock_chat: bool
+    ) -> T:
+        """Run ``op`` in one write transaction on chat ``chat_id`` that starts with the
+        fence (if any) and, with ``lock_chat``, the chat row ``FOR UPDATE`` (the outbox's
+        event counter: lease row, then chat row, then whatever ``op`` locks), all sent with
+        ``BEGIN`` as one simple query — no extra round trip."""
+        head = "BEGIN"
+        args: list[object] = []
+        if fence is not None:
+            head += "; SELECT fechatter_fence(%s, %s, %s)"
+            args += [fence.chat_id, fence.node_id, fence.epoch]
+        if lock_chat:
+            head += "; SELECT 1 FROM chats WHERE id = %s FOR UPDATE"
+            args.append(chat_id)
 
         async def run(conn: Connection) -> T:
             fenced = psycopg.AsyncClientCursor(conn)
-            await fenced.execute(_BEGIN_FENCED, (fence.chat_id, fence.node_id, fence.epoch))
+            await fenced.execute(head, args)
             while fenced.nextset():
                 pass
             result = await run_op(conn, op)
@@ -258,6 +276,20 @@ class PostgresStorage(SqlStorage):
     ) -> list[Inserted]:
         return await self._insert_messages(chat_id, batch, fence)
 
+    async def _outbox_insert_messages(
+        self, chat_id: int, batch: Sequence[NewMessage], fence: Fence | None
+    ) -> tuple[list[Inserted], list[OutboxEvent]]:
+        """``_insert_messages`` with the batch's outbox rows written in the same call (still
+        one round trip, in the cross-chat round too): the results, and the events written
+        (``outbox.send_events``)."""
+        if not batch:
+            return [], []
+        request = _InsertRequest(chat_id, batch, fence, outbox=True)
+        results = await self._insert_request(request)
+        if request.ev_base is None:  # pragma: no cover - every stored outbox batch has one
+            raise AssertionError("an outbox batch came back without its event base")
+        return results, send_events(chat_id, request.ev_base, results)
+
     async def _insert_messages(
         self, chat_id: int, batch: Sequence[NewMessage], fence: Fence | None
     ) -> list[Inserted]:
@@ -275,7 +307,10 @@ class PostgresStorage(SqlStorage):
         functions of migration 0008); a failed fence fails this batch alone."""
         if not batch:
             return []
-        request = _InsertRequest(chat_id, batch, fence)
+        return await self._insert_request(_InsertRequest(chat_id, batch, fence))
+
+    async def _insert_request(self, request: _InsertRequest) -> list[Inserted]:
+        """Queue ``request`` for a round and answer it (see ``_insert_messages``)."""
         self._round_queue.append(request)
         try:
             while request.outcome is None:
@@ -318,8 +353,12 @@ class PostgresStorage(SqlStorage):
         store each alone so a failure (a refused text, a lock held too long, a lost race)
         stays with its batch — a fence that fails (``ChatMoved``) too."""
         if len(requests) > 1:
+            bases: dict[int, int] = {}
             op = messages.insert_rounds_postgres(
-                [(r.chat_id, r.batch) for r in requests], [r.fence_args() for r in requests]
+                [(r.chat_id, r.batch) for r in requests],
+                [r.fence_args() for r in requests],
+                [r.outbox for r in requests],
+                bases,
             )
             try:
                 outcomes = await self._call(lambda conn: run_op(conn, op))
@@ -328,6 +367,7 @@ class PostgresStorage(SqlStorage):
             else:
                 self._committed += 1
                 for request, outcome in zip(requests, outcomes, strict=True):
+                    request.ev_base = bases.get(request.chat_id)
                     self._answer(request, outcome)
                 return
         for request in requests:
@@ -345,8 +385,14 @@ class PostgresStorage(SqlStorage):
 
 
 async def _insert_one(request: _InsertRequest, conn: Connection) -> tuple[list[Inserted], int]:
-    op = messages.insert_messages("postgres", request.chat_id, request.batch, request.fence_args())
-    return await run_op(conn, op)
+    bases: dict[int, int] | None = {} if request.outbox else None
+    op = messages.insert_messages(
+        "postgres", request.chat_id, request.batch, request.fence_args(), bases
+    )
+    outcome = await run_op(conn, op)
+    if bases is not None:
+        request.ev_base = bases.get(request.chat_id)
+    return outcome
 
 
 _BEGIN_FENCED = "BEGIN; SELECT fechatter_fence(%s, %s, %s)"
@@ -355,14 +401,21 @@ _BEGIN_FENCED = "BEGIN; SELECT fechatter_fence(%s, %s, %s)"
 class _InsertRequest:
     """One chat's batch waiting for (or stored in) a round; ``outcome`` set when answered."""
 
-    __slots__ = ("batch", "chat_id", "fence", "outcome")
+    __slots__ = ("batch", "chat_id", "ev_base", "fence", "outbox", "outcome")
 
     def __init__(
-        self, chat_id: int, batch: Sequence[NewMessage], fence: Fence | None = None
+        self,
+        chat_id: int,
+        batch: Sequence[NewMessage],
+        fence: Fence | None = None,
+        *,
+        outbox: bool = False,
     ) -> None:
         self.chat_id = chat_id
         self.batch = batch
         self.fence = fence
+        self.outbox = outbox  # write the batch's events (migration 0009) in the same call
+        self.ev_base: int | None = None  # the chat's last_event_seq before them, once stored
         self.outcome: tuple[list[Inserted], int] | FechatterError | None = None
 
     def fence_args(self) -> messages.FenceArgs | None:

@@ -1,0 +1,125 @@
+"""The transactional outbox of chat events (issue 12, docs/cluster.md §4, plan step B1).
+
+With ``ChatStore(outbox=True)`` (PostgreSQL only) every chat write inserts the events the
+``ChatActor`` publishes for it into ``outbox`` (migration 0009) in the write's own
+transaction, numbered gapless per chat from ``chats.last_event_seq``. This module has the
+operations (``Op``s, see ``sql.py``); ``cluster.ChatStore`` composes them with the writes.
+
+Payloads are built here from the write's result, exactly as ``fechatter/actors/chat.py``
+builds them (``events.dumps`` of the same dict), with two exceptions, both documented in
+docs/cluster.md: the group commit's rows are built by its SQL function (same values as
+``Message.to_json``, other whitespace), and its thread-root ``message.updated`` rows are
+``{"$ref": "message", "id": root, "reply_count": n, "last_reply_at": t}`` (the root as it
+was right after the reply = the root read later with those two fields; see ``rehydrate``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fechatter import events
+from fechatter.models import Inserted, Message
+from fechatter.storage.sql import Op, Sql, q
+
+# An event to append: (name, data, users to send a membership notice).
+NewEvent = tuple[str, dict[str, Any], tuple[int, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One row of ``outbox`` for a chat: ``event_seq`` (gapless per chat, commit order),
+    the event ``name`` (``events.MESSAGE_CREATED`` …), ``data`` (the payload as a dict; a
+    ``$ref`` for a group commit's thread-root update) and ``notify`` (user ids)."""
+
+    chat_id: int
+    event_seq: int
+    name: str
+    data: dict[str, Any]
+    notify: tuple[int, ...] = ()
+
+
+# Numbered from the chat's counter in the same statement; the caller's transaction already
+# holds the chat row (taken right after the fence: lease row, then chat row), so concurrent
+# writers of one chat number in commit order and a rollback leaves no gap. No chat row (it
+# was deleted earlier in this transaction): nothing inserted — delete_chat appends first.
+_APPEND = Sql(
+    "WITH s AS (UPDATE chats SET last_event_seq = last_event_seq + :k WHERE id = :chat"
+    " RETURNING last_event_seq)"
+    " INSERT INTO outbox (topic, topic_id, event_seq, name, data, notify)"
+    " SELECT 'c', :chat, s.last_event_seq - :k + e.k, e.name, CAST(e.data AS json),"
+    " CAST(e.notify AS bigint[])"
+    " FROM s, unnest(CAST(:names AS text[]), CAST(:datas AS text[]), CAST(:notify AS text[]))"
+    " WITH ORDINALITY AS e (name, data, notify, k)"
+    " RETURNING event_seq"
+)
+_ROWS = Sql(
+    "SELECT event_seq, name, CAST(data AS text) AS data, notify FROM outbox"
+    " WHERE topic = 'c' AND topic_id = ? ORDER BY event_seq"
+)
+
+
+def append(chat_id: int, new: Sequence[NewEvent]) -> Op[list[OutboxEvent]]:
+    """Insert ``new`` as the chat's next events, in order (one statement; none for an empty
+    list). Returns them with their ``event_seq``."""
+    if not new:
+        return []
+    params = {
+        "chat": chat_id,
+        "k": len(new),
+        "names": [name for name, _, _ in new],
+        "datas": [events.dumps(data).decode() for _, data, _ in new],
+        "notify": ["{" + ",".join(str(int(u)) for u in users) + "}" for _, _, users in new],
+    }
+    seqs = sorted(row["event_seq"] for row in (yield q(_APPEND, params)).rows)
+    return [
+        OutboxEvent(chat_id, seq, name, data, tuple(users))
+        for seq, (name, data, users) in zip(seqs, new, strict=True)
+    ]
+
+
+def rows(chat_id: int) -> Op[list[OutboxEvent]]:
+    """The chat's rows still in the outbox, by ``event_seq`` (payloads as stored)."""
+    result = yield q(_ROWS, (chat_id,))
+    return [
+        OutboxEvent(chat_id, r["event_seq"], r["name"], json.loads(r["data"]), tuple(r["notify"]))
+        for r in result.rows
+    ]
+
+
+def send_events(chat_id: int, base: int, results: Sequence[Inserted]) -> list[OutboxEvent]:
+    """The events ``fechatter_outbox_sends`` (migration 0009) wrote for a group commit whose
+    chat counter was ``base`` before it, rebuilt in Python by the same rule: per message
+    created (ascending ``seq``), ``message.created`` then, for a thread reply, its root's
+    ``message.updated`` as a ``$ref``. The stored ``$ref`` also carries the root's
+    ``reply_count`` right after that reply, which only the database knew: here it is left
+    out (the actor publishes the root it reads back, as today; only the leftover path
+    rehydrates a stored row)."""
+    created = sorted(
+        (r.message for r in results if r.created and r.message is not None), key=lambda m: m.seq
+    )
+    out: list[OutboxEvent] = []
+    seq = base
+    for message in created:
+        seq += 1
+        out.append(OutboxEvent(chat_id, seq, events.MESSAGE_CREATED, message.to_json()))
+        if message.thread_id is not None:
+            seq += 1
+            ref = {"$ref": "message", "id": message.thread_id, "last_reply_at": message.created_at}
+            out.append(OutboxEvent(chat_id, seq, events.MESSAGE_UPDATED, ref))
+    return out
+
+
+def rehydrate(data: dict[str, Any], message: Message) -> dict[str, Any]:
+    """The payload a ``$ref`` row stands for, given the referenced message as read now: its
+    ``to_json()`` with the row's ``reply_count`` and ``last_reply_at``. Rows without a
+    ``$ref`` are returned as they are."""
+    if data.get("$ref") != "message":
+        return data
+    return {
+        **message.to_json(),
+        "reply_count": data["reply_count"],
+        "last_reply_at": data["last_reply_at"],
+    }
