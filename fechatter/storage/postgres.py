@@ -318,8 +318,7 @@ class PostgresStorage(SqlStorage):
                     await self._round_over.wait()
                     continue
                 self._round_running = True
-                taken = sorted(self._round_queue[:ROUND_MAX], key=lambda r: r.chat_id)
-                del self._round_queue[:ROUND_MAX]
+                taken = _take_round(self._round_queue)
                 try:
                     await self._run_round(taken)
                 finally:
@@ -396,6 +395,23 @@ async def _insert_one(request: _InsertRequest, conn: Connection) -> tuple[list[I
 
 
 _BEGIN_FENCED = "BEGIN; SELECT fechatter_fence(%s, %s, %s)"
+
+
+def _take_round(queue: list[_InsertRequest]) -> list[_InsertRequest]:
+    """Remove and return the next round from ``queue``: in arrival order, at most ``ROUND_MAX``
+    requests and at most ONE per chat (a round's rows come back keyed by chat, and a chat's
+    batches must commit in arrival order), sorted by chat id (the lock order). A second batch
+    of a chat stays queued for a later round — the ChatActor never sends one (it awaits each
+    commit), but a caller that does must not get another batch's rows."""
+    taken: dict[int, _InsertRequest] = {}
+    rest: list[_InsertRequest] = []
+    for request in queue:
+        if len(taken) < ROUND_MAX and request.chat_id not in taken:
+            taken[request.chat_id] = request
+        else:
+            rest.append(request)
+    queue[:] = rest
+    return sorted(taken.values(), key=lambda r: r.chat_id)
 
 
 class _InsertRequest:

@@ -584,6 +584,31 @@ async def test_batches_of_several_chats_are_committed_in_one_round(pg_database: 
         assert [m.content for m in await _all_messages(storage, chats[1])] == []
 
 
+async def test_two_batches_of_one_chat_never_share_a_round(pg_database: str) -> None:
+    """A round's rows come back keyed by chat: two batches of one chat in one round would each
+    get the other's rows. The second waits for a later round and both get their own."""
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        _, users, chat = await make_group(storage, 2)
+        alice = users[0]
+        outcomes: dict[str, list[Any]] = {}
+
+        async def insert(name: str, count: int) -> None:
+            batch = [msg(alice, f"{name}{i}") for i in range(count)]
+            outcomes[name] = await storage.insert_messages(chat.id, batch)
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                # Three callers: the first runs a round alone, the other two queue meanwhile
+                # and, without the one-per-chat rule, would go together into the next one.
+                for name, count in (("x", 1), ("y", 2), ("z", 3)):
+                    nursery.start_soon(insert, name, count)
+        for name, count in (("x", 1), ("y", 2), ("z", 3)):
+            got = [i.message.content for i in outcomes[name] if i.message]
+            assert got == [f"{name}{i}" for i in range(count)], (name, outcomes[name])
+        seqs = sorted(i.message.seq for o in outcomes.values() for i in o if i.message)
+        assert seqs == [1, 2, 3, 4, 5, 6]
+
+
 async def test_a_round_that_fails_is_stored_batch_by_batch(pg_database: str) -> None:
     """One batch the driver refuses (a lone surrogate, past the edge that normally stops it)
     fails the round's one call; the round is then stored batch by batch, so only that batch
