@@ -45,7 +45,18 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--realtime-port", type=int, help="SSE/WebSocket port (default 6687)")
             p.add_argument(
                 "--node-id",
-                help="this node's id, 1-64 of A-Z a-z 0-9 . _ - (default host-0-boot epoch)",
+                help="this node's id, 1-64 of A-Z a-z 0-9 . _ - (default host-0-boot epoch;"
+                " with --nats-url the boot epoch is appended: <id>.<boot>)",
+            )
+            p.add_argument(
+                "--nats-url",
+                help="cluster mode (preview): nats://host:4222[,nats://…]; needs a PostgreSQL"
+                " --database-url and FECHATTER_JWT_SECRET (docs/cluster.md)",
+            )
+            p.add_argument(
+                "--role",
+                choices=("all", "api", "realtime"),
+                help="cluster node role (default all; needs --nats-url)",
             )
     return parser
 
@@ -89,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = {"database_url": args.database_url, "log_format": args.log_format}
     if args.command in ("serve", "demo"):
         flags.update(
-            host=args.host, port=args.port, realtime_port=args.realtime_port, node_id=args.node_id
+            host=args.host,
+            port=args.port,
+            realtime_port=args.realtime_port,
+            node_id=args.node_id,
+            nats_url=args.nats_url,
+            role=args.role,
         )
     try:
         settings = load_settings(args.config, **flags)
