@@ -84,6 +84,16 @@ class ClusterNode:
         self._confirmed = trio.Event()  # set (and replaced) at each confirmed beat
         self._heartbeat = trio.CancelScope()
         self._failing = False  # a beat failed and nobody has been told it recovered
+        self._changed = trio.Event()  # set (and replaced) when nodes / node_id / fence change
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of ``nodes``, ``node_id`` or ``self_fenced`` (a refresh
+        that finds the same nodes counts too). Bound it with ``trio.fail_after``."""
+        await self._changed.wait()
 
     @property
     def nats_ok(self) -> bool:
@@ -115,6 +125,7 @@ class ClusterNode:
         if self.self_fenced:
             log.warning("cluster node %s: heartbeat confirmed again, fence lifted", self.node_id)
             self.self_fenced = False
+            self._notify()
         self._confirmed.set()
         self._confirmed = trio.Event()
 
@@ -122,6 +133,7 @@ class ClusterNode:
         if not self.self_fenced:
             self.self_fenced = True
             log.warning("cluster node %s fenced itself: %s", self.node_id, why)
+            self._notify()
 
     async def _beat(self) -> None:
         sent = trio.current_time()
@@ -138,6 +150,7 @@ class ClusterNode:
                 log.warning("cluster node %s registers again as %s", old, self.node_id)
                 await self._register()
             self.nodes = tuple(n.node_id for n in await self.store.live_nodes())
+            self._notify()
         except Unavailable as exc:
             if not self._failing:
                 log.warning("cluster node %s: heartbeat failed: %s", self.node_id, exc)
