@@ -11,7 +11,7 @@ import logging
 import resource
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,11 +25,12 @@ from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.bus import open_nats_bus
 from fechatter.cluster.node import ClusterNode, open_cluster_node
-from fechatter.config import Settings, default_node_id, resolve_jwt_secret
+from fechatter.config import Settings, default_node_id, redact_url, resolve_jwt_secret
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
 from fechatter.domain.workspaces import Workspaces
+from fechatter.errors import Unavailable
 from fechatter.http import create_app
 from fechatter.http.asgi import RequestContext, ShieldedSend
 from fechatter.http.common import Context
@@ -107,6 +108,10 @@ def hub_config(settings: Settings) -> HubConfig:
     )
 
 
+class NatsUnreachable(Exception):
+    """Cluster mode: the first connection to NATS failed (the CLI prints it in one line)."""
+
+
 CLUSTER_PREVIEW_WARNING = (
     "cluster preview: nodes register and heartbeat, but chat commands are not yet forwarded"
     " between nodes — run a single api node"
@@ -145,16 +150,22 @@ async def open_cluster(
         return f"{settings.node_id}.{boot}" if settings.node_id else default_node_id(boot)
 
     log.warning(CLUSTER_PREVIEW_WARNING)
-    async with (
-        open_nats_bus(
-            settings.nats_servers,
-            name=make_id(boot),
-            credentials=str(settings.nats_creds) if settings.nats_creds else None,
-            tls=nats_tls(settings),
-        ) as bus,
-        open_cluster_node(ClusterStore(storage), bus, settings.role, make_id, boot) as node,
-    ):
-        yield node
+    async with AsyncExitStack() as stack:
+        try:
+            bus = await stack.enter_async_context(
+                open_nats_bus(
+                    settings.nats_servers,
+                    name=make_id(boot),
+                    credentials=str(settings.nats_creds) if settings.nats_creds else None,
+                    tls=nats_tls(settings),
+                )
+            )
+        except Unavailable as exc:
+            urls = ",".join(redact_url(u) for u in settings.nats_servers)
+            raise NatsUnreachable(f"cannot reach NATS at {urls}: {exc}") from exc
+        yield await stack.enter_async_context(
+            open_cluster_node(ClusterStore(storage), bus, settings.role, make_id, boot)
+        )
 
 
 async def serve(

@@ -13,7 +13,7 @@ import pydantic
 import trio
 
 from fechatter import logs
-from fechatter.app import serve
+from fechatter.app import NatsUnreachable, serve
 from fechatter.config import Settings, load_settings
 from fechatter.logs import LOG_FORMATS
 from fechatter.storage import open_storage
@@ -126,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo.run_seed(settings)
         print(demo.instructions(settings), file=sys.stderr, flush=True)
     in_use = False
+    no_nats: str | None = None
     try:
         trio.run(_serve_until_signalled, settings)
     except* OSError as group:
@@ -133,6 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not all(getattr(e, "errno", None) == errno.EADDRINUSE for e in group.exceptions):
             raise
         in_use = True
+    except* NatsUnreachable as group:
+        # Cluster mode: NATS not reachable at start is the operator's to fix, like a port.
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):  # nested: trio nurseries on the way out
+            first = first.exceptions[0]
+        no_nats = str(first)
+    if no_nats is not None:
+        print(f"fechatter: {no_nats} (--nats-url)", file=sys.stderr)
+        return 1
     if in_use:
         print(
             f"fechatter: cannot listen on {settings.host} port {settings.port} (API) or"

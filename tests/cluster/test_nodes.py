@@ -17,7 +17,7 @@ from fechatter.bus import BusState
 from fechatter.cluster.node import HEARTBEAT_INTERVAL, NODE_TTL, SELF_FENCE_AFTER
 from tests.cluster.harness import ClusterHarness, RunningNode, open_cluster_harness, wait_nodes
 from tests.nats import NatsServer
-from tests.pg import PgServer
+from tests.pg import PgServer, free_port
 from tests.test_lifecycle import CHECKOUT, _serve_command
 
 START_CEILING = 30.0  # three nodes: storage, NATS, registration each
@@ -181,4 +181,23 @@ async def test_cli_refuses_cluster_mode_without_postgres_or_secret(
     assert result.returncode == 2, err
     assert err.startswith(f"fechatter: bad configuration: {named}: ")
     assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+async def test_cli_says_nats_is_unreachable_without_a_traceback(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """NATS down at start is the operator's to fix: a last line naming it, exit 1."""
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    command = _serve_command(
+        tmp_path, "--realtime-port", "0", "--database-url", pg_database, "--nats-url", url
+    )
+    env = {**os.environ, "PYTHONPATH": CHECKOUT, "FECHATTER_JWT_SECRET": "s" * 40}
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            command, capture_stderr=True, check=False, cwd=tmp_path, env=env
+        )
+    err = result.stderr.decode(errors="replace")
+    assert result.returncode == 1, err
+    assert err.splitlines()[-1].startswith(f"fechatter: cannot reach NATS at {url}: ")
     assert "Traceback" not in err
