@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import resource
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,11 +23,14 @@ from fechatter.actors.directory import DirectoryConfig
 from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
-from fechatter.config import Settings, default_node_id, resolve_jwt_secret
+from fechatter.bus import open_nats_bus
+from fechatter.cluster.node import ClusterNode, open_cluster_node
+from fechatter.config import Settings, default_node_id, redact_url, resolve_jwt_secret
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
 from fechatter.domain.workspaces import Workspaces
+from fechatter.errors import Unavailable
 from fechatter.http import create_app
 from fechatter.http.asgi import RequestContext, ShieldedSend
 from fechatter.http.common import Context
@@ -34,7 +40,9 @@ from fechatter.realtime.context import RealtimeContext
 from fechatter.realtime.listener import open_listening_socket, serve_realtime
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard
-from fechatter.storage import open_storage
+from fechatter.storage import Storage, open_storage
+from fechatter.storage.cluster import ClusterStore
+from fechatter.storage.postgres import PostgresStorage
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,7 @@ class ServerInfo:
     system: ActorSystem  # live handles, for operators' tooling and tests
     realtime: RealtimeStats
     node_id: str
+    cluster: ClusterNode | None = None  # cluster mode (nats_url) only
 
 
 def raise_fd_limit() -> int:
@@ -99,6 +108,66 @@ def hub_config(settings: Settings) -> HubConfig:
     )
 
 
+class NatsUnreachable(Exception):
+    """Cluster mode: the first connection to NATS failed (the CLI prints it in one line)."""
+
+
+CLUSTER_PREVIEW_WARNING = (
+    "cluster preview: nodes register and heartbeat, but chat commands are not yet forwarded"
+    " between nodes — run a single api node"
+)
+
+
+def nats_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The client TLS context for NATS from ``nats_tls_*``; None when none is set (nats-py
+    then uses its own default for ``tls://`` URLs)."""
+    if settings.nats_tls_ca is None and settings.nats_tls_cert is None:
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.nats_tls_ca) if settings.nats_tls_ca else None
+    )
+    if settings.nats_tls_cert is not None and settings.nats_tls_key is not None:
+        context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key)
+    return context
+
+
+@asynccontextmanager
+async def open_cluster(
+    settings: Settings, storage: Storage, boot: str
+) -> AsyncIterator[ClusterNode | None]:
+    """This process's cluster membership for the block; None without ``nats_url``.
+
+    The node id is ``<node_id>.<boot>`` (or ``default_node_id(boot)``) so a restarted node
+    never inherits its old row or leases (docs/cluster.md §1).
+    """
+    if settings.nats_url is None:
+        yield None
+        return
+    if not isinstance(storage, PostgresStorage):  # Settings refuses this; a guard for callers
+        raise ValueError("cluster mode needs a PostgreSQL database_url")
+
+    def make_id(boot: str) -> str:
+        return f"{settings.node_id}.{boot}" if settings.node_id else default_node_id(boot)
+
+    log.warning(CLUSTER_PREVIEW_WARNING)
+    async with AsyncExitStack() as stack:
+        try:
+            bus = await stack.enter_async_context(
+                open_nats_bus(
+                    settings.nats_servers,
+                    name=make_id(boot),
+                    credentials=str(settings.nats_creds) if settings.nats_creds else None,
+                    tls=nats_tls(settings),
+                )
+            )
+        except Unavailable as exc:
+            urls = ",".join(redact_url(u) for u in settings.nats_servers)
+            raise NatsUnreachable(f"cannot reach NATS at {urls}: {exc}") from exc
+        yield await stack.enter_async_context(
+            open_cluster_node(ClusterStore(storage), bus, settings.role, make_id, boot)
+        )
+
+
 async def serve(
     settings: Settings,
     shutdown: trio.Event,
@@ -117,9 +186,13 @@ async def serve(
         async with (
             open_storage(settings.database_url, pool_size=settings.database_pool_size) as storage,
             open_actor_system(storage, directory_config(settings), hub_config(settings)) as system,
-        ):
             # The boot epoch is the one in this process's event ids: a restart is a new node.
-            node_id = settings.node_id or default_node_id(system.users.epoch)
+            open_cluster(settings, storage, system.users.epoch) as cluster,
+        ):
+            if cluster is not None:
+                node_id = cluster.node_id
+            else:
+                node_id = settings.node_id or default_node_id(system.users.epoch)
             stats = RealtimeStats()
             guard = TokenGuard(storage, on_revoke=system.users.revoke)
             # The one per-user write limiter: sends, edits, deletions and reactions (SPEC §6).
@@ -151,6 +224,7 @@ async def serve(
                 chats=chats,
                 messages=messages,
                 node_id=node_id,
+                cluster=cluster,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -218,7 +292,7 @@ async def serve(
                         settings.host,
                         ", ".join(sorted(rt_ctx.origins)),
                     )
-                task_status.started(ServerInfo(binds[0], rt_url, system, stats, node_id))
+                task_status.started(ServerInfo(binds[0], rt_url, system, stats, node_id, cluster))
                 await shutdown.wait()
                 realtime.cancel()
                 background.cancel()

@@ -13,7 +13,7 @@ import pydantic
 import trio
 
 from fechatter import logs
-from fechatter.app import serve
+from fechatter.app import NatsUnreachable, serve
 from fechatter.config import Settings, load_settings
 from fechatter.logs import LOG_FORMATS
 from fechatter.storage import open_storage
@@ -45,7 +45,18 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--realtime-port", type=int, help="SSE/WebSocket port (default 6687)")
             p.add_argument(
                 "--node-id",
-                help="this node's id, 1-64 of A-Z a-z 0-9 . _ - (default host-0-boot epoch)",
+                help="this node's id, 1-64 of A-Z a-z 0-9 . _ - (default host-0-boot epoch;"
+                " with --nats-url the boot epoch is appended: <id>.<boot>)",
+            )
+            p.add_argument(
+                "--nats-url",
+                help="cluster mode (preview): nats://host:4222[,nats://…]; needs a PostgreSQL"
+                " --database-url and FECHATTER_JWT_SECRET (docs/cluster.md)",
+            )
+            p.add_argument(
+                "--role",
+                choices=("all", "api", "realtime"),
+                help="cluster node role (default all; needs --nats-url)",
             )
     return parser
 
@@ -89,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = {"database_url": args.database_url, "log_format": args.log_format}
     if args.command in ("serve", "demo"):
         flags.update(
-            host=args.host, port=args.port, realtime_port=args.realtime_port, node_id=args.node_id
+            host=args.host,
+            port=args.port,
+            realtime_port=args.realtime_port,
+            node_id=args.node_id,
+            nats_url=args.nats_url,
+            role=args.role,
         )
     try:
         settings = load_settings(args.config, **flags)
@@ -110,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         demo.run_seed(settings)
         print(demo.instructions(settings), file=sys.stderr, flush=True)
     in_use = False
+    no_nats: str | None = None
     try:
         trio.run(_serve_until_signalled, settings)
     except* OSError as group:
@@ -117,6 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not all(getattr(e, "errno", None) == errno.EADDRINUSE for e in group.exceptions):
             raise
         in_use = True
+    except* NatsUnreachable as group:
+        # Cluster mode: NATS not reachable at start is the operator's to fix, like a port.
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):  # nested: trio nurseries on the way out
+            first = first.exceptions[0]
+        no_nats = str(first)
+    if no_nats is not None:
+        print(f"fechatter: {no_nats} (--nats-url)", file=sys.stderr)
+        return 1
     if in_use:
         print(
             f"fechatter: cannot listen on {settings.host} port {settings.port} (API) or"

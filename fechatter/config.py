@@ -15,6 +15,7 @@ import socket
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -30,6 +31,10 @@ MIN_JWT_SECRET_CHARS = 32
 # A node id names a process in logs, /api/sse/health and (later) NATS subjects and leases.
 NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+# A NATS subject token prefix, as nats_prefix (docs/cluster.md §6): dot-separated names.
+NATS_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}(\.[A-Za-z0-9_-]{1,32}){0,3}")
+NATS_SCHEMES = ("nats", "tls", "ws", "wss")
+NodeRole = Literal["all", "api", "realtime"]
 # The YAML file named on the command line, seen by Settings' source hook while loading.
 _config_file: ContextVar[str | None] = ContextVar("fechatter_config_file", default=None)
 
@@ -64,6 +69,21 @@ class Settings(BaseSettings):
         description="this process's name among the nodes, 1-64 of [A-Za-z0-9._-]; None:"
         " <hostname>-<worker index>-<boot epoch> (default_node_id)",
     )
+    nats_url: str | None = Field(
+        None,
+        description="cluster mode (docs/cluster.md): nats://host:4222, several comma-separated"
+        " for a NATS cluster, user:password@ in the URL; None: one process, no NATS",
+    )
+    role: NodeRole = Field(
+        "all", description="cluster node role: all | api | realtime (recorded; preview)"
+    )
+    nats_prefix: str = Field(
+        "fechatter", description="first token(s) of every subject, so deployments can share NATS"
+    )
+    nats_creds: Path | None = Field(None, description="NATS .creds file (user JWT + NKey seed)")
+    nats_tls_ca: Path | None = Field(None, description="CA bundle to verify the NATS server")
+    nats_tls_cert: Path | None = Field(None, description="client certificate for NATS (mTLS)")
+    nats_tls_key: Path | None = Field(None, description="its private key (with nats_tls_cert)")
     access_token_ttl: int = Field(3600, gt=0, description="seconds")
     refresh_token_ttl: int = Field(14 * 24 * 3600, gt=0, description="seconds")
     argon2_time_cost: int = Field(3, ge=1)
@@ -168,6 +188,73 @@ class Settings(BaseSettings):
             raise ValueError("argon2_memory_cost must be at least 8 KiB per argon2_parallelism")
         return self
 
+    @model_validator(mode="after")
+    def _cluster_mode_is_complete(self) -> Settings:
+        # Checked here so every entry point (CLI, yaml, env, tests) refuses the same way; the
+        # message starts with the setting to change (cli._one_line prints it as one line).
+        nats_only = [
+            name
+            for name in ("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+            if getattr(self, name) is not None
+        ]
+        if self.nats_url is None:
+            if nats_only:
+                raise ValueError(f"{nats_only[0]}: is a NATS setting; give nats_url too")
+            if self.role != "all":
+                raise ValueError(f"role: {self.role!r} needs a cluster; give nats_url too")
+            return self
+        if not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "database_url: a NATS URL (cluster mode) needs a shared PostgreSQL database"
+                " (postgresql://...); SQLite cannot be shared between nodes"
+            )
+        if not self.jwt_secret:
+            raise ValueError(
+                "jwt_secret: a NATS URL (cluster mode) needs FECHATTER_JWT_SECRET, the same on"
+                " every node (a generated per-node secret would split sessions)"
+            )
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("nats_tls_cert: give nats_tls_cert and nats_tls_key together")
+        return self
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_urls(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        urls = [u.strip() for u in value.split(",")]
+        for url in urls:
+            parsed = urlsplit(url)
+            if parsed.scheme not in NATS_SCHEMES or not parsed.hostname:
+                raise ValueError(
+                    f"expected {'|'.join(NATS_SCHEMES)}://host:port (comma-separated),"
+                    f" got {redact_url(url)!r}"
+                )
+            try:
+                parsed.port  # noqa: B018 - raises on a port that is not a number
+            except ValueError:
+                raise ValueError(f"bad port in {redact_url(url)!r}") from None
+        return ",".join(urls)
+
+    @field_validator("nats_prefix")
+    @classmethod
+    def _nats_prefix_is_subject_tokens(cls, value: str) -> str:
+        if NATS_PREFIX_PATTERN.fullmatch(value) is None:
+            raise ValueError(f"must be 1-4 dot-separated tokens of A-Z a-z 0-9 _ -, got {value!r}")
+        return value
+
+    @field_validator("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
+    @classmethod
+    def _nats_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """``nats_url`` split into the server URLs nats-py takes; empty without a cluster."""
+        return self.nats_url.split(",") if self.nats_url else []
+
     @field_validator("jwt_secret")
     @classmethod
     def _jwt_secret_is_long_enough(cls, value: str | None) -> str | None:
@@ -264,6 +351,15 @@ def default_node_id(epoch: str, worker: int = 0, hostname: str | None = None) ->
     )
     tail = f"-{worker}-{epoch}"
     return f"{host[: 64 - len(tail)] or 'node'}{tail}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages and logs)."""
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def resolve_jwt_secret(settings: Settings) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import pytest
@@ -12,6 +13,7 @@ from fechatter.config import (
     Settings,
     default_node_id,
     load_settings,
+    redact_url,
     resolve_jwt_secret,
 )
 
@@ -105,3 +107,62 @@ def test_default_node_id_is_always_valid() -> None:
     assert default_node_id("e", 0, "") == "node-0-e"
     for made in (long_id, default_node_id("1a2b3c4d")):
         assert NODE_ID_PATTERN.fullmatch(made)
+
+
+PG_URL = "postgresql://u:p@db:5432/fechatter"
+SECRET = "s" * 40
+
+
+def test_cluster_settings_default_to_one_process() -> None:
+    settings = Settings()
+    assert settings.nats_url is None
+    assert settings.role == "all"
+    assert settings.nats_prefix == "fechatter"
+    assert settings.nats_servers == []
+
+
+def test_nats_url_needs_postgres_and_a_shared_jwt_secret() -> None:
+    with pytest.raises(pydantic.ValidationError, match="database_url: a NATS URL"):
+        Settings(nats_url="nats://127.0.0.1:4222", jwt_secret=SECRET)
+    with pytest.raises(pydantic.ValidationError, match="jwt_secret: a NATS URL"):
+        Settings(nats_url="nats://127.0.0.1:4222", database_url=PG_URL)
+    settings = Settings(
+        nats_url=" nats://a:4222, tls://user:pw@b:4222 ",
+        database_url=PG_URL,
+        jwt_secret=SECRET,
+        role="realtime",
+        nats_prefix="acme.chat",
+    )
+    assert settings.nats_servers == ["nats://a:4222", "tls://user:pw@b:4222"]
+    assert settings.role == "realtime"
+
+
+def test_nats_settings_are_validated(tmp_path: Path) -> None:
+    cluster: dict[str, Any] = {"database_url": PG_URL, "jwt_secret": SECRET}
+    for bad in ("127.0.0.1:4222", "http://a:4222", "nats://", "nats://a:port"):
+        with pytest.raises(pydantic.ValidationError, match="nats_url"):
+            Settings(nats_url=bad, **cluster)
+    with pytest.raises(pydantic.ValidationError) as raised:
+        Settings(nats_url="nats://user:hunter2@a:x", **cluster)
+    assert "hunter2" not in str(raised.value.errors()[0]["msg"])
+    for prefix in ("", "a b", "a.>", "a..b", "*", "a.b.c.d.e"):
+        with pytest.raises(pydantic.ValidationError, match="nats_prefix"):
+            Settings(nats_prefix=prefix)
+    with pytest.raises(pydantic.ValidationError, match="nats_creds"):
+        Settings(nats_url="nats://a:4222", nats_creds=tmp_path / "missing.creds", **cluster)
+    cert = tmp_path / "client.pem"
+    cert.write_text("x")
+    with pytest.raises(pydantic.ValidationError, match="nats_tls_cert and nats_tls_key"):
+        Settings(nats_url="nats://a:4222", nats_tls_cert=cert, **cluster)
+    # NATS-only settings and non-default roles make no sense without a NATS URL.
+    with pytest.raises(pydantic.ValidationError, match="nats_tls_cert: is a NATS setting"):
+        Settings(nats_tls_cert=cert, nats_tls_key=cert)
+    with pytest.raises(pydantic.ValidationError, match="role: 'api' needs a cluster"):
+        Settings(role="api")
+    with pytest.raises(pydantic.ValidationError, match="role"):
+        Settings(role="worker", **cluster)
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert redact_url("nats://u:secret@h:4222") == "nats://u:***@h:4222"
+    assert redact_url("nats://h:4222") == "nats://h:4222"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -37,6 +38,7 @@ from fechatter.bus.base import (
     StoredMessage,
     Subscription,
 )
+from fechatter.config import redact_url
 from fechatter.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -253,12 +255,21 @@ class NatsBus:
             return
         log.warning("nats client error: %r", exc)
 
-    async def _connect(self, url: str, name: str) -> None:
+    async def _connect(
+        self,
+        servers: list[str],
+        name: str,
+        credentials: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        url = ",".join(redact_url(s) for s in servers)
         try:
             await self._call(
                 lambda: self._nc.connect(
-                    servers=[url],
+                    servers=servers,
                     name=name,
+                    user_credentials=credentials,
+                    tls=tls,
                     # Both annotated int in nats-py but used as float seconds (asyncio).
                     connect_timeout=self._timeout,  # type: ignore[arg-type]
                     reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
@@ -497,21 +508,27 @@ class NatsBus:
 
 @asynccontextmanager
 async def open_nats_bus(
-    url: str,
+    url: str | Sequence[str],
     *,
     name: str = "fechatter",
     op_timeout: float = OP_TIMEOUT,
+    credentials: str | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[NatsBus]:
-    """Connect to NATS at ``url``; drain and close on exit.
+    """Connect to NATS at ``url`` (one URL, or several servers of a NATS cluster); drain and
+    close on exit.
 
     ``op_timeout``: seconds, the ceiling of every operation (connect, publish, subscribe, ...).
+    ``credentials``: path of a ``.creds`` file (user JWT + NKey seed); ``tls``: the client's
+    TLS context (CA, client certificate), both handed to nats-py as they are.
     Raises ``Unavailable`` when the first connection fails; later losses are retried forever
     by nats-py while operations raise ``Unavailable``.
     """
+    servers = [url] if isinstance(url, str) else list(url)
     async with _open_bridge(name) as bridge:
         bus = NatsBus(bridge, op_timeout)
         try:
-            await bus._connect(url, name)
+            await bus._connect(servers, name, credentials, tls)
             yield bus
         finally:
             with trio.CancelScope(shield=True):

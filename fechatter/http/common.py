@@ -18,6 +18,7 @@ from werkzeug.routing import BaseConverter
 from fechatter import logs, wire
 from fechatter.actors.system import ActorSystem
 from fechatter.auth import AccessClaims, Authenticator, bearer_token
+from fechatter.cluster.node import ClusterNode
 from fechatter.config import Settings
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
@@ -52,6 +53,7 @@ class Context:
     chats: Chats
     messages: Messages
     node_id: str  # this process among the nodes (config.Settings.node_id / default_node_id)
+    cluster: ClusterNode | None = None  # cluster mode (nats_url): membership, live nodes
 
 
 def decimal_at_most(limit: int) -> str:

@@ -26,6 +26,10 @@ def register(app: Quart, ctx: Context) -> None:
             await ctx.storage.ping()
         except Unavailable:
             raise Unavailable("storage is not answering", code="not_ready") from None
+        # Cluster mode: a node without NATS or with an unconfirmed heartbeat takes no traffic.
+        why = ctx.cluster.not_ready() if ctx.cluster is not None else None
+        if why is not None:
+            raise Unavailable(why, code="not_ready")
         return json_response({"status": "ready"})
 
     @bp.get("/metrics")
@@ -75,6 +79,10 @@ def register(app: Quart, ctx: Context) -> None:
     async def realtime_health() -> Response:
         stats = ctx.system.users.statistics()
         d = ctx.system.directory.statistics()
+        cluster = ctx.cluster
+        # Cluster mode: the live nodes as of this node's last heartbeat (cached, ≤ 1 s old).
+        node_id = cluster.node_id if cluster is not None else ctx.node_id
+        nodes = list(cluster.nodes) if cluster is not None else [ctx.node_id]
         return json_response(
             {
                 "status": "healthy",
@@ -84,9 +92,8 @@ def register(app: Quart, ctx: Context) -> None:
                 "connections": stats.connections,
                 "active_chats": d.chat_actors,
                 "slow_consumers": ctx.realtime.slow_consumers,
-                "node_id": ctx.node_id,
-                # The live nodes; one until the cluster (issue 12) lands.
-                "nodes": [ctx.node_id],
+                "node_id": node_id,
+                "nodes": nodes,
             }
         )
 
