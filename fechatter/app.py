@@ -19,12 +19,13 @@ import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from fechatter.actors.directory import DirectoryConfig
+from fechatter.actors.directory import ChatCaller, DirectoryConfig
 from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.bus import open_nats_bus
 from fechatter.cluster.node import ClusterNode, open_cluster_node
+from fechatter.cluster.router import ChatRouter, open_chat_router
 from fechatter.config import Settings, default_node_id, redact_url, resolve_jwt_secret
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
@@ -59,6 +60,7 @@ class ServerInfo:
     realtime: RealtimeStats
     node_id: str
     cluster: ClusterNode | None = None  # cluster mode (nats_url) only
+    router: ChatRouter | None = None  # cluster mode only: where chat commands go
 
 
 def raise_fd_limit() -> int:
@@ -113,8 +115,8 @@ class NatsUnreachable(Exception):
 
 
 CLUSTER_PREVIEW_WARNING = (
-    "cluster preview: nodes register and heartbeat, but chat commands are not yet forwarded"
-    " between nodes — run a single api node"
+    "cluster preview: chat commands are forwarded to each chat's owner node, but events do"
+    " not cross nodes yet — a stream sees only the events of chats its node owns"
 )
 
 
@@ -129,6 +131,24 @@ def nats_tls(settings: Settings) -> ssl.SSLContext | None:
     if settings.nats_tls_cert is not None and settings.nats_tls_key is not None:
         context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key)
     return context
+
+
+@asynccontextmanager
+async def open_router(
+    settings: Settings, cluster: ClusterNode | None, system: ActorSystem
+) -> AsyncIterator[ChatRouter | None]:
+    """The cluster's ``ChatRouter`` (its inbox served) for the block; None in one process,
+    where the ``Directory`` takes the commands itself."""
+    if cluster is None:
+        yield None
+        return
+    async with open_chat_router(
+        cluster,
+        system.directory,
+        prefix=settings.nats_prefix,
+        call_timeout=settings.actor_call_timeout,
+    ) as router:
+        yield router
 
 
 @asynccontextmanager
@@ -188,7 +208,9 @@ async def serve(
             open_actor_system(storage, directory_config(settings), hub_config(settings)) as system,
             # The boot epoch is the one in this process's event ids: a restart is a new node.
             open_cluster(settings, storage, system.users.epoch) as cluster,
+            open_router(settings, cluster, system) as router,
         ):
+            commands: ChatCaller = system.directory if router is None else router
             if cluster is not None:
                 node_id = cluster.node_id
             else:
@@ -205,11 +227,11 @@ async def serve(
             metrics = Metrics()
             chats = Chats(
                 storage,
-                system.directory,
+                commands,
                 system.users,
                 max_members=settings.max_members_per_request,
             )
-            messages = Messages(storage, system.directory, chats, settings, send_limiter)
+            messages = Messages(storage, commands, chats, settings, send_limiter)
             ctx = Context(
                 settings=settings,
                 storage=storage,
@@ -219,7 +241,7 @@ async def serve(
                 realtime=stats,
                 realtime_port=int(rt_sock.getsockname()[1]),
                 guard=guard,
-                workspaces=Workspaces(storage, system.directory),
+                workspaces=Workspaces(storage, system.directory, commands),
                 accounts=Accounts(storage, auth, guard),
                 chats=chats,
                 messages=messages,
@@ -292,7 +314,9 @@ async def serve(
                         settings.host,
                         ", ".join(sorted(rt_ctx.origins)),
                     )
-                task_status.started(ServerInfo(binds[0], rt_url, system, stats, node_id, cluster))
+                task_status.started(
+                    ServerInfo(binds[0], rt_url, system, stats, node_id, cluster, router)
+                )
                 await shutdown.wait()
                 realtime.cancel()
                 background.cancel()

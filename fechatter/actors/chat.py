@@ -38,7 +38,7 @@ from fechatter.actors.commands import (
     UpdateChat,
 )
 from fechatter.actors.mailbox import Call
-from fechatter.errors import FechatterError, Forbidden, Invalid, NotFound
+from fechatter.errors import ChatMoved, FechatterError, Forbidden, Invalid, NotFound
 from fechatter.events import Event, EventSink
 from fechatter.mentions import parse_mentions
 from fechatter.models import (
@@ -52,6 +52,12 @@ from fechatter.models import (
     Role,
 )
 from fechatter.storage import Storage
+from fechatter.storage.cluster import ChatStore
+
+# Where a ChatActor writes: the Storage itself (one process) or, in a cluster, its chat's
+# fenced ``ChatStore`` (docs/cluster.md §2): same methods, and a write of a node that lost the
+# chat raises ``ChatMoved`` having written nothing.
+ChatWrites = Storage | ChatStore
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +78,16 @@ class ChatActor:
         group_commit_max: int,
         typing_ttl: float,
         max_reactions: int = 50,
+        writes: ChatWrites | None = None,
     ) -> None:
+        """``storage`` serves the reads; ``writes`` (default: ``storage``) takes the chat's
+        writes. A ``ChatMoved`` from a write fails the calls it carried and propagates: the
+        actor must stop (without restart), nothing was written and nothing is published."""
         self.chat: ChatRecord = state.chat
         self.members: dict[int, Role] = dict(state.members)
         self.joined: dict[int, str] = dict(state.joined)
         self._storage = storage
+        self._writes: ChatWrites = storage if writes is None else writes
         self._sink = sink
         self._group_commit_max = group_commit_max
         self._typing_ttl = typing_ttl
@@ -121,7 +132,7 @@ class ChatActor:
             return
         batch = [self._with_mentions(_send_of(c).message) for c in accepted]
         try:
-            results = await self._storage.insert_messages(self.chat.id, batch)
+            results = await self._writes.insert_messages(self.chat.id, batch)
         except Invalid as exc:
             # Storage refused the data of a send (text the driver cannot store, which the edge
             # should have stopped) and wrote nothing. Isolate it: a batch of one fails alone; a
@@ -132,6 +143,10 @@ class ChatActor:
             for call in accepted:
                 await self._commit_sends([call])
             return
+        except ChatMoved as exc:
+            for call in accepted:
+                call.fail(exc)
+            raise
         except FechatterError as exc:
             for call in accepted:
                 call.fail(exc)
@@ -195,6 +210,9 @@ class ChatActor:
             raise TypeError(f"unknown chat command {call.command!r}")
         try:
             call.resolve(await handler(self, call.command))
+        except ChatMoved as exc:
+            call.fail(exc)
+            raise
         except FechatterError as exc:
             call.fail(exc)
         except ChatRetired:
@@ -232,7 +250,7 @@ class ChatActor:
 
     async def _admit(self, user_ids: list[int], *, by: int) -> list[Member]:
         """Add users (not yet members) as members and tell everyone, the added included."""
-        added = await self._storage.add_chat_members(self.chat.id, user_ids, Role.MEMBER)
+        added = await self._writes.add_chat_members(self.chat.id, user_ids, Role.MEMBER)
         for m in added:
             self.members[m.user_id] = m.role
             self.joined[m.user_id] = m.joined_at
@@ -265,13 +283,13 @@ class ChatActor:
             )
         remaining = {uid: r for uid, r in self.members.items() if uid != cmd.user_id}
         if not remaining:
-            await self._storage.delete_chat(self.chat.id)
+            await self._writes.delete_chat(self.chat.id)
             self._publish((cmd.user_id,), events.CHAT_DELETED, {"id": self.chat.id})
             raise ChatRetired
         new_owner = None
         if self.members[cmd.user_id] is Role.OWNER:
             new_owner = rules.successor(remaining, self.joined)
-        await self._storage.remove_chat_member(self.chat.id, cmd.user_id, new_owner)
+        await self._writes.remove_chat_member(self.chat.id, cmd.user_id, new_owner)
         recipients = tuple(self.members)
         del self.members[cmd.user_id]
         self.joined.pop(cmd.user_id, None)
@@ -284,7 +302,7 @@ class ChatActor:
 
     async def _mark_read(self, cmd: MarkRead) -> None:
         await self._require_member(cmd.user_id)
-        if await self._storage.mark_read(self.chat.id, cmd.user_id, cmd.message_id):
+        if await self._writes.mark_read(self.chat.id, cmd.user_id, cmd.message_id):
             data = {"chat_id": self.chat.id, "user_id": cmd.user_id, "message_id": cmd.message_id}
             self._publish(tuple(self.members), events.READ, data)
 
@@ -302,7 +320,7 @@ class ChatActor:
         rules.check_update(self.chat.type, await self._require_member(cmd.by), cmd.name)
         changed = cmd.name is not None or cmd.description is not None
         if changed:
-            self.chat = await self._storage.update_chat(
+            self.chat = await self._writes.update_chat(
                 self.chat.id, name=cmd.name, description=cmd.description
             )
         view = await self._storage.get_chat_view(self.chat.id, cmd.by)
@@ -315,18 +333,18 @@ class ChatActor:
     async def _delete(self, cmd: DeleteChat) -> None:
         if not cmd.already_deleted:
             rules.check_delete(await self._require_member(cmd.by))
-            await self._storage.delete_chat(self.chat.id)
+            await self._writes.delete_chat(self.chat.id)
         self._publish(tuple(self.members), events.CHAT_DELETED, {"id": self.chat.id})
         raise ChatRetired
 
     async def _react(self, cmd: React) -> None:
         await self._require_member(cmd.user_id)
         if cmd.add:
-            changed = await self._storage.add_reaction(
+            changed = await self._writes.add_reaction(
                 self.chat.id, cmd.message_id, cmd.user_id, cmd.emoji, self._max_reactions
             )
         else:
-            changed = await self._storage.remove_reaction(
+            changed = await self._writes.remove_reaction(
                 self.chat.id, cmd.message_id, cmd.user_id, cmd.emoji
             )
         if changed:  # idempotent: a repeat changes nothing and tells nobody
@@ -343,7 +361,7 @@ class ChatActor:
         by_role = await self._require_member(cmd.by)
         before = self.members.get(cmd.user_id)
         rules.check_set_role(self.chat.type, by_role, before, cmd.role)
-        member = await self._storage.set_chat_member_role(self.chat.id, cmd.user_id, cmd.role)
+        member = await self._writes.set_chat_member_role(self.chat.id, cmd.user_id, cmd.role)
         self.members[cmd.user_id] = member.role
         if member.role is not before:
             data = {
@@ -368,7 +386,7 @@ class ChatActor:
         await self._require_member(cmd.by)  # outsiders learn nothing about the message
         rules.check_edit_message(cmd.by, await self._sender_of(cmd.message_id))
         mentions, channel = parse_mentions(cmd.content, self.members)
-        message = await self._storage.edit_message(
+        message = await self._writes.edit_message(
             self.chat.id, cmd.message_id, cmd.content, mentions, channel
         )
         self._publish(tuple(self.members), events.MESSAGE_UPDATED, message.to_json())
@@ -377,7 +395,7 @@ class ChatActor:
     async def _delete_message(self, cmd: DeleteMessage) -> None:
         role = await self._require_member(cmd.by)
         rules.check_delete_message(cmd.by, role, await self._sender_of(cmd.message_id))
-        outcome = await self._storage.delete_message(self.chat.id, cmd.message_id)
+        outcome = await self._writes.delete_message(self.chat.id, cmd.message_id)
         t = outcome.tombstone
         recipients = tuple(self.members)
         self._publish(

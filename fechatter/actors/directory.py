@@ -7,28 +7,49 @@ times per ``restart_window`` seconds, then the chat's actor is stopped and the n
 starts it afresh), and retires it after ``idle_seconds`` without commands. Every call is
 answered: by the actor, or with ``Unavailable`` (crash, timeout) / ``NotFound`` (chat
 deleted) by the directory when the actor cannot answer it any more.
+
+In a cluster (docs/cluster.md §2, §3) the ``ChatRouter`` sets ``activate``: each activation
+first takes the chat's lease and gets the fenced ``ChatStore`` the actor writes through (so
+the state is loaded after the acquire committed). An activation refused (another node holds
+the chat) or a fenced write refused (``ChatMoved``) stops the actor **without restart** and
+fails its calls with ``ChatMoved``; the router re-resolves the owner and retries them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
 from fechatter import logs
-from fechatter.actors.chat import ChatActor, ChatRetired
+from fechatter.actors.chat import ChatActor, ChatRetired, ChatWrites
 from fechatter.actors.commands import Command
 from fechatter.actors.mailbox import Call, fail_queued
 from fechatter.actors.supervisor import RestartPolicy
-from fechatter.errors import FechatterError, NotFound, Unavailable
+from fechatter.errors import ChatMoved, FechatterError, NotFound, Unavailable
 from fechatter.events import EventSink
 from fechatter.storage import Storage
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+
+# chat id -> the writes of that chat's actor (cluster: its fenced ChatStore). Raises
+# ``ChatMoved`` when another node holds the chat, ``NotFound`` when there is no such chat.
+Activate = Callable[[int], Awaitable[ChatWrites]]
+
+
+class ChatCaller(Protocol):
+    """What the domain needs to run a chat command: the ``Directory`` (one process) or the
+    cluster's ``ChatRouter`` (docs/cluster.md §3), same signature and errors."""
+
+    async def call(self, chat_id: int, command: Command[R]) -> R:
+        """Run ``command`` at the chat's one writer and return its reply; raises its error,
+        or ``Unavailable`` (``chat_unavailable``) when no writer answered in time."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +100,9 @@ class Directory:
         self.config = config or DirectoryConfig()
         self._slots: dict[int, _Slot] = {}
         self._restarts = 0
+        # Cluster mode only (set by the ChatRouter for its lifetime); None: writes go to
+        # ``storage`` unfenced, as in one process.
+        self.activate: Activate | None = None
 
     def statistics(self) -> DirectoryStatistics:
         depth = sum(s.receive.statistics().current_buffer_used for s in self._slots.values())
@@ -122,6 +146,9 @@ class Directory:
         try:
             while True:
                 try:
+                    writes: ChatWrites = self._storage
+                    if self.activate is not None:
+                        writes = await self.activate(slot.chat_id)
                     state = await self._storage.load_chat_state(slot.chat_id)
                     if state is None:
                         final = NotFound("chat not found", code="chat_not_found")
@@ -133,10 +160,17 @@ class Directory:
                         group_commit_max=self.config.group_commit_max,
                         typing_ttl=self.config.typing_ttl,
                         max_reactions=self.config.max_reactions,
+                        writes=writes,
                     )
                     slot.actor = actor
                     slot.ready.set()
                     await self._serve(slot, actor)
+                    return
+                except ChatMoved as exc:
+                    # Another node holds the chat: never restart here (the router retries
+                    # the calls at the owner); nothing of theirs was written.
+                    final = exc
+                    _fail_inflight(slot, exc)
                     return
                 except ChatRetired:
                     final = NotFound("chat not found", code="chat_not_found")

@@ -17,7 +17,7 @@ from fechatter.actors.commands import (
     SetMemberRole,
     UpdateChat,
 )
-from fechatter.actors.directory import Directory
+from fechatter.actors.directory import ChatCaller
 from fechatter.errors import Conflict, FieldError, Invalid, NotFound
 from fechatter.events import EventSink
 from fechatter.models import Chat, ChatRecord, ChatType, Member, Role
@@ -28,7 +28,7 @@ class Chats:
     """Chat use cases over storage, the chat actors and the event sink."""
 
     def __init__(
-        self, storage: Storage, directory: Directory, sink: EventSink, *, max_members: int
+        self, storage: Storage, directory: ChatCaller, sink: EventSink, *, max_members: int
     ) -> None:
         self._storage = storage
         self._directory = directory

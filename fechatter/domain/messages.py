@@ -20,7 +20,7 @@ from fechatter.actors.commands import (
     SendResult,
     Typing,
 )
-from fechatter.actors.directory import Directory
+from fechatter.actors.directory import ChatCaller
 from fechatter.config import Settings
 from fechatter.domain.chats import Chats
 from fechatter.errors import Invalid, NotFound
@@ -63,7 +63,7 @@ class Messages:
     def __init__(
         self,
         storage: Storage,
-        directory: Directory,
+        directory: ChatCaller,
         chats: Chats,
         settings: Settings,
         limiter: RateLimiter,

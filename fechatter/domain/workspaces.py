@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 
 from fechatter.actors.commands import DeleteChat, RemoveMember
-from fechatter.actors.directory import Directory
+from fechatter.actors.directory import ChatCaller, Directory
 from fechatter.errors import Conflict, Forbidden, Invalid, NotFound
 from fechatter.models import Chat, Role, Workspace, WorkspaceMember
 from fechatter.storage import Storage
@@ -19,9 +19,15 @@ from fechatter.storage import Storage
 class Workspaces:
     """Workspace use cases over storage and the chat actors."""
 
-    def __init__(self, storage: Storage, directory: Directory) -> None:
+    def __init__(
+        self, storage: Storage, directory: Directory, commands: ChatCaller | None = None
+    ) -> None:
+        """``directory``: this process's chat actors (told when their chat is deleted);
+        ``commands``: where chat commands go (a cluster's ``ChatRouter``; default
+        ``directory``)."""
         self._storage = storage
         self._directory = directory
+        self._commands: ChatCaller = directory if commands is None else commands
 
     async def role(self, workspace_id: int, user_id: int) -> Role:
         """The user's role in the workspace; ``NotFound`` if not a member (or no workspace)."""
@@ -105,7 +111,7 @@ class Workspaces:
         for chat_id in await self._storage.list_user_chat_ids(user_id, workspace_id):
             # NotFound: the chat went away meanwhile, or the user had already left it.
             with contextlib.suppress(NotFound):
-                await self._directory.call(
+                await self._commands.call(
                     chat_id, RemoveMember(by=caller, user_id=user_id, force=True)
                 )
         await self._storage.remove_workspace_member(workspace_id, user_id)

@@ -236,14 +236,16 @@ ACTOR_READS = {
 }
 
 
-def _actor_storage_calls() -> set[str]:
+def _actor_storage_calls(attrs: tuple[str, ...] = ("_storage", "_writes")) -> set[str]:
+    """The methods the ChatActor calls on its storage (reads: ``_storage``; writes, the
+    fenced ``ChatStore`` in a cluster: ``_writes``)."""
     source = Path(inspect.getfile(fechatter.actors.chat)).read_text(encoding="utf-8")
     called: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Attribute)
-            and node.value.attr == "_storage"
+            and node.value.attr in attrs
         ):
             called.add(node.attr)
     return called
@@ -257,6 +259,9 @@ def test_chat_store_has_exactly_the_actors_writes() -> None:
     }
     assert methods == set(ChatStore.WRITES)
     assert _actor_storage_calls() - ACTOR_READS == set(ChatStore.WRITES)
+    # Every write goes through the actor's ChatStore, never around it (A4).
+    assert _actor_storage_calls(("_writes",)) == set(ChatStore.WRITES)
+    assert _actor_storage_calls(("_storage",)) <= ACTOR_READS
 
 
 Call = Callable[[ChatStore], Awaitable[object]]

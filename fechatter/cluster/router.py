@@ -1,0 +1,346 @@
+"""The ChatRouter: one writer per chat across the cluster (docs/cluster.md §3, plan step A4).
+
+In cluster mode the domain calls ``ChatRouter.call(chat_id, command)`` where one process
+calls ``Directory.call``; same signature, same errors. The router finds the chat's owner —
+its cache (``chat_id -> Owner``, no TTL) or ``acquire_chat`` (which takes the chat when
+nobody live holds it) — and then:
+
+- **this node owns it**: the local ``Directory`` runs the command on the chat's actor. Every
+  activation takes the lease again (``Directory.activate`` is ``_activate`` here) and gives
+  the actor the chat's fenced ``ChatStore``, so a stale owner's write raises ``ChatMoved``
+  and writes nothing;
+- **another live node owns it**: the command travels as a NATS request to that node's inbox
+  (``<prefix>.node.<node_id>.cmd``, header ``Fechatter-Proto``) in the codec's frames, and
+  the decoded reply is returned or the decoded error raised.
+
+Outcomes and retries (§3's table): ``ChatMoved`` (local, or the owner's answer), the owner's
+``ProtocolMismatch`` answer and NATS no-responders were not executed: the cache entry is
+dropped and the call re-resolves and retries. A timeout, a lost connection or an answer this
+node cannot decode leave the outcome unknown: retried only when ``codec.retry_safe``. At most
+``MAX_ATTEMPTS`` failed attempts, ``RETRY_BACKOFF`` apart, within ``call_timeout`` overall;
+then 503 ``chat_unavailable``. Waiting for a crashed owner's row to expire (its inbox gone,
+its lease not yet takeable) polls the acquire every ``HANDOVER_POLL`` seconds and is bounded
+by the deadline only.
+
+``serve_inbox`` answers this node's inbox: decode, run locally (the actor's activation and
+fence make sure it runs only while this node owns the chat; otherwise it answers
+``chat_moved`` before anything is written), encode the reply or error. Events stay local in
+this step: the actor publishes to this node's ``UserHub`` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+import trio
+
+from fechatter.actors.commands import Command
+from fechatter.actors.directory import Directory
+from fechatter.bus import Bus, BusState, Gap, Message, NoResponders
+from fechatter.cluster import codec
+from fechatter.cluster.node import ClusterNode
+from fechatter.errors import (
+    ChatMoved,
+    CodecError,
+    FechatterError,
+    NotFound,
+    ProtocolMismatch,
+    Unavailable,
+)
+from fechatter.storage.cluster import ChatStore, ClusterStore, Fence, Owner
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+MAX_ATTEMPTS = 3  # failed attempts of one call before 503 chat_unavailable (§3)
+RETRY_BACKOFF = 0.05  # seconds between a failed attempt and the next
+HANDOVER_POLL = 0.25  # seconds between acquires while a silent owner's row has not expired
+REQUEST_CEILING = 5.0  # seconds, one NATS request (§3: min(remaining, 5 s))
+# Inbox full cases: requests beyond INBOX_BUFFER waiting are dropped by the subscription
+# (their senders time out and retry if retry_safe); at most INBOX_CONCURRENCY run at once,
+# the next waits for a slot (the subscription buffers meanwhile).
+INBOX_BUFFER = 1024
+INBOX_CONCURRENCY = 256
+# Owner cache bound: past it the oldest entry is dropped (it is re-resolved on next use).
+OWNER_CACHE_MAX = 100_000
+
+
+def inbox_subject(prefix: str, node_id: str) -> str:
+    """The subject a node serves forwarded commands on (docs/cluster.md §3)."""
+    return f"{prefix}.node.{node_id}.cmd"
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("the chat did not answer in time", code="chat_unavailable")
+
+
+class _Refused(Exception):
+    """An attempt that was not executed (safe to retry); ``owner`` answered or was absent."""
+
+
+class _Unknown(Exception):
+    """An attempt whose outcome is unknown (timeout, connection lost, unreadable answer)."""
+
+
+class ChatRouter:
+    """Routes chat commands to their owner node; build it with ``ChatRouter(...)`` and run
+    ``serve_inbox`` for as long as it is used (``open_chat_router`` in ``fechatter.app``)."""
+
+    def __init__(
+        self,
+        node: ClusterNode,
+        directory: Directory,
+        *,
+        prefix: str,
+        call_timeout: float,
+    ) -> None:
+        self._node = node
+        self._store: ClusterStore = node.store
+        self._bus: Bus = node.bus
+        self._directory = directory
+        self._prefix = prefix
+        self._call_timeout = call_timeout
+        self._owners: dict[int, Owner] = {}
+        self._slots = trio.Semaphore(INBOX_CONCURRENCY)
+        self.forwarded = 0  # requests sent to other nodes (tests, metrics)
+        self.served = 0  # requests answered from the inbox
+        directory.activate = self._activate
+
+    # -- owners ---------------------------------------------------------------------------
+    def cached_owner(self, chat_id: int) -> Owner | None:
+        """The owner this node believes holds ``chat_id`` (None: not cached)."""
+        return self._owners.get(chat_id)
+
+    def _remember(self, chat_id: int, owner: Owner) -> None:
+        owners = self._owners
+        owners.pop(chat_id, None)
+        if len(owners) >= OWNER_CACHE_MAX:
+            del owners[next(iter(owners))]
+        owners[chat_id] = owner
+
+    def _forget(self, chat_id: int, owner: Owner) -> None:
+        if self._owners.get(chat_id) == owner:
+            del self._owners[chat_id]
+
+    async def _acquire(self, chat_id: int) -> Owner:
+        owner = await self._store.acquire_chat(
+            chat_id, self._node.node_id, have_nats=self._node.nats_ok
+        )
+        if owner is None:
+            raise NotFound("chat not found", code="chat_not_found")
+        self._remember(chat_id, owner)
+        return owner
+
+    async def _resolve(self, chat_id: int) -> Owner:
+        return self._owners.get(chat_id) or await self._acquire(chat_id)
+
+    async def _activate(self, chat_id: int) -> ChatStore:
+        """``Directory.activate``: take (or confirm) the lease, then the fenced writes.
+        Raises ``ChatMoved`` when another live node holds it or this node is fenced,
+        ``NotFound`` when there is no such chat."""
+        if self._node.self_fenced:
+            raise ChatMoved("this node has fenced itself")
+        me = self._node.node_id
+        owner = await self._acquire(chat_id)
+        if owner.node_id != me:
+            raise ChatMoved(f"chat {chat_id} is owned by node {owner.node_id}")
+        log.info("chat %d: owned by this node at epoch %d", chat_id, owner.epoch)
+        return self._store.chat_store(Fence(chat_id, me, owner.epoch))
+
+    # -- calls ----------------------------------------------------------------------------
+    async def call(self, chat_id: int, command: Command[R]) -> R:
+        """Run ``command`` at the chat's owner and return its reply (``Directory.call``'s
+        contract). Raises the owner's error, ``NotFound`` (no such chat) or ``Unavailable``
+        (``chat_unavailable``) when no owner answered within ``call_timeout`` seconds or
+        ``MAX_ATTEMPTS`` attempts failed."""
+        failed = 0
+        silent: str | None = None  # an owner that had no responder: wait for its expiry
+        with trio.move_on_after(self._call_timeout) as scope:
+            deadline = scope.deadline
+            while True:
+                owner = await self._resolve(chat_id)
+                if owner.node_id == silent:
+                    # Its inbox is gone but its row has not expired yet (a crash): poll.
+                    self._forget(chat_id, owner)
+                    await trio.sleep(HANDOVER_POLL)
+                    continue
+                try:
+                    if owner.node_id == self._node.node_id:
+                        return await self._local(chat_id, command, owner)
+                    return await self._forward(chat_id, command, owner, deadline)
+                except _Refused as refusal:
+                    silent = owner.node_id if isinstance(refusal.__cause__, NoResponders) else None
+                    why: BaseException | None = refusal.__cause__
+                except _Unknown as unknown:
+                    if not codec.retry_safe(command):
+                        log.warning(
+                            "chat %d: %s at node %s has an unknown outcome (%s); not retried",
+                            chat_id,
+                            type(command).__name__,
+                            owner.node_id,
+                            unknown.__cause__,
+                        )
+                        raise _unavailable() from unknown.__cause__
+                    why = unknown.__cause__
+                self._forget(chat_id, owner)
+                failed += 1
+                if failed >= MAX_ATTEMPTS:
+                    log.warning(
+                        "chat %d: %s failed %d times, last at node %s: %s",
+                        chat_id,
+                        type(command).__name__,
+                        failed,
+                        owner.node_id,
+                        why,
+                    )
+                    break
+                await trio.sleep(RETRY_BACKOFF)
+        if scope.cancelled_caught:
+            log.warning("chat %d: %s timed out", chat_id, type(command).__name__)
+        raise _unavailable()
+
+    async def _local(self, chat_id: int, command: Command[R], owner: Owner) -> R:
+        if self._node.self_fenced:
+            raise _unavailable()
+        try:
+            return await self._directory.call(chat_id, command)
+        except ChatMoved as exc:
+            raise _Refused from exc
+
+    async def _forward(self, chat_id: int, command: Command[R], owner: Owner, deadline: float) -> R:
+        remaining = deadline - trio.current_time()
+        payload = codec.encode_request(chat_id, command, time.time() + remaining)
+        subject = inbox_subject(self._prefix, owner.node_id)
+        self.forwarded += 1
+        try:
+            reply = await self._bus.request(
+                subject,
+                payload,
+                min(remaining, REQUEST_CEILING),
+                headers={codec.PROTO_HEADER: str(codec.PROTO)},
+            )
+        except NoResponders as exc:
+            raise _Refused from exc
+        except Unavailable as exc:  # RequestTimeout, lost connection, the responder failed
+            raise _Unknown from exc
+        try:
+            outcome = codec.decode_reply(reply.payload, command)
+        except CodecError as exc:  # the owner may have run it: like a timeout
+            raise _Unknown from exc
+        if isinstance(outcome, codec.Ok):
+            return outcome.value
+        error = outcome.error
+        if isinstance(error, ChatMoved | ProtocolMismatch):
+            raise _Refused from error
+        raise error
+
+    # -- the inbox ------------------------------------------------------------------------
+    async def serve_inbox(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Answer forwarded commands on this node's inbox until cancelled (never returns).
+        Follows the node id: a node that registers again under a new id serves the new
+        inbox (its old leases are not its any more)."""
+        started = False
+        while True:
+            node_id = self._node.node_id
+            try:
+                sub = await self._bus.subscribe(
+                    inbox_subject(self._prefix, node_id), buffer=INBOX_BUFFER
+                )
+            except Unavailable:
+                await self._bus.wait_state(BusState.CONNECTED)
+                continue
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._follow_id, node_id, nursery.cancel_scope)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    async for item in sub:
+                        if isinstance(item, Gap):
+                            log.warning("inbox of %s dropped %d requests", node_id, item.dropped)
+                            continue
+                        if not item.reply:
+                            continue
+                        await self._slots.acquire()
+                        nursery.start_soon(self._answer, item)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
+                    await self._bus.unsubscribe(sub)
+
+    async def _follow_id(self, node_id: str, scope: trio.CancelScope) -> None:
+        while self._node.node_id == node_id:
+            await self._node.wait_changed()
+        scope.cancel()
+
+    async def _answer(self, message: Message) -> None:
+        try:
+            answer = await self.handle_request(message.payload, message.headers)
+            try:
+                await self._bus.publish(message.reply, answer)
+            except Unavailable:
+                log.warning("could not answer a forwarded command: NATS unavailable")
+        finally:
+            self._slots.release()
+
+    async def handle_request(self, payload: bytes, headers: Any) -> bytes:
+        """The reply frame for one request frame (``headers``: its NATS headers or None).
+        Never raises a ``FechatterError``: every failure is an error frame."""
+        self.served += 1
+        version = (headers or {}).get(codec.PROTO_HEADER)
+        if version is None or not version.isdigit() or int(version) not in codec.SUPPORTED:
+            log.error(
+                "forwarded command with protocol %r; this node speaks %s",
+                version,
+                sorted(codec.SUPPORTED),
+            )
+            return codec.encode_error(
+                ProtocolMismatch(f"protocol {version!r:.20} not in {sorted(codec.SUPPORTED)}")
+            )
+        try:
+            request = codec.decode_request(payload)
+        except CodecError as exc:
+            log.error("undecodable forwarded command: %s", exc)
+            return codec.encode_error(exc)
+        remaining = request.deadline - time.time()
+        try:
+            if remaining <= 0:
+                raise _unavailable()
+            if self._node.self_fenced:
+                raise ChatMoved("this node has fenced itself")
+            with trio.move_on_after(remaining):
+                value = await self._directory.call(request.chat_id, request.command)
+                return codec.encode_reply(request.command, value, v=request.v)
+            raise _unavailable()
+        except FechatterError as exc:
+            if isinstance(exc, ChatMoved):
+                self._owners.pop(request.chat_id, None)
+            return codec.encode_error(exc, v=request.v)
+
+
+@asynccontextmanager
+async def open_chat_router(
+    node: ClusterNode, directory: Directory, *, prefix: str, call_timeout: float
+) -> AsyncIterator[ChatRouter]:
+    """A ``ChatRouter`` over ``directory`` with this node's inbox served for the block.
+    ``prefix`` is the NATS subject prefix (``Settings.nats_prefix``); ``call_timeout`` bounds
+    every ``call`` (seconds). On exit the inbox is unsubscribed; requests in flight there are
+    cancelled (their senders time out) and the directory stops activating chats."""
+    router = ChatRouter(node, directory, prefix=prefix, call_timeout=call_timeout)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(router.serve_inbox)
+            try:
+                yield router
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        directory.activate = _closed
+
+
+async def _closed(chat_id: int) -> ChatStore:
+    raise ChatMoved("this node stopped serving chats")
