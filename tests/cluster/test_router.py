@@ -261,12 +261,14 @@ async def test_a_fenced_stale_owner_writes_nothing_and_the_command_is_rerouted(
         )
         directory = n1.info.system.directory
         restarts = directory.statistics().restarts
+        published = n1.info.system.users.statistics().published
         # The stale actor is alive; its next write is refused by the fence and it retires.
         stale = SendMessage(NewMessage(a.id, "stale", (), None, "x1"))
         with pytest.raises(ChatMoved):
             await directory.call(chat, stale)
         assert not directory.is_running(chat)
         assert directory.statistics().restarts == restarts  # retired, not restarted
+        assert n1.info.system.users.statistics().published == published  # persist, then push
         assert [m["content"] for m in await messages(clients.on(a, n2), chat)] == ["one"]
 
         # Through n1's API: its cache still names itself; the activation finds n2's lease,
