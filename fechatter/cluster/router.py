@@ -279,7 +279,11 @@ class ChatRouter:
 
     async def _answer(self, message: Message) -> None:
         try:
-            answer = await self.handle_request(message.payload, message.headers)
+            try:
+                answer = await self.handle_request(message.payload, message.headers)
+            except Exception:  # a bug: answer it (the sender retries only if retry_safe)
+                log.exception("forwarded command failed on %s", message.subject)
+                answer = codec.encode_error(_unavailable())
             try:
                 await self._bus.publish(message.reply, answer)
             except Unavailable:
