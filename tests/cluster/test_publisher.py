@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from fechatter import events
-from fechatter.bus import BusState, StoredMessage, open_nats_bus
+from fechatter.bus import BusState, Message, StoredMessage, open_nats_bus
 from fechatter.bus.nats import NatsBus
 from fechatter.cluster.publisher import OutboxPublisher, PublisherStatistics
 from fechatter.models import Role, User
@@ -28,6 +28,7 @@ from fechatter.storage.cluster import ChatStore
 from fechatter.storage.outbox import rehydrate
 from fechatter.storage.postgres import PostgresStorage, open_postgres_storage, run_op
 from tests.nats import NatsServer
+from tests.pg import PgServer
 from tests.storage.factories import make_group, make_user, msg
 
 CEILING = 20.0
@@ -142,8 +143,10 @@ async def test_notify_publishes_a_chats_events_in_order_with_ids_headers_and_pay
             else:
                 expected.append(row.data)
         async with running(storage, bus, prefix, stream) as publisher:
+            live = await bus.subscribe(f"{prefix}.rt.chat.{chat.id}", buffer=16)
             assert publisher.notify(chat.id)
             await publisher.wait_idle()
+            republished = [await live.receive() for _ in rows]
             got = await stored(bus, stream, f"{prefix}.ev.chat.{chat.id}")
             notices = await stored(bus, stream, f"{prefix}.ev.user.>")
             stats = publisher.statistics()
@@ -165,6 +168,11 @@ async def test_notify_publishes_a_chats_events_in_order_with_ids_headers_and_pay
         assert headers["Fx-Seq"] == str(row.event_seq)
         assert json.loads(item.payload) == payload
     assert json.loads(got[2].payload)["reply_count"] == 1
+    # The stream republishes each stored event on <prefix>.rt.> with its stream sequence.
+    for item, again in zip(got, republished, strict=True):
+        assert isinstance(again, Message)
+        assert (again.headers or {})["Nats-Sequence"] == str(item.seq)
+        assert again.payload == item.payload
     assert json.loads(got[2].payload)["id"] == root.message.id
     # The membership notice for dave, stored before the member_added it announces.
     (notice,) = notices
@@ -313,4 +321,59 @@ async def test_a_failed_delete_after_the_acks_is_republished_and_deduplicated(
     assert _seqs(got) == [1, 2, 3, 4, 5, 6]  # each stored once
     assert stats.stored == 6
     assert stats.duplicates >= 6  # every retry republished all six; JetStream dropped them
+    assert _outbox_count(pg_database) == 0
+
+
+async def test_a_full_pending_set_refuses_the_notify_and_the_sweeper_publishes_later(
+    storage: PostgresStorage, bus: NatsBus, pg_database: str
+) -> None:
+    prefix, stream = _names_pair()
+    with trio.fail_after(CEILING):
+        _, (alice, *_), first = await make_group(storage, 2)
+        chats = [first.id]
+        for _ in range(2):
+            chat = await storage.create_chat(
+                first.workspace_id, first.type, None, None, alice.id, [alice.id]
+            )
+            chats.append(chat.id)
+        for chat_id in chats:
+            await _fill(storage, chat_id, alice, 3)
+        publisher = OutboxPublisher(
+            storage, bus, prefix=prefix, stream=stream, max_bytes=64 << 20,
+            pending_max=2, sweep_every=0.1, sweep_age=0.2,
+        )  # fmt: skip
+        # Not running yet: nothing takes chats off the pending set.
+        assert publisher.notify(chats[0])
+        assert publisher.notify(chats[0])  # already queued: coalesced, not counted
+        assert publisher.notify(chats[1])
+        assert not publisher.notify(chats[2])  # full: left to the sweeper
+        assert (publisher.statistics().pending, publisher.statistics().dropped) == (2, 1)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(publisher.run)
+            await publisher.wait_for(lambda s: s.removed == 9)
+            nursery.cancel_scope.cancel()
+        got = {c: await stored(bus, stream, f"{prefix}.ev.chat.{c}") for c in chats}
+    assert all(_seqs(got[c]) == [1, 2, 3] for c in chats)
+    assert publisher.statistics().sweeps >= 1
+    assert _outbox_count(pg_database) == 0
+
+
+async def test_postgresql_down_rows_wait_and_go_out_when_it_is_back(
+    storage: PostgresStorage, bus: NatsBus, pg_server: PgServer, pg_database: str
+) -> None:
+    prefix, stream = _names_pair()
+    with trio.fail_after(3 * CEILING):
+        _, (alice, *_), chat = await make_group(storage, 2)
+        await _fill(storage, chat.id, alice, 4)
+        async with running(storage, bus, prefix, stream) as publisher:
+            await trio.to_thread.run_sync(pg_server.stop)
+            try:
+                publisher.notify(chat.id)
+                await publisher.wait_for(lambda s: s.failures >= 2)
+                assert publisher.statistics().stored == 0
+            finally:
+                await trio.to_thread.run_sync(pg_server.start)
+            await publisher.wait_for(lambda s: s.removed == 4)
+            got = await stored(bus, stream, f"{prefix}.ev.chat.{chat.id}")
+    assert _seqs(got) == [1, 2, 3, 4]
     assert _outbox_count(pg_database) == 0
