@@ -159,8 +159,11 @@ class OutboxPublisher:
             return True
         if len(self._queued) >= self._pending_max:
             self._count(dropped=1)
-            log.warning("outbox publisher: %d chats pending; chat %d left to the sweeper",
-                        len(self._queued), chat_id)  # fmt: skip
+            log.warning(
+                "outbox publisher: %d chats pending; chat %d left to the sweeper",
+                len(self._queued),
+                chat_id,
+            )
             return False
         self._queued.add(chat_id)
         self._send.send_nowait(chat_id)  # cannot block: one channel item per queued chat
@@ -336,7 +339,10 @@ class OutboxPublisher:
         ack = await self._bus.js_publish(
             self.chat_subject(chat), event.payload, f"c:{chat}:{seq}", headers
         )
-        self._count(duplicates=1) if ack.duplicate else self._count(stored=1)
+        if ack.duplicate:
+            self._count(duplicates=1)
+        else:
+            self._count(stored=1)
 
     async def _sweeper(self) -> None:
         while True:
