@@ -221,9 +221,22 @@ class Bus(Protocol):
         """Answer requests on ``subject`` with ``handler`` until cancelled (never returns)."""
 
     async def ensure_stream(
-        self, name: str, subjects: Sequence[str], *, max_age: float, max_msgs: int
+        self,
+        name: str,
+        subjects: Sequence[str],
+        *,
+        max_age: float,
+        max_msgs: int,
+        max_bytes: int = -1,
+        duplicate_window: float = 0.0,
+        allow_direct: bool = False,
+        republish: tuple[str, str] | None = None,
     ) -> None:
-        """Create the JetStream stream or update its limits (``max_age`` in seconds)."""
+        """Create the JetStream stream or update its limits (``max_age`` in seconds).
+
+        ``max_bytes`` (-1: none); ``duplicate_window`` in seconds (0: the server's default,
+        2 min); ``republish = (source, destination)`` subjects: each stored message is also
+        sent as a core message on the destination with ``Nats-Sequence`` headers."""
 
     async def js_publish(
         self,

@@ -430,9 +430,19 @@ class NatsBus:
 
     # -- JetStream ------------------------------------------------------------------------
     async def ensure_stream(
-        self, name: str, subjects: Sequence[str], *, max_age: float, max_msgs: int
+        self,
+        name: str,
+        subjects: Sequence[str],
+        *,
+        max_age: float,
+        max_msgs: int,
+        max_bytes: int = -1,
+        duplicate_window: float = 0.0,
+        allow_direct: bool = False,
+        republish: tuple[str, str] | None = None,
     ) -> None:
-        """Create stream ``name`` over ``subjects`` or update its limits; ``max_age`` seconds."""
+        """Create stream ``name`` over ``subjects`` or update its limits; ``max_age`` and
+        ``duplicate_window`` in seconds (see ``Bus.ensure_stream``)."""
         self._require_connected()
         js = self._nc.jetstream(timeout=self._timeout)
         config = nats.js.api.StreamConfig(
@@ -440,6 +450,14 @@ class NatsBus:
             subjects=list(subjects),
             max_age=max_age,
             max_msgs=max_msgs,
+            max_bytes=max_bytes,
+            duplicate_window=duplicate_window,
+            allow_direct=allow_direct or None,
+            republish=(
+                nats.js.api.RePublish(src=republish[0], dest=republish[1])
+                if republish is not None
+                else None
+            ),
             storage=nats.js.api.StorageType.FILE,
             discard=nats.js.api.DiscardPolicy.OLD,
         )

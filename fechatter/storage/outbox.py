@@ -22,6 +22,7 @@ from typing import Any
 
 from fechatter import events
 from fechatter.models import Inserted, Message
+from fechatter.storage.messages import get_message
 from fechatter.storage.sql import Op, Sql, q
 
 # An event to append: (name, data, users to send a membership notice).
@@ -123,3 +124,77 @@ def rehydrate(data: dict[str, Any], message: Message) -> dict[str, Any]:
         "reply_count": data["reply_count"],
         "last_reply_at": data["last_reply_at"],
     }
+
+
+# -- the publisher's side (plan step B2, fechatter/cluster/publisher.py) --------------------
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A row as the publisher sends it: ``payload`` is the event's JSON as bytes (the
+    stored text verbatim; a ``$ref`` row rehydrated from the message as it is now)."""
+
+    chat_id: int
+    event_seq: int
+    name: str
+    payload: bytes
+    notify: tuple[int, ...] = ()
+
+
+# One publisher per chat topic at a time, across nodes: a transaction-level advisory lock on
+# the topic's key (the same key form as §4's workspace lock, 'w:<id>'); it never blocks the
+# chat's writers, and it ends with the publisher's transaction or its connection.
+_TRY_LOCK = Sql("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0)) AS locked")
+_BATCH = Sql(
+    "SELECT event_seq, name, CAST(data AS text) AS data, notify FROM outbox"
+    " WHERE topic = 'c' AND topic_id = ? ORDER BY event_seq LIMIT ?"
+)
+_REMOVE = Sql("DELETE FROM outbox WHERE topic = 'c' AND topic_id = ? AND event_seq = ANY(?)")
+_STALE = Sql(
+    "SELECT topic_id FROM outbox WHERE topic = 'c'"
+    " AND created_at < now() - make_interval(secs => ?)"
+    " GROUP BY topic_id ORDER BY min(created_at) LIMIT ?"
+)
+
+
+def lock_key(chat_id: int) -> str:
+    """The advisory-lock key text of a chat topic (``c:<chat_id>``)."""
+    return f"c:{chat_id}"
+
+
+def claim(chat_id: int, limit: int) -> Op[list[PendingEvent] | None]:
+    """Inside the caller's transaction: take the chat's publisher lock and read its first
+    ``limit`` rows by ``event_seq``, ``$ref`` rows rehydrated. ``None`` when another
+    transaction holds the lock (it is publishing this chat now). A ``$ref`` whose message no
+    longer exists (its chat was deleted) is sent as the reference's counters with ``id`` and
+    ``chat_id``: every ``event_seq`` goes out, so receivers see no gap."""
+    locked = yield q(_TRY_LOCK, (lock_key(chat_id),))
+    if not locked.rows[0]["locked"]:
+        return None
+    result = yield q(_BATCH, (chat_id, limit))
+    out: list[PendingEvent] = []
+    for r in result.rows:
+        text: str = r["data"]
+        data = json.loads(text)
+        if isinstance(data, dict) and data.get("$ref") == "message":
+            message = yield from get_message(int(data["id"]))
+            if message is not None:
+                body = events.dumps(rehydrate(data, message))
+            else:
+                gone = {k: v for k, v in data.items() if k != "$ref"}
+                body = events.dumps({**gone, "chat_id": chat_id})
+        else:
+            body = text.encode()
+        out.append(PendingEvent(chat_id, r["event_seq"], r["name"], body, tuple(r["notify"])))
+    return out
+
+
+def remove(chat_id: int, seqs: Sequence[int]) -> Op[int]:
+    """Delete the chat's rows ``seqs`` (published and acknowledged); how many were there."""
+    result = yield q(_REMOVE, (chat_id, list(seqs)))
+    return result.rowcount
+
+
+def stale_chats(age: float, limit: int) -> Op[list[int]]:
+    """Up to ``limit`` chats with rows older than ``age`` seconds (database clock), the
+    oldest first: the leftovers of a publisher that died or could not publish."""
+    result = yield q(_STALE, (age, limit))
+    return [int(r["topic_id"]) for r in result.rows]

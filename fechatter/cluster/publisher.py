@@ -1,0 +1,350 @@
+"""``OutboxPublisher``: the chat outbox's rows onto JetStream (issue 12, docs/cluster.md §4,
+plan step B2). A standalone component: nothing wires it into the actors or the app yet.
+
+One publisher per api node. The chat's owner calls ``notify(chat_id)`` after each commit
+that wrote outbox rows (non-blocking, coalescing); a worker then publishes the chat's rows in
+``event_seq`` order — for each event first a membership notice per user in ``notify`` on
+``<prefix>.ev.user.<uid>``, then the event on ``<prefix>.ev.chat.<chat_id>``, each a JetStream
+publish deduplicated by ``Nats-Msg-Id`` (``c:<chat>:<seq>``, notices
+``n:c:<chat>:<seq>:<uid>``) with the headers ``Fx-Event`` and ``Fx-Seq`` — and deletes them
+after their acks, until the chat has none left.
+
+One publish in flight per chat: locally a chat is in at most one worker; across nodes each
+batch runs in one PostgreSQL transaction holding ``pg_try_advisory_xact_lock`` on ``c:<chat>``
+(``outbox.claim``), so two publishers of one chat (a takeover, two sweepers) never interleave:
+the second finds the lock taken and retries, or finds the rows gone. JetStream therefore
+stores a chat's events in ``event_seq`` order. A batch whose publishes were acknowledged but
+whose DELETE failed is published again later; JetStream answers "duplicate" (same msg id,
+within the 30 s window) and stores nothing.
+
+A sweeper (every ``sweep_every`` seconds) queues the chats whose rows are older than
+``sweep_age`` seconds: the rows of an owner that died between commit and publish, or of a
+notify dropped because the pending set was full.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from fechatter import events
+from fechatter.bus.base import Bus, BusState
+from fechatter.errors import Unavailable
+from fechatter.storage import outbox
+from fechatter.storage.outbox import PendingEvent
+from fechatter.storage.postgres import PostgresStorage, run_op
+from fechatter.storage.postgres_pool import Connection
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The stream (docs/cluster.md §4 "Stream").
+STREAM = "FECHATTER_EVENTS"
+MAX_AGE = 600.0  # seconds: twice SPEC's 5 min resume minimum
+MAX_BYTES = 1 << 30  # 1 GiB (the setting stream_max_bytes, not yet in config)
+DUPLICATE_WINDOW = 30.0  # seconds: covers a takeover (≤ 7 s) and the leftover publish
+# The publisher.
+BATCH = 100  # rows per transaction (lock, read, publish each, delete, commit)
+WORKERS = 8  # chats published in parallel; each holds one pooled connection per batch
+PENDING_MAX = 10_000  # chats queued for a worker; full case: see ``notify``
+SWEEP_EVERY = 2.0  # seconds between sweeps
+SWEEP_AGE = 2.0  # seconds: rows older than this are leftovers
+SWEEP_LIMIT = 50  # chats queued per sweep, the oldest rows first
+BACKOFF_FIRST = 0.1  # seconds before the first retry of a failed chat; doubles …
+BACKOFF_MAX = 2.0  # … up to this
+
+
+class _Busy(Exception):
+    """Another transaction holds the chat's publisher lock."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherStatistics:
+    """Counters since start: ``stored`` events JetStream stored, ``duplicates`` it had
+    already (a republish), ``notices`` stored, ``removed`` rows deleted after their acks,
+    ``failures`` batches that failed (NATS/PostgreSQL unavailable, or the delete failed),
+    ``busy`` batches that found another publisher on the chat, ``dropped`` notifies refused
+    by a full pending set, ``sweeps`` completed, ``pending`` chats queued now, ``active``
+    chats being published now."""
+
+    stored: int = 0
+    duplicates: int = 0
+    notices: int = 0
+    removed: int = 0
+    failures: int = 0
+    busy: int = 0
+    dropped: int = 0
+    sweeps: int = 0
+    pending: int = 0
+    active: int = 0
+
+
+class OutboxPublisher:
+    """Publishes the chat outbox of ``storage`` (PostgreSQL) on ``bus``; run it with
+    ``run`` in a nursery (``await nursery.start(publisher.run)``).
+
+    ``prefix``: the subject prefix (setting ``nats_prefix``); ``stream``: the JetStream
+    stream, created or updated at start over ``<prefix>.ev.>`` with §4's limits and
+    republish to ``<prefix>.rt.>``; ``max_bytes`` its byte limit. The other keywords are the
+    module constants above (seconds, counts), overridable for tests.
+    """
+
+    def __init__(
+        self,
+        storage: PostgresStorage,
+        bus: Bus,
+        *,
+        prefix: str = "fechatter",
+        stream: str = STREAM,
+        max_bytes: int = MAX_BYTES,
+        workers: int = WORKERS,
+        pending_max: int = PENDING_MAX,
+        batch: int = BATCH,
+        sweep_every: float = SWEEP_EVERY,
+        sweep_age: float = SWEEP_AGE,
+        sweep_limit: int = SWEEP_LIMIT,
+    ) -> None:
+        if workers < 1 or pending_max < 1 or batch < 1 or sweep_limit < 1:
+            raise ValueError("workers, pending_max, batch and sweep_limit must be ≥ 1")
+        self._storage = storage
+        self._bus = bus
+        self.prefix = prefix
+        self.stream = stream
+        self._max_bytes = max_bytes
+        self._workers = workers
+        self._pending_max = pending_max
+        self._batch = batch
+        self._sweep_every = sweep_every
+        self._sweep_age = sweep_age
+        self._sweep_limit = sweep_limit
+        # A chat is in at most one of: queued (in the channel), active (in a worker). A
+        # notify for an active chat marks it ``again``: one more pass after the current one.
+        self._send, self._receive = trio.open_memory_channel[int](pending_max)
+        self._queued: set[int] = set()
+        self._active: set[int] = set()
+        self._again: set[int] = set()
+        self._stream_ok = False
+        self.ready = trio.Event()  # set once the stream exists (first ensure_stream)
+        self._changed = trio.Event()
+        self._stats = PublisherStatistics()
+
+    # -- subjects ---------------------------------------------------------------------------
+    def chat_subject(self, chat_id: int) -> str:
+        """``<prefix>.ev.chat.<chat_id>``: where a chat's events are stored."""
+        return f"{self.prefix}.ev.chat.{chat_id}"
+
+    def user_subject(self, user_id: int) -> str:
+        """``<prefix>.ev.user.<user_id>``: where a user's membership notices are stored."""
+        return f"{self.prefix}.ev.user.{user_id}"
+
+    # -- the owner's side -----------------------------------------------------------------
+    def notify(self, chat_id: int) -> bool:
+        """The chat committed outbox rows: publish them soon. Never blocks.
+
+        Coalescing: a chat already queued stays queued once; a chat being published gets
+        one more pass after the current one, however many notifies arrive meanwhile.
+        Full case: with ``pending_max`` chats queued, a new chat is not queued (False,
+        counted in ``dropped``, logged): its rows stay in the outbox and the sweeper
+        queues the chat once they are ``sweep_age`` old — late, never lost.
+        """
+        if chat_id in self._active:
+            self._again.add(chat_id)
+            return True
+        if chat_id in self._queued:
+            return True
+        if len(self._queued) >= self._pending_max:
+            self._count(dropped=1)
+            log.warning(
+                "outbox publisher: %d chats pending; chat %d left to the sweeper",
+                len(self._queued),
+                chat_id,
+            )
+            return False
+        self._queued.add(chat_id)
+        self._send.send_nowait(chat_id)  # cannot block: one channel item per queued chat
+        self._count()
+        return True
+
+    # -- running ----------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Ensure the stream (retried with backoff while NATS is unavailable; ``ready`` is
+        set after it), then run the workers and the sweeper until cancelled. Reports
+        started at once: notifies before the stream exists wait in the pending set."""
+        task_status.started()
+        await self._retry(self._ensure_stream)
+        self.ready.set()
+        async with trio.open_nursery() as nursery:
+            for _ in range(self._workers):
+                nursery.start_soon(self._worker)
+            nursery.start_soon(self._sweeper)
+
+    async def publish_chat(self, chat_id: int) -> int:
+        """Publish the chat's rows until none are left; the number published. Raises
+        ``Unavailable`` (NATS or PostgreSQL; rows not yet deleted stay and are retried) or
+        ``_Busy`` (another publisher holds the chat). Callers keep one call per chat."""
+        total = 0
+        while True:
+            n = await self._publish_batch(chat_id)
+            total += n
+            if n < self._batch:
+                return total
+
+    async def sweep_once(self) -> list[int]:
+        """Queue the chats whose rows are older than ``sweep_age`` (up to ``sweep_limit``,
+        oldest first); the chats found. Skipped (``[]``) while NATS is not connected;
+        PostgreSQL unavailable: logged, ``[]``."""
+        if self._bus.state is not BusState.CONNECTED:
+            return []
+        try:
+            chats = await self._storage._read_op(
+                outbox.stale_chats(self._sweep_age, self._sweep_limit)
+            )
+        except Unavailable as exc:
+            log.warning("outbox sweep failed: %s", exc)
+            return []
+        for chat_id in chats:
+            self.notify(chat_id)
+        self._count(sweeps=1)
+        return chats
+
+    def statistics(self) -> PublisherStatistics:
+        """A snapshot of the counters (see ``PublisherStatistics``)."""
+        s = self._stats
+        return PublisherStatistics(
+            s.stored, s.duplicates, s.notices, s.removed, s.failures, s.busy, s.dropped,
+            s.sweeps, len(self._queued), len(self._active),
+        )  # fmt: skip
+
+    async def wait_for(self, predicate: Callable[[PublisherStatistics], bool]) -> None:
+        """Return once ``predicate(self.statistics())`` holds (re-checked on every change;
+        bound it with ``trio.fail_after``)."""
+        while not predicate(self.statistics()):
+            await self.wait_change()
+
+    async def wait_change(self) -> None:
+        """Return at the next change of the counters or of the pending/active sets."""
+        await self._changed.wait()
+
+    async def wait_idle(self) -> None:
+        """Return once no chat is queued or being published (a drain: call after the last
+        notify; bound it with ``trio.fail_after``)."""
+        await self.wait_for(lambda s: s.pending == 0 and s.active == 0)
+
+    # -- internals --------------------------------------------------------------------------
+    def _count(self, **deltas: int) -> None:
+        s = self._stats
+        self._stats = PublisherStatistics(
+            **{k: getattr(s, k) + deltas.get(k, 0) for k in s.__dataclass_fields__}
+        )
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _ensure_stream(self) -> None:
+        await self._bus.ensure_stream(
+            self.stream,
+            [f"{self.prefix}.ev.>"],
+            max_age=MAX_AGE,
+            max_msgs=-1,
+            max_bytes=self._max_bytes,
+            duplicate_window=DUPLICATE_WINDOW,
+            allow_direct=True,
+            republish=(f"{self.prefix}.ev.>", f"{self.prefix}.rt.>"),
+        )
+        self._stream_ok = True
+
+    async def _retry(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                return await attempt()
+            except Unavailable as exc:
+                self._count(failures=1)
+                log.warning("outbox publisher: %s; retrying in %.1fs", exc, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _worker(self) -> None:
+        async for chat_id in self._receive:
+            self._queued.discard(chat_id)
+            self._active.add(chat_id)
+            self._count()
+            try:
+                await self._drain(chat_id)
+            finally:
+                self._active.discard(chat_id)
+                self._again.discard(chat_id)
+                self._count()
+
+    async def _drain(self, chat_id: int) -> None:
+        """Publish ``chat_id`` until it is empty and no notify came meanwhile; a failure is
+        retried after a backoff of 0.1 s doubling to 2 s (the rows stay in the outbox)."""
+        delay = BACKOFF_FIRST
+        while True:
+            self._again.discard(chat_id)
+            try:
+                await self.publish_chat(chat_id)
+            except _Busy:
+                self._count(busy=1)
+            except Unavailable as exc:
+                self._stream_ok = False  # re-ensured before the next publish (stream lost?)
+                self._count(failures=1)
+                if delay == BACKOFF_FIRST:  # the first failure of a streak
+                    log.warning("outbox publisher: chat %d: %s; retrying", chat_id, exc)
+            else:
+                if chat_id not in self._again:
+                    return
+                delay = BACKOFF_FIRST
+                continue
+            await trio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _publish_batch(self, chat_id: int) -> int:
+        if self._bus.state is not BusState.CONNECTED:
+            raise Unavailable(f"NATS is {self._bus.state.value}")
+        if not self._stream_ok:
+            await self._ensure_stream()
+
+        async def run(conn: Connection) -> tuple[int, int]:
+            await conn.execute("BEGIN")
+            batch = await run_op(conn, outbox.claim(chat_id, self._batch))
+            if batch is None:
+                raise _Busy  # the pool rolls the transaction back
+            for event in batch:
+                await self._publish_event(event)
+            removed = 0
+            if batch:
+                removed = await run_op(conn, outbox.remove(chat_id, [e.event_seq for e in batch]))
+            await conn.execute("COMMIT")
+            return len(batch), removed
+
+        read, removed = await self._storage._call(run)
+        if removed:
+            self._count(removed=removed)
+        return read
+
+    async def _publish_event(self, event: PendingEvent) -> None:
+        chat, seq = event.chat_id, event.event_seq
+        headers = {"Fx-Event": event.name, "Fx-Seq": str(seq)}
+        for uid in event.notify:
+            notice = events.dumps({"joined": "c", "id": chat, "event_seq": seq})
+            await self._bus.js_publish(
+                self.user_subject(uid), notice, f"n:c:{chat}:{seq}:{uid}", headers
+            )
+            self._count(notices=1)
+        ack = await self._bus.js_publish(
+            self.chat_subject(chat), event.payload, f"c:{chat}:{seq}", headers
+        )
+        if ack.duplicate:
+            self._count(duplicates=1)
+        else:
+            self._count(stored=1)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await trio.sleep(self._sweep_every)
+            await self.sweep_once()
