@@ -52,7 +52,7 @@ DUPLICATE_WINDOW = 30.0  # seconds (§4 line 371)
 
 # -- the router's bounds (each with its full case, see EventRouter) ---------------------------
 BUFFER = 1024  # messages per chat subscription (bus.Subscription; full → Gap → catch-up)
-HOLD = 1024  # live events held per chat during a catch-up (full → resync, "overflow")
+HOLD = 1024  # live events held per chat during a catch-up (full → resync)
 READ_PAGE = 256  # messages per read_stream call
 CATCH_UP_LIMIT = 10_000  # events one catch-up may read (above → resync; §5's cap)
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0  # seconds: backoff of a failed subscribe or log read
@@ -220,7 +220,9 @@ class EventRouter:
     - a chat's subscription holds ``buffer`` messages; full → the bus inserts a ``Gap``,
       which starts a catch-up from the last processed stream sequence (no loss);
     - during a catch-up at most ``hold`` live events wait per chat; one more → the chat's
-      local members get ``resync(users, chat, "overflow")``, the held events are dropped,
+      local members get ``resync(users, chat, "history_unavailable")`` (the client contract's
+      reason: the server cannot prove the history; the log line says overflow), the held
+      events are dropped,
       the catch-up is abandoned and the chat continues after the newest live event;
     - one catch-up reads at most ``catch_up_limit`` events (``read_page`` per call); more →
       ``resync(…, "history_unavailable")`` as for an event evicted from the stream (a hole
@@ -497,7 +499,7 @@ class EventRouter:
         chat.last_event_seq, chat.last_stream_seq = newest.event_seq, newest.stream_seq
         for user_id in users:
             chat.members[user_id] = newest.event_seq + 1
-        self._resync(users, chat.chat_id, "overflow")
+        self._resync(users, chat.chat_id, "history_unavailable")
 
     # -- catch-up: read the log, merge with the held events, release ------------------------
     def _catch_up(self, chat: _Chat, from_stream_seq: int, *, gap: bool) -> None:

@@ -474,7 +474,7 @@ async def test_a_full_hold_during_a_catch_up_resyncs_that_chats_local_users(
             await events.relay(other)
             await sink.until(lambda: len(sink.got[2]) == 3)
             stats = router.stats
-    assert sink.resyncs == [([1, 2], 10, "overflow")]
+    assert sink.resyncs == [([1, 2], 10, "history_unavailable")]
     assert sink.seqs(1) == [1, 6]
     assert sink.seqs(2, 10) == [1, 6]
     assert sink.seqs(2, 11) == [1]
