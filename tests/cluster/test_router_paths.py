@@ -19,6 +19,7 @@ import trio
 
 from fechatter.actors.commands import Command, SendMessage
 from fechatter.bus import Message, NatsBus, open_nats_bus
+from fechatter.bus.nats import ERROR_HEADER
 from fechatter.cluster import codec
 from fechatter.cluster import router as router_module
 from fechatter.cluster.events import PREFIX
@@ -344,9 +345,11 @@ async def test_an_unknown_outcome_is_retried_only_when_retry_safe(
         assert [m["content"] for m in await messages(clients.on(a, n1), chat)] == ["with id"]
 
 
-async def test_a_timeout_of_a_command_not_retry_safe_is_503_after_one_request(
+async def test_a_timeout_or_failed_responder_of_a_command_not_retry_safe_is_503_unretried(
     cluster: ClusterHarness, clients: Clients, raw: NatsBus, pg_database: str
 ) -> None:
+    """A silent owner (the call's deadline passes) and an owner whose responder failed (the
+    bus's error header): both unknown outcomes, one request each, never a second message."""
     n1, _ = cluster.nodes
     with trio.fail_after(TEST_CEILING):
         users, chat = await group_chat(cluster, clients)
@@ -354,17 +357,27 @@ async def test_a_timeout_of_a_command_not_retry_safe_is_503_after_one_request(
         ghost = fake_owner(pg_database, chat)
         seen: list[Message] = []
 
-        async def silent(request: Message, n: int) -> None:
-            return None
+        async def silent_then_failing(request: Message, n: int) -> None:
+            if n == 2:
+                await raw.publish(request.reply, b"", {ERROR_HEADER: "RuntimeError"})
 
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_fake, raw, ghost, silent, seen)
+            await nursery.start(serve_fake, raw, ghost, silent_then_failing, seen)
+            start = trio.current_time()
             with pytest.raises(Unavailable) as caught:
                 await router(n1).call(chat, send_command(a, "x", None))
             assert caught.value.code == "chat_unavailable"
+            assert trio.current_time() - start >= CALL_TIMEOUT * 0.9
             assert len(seen) == 1
+            start = trio.current_time()
+            with pytest.raises(Unavailable) as caught:
+                await router(n1).call(chat, send_command(a, "y", None))
+            assert caught.value.code == "chat_unavailable"
+            assert trio.current_time() - start < CALL_TIMEOUT / 2  # at once, no retry
+            assert len(seen) == 2
             nursery.cancel_scope.cancel()
         assert lease(pg_database, chat)[0] == ghost
+        assert await messages(clients.on(a, n1), chat) == []
 
 
 async def test_the_owner_cache_is_bounded_and_an_evicted_chat_is_resolved_again(
