@@ -59,6 +59,13 @@ CATCH_UP_LIMIT = 10_000  # events one catch-up may read (above → resync; §5's
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0  # seconds: backoff of a failed subscribe or log read
 
 
+def stream_name(prefix: str = PREFIX) -> str:
+    """The stream of a subject prefix: ``FECHATTER_EVENTS`` for the default one, so two
+    deployments (or test runs) sharing a NATS server with different prefixes never share a
+    stream (whose per-chat event_seq would collide: chat ids restart with a database)."""
+    return f"{prefix.upper().replace('.', '_')}_EVENTS"
+
+
 def chat_subject(chat_id: int, prefix: str = PREFIX) -> str:
     """The stored subject of a chat's events (the publisher's ``js_publish`` target)."""
     return f"{prefix}.ev.chat.{chat_id}"

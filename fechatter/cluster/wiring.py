@@ -34,7 +34,13 @@ from fechatter import events
 from fechatter.actors.directory import Directory
 from fechatter.actors.user import UserHub
 from fechatter.bus.base import Bus, Gap, Message, Subscription
-from fechatter.cluster.events import H_EVENT, H_STREAM_SEQ, EventRouter, open_event_router
+from fechatter.cluster.events import (
+    H_EVENT,
+    H_STREAM_SEQ,
+    EventRouter,
+    open_event_router,
+    stream_name,
+)
 from fechatter.cluster.node import ClusterNode
 from fechatter.cluster.publisher import OutboxPublisher
 from fechatter.cluster.router import ChatRouter
@@ -190,7 +196,8 @@ async def open_cluster_events(
     sweeper). Actors still running keep writing to the outbox.
     """
     async with trio.open_nursery() as nursery:
-        publisher = OutboxPublisher(node.store.storage, node.bus, prefix=prefix)
+        stream = stream_name(prefix)
+        publisher = OutboxPublisher(node.store.storage, node.bus, prefix=prefix, stream=stream)
         await nursery.start(publisher.run)
         with trio.move_on_after(STREAM_READY_TIMEOUT):
             await publisher.ready.wait()
@@ -201,7 +208,9 @@ async def open_cluster_events(
             hub.resync(user_ids, reason)
 
         async with (
-            open_event_router(node.bus, hub.publish, resync, prefix=prefix) as router,
+            open_event_router(
+                node.bus, hub.publish, resync, prefix=prefix, stream=stream
+            ) as router,
             trio.open_nursery() as readers,
         ):
             wiring = ClusterEvents(
