@@ -26,6 +26,7 @@ from fechatter.auth import Authenticator
 from fechatter.bus import open_nats_bus
 from fechatter.cluster.node import ClusterNode, open_cluster_node
 from fechatter.cluster.router import ChatRouter, open_chat_router
+from fechatter.cluster.wiring import ClusterEvents, open_cluster_events
 from fechatter.config import Settings, default_node_id, redact_url, resolve_jwt_secret
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
@@ -61,6 +62,7 @@ class ServerInfo:
     node_id: str
     cluster: ClusterNode | None = None  # cluster mode (nats_url) only
     router: ChatRouter | None = None  # cluster mode only: where chat commands go
+    events: ClusterEvents | None = None  # cluster mode only: publisher and event router
 
 
 def raise_fd_limit() -> int:
@@ -115,8 +117,8 @@ class NatsUnreachable(Exception):
 
 
 CLUSTER_PREVIEW_WARNING = (
-    "cluster preview: chat commands are forwarded to each chat's owner node, but events do"
-    " not cross nodes yet — a stream sees only the events of chats its node owns"
+    "cluster preview: chat commands and chat events cross nodes, but resume across nodes,"
+    " presence and typing across nodes, --workers and the role split are not built yet"
 )
 
 
@@ -136,19 +138,29 @@ def nats_tls(settings: Settings) -> ssl.SSLContext | None:
 @asynccontextmanager
 async def open_router(
     settings: Settings, cluster: ClusterNode | None, system: ActorSystem
-) -> AsyncIterator[ChatRouter | None]:
-    """The cluster's ``ChatRouter`` (its inbox served) for the block; None in one process,
-    where the ``Directory`` takes the commands itself."""
+) -> AsyncIterator[tuple[ChatRouter, ClusterEvents] | None]:
+    """The cluster's ``ChatRouter`` (its inbox served) and its event wiring (outbox
+    publisher, event router) for the block; None in one process, where the ``Directory``
+    takes the commands and the ``UserHub`` the events itself.
+
+    Stop order (the listeners have already stopped): event wiring (no new routing, the
+    router's subscriptions end, the publisher drains ≤ 2 s), then the inbox, then (in
+    ``open_cluster``) the node row is released, then the actors stop."""
     if cluster is None:
         yield None
         return
-    async with open_chat_router(
-        cluster,
-        system.directory,
-        prefix=settings.nats_prefix,
-        call_timeout=settings.actor_call_timeout,
-    ) as router:
-        yield router
+    async with (
+        open_chat_router(
+            cluster,
+            system.directory,
+            prefix=settings.nats_prefix,
+            call_timeout=settings.actor_call_timeout,
+        ) as router,
+        open_cluster_events(
+            cluster, system.users, system.directory, router, prefix=settings.nats_prefix
+        ) as wiring,
+    ):
+        yield router, wiring
 
 
 @asynccontextmanager
@@ -208,8 +220,9 @@ async def serve(
             open_actor_system(storage, directory_config(settings), hub_config(settings)) as system,
             # The boot epoch is the one in this process's event ids: a restart is a new node.
             open_cluster(settings, storage, system.users.epoch) as cluster,
-            open_router(settings, cluster, system) as router,
+            open_router(settings, cluster, system) as routing,
         ):
+            router, wiring = routing if routing is not None else (None, None)
             commands: ChatCaller = system.directory if router is None else router
             if cluster is not None:
                 node_id = cluster.node_id
@@ -230,6 +243,7 @@ async def serve(
                 commands,
                 system.users,
                 max_members=settings.max_members_per_request,
+                announce=None if wiring is None else wiring.announce_created,
             )
             messages = Messages(storage, commands, chats, settings, send_limiter)
             ctx = Context(
@@ -315,7 +329,7 @@ async def serve(
                         ", ".join(sorted(rt_ctx.origins)),
                     )
                 task_status.started(
-                    ServerInfo(binds[0], rt_url, system, stats, node_id, cluster, router)
+                    ServerInfo(binds[0], rt_url, system, stats, node_id, cluster, router, wiring)
                 )
                 await shutdown.wait()
                 realtime.cancel()

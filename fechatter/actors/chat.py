@@ -250,7 +250,10 @@ class ChatActor:
 
     async def _admit(self, user_ids: list[int], *, by: int) -> list[Member]:
         """Add users (not yet members) as members and tell everyone, the added included."""
-        added = await self._writes.add_chat_members(self.chat.id, user_ids, Role.MEMBER)
+        if isinstance(self._writes, ChatStore):  # the outbox event names who added them
+            added = await self._writes.add_chat_members(self.chat.id, user_ids, Role.MEMBER, by=by)
+        else:
+            added = await self._writes.add_chat_members(self.chat.id, user_ids, Role.MEMBER)
         for m in added:
             self.members[m.user_id] = m.role
             self.joined[m.user_id] = m.joined_at
@@ -289,7 +292,10 @@ class ChatActor:
         new_owner = None
         if self.members[cmd.user_id] is Role.OWNER:
             new_owner = rules.successor(remaining, self.joined)
-        await self._writes.remove_chat_member(self.chat.id, cmd.user_id, new_owner)
+        if isinstance(self._writes, ChatStore):
+            await self._writes.remove_chat_member(self.chat.id, cmd.user_id, new_owner, by=cmd.by)
+        else:
+            await self._writes.remove_chat_member(self.chat.id, cmd.user_id, new_owner)
         recipients = tuple(self.members)
         del self.members[cmd.user_id]
         self.joined.pop(cmd.user_id, None)
@@ -320,9 +326,14 @@ class ChatActor:
         rules.check_update(self.chat.type, await self._require_member(cmd.by), cmd.name)
         changed = cmd.name is not None or cmd.description is not None
         if changed:
-            self.chat = await self._writes.update_chat(
-                self.chat.id, name=cmd.name, description=cmd.description
-            )
+            if isinstance(self._writes, ChatStore):
+                self.chat = await self._writes.update_chat(
+                    self.chat.id, name=cmd.name, description=cmd.description, by=cmd.by
+                )
+            else:
+                self.chat = await self._writes.update_chat(
+                    self.chat.id, name=cmd.name, description=cmd.description
+                )
         view = await self._storage.get_chat_view(self.chat.id, cmd.by)
         if view is None:  # pragma: no cover - the actor retires before its chat is gone
             raise NotFound("chat not found", code="chat_not_found")
@@ -361,7 +372,12 @@ class ChatActor:
         by_role = await self._require_member(cmd.by)
         before = self.members.get(cmd.user_id)
         rules.check_set_role(self.chat.type, by_role, before, cmd.role)
-        member = await self._writes.set_chat_member_role(self.chat.id, cmd.user_id, cmd.role)
+        if isinstance(self._writes, ChatStore):
+            member = await self._writes.set_chat_member_role(
+                self.chat.id, cmd.user_id, cmd.role, by=cmd.by
+            )
+        else:
+            member = await self._writes.set_chat_member_role(self.chat.id, cmd.user_id, cmd.role)
         self.members[cmd.user_id] = member.role
         if member.role is not before:
             data = {

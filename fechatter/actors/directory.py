@@ -95,7 +95,9 @@ class Directory:
         config: DirectoryConfig | None = None,
     ) -> None:
         self._storage = storage
-        self._sink = sink
+        # Where actors publish: the UserHub; in a cluster the event wiring replaces it for
+        # its lifetime (events go through the outbox; docs/cluster.md §8 "event wiring").
+        self.sink = sink
         self._nursery = nursery
         self.config = config or DirectoryConfig()
         self._slots: dict[int, _Slot] = {}
@@ -156,7 +158,7 @@ class Directory:
                     actor = ChatActor(
                         state,
                         self._storage,
-                        self._sink,
+                        self.sink,
                         group_commit_max=self.config.group_commit_max,
                         typing_ttl=self.config.typing_ttl,
                         max_reactions=self.config.max_reactions,

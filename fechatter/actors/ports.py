@@ -25,3 +25,16 @@ class StreamPort(Protocol):
 
     def fail(self, reason: CloseReason) -> None:
         """Mark the stream for closing with ``reason`` and wake its connection (no await)."""
+
+
+class UserRouting(Protocol):
+    """Cluster mode: what the ``UserHub`` tells the node's event routing about its users
+    (docs/cluster.md §4 "Subscriptions"). Implemented by ``fechatter.cluster.wiring``."""
+
+    async def user_arriving(self, user_id: int) -> None:
+        """``user_id`` opens a stream here and has no UserActor yet: route their chats'
+        events to this node. Returns once the routing is live (bounded by the implementer)."""
+
+    def user_gone(self, user_id: int) -> None:
+        """``user_id``'s UserActor was dropped (no stream for ``resume_window``): stop
+        routing their events here. Synchronous: called from the actor's cleanup."""

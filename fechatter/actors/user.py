@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import trio
 
 from fechatter import logs
-from fechatter.actors.ports import StreamPort
+from fechatter.actors.ports import StreamPort, UserRouting
 from fechatter.close_reasons import CloseReason
 from fechatter.errors import Unavailable
-from fechatter.events import PRESENCE, Event
+from fechatter.events import PRESENCE, RESYNC, Event
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,9 @@ class UserHub:
         self._presence_wake = trio.Event()
         self._delivered = 0
         self._connection_ids = 0
+        # Cluster mode only (set by ``fechatter.cluster.wiring`` for its lifetime): told when
+        # a user gets their first UserActor and when it is dropped. None in one process.
+        self.routing: UserRouting | None = None
 
     # -- publishing (the fast lane) -------------------------------------------------------
     def publish(self, user_ids: Iterable[int], event: Event) -> None:
@@ -148,6 +151,27 @@ class UserHub:
     def next_connection_id(self) -> int:
         self._connection_ids += 1
         return self._connection_ids
+
+    def resync(self, user_ids: Iterable[int], reason: str) -> None:
+        """Events for ``user_ids`` were lost before they reached this hub (cluster mode: the
+        event router could not prove a chat's history): each of their streams gets a
+        ``resync`` event (no id) now, and a resume from any id up to now is answered with
+        ``resync`` too (the ring cannot prove it). ``reason``: a SPEC resync reason."""
+        for uid in user_ids:
+            actor = self._users.get(uid)
+            if actor is None:
+                continue
+            actor.evicted_seq = max(actor.evicted_seq, self._seq)
+            event = Event(RESYNC, {"reason": reason})
+            for stream in actor.streams:
+                stream.push_event(event)
+
+    async def arriving(self, user_id: int) -> None:
+        """Call right before ``attach`` (no await between): in cluster mode, a user without a
+        UserActor here gets their events routed to this node first (``UserRouting``), so
+        every event after the stream's ``ready`` reaches it. A no-op in one process."""
+        if self.routing is not None and user_id not in self._users:
+            await self.routing.user_arriving(user_id)
 
     # -- streams ----------------------------------------------------------------------------
     def attach(self, stream: StreamPort, last_event_id: str | None) -> Attached:
@@ -247,6 +271,8 @@ class UserHub:
             if self._users.get(actor.user_id) is actor and not actor.streams:
                 del self._users[actor.user_id]
                 self._set_presence(actor.user_id, "offline")
+                if self.routing is not None:
+                    self.routing.user_gone(actor.user_id)
 
     async def serve_presence(self) -> None:
         """Flush coalesced presence changes to online co-members, forever."""

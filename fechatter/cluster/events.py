@@ -13,7 +13,8 @@ member added while events flow (§4 "Membership changes, race-free": subscribe f
 the chat's position from the log, then read the log from the join point).
 
 The wire format of one event (§4 lines 343-349 and 369-382), shared with the publisher
-(B2): ``encode_event`` / ``decode_event`` below. Not wired into the app yet.
+(B2): ``encode_event`` / ``decode_event`` below; the stream itself is ``StreamSpec``.
+``fechatter.cluster.wiring`` runs one router per node.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ CATCH_UP_LIMIT = 10_000  # events one catch-up may read (above → resync; §5's
 RETRY_FIRST, RETRY_MAX = 0.1, 2.0  # seconds: backoff of a failed subscribe or log read
 
 
+def stream_name(prefix: str = PREFIX) -> str:
+    """The stream of a subject prefix: ``FECHATTER_EVENTS`` for the default one, so two
+    deployments (or test runs) sharing a NATS server with different prefixes never share a
+    stream (whose per-chat event_seq would collide: chat ids restart with a database)."""
+    return f"{prefix.upper().replace('.', '_')}_EVENTS"
+
+
 def chat_subject(chat_id: int, prefix: str = PREFIX) -> str:
     """The stored subject of a chat's events (the publisher's ``js_publish`` target)."""
     return f"{prefix}.ev.chat.{chat_id}"
@@ -66,6 +74,45 @@ def chat_subject(chat_id: int, prefix: str = PREFIX) -> str:
 def live_subject(chat_id: int, prefix: str = PREFIX) -> str:
     """The core subject the stream republishes a chat's stored events to (routers subscribe)."""
     return f"{prefix}.rt.chat.{chat_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """§4's stream, the one definition both the publisher (``ensure_stream``) and the
+    router's tests (``stream_config``, a raw ``STREAM.CREATE`` body) use. Seconds, bytes."""
+
+    name: str = STREAM
+    prefix: str = PREFIX
+    max_age: float = MAX_AGE
+    max_bytes: int = MAX_BYTES
+    duplicate_window: float = DUPLICATE_WINDOW
+    replicas: int = 1
+    republish: bool = True
+
+    @property
+    def subjects(self) -> list[str]:
+        return [f"{self.prefix}.ev.>"]
+
+    @property
+    def republish_pair(self) -> tuple[str, str] | None:
+        """(source, destination) of the republish, None without it."""
+        return (f"{self.prefix}.ev.>", f"{self.prefix}.rt.>") if self.republish else None
+
+
+async def ensure_stream(bus: Bus, spec: StreamSpec) -> None:
+    """Create the stream of ``spec`` or update it to ``spec`` (idempotent); raises
+    ``Unavailable`` when NATS is. Replicas stay the server's default (1) for now: the bus
+    has no parameter for them (docs/cluster.md §8, B2 "not built")."""
+    await bus.ensure_stream(
+        spec.name,
+        spec.subjects,
+        max_age=spec.max_age,
+        max_msgs=-1,
+        max_bytes=spec.max_bytes,
+        duplicate_window=spec.duplicate_window,
+        allow_direct=True,
+        republish=spec.republish_pair,
+    )
 
 
 def stream_config(
@@ -77,25 +124,27 @@ def stream_config(
     replicas: int = 1,
     republish: bool = True,
 ) -> dict[str, Any]:
-    """The JetStream stream configuration of §4 (lines 369-372) as the JSON body of
+    """The JetStream stream configuration of §4 (``StreamSpec``) as the JSON body of
     ``$JS.API.STREAM.CREATE.<name>`` / ``…UPDATE.<name>`` (durations in nanoseconds).
 
     ``republish=False`` only for tests that republish by hand to drop one event on purpose.
     """
+    spec = StreamSpec(name, prefix, max_age, max_bytes, DUPLICATE_WINDOW, replicas, republish)
     config: dict[str, Any] = {
-        "name": name,
-        "subjects": [f"{prefix}.ev.>"],
+        "name": spec.name,
+        "subjects": spec.subjects,
         "retention": "limits",
         "storage": "file",
-        "max_age": int(max_age * 1e9),
-        "max_bytes": max_bytes,
+        "max_age": int(spec.max_age * 1e9),
+        "max_bytes": spec.max_bytes,
         "discard": "old",
-        "duplicate_window": int(DUPLICATE_WINDOW * 1e9),
+        "duplicate_window": int(spec.duplicate_window * 1e9),
         "allow_direct": True,
-        "num_replicas": replicas,
+        "num_replicas": spec.replicas,
     }
-    if republish:
-        config["republish"] = {"src": f"{prefix}.ev.>", "dest": f"{prefix}.rt.>"}
+    pair = spec.republish_pair
+    if pair is not None:
+        config["republish"] = {"src": pair[0], "dest": pair[1]}
     return config
 
 
@@ -255,6 +304,7 @@ class EventRouter:
         self._catch_up_limit = catch_up_limit
         self._chats: dict[int, _Chat] = {}
         self._users: dict[int, set[int]] = {}  # connected user → their chats
+        self._closed = False
         self.stats = RouterStatistics()
 
     # -- read-only views -------------------------------------------------------------------
@@ -298,6 +348,19 @@ class EventRouter:
                 chat.members.pop(user_id, None)
                 if not chat.members:
                     await self._drop(chat)
+
+    def user_disconnected_nowait(self, user_id: int) -> None:
+        """``user_disconnected`` without waiting: the index forgets the user at once, the
+        unsubscribes run in the router's nursery (for callers that cannot await, e.g. a
+        UserActor's cleanup). A no-op after ``aclose``."""
+        if self._closed:
+            return
+        for chat_id in self._users.pop(user_id, set()):
+            chat = self._chats.get(chat_id)
+            if chat is not None:
+                chat.members.pop(user_id, None)
+                if not chat.members and not chat.closed:
+                    self._nursery.start_soon(self._unsubscribe, self._close(chat))
 
     async def member_added(
         self,
@@ -619,6 +682,7 @@ class EventRouter:
 
     async def aclose(self) -> None:
         """Unsubscribe from every chat (the reader tasks end)."""
+        self._closed = True
         for chat in list(self._chats.values()):
             await self._drop(chat)
         self._users.clear()

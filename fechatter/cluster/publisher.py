@@ -33,6 +33,7 @@ import trio
 
 from fechatter import events
 from fechatter.bus.base import Bus, BusState
+from fechatter.cluster import events as wire
 from fechatter.errors import Unavailable
 from fechatter.storage import outbox
 from fechatter.storage.outbox import PendingEvent
@@ -43,11 +44,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The stream (docs/cluster.md §4 "Stream").
-STREAM = "FECHATTER_EVENTS"
-MAX_AGE = 600.0  # seconds: twice SPEC's 5 min resume minimum
-MAX_BYTES = 1 << 30  # 1 GiB (the setting stream_max_bytes, not yet in config)
-DUPLICATE_WINDOW = 30.0  # seconds: covers a takeover (≤ 7 s) and the leftover publish
+# The stream (docs/cluster.md §4 "Stream"): one definition, ``events.StreamSpec``.
+STREAM = wire.STREAM
+MAX_BYTES = wire.MAX_BYTES  # 1 GiB (the setting stream_max_bytes, not yet in config)
 # The publisher.
 BATCH = 100  # rows per transaction (lock, read, publish each, delete, commit)
 WORKERS = 8  # chats published in parallel; each holds one pooled connection per batch
@@ -245,16 +244,8 @@ class OutboxPublisher:
         self._changed = trio.Event()
 
     async def _ensure_stream(self) -> None:
-        await self._bus.ensure_stream(
-            self.stream,
-            [f"{self.prefix}.ev.>"],
-            max_age=MAX_AGE,
-            max_msgs=-1,
-            max_bytes=self._max_bytes,
-            duplicate_window=DUPLICATE_WINDOW,
-            allow_direct=True,
-            republish=(f"{self.prefix}.ev.>", f"{self.prefix}.rt.>"),
-        )
+        spec = wire.StreamSpec(self.stream, self.prefix, max_bytes=self._max_bytes)
+        await wire.ensure_stream(self._bus, spec)
         self._stream_ok = True
 
     async def _retry(self, attempt: Callable[[], Awaitable[T]]) -> T:

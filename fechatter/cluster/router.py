@@ -24,8 +24,9 @@ by the deadline only.
 
 ``serve_inbox`` answers this node's inbox: decode, run locally (the actor's activation and
 fence make sure it runs only while this node owns the chat; otherwise it answers
-``chat_moved`` before anything is written), encode the reply or error. Events stay local in
-this step: the actor publishes to this node's ``UserHub`` only.
+``chat_moved`` before anything is written), encode the reply or error. Events: with
+``outbox`` (set by ``fechatter.cluster.wiring``) the actor's writes also insert their events
+into the outbox, which the node's ``OutboxPublisher`` publishes; without it they stay local.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ class ChatRouter:
         self._slots = trio.Semaphore(INBOX_CONCURRENCY)
         self.forwarded = 0  # requests sent to other nodes (tests, metrics)
         self.served = 0  # requests answered from the inbox
+        # Actors write their events to the outbox (True while the event wiring runs: its
+        # OutboxPublisher publishes them); False: fenced writes only, events stay local.
+        self.outbox = False
         directory.activate = self._activate
 
     # -- owners ---------------------------------------------------------------------------
@@ -150,7 +154,7 @@ class ChatRouter:
         if owner.node_id != me:
             raise ChatMoved(f"chat {chat_id} is owned by node {owner.node_id}")
         log.info("chat %d: owned by this node at epoch %d", chat_id, owner.epoch)
-        return self._store.chat_store(Fence(chat_id, me, owner.epoch))
+        return self._store.chat_store(Fence(chat_id, me, owner.epoch), outbox=self.outbox)
 
     # -- calls ----------------------------------------------------------------------------
     async def call(self, chat_id: int, command: Command[R]) -> R:

@@ -7,6 +7,8 @@ may not see is a 404: members see their chats, any workspace member sees a Publi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 from fechatter import events
 from fechatter.actors.commands import (
     AddMembers,
@@ -23,17 +25,29 @@ from fechatter.events import EventSink
 from fechatter.models import Chat, ChatRecord, ChatType, Member, Role
 from fechatter.storage import Storage
 
+# (member ids, the chat.created event): tells every member's node (cluster mode).
+Announce = Callable[[Sequence[int], events.Event], Awaitable[None]]
+
 
 class Chats:
     """Chat use cases over storage, the chat actors and the event sink."""
 
     def __init__(
-        self, storage: Storage, directory: ChatCaller, sink: EventSink, *, max_members: int
+        self,
+        storage: Storage,
+        directory: ChatCaller,
+        sink: EventSink,
+        *,
+        max_members: int,
+        announce: Announce | None = None,
     ) -> None:
+        """``announce`` (cluster mode): how a new chat's ``chat.created`` reaches its
+        members on every node (instead of ``sink``, this node's hub)."""
         self._storage = storage
         self._directory = directory
         self._sink = sink
         self._max_members = max_members  # ids per request
+        self._announce = announce
 
     async def visible(self, chat_id: int, user_id: int) -> tuple[ChatRecord, Role | None]:
         """The chat and the caller's role in it (None: a non-member of a PublicChannel);
@@ -95,9 +109,11 @@ class Chats:
                 raise
             return await self._reopen_single(existing, member_ids), False
         view = await self.view(record.id, user_id)
-        self._sink.publish(
-            member_ids, events.Event(events.CHAT_CREATED, view.to_json(), chat_id=record.id)
-        )
+        event = events.Event(events.CHAT_CREATED, view.to_json(), chat_id=record.id)
+        if self._announce is not None:
+            await self._announce(member_ids, event)
+        else:
+            self._sink.publish(member_ids, event)
         return view, True
 
     async def _reopen_single(self, chat_id: int, pair: list[int]) -> Chat:

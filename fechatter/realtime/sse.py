@@ -65,6 +65,7 @@ async def serve_sse(
             nursery,
             security_version=claims.security_version,
         )
+        await ctx.hub.arriving(stream.user_id)  # cluster: route first (no await after)
         attached = ctx.hub.attach(stream, last_event_id)
         try:
             reason = await _run(ctx, stream, claims, opening(ctx, stream, attached, head))

@@ -74,6 +74,7 @@ class WsSession:
                 nursery,
                 security_version=self.security_version,
             )
+            await ctx.hub.arriving(stream.user_id)  # cluster: route first (no await after)
             attached = ctx.hub.attach(stream, last_event_id)
             try:
                 await stream.prime(opening(ctx, stream, attached, accept))

@@ -124,6 +124,7 @@ _ACQUIRE = Sql(
     " RETURNING node_id, epoch"
 )
 _LEASE = Sql("SELECT node_id, epoch FROM chat_leases WHERE chat_id = ?")
+_USER_CHATS = Sql("SELECT chat_id FROM chat_members WHERE user_id = ? ORDER BY chat_id")
 
 
 def _to_node(row: Row) -> Node:
@@ -175,6 +176,10 @@ def try_acquire_chat(chat_id: int, node_id: str, have_nats: bool) -> Op[Owner | 
 
 def lease_of(chat_id: int) -> Op[Owner | None]:
     return _to_owner(first((yield q(_LEASE, (chat_id,)))))
+
+
+def user_chat_ids(user_id: int) -> Op[list[int]]:
+    return [int(r["chat_id"]) for r in (yield q(_USER_CHATS, (user_id,))).rows]
 
 
 # -- the fenced chat writes ----------------------------------------------------------------
@@ -599,6 +604,11 @@ class ClusterStore:
     async def lease(self, chat_id: int) -> Owner | None:
         """The chat's stored lease, live owner or not; None if it has none."""
         return await self.storage._read_op(lease_of(chat_id))
+
+    async def user_chat_ids(self, user_id: int) -> list[int]:
+        """Ids of every chat ``user_id`` is a member of, in all workspaces (the chats a node
+        routes events of when the user connects to it)."""
+        return await self.storage._read_op(user_chat_ids(user_id))
 
     def chat_store(self, fence: Fence | None, *, outbox: bool = False) -> ChatStore:
         """The chat writes of ``fence.chat_id`` fenced by ``fence`` (None: unfenced), with

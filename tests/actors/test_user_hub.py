@@ -114,3 +114,73 @@ async def test_a_user_actor_does_not_carry_its_first_streams_log_context(
     (task,) = [t for t in nursery.child_tasks if t.name == "UserActor#7"]
     context = task.context.run(logs.current)
     assert context == {"user_id": 7}
+
+
+class _Recorder:
+    """A ``StreamPort`` that keeps what is pushed to it (the port's contract, no socket)."""
+
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        self.security_version = 0
+        self.events: list[Event] = []
+
+    def push_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def fail(self, reason: object) -> None:  # pragma: no cover - not exercised here
+        raise AssertionError(reason)
+
+
+class _Routing:
+    """A ``UserRouting`` that records the hub's calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.gone = trio.Event()
+
+    async def user_arriving(self, user_id: int) -> None:
+        self.calls.append(("arriving", user_id))
+
+    def user_gone(self, user_id: int) -> None:
+        self.calls.append(("gone", user_id))
+        self.gone.set()
+
+
+async def test_resync_tells_the_streams_and_makes_older_ids_unprovable(
+    nursery: trio.Nursery,
+) -> None:
+    hub = UserHub(nursery, HubConfig(ring_size=10))
+    stream = _Recorder(1)
+    ready = hub.attach(stream, None)
+    hub.publish([1], Event("m", {"n": 0}))
+    hub.resync([1, 2], "history_unavailable")  # user 2 has no actor: ignored
+    assert [(e.name, e.data, e.id) for e in stream.events] == [
+        ("m", {"n": 0}, f"{hub.epoch}-1"),
+        ("resync", {"reason": "history_unavailable"}, ""),
+    ]
+    hub.detach(stream)
+    assert hub.attach(stream, ready.position).resync == "history_unavailable"
+    hub.detach(stream)
+    hub.publish([1], Event("m", {"n": 1}))
+    after = hub.attach(stream, f"{hub.epoch}-1")
+    assert (after.resync, [e.data for e in after.replay]) == (None, [{"n": 1}])
+
+
+async def test_routing_is_told_of_a_new_user_and_of_the_dropped_actor(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = UserHub(nursery, HubConfig(retention=30.0, presence_grace=1.0))
+    await hub.arriving(1)  # one process: no routing, nothing happens
+    routing = _Routing()
+    hub.routing = routing
+    stream = _Recorder(1)
+    await hub.arriving(1)
+    hub.attach(stream, None)
+    await hub.arriving(1)  # has an actor: already routed
+    assert routing.calls == [("arriving", 1)]
+    hub.detach(stream)
+    with trio.fail_after(60):  # virtual time: the retention runs out
+        await routing.gone.wait()
+    assert routing.calls == [("arriving", 1), ("gone", 1)]
+    assert trio.current_time() >= 30.0
+    assert hub.statistics().lingering_users == 0

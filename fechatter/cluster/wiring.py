@@ -1,0 +1,236 @@
+"""Cluster event wiring (docs/cluster.md §4, §8 "Built: event wiring"): events cross nodes.
+
+``open_cluster_events`` runs, for one node, the ``OutboxPublisher`` (B2) and the
+``EventRouter`` (B3) and connects them to the actor system:
+
+- **the owner's writes**: the ``ChatRouter`` activates actors with ``ChatStore(fence,
+  outbox=True)``, and the ``Directory``'s sink becomes ``ClusterEvents``: after a commit a chat
+  event only calls ``publisher.notify(chat_id)`` (the publisher reads the rows it wrote);
+  ``typing`` stays on the owner node's hub (B5, ephemeral subjects, is not built);
+- **the node's users**: the ``UserHub`` tells ``ClusterEvents`` (``UserRouting``) when a user
+  gets their first UserActor here (their chats from storage → ``user_connected``, and a
+  subscription to their notice subject ``<prefix>.rt.user.<uid>``) and when it is dropped
+  (``user_disconnected``); the router delivers through ``UserHub.publish`` and resyncs
+  through ``UserHub.resync``;
+- **membership**: the router follows ``chat.member_*`` events of chats it is subscribed to; a
+  join of a user with no other local member of the chat arrives as the publisher's notice on
+  the user's subject (``member_added`` with the notice's stream sequence); a chat created on
+  any node is announced by the creating node on each member's subject (``chat.created``,
+  JetStream, deduplicated), which delivers it and subscribes the chat.
+
+This module never touches sockets or SQL itself; it only connects the components.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager, suppress
+
+import trio
+
+from fechatter import events
+from fechatter.actors.directory import Directory
+from fechatter.actors.user import UserHub
+from fechatter.bus.base import Bus, Gap, Message, Subscription
+from fechatter.cluster.events import (
+    H_EVENT,
+    H_STREAM_SEQ,
+    EventRouter,
+    open_event_router,
+    stream_name,
+)
+from fechatter.cluster.node import ClusterNode
+from fechatter.cluster.publisher import OutboxPublisher
+from fechatter.cluster.router import ChatRouter
+from fechatter.errors import Unavailable
+from fechatter.events import Event
+from fechatter.storage.cluster import ClusterStore
+
+log = logging.getLogger(__name__)
+
+ARRIVAL_TIMEOUT = 10.0  # seconds a stream waits for its user's routing before opening anyway
+STREAM_READY_TIMEOUT = 10.0  # seconds the node waits at start for the stream to exist
+DRAIN_TIMEOUT = 2.0  # seconds a graceful stop gives the publisher to empty its queue
+NOTICE_BUFFER = 256  # notices per user subscription (full → Gap → the user's chats reloaded)
+
+
+class ClusterEvents:
+    """The node's event wiring: the actors' ``EventSink`` and the hub's ``UserRouting``."""
+
+    def __init__(
+        self,
+        *,
+        store: ClusterStore,
+        bus: Bus,
+        hub: UserHub,
+        publisher: OutboxPublisher,
+        router: EventRouter,
+        nursery: trio.Nursery,
+        prefix: str,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._hub = hub
+        self.publisher = publisher
+        self.router = router
+        self._nursery = nursery
+        self._prefix = prefix
+        self._notices: dict[int, trio.CancelScope] = {}  # user → their notice reader's scope
+        self.closed = False
+
+    # -- the actors' sink -------------------------------------------------------------------
+    def publish(self, user_ids: Iterable[int], event: Event) -> None:
+        """``EventSink.publish`` for ChatActors: a chat event was committed to the outbox →
+        the publisher publishes it (every node's router delivers it); ``typing`` (no outbox
+        row, B5 not built) → this node's hub only. Never blocks."""
+        if event.name == events.TYPING or event.chat_id is None:
+            self._hub.publish(user_ids, event)
+            return
+        self.publisher.notify(event.chat_id)
+
+    # -- the hub's routing --------------------------------------------------------------------
+    async def user_arriving(self, user_id: int) -> None:
+        """``UserRouting.user_arriving``: follow the user's notices, then their chats (so a
+        join committed after the chat list is read arrives as a notice). Bounded by
+        ``ARRIVAL_TIMEOUT``; NATS or PostgreSQL unavailable → logged, the stream opens and
+        the router keeps retrying its subscriptions."""
+        if self.closed:
+            return
+        with trio.move_on_after(ARRIVAL_TIMEOUT) as scope:
+            try:
+                if user_id not in self._notices:
+                    sub = await self._bus.subscribe(
+                        f"{self._prefix}.rt.user.{user_id}", buffer=NOTICE_BUFFER
+                    )
+                    if user_id in self._notices or self.closed:  # another stream got there
+                        with suppress(Unavailable):
+                            await self._bus.unsubscribe(sub)
+                    else:
+                        reader = self._notices[user_id] = trio.CancelScope()
+                        self._nursery.start_soon(self._follow_user, user_id, sub, reader)
+                chat_ids = await self._store.user_chat_ids(user_id)
+                await self.router.user_connected(user_id, chat_ids)
+            except Unavailable as exc:
+                log.warning("events of user %d not routed here yet: %s", user_id, exc)
+        if scope.cancelled_caught:
+            log.warning(
+                "routing of user %d took over %.0fs; opening anyway", user_id, ARRIVAL_TIMEOUT
+            )
+
+    def user_gone(self, user_id: int) -> None:
+        """``UserRouting.user_gone``: stop following the user (unsubscribes run in the
+        background)."""
+        if self.closed:
+            return
+        reader = self._notices.pop(user_id, None)
+        if reader is not None:
+            reader.cancel()
+        self.router.user_disconnected_nowait(user_id)
+
+    async def _follow_user(self, user_id: int, sub: Subscription, scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                async for item in sub:
+                    if isinstance(item, Gap):
+                        # A notice may be lost: re-read the user's chats (idempotent adds).
+                        log.warning("user %d: %d notices dropped", user_id, item.dropped)
+                        with suppress(Unavailable):
+                            ids = await self._store.user_chat_ids(user_id)
+                            await self.router.user_connected(user_id, ids)
+                        continue
+                    await self._on_notice(user_id, item)
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
+                    await self._bus.unsubscribe(sub)
+                if self._notices.get(user_id) is scope:
+                    del self._notices[user_id]
+
+    async def _on_notice(self, user_id: int, message: Message) -> None:
+        headers = message.headers or {}
+        try:
+            data = json.loads(message.payload)
+            name = headers.get(H_EVENT, "")
+            stream_seq = int(headers.get(H_STREAM_SEQ, "0"))
+            if name == events.CHAT_CREATED:
+                chat_id = int(data["id"])
+                self._hub.publish([user_id], Event(events.CHAT_CREATED, data, chat_id=chat_id))
+                # The chat's events from its first one (0: scan its retained events).
+                await self.router.member_added(chat_id, user_id, 1, 0)
+            else:  # the publisher's join notice {"joined":"c","id":C,"event_seq":e}
+                chat_id, event_seq = int(data["id"]), int(data["event_seq"])
+                await self.router.member_added(chat_id, user_id, event_seq, stream_seq)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("user %d: unreadable notice on %s: %r", user_id, message.subject, exc)
+
+    # -- chats created on this node -----------------------------------------------------------
+    async def announce_created(self, member_ids: Sequence[int], event: Event) -> None:
+        """Tell every member's node of a new chat: ``chat.created`` (the creator's view) on
+        each member's ``<prefix>.ev.user.<uid>`` (msg id ``cc:<chat>:<uid>``). NATS
+        unavailable → logged: those members see the chat at their next connect."""
+        payload = events.dumps(event.data)
+        for uid in member_ids:
+            try:
+                await self._bus.js_publish(
+                    f"{self._prefix}.ev.user.{uid}",
+                    payload,
+                    f"cc:{event.chat_id}:{uid}",
+                    {H_EVENT: events.CHAT_CREATED},
+                )
+            except Unavailable as exc:
+                log.warning(
+                    "chat %s: chat.created not announced to %d: %s", event.chat_id, uid, exc
+                )
+
+
+@asynccontextmanager
+async def open_cluster_events(
+    node: ClusterNode, hub: UserHub, directory: Directory, chat_router: ChatRouter, *, prefix: str
+) -> AsyncIterator[ClusterEvents]:
+    """Run the node's publisher and event router and wire them in for the block.
+
+    Graceful stop, in order: the hub stops routing new users here; the notice readers and
+    the router's subscriptions end (no more deliveries); the publisher gets ``DRAIN_TIMEOUT``
+    seconds to publish what is queued, then stops (rows left are published by another node's
+    sweeper). Actors still running keep writing to the outbox.
+    """
+    async with trio.open_nursery() as nursery:
+        stream = stream_name(prefix)
+        publisher = OutboxPublisher(node.store.storage, node.bus, prefix=prefix, stream=stream)
+        await nursery.start(publisher.run)
+        with trio.move_on_after(STREAM_READY_TIMEOUT):
+            await publisher.ready.wait()
+        if not publisher.ready.is_set():
+            log.warning("the event stream is not ready yet; the publisher keeps trying")
+
+        def resync(user_ids: list[int], chat_id: int, reason: str) -> None:
+            hub.resync(user_ids, reason)
+
+        async with (
+            open_event_router(
+                node.bus, hub.publish, resync, prefix=prefix, stream=stream
+            ) as router,
+            trio.open_nursery() as readers,
+        ):
+            wiring = ClusterEvents(
+                store=node.store,
+                bus=node.bus,
+                hub=hub,
+                publisher=publisher,
+                router=router,
+                nursery=readers,
+                prefix=prefix,
+            )
+            chat_router.outbox = True
+            directory.sink = wiring
+            hub.routing = wiring
+            try:
+                yield wiring
+            finally:
+                hub.routing = None
+                wiring.closed = True
+                readers.cancel_scope.cancel()
+        with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_TIMEOUT):
+            await publisher.wait_idle()
+        nursery.cancel_scope.cancel()
