@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from bench import report, scenarios
+from bench import cluster_fanout, report, scenarios
 
 FULL: dict[str, dict[str, Any]] = {
     "connections": {"sizes": [1000, 5000, 10000]},
@@ -31,6 +31,8 @@ FULL: dict[str, dict[str, Any]] = {
         "rate": 100.0,
         "seconds": 10.0,
     },
+    # One node vs two (cluster preview), same run; starts its own PostgreSQL and NATS.
+    "cluster_fanout": {"members": 1000, "messages": 30, "rate": 5.0},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "connections": {"sizes": [100]},
@@ -44,7 +46,11 @@ QUICK: dict[str, dict[str, Any]] = {
         "rate": 20.0,
         "seconds": 1.0,
     },
+    "cluster_fanout": {"members": 50, "messages": 5, "rate": 20.0},
 }
+# Not part of a bare ``python -m bench run`` (it needs embedded PostgreSQL and nats-server and
+# is not comparable with the SQLite rows): name it.
+EXPLICIT_ONLY = ("cluster_fanout",)
 
 
 async def run(names: list[str], quick: bool, database_url: str | None) -> scenarios.Outcome:
@@ -66,6 +72,10 @@ async def run(names: list[str], quick: bool, database_url: str | None) -> scenar
                 params["senders"],
                 params["seconds"],
                 database_url,
+            )
+        elif name == "cluster_fanout":
+            result = await cluster_fanout.cluster_fanout(
+                params["members"], params["messages"], params["rate"]
             )
         elif name == "reaction_storm":
             result = await scenarios.reaction_storm(
@@ -103,7 +113,7 @@ def main() -> int:
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    names = args.scenarios or list(FULL)
+    names = args.scenarios or [n for n in FULL if n not in EXPLICIT_ONLY]
     unknown = [n for n in names if n not in FULL]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(FULL)}")

@@ -135,6 +135,7 @@ class Server:
     realtime_host: str
     realtime_port: int
     pinned: bool
+    log_path: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -151,8 +152,11 @@ class Server:
 async def run_server(
     database_url: str | None,
     extra_env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[tuple[Server, str]]:
-    """Start ``fechatter serve`` on free ports; yields it and its database URL."""
+    """Start ``fechatter serve`` on free ports; yields it and its database URL.
+
+    ``extra_args`` are appended to the command line (``--nats-url``, ``--node-id``)."""
     with tempfile.TemporaryDirectory(prefix="fechatter-bench-") as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
         env = {
@@ -179,6 +183,7 @@ async def run_server(
                     "0",
                     "--database-url",
                     url,
+                    *extra_args,
                 ],
                 stderr=log,
                 env=env,
@@ -200,7 +205,7 @@ async def run_server(
                 pinned = pin(process.pid, 0)
                 if pinned:
                     pin(os.getpid(), 1)
-                yield Server(process, api, rt[0], rt[1], pinned), yield_url
+                yield Server(process, api, rt[0], rt[1], pinned, log_path), yield_url
             finally:
                 process.terminate()
                 with trio.move_on_after(30):
