@@ -80,23 +80,13 @@ def plot(outcome: Outcome, folder: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if outcome.latencies:
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for label, samples in outcome.latencies.items():
-            if not samples:
-                continue
-            ordered = sorted(samples)
-            ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
-            ax.plot(ordered, ys, label=label)
-        ax.set_xscale("log")
-        ax.set_xlabel("latency (ms, log scale)")
-        ax.set_ylabel("fraction of deliveries")
-        ax.set_title("Delivery latency CDF")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "latency_cdf.png", dpi=110)
-        plt.close(fig)
+    # cluster_fanout's curves get their own file: a run of it alone must not replace the
+    # single-node scenarios' plot (and the two sets are not comparable: PostgreSQL vs SQLite).
+    cluster = {k: v for k, v in outcome.latencies.items() if k.startswith("cluster_fanout")}
+    single = {k: v for k, v in outcome.latencies.items() if k not in cluster}
+    for latencies, name in ((single, "latency_cdf.png"), (cluster, "cluster_fanout_cdf.png")):
+        if latencies:
+            cdf(latencies, folder / name)
 
     conn = [r for r in outcome.rows if r["scenario"] == "connections"]
     fan = [r for r in outcome.rows if r["scenario"] == "fanout"]
@@ -124,6 +114,28 @@ def plot(outcome: Outcome, folder: Path) -> None:
         fig.tight_layout()
         fig.savefig(folder / "cost.png", dpi=110)
         plt.close(fig)
+
+
+def cdf(latencies: dict[str, list[float]], path: Path) -> None:
+    """One CDF curve per label (samples in ms, log x axis), saved as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for label, samples in latencies.items():
+        if not samples:
+            continue
+        ordered = sorted(samples)
+        ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+        ax.plot(ordered, ys, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of deliveries")
+    ax.set_title("Delivery latency CDF")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def complete(rows: list[dict[str, Any]]) -> bool:
