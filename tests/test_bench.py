@@ -56,3 +56,30 @@ def test_a_run_replaces_only_the_rows_of_its_scenarios() -> None:
         {"scenario": "throughput", "chats": 1},
         {"scenario": "connections", "n": 1},
     ]
+
+
+@pytest.mark.slow
+def test_quick_cluster_fanout_delivers_everything_exactly_once(tmp_path: Path) -> None:
+    """One node, two nodes (streams on B), two nodes (half/half): every message reaches every
+    stream once; with its own PostgreSQL and nats-server (~10 s)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "cluster_fanout", "--quick", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == [
+        "1 node",
+        "2 nodes, streams on B",
+        "2 nodes, half/half",
+    ]
+    for row in rows:
+        assert row["delivered"] == row["expected"] > 0, row
+        assert row["duplicates"] == 0, row
+    assert (tmp_path / "cluster_fanout_cdf.png").stat().st_size > 1000
+    assert not (tmp_path / "latency_cdf.png").exists()
