@@ -20,6 +20,13 @@ within the 30 s window) and stores nothing.
 A sweeper (every ``sweep_every`` seconds) queues the chats whose rows are older than
 ``sweep_age`` seconds: the rows of an owner that died between commit and publish, or of a
 notify dropped because the pending set was full.
+
+A chat whose batch fails with anything other than "busy" or ``Unavailable`` (a row the
+database refuses, a malformed ``$ref``, a bug) is quarantined: logged once per streak at
+ERROR with the chat id and the error type, then left alone for ``quarantine_first`` seconds,
+doubling up to ``QUARANTINE_MAX``; notifies meanwhile are deferred and the sweeper skips it.
+The worker goes on with other chats, so one bad row never stops the publisher (nor, as the
+same row is every node's leftover, every node). A publish that succeeds ends the quarantine.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ SWEEP_AGE = 2.0  # seconds: rows older than this are leftovers
 SWEEP_LIMIT = 50  # chats queued per sweep, the oldest rows first
 BACKOFF_FIRST = 0.1  # seconds before the first retry of a failed chat; doubles …
 BACKOFF_MAX = 2.0  # … up to this
+QUARANTINE_FIRST = 1.0  # seconds a chat whose batch failed unexpectedly is left alone; doubles …
+QUARANTINE_MAX = 300.0  # … up to this (the row needs an operator or a fix; retries stay cheap)
 
 
 class _Busy(Exception):
@@ -79,8 +88,10 @@ class PublisherStatistics:
     busy: int = 0
     dropped: int = 0
     sweeps: int = 0
+    errors: int = 0
     pending: int = 0
     active: int = 0
+    quarantined: int = 0
 
 
 class OutboxPublisher:
@@ -107,6 +118,7 @@ class OutboxPublisher:
         sweep_every: float = SWEEP_EVERY,
         sweep_age: float = SWEEP_AGE,
         sweep_limit: int = SWEEP_LIMIT,
+        quarantine_first: float = QUARANTINE_FIRST,
     ) -> None:
         if workers < 1 or pending_max < 1 or batch < 1 or sweep_limit < 1:
             raise ValueError("workers, pending_max, batch and sweep_limit must be ≥ 1")
@@ -121,6 +133,12 @@ class OutboxPublisher:
         self._sweep_every = sweep_every
         self._sweep_age = sweep_age
         self._sweep_limit = sweep_limit
+        self._quarantine_first = quarantine_first
+        # Chats whose last batch failed unexpectedly: chat id → (retry not before, in trio
+        # time; the current delay). At most ``pending_max`` entries (full case: a further
+        # bad chat is not recorded and is retried at the sweeper's pace); an entry ends with
+        # the chat's next successful publish.
+        self._quarantine: dict[int, tuple[float, float]] = {}
         # A chat is in at most one of: queued (in the channel), active (in a worker). A
         # notify for an active chat marks it ``again``: one more pass after the current one.
         self._send, self._receive = trio.open_memory_channel[int](pending_max)
@@ -154,6 +172,8 @@ class OutboxPublisher:
         if chat_id in self._active:
             self._again.add(chat_id)
             return True
+        if self._quarantined(chat_id):
+            return True  # deferred: the sweeper queues it once its quarantine is over
         if chat_id in self._queued:
             return True
         if len(self._queued) >= self._pending_max:
@@ -200,8 +220,9 @@ class OutboxPublisher:
         if self._bus.state is not BusState.CONNECTED:
             return []
         try:
+            skip = [c for c in self._quarantine if self._quarantined(c)]
             chats = await self._storage._read_op(
-                outbox.stale_chats(self._sweep_age, self._sweep_limit)
+                outbox.stale_chats(self._sweep_age, self._sweep_limit, skip)
             )
         except Unavailable as exc:
             log.warning("outbox sweep failed: %s", exc)
@@ -216,7 +237,8 @@ class OutboxPublisher:
         s = self._stats
         return PublisherStatistics(
             s.stored, s.duplicates, s.notices, s.removed, s.failures, s.busy, s.dropped,
-            s.sweeps, len(self._queued), len(self._active),
+            s.sweeps, s.errors, len(self._queued), len(self._active),
+            sum(1 for c in self._quarantine if self._quarantined(c)),
         )  # fmt: skip
 
     async def wait_for(self, predicate: Callable[[PublisherStatistics], bool]) -> None:
@@ -242,6 +264,26 @@ class OutboxPublisher:
         )
         self._changed.set()
         self._changed = trio.Event()
+
+    def _quarantined(self, chat_id: int) -> bool:
+        entry = self._quarantine.get(chat_id)
+        return entry is not None and trio.current_time() < entry[0]
+
+    def _quarantine_chat(self, chat_id: int, exc: Exception) -> None:
+        """Leave ``chat_id`` alone for a growing delay; log the first failure of a streak."""
+        entry = self._quarantine.get(chat_id)
+        if entry is None:
+            log.error(
+                "outbox publisher: chat %d quarantined after %s: %s (retried in %.1fs,"
+                " backing off up to %.0fs; other chats go on)",
+                chat_id, type(exc).__name__, exc, self._quarantine_first, QUARANTINE_MAX,
+            )  # fmt: skip
+            delay = self._quarantine_first
+        else:
+            delay = min(entry[1] * 2, QUARANTINE_MAX)
+        if entry is not None or len(self._quarantine) < self._pending_max:
+            self._quarantine[chat_id] = (trio.current_time() + delay, delay)
+        self._count(errors=1)
 
     async def _ensure_stream(self) -> None:
         spec = wire.StreamSpec(self.stream, self.prefix, max_bytes=self._max_bytes)
@@ -273,7 +315,9 @@ class OutboxPublisher:
 
     async def _drain(self, chat_id: int) -> None:
         """Publish ``chat_id`` until it is empty and no notify came meanwhile; a failure is
-        retried after a backoff of 0.1 s doubling to 2 s (the rows stay in the outbox)."""
+        retried after a backoff of 0.1 s doubling to 2 s (the rows stay in the outbox). Any
+        other error quarantines the chat (``_quarantine_chat``) and returns: the worker lives
+        on. ``trio.Cancelled`` is not an ``Exception`` and propagates."""
         delay = BACKOFF_FIRST
         while True:
             self._again.discard(chat_id)
@@ -286,7 +330,12 @@ class OutboxPublisher:
                 self._count(failures=1)
                 if delay == BACKOFF_FIRST:  # the first failure of a streak
                     log.warning("outbox publisher: chat %d: %s; retrying", chat_id, exc)
+            except Exception as exc:  # bounded quarantine, see the module doc
+                self._quarantine_chat(chat_id, exc)
+                return
             else:
+                if self._quarantine.pop(chat_id, None) is not None:
+                    log.info("outbox publisher: chat %d published again", chat_id)
                 if chat_id not in self._again:
                     return
                 delay = BACKOFF_FIRST

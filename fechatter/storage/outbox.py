@@ -150,7 +150,7 @@ _BATCH = Sql(
 _REMOVE = Sql("DELETE FROM outbox WHERE topic = 'c' AND topic_id = ? AND event_seq = ANY(?)")
 _STALE = Sql(
     "SELECT topic_id FROM outbox WHERE topic = 'c'"
-    " AND created_at < now() - make_interval(secs => ?)"
+    " AND created_at < now() - make_interval(secs => ?) AND topic_id <> ALL(?)"
     " GROUP BY topic_id ORDER BY min(created_at) LIMIT ?"
 )
 
@@ -193,8 +193,9 @@ def remove(chat_id: int, seqs: Sequence[int]) -> Op[int]:
     return result.rowcount
 
 
-def stale_chats(age: float, limit: int) -> Op[list[int]]:
+def stale_chats(age: float, limit: int, skip: Sequence[int] = ()) -> Op[list[int]]:
     """Up to ``limit`` chats with rows older than ``age`` seconds (database clock), the
-    oldest first: the leftovers of a publisher that died or could not publish."""
-    result = yield q(_STALE, (age, limit))
+    oldest first, none of ``skip`` (the publisher's quarantined chats, so they take no
+    places): the leftovers of a publisher that died or could not publish."""
+    result = yield q(_STALE, (age, list(skip), limit))
     return [int(r["topic_id"]) for r in result.rows]

@@ -377,3 +377,45 @@ async def test_postgresql_down_rows_wait_and_go_out_when_it_is_back(
             got = await stored(bus, stream, f"{prefix}.ev.chat.{chat.id}")
     assert _seqs(got) == [1, 2, 3, 4]
     assert _outbox_count(pg_database) == 0
+
+
+@pytest.mark.expect_log_errors(
+    r"outbox publisher: chat \d+ quarantined after KeyError",
+    reason="a malformed $ref row is quarantined on purpose",
+)
+async def test_a_malformed_row_quarantines_its_chat_and_the_others_still_go_out(
+    storage: PostgresStorage, bus: NatsBus, pg_database: str
+) -> None:
+    prefix, stream = _names_pair()
+    with trio.fail_after(CEILING):
+        _, (alice, *_), bad = await make_group(storage, 2)
+        good = await storage.create_chat(
+            bad.workspace_id, bad.type, None, None, alice.id, [alice.id]
+        )
+        (root,) = await storage.chat_store(None, outbox=True).insert_messages(
+            bad.id, [msg(alice, "root")]
+        )
+        assert root.message is not None
+        # A $ref row without its counters: rehydrate raises KeyError (not Unavailable).
+        _admin(
+            pg_database,
+            "INSERT INTO outbox (topic, topic_id, event_seq, name, data) VALUES ('c', "
+            f'{bad.id}, 1000, \'message.updated\', \'{{"$ref": "message", "id": '
+            f"{root.message.id}}}')",
+        )
+        await _fill(storage, good.id, alice, 3)
+        # One worker: a dead worker (or publisher) would never reach the good chat.
+        async with running(storage, bus, prefix, stream, workers=1, sweep_every=0.05,
+                           sweep_age=0.0, quarantine_first=600.0) as publisher:  # fmt: skip
+            assert publisher.notify(bad.id)
+            assert publisher.notify(good.id)
+            await publisher.wait_for(lambda s: s.removed == 3 and s.errors == 1)
+            # Quarantined: a notify is deferred and the sweeps pass it over.
+            assert publisher.notify(bad.id)
+            sweeps = publisher.statistics().sweeps
+            await publisher.wait_for(lambda s: s.sweeps >= sweeps + 2)
+            stats = publisher.statistics()
+            got = await stored(bus, stream, f"{prefix}.ev.chat.{good.id}")
+    assert _seqs(got) == [1, 2, 3]
+    assert (stats.errors, stats.quarantined, stats.pending) == (1, 1, 0)
+    assert _outbox_count(pg_database) == 2  # the bad chat's two rows wait (its batch rolled back)
