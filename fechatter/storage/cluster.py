@@ -111,8 +111,14 @@ _RELEASE = Sql(
 # epoch unchanged, so re-activating an own chat is one round trip too). The ON CONFLICT
 # path locks the lease row: concurrent acquirers serialise and exactly one bumps the epoch;
 # it also waits for every in-flight fenced write of the chat (they hold the row FOR SHARE).
+# How long an acquire waits for the lease row's lock (held FOR SHARE by the old owner's
+# fenced writes for milliseconds; for up to the server's idle-in-transaction timeout by a dead
+# or frozen node's session): past it, the acquire fails fast as ``Unavailable`` (retryable)
+# instead of burning the whole operation timeout. Whole milliseconds.
+ACQUIRE_LOCK_TIMEOUT_MS = 1000
 _ACQUIRE = Sql(
-    "INSERT INTO chat_leases AS l (chat_id, node_id, epoch)"
+    f"SET LOCAL lock_timeout = {ACQUIRE_LOCK_TIMEOUT_MS};"
+    " INSERT INTO chat_leases AS l (chat_id, node_id, epoch)"
     " SELECT :chat, :node, 1 WHERE EXISTS (SELECT 1 FROM chats WHERE id = :chat)"
     " ON CONFLICT (chat_id) DO UPDATE"
     " SET node_id = EXCLUDED.node_id,"

@@ -54,6 +54,38 @@ ROUND_MAX = 256
 # A round, shielded from its caller's cancellation, gets this many operation timeouts.
 ROUND_TIMEOUTS = 2
 
+# Server-side bounds of every pooled session (docs/cluster.md §7, "dead session"). A node
+# frozen or cut off mid-transaction leaves its backend "idle in transaction", holding what the
+# transaction locked — a fenced write's lease row FOR SHARE and chat row FOR UPDATE, the
+# publisher's advisory lock — until the server notices; libpq's keepalives only tell the
+# client. Every transaction of ours runs inside one ``_call``, bounded by the operation
+# timeout (a publish batch, idle in transaction while it awaits its PubAcks, included; a
+# group-commit round, bounded by ROUND_TIMEOUTS of them, is one statement, never idle), so
+# a live node is never idle in transaction that long: the server ends a session idle in
+# transaction for IDLE_IN_TRANSACTION_TIMEOUTS operation timeouts (30 s by default), which
+# exceeds the worst hold of a live node with a margin and frees a dead node's locks.
+IDLE_IN_TRANSACTION_TIMEOUTS = 3
+# The server's own TCP keepalives (seconds, count), as the client's: a peer that vanished
+# while its session was idle is noticed after ~25 s (idle 10 s + 3 probes 5 s apart).
+SERVER_KEEPALIVES = (10, 5, 3)
+
+
+def server_settings(idle_in_transaction_timeout: float) -> tuple[tuple[str, str], ...]:
+    """The session settings every pooled connection sets at connect (``PoolConfig``):
+    ``idle_in_transaction_session_timeout`` (``idle_in_transaction_timeout`` seconds, in
+    whole milliseconds, ≥ 1) and ``tcp_keepalives_idle/interval/count``
+    (``SERVER_KEEPALIVES``). All are settable by any user at connect; a connection pooler
+    in front must pass ``options`` through."""
+    idle, interval, count = SERVER_KEEPALIVES
+    idle_ms = max(1, round(idle_in_transaction_timeout * 1000))
+    return (
+        ("idle_in_transaction_session_timeout", str(idle_ms)),
+        ("tcp_keepalives_idle", str(idle)),
+        ("tcp_keepalives_interval", str(interval)),
+        ("tcp_keepalives_count", str(count)),
+    )
+
+
 # Unique constraints and indexes, as named in 0001_init.sql.
 _CONFLICTS = {
     "users_email_key": ("email_taken", "email is already registered"),
@@ -446,6 +478,7 @@ async def open_postgres_storage(
     acquire_timeout: float = 5.0,
     connect_timeout: int = 5,
     operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+    idle_in_transaction_timeout: float | None = None,
 ) -> AsyncIterator[PostgresStorage]:
     """Connect to the database at ``url`` (migrating it if needed); close the pool on exit.
 
@@ -453,10 +486,24 @@ async def open_postgres_storage(
     capped to what the server has free when this opens (``free_connections``), so processes
     that start one after another never ask for more than ``max_connections``. ``Unavailable``
     if the server cannot be reached or migrated within the bounds.
+    ``idle_in_transaction_timeout``: seconds after which the server ends a session left idle
+    in a transaction (a dead or frozen node's; None: ``IDLE_IN_TRANSACTION_TIMEOUTS``
+    times ``operation_timeout``), see ``server_settings``.
     """
+    idle_timeout = (
+        IDLE_IN_TRANSACTION_TIMEOUTS * operation_timeout
+        if idle_in_transaction_timeout is None
+        else idle_in_transaction_timeout
+    )
+    settings = server_settings(idle_timeout)
     wanted = DEFAULT_POOL_SIZE if pool_size is None else pool_size
     # One connection first, to migrate and to ask the server how many connections it has free.
-    setup = PoolConfig(size=1, acquire_timeout=acquire_timeout, connect_timeout=connect_timeout)
+    setup = PoolConfig(
+        size=1,
+        acquire_timeout=acquire_timeout,
+        connect_timeout=connect_timeout,
+        server_settings=settings,
+    )
     async with open_pg_pool(url, setup) as setup_pool:
         setup_storage = PostgresStorage(setup_pool, operation_timeout)
         await setup_storage._call(apply_postgres_migrations)
@@ -475,7 +522,12 @@ async def open_postgres_storage(
             size,
             wanted,
         )
-    config = PoolConfig(size=size, acquire_timeout=acquire_timeout, connect_timeout=connect_timeout)
+    config = PoolConfig(
+        size=size,
+        acquire_timeout=acquire_timeout,
+        connect_timeout=connect_timeout,
+        server_settings=settings,
+    )
     async with open_pg_pool(url, config) as pool:
         yield PostgresStorage(pool, operation_timeout)
 

@@ -44,7 +44,7 @@ import psycopg
 import trio
 from psycopg import pq
 from psycopg.abc import PQGen
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.pq.abc import PGcancelConn, PGconn
 from psycopg.rows import DictRow, dict_row
@@ -67,6 +67,9 @@ class PoolConfig:
     acquire_timeout: float = 5.0
     connect_timeout: int = 5  # libpq counts whole seconds, minimum 2
     ping_after: float = 30.0
+    # Server settings of every connection, sent at connect as libpq ``options``
+    # (``-c name=value``, after any ``options`` of the URL): ``(name, value)`` pairs.
+    server_settings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,8 +305,13 @@ class PgPool:
     def __init__(self, conninfo: str, config: PoolConfig) -> None:
         if config.size < 1:
             raise ValueError("pool size must be at least 1")
+        options = " ".join(
+            [str(conninfo_to_dict(conninfo).get("options") or "")]
+            + [f"-c {name}={value}" for name, value in config.server_settings]
+        ).strip()
         self._conninfo = make_conninfo(
             conninfo,
+            options=options or None,
             connect_timeout=config.connect_timeout,
             # Keepalives notice a peer that vanished without closing the socket.
             keepalives=1,

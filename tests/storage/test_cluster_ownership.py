@@ -15,10 +15,17 @@ import pytest
 import trio
 
 import fechatter.actors.chat
-from fechatter.errors import ChatMoved, Conflict, NotFound
+from fechatter.errors import ChatMoved, Conflict, NotFound, Unavailable
 from fechatter.models import ChatRecord, ChatType, Role, User
 from fechatter.storage import chats
-from fechatter.storage.cluster import ChatStore, ClusterStore, Fence, Owner, try_acquire_chat
+from fechatter.storage.cluster import (
+    ACQUIRE_LOCK_TIMEOUT_MS,
+    ChatStore,
+    ClusterStore,
+    Fence,
+    Owner,
+    try_acquire_chat,
+)
 from fechatter.storage.postgres import _InsertRequest, open_postgres_storage, run_op
 from fechatter.storage.postgres_pool import PoolConfig, open_pg_pool
 from tests.pg import PgServer
@@ -522,3 +529,73 @@ async def test_deleting_a_workspace_waits_for_a_fenced_write_without_deadlock(
             assert deleted == [[chat.id]]
             assert await storage.get_chat(chat.id) is None
             assert users  # the users outlive their workspace
+
+
+async def test_an_acquire_blocked_by_a_dead_sessions_lock_fails_fast_as_unavailable(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    """A frozen or partitioned old owner left a fenced write open (the lease row held FOR
+    SHARE, idle in transaction): the new owner's acquire gives up after its lock timeout
+    (``ACQUIRE_LOCK_TIMEOUT_MS``) with a retryable ``Unavailable``, long before the
+    operation timeout; once the session is gone the acquire succeeds."""
+    async with (
+        open_postgres_storage(pg_database, **FAST) as storage,
+        open_pg_pool(pg_database, PoolConfig(size=1)) as other,
+    ):
+        cluster = ClusterStore(storage)
+        with trio.fail_after(20):
+            _, _, chat = await make_group(storage, 2)
+            await cluster.register_node(A, "api", 60)
+            await cluster.register_node(B, "api", 60)
+            assert await cluster.acquire_chat(chat.id, A) == Owner(A, 1)
+            async with other.connection() as conn:
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT fechatter_fence(%s, %s, %s)", (chat.id, A, 1))
+                _expire(pg_database, A)
+                began = trio.current_time()
+                with pytest.raises(Unavailable):
+                    await cluster.acquire_chat(chat.id, B)
+                waited = trio.current_time() - began
+                await conn.execute("ROLLBACK")
+            assert ACQUIRE_LOCK_TIMEOUT_MS / 1000 <= waited < FAST["operation_timeout"] - 1
+            assert await cluster.acquire_chat(chat.id, B) == Owner(B, 2)
+
+
+async def test_the_server_ends_a_session_left_idle_in_transaction(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    """Every pooled connection carries the server-side session bounds; a session left idle
+    in a transaction (a node frozen mid-write) is ended by the server after
+    ``idle_in_transaction_timeout``, which frees its locks for the next owner."""
+    async with open_postgres_storage(
+        pg_database, idle_in_transaction_timeout=0.3, **FAST
+    ) as storage:
+        cluster = ClusterStore(storage)
+        with trio.fail_after(20):
+            _, _, chat = await make_group(storage, 2)
+            await cluster.register_node(A, "api", 60)
+            await cluster.register_node(B, "api", 60)
+            assert await cluster.acquire_chat(chat.id, A) == Owner(A, 1)
+            async with storage._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT current_setting('idle_in_transaction_session_timeout') AS idle,"
+                    " current_setting('tcp_keepalives_idle') AS ka_idle,"
+                    " current_setting('tcp_keepalives_interval') AS ka_interval,"
+                    " current_setting('tcp_keepalives_count') AS ka_count"
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                assert row["idle"] == "300ms"
+                # (the test server is on TCP; a Unix socket would show 0s)
+                assert (row["ka_idle"], row["ka_interval"], row["ka_count"]) == ("10", "5", "3")
+                pid = conn.info.backend_pid
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT fechatter_fence(%s, %s, %s)", (chat.id, A, 1))
+                _expire(pg_database, A)
+                # The "frozen node": no statement, no commit. Wait for the server to end it.
+                while _admin(  # noqa: ASYNC110
+                    pg_database, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", pid
+                ):
+                    await trio.sleep(0.05)
+            # The pool took back a dead connection and dropped it; the lock is gone.
+            assert await cluster.acquire_chat(chat.id, B) == Owner(B, 2)
