@@ -277,8 +277,16 @@ _LIST_WORKSPACES = Sql(
 )
 _WORKSPACE_CHAT_IDS = Sql("SELECT id FROM chats WHERE workspace_id = ? ORDER BY id")
 _DELETE_WORKSPACE = Sql("DELETE FROM workspaces WHERE id = ?")
+# Never run on SQLite: it has no chat_leases (PostgreSQL only, 0008). First the lease rows
+# FOR UPDATE in ascending chat id (LockRows above the Sort), the order in which a cross-chat
+# round and every fenced writer take them; then the DELETE, which finds them locked already.
+_LOCK_WORKSPACE_LEASES = Sql.split(
+    sqlite="SELECT NULL",
+    postgres="SELECT chat_id FROM chat_leases WHERE chat_id IN"
+    " (SELECT id FROM chats WHERE workspace_id = ?) ORDER BY chat_id FOR UPDATE",
+)
 _DELETE_WORKSPACE_LEASES = Sql.split(
-    sqlite="SELECT NULL",  # never run: SQLite has no chat_leases (PostgreSQL only, 0008)
+    sqlite="SELECT NULL",
     postgres="DELETE FROM chat_leases WHERE chat_id IN"
     " (SELECT id FROM chats WHERE workspace_id = ?)",
 )
@@ -348,6 +356,9 @@ def delete_workspace(workspace_id: int, dialect: Dialect) -> Op[list[int]]:
         # Lease rows before chat rows, the lock order of fenced writes (docs/cluster.md §2):
         # the cascade from chats would lock them after the chat rows, and a fenced write of
         # one of these chats (lease FOR SHARE, then the chat row) could deadlock with it.
+        # Locked in chat id order first: a DELETE locks them in the order its scan meets
+        # them (heap order), which a writer of several chats (ascending) could cross.
+        yield q(_LOCK_WORKSPACE_LEASES, (workspace_id,))
         yield q(_DELETE_WORKSPACE_LEASES, (workspace_id,))
     # Chats, their members and messages, and the workspace's members go by ON DELETE CASCADE.
     yield q(_DELETE_WORKSPACE, (workspace_id,))

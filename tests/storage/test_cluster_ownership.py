@@ -599,3 +599,51 @@ async def test_the_server_ends_a_session_left_idle_in_transaction(
                     await trio.sleep(0.05)
             # The pool took back a dead connection and dropped it; the lock is gone.
             assert await cluster.acquire_chat(chat.id, B) == Owner(B, 2)
+
+
+async def test_deleting_a_workspace_locks_its_leases_in_chat_id_order(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    """Workspace deletion locks the lease rows in ascending chat id, the order in which a
+    cross-chat round (and any writer of several chats) takes them: the larger chat's rows come
+    first in heap order (lease and chat), a writer holds the smaller one's lease
+    FOR SHARE while the deletion starts, then takes the larger one's. Locking in heap order,
+    the deletion would hold the larger lease and wait for the smaller: a deadlock, which
+    PostgreSQL breaks by failing one side. In id order, the deletion waits for the smaller
+    lease holding nothing; the writer finishes; the deletion follows."""
+    async with (
+        open_postgres_storage(pg_database, **FAST) as storage,
+        open_pg_pool(pg_database, PoolConfig(size=1)) as other,
+    ):
+        cluster = ClusterStore(storage)
+        with trio.fail_after(20):
+            workspace, (alice, *_), small = await make_group(storage, 2)
+            large = await storage.create_chat(
+                workspace.id, small.type, None, None, alice.id, [alice.id]
+            )
+            assert small.id < large.id
+            # Heap order ≠ id order in both tables: a non-HOT update (an indexed column
+            # changes) moves the smaller chat's row after the larger one's, so a deletion
+            # that reaches the leases through a scan of the chats meets the larger first.
+            _admin(pg_database, "UPDATE chats SET name_key = 'moved' WHERE id = %s", small.id)
+            await cluster.register_node(A, "api", 60)
+            assert await cluster.acquire_chat(large.id, A) == Owner(A, 1)  # stored first
+            assert await cluster.acquire_chat(small.id, A) == Owner(A, 1)
+            deleted: list[list[int]] = []
+            async with other.connection() as conn:
+                writer = conn.info.backend_pid
+                await conn.execute("BEGIN")
+                await conn.execute("SELECT fechatter_fence(%s, %s, %s)", (small.id, A, 1))
+
+                async def delete() -> None:
+                    deleted.append(await storage.delete_workspace(workspace.id))
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(delete)
+                    while not _blocked_by(pg_server, writer):  # noqa: ASYNC110
+                        await trio.sleep(0.01)
+                    # The second lease, as a round takes it: must not deadlock.
+                    await conn.execute("SELECT fechatter_fence(%s, %s, %s)", (large.id, A, 1))
+                    await conn.execute("COMMIT")
+            assert deleted == [sorted([small.id, large.id])]
+            assert await storage.get_chat(large.id) is None
