@@ -21,6 +21,12 @@ A sweeper (every ``sweep_every`` seconds) queues the chats whose rows are older 
 ``sweep_age`` seconds: the rows of an owner that died between commit and publish, or of a
 notify dropped because the pending set was full.
 
+A batch is at most ``batch`` rows; one that does not finish within the storage's operation
+timeout (``OperationTimedOut``: rolled back, retried) makes the chat's next batch half as
+big, down to 1 row, and each batch that commits doubles it again, up to ``batch`` — so a
+slow database or NATS shrinks the transaction until it fits, instead of retrying the same
+too-big batch for ever. Sizes are kept per chat, only while below ``batch``.
+
 A chat whose batch fails with anything other than "busy" or ``Unavailable`` (a row the
 database refuses, a malformed ``$ref``, a bug) is quarantined: logged once per streak at
 ERROR with the chat id and the error type, then left alone for ``quarantine_first`` seconds,
@@ -44,7 +50,7 @@ from fechatter.cluster import events as wire
 from fechatter.errors import Unavailable
 from fechatter.storage import outbox
 from fechatter.storage.outbox import PendingEvent
-from fechatter.storage.postgres import PostgresStorage, run_op
+from fechatter.storage.postgres import OperationTimedOut, PostgresStorage, run_op
 from fechatter.storage.postgres_pool import Connection
 
 log = logging.getLogger(__name__)
@@ -55,8 +61,10 @@ T = TypeVar("T")
 STREAM = wire.STREAM
 MAX_BYTES = wire.MAX_BYTES  # 1 GiB (the setting stream_max_bytes, not yet in config)
 # The publisher.
-BATCH = 100  # rows per transaction (lock, read, publish each, delete, commit)
-WORKERS = 8  # chats published in parallel; each holds one pooled connection per batch
+BATCH = 100  # rows per transaction (lock, read, publish each, delete, commit), at most
+WORKERS = 8  # chats published in parallel; each holds one pooled connection per batch …
+POOL_SHARE = 4  # … and at most pool_size // POOL_SHARE of them (≥ 1): the heartbeat, the
+# writes and the reads keep the rest of the pool
 PENDING_MAX = 10_000  # chats queued for a worker; full case: see ``notify``
 SWEEP_EVERY = 2.0  # seconds between sweeps
 SWEEP_AGE = 2.0  # seconds: rows older than this are leftovers
@@ -127,7 +135,8 @@ class OutboxPublisher:
         self.prefix = prefix
         self.stream = stream
         self._max_bytes = max_bytes
-        self._workers = workers
+        # Each worker holds a pooled connection for a whole batch: never the whole pool.
+        self.workers = max(1, min(workers, storage.pool_size // POOL_SHARE))
         self._pending_max = pending_max
         self._batch = batch
         self._sweep_every = sweep_every
@@ -139,6 +148,10 @@ class OutboxPublisher:
         # bad chat is not recorded and is retried at the sweeper's pace); an entry ends with
         # the chat's next successful publish.
         self._quarantine: dict[int, tuple[float, float]] = {}
+        # Chats whose batch size is below ``batch`` (halved after a timeout): chat id → rows.
+        # At most ``pending_max`` entries (full case: a further chat keeps the full size and
+        # is retried with it, as before); an entry ends when the size is back at ``batch``.
+        self._sizes: dict[int, int] = {}
         # A chat is in at most one of: queued (in the channel), active (in a worker). A
         # notify for an active chat marks it ``again``: one more pass after the current one.
         self._send, self._receive = trio.open_memory_channel[int](pending_max)
@@ -198,20 +211,32 @@ class OutboxPublisher:
         await self._retry(self._ensure_stream)
         self.ready.set()
         async with trio.open_nursery() as nursery:
-            for _ in range(self._workers):
+            for _ in range(self.workers):
                 nursery.start_soon(self._worker)
             nursery.start_soon(self._sweeper)
 
     async def publish_chat(self, chat_id: int) -> int:
         """Publish the chat's rows until none are left; the number published. Raises
         ``Unavailable`` (NATS or PostgreSQL; rows not yet deleted stay and are retried) or
-        ``_Busy`` (another publisher holds the chat). Callers keep one call per chat."""
+        ``_Busy`` (another publisher holds the chat). Callers keep one call per chat. A batch
+        that timed out halves the chat's batch size (down to 1); one that commits doubles it
+        (up to ``batch``)."""
         total = 0
         while True:
-            n = await self._publish_batch(chat_id)
+            size = self._sizes.get(chat_id, self._batch)
+            try:
+                n = await self._publish_batch(chat_id, size)
+            except OperationTimedOut:
+                self._resize(chat_id, max(1, size // 2))
+                raise
+            self._resize(chat_id, min(self._batch, size * 2))
             total += n
-            if n < self._batch:
+            if n < size:
                 return total
+
+    def batch_size(self, chat_id: int) -> int:
+        """The rows the chat's next batch may take (``batch`` unless batches timed out)."""
+        return self._sizes.get(chat_id, self._batch)
 
     async def sweep_once(self) -> list[int]:
         """Queue the chats whose rows are older than ``sweep_age`` (up to ``sweep_limit``,
@@ -264,6 +289,12 @@ class OutboxPublisher:
         )
         self._changed.set()
         self._changed = trio.Event()
+
+    def _resize(self, chat_id: int, size: int) -> None:
+        if size >= self._batch:
+            self._sizes.pop(chat_id, None)
+        elif chat_id in self._sizes or len(self._sizes) < self._pending_max:
+            self._sizes[chat_id] = size
 
     def _quarantined(self, chat_id: int) -> bool:
         entry = self._quarantine.get(chat_id)
@@ -343,7 +374,7 @@ class OutboxPublisher:
             await trio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _publish_batch(self, chat_id: int) -> int:
+    async def _publish_batch(self, chat_id: int, size: int) -> int:
         if self._bus.state is not BusState.CONNECTED:
             raise Unavailable(f"NATS is {self._bus.state.value}")
         if not self._stream_ok:
@@ -351,7 +382,7 @@ class OutboxPublisher:
 
         async def run(conn: Connection) -> tuple[int, int]:
             await conn.execute("BEGIN")
-            batch = await run_op(conn, outbox.claim(chat_id, self._batch))
+            batch = await run_op(conn, outbox.claim(chat_id, size))
             if batch is None:
                 raise _Busy  # the pool rolls the transaction back
             for event in batch:

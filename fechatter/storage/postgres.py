@@ -138,6 +138,12 @@ def translate_error(exc: psycopg.Error | UnicodeError) -> FechatterError:
 Call = Callable[[Connection], Awaitable[T]]
 
 
+class OperationTimedOut(Unavailable):
+    """A call did not finish within the storage's operation timeout (its transaction was
+    rolled back); an ``Unavailable`` like any other, distinguishable by callers that can
+    make the next call smaller (the outbox publisher halves its batch)."""
+
+
 def _in_transaction(begin: str, fn: Call[T]) -> Call[T]:
     """``fn`` between ``begin`` and ``COMMIT``; on any failure the pool rolls back."""
 
@@ -221,6 +227,11 @@ class PostgresStorage(SqlStorage):
         self._round_over = trio.Event()
 
     # -- plumbing --------------------------------------------------------------------------
+    @property
+    def pool_size(self) -> int:
+        """The most connections this storage's pool holds (a fixed count)."""
+        return self._pool.statistics().size
+
     async def _call(self, fn: Call[T]) -> T:
         """Run ``fn`` on a pooled connection, bounded; driver errors become domain errors."""
         with trio.move_on_after(self._operation_timeout) as bounded:
@@ -230,7 +241,7 @@ class PostgresStorage(SqlStorage):
             except (psycopg.Error, UnicodeError) as exc:
                 raise translate_error(exc) from exc
         assert bounded.cancelled_caught
-        raise Unavailable("the database did not answer in time", retry_after=1)
+        raise OperationTimedOut("the database did not answer in time", retry_after=1)
 
     async def _write(self, fn: Call[T]) -> T:
         """Run ``fn`` in one write transaction."""

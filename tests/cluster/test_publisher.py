@@ -419,3 +419,51 @@ async def test_a_malformed_row_quarantines_its_chat_and_the_others_still_go_out(
     assert _seqs(got) == [1, 2, 3]
     assert (stats.errors, stats.quarantined, stats.pending) == (1, 1, 0)
     assert _outbox_count(pg_database) == 2  # the bad chat's two rows wait (its batch rolled back)
+
+
+async def test_a_batch_too_slow_for_the_timeout_is_halved_until_it_fits(
+    pg_database: str, bus: NatsBus
+) -> None:
+    """The server takes 50 ms per deleted row (a trigger standing in for a slow database)
+    and the operation timeout is 1 s: a batch of 20+ rows can never commit. The publisher
+    halves the chat's batch after each timeout (100 → 50 → 25 → 12) and doubles it after
+    each commit, so all 36 events go out in order instead of the same batch being retried
+    for ever."""
+    prefix, stream = _names_pair()
+    _admin(
+        pg_database,
+        "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN PERFORM pg_sleep(0.05); RETURN OLD; END $$;"
+        " CREATE TRIGGER outbox_slow_delete BEFORE DELETE ON outbox"
+        " FOR EACH ROW EXECUTE FUNCTION slow_delete()",
+    )
+    async with open_postgres_storage(
+        pg_database, pool_size=4, acquire_timeout=2.0, connect_timeout=2, operation_timeout=1.0
+    ) as storage:
+        with trio.fail_after(3 * CEILING):
+            _, (alice, *_), chat = await make_group(storage, 2)
+            await _fill(storage, chat.id, alice, 36)
+            async with running(storage, bus, prefix, stream) as publisher:
+                assert publisher.workers == 1  # pool of 4: at most 4 // 4
+                assert publisher.batch_size(chat.id) == 100
+                publisher.notify(chat.id)
+                await publisher.wait_for(lambda s: s.removed == 36)
+                await publisher.wait_idle()
+                stats = publisher.statistics()
+                got = await stored(bus, stream, f"{prefix}.ev.chat.{chat.id}")
+    assert _seqs(got) == list(range(1, 37))
+    assert stats.failures >= 3  # 100, 50 and 25 rows timed out
+    assert stats.stored == 36
+    assert _outbox_count(pg_database) == 0
+
+
+async def test_workers_are_capped_to_a_quarter_of_the_pool(pg_database: str, bus: NatsBus) -> None:
+    """Each worker holds a pooled connection per batch: never more than pool_size // 4 (≥ 1),
+    so the heartbeat and the writes always find a connection."""
+    with trio.fail_after(CEILING):
+        async with open_postgres_storage(pg_database, pool_size=12) as storage:
+            assert storage.pool_size == 12
+            assert OutboxPublisher(storage, bus, workers=8).workers == 3
+            assert OutboxPublisher(storage, bus, workers=2).workers == 2
+        async with open_postgres_storage(pg_database, pool_size=2) as storage:
+            assert OutboxPublisher(storage, bus, workers=8).workers == 1
