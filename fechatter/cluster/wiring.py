@@ -207,9 +207,18 @@ async def open_cluster_events(
         def resync(user_ids: list[int], chat_id: int, reason: str) -> None:
             hub.resync(user_ids, reason)
 
+        async def members_of_chat(chat_id: int) -> set[int]:
+            """After skipped events: the chat's members from storage (``chat_members``)."""
+            return {m.user_id for m in await node.store.storage.list_chat_members(chat_id)}
+
         async with (
             open_event_router(
-                node.bus, hub.publish, resync, prefix=prefix, stream=stream
+                node.bus,
+                hub.publish,
+                resync,
+                prefix=prefix,
+                stream=stream,
+                members_of_chat=members_of_chat,
             ) as router,
             trio.open_nursery() as readers,
         ):
