@@ -279,7 +279,8 @@ class EventRouter:
       the catch-up is abandoned and the chat continues after the newest live event;
     - one catch-up reads at most ``catch_up_limit`` events (``read_page`` per call); more →
       ``resync(…, "history_unavailable")`` as for an event evicted from the stream (a hole
-      in the log), and the chat continues after the newest event seen;
+      in the log), and the chat continues after the newest event seen (nothing held: after
+      the log's newest event, read with one message get);
     - after any skip (hold overflow, evicted events, the catch-up limit) the skipped events
       may have changed the membership: with ``members_of_chat``, the chat's local members
       are re-read from it (live events held meanwhile) and the ones no longer members are
@@ -657,6 +658,8 @@ class EventRouter:
                 chat.read_from = math.inf
                 if chat.held:
                     self._hole(chat, list(chat.members), min(chat.held) - 1)
+                else:  # nothing live to continue from: continue after the log's newest
+                    await self._skip_to_end(chat)
                 await self._refresh(chat)
             self._release(chat)
             if chat.held and chat.read_from == math.inf:
@@ -692,6 +695,26 @@ class EventRouter:
         self._resync(users, chat.chat_id, "history_unavailable")
         if self._members_of is not None:
             chat.stale = True
+
+    async def _skip_to_end(self, chat: _Chat) -> None:
+        """The catch-up limit was reached with no live event held: the members still owed an
+        event up to the log's newest one get a resync and continue after it."""
+        delay = RETRY_FIRST
+        while not chat.closed:
+            try:
+                event_seq, stream_seq = await self._last_stored(chat.chat_id)
+                break
+            except Unavailable as exc:
+                log.warning("position of chat %d unknown (%s); retrying", chat.chat_id, exc)
+                await trio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+        else:
+            return
+        behind = [u for u, owed in chat.members.items() if 0 < owed <= event_seq]
+        if behind:
+            self._hole(chat, behind, event_seq)
+        if event_seq >= chat.last_event_seq:
+            chat.last_stream_seq = max(chat.last_stream_seq, stream_seq)
 
     async def _refresh(self, chat: _Chat) -> None:
         """After a skip (``chat.stale``): re-read the chat's members from ``members_of_chat``

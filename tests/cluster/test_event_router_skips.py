@@ -109,3 +109,26 @@ async def test_a_member_removed_during_a_hold_overflow_gets_nothing_more(
     assert sink.resyncs == [([1, 2], 10, "history_unavailable")]
     assert sink.seqs(1) == [1, 7]
     assert sink.seqs(2) == [1]
+
+
+async def test_the_catch_up_limit_with_nothing_held_resyncs_and_skips_to_the_end(
+    bus: NatsBus, events: Events
+) -> None:
+    """A member added from event 1 while the chat is at 8, with a catch-up limit of 3: they
+    get 1-3, then a resync, then 9 — never 9 without the resync for 4-8 missing."""
+    sink = Sink()
+    with trio.fail_after(CEILING):
+        await events.create()
+        async with events.router(sink, read_page=2, catch_up_limit=3) as router:
+            await router.user_connected(1, [10])
+            await router.user_connected(2, [])
+            for seq in range(1, 9):
+                await events.store(10, seq)
+            await sink.until(lambda: len(sink.got[1]) == 8)
+            await router.member_added(10, 2, 1, 0)
+            await sink.until(lambda: bool(sink.resyncs))
+            await events.store(10, 9)
+            await sink.until(lambda: len(sink.got[2]) == 4)
+    assert sink.seqs(1) == list(range(1, 10))
+    assert sink.seqs(2) == [1, 2, 3, 9]
+    assert sink.resyncs == [([2], 10, "history_unavailable")]
