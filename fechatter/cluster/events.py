@@ -24,7 +24,7 @@ import binascii
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -231,6 +231,9 @@ Deliver = Callable[[list[int], Event], None]
 """``deliver(user_ids, event)``: hand ``event`` to those local users; must not block."""
 Resync = Callable[[list[int], int, str], None]
 """``resync(user_ids, chat_id, reason)``: those users' streams must get ``resync``."""
+MembersOf = Callable[[int], Awaitable[Collection[int]]]
+"""``members_of_chat(chat_id)``: the chat's member user ids from the source of truth
+(storage ``chat_members``; empty for a deleted chat); raises ``Unavailable`` (retried)."""
 
 
 # -- the router --------------------------------------------------------------------------
@@ -259,6 +262,7 @@ class _Chat:
     held: dict[int, WireEvent] = field(default_factory=dict)  # event_seq → live event
     catching_up: bool = False
     scope: trio.CancelScope | None = None  # the running catch-up's
+    stale: bool = False  # events were skipped: re-read the membership before delivering
 
 
 class EventRouter:
@@ -275,7 +279,12 @@ class EventRouter:
       the catch-up is abandoned and the chat continues after the newest live event;
     - one catch-up reads at most ``catch_up_limit`` events (``read_page`` per call); more →
       ``resync(…, "history_unavailable")`` as for an event evicted from the stream (a hole
-      in the log), and the chat continues after the newest event seen.
+      in the log), and the chat continues after the newest event seen (nothing held: after
+      the log's newest event, read with one message get);
+    - after any skip (hold overflow, evicted events, the catch-up limit) the skipped events
+      may have changed the membership: with ``members_of_chat``, the chat's local members
+      are re-read from it (live events held meanwhile) and the ones no longer members are
+      dropped before anything more is delivered (joins come as notices, ``member_added``).
     """
 
     def __init__(
@@ -291,6 +300,7 @@ class EventRouter:
         hold: int = HOLD,
         read_page: int = READ_PAGE,
         catch_up_limit: int = CATCH_UP_LIMIT,
+        members_of_chat: MembersOf | None = None,
     ) -> None:
         self._bus = bus
         self._nursery = nursery
@@ -302,6 +312,7 @@ class EventRouter:
         self._hold = hold
         self._read_page = read_page
         self._catch_up_limit = catch_up_limit
+        self._members_of = members_of_chat
         self._chats: dict[int, _Chat] = {}
         self._users: dict[int, set[int]] = {}  # connected user → their chats
         self._closed = False
@@ -325,6 +336,12 @@ class EventRouter:
         return frozenset(chat.members) if chat else frozenset()
 
     # -- the index -------------------------------------------------------------------------
+    def register(self, user_id: int) -> None:
+        """``user_id`` is arriving (no chats yet): from now on ``member_added`` for them is
+        applied, so a join noticed before their chats are read is not lost."""
+        if not self._closed:
+            self._users.setdefault(user_id, set())
+
     async def user_connected(self, user_id: int, chat_ids: Sequence[int]) -> None:
         """``user_id`` has a stream here and is a member of ``chat_ids``: deliver their
         events from now on. Returns once each chat's subscription is live and positioned
@@ -563,6 +580,9 @@ class EventRouter:
         for user_id in users:
             chat.members[user_id] = newest.event_seq + 1
         self._resync(users, chat.chat_id, "history_unavailable")
+        if self._members_of is not None:  # the skipped events may have changed the members
+            chat.stale = True
+            self._start_catch_up(chat)
 
     # -- catch-up: read the log, merge with the held events, release ------------------------
     def _catch_up(self, chat: _Chat, from_stream_seq: int, *, gap: bool) -> None:
@@ -570,6 +590,10 @@ class EventRouter:
         if gap:
             self.stats.gaps += 1
         chat.read_from = min(chat.read_from, max(1, from_stream_seq))
+        self._start_catch_up(chat)
+
+    def _start_catch_up(self, chat: _Chat) -> None:
+        """Start the chat's catch-up task (live events held while it runs) unless one runs."""
         if chat.catching_up or not chat.ready.is_set() or chat.closed:
             return  # the running one (or the start, after positioning) picks it up
         chat.catching_up = True
@@ -590,7 +614,12 @@ class EventRouter:
         subject = chat_subject(chat.chat_id, self._prefix)
         budget = self._catch_up_limit
         delay = RETRY_FIRST
-        while chat.read_from != math.inf:
+        if chat.stale:  # an overflow skipped events: membership first, then what is held
+            await self._refresh(chat)
+            self._release(chat)
+            if chat.held:
+                chat.read_from = min(chat.read_from, chat.last_stream_seq + 1)
+        while chat.read_from != math.inf and not chat.closed:
             position, chat.read_from = int(chat.read_from), math.inf
             progressed = False
             while budget > 0:  # read [position, end of log] page by page
@@ -620,6 +649,7 @@ class EventRouter:
                     owed = [u for u, o in chat.members.items() if 0 < o < wire.event_seq]
                     if owed:
                         self._hole(chat, owed, wire.event_seq - 1)
+                        await self._refresh(chat)
                     self._process(chat, wire)
                     progressed = True
                 if len(page) < min(self._read_page, budget + len(page)):
@@ -628,12 +658,16 @@ class EventRouter:
                 chat.read_from = math.inf
                 if chat.held:
                     self._hole(chat, list(chat.members), min(chat.held) - 1)
+                else:  # nothing live to continue from: continue after the log's newest
+                    await self._skip_to_end(chat)
+                await self._refresh(chat)
             self._release(chat)
             if chat.held and chat.read_from == math.inf:
                 if progressed:  # a held event was stored after the read passed: read again
                     chat.read_from = chat.last_stream_seq + 1
                 else:  # the missing events are not in the log (evicted)
                     self._hole(chat, list(chat.members), min(chat.held) - 1)
+                    await self._refresh(chat)
                     self._release(chat)
                     if chat.held:
                         chat.read_from = chat.last_stream_seq + 1
@@ -659,6 +693,47 @@ class EventRouter:
         for user_id in users:
             chat.members[user_id] = max(chat.members[user_id], through + 1)
         self._resync(users, chat.chat_id, "history_unavailable")
+        if self._members_of is not None:
+            chat.stale = True
+
+    async def _skip_to_end(self, chat: _Chat) -> None:
+        """The catch-up limit was reached with no live event held: the members still owed an
+        event up to the log's newest one get a resync and continue after it."""
+        delay = RETRY_FIRST
+        while not chat.closed:
+            try:
+                event_seq, stream_seq = await self._last_stored(chat.chat_id)
+                break
+            except Unavailable as exc:
+                log.warning("position of chat %d unknown (%s); retrying", chat.chat_id, exc)
+                await trio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+        else:
+            return
+        behind = [u for u, owed in chat.members.items() if 0 < owed <= event_seq]
+        if behind:
+            self._hole(chat, behind, event_seq)
+        if event_seq >= chat.last_event_seq:
+            chat.last_stream_seq = max(chat.last_stream_seq, stream_seq)
+
+    async def _refresh(self, chat: _Chat) -> None:
+        """After a skip (``chat.stale``): re-read the chat's members from ``members_of_chat``
+        (retried while unavailable) and forget the local members no longer in it."""
+        delay = RETRY_FIRST
+        while chat.stale and self._members_of is not None and not chat.closed:
+            try:
+                members = await self._members_of(chat.chat_id)
+            except Unavailable as exc:
+                log.warning("members of chat %d unknown (%s); retrying", chat.chat_id, exc)
+                await trio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+                continue
+            chat.stale = False
+            gone = [u for u in chat.members if u not in members]
+            if gone:
+                log.info("chat %d: %d local users left during a skip", chat.chat_id, len(gone))
+            for user_id in gone:
+                self._forget(chat, user_id)
 
     async def _last_stored(self, chat_id: int) -> tuple[int, int]:
         """(event_seq, stream_seq) of the chat's newest stored event, (0, 0) for none.
@@ -704,7 +779,8 @@ async def open_event_router(
 ) -> AsyncIterator[EventRouter]:
     """An ``EventRouter`` on ``bus`` with its tasks in a nursery of its own; on exit it
     unsubscribes from every chat (shielded) and its tasks end. ``options``: the keyword
-    arguments of ``EventRouter`` (prefix, stream, buffer, hold, read_page, catch_up_limit)."""
+    arguments of ``EventRouter`` (prefix, stream, buffer, hold, read_page, catch_up_limit,
+    members_of_chat)."""
     async with trio.open_nursery() as nursery:
         router = EventRouter(bus, nursery, deliver, resync, **options)
         try:

@@ -27,6 +27,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 
 import trio
 
@@ -37,6 +38,8 @@ from fechatter.bus.base import Bus, Gap, Message, Subscription
 from fechatter.cluster.events import (
     H_EVENT,
     H_STREAM_SEQ,
+    RETRY_FIRST,
+    RETRY_MAX,
     EventRouter,
     open_event_router,
     stream_name,
@@ -54,6 +57,15 @@ ARRIVAL_TIMEOUT = 10.0  # seconds a stream waits for its user's routing before o
 STREAM_READY_TIMEOUT = 10.0  # seconds the node waits at start for the stream to exist
 DRAIN_TIMEOUT = 2.0  # seconds a graceful stop gives the publisher to empty its queue
 NOTICE_BUFFER = 256  # notices per user subscription (full → Gap → the user's chats reloaded)
+
+
+@dataclass(eq=False)
+class _Arrival:
+    """One arriving user's routing task: ``routed`` once their chats are positioned."""
+
+    routed: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    gone: bool = False
 
 
 class ClusterEvents:
@@ -77,7 +89,7 @@ class ClusterEvents:
         self.router = router
         self._nursery = nursery
         self._prefix = prefix
-        self._notices: dict[int, trio.CancelScope] = {}  # user → their notice reader's scope
+        self._arrivals: dict[int, _Arrival] = {}  # user → their routing task (notices too)
         self.closed = False
 
     # -- the actors' sink -------------------------------------------------------------------
@@ -92,60 +104,97 @@ class ClusterEvents:
 
     # -- the hub's routing --------------------------------------------------------------------
     async def user_arriving(self, user_id: int) -> None:
-        """``UserRouting.user_arriving``: follow the user's notices, then their chats (so a
-        join committed after the chat list is read arrives as a notice). Bounded by
-        ``ARRIVAL_TIMEOUT``; NATS or PostgreSQL unavailable → logged, the stream opens and
-        the router keeps retrying its subscriptions."""
+        """``UserRouting.user_arriving``: start the user's routing task (one per user, in the
+        wiring's nursery, until ``user_gone``) and wait until their chats are positioned,
+        at most ``ARRIVAL_TIMEOUT`` (then logged: the stream opens, the task keeps
+        retrying NATS or PostgreSQL with backoff until it succeeds or the user goes)."""
         if self.closed:
             return
-        with trio.move_on_after(ARRIVAL_TIMEOUT) as scope:
-            try:
-                if user_id not in self._notices:
-                    sub = await self._bus.subscribe(
-                        f"{self._prefix}.rt.user.{user_id}", buffer=NOTICE_BUFFER
-                    )
-                    if user_id in self._notices or self.closed:  # another stream got there
-                        with suppress(Unavailable):
-                            await self._bus.unsubscribe(sub)
-                    else:
-                        reader = self._notices[user_id] = trio.CancelScope()
-                        self._nursery.start_soon(self._follow_user, user_id, sub, reader)
-                chat_ids = await self._store.user_chat_ids(user_id)
-                await self.router.user_connected(user_id, chat_ids)
-            except Unavailable as exc:
-                log.warning("events of user %d not routed here yet: %s", user_id, exc)
-        if scope.cancelled_caught:
+        arrival = self._arrivals.get(user_id)
+        if arrival is None:
+            arrival = self._arrivals[user_id] = _Arrival()
+            # Registered first: a join noticed while the chats are read is applied.
+            self.router.register(user_id)
+            self._nursery.start_soon(self._route_user, user_id, arrival)
+        with trio.move_on_after(ARRIVAL_TIMEOUT):
+            await arrival.routed.wait()
+        if not arrival.routed.is_set():
             log.warning(
                 "routing of user %d took over %.0fs; opening anyway", user_id, ARRIVAL_TIMEOUT
             )
 
+    async def wait_routed(self, user_id: int) -> None:
+        """Wait until an arriving user's chats are positioned (returns at once for a user
+        not arriving here: nothing to wait for)."""
+        arrival = self._arrivals.get(user_id)
+        if arrival is not None:
+            await arrival.routed.wait()
+
     def user_gone(self, user_id: int) -> None:
-        """``UserRouting.user_gone``: stop following the user (unsubscribes run in the
-        background)."""
+        """``UserRouting.user_gone``: stop the user's routing task and forget them (the
+        unsubscribes run in the background)."""
         if self.closed:
             return
-        reader = self._notices.pop(user_id, None)
-        if reader is not None:
-            reader.cancel()
+        arrival = self._arrivals.pop(user_id, None)
+        if arrival is not None:
+            arrival.gone = True
+            arrival.scope.cancel()
         self.router.user_disconnected_nowait(user_id)
 
-    async def _follow_user(self, user_id: int, sub: Subscription, scope: trio.CancelScope) -> None:
-        with scope:
+    async def _route_user(self, user_id: int, arrival: _Arrival) -> None:
+        """Subscribe the user's notices, position their chats, then apply notices (buffered
+        in the subscription meanwhile) until cancelled. Failures retry with backoff."""
+        sub: Subscription | None = None
+        with arrival.scope:
             try:
+                delay = RETRY_FIRST
+                while True:
+                    try:
+                        if sub is None:
+                            sub = await self._bus.subscribe(
+                                f"{self._prefix}.rt.user.{user_id}", buffer=NOTICE_BUFFER
+                            )
+                        await self._position(user_id, arrival)
+                        break
+                    except Unavailable as exc:
+                        log.warning("events of user %d not routed yet (%s); retrying", user_id, exc)
+                        await trio.sleep(delay)
+                        delay = min(RETRY_MAX, delay * 2)
+                arrival.routed.set()
                 async for item in sub:
                     if isinstance(item, Gap):
                         # A notice may be lost: re-read the user's chats (idempotent adds).
                         log.warning("user %d: %d notices dropped", user_id, item.dropped)
                         with suppress(Unavailable):
-                            ids = await self._store.user_chat_ids(user_id)
-                            await self.router.user_connected(user_id, ids)
+                            await self._position(user_id, arrival)
                         continue
                     await self._on_notice(user_id, item)
             finally:
-                with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
-                    await self._bus.unsubscribe(sub)
-                if self._notices.get(user_id) is scope:
-                    del self._notices[user_id]
+                if sub is not None:
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(2.0),
+                        suppress(Unavailable),
+                    ):
+                        await self._bus.unsubscribe(sub)
+                if self._arrivals.get(user_id) is arrival:
+                    del self._arrivals[user_id]
+
+    async def _position(self, user_id: int, arrival: _Arrival) -> None:
+        """The user's chats from storage → ``user_connected``; then read them again and drop
+        the ones the user left meanwhile (a removal committed between the first read and the
+        chat's position is before the position: no event would remove them). Raises
+        ``Unavailable``."""
+        chat_ids = await self._store.user_chat_ids(user_id)
+        if arrival.gone:  # user_gone ran while we waited: register nothing again
+            return
+        await self.router.user_connected(user_id, chat_ids)
+        still = set(await self._store.user_chat_ids(user_id))
+        if arrival.gone:
+            return
+        for chat_id in chat_ids:
+            if chat_id not in still:
+                await self.router.member_removed(chat_id, user_id)
 
     async def _on_notice(self, user_id: int, message: Message) -> None:
         headers = message.headers or {}
@@ -207,9 +256,18 @@ async def open_cluster_events(
         def resync(user_ids: list[int], chat_id: int, reason: str) -> None:
             hub.resync(user_ids, reason)
 
+        async def members_of_chat(chat_id: int) -> set[int]:
+            """After skipped events: the chat's members from storage (``chat_members``)."""
+            return {m.user_id for m in await node.store.storage.list_chat_members(chat_id)}
+
         async with (
             open_event_router(
-                node.bus, hub.publish, resync, prefix=prefix, stream=stream
+                node.bus,
+                hub.publish,
+                resync,
+                prefix=prefix,
+                stream=stream,
+                members_of_chat=members_of_chat,
             ) as router,
             trio.open_nursery() as readers,
         ):

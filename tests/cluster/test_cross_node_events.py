@@ -169,6 +169,13 @@ async def test_every_message_crosses_once_in_seq_order_to_streams_on_other_nodes
             (e["event"], e["data"].get("message_id", e["data"].get("id"))) for e in tail_c
         ] == expected
         assert tail_b[0].data["content"] == "edited"
+        # Exactly once: a sentinel is the very next chat event (a trailing duplicate of any
+        # event above would come first and fail here).
+        sentinel = await send(http.on(a, n1), chat, "sentinel")
+        next_b = await next_chat_event(b_sse)
+        next_c = await ws_next_chat_event(c_ws)
+        assert (next_b.event, next_b.data["id"]) == ("message.created", sentinel["id"])
+        assert (next_c["event"], next_c["data"]["id"]) == ("message.created", sentinel["id"])
         await b_sse.aclose()
         await c_ws.aclose()
 
