@@ -79,10 +79,14 @@ class ChatActor:
         typing_ttl: float,
         max_reactions: int = 50,
         writes: ChatWrites | None = None,
+        lease_recheck: float = 2.0,
     ) -> None:
         """``storage`` serves the reads; ``writes`` (default: ``storage``) takes the chat's
         writes. A ``ChatMoved`` from a write fails the calls it carried and propagates: the
-        actor must stop (without restart), nothing was written and nothing is published."""
+        actor must stop (without restart), nothing was written and nothing is published.
+        ``lease_recheck`` (seconds, fenced ``writes`` only): a typing command, which never
+        writes and so never meets the fence, first re-reads the lease when the fence was
+        last confirmed longer ago than this (``ChatStore.confirm_lease``)."""
         self.chat: ChatRecord = state.chat
         self.members: dict[int, Role] = dict(state.members)
         self.joined: dict[int, str] = dict(state.joined)
@@ -92,6 +96,7 @@ class ChatActor:
         self._group_commit_max = group_commit_max
         self._typing_ttl = typing_ttl
         self._max_reactions = max_reactions  # distinct emoji per message
+        self._lease_recheck = lease_recheck
         self._typing_until: dict[int, float] = {}
         # Calls taken from the mailbox and not yet answered; failed by the supervisor on crash.
         self.inflight: list[Call[Any]] = []
@@ -313,6 +318,11 @@ class ChatActor:
             self._publish(tuple(self.members), events.READ, data)
 
     async def _typing(self, cmd: Typing) -> None:
+        if isinstance(self._writes, ChatStore):
+            # Typing never writes: confirm the lease here, or a stale actor (the chat taken
+            # over) would answer from its stale members and never idle out. ChatMoved retires
+            # the actor and the router retries the call at the owner.
+            await self._writes.confirm_lease(self._lease_recheck)
         await self._require_member(cmd.user_id)
         now = trio.current_time()
         # Coalesce: while the last typing event is fresh (half the TTL), don't repeat it.

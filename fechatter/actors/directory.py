@@ -62,6 +62,9 @@ class DirectoryConfig:
     call_timeout: float = 10.0
     typing_ttl: float = 10.0
     max_reactions: int = 50  # distinct emoji per message (SPEC §6)
+    # Cluster only: seconds a fenced actor trusts its lease for a typing command (which never
+    # writes) since the last fenced write or lease read; older: one lease read first.
+    lease_recheck: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ class DirectoryStatistics:
 class _Slot:
     """One chat's mailbox and the state of its actor task."""
 
-    __slots__ = ("actor", "chat_id", "error", "ready", "receive", "send")
+    __slots__ = ("actor", "chat_id", "error", "idle", "ready", "receive", "retired", "send")
 
     def __init__(self, chat_id: int, size: int) -> None:
         self.chat_id = chat_id
@@ -82,6 +85,9 @@ class _Slot:
         self.ready = trio.Event()
         self.error: FechatterError | None = None
         self.actor: ChatActor | None = None
+        # Set by ``Directory.retire_all``: the actor stops before its next batch with it.
+        self.retired: ChatMoved | None = None
+        self.idle: trio.CancelScope | None = None  # the mailbox wait, while waiting
 
 
 class Directory:
@@ -112,6 +118,17 @@ class Directory:
 
     def is_running(self, chat_id: int) -> bool:
         return chat_id in self._slots
+
+    def retire_all(self, why: str) -> None:
+        """Stop every running actor before its next batch, without restart (cluster: this
+        node fenced itself, so its leases may move). A batch in progress finishes (its
+        writes still meet the fence); queued and later calls fail with ``ChatMoved(why)``,
+        which the router re-routes. Actors activating now are refused by their activation."""
+        for slot in self._slots.values():
+            if slot.retired is None:
+                slot.retired = ChatMoved(why)
+            if slot.idle is not None:
+                slot.idle.cancel()
 
     async def call(self, chat_id: int, command: Command[R]) -> R:
         """Send a command to the chat's actor and wait for its answer (the command's ``R``).
@@ -163,6 +180,7 @@ class Directory:
                         typing_ttl=self.config.typing_ttl,
                         max_reactions=self.config.max_reactions,
                         writes=writes,
+                        lease_recheck=self.config.lease_recheck,
                     )
                     slot.actor = actor
                     slot.ready.set()
@@ -208,8 +226,19 @@ class Directory:
         """Take batches from the mailbox until idle for ``idle_seconds``."""
         limit = self.config.group_commit_max
         while True:
+            if slot.retired is not None:
+                raise slot.retired
             with trio.move_on_after(self.config.idle_seconds) as idle:
-                first = await slot.receive.receive()
+                slot.idle = idle
+                try:
+                    first = await slot.receive.receive()
+                finally:
+                    slot.idle = None
+            if slot.retired is not None:
+                # Retired while waiting: a call just taken fails with the rest.
+                if not idle.cancelled_caught:
+                    first.fail(slot.retired)
+                raise slot.retired
             if idle.cancelled_caught:
                 stats = slot.receive.statistics()
                 if stats.current_buffer_used == 0 and stats.tasks_waiting_send == 0:

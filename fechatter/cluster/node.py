@@ -85,6 +85,9 @@ class ClusterNode:
         self._heartbeat = trio.CancelScope()
         self._failing = False  # a beat failed and nobody has been told it recovered
         self._changed = trio.Event()  # set (and replaced) when nodes / node_id / fence change
+        # Called (synchronously, in order) the moment this node fences itself: the ChatRouter
+        # retires its local actors there. A hook must not raise.
+        self.on_fence: list[Callable[[], None]] = []
 
     def _notify(self) -> None:
         self._changed.set()
@@ -133,6 +136,8 @@ class ClusterNode:
         if not self.self_fenced:
             self.self_fenced = True
             log.warning("cluster node %s fenced itself: %s", self.node_id, why)
+            for hook in list(self.on_fence):
+                hook()
             self._notify()
 
     async def _beat(self) -> None:

@@ -276,6 +276,13 @@ class ChatRouter:
                 with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
                     await self._bus.unsubscribe(sub)
 
+    def retire_local_actors(self) -> None:
+        """``ClusterNode.on_fence`` hook: this node just fenced itself (its leases may move
+        while it cannot confirm them; docs/cluster.md §2), so every local actor retires
+        before its next batch; their calls fail with ``ChatMoved`` and are re-routed, and
+        no stale actor answers typing or lingers."""
+        self._directory.retire_all("this node has fenced itself")
+
     async def _follow_id(self, node_id: str, scope: trio.CancelScope) -> None:
         while self._node.node_id == node_id:
             await self._node.wait_changed()
@@ -339,6 +346,7 @@ async def open_chat_router(
     every ``call`` (seconds). On exit the inbox is unsubscribed; requests in flight there are
     cancelled (their senders time out) and the directory stops activating chats."""
     router = ChatRouter(node, directory, prefix=prefix, call_timeout=call_timeout)
+    node.on_fence.append(router.retire_local_actors)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(router.serve_inbox)
@@ -347,6 +355,7 @@ async def open_chat_router(
             finally:
                 nursery.cancel_scope.cancel()
     finally:
+        node.on_fence.remove(router.retire_local_actors)
         directory.activate = _closed
 
 

@@ -25,7 +25,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+import trio
+
 from fechatter import events as ev
+from fechatter.errors import ChatMoved
 from fechatter.models import (
     Chat,
     ChatRecord,
@@ -240,11 +243,28 @@ class ChatStore:
         self._storage = storage
         self.fence = fence
         self.outbox = outbox
+        # trio.current_time() when the fence last held: built right after the acquire that
+        # gave it, then at each fenced write that committed and each ``confirm_lease`` read.
+        self.confirmed_at = trio.current_time()
 
     @property
     def plain(self) -> bool:
         """True when every write is the ``Storage`` method itself (no fence, no outbox)."""
         return self.fence is None and not self.outbox
+
+    async def confirm_lease(self, max_age: float) -> None:
+        """Check that the fence still holds without writing (for commands that never write,
+        e.g. typing): when it was last confirmed over ``max_age`` seconds ago, one read of the
+        chat's ``chat_leases`` row. Raises ``ChatMoved`` when another node or epoch holds it
+        (or it is gone), ``Unavailable`` if the database does not answer. No-op unfenced."""
+        fence = self.fence
+        if fence is None or trio.current_time() - self.confirmed_at < max_age:
+            return
+        checked = trio.current_time()
+        owner = await self._storage._read_op(lease_of(fence.chat_id))
+        if owner != Owner(fence.node_id, fence.epoch):
+            raise ChatMoved(f"chat {fence.chat_id}: lease moved from epoch {fence.epoch}")
+        self.confirmed_at = checked
 
     def _fence_for(self, chat_id: int) -> Fence:
         assert self.fence is not None
@@ -260,13 +280,18 @@ class ChatStore:
         sink: list[outbox.OutboxEvent] | None,
     ) -> T:
         fence = None if self.fence is None else self._fence_for(chat_id)
+        sent = trio.current_time()
         if not self.outbox:
             assert fence is not None
-            return await self._storage._fenced_write_op(op, fence)
+            value = await self._storage._fenced_write_op(op, fence)
+            self.confirmed_at = sent
+            return value
         written: list[outbox.OutboxEvent] = []
         result = await self._storage._chat_write_op(
             _with_events(chat_id, op, build, written), chat_id, fence, lock_chat=True
         )
+        if fence is not None:
+            self.confirmed_at = sent
         if sink is not None:
             sink.extend(written)
         return result
@@ -286,10 +311,15 @@ class ChatStore:
         fence = None if self.fence is None else self._fence_for(chat_id)
         if not batch:
             return []
+        sent = trio.current_time()
         if not self.outbox:
             assert fence is not None
-            return await self._storage._fenced_insert_messages(chat_id, batch, fence)
+            inserted = await self._storage._fenced_insert_messages(chat_id, batch, fence)
+            self.confirmed_at = sent
+            return inserted
         results, written = await self._storage._outbox_insert_messages(chat_id, batch, fence)
+        if fence is not None:
+            self.confirmed_at = sent
         if events is not None:
             events.extend(written)
         return results

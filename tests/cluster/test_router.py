@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 import trio
 
-from fechatter.actors.commands import SendMessage
+from fechatter.actors.commands import SendMessage, Typing
 from fechatter.cluster.router import ChatRouter
 from fechatter.errors import ChatMoved
 from fechatter.models import NewMessage
@@ -282,3 +283,55 @@ async def test_a_fenced_stale_owner_writes_nothing_and_the_command_is_rerouted(
         assert lease(pg_database, chat) == (n2.node_id, 2)
         items = await messages(clients.on(a, n1), chat)
         assert sorted((m["seq"], m["content"]) for m in items) == [(1, "one"), (2, "two")]
+
+
+async def test_a_stale_actor_does_not_answer_typing_the_call_is_rerouted(
+    cluster: ClusterHarness, clients: Clients, pg_database: str
+) -> None:
+    n1, n2, _ = cluster.nodes
+    directory = n1.info.system.directory
+    # Every typing command re-reads the lease (the default trusts a fence for 2 s).
+    directory.config = replace(directory.config, lease_recheck=0.0)
+    with trio.fail_after(TEST_CEILING):
+        users, chat = await group_chat(cluster, clients)
+        a = users[0]
+        await send(clients.on(a, n1), chat, "one", "s1")
+        assert running(cluster, chat) == ["n1"]
+        _admin(
+            pg_database,
+            "UPDATE chat_leases SET node_id = %s, epoch = epoch + 1 WHERE chat_id = %s",
+            n2.node_id,
+            chat,
+        )
+        restarts = directory.statistics().restarts
+        before = router(n1).forwarded
+        # Typing never writes: the stale actor checks its lease, finds it moved and retires;
+        # the call is forwarded to n2, which runs the chat from now on.
+        r = await clients.on(a, n1).post(f"/api/chats/{chat}/typing")
+        assert r.status_code == 204, r.text
+        assert router(n1).forwarded == before + 1
+        assert running(cluster, chat) == ["n2"]
+        assert directory.statistics().restarts == restarts
+        assert lease(pg_database, chat) == (n2.node_id, 2)
+
+
+async def test_a_self_fenced_node_retires_its_actors(
+    cluster: ClusterHarness, clients: Clients, pg_database: str
+) -> None:
+    n1 = cluster.nodes[0]
+    directory = n1.info.system.directory
+    with trio.fail_after(TEST_CEILING):
+        users, chat = await group_chat(cluster, clients)
+        a = users[0]
+        await send(clients.on(a, n1), chat, "one", "s1")
+        assert running(cluster, chat) == ["n1"]
+        restarts = directory.statistics().restarts
+        n1.cluster.halt_heartbeat()  # a hung node: its watchdog fences it
+        while not n1.cluster.self_fenced:
+            await n1.cluster.wait_changed()
+        # Its lease is unchanged in the database, yet its actor must not answer any more.
+        assert lease(pg_database, chat) == (n1.node_id, 1)
+        with pytest.raises(ChatMoved):
+            await directory.call(chat, Typing(a.id))
+        assert not directory.is_running(chat)
+        assert directory.statistics().restarts == restarts
