@@ -129,6 +129,7 @@ class UserHub:
         # Cluster mode only (set by ``fechatter.cluster.wiring`` for its lifetime): told when
         # a user gets their first UserActor and when it is dropped. None in one process.
         self.routing: UserRouting | None = None
+        self._arriving: dict[int, int] = {}  # user → streams inside ``arriving`` now
 
     # -- publishing (the fast lane) -------------------------------------------------------
     def publish(self, user_ids: Iterable[int], event: Event) -> None:
@@ -169,9 +170,25 @@ class UserHub:
     async def arriving(self, user_id: int) -> None:
         """Call right before ``attach`` (no await between): in cluster mode, a user without a
         UserActor here gets their events routed to this node first (``UserRouting``), so
-        every event after the stream's ``ready`` reaches it. A no-op in one process."""
-        if self.routing is not None and user_id not in self._users:
-            await self.routing.user_arriving(user_id)
+        every event after the stream's ``ready`` reaches it. A no-op in one process. An
+        arrival that does not return (cancelled, failed) calls ``user_gone`` when no other
+        stream of the user is arriving or attached here, so its routing does not leak."""
+        routing = self.routing
+        if routing is None or user_id in self._users:
+            return
+        self._arriving[user_id] = self._arriving.get(user_id, 0) + 1
+        arrived = False
+        try:
+            await routing.user_arriving(user_id)
+            arrived = True
+        finally:
+            left = self._arriving.pop(user_id) - 1
+            if left:
+                self._arriving[user_id] = left
+            elif not arrived and user_id not in self._users:
+                # Cancelled (the stream went) before its attach, and no other stream of the
+                # user is arriving or attached: nothing will ever call user_gone for it.
+                routing.user_gone(user_id)
 
     # -- streams ----------------------------------------------------------------------------
     def attach(self, stream: StreamPort, last_event_id: str | None) -> Attached:

@@ -90,6 +90,7 @@ class ClusterEvents:
         self._nursery = nursery
         self._prefix = prefix
         self._arrivals: dict[int, _Arrival] = {}  # user → their routing task (notices too)
+        self._routing_tasks = 0
         self.closed = False
 
     # -- the actors' sink -------------------------------------------------------------------
@@ -101,6 +102,11 @@ class ClusterEvents:
             self._hub.publish(user_ids, event)
             return
         self.publisher.notify(event.chat_id)
+
+    @property
+    def routing_tasks(self) -> int:
+        """How many per-user routing tasks are running now (tests, metrics)."""
+        return self._routing_tasks
 
     # -- the hub's routing --------------------------------------------------------------------
     async def user_arriving(self, user_id: int) -> None:
@@ -145,6 +151,7 @@ class ClusterEvents:
         """Subscribe the user's notices, position their chats, then apply notices (buffered
         in the subscription meanwhile) until cancelled. Failures retry with backoff."""
         sub: Subscription | None = None
+        self._routing_tasks += 1
         with arrival.scope:
             try:
                 delay = RETRY_FIRST
@@ -179,6 +186,7 @@ class ClusterEvents:
                         await self._bus.unsubscribe(sub)
                 if self._arrivals.get(user_id) is arrival:
                     del self._arrivals[user_id]
+                self._routing_tasks -= 1
 
     async def _position(self, user_id: int, arrival: _Arrival) -> None:
         """The user's chats from storage → ``user_connected``; then read them again and drop

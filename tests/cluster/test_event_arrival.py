@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from fechatter.bus.base import BusState
 from tests.cluster.harness import ClusterHarness, open_cluster_harness
@@ -71,3 +72,31 @@ async def run(cluster: ClusterHarness, server: NatsServer, prefix: str) -> None:
         assert (got.event, got.data["id"]) == ("message.created", sent["id"])
         assert chat in events.router.chats_of(b.id)
         await b_sse.aclose()
+
+
+async def test_an_arrival_cancelled_before_attach_leaves_no_routing_task(
+    nursery: trio.Nursery, tmp_path: Path, pg_database: str, own_nats: NatsServer
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    with trio.fail_after(CEILING):
+        async with open_cluster_harness(nursery, tmp_path, pg_database, own_nats.url) as cluster:
+            node = await cluster.start_node(nats_prefix=prefix)
+            async with httpx.AsyncClient(base_url=node.api_url, timeout=20) as client:
+                http = Http()
+                http.clients[node.name] = client
+                (_, b), _ = await users_in_workspace(cluster, http, 2)
+            events = node.info.events
+            assert events is not None
+            bus = events.router._bus
+            own_nats.stop()
+            await bus.wait_state(BusState.RECONNECTING)
+            hub = node.info.system.users
+            # The stream's arrival step: its routing retries the subscribe while NATS is
+            # down; the stream goes (cancelled) before it attaches.
+            with trio.move_on_after(0.5) as arrival:
+                await hub.arriving(b.id)
+            assert arrival.cancelled_caught
+            await trio.testing.wait_all_tasks_blocked()
+            assert events.routing_tasks == 0
+            own_nats.start()
+            await bus.wait_state(BusState.CONNECTED)
