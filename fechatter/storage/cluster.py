@@ -234,6 +234,8 @@ class ChatStore:
         "mark_read",
         "delete_chat",
     )
+    # Its other public coroutine: a lease check that writes nothing (typing, A4 review fix).
+    CHECKS: tuple[str, ...] = ("confirm_lease",)
 
     def __init__(self, storage: SqlStorage, fence: Fence | None, *, outbox: bool = False) -> None:
         if fence is not None and storage.dialect != "postgres":
