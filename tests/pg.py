@@ -77,6 +77,23 @@ def _run_as_kwargs() -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
+async def wait_until_blocked_by(server: PgServer, pid: int) -> None:
+    """Return once some backend waits for a lock that backend ``pid`` holds.
+
+    PostgreSQL announces no such moment, so this polls its own view of it
+    (``pg_blocking_pids``) every 10 ms; the caller bounds the wait with ``trio.fail_after``.
+    """
+    while True:
+        with server.connect() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+                (pid,),
+            ).fetchone()
+        if row and row[0]:
+            return
+        await trio.sleep(0.01)
+
+
 class PgServer:
     """One PostgreSQL cluster in a temp dir; build it with ``PgServer.create()``."""
 

@@ -28,7 +28,7 @@ from fechatter.storage.cluster import (
 )
 from fechatter.storage.postgres import _InsertRequest, open_postgres_storage, run_op
 from fechatter.storage.postgres_pool import PoolConfig, open_pg_pool
-from tests.pg import PgServer
+from tests.pg import PgServer, wait_until_blocked_by
 
 from .factories import make_group, make_user, msg, send
 
@@ -70,16 +70,6 @@ def _snapshot(url: str) -> dict[str, list[str]]:
     return {
         t: sorted(r[0] for r in _admin(url, f"SELECT to_jsonb(x)::text FROM {t} x")) for t in tables
     }
-
-
-def _blocked_by(server: PgServer, pid: int) -> bool:
-    """Whether some backend waits for a lock ``pid`` holds."""
-    with server.connect() as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-            (pid,),
-        ).fetchone()
-    return bool(row and row[0])
 
 
 async def _taken_over(url: str, cluster: ClusterStore, chat_id: int) -> tuple[Fence, Fence]:
@@ -445,8 +435,7 @@ async def test_a_takeover_waits_for_an_in_flight_fenced_write(
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(take)
                     # Poll: the server gives no event when a statement starts waiting.
-                    while not _blocked_by(pg_server, writer):  # noqa: ASYNC110
-                        await trio.sleep(0.01)
+                    await wait_until_blocked_by(pg_server, writer)
                     assert got == []
                     await conn.execute("COMMIT")
             assert got == [Owner(B, 2)]
@@ -489,8 +478,7 @@ async def test_a_fenced_write_waiting_for_a_takeover_is_refused(
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(late_write)
-                    while not _blocked_by(pg_server, taker):  # noqa: ASYNC110
-                        await trio.sleep(0.01)
+                    await wait_until_blocked_by(pg_server, taker)
                     await conn.execute("COMMIT")
             assert len(outcome) == 1
             after = _snapshot(pg_database)
@@ -523,8 +511,7 @@ async def test_deleting_a_workspace_waits_for_a_fenced_write_without_deadlock(
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(delete)
-                    while not _blocked_by(pg_server, writer):  # noqa: ASYNC110
-                        await trio.sleep(0.01)
+                    await wait_until_blocked_by(pg_server, writer)
                     # The write goes on to take the chat row: it must not deadlock.
                     await run_op(conn, chats.update_chat(chat.id, None, "last words"))
                     await conn.execute("COMMIT")
@@ -642,8 +629,7 @@ async def test_deleting_a_workspace_locks_its_leases_in_chat_id_order(
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(delete)
-                    while not _blocked_by(pg_server, writer):  # noqa: ASYNC110
-                        await trio.sleep(0.01)
+                    await wait_until_blocked_by(pg_server, writer)
                     # The second lease, as a round takes it: must not deadlock.
                     await conn.execute("SELECT fechatter_fence(%s, %s, %s)", (large.id, A, 1))
                     await conn.execute("COMMIT")

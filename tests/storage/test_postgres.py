@@ -30,7 +30,7 @@ from fechatter.storage.postgres import (
 )
 from fechatter.storage.postgres_pool import Connection, PoolConfig, open_pg_pool
 from tests.conftest import Api, make_chat, make_settings, make_workspace
-from tests.pg import PgServer, free_port
+from tests.pg import PgServer, free_port, wait_until_blocked_by
 
 from .factories import make_group, msg, send
 
@@ -719,14 +719,6 @@ async def test_a_round_whose_retry_reactions_cannot_be_read_is_stored_once(
         assert all(not isinstance(r.outcome, Exception) for r in requests)
 
 
-def _blocked_by(server: PgServer, pid: int) -> bool:
-    """Whether some backend waits for a lock ``pid`` holds."""
-    rows = _admin_rows(
-        server, "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))", pid
-    )
-    return bool(rows[0][0])
-
-
 async def test_a_reply_to_a_root_another_process_deletes_meanwhile_is_refused(
     pg_server: PgServer, pg_database: str
 ) -> None:
@@ -755,8 +747,7 @@ async def test_a_reply_to_a_root_another_process_deletes_meanwhile_is_refused(
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(reply)
                     # Poll: the server gives no event when a statement starts waiting.
-                    while not _blocked_by(pg_server, deleter):  # noqa: ASYNC110
-                        await trio.sleep(0.01)
+                    await wait_until_blocked_by(pg_server, deleter)
                     await conn.execute("COMMIT")
         [refused] = outcome
         assert (refused.message, refused.error_field) == (None, "thread_id")
