@@ -33,12 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 from bench.harness import Server, cpu_seconds, prepare, run_server, tree_cpu_seconds
 from bench.loadgen import StreamClient
-from bench.scenarios import Outcome, my_cpu, open_streams, settle, summary
+from bench.scenarios import (
+    Outcome,
+    caught_up,
+    my_cpu,
+    open_streams,
+    post_marked,
+    settle,
+    summary,
+)
 
 CATCH_UP = 30.0  # seconds for every stream to get every message after the last send
 SETTLE_LIMIT = 20.0  # cluster nodes have periodic work (heartbeats, sweeper): do not wait long
@@ -144,24 +151,12 @@ async def one_variant(
                 await settle(server, limit=SETTLE_LIMIT)
             for c in clients:
                 c.expect(messages)
-            sent: dict[int, float] = {}
             headers = {"Authorization": f"Bearer {world.tokens[world.sender]}"}
             node_cpu0 = [s.cpu() for s in servers]
             pg0, nats0, gen0 = tree_cpu_seconds(pg_pid), cpu_seconds(nats_pid), my_cpu()
             t0 = time.perf_counter()
-            async with httpx.AsyncClient(base_url=by_name["A"].api_url, timeout=30) as http:
-                for i in range(messages):
-                    sent[i] = time.perf_counter()
-                    r = await http.post(
-                        f"/api/chats/{chat_id}/messages",
-                        headers=headers,
-                        json={"content": f"bench#{i}# " + "x" * 100},
-                    )
-                    r.raise_for_status()
-                    await trio.sleep(1 / rate)
-            with trio.move_on_after(CATCH_UP):
-                for c in clients:
-                    await c.done.wait()
+            sent = await post_marked(by_name["A"].api_url, chat_id, headers, messages, rate)
+            await caught_up(clients)
             elapsed = time.perf_counter() - t0
             node_cpu = [s.cpu() - c0 for s, c0 in zip(servers, node_cpu0, strict=True)]
             pg_cpu = tree_cpu_seconds(pg_pid) - pg0

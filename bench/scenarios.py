@@ -153,6 +153,32 @@ async def connections(sizes: list[int], database_url: str | None) -> Outcome:
 GENERATOR_BUDGET = 10_000
 
 
+async def post_marked(
+    api_url: str, chat_id: int, headers: dict[str, str], messages: int, rate: float
+) -> dict[int, float]:
+    """Post ``messages`` messages carrying the ``bench#<i>#`` marker at ``rate`` per second
+    over HTTP; return when each send started (``perf_counter`` seconds, by marker)."""
+    sent: dict[int, float] = {}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        for i in range(messages):
+            sent[i] = time.perf_counter()
+            r = await http.post(
+                f"/api/chats/{chat_id}/messages",
+                headers=headers,
+                json={"content": f"bench#{i}# " + "x" * 100},
+            )
+            r.raise_for_status()
+            await trio.sleep(1 / rate)
+    return sent
+
+
+async def caught_up(clients: list[StreamClient]) -> None:
+    """Wait until every client got what it expects, at most ``CATCH_UP`` seconds."""
+    with trio.move_on_after(CATCH_UP):
+        for c in clients:
+            await c.done.wait()
+
+
 async def fanout(sizes: list[int], messages: int, rate: float, database_url: str | None) -> Outcome:
     out = Outcome()
     for n in sizes:
@@ -165,23 +191,11 @@ async def fanout(sizes: list[int], messages: int, rate: float, database_url: str
                 await settle(server)
                 for c in clients:
                     c.expect(messages)
-                sent: dict[int, float] = {}
                 headers = {"Authorization": f"Bearer {world.tokens[world.sender]}"}
                 cpu0, gen0 = server.cpu(), my_cpu()
                 nursery.start_soon(profile, server, messages / rate_n, f"fanout-{n}")
-                async with httpx.AsyncClient(base_url=server.api_url, timeout=30) as http:
-                    for i in range(messages):
-                        sent[i] = time.perf_counter()
-                        r = await http.post(
-                            f"/api/chats/{chat_id}/messages",
-                            headers=headers,
-                            json={"content": f"bench#{i}# " + "x" * 100},
-                        )
-                        r.raise_for_status()
-                        await trio.sleep(1 / rate_n)
-                with trio.move_on_after(CATCH_UP):
-                    for c in clients:
-                        await c.done.wait()
+                sent = await post_marked(server.api_url, chat_id, headers, messages, rate_n)
+                await caught_up(clients)
                 cpu, gen = server.cpu() - cpu0, my_cpu() - gen0
                 rss = server.rss()
                 nursery.cancel_scope.cancel()
