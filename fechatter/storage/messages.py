@@ -150,6 +150,21 @@ def _insert_batch_sqlite(
 
 
 # -- PostgreSQL: one round trip ------------------------------------------------------------
+# The item arrays every group-commit function takes after its own leading arguments, in the
+# order of _item_arrays (plus the commit time).
+_ITEM_ARRAYS = (
+    "CAST(:senders AS bigint[]), CAST(:contents AS text[]), CAST(:files AS text[]),"
+    " CAST(:replies AS bigint[]), CAST(:clients AS text[]), CAST(:threads AS bigint[]),"
+    " CAST(:mentions AS text[]), CAST(:channel AS boolean[]), CAST(:now AS timestamptz)"
+)
+
+
+def _batch_call(sqlite: str, function: str, head: str) -> Sql:
+    """``SELECT * FROM function(head, <item arrays>)`` on PostgreSQL; ``sqlite`` is a
+    placeholder that is never run (SQLite stores batches in ``_insert_batch_sqlite``)."""
+    return Sql.split(sqlite=sqlite, postgres=f"SELECT * FROM {function}({head}, {_ITEM_ARRAYS})")
+
+
 # One prepared call of a PL/pgSQL function (migration 0003_insert_batch_function.sql, with
 # threads and mentions since 0006_insert_batch_threads.sql, locking the thread roots since
 # 0007_lock_thread_roots.sql): it takes the chat row lock, so every writer of this chat, in
@@ -162,34 +177,27 @@ def _insert_batch_sqlite(
 # function rather than a two-statement query: its plans are cached per connection and its
 # arrays bound server-side (a multi-statement query must be bound on the client and is
 # planned per call).
-INSERT_BATCH_POSTGRES = Sql.split(
-    sqlite="SELECT NULL",  # never run: SQLite uses _insert_batch_sqlite
-    postgres="SELECT * FROM fechatter_insert_batch(:chat, CAST(:senders AS bigint[]),"
-    " CAST(:contents AS text[]), CAST(:files AS text[]), CAST(:replies AS bigint[]),"
-    " CAST(:clients AS text[]), CAST(:threads AS bigint[]), CAST(:mentions AS text[]),"
-    " CAST(:channel AS boolean[]), CAST(:now AS timestamptz))",
+INSERT_BATCH_POSTGRES = _batch_call(
+    "SELECT NULL",  # never run: SQLite uses _insert_batch_sqlite
+    "fechatter_insert_batch",
+    ":chat",
 )
 
 
 # The same call behind the chat's fence (migration 0008): fechatter_fence first, in the same
 # function call, so a fenced send is still one round trip and one statement in autocommit.
-INSERT_BATCH_FENCED = Sql.split(
-    sqlite="SELECT NULL",  # never run: a fence needs PostgreSQL
-    postgres="SELECT * FROM fechatter_insert_batch_fenced(:node, :epoch, :chat,"
-    " CAST(:senders AS bigint[]), CAST(:contents AS text[]), CAST(:files AS text[]),"
-    " CAST(:replies AS bigint[]), CAST(:clients AS text[]), CAST(:threads AS bigint[]),"
-    " CAST(:mentions AS text[]), CAST(:channel AS boolean[]), CAST(:now AS timestamptz))",
+INSERT_BATCH_FENCED = _batch_call(
+    "SELECT NULL",  # never run: a fence needs PostgreSQL
+    "fechatter_insert_batch_fenced",
+    ":node, :epoch, :chat",
 )
 
 # With the chat's outbox rows (migration 0009): optionally fenced (NULL node: not fenced),
 # still one call. Its rows carry ev_base: the chat's last_event_seq before this commit.
-INSERT_BATCH_OUTBOX = Sql.split(
-    sqlite="SELECT NULL",  # never run: the outbox needs PostgreSQL
-    postgres="SELECT * FROM fechatter_insert_batch_outbox(CAST(:node AS text),"
-    " CAST(:epoch AS bigint), :chat,"
-    " CAST(:senders AS bigint[]), CAST(:contents AS text[]), CAST(:files AS text[]),"
-    " CAST(:replies AS bigint[]), CAST(:clients AS text[]), CAST(:threads AS bigint[]),"
-    " CAST(:mentions AS text[]), CAST(:channel AS boolean[]), CAST(:now AS timestamptz))",
+INSERT_BATCH_OUTBOX = _batch_call(
+    "SELECT NULL",  # never run: the outbox needs PostgreSQL
+    "fechatter_insert_batch_outbox",
+    "CAST(:node AS text), CAST(:epoch AS bigint), :chat",
 )
 
 # A chat write's fence: (owner node id, lease epoch); None: not fenced (one process).
@@ -249,33 +257,24 @@ def _postgres_outcomes(
     return outcomes
 
 
-INSERT_ROUNDS_POSTGRES = Sql.split(
-    sqlite="SELECT NULL",  # never run: SQLite's writer thread batches across chats itself
-    postgres="SELECT * FROM fechatter_insert_rounds(CAST(:chats AS bigint[]),"
-    " CAST(:counts AS integer[]), CAST(:senders AS bigint[]), CAST(:contents AS text[]),"
-    " CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]),"
-    " CAST(:threads AS bigint[]), CAST(:mentions AS text[]), CAST(:channel AS boolean[]),"
-    " CAST(:now AS timestamptz))",
+INSERT_ROUNDS_POSTGRES = _batch_call(
+    "SELECT NULL",  # never run: SQLite's writer thread batches across chats itself
+    "fechatter_insert_rounds",
+    "CAST(:chats AS bigint[]), CAST(:counts AS integer[])",
 )
 
-INSERT_ROUNDS_FENCED = Sql.split(
-    sqlite="SELECT NULL",  # never run: a fence needs PostgreSQL
-    postgres="SELECT * FROM fechatter_insert_rounds_fenced(CAST(:nodes AS text[]),"
-    " CAST(:epochs AS bigint[]), CAST(:chats AS bigint[]),"
-    " CAST(:counts AS integer[]), CAST(:senders AS bigint[]), CAST(:contents AS text[]),"
-    " CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]),"
-    " CAST(:threads AS bigint[]), CAST(:mentions AS text[]), CAST(:channel AS boolean[]),"
-    " CAST(:now AS timestamptz))",
+INSERT_ROUNDS_FENCED = _batch_call(
+    "SELECT NULL",  # never run: a fence needs PostgreSQL
+    "fechatter_insert_rounds_fenced",
+    "CAST(:nodes AS text[]), CAST(:epochs AS bigint[]), CAST(:chats AS bigint[]),"
+    " CAST(:counts AS integer[])",
 )
 
-INSERT_ROUNDS_OUTBOX = Sql.split(
-    sqlite="SELECT NULL",  # never run: the outbox needs PostgreSQL
-    postgres="SELECT * FROM fechatter_insert_rounds_outbox(CAST(:nodes AS text[]),"
-    " CAST(:epochs AS bigint[]), CAST(:outbox AS boolean[]), CAST(:chats AS bigint[]),"
-    " CAST(:counts AS integer[]), CAST(:senders AS bigint[]), CAST(:contents AS text[]),"
-    " CAST(:files AS text[]), CAST(:replies AS bigint[]), CAST(:clients AS text[]),"
-    " CAST(:threads AS bigint[]), CAST(:mentions AS text[]), CAST(:channel AS boolean[]),"
-    " CAST(:now AS timestamptz))",
+INSERT_ROUNDS_OUTBOX = _batch_call(
+    "SELECT NULL",  # never run: the outbox needs PostgreSQL
+    "fechatter_insert_rounds_outbox",
+    "CAST(:nodes AS text[]), CAST(:epochs AS bigint[]), CAST(:outbox AS boolean[]),"
+    " CAST(:chats AS bigint[]), CAST(:counts AS integer[])",
 )
 
 RoundOutcome = tuple[list[Inserted], int] | NotFound
