@@ -255,7 +255,12 @@ async def serve(
                 realtime=stats,
                 realtime_port=int(rt_sock.getsockname()[1]),
                 guard=guard,
-                workspaces=Workspaces(storage, system.directory, commands),
+                workspaces=Workspaces(
+                    storage,
+                    system.directory,
+                    commands,
+                    delete_workspace=None if wiring is None else wiring.delete_workspace,
+                ),
                 accounts=Accounts(storage, auth, guard),
                 chats=chats,
                 messages=messages,

@@ -222,6 +222,16 @@ class ClusterEvents:
             log.warning("user %d: unreadable notice on %s: %r", user_id, message.subject, exc)
 
     # -- chats created on this node -----------------------------------------------------------
+    async def delete_workspace(self, workspace_id: int) -> list[int]:
+        """Delete a workspace with its chats, each chat's ``chat.deleted`` in the outbox in
+        the same transaction (``ClusterStore.delete_workspace``), then queue those chats for
+        publishing (a full queue or a crash before it: the sweeper publishes them ≤ ~2 s
+        later). Returns the chat ids; raises what storage raises (``Unavailable``)."""
+        chat_ids = await self._store.delete_workspace(workspace_id)
+        for chat_id in chat_ids:
+            self.publisher.notify(chat_id)
+        return chat_ids
+
     async def announce_created(self, member_ids: Sequence[int], event: Event) -> None:
         """Tell every member's node of a new chat: ``chat.created`` (the creator's view) on
         each member's ``<prefix>.ev.user.<uid>`` (msg id ``cc:<chat>:<uid>``). NATS

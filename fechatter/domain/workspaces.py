@@ -8,6 +8,7 @@ with a member outside its workspace.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from fechatter.actors.commands import DeleteChat, RemoveMember
 from fechatter.actors.directory import ChatCaller, Directory
@@ -20,11 +21,19 @@ class Workspaces:
     """Workspace use cases over storage and the chat actors."""
 
     def __init__(
-        self, storage: Storage, directory: Directory, commands: ChatCaller | None = None
+        self,
+        storage: Storage,
+        directory: Directory,
+        commands: ChatCaller | None = None,
+        *,
+        delete_workspace: Callable[[int], Awaitable[list[int]]] | None = None,
     ) -> None:
         """``directory``: this process's chat actors (told when their chat is deleted);
         ``commands``: where chat commands go (a cluster's ``ChatRouter``; default
-        ``directory``)."""
+        ``directory``); ``delete_workspace``: the deletion (workspace id → its chat ids;
+        default ``storage.delete_workspace``); a cluster's also writes each chat's
+        ``chat.deleted`` to the outbox, so members on other nodes are told."""
+        self._delete_workspace = delete_workspace or storage.delete_workspace
         self._storage = storage
         self._directory = directory
         self._commands: ChatCaller = directory if commands is None else commands
@@ -67,7 +76,7 @@ class Workspaces:
         """Owner only; its chats and messages go with it."""
         if await self.role(workspace_id, user_id) is not Role.OWNER:
             raise Forbidden("only the owner may delete the workspace", code="not_workspace_owner")
-        for chat_id in await self._storage.delete_workspace(workspace_id):
+        for chat_id in await self._delete_workspace(workspace_id):
             # Running actors hold the members in memory: tell them the chat is gone.
             if self._directory.is_running(chat_id):
                 await self._directory.call(chat_id, DeleteChat(by=user_id, already_deleted=True))

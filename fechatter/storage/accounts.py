@@ -24,6 +24,7 @@ from fechatter.models import (
     format_time,
     utc_now,
 )
+from fechatter.storage import outbox as outbox_ops
 from fechatter.storage.rows import (
     USER_COLUMNS,
     WORKSPACE_COLUMNS,
@@ -350,7 +351,9 @@ def update_workspace(workspace_id: int, name: str | None, description: str | Non
     return to_workspace(row)
 
 
-def delete_workspace(workspace_id: int, dialect: Dialect) -> Op[list[int]]:
+def delete_workspace(workspace_id: int, dialect: Dialect, *, outbox: bool = False) -> Op[list[int]]:
+    """Delete the workspace with its chats; returns the chat ids. ``outbox`` (PostgreSQL,
+    cluster mode): each chat's ``chat.deleted`` goes into the outbox in this transaction."""
     result = yield q(_WORKSPACE_CHAT_IDS, (workspace_id,))
     if dialect == "postgres":
         # Lease rows before chat rows, the lock order of fenced writes (docs/cluster.md §2):
@@ -359,6 +362,8 @@ def delete_workspace(workspace_id: int, dialect: Dialect) -> Op[list[int]]:
         # Locked in chat id order first: a DELETE locks them in the order its scan meets
         # them (heap order), which a writer of several chats (ascending) could cross.
         yield q(_LOCK_WORKSPACE_LEASES, (workspace_id,))
+        if outbox:
+            yield from outbox_ops.append_workspace_deleted(workspace_id)
         yield q(_DELETE_WORKSPACE_LEASES, (workspace_id,))
     # Chats, their members and messages, and the workspace's members go by ON DELETE CASCADE.
     yield q(_DELETE_WORKSPACE, (workspace_id,))

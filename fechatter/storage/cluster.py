@@ -39,7 +39,7 @@ from fechatter.models import (
     NewMessage,
     Role,
 )
-from fechatter.storage import chats, messages, outbox, reactions
+from fechatter.storage import accounts, chats, messages, outbox, reactions
 from fechatter.storage.rows import as_time
 from fechatter.storage.sql import Op, Row, Sql, first, q
 
@@ -647,6 +647,15 @@ class ClusterStore:
         """Ids of every chat ``user_id`` is a member of, in all workspaces (the chats a node
         routes events of when the user connects to it)."""
         return await self.storage._read_op(user_chat_ids(user_id))
+
+    async def delete_workspace(self, workspace_id: int) -> list[int]:
+        """``Storage.delete_workspace`` with each chat's ``chat.deleted`` written to the
+        outbox in the same transaction (after the chats' lease rows are locked, before the
+        chats go): members on every node are told even if this node dies right after the
+        commit. Returns the deleted chats' ids (ascending)."""
+        return await self.storage._write_op(
+            accounts.delete_workspace(workspace_id, "postgres", outbox=True)
+        )
 
     def chat_store(self, fence: Fence | None, *, outbox: bool = False) -> ChatStore:
         """The chat writes of ``fence.chat_id`` fenced by ``fence`` (None: unfenced), with

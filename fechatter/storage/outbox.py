@@ -56,6 +56,17 @@ _APPEND = Sql(
     " WITH ORDINALITY AS e (name, data, notify, k)"
     " RETURNING event_seq"
 )
+# A workspace deletion in cluster mode (``ClusterStore.delete_workspace``): each of its chats
+# gets ``chat.deleted`` as its next event, numbered like ``_APPEND``, in the deletion's
+# transaction and before the chat rows (and their counters) go. The payload is the one
+# ``ChatActor._delete`` publishes, ``events.dumps({"id": id})``, byte for byte.
+_APPEND_WORKSPACE_DELETED = Sql(
+    "WITH s AS (UPDATE chats SET last_event_seq = last_event_seq + 1 WHERE workspace_id = ?"
+    " RETURNING id, last_event_seq)"
+    " INSERT INTO outbox (topic, topic_id, event_seq, name, data, notify)"
+    """ SELECT 'c', s.id, s.last_event_seq, ?, CAST('{"id":' || s.id || '}' AS json),"""
+    " CAST('{}' AS bigint[]) FROM s"
+)
 _ROWS = Sql(
     "SELECT event_seq, name, CAST(data AS text) AS data, notify FROM outbox"
     " WHERE topic = 'c' AND topic_id = ? ORDER BY event_seq"
@@ -199,3 +210,11 @@ def stale_chats(age: float, limit: int, skip: Sequence[int] = ()) -> Op[list[int
     places): the leftovers of a publisher that died or could not publish."""
     result = yield q(_STALE, (age, list(skip), limit))
     return [int(r["topic_id"]) for r in result.rows]
+
+
+def append_workspace_deleted(workspace_id: int) -> Op[int]:
+    """Insert ``chat.deleted`` as the next event of every chat of the workspace (one
+    statement). The caller's transaction must hold the chats' lease rows (lock order: lease
+    rows, then chat rows) and delete the chats after it. Returns the number of rows."""
+    result = yield q(_APPEND_WORKSPACE_DELETED, (workspace_id, events.CHAT_DELETED))
+    return result.rowcount
