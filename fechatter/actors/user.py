@@ -16,7 +16,10 @@ Each UserActor's task (in the hub's nursery) owns its lifetime: presence turns o
 ``presence_grace`` seconds after the last stream closes (a quick reconnect is invisible), and
 the actor is dropped after ``retention``. Its inputs are all synchronous calls from the same trio
 thread, so it has a wake-up event rather than a mailbox: a mailbox would add a hop and nothing
-else. Presence changes are coalesced and flushed every ``presence_flush`` seconds.
+else. Presence changes are coalesced and flushed every ``presence_flush`` seconds. In cluster
+mode (``presence`` set: a ``PresencePort``) the flush records each changed user in the cluster,
+which announces to co-members on every node, and ``arriving`` records a user before their
+first stream here is attached.
 """
 
 from __future__ import annotations
