@@ -24,7 +24,7 @@ from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.bus import open_nats_bus
-from fechatter.cluster.node import ClusterNode, open_cluster_node
+from fechatter.cluster.node import ClusterNode, open_cluster_node, serve_rate_share
 from fechatter.cluster.router import ChatRouter, open_chat_router
 from fechatter.cluster.wiring import ClusterEvents, open_cluster_events
 from fechatter.config import Settings, default_node_id, redact_url, resolve_jwt_secret
@@ -117,8 +117,8 @@ class NatsUnreachable(Exception):
 
 
 CLUSTER_PREVIEW_WARNING = (
-    "cluster preview: chat commands and chat events cross nodes, but resume across nodes,"
-    " presence and typing across nodes, --workers and the role split are not built yet"
+    "cluster preview: chat commands, chat events, presence and typing cross nodes, but resume"
+    " across nodes, --workers and the role split are not built yet"
 )
 
 
@@ -290,6 +290,18 @@ async def serve(
                         )
 
                 await nursery.start(follow_security)
+                sharing = trio.CancelScope()  # ends with the listeners, as ``background``
+                if cluster is not None:
+                    # Each node enforces its share of the per-user write limit (api.md).
+                    node = cluster
+
+                    async def follow_node_count() -> None:
+                        with sharing:
+                            await serve_rate_share(
+                                node, send_limiter, settings.send_rate, settings.send_burst
+                            )
+
+                    nursery.start_soon(follow_node_count)
                 binds = await nursery.start(
                     partial(
                         hypercorn.trio.serve,
@@ -339,5 +351,6 @@ async def serve(
                 await shutdown.wait()
                 realtime.cancel()
                 background.cancel()
+                sharing.cancel()
     finally:
         rt_sock.close()

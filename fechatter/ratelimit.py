@@ -48,6 +48,15 @@ class RateLimiter:
         self._code = code
         self._buckets: dict[Hashable, tuple[float, float]] = {}  # key -> (tokens, stamp), LRU first
 
+    def set_limits(self, rate: float, burst: int) -> None:
+        """Change the rate (tokens per second) and the bucket size from now on (a cluster
+        node's share of the limits follows the live node count). Buckets keep their tokens,
+        capped at the new ``burst`` when next read. ``ValueError`` as the constructor."""
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive; burst at least 1")
+        self.rate = rate
+        self.burst = float(burst)
+
     def acquire(self, key: Hashable) -> None:
         """Take one token or raise ``RateLimited`` saying when one will be free."""
         wait = self.try_acquire(key)

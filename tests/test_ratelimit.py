@@ -85,3 +85,25 @@ def test_custom_detail_and_code() -> None:
     with pytest.raises(RateLimited) as info:
         limiter.acquire("x")
     assert (info.value.detail, info.value.code) == ("slow", "too_many_attempts")
+
+
+def test_set_limits_applies_to_existing_buckets_from_now_on() -> None:
+    clock = Clock()
+    limiter = RateLimiter(rate=20, burst=40, clock=clock)
+    limiter.acquire(1)  # 39 tokens left
+    limiter.set_limits(2.0, 3)  # a cluster node's share: the bucket is capped at 3
+    for _ in range(3):
+        limiter.acquire(1)
+    assert limiter.try_acquire(1) == pytest.approx(0.5)  # one token at 2/s
+    clock.now += 0.5
+    limiter.acquire(1)
+    limiter.set_limits(20, 40)  # back to the whole limit: refills at the new rate
+    clock.now += 1.0
+    for _ in range(20):
+        limiter.acquire(1)
+    with pytest.raises(RateLimited):
+        limiter.acquire(1)
+    with pytest.raises(ValueError, match="rate must be positive"):
+        limiter.set_limits(0, 1)
+    with pytest.raises(ValueError, match="burst at least 1"):
+        limiter.set_limits(1, 0)

@@ -7,6 +7,7 @@ realtime listener's ``Stream`` implements it. This module must never import a tr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from fechatter.close_reasons import CloseReason
@@ -38,3 +39,19 @@ class UserRouting(Protocol):
     def user_gone(self, user_id: int) -> None:
         """``user_id``'s UserActor was dropped (no stream for ``resume_window``): stop
         routing their events here. Synchronous: called from the actor's cleanup."""
+
+
+class PresencePort(Protocol):
+    """Cluster mode: where the ``UserHub`` records that a user is present on this node, so
+    presence and online users are cluster-wide (docs/cluster.md §6). Implemented by
+    ``fechatter.cluster.presence``. Best-effort: neither method raises for an unavailable
+    database or NATS (logged, retried by the implementer); only cancellation propagates."""
+
+    async def sync(self, user_id: int, present: bool) -> None:
+        """Make the cluster's record of ``user_id`` on this node match ``present`` (a
+        stream here, or within the grace) and announce a cluster-wide change to the user's
+        online presence peers. Bounded in time by the implementer."""
+
+    async def online(self, user_ids: Sequence[int]) -> set[int]:
+        """Which of ``user_ids`` are online on any node. Raises ``Unavailable`` when that
+        cannot be known (the database does not answer)."""

@@ -16,7 +16,10 @@ Each UserActor's task (in the hub's nursery) owns its lifetime: presence turns o
 ``presence_grace`` seconds after the last stream closes (a quick reconnect is invisible), and
 the actor is dropped after ``retention``. Its inputs are all synchronous calls from the same trio
 thread, so it has a wake-up event rather than a mailbox: a mailbox would add a hop and nothing
-else. Presence changes are coalesced and flushed every ``presence_flush`` seconds.
+else. Presence changes are coalesced and flushed every ``presence_flush`` seconds. In cluster
+mode (``presence`` set: a ``PresencePort``) the flush records each changed user in the cluster,
+which announces to co-members on every node, and ``arriving`` records a user before their
+first stream here is attached.
 """
 
 from __future__ import annotations
@@ -24,13 +27,13 @@ from __future__ import annotations
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import trio
 
 from fechatter import logs
-from fechatter.actors.ports import StreamPort, UserRouting
+from fechatter.actors.ports import PresencePort, StreamPort, UserRouting
 from fechatter.close_reasons import CloseReason
 from fechatter.errors import Unavailable
 from fechatter.events import PRESENCE, RESYNC, Event
@@ -129,6 +132,9 @@ class UserHub:
         # Cluster mode only (set by ``fechatter.cluster.wiring`` for its lifetime): told when
         # a user gets their first UserActor and when it is dropped. None in one process.
         self.routing: UserRouting | None = None
+        # Cluster mode only (set by ``fechatter.cluster.presence``): presence is recorded in
+        # the cluster and announced there; the flush syncs each changed user with it.
+        self.presence: PresencePort | None = None
         self._arriving: dict[int, int] = {}  # user → streams inside ``arriving`` now
 
     # -- publishing (the fast lane) -------------------------------------------------------
@@ -170,9 +176,25 @@ class UserHub:
     async def arriving(self, user_id: int) -> None:
         """Call right before ``attach`` (no await between): in cluster mode, a user without a
         UserActor here gets their events routed to this node first (``UserRouting``), so
-        every event after the stream's ``ready`` reaches it. A no-op in one process. An
-        arrival that does not return (cancelled, failed) calls ``user_gone`` when no other
-        stream of the user is arriving or attached here, so its routing does not leak."""
+        every event after the stream's ``ready`` reaches it, and a user not present here is
+        recorded present in the cluster (``PresencePort.sync``), so every node lists them
+        online once the stream is ready. A no-op in one process. An arrival that does not
+        return (cancelled, failed) calls ``user_gone`` when no other stream of the user is
+        arriving or attached here, so its routing does not leak, and queues a presence sync
+        (the flush then withdraws a record made for a stream that never attached)."""
+        presence = self.presence
+        done = False
+        try:
+            await self._route_arrival(user_id)
+            if presence is not None and user_id not in self._present:
+                await presence.sync(user_id, True)
+            done = True
+        finally:
+            if not done and presence is not None and user_id not in self._present:
+                self._presence_pending[user_id] = "offline"
+                self._presence_wake.set()
+
+    async def _route_arrival(self, user_id: int) -> None:
         routing = self.routing
         if routing is None or user_id in self._users:
             return
@@ -247,8 +269,24 @@ class UserHub:
 
     # -- presence and lifetime -----------------------------------------------------------
     def online(self, user_ids: Iterable[int]) -> list[int]:
+        """Those of ``user_ids`` present on this node (a stream, or within the grace)."""
         present = self._present
         return [uid for uid in user_ids if uid in present]
+
+    def is_present(self, user_id: int) -> bool:
+        """Whether ``user_id`` is present on this node (a stream, or within the grace)."""
+        return user_id in self._present
+
+    async def online_anywhere(self, user_ids: Sequence[int]) -> list[int]:
+        """Those of ``user_ids`` online on any node, in the given order: this node's
+        ``online`` in one process; in cluster mode also those the cluster records online
+        (``PresencePort.online``: one query), which raises ``Unavailable``."""
+        presence = self.presence
+        if presence is None:
+            return self.online(user_ids)
+        found = await presence.online(user_ids)
+        local = self._present
+        return [uid for uid in user_ids if uid in found or uid in local]
 
     def _set_presence(self, uid: int, status: str) -> None:
         is_present = uid in self._present
@@ -258,7 +296,12 @@ class UserHub:
             self._present.add(uid)
         else:
             self._present.discard(uid)
-        if self._presence_pending.get(uid) is None:
+        if self.presence is not None:
+            # Cluster mode: the flush syncs the user with the cluster's record from the
+            # current state; a flip back must still be synced (an arrival may have
+            # recorded the user before the flip).
+            self._presence_pending[uid] = status
+        elif self._presence_pending.get(uid) is None:
             self._presence_pending[uid] = status
         else:  # flipped back before the flush: nothing to announce
             del self._presence_pending[uid]
@@ -298,6 +341,13 @@ class UserHub:
             self._presence_wake = trio.Event()
             await trio.sleep(self.config.presence_flush)  # coalescing window, not a sync stand-in
             pending, self._presence_pending = self._presence_pending, {}
+            presence = self.presence
+            if presence is not None:
+                # Cluster mode: record and announce through the cluster (every node's
+                # co-members, this one's included); ``sync`` never raises but cancellation.
+                for uid in pending:
+                    await presence.sync(uid, uid in self._present)
+                continue
             if self._co_members is None:
                 continue
             for uid, status in pending.items():

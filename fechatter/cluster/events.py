@@ -34,7 +34,7 @@ import trio
 
 from fechatter.bus.base import Bus, Gap, Message, Subscription
 from fechatter.errors import Unavailable
-from fechatter.events import CHAT_DELETED, MEMBER_ADDED, MEMBER_REMOVED, Event
+from fechatter.events import CHAT_DELETED, MEMBER_ADDED, MEMBER_REMOVED, TYPING, Event
 
 log = logging.getLogger(__name__)
 
@@ -512,8 +512,12 @@ class EventRouter:
             log.warning("%s", exc)
             return
         if wire.event_seq == 0:  # ephemeral (typing): no order, no replay (§4 line 398)
-            if chat.members:
-                self._deliver(list(chat.members), RoutedEvent(wire))
+            # Typing goes to the chat's local members but the typist (SPEC §6 "other
+            # members online"), as the owner's actor addresses it in one process.
+            typist = wire.data.get("user_id") if wire.name == TYPING else None
+            recipients = [u for u in chat.members if u != typist]
+            if recipients:
+                self._deliver(recipients, RoutedEvent(wire))
             return
         if chat.catching_up:
             if wire.event_seq <= chat.last_event_seq:

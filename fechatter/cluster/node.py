@@ -15,6 +15,7 @@ import a transport.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import string
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ import trio
 
 from fechatter.bus import Bus, BusState
 from fechatter.errors import Unavailable
+from fechatter.ratelimit import RateLimiter
 from fechatter.storage.cluster import ClusterStore, NodeRole
 
 log = logging.getLogger(__name__)
@@ -225,3 +227,23 @@ async def open_cluster_node(
                 log.warning("cluster node %s: release failed: %s", node.node_id, exc)
         if scope.cancelled_caught:
             log.warning("cluster node %s: release took over %ss", node.node_id, RELEASE_CEILING)
+
+
+def rate_share(rate: float, burst: int, nodes: int) -> tuple[float, int]:
+    """One node's share of a per-user limit of ``rate`` tokens/s and ``burst`` tokens when
+    ``nodes`` nodes are live (at least 1 counted): ``(rate / nodes, ceil(burst / nodes))``.
+    The rate is split exactly (a float: the shares add up to the limit, also below 1/s);
+    the burst is whole tokens, rounded up so every node admits at least one."""
+    n = max(1, nodes)
+    return rate / n, math.ceil(burst / n)
+
+
+async def serve_rate_share(
+    node: ClusterNode, limiter: RateLimiter, rate: float, burst: int
+) -> None:
+    """Keep ``limiter`` at this node's ``rate_share`` of ``rate``/``burst`` for the live node
+    count (``node.nodes``, refreshed by each heartbeat), until cancelled (docs/api.md
+    "Rate limits in a cluster")."""
+    while True:
+        limiter.set_limits(*rate_share(rate, burst, len(node.nodes)))
+        await node.wait_changed()

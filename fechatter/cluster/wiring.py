@@ -6,7 +6,8 @@
 - **the owner's writes**: the ``ChatRouter`` activates actors with ``ChatStore(fence,
   outbox=True)``, and the ``Directory``'s sink becomes ``ClusterEvents``: after a commit a chat
   event only calls ``publisher.notify(chat_id)`` (the publisher reads the rows it wrote);
-  ``typing`` stays on the owner node's hub (B5, ephemeral subjects, is not built);
+  ``typing`` is published as a core message on ``<prefix>.rt.chat.<id>`` (no ``Fx-Seq``, no
+  stream sequence: each node's router delivers it to its local members but the typist);
 - **the node's users**: the ``UserHub`` tells ``ClusterEvents`` (``UserRouting``) when a user
   gets their first UserActor here (their chats from storage → ``user_connected``, and a
   subscription to their notice subject ``<prefix>.rt.user.<uid>``) and when it is dropped
@@ -16,7 +17,9 @@
   join of a user with no other local member of the chat arrives as the publisher's notice on
   the user's subject (``member_added`` with the notice's stream sequence); a chat created on
   any node is announced by the creating node on each member's subject (``chat.created``,
-  JetStream, deduplicated), which delivers it and subscribes the chat.
+  JetStream, deduplicated), which delivers it and subscribes the chat;
+- **presence** (``fechatter.cluster.presence``): the hub's ``PresencePort``; a ``presence``
+  event from another node arrives on the user's notice subject and is delivered here.
 
 This module never touches sockets or SQL itself; it only connects the components.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -41,15 +45,18 @@ from fechatter.cluster.events import (
     RETRY_FIRST,
     RETRY_MAX,
     EventRouter,
+    live_subject,
     open_event_router,
     stream_name,
 )
 from fechatter.cluster.node import ClusterNode
+from fechatter.cluster.presence import H_ORIGIN, ClusterPresence
 from fechatter.cluster.publisher import OutboxPublisher
 from fechatter.cluster.router import ChatRouter
 from fechatter.errors import Unavailable
 from fechatter.events import Event
 from fechatter.storage.cluster import ClusterStore
+from fechatter.storage.presence import PresenceStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,7 @@ ARRIVAL_TIMEOUT = 10.0  # seconds a stream waits for its user's routing before o
 STREAM_READY_TIMEOUT = 10.0  # seconds the node waits at start for the stream to exist
 DRAIN_TIMEOUT = 2.0  # seconds a graceful stop gives the publisher to empty its queue
 NOTICE_BUFFER = 256  # notices per user subscription (full → Gap → the user's chats reloaded)
+EPHEMERAL_QUEUE = 1024  # typing events waiting to be published; full → dropped (counted)
 
 
 @dataclass(eq=False)
@@ -92,16 +100,47 @@ class ClusterEvents:
         self._arrivals: dict[int, _Arrival] = {}  # user → their routing task (notices too)
         self._routing_tasks = 0
         self.closed = False
+        # This process's token on its ephemeral messages (presence): a node drops its own.
+        self.origin = secrets.token_hex(8)
+        self._ephemeral, self._ephemeral_out = trio.open_memory_channel[
+            tuple[str, bytes, dict[str, str]]
+        ](EPHEMERAL_QUEUE)
+        self.ephemeral_dropped = 0  # typing events dropped: the queue was full
+        self.presence: ClusterPresence | None = None  # set by open_cluster_events
 
     # -- the actors' sink -------------------------------------------------------------------
     def publish(self, user_ids: Iterable[int], event: Event) -> None:
         """``EventSink.publish`` for ChatActors: a chat event was committed to the outbox →
         the publisher publishes it (every node's router delivers it); ``typing`` (no outbox
-        row, B5 not built) → this node's hub only. Never blocks."""
-        if event.name == events.TYPING or event.chat_id is None:
+        row) → a core message on the chat's live subject, queued for ``serve_ephemeral``
+        (every node subscribed to the chat, this one included, delivers it to its local
+        members but the typist; queue full → dropped and counted). Never blocks."""
+        if event.chat_id is None:
             self._hub.publish(user_ids, event)
             return
+        if event.name == events.TYPING:
+            subject = live_subject(event.chat_id, self._prefix)
+            message = (subject, events.dumps(event.data), {H_EVENT: event.name})
+            try:
+                self._ephemeral.send_nowait(message)
+            except trio.WouldBlock:
+                self.ephemeral_dropped += 1
+            return
         self.publisher.notify(event.chat_id)
+
+    async def serve_ephemeral(self) -> None:
+        """Publish the queued typing events, in order, until cancelled. NATS unavailable →
+        the event is lost (typing lapses by itself), logged once per outage."""
+        failing = False
+        async for subject, payload, headers in self._ephemeral_out:
+            try:
+                await self._bus.publish(subject, payload, headers)
+            except Unavailable as exc:
+                if not failing:
+                    log.warning("typing not published (NATS: %s)", exc)
+                failing = True
+                continue
+            failing = False
 
     @property
     def routing_tasks(self) -> int:
@@ -209,6 +248,10 @@ class ClusterEvents:
         try:
             data = json.loads(message.payload)
             name = headers.get(H_EVENT, "")
+            if name == events.PRESENCE:  # another node's announcement (a core message)
+                if headers.get(H_ORIGIN) != self.origin and isinstance(data, dict):
+                    self._hub.publish([user_id], Event(events.PRESENCE, data))
+                return
             stream_seq = int(headers.get(H_STREAM_SEQ, "0"))
             if name == events.CHAT_CREATED:
                 chat_id = int(data["id"])
@@ -298,13 +341,27 @@ async def open_cluster_events(
                 nursery=readers,
                 prefix=prefix,
             )
+            presence = ClusterPresence(
+                store=PresenceStore(node.store.storage, hub.config.presence_grace),
+                node=node,
+                bus=node.bus,
+                hub=hub,
+                prefix=prefix,
+                origin=wiring.origin,
+                max_chat_size=hub.config.presence_max_chat_size,
+            )
+            wiring.presence = presence
+            readers.start_soon(wiring.serve_ephemeral)
+            await readers.start(presence.run)
             chat_router.outbox = True
             directory.sink = wiring
             hub.routing = wiring
+            hub.presence = presence
             try:
                 yield wiring
             finally:
                 hub.routing = None
+                hub.presence = None
                 wiring.closed = True
                 readers.cancel_scope.cancel()
         with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_TIMEOUT):

@@ -73,7 +73,8 @@ def register(app: Quart, ctx: Context) -> None:
             assert workspace_id is not None
             await ctx.workspaces.role(workspace_id, user_id)
             members = [m.user.id for m in await ctx.storage.list_workspace_members(workspace_id)]
-        return json_response({"user_ids": ctx.system.users.online(members)})
+        # Cluster mode: online on any node (one query, docs/cluster.md §6); else this hub.
+        return json_response({"user_ids": await ctx.system.users.online_anywhere(members)})
 
     @bp.get("/api/sse/health")
     async def realtime_health() -> Response:

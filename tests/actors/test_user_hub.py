@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 import trio
@@ -184,3 +184,65 @@ async def test_routing_is_told_of_a_new_user_and_of_the_dropped_actor(
     assert routing.calls == [("arriving", 1), ("gone", 1)]
     assert trio.current_time() >= 30.0
     assert hub.statistics().lingering_users == 0
+
+
+class _Presence:
+    """A ``PresencePort`` that records the hub's syncs and knows one remote user online."""
+
+    def __init__(self, remote: set[int]) -> None:
+        self.syncs: list[tuple[int, bool]] = []
+        self.remote = remote
+        self.synced = trio.Event()
+        self.block: trio.Event | None = None  # set: the next sync waits for it
+
+    async def sync(self, user_id: int, present: bool) -> None:
+        if self.block is not None:
+            await self.block.wait()
+        self.syncs.append((user_id, present))
+        self.synced.set()
+        self.synced = trio.Event()
+
+    async def online(self, user_ids: Sequence[int]) -> set[int]:
+        return {u for u in user_ids if u in self.remote}
+
+
+async def test_cluster_presence_records_before_attach_and_syncs_each_flip(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = UserHub(nursery, HubConfig(retention=60, presence_grace=0.0, presence_flush=0.25))
+    port = _Presence(remote={7})
+    hub.presence = port
+    nursery.start_soon(hub.serve_presence)
+    stream = _Recorder(1)
+    await hub.arriving(1)  # recorded before the stream is attached (listed once ready)
+    assert port.syncs == [(1, True)]
+    hub.attach(stream, None)
+    await hub.arriving(1)  # present here already: nothing to record
+    assert await hub.online_anywhere([7, 1, 3]) == [7, 1]  # the cluster's and this hub's
+    # Online and offline again within one flush window (grace 0): one sync, to the state
+    # now — the arrival's record is withdrawn, not left behind by a coalesced flip.
+    hub.detach(stream)
+    with trio.fail_after(5):
+        while (1, False) not in port.syncs:
+            await port.synced.wait()
+    assert port.syncs == [(1, True), (1, False)]
+    assert await hub.online_anywhere([1, 7]) == [7]
+
+
+async def test_a_cancelled_arrival_withdraws_its_presence_record(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = UserHub(nursery, HubConfig(retention=60, presence_grace=5.0, presence_flush=0.25))
+    port = _Presence(remote=set())
+    hub.presence = port
+    nursery.start_soon(hub.serve_presence)
+    port.block = trio.Event()
+    with trio.move_on_after(1):  # the stream goes while its record is being written
+        await hub.arriving(2)
+    port.block.set()
+    port.block = None
+    with trio.fail_after(5):
+        while (2, False) not in port.syncs:
+            await port.synced.wait()
+    assert port.syncs == [(2, False)]  # the blocked write never completed; withdrawn anyway
+    assert hub.online([2]) == []

@@ -37,7 +37,9 @@ async def cluster(
     async with open_cluster_harness(nursery, tmp_path, pg_database, nats_server.url) as harness:
         with trio.fail_after(START_CEILING):
             for _ in range(3):
-                await harness.start_node()
+                # Each node enforces a third of the per-user write limit (api.md): these
+                # tests are about ownership, so the limit is far above their bursts.
+                await harness.start_node(send_burst=1000)
         yield harness
 
 

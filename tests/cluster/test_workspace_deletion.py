@@ -41,8 +41,8 @@ async def test_workspace_deletion_reaches_members_on_every_node(
         r = await http.on(a, n2).delete(f"/api/workspaces/{ws}")  # deleted through node 2
         assert r.status_code == 204, r.text
         for client in (b_sse, c_sse):
-            got = [await next_chat_event(client) for _ in range(2)]
-            assert sorted((e.event, e.data["id"]) for e in got) == [
+            deleted = [await next_chat_event(client) for _ in range(2)]
+            assert sorted((e.event, e.data["id"]) for e in deleted) == [
                 ("chat.deleted", first),
                 ("chat.deleted", second),
             ]
