@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pydantic
 import pytest
 import trio
 
+from fechatter.config import NODE_ID_PATTERN, Settings, worker_node_name
 from fechatter.workers import default_pool_size
 from tests.conftest import Api, make_workspace
 from tests.pg import free_port
@@ -254,3 +256,23 @@ def test_default_pool_size_shares_max_connections(
 ) -> None:
     """docs/cluster.md §6: max(4, min(20, (max_connections - reserved - 10) // N - 2))."""
     assert default_pool_size(max_connections, reserved, workers) == pool
+
+
+def test_worker_node_names_stay_valid_node_ids() -> None:
+    assert worker_node_name(None, 2, hostname="web 1") == "web-1-w2"
+    assert worker_node_name("api", 0) == "api-w0"
+    long = worker_node_name("x" * 64, 12)
+    assert NODE_ID_PATTERN.fullmatch(f"{long}.abcdefgh") is not None
+
+
+def test_workers_settings_need_postgres_but_not_nats_or_a_secret() -> None:
+    pg = "postgresql://127.0.0.1:1/fechatter"
+    # The parent provides the NATS URL and the secret to its children.
+    assert Settings(database_url=pg, workers=3, role="realtime").workers == 3
+    with pytest.raises(pydantic.ValidationError, match="workers: --workers runs several"):
+        Settings(database_url="sqlite:///x.db", workers=2)
+    # A child (worker_index set) needs both, like any cluster node.
+    with pytest.raises(pydantic.ValidationError, match="jwt_secret: a NATS URL"):
+        Settings(database_url=pg, worker_index=0, nats_url="nats://127.0.0.1:4222", jwt_secret="")
+    with pytest.raises(pydantic.ValidationError, match="role: 'api' needs a cluster"):
+        Settings(database_url=pg, role="api")
