@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -27,7 +28,13 @@ from fechatter.bus import open_nats_bus
 from fechatter.cluster.node import ClusterNode, open_cluster_node, serve_rate_share
 from fechatter.cluster.router import ChatRouter, open_chat_router
 from fechatter.cluster.wiring import ClusterEvents, open_cluster_events
-from fechatter.config import Settings, default_node_id, redact_url, resolve_jwt_secret
+from fechatter.config import (
+    Settings,
+    default_node_id,
+    redact_url,
+    resolve_jwt_secret,
+    worker_node_name,
+)
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
@@ -56,7 +63,7 @@ class ServerInfo:
     """Where a started server listens (ports resolved when 0 was asked for)."""
 
     api_url: str
-    realtime_url: str
+    realtime_url: str  # "" for role api (no stream listener)
     system: ActorSystem  # live handles, for operators' tooling and tests
     realtime: RealtimeStats
     node_id: str
@@ -118,7 +125,7 @@ class NatsUnreachable(Exception):
 
 CLUSTER_PREVIEW_WARNING = (
     "cluster preview: chat commands, chat events, presence and typing cross nodes, but resume"
-    " across nodes, --workers and the role split are not built yet"
+    " across nodes is not built yet"
 )
 
 
@@ -179,6 +186,8 @@ async def open_cluster(
         raise ValueError("cluster mode needs a PostgreSQL database_url")
 
     def make_id(boot: str) -> str:
+        if settings.worker_index is not None:  # a --workers child: <name>-w<i>.<boot>
+            return f"{worker_node_name(settings.node_id, settings.worker_index)}.{boot}"
         return f"{settings.node_id}.{boot}" if settings.node_id else default_node_id(boot)
 
     log.warning(CLUSTER_PREVIEW_WARNING)
@@ -213,7 +222,13 @@ async def serve(
     """
     limit = raise_fd_limit()
     auth = authenticator or build_authenticator(settings)
-    rt_sock = open_listening_socket(settings.host, settings.realtime_port, settings.backlog)
+    # --workers children share both ports (SO_REUSEPORT); an api node has no stream listener.
+    reuse_port = settings.worker_index is not None
+    rt_sock = None
+    if settings.role != "api":
+        rt_sock = open_listening_socket(
+            settings.host, settings.realtime_port, settings.backlog, reuse_port=reuse_port
+        )
     try:
         async with (
             open_storage(settings.database_url, pool_size=settings.database_pool_size) as storage,
@@ -253,7 +268,10 @@ async def serve(
                 auth=auth,
                 metrics=metrics,
                 realtime=stats,
-                realtime_port=int(rt_sock.getsockname()[1]),
+                # api nodes: the port the realtime nodes share (web client's stream URL)
+                realtime_port=(
+                    int(rt_sock.getsockname()[1]) if rt_sock else settings.realtime_port
+                ),
                 guard=guard,
                 workspaces=Workspaces(
                     storage,
@@ -269,6 +287,11 @@ async def serve(
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
+            if reuse_port:  # pre-bound with SO_REUSEPORT; hypercorn owns the fd from here
+                api_sock = open_listening_socket(
+                    settings.host, settings.port, settings.backlog, reuse_port=True
+                )
+                config.bind = [f"fd://{api_sock.detach()}"]
             config.backlog = settings.backlog
             # Hypercorn's idle timer runs from accept until a request head is complete (and
             # between keep-alive requests): a connection that never sends a whole head is
@@ -327,15 +350,19 @@ async def serve(
                 )
                 realtime = trio.CancelScope()
 
-                async def run_realtime(*, task_status: trio.TaskStatus[None]) -> None:
+                async def run_realtime(
+                    sock: socket.socket, *, task_status: trio.TaskStatus[None]
+                ) -> None:
                     with realtime:
-                        await serve_realtime(rt_ctx, rt_sock, task_status=task_status)
+                        await serve_realtime(rt_ctx, sock, task_status=task_status)
 
-                await nursery.start(run_realtime)
-                host, rt_port = rt_sock.getsockname()[:2]
-                rt_url = f"http://{host}:{rt_port}"
+                rt_url = ""  # role api: no stream listener
+                if rt_sock is not None:
+                    await nursery.start(run_realtime, rt_sock)
+                    host, rt_port = rt_sock.getsockname()[:2]
+                    rt_url = f"http://{host}:{rt_port}"
                 log.info("fechatter API on %s (open-files limit %d)", binds[0], limit)
-                log.info("fechatter realtime streams on %s", rt_url)
+                log.info("fechatter realtime streams on %s", rt_url or "none (role api)")
                 log.info("fechatter node %s", node_id)
                 if settings.binds_every_address and not settings.allowed_origins:
                     log.warning(
@@ -353,4 +380,5 @@ async def serve(
                 background.cancel()
                 sharing.cancel()
     finally:
-        rt_sock.close()
+        if rt_sock is not None:
+            rt_sock.close()

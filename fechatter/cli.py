@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -56,9 +57,52 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--role",
                 choices=("all", "api", "realtime"),
-                help="cluster node role (default all; needs --nats-url)",
+                help="cluster node role: all (API + streams, default), api (API only),"
+                " realtime (streams only); needs --nats-url or --workers",
             )
+        if name == "serve":
+            p.add_argument(
+                "--workers",
+                type=int,
+                help="run N cluster nodes on this host sharing its ports; needs a PostgreSQL"
+                " --database-url; starts a local nats-server without --nats-url",
+            )
+            # Internal: the --workers parent starts each child with its index.
+            p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     return parser
+
+
+# Flags a --workers parent hands on to its children as given (ports: the reserved ones).
+CHILD_FLAGS = (
+    ("--config", "config"),
+    ("--database-url", "database_url"),
+    ("--log-format", "log_format"),
+    ("--host", "host"),
+    ("--node-id", "node_id"),
+    ("--nats-url", "nats_url"),
+    ("--role", "role"),
+)
+
+
+def _child_flags(args: argparse.Namespace) -> list[str]:
+    flags: list[str] = []
+    for flag, name in CHILD_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += [flag, str(value)]
+    return flags
+
+
+async def _watch_parent(shutdown: trio.Event) -> None:
+    """A ``--workers`` child: stdin is a pipe its parent never writes, so end of file means
+    the parent is gone (killed or crashed): stop gracefully, as on SIGTERM. Portable, unlike
+    ``PR_SET_PDEATHSIG`` (fechatter.workers)."""
+    async with trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin:
+        while await stdin.receive_some(1024):
+            pass
+    if not shutdown.is_set():
+        log.warning("the --workers parent is gone: shutting down gracefully")
+        shutdown.set()
 
 
 async def _serve_until_signalled(settings: Settings) -> None:
@@ -76,6 +120,8 @@ async def _serve_until_signalled(settings: Settings) -> None:
                     shutdown.set()
 
         nursery.start_soon(watch_signals)
+        if settings.worker_index is not None:
+            nursery.start_soon(_watch_parent, shutdown)
         await serve(settings, shutdown)
         nursery.cancel_scope.cancel()
 
@@ -106,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             node_id=args.node_id,
             nats_url=args.nats_url,
             role=args.role,
+            workers=getattr(args, "workers", None),
+            worker_index=getattr(args, "worker_index", None),
         )
     try:
         settings = load_settings(args.config, **flags)
@@ -125,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         demo.run_seed(settings)
         print(demo.instructions(settings), file=sys.stderr, flush=True)
+    if args.command == "serve" and settings.workers is not None and settings.worker_index is None:
+        from fechatter.workers import run_workers
+
+        return run_workers(settings, _child_flags(args))
     in_use = False
     no_nats: str | None = None
     try:

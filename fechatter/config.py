@@ -35,6 +35,7 @@ WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 NATS_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}(\.[A-Za-z0-9_-]{1,32}){0,3}")
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 NodeRole = Literal["all", "api", "realtime"]
+MAX_WORKERS = 256  # --workers: far above any host's cores; a typo (--workers 4000) is refused
 # The YAML file named on the command line, seen by Settings' source hook while loading.
 _config_file: ContextVar[str | None] = ContextVar("fechatter_config_file", default=None)
 
@@ -75,7 +76,23 @@ class Settings(BaseSettings):
         " for a NATS cluster, user:password@ in the URL; None: one process, no NATS",
     )
     role: NodeRole = Field(
-        "all", description="cluster node role: all | api | realtime (recorded; preview)"
+        "all",
+        description="cluster node role: all (API + streams), api (API, owns chats), realtime"
+        " (streams only, owns no chat)",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_WORKERS,
+        description="run this many cluster nodes on this host sharing its ports (a parent"
+        " process supervising them; fechatter.workers); None: this process serves",
+    )
+    worker_index: int | None = Field(
+        None,
+        ge=0,
+        lt=MAX_WORKERS,
+        description="internal, set by the --workers parent on each child: its index (node"
+        " name <name>-w<index>), SO_REUSEPORT listeners, stdin watched for the parent's end",
     )
     nats_prefix: str = Field(
         "fechatter", description="first token(s) of every subject, so deployments can share NATS"
@@ -197,18 +214,27 @@ class Settings(BaseSettings):
             for name in ("nats_creds", "nats_tls_ca", "nats_tls_cert", "nats_tls_key")
             if getattr(self, name) is not None
         ]
+        postgres = self.database_url.startswith(("postgresql://", "postgres://"))
+        if self.workers is not None and not postgres:
+            raise ValueError(
+                "workers: --workers runs several processes, which need a shared PostgreSQL"
+                " database_url (postgresql://...); SQLite cannot be shared between processes"
+            )
+        # The --workers parent starts a local NATS server and generates the shared secret
+        # when none is configured (fechatter.workers); its children get both.
+        parent = self.workers is not None and self.worker_index is None
         if self.nats_url is None:
             if nats_only:
                 raise ValueError(f"{nats_only[0]}: is a NATS setting; give nats_url too")
-            if self.role != "all":
+            if self.role != "all" and not parent:
                 raise ValueError(f"role: {self.role!r} needs a cluster; give nats_url too")
             return self
-        if not self.database_url.startswith(("postgresql://", "postgres://")):
+        if not postgres:
             raise ValueError(
                 "database_url: a NATS URL (cluster mode) needs a shared PostgreSQL database"
                 " (postgresql://...); SQLite cannot be shared between nodes"
             )
-        if not self.jwt_secret:
+        if not self.jwt_secret and not parent:
             raise ValueError(
                 "jwt_secret: a NATS URL (cluster mode) needs FECHATTER_JWT_SECRET, the same on"
                 " every node (a generated per-node secret would split sessions)"
@@ -351,6 +377,18 @@ def default_node_id(epoch: str, worker: int = 0, hostname: str | None = None) ->
     )
     tail = f"-{worker}-{epoch}"
     return f"{host[: 64 - len(tail)] or 'node'}{tail}"
+
+
+def worker_node_name(name: str | None, worker: int, hostname: str | None = None) -> str:
+    """The name of ``--workers`` child ``worker`` (its node id is ``<name>.<boot>``):
+    ``<name>-w<worker>`` for a configured ``node_id``, else ``<hostname>-w<worker>``, shortened
+    so that the id with its boot epoch stays a valid node id (``NODE_ID_PATTERN``)."""
+    base = name or re.sub(
+        r"[^A-Za-z0-9._-]", "-", hostname if hostname is not None else socket.gethostname()
+    )
+    tail = f"-w{worker}"
+    # 64 - len(".<boot>") (a 6- or 8-character boot epoch) - the tail
+    return f"{base[: 64 - 9 - len(tail)] or 'node'}{tail}"
 
 
 def redact_url(url: str) -> str:

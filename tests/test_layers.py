@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "fechatter.app": 4,
     "fechatter.cli": 4,
     "fechatter.demo": 4,
+    "fechatter.workers": 4,  # the --workers parent: starts and supervises processes
     "fechatter.__main__": 4,
 }
 TRANSPORTS = ("fechatter.http", "fechatter.realtime")

@@ -22,6 +22,13 @@ then 503 ``chat_unavailable``. Waiting for a crashed owner's row to expire (its 
 its lease not yet takeable) polls the acquire every ``HANDOVER_POLL`` seconds and is bounded
 by the deadline only.
 
+A node with role ``realtime`` owns no chat (``owns_chats`` False): it never acquires a lease
+and its ``Directory`` never activates an actor. It reads the chat's lease instead: a live
+owner is cached and forwarded to as above; no live owner (no lease, or its node is not in the
+live list, or its inbox has no responder) → the request goes to ``<prefix>.cmd.any``, a queue
+group every api/all node serves (``serve_any``): one of them takes it and runs it through its
+own ``call`` — acquiring the chat if nobody live holds it, else forwarding to the owner.
+
 ``serve_inbox`` answers this node's inbox: decode, run locally (the actor's activation and
 fence make sure it runs only while this node owns the chat; otherwise it answers
 ``chat_moved`` before anything is written), encode the reply or error. Events: with
@@ -76,6 +83,18 @@ def inbox_subject(prefix: str, node_id: str) -> str:
     return f"{prefix}.node.{node_id}.cmd"
 
 
+def any_subject(prefix: str) -> str:
+    """The subject of commands for a chat with no live owner, sent by nodes that own no
+    chats (role realtime); api/all nodes serve it in the queue group ``ANY_QUEUE``, so
+    exactly one of them takes each request, acquires the chat and runs it."""
+    return f"{prefix}.cmd.any"
+
+
+ANY_QUEUE = "owners"  # the queue group of <prefix>.cmd.any: every api/all node
+# The "owner" of a chat a realtime node knows no live owner of: the command goes to cmd.any.
+ANY_OWNER = Owner("", 0)
+
+
 def _unavailable() -> Unavailable:
     return Unavailable("the chat did not answer in time", code="chat_unavailable")
 
@@ -110,6 +129,11 @@ class ChatRouter:
         self._slots = trio.Semaphore(INBOX_CONCURRENCY)
         self.forwarded = 0  # requests sent to other nodes (tests, metrics)
         self.served = 0  # requests answered from the inbox
+        self.forwarded_any = 0  # of ``forwarded``: sent to <prefix>.cmd.any
+        self.served_any = 0  # requests taken from <prefix>.cmd.any
+        # role realtime owns no chat: it never acquires a lease and runs no ChatActor; its
+        # commands go to the owner, or to cmd.any when the chat has no live owner.
+        self.owns_chats = node.role != "realtime"
         # Actors write their events to the outbox (True while the event wiring runs: its
         # OutboxPublisher publishes them); False: fenced writes only, events stay local.
         self.outbox = False
@@ -141,12 +165,25 @@ class ChatRouter:
         return owner
 
     async def _resolve(self, chat_id: int) -> Owner:
-        return self._owners.get(chat_id) or await self._acquire(chat_id)
+        cached = self._owners.get(chat_id)
+        if cached is not None:
+            return cached
+        if self.owns_chats:
+            return await self._acquire(chat_id)
+        # Role realtime: read the lease, never take it. A live owner is cached and forwarded
+        # to; none (no lease, or its node is not in the live list) → cmd.any.
+        owner = await self._store.lease(chat_id)
+        if owner is None or owner.node_id not in self._node.nodes:
+            return ANY_OWNER
+        self._remember(chat_id, owner)
+        return owner
 
     async def _activate(self, chat_id: int) -> ChatStore:
         """``Directory.activate``: take (or confirm) the lease, then the fenced writes.
-        Raises ``ChatMoved`` when another live node holds it or this node is fenced,
-        ``NotFound`` when there is no such chat."""
+        Raises ``ChatMoved`` when another live node holds it, this node is fenced or owns no
+        chats (role realtime), ``NotFound`` when there is no such chat."""
+        if not self.owns_chats:
+            raise ChatMoved("a realtime node owns no chats")
         if self._node.self_fenced:
             raise ChatMoved("this node has fenced itself")
         me = self._node.node_id
@@ -168,11 +205,14 @@ class ChatRouter:
             deadline = scope.deadline
             while True:
                 owner = await self._resolve(chat_id)
-                if owner.node_id == silent:
-                    # Its inbox is gone but its row has not expired yet (a crash): poll.
+                if owner.node_id == silent and owner is not ANY_OWNER:
                     self._forget(chat_id, owner)
-                    await trio.sleep(HANDOVER_POLL)
-                    continue
+                    if not self.owns_chats:  # an api node waits for the takeover for us
+                        owner = ANY_OWNER
+                    else:
+                        # Its inbox is gone but its row has not expired yet (a crash): poll.
+                        await trio.sleep(HANDOVER_POLL)
+                        continue
                 try:
                     if owner.node_id == self._node.node_id:
                         return await self._local(chat_id, command, owner)
@@ -219,7 +259,11 @@ class ChatRouter:
     async def _forward(self, chat_id: int, command: Command[R], owner: Owner, deadline: float) -> R:
         remaining = deadline - trio.current_time()
         payload = codec.encode_request(chat_id, command, time.time() + remaining)
-        subject = inbox_subject(self._prefix, owner.node_id)
+        if owner is ANY_OWNER:
+            subject = any_subject(self._prefix)
+            self.forwarded_any += 1
+        else:
+            subject = inbox_subject(self._prefix, owner.node_id)
         self.forwarded += 1
         try:
             reply = await self._bus.request(
@@ -276,6 +320,32 @@ class ChatRouter:
                 with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
                     await self._bus.unsubscribe(sub)
 
+    async def serve_any(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Take requests from ``<prefix>.cmd.any`` (queue group ``ANY_QUEUE``: one api/all
+        node gets each) until cancelled: each runs through ``call`` here — acquire the chat
+        if nobody live holds it, else forward to its owner. Same bounds as the inbox."""
+        subject = any_subject(self._prefix)
+        while True:
+            try:
+                sub = await self._bus.subscribe(subject, buffer=INBOX_BUFFER, queue=ANY_QUEUE)
+                break
+            except Unavailable:
+                await self._bus.wait_state(BusState.CONNECTED)
+        try:
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                async for item in sub:
+                    if isinstance(item, Gap):
+                        log.warning("%s dropped %d requests", subject, item.dropped)
+                        continue
+                    if not item.reply:
+                        continue
+                    await self._slots.acquire()
+                    nursery.start_soon(self._answer, item, True)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
+                await self._bus.unsubscribe(sub)
+
     def retire_local_actors(self) -> None:
         """``ClusterNode.on_fence`` hook: this node just fenced itself (its leases may move
         while it cannot confirm them; docs/cluster.md §2), so every local actor retires
@@ -288,10 +358,12 @@ class ChatRouter:
             await self._node.wait_changed()
         scope.cancel()
 
-    async def _answer(self, message: Message) -> None:
+    async def _answer(self, message: Message, any_node: bool = False) -> None:
         try:
             try:
-                answer = await self.handle_request(message.payload, message.headers)
+                answer = await self.handle_request(
+                    message.payload, message.headers, any_node=any_node
+                )
             except Exception:  # a bug: answer it (the sender retries only if retry_safe)
                 log.exception("forwarded command failed on %s", message.subject)
                 answer = codec.encode_error(_unavailable())
@@ -302,10 +374,16 @@ class ChatRouter:
         finally:
             self._slots.release()
 
-    async def handle_request(self, payload: bytes, headers: Any) -> bytes:
+    async def handle_request(
+        self, payload: bytes, headers: Any, *, any_node: bool = False
+    ) -> bytes:
         """The reply frame for one request frame (``headers``: its NATS headers or None).
-        Never raises a ``FechatterError``: every failure is an error frame."""
+        ``any_node``: taken from ``cmd.any``, so run through ``call`` (acquire or forward)
+        rather than this node's actors only. Never raises a ``FechatterError``: every
+        failure is an error frame."""
         self.served += 1
+        if any_node:
+            self.served_any += 1
         version = (headers or {}).get(codec.PROTO_HEADER)
         if version is None or not version.isdigit() or int(version) not in codec.SUPPORTED:
             log.error(
@@ -328,7 +406,10 @@ class ChatRouter:
             if self._node.self_fenced:
                 raise ChatMoved("this node has fenced itself")
             with trio.move_on_after(remaining):
-                value = await self._directory.call(request.chat_id, request.command)
+                if any_node:
+                    value = await self.call(request.chat_id, request.command)
+                else:
+                    value = await self._directory.call(request.chat_id, request.command)
                 return codec.encode_reply(request.command, value, v=request.v)
             raise _unavailable()
         except FechatterError as exc:
@@ -350,6 +431,8 @@ async def open_chat_router(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(router.serve_inbox)
+            if router.owns_chats:
+                await nursery.start(router.serve_any)
             try:
                 yield router
             finally:

@@ -27,6 +27,10 @@ from fechatter.http.common import Context, IdConverter, json_response
 log = logging.getLogger(__name__)
 
 PROBLEM = "application/problem+json"
+STREAM_ONLY_DETAIL = (
+    "this node has role realtime: it serves streams only (and /health, /ready, /metrics,"
+    " /api/sse/health); send API requests to a node with role api or all"
+)
 
 
 def problem_response(error: FechatterError) -> Response:
@@ -74,7 +78,13 @@ def _body_complete() -> bool:
 
 
 def create_app(ctx: Context) -> QuartTrio:
-    """Build the API application around an already-running storage and actor system."""
+    """Build the API application around an already-running storage and actor system.
+
+    A cluster node with role ``realtime`` serves streams only: its API port answers the
+    operational routes (``/health``, ``/ready``, ``/metrics``, ``/api/sse/health``, and
+    ``/api/online-users``, all in ``ops``) for load balancers and monitoring, and any other
+    route with 404 ``route_not_found`` naming the role (docs/cluster.md §1)."""
+    stream_only = ctx.settings.role == "realtime"
     app = QuartTrio("fechatter", static_folder=None)
     app.url_map.converters["id"] = IdConverter
     app.config.update(
@@ -90,6 +100,8 @@ def create_app(ctx: Context) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
+        if error.code == 404 and stream_only:
+            return problem_response(NotFound(STREAM_ONLY_DETAIL, code="route_not_found"))
         response = problem_response(_translate(error))
         if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
@@ -118,11 +130,13 @@ def create_app(ctx: Context) -> QuartTrio:
         log.debug("%s %s %d %.1f ms", request.method, rule, response.status_code, elapsed * 1000)
         return response
 
+    ops.register(app, ctx)
+    if stream_only:
+        return app
     auth_routes.register(app, ctx)
     workspaces.register(app, ctx)
     chats.register(app, ctx)
     messages.register(app, ctx)
     reactions.register(app, ctx)
-    ops.register(app, ctx)
     web.register(app, ctx)
     return app

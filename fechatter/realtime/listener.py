@@ -54,11 +54,24 @@ MAX_EVENT_ID_CHARS = 64
 TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 
 
-def open_listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+def open_listening_socket(
+    host: str, port: int, backlog: int, *, reuse_port: bool = False
+) -> socket.socket:
+    """A non-blocking listening TCP socket on ``host:port`` (0: the kernel picks a port).
+
+    ``reuse_port`` sets ``SO_REUSEPORT`` first, so several processes (``--workers``) listen
+    on one port and the kernel spreads new connections over them. Raises ``OSError``
+    (``EADDRINUSE`` when the port is taken; on platforms without ``SO_REUSEPORT``
+    ``reuse_port`` raises ``OSError`` too, errno ``ENOPROTOOPT``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            option = getattr(socket, "SO_REUSEPORT", None)
+            if option is None:
+                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available here")
+            sock.setsockopt(socket.SOL_SOCKET, option, 1)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
