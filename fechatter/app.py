@@ -117,7 +117,7 @@ class NatsUnreachable(Exception):
 
 
 CLUSTER_PREVIEW_WARNING = (
-    "cluster preview: chat commands and chat events cross nodes, but resume across nodes,"
+    "cluster preview: chat commands, chat events and resume cross nodes, but"
     " presence and typing across nodes, --workers and the role split are not built yet"
 )
 

@@ -111,7 +111,7 @@ class DurableReplay:
         self._user_chats = user_chats
         self._prefix = prefix
         self._stream = stream
-        self._limit = limit
+        self.limit = limit  # public: tests lower it
         self._slots = trio.Semaphore(at_once)
         self.running = 0  # replays reading now (tests, metrics)
         self.waiting = 0  # replays waiting for a slot
@@ -133,7 +133,7 @@ class DurableReplay:
 
     async def _replay(self, user_id: int, after: int) -> Replay:
         start = await read_stream_state(self._bus, self._stream)
-        budget = [self._limit]
+        budget = [self.limit]
         try:
             notices = await self._read([f"{self._prefix}.ev.user.{user_id}"], after, budget)
             current = set(await self._user_chats(user_id))
@@ -144,7 +144,7 @@ class DurableReplay:
             for i in range(0, len(subjects), SUBJECTS_PER_READ):
                 stored.extend(await self._read(subjects[i : i + SUBJECTS_PER_READ], after, budget))
         except _TooMany:
-            log.info("user %d: more than %d events to replay; resync", user_id, self._limit)
+            log.info("user %d: more than %d events to replay; resync", user_id, self.limit)
             return Replay(through=start.last_seq, resync="history_unavailable")
         for message in stored:
             try:

@@ -112,6 +112,11 @@ class ClusterEvents:
         self.publisher.notify(event.chat_id)
 
     @property
+    def stream(self) -> str:
+        """The JetStream stream of this node's events."""
+        return self._stream
+
+    @property
     def routing_tasks(self) -> int:
         """How many per-user routing tasks are running now (tests, metrics)."""
         return self._routing_tasks
