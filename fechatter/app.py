@@ -124,8 +124,7 @@ class NatsUnreachable(Exception):
 
 
 CLUSTER_PREVIEW_WARNING = (
-    "cluster preview: chat commands, chat events, presence and typing cross nodes, but resume"
-    " across nodes is not built yet"
+    "cluster preview: chat commands, chat events, resume, presence and typing cross nodes"
 )
 
 

@@ -291,7 +291,10 @@ class ChatActor:
             )
         remaining = {uid: r for uid, r in self.members.items() if uid != cmd.user_id}
         if not remaining:
-            await self._writes.delete_chat(self.chat.id)
+            if isinstance(self._writes, ChatStore):  # a departure notice for the last member
+                await self._writes.delete_chat(self.chat.id, notify=(cmd.user_id,))
+            else:
+                await self._writes.delete_chat(self.chat.id)
             self._publish((cmd.user_id,), events.CHAT_DELETED, {"id": self.chat.id})
             raise ChatRetired
         new_owner = None
@@ -354,7 +357,10 @@ class ChatActor:
     async def _delete(self, cmd: DeleteChat) -> None:
         if not cmd.already_deleted:
             rules.check_delete(await self._require_member(cmd.by))
-            await self._writes.delete_chat(self.chat.id)
+            if isinstance(self._writes, ChatStore):  # departure notices for the members
+                await self._writes.delete_chat(self.chat.id, notify=tuple(self.members))
+            else:
+                await self._writes.delete_chat(self.chat.id)
         self._publish(tuple(self.members), events.CHAT_DELETED, {"id": self.chat.id})
         raise ChatRetired
 

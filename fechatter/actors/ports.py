@@ -8,6 +8,7 @@ realtime listener's ``Stream`` implements it. This module must never import a tr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fechatter.close_reasons import CloseReason
@@ -28,6 +29,31 @@ class StreamPort(Protocol):
         """Mark the stream for closing with ``reason`` and wake its connection (no await)."""
 
 
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """Cluster mode: the event stream as read now (docs/cluster.md §5). ``incarnation`` is
+    the ``E`` of event ids ``<E>-<S>`` (the same on every node, new when the stream is
+    recreated); ``first_seq``/``last_seq`` the oldest and newest stored stream sequences."""
+
+    incarnation: str
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Cluster mode: a user's events after a resume point, read from the stream.
+
+    ``events``: in stream order, each with ``seq`` = its stream sequence (``S > after``);
+    ``through``: a stream sequence the read covered at least up to (the stream's
+    ``last_seq`` when it began); ``resync``: the SPEC reason when the history cannot be
+    proved (``events`` is then empty)."""
+
+    events: list[Event] = field(default_factory=list)
+    through: int = 0
+    resync: str | None = None
+
+
 class UserRouting(Protocol):
     """Cluster mode: what the ``UserHub`` tells the node's event routing about its users
     (docs/cluster.md §4 "Subscriptions"). Implemented by ``fechatter.cluster.wiring``."""
@@ -39,6 +65,14 @@ class UserRouting(Protocol):
     def user_gone(self, user_id: int) -> None:
         """``user_id``'s UserActor was dropped (no stream for ``resume_window``): stop
         routing their events here. Synchronous: called from the actor's cleanup."""
+
+    async def stream_state(self) -> StreamState:
+        """The event stream's incarnation and bounds now. Raises ``Unavailable``."""
+
+    async def replay(self, user_id: int, after_seq: int) -> Replay:
+        """``user_id``'s events with stream sequence > ``after_seq`` from the stream (their
+        chats, the ones they left after it up to their departure, their announcements).
+        Bounded (a cap, and a limit of replays at once). Raises ``Unavailable``."""
 
 
 class PresencePort(Protocol):

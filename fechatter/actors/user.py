@@ -66,6 +66,22 @@ class HubStatistics:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """Cluster mode: what ``UserHub.arriving`` found for the stream's ``attach``.
+
+    ``position``: the ``ready`` id; ``resync``: a SPEC reason, or None; ``after``: the
+    resume point's stream sequence (None: no id given); ``durable``: the events read from
+    the stream after it (None: the node's ring proves them), read up to ``through`` at
+    least."""
+
+    position: str
+    resync: str | None = None
+    after: int | None = None
+    durable: list[Event] | None = None
+    through: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Attached:
     """What a new stream starts with: its ``ready`` id, then ``resync`` or the replay."""
 
@@ -74,10 +90,28 @@ class Attached:
     resync: str | None
 
 
+@dataclass(eq=False, slots=True)
+class _Feed:
+    """Cluster mode, per stream: the newest stream sequence it was sent with an id, and the
+    ones its durable replay sent ahead of their live copies (skipped when those arrive)."""
+
+    high: int
+    skip: set[int]
+
+
 class UserActor:
     """One user's streams and bounded replay ring."""
 
-    __slots__ = ("_changed", "evicted_seq", "ring", "since_seq", "streams", "user_id")
+    __slots__ = (
+        "_changed",
+        "evicted_seq",
+        "feeds",
+        "high",
+        "ring",
+        "since_seq",
+        "streams",
+        "user_id",
+    )
 
     def __init__(self, user_id: int, ring_size: int, since_seq: int) -> None:
         self.user_id = user_id
@@ -86,6 +120,9 @@ class UserActor:
         self.since_seq = since_seq  # events up to this seq were published before we existed
         self.evicted_seq = 0  # the newest seq that fell off the ring
         self._changed = trio.Event()
+        # Cluster mode only: seq is the stream sequence S; ``high`` the newest one delivered.
+        self.high = 0
+        self.feeds: dict[int, _Feed] = {}  # id(stream) → its feed
 
     def deliver(self, event: Event) -> None:
         ring = self.ring
@@ -94,6 +131,45 @@ class UserActor:
         ring.append(event)
         for stream in self.streams:
             stream.push_event(event)
+
+    def deliver_stored(self, event: Event) -> None:
+        """Cluster mode: ``event.seq`` is its stream sequence. The ring stays ordered by it
+        (a repeat is dropped). A stream gets it with its id when it is newer than all it
+        was sent; an event of one chat overtaken by a newer one of another chat (a join's
+        catch-up, two chats' readers) goes to that stream without an id, so the stream's
+        ids only ever increase (docs/cluster.md "Built: C3", limits)."""
+        seq = event.seq
+        ring = self.ring
+        if seq <= self.high:
+            if any(e.seq == seq for e in ring):
+                return  # already delivered here
+            if len(ring) == ring.maxlen:
+                self.evicted_seq = ring[0].seq
+                ring.popleft()
+            at = len(ring)
+            while at and ring[at - 1].seq > seq:
+                at -= 1
+            ring.insert(at, event)
+        else:
+            self.high = seq
+            if len(ring) == ring.maxlen:
+                self.evicted_seq = ring[0].seq
+            ring.append(event)
+        plain: Event | None = None
+        for stream in self.streams:
+            feed = self.feeds.get(id(stream))
+            if feed is None:
+                stream.push_event(event)
+                continue
+            if seq in feed.skip:
+                feed.skip.discard(seq)
+            elif seq > feed.high:
+                feed.high = seq
+                stream.push_event(event)
+            else:
+                if plain is None:
+                    plain = Event(event.name, event.data, event.chat_id)
+                stream.push_event(plain)
 
     def replay_after(self, seq: int) -> list[Event] | None:
         """The ring's events after ``seq``, or None if some may be missing."""
@@ -136,9 +212,16 @@ class UserHub:
         # the cluster and announced there; the flush syncs each changed user with it.
         self.presence: PresencePort | None = None
         self._arriving: dict[int, int] = {}  # user → streams inside ``arriving`` now
+        # Cluster mode (C3): event ids are ``<incarnation>-<stream sequence>``; set by the
+        # wiring ("" while the stream is unknown). None: one process, ids ``<epoch>-<seq>``.
+        self.incarnation: str | None = None
+        self._high = 0  # cluster mode: the newest stream sequence published here
 
     # -- publishing (the fast lane) -------------------------------------------------------
     def publish(self, user_ids: Iterable[int], event: Event) -> None:
+        if self.incarnation is not None:
+            self._publish_stored(user_ids, event)
+            return
         self._seq += 1
         event.stamp(self.epoch, self._seq)
         users = self._users
@@ -150,9 +233,37 @@ class UserHub:
                 delivered += len(actor.streams)
         self._delivered += delivered
 
+    def _publish_stored(self, user_ids: Iterable[int], event: Event) -> None:
+        """Cluster mode: an event with a stream sequence (``stream_seq``, set by the event
+        router) gets the id ``<E>-<S>`` and the users' rings; one without (typing,
+        presence) is ephemeral: pushed to their streams with no id, never replayed."""
+        stream_seq = getattr(event, "stream_seq", 0)
+        users = self._users
+        delivered = 0
+        if not isinstance(stream_seq, int) or stream_seq <= 0:
+            for uid in user_ids:
+                actor = users.get(uid)
+                if actor is not None:
+                    for stream in actor.streams:
+                        stream.push_event(event)
+                    delivered += len(actor.streams)
+            self._delivered += delivered
+            return
+        self._seq += 1
+        event.stamp(self.incarnation or "", stream_seq)
+        self._high = max(self._high, stream_seq)
+        for uid in user_ids:
+            actor = users.get(uid)
+            if actor is not None:
+                actor.deliver_stored(event)
+                delivered += len(actor.streams)
+        self._delivered += delivered
+
     @property
     def position(self) -> str:
         """The id of the newest event published, as a resume point."""
+        if self.incarnation is not None:
+            return f"{self.incarnation}-{self._high}"
         return f"{self.epoch}-{self._seq}"
 
     def next_connection_id(self) -> int:
@@ -168,36 +279,79 @@ class UserHub:
             actor = self._users.get(uid)
             if actor is None:
                 continue
-            actor.evicted_seq = max(actor.evicted_seq, self._seq)
+            newest = self._seq if self.incarnation is None else self._high
+            actor.evicted_seq = max(actor.evicted_seq, newest)
             event = Event(RESYNC, {"reason": reason})
             for stream in actor.streams:
                 stream.push_event(event)
 
-    async def arriving(self, user_id: int) -> None:
-        """Call right before ``attach`` (no await between): in cluster mode, a user without a
-        UserActor here gets their events routed to this node first (``UserRouting``), so
-        every event after the stream's ``ready`` reaches it, and a user not present here is
-        recorded present in the cluster (``PresencePort.sync``), so every node lists them
-        online once the stream is ready. A no-op in one process. An arrival that does not
-        return (cancelled, failed) calls ``user_gone`` when no other stream of the user is
-        arriving or attached here, so its routing does not leak, and queues a presence sync
-        (the flush then withdraws a record made for a stream that never attached)."""
+    async def arriving(self, user_id: int, last_event_id: str | None = None) -> Prepared | None:
+        """Call right before ``attach`` (no await between) and hand it the result: in
+        cluster mode, a user without a UserActor here gets their events routed to this node
+        first (``UserRouting``), so every event after the stream's ``ready`` reaches it,
+        and the resume point is checked (docs/cluster.md §5): the ring, or a durable replay
+        from the stream; a user not present here is recorded present in the cluster
+        (``PresencePort.sync``), so every node lists them online once the stream is ready.
+        None (a no-op) in one process. An arrival that does not return (cancelled, failed)
+        calls ``user_gone`` when no other stream of the user is arriving or attached here,
+        so its routing does not leak, and queues a presence sync (the flush then withdraws
+        a record made for a stream that never attached)."""
         presence = self.presence
         done = False
         try:
-            await self._route_arrival(user_id)
+            prepared = await self._route_arrival(user_id, last_event_id)
             if presence is not None and user_id not in self._present:
                 await presence.sync(user_id, True)
             done = True
+            return prepared
         finally:
             if not done and presence is not None and user_id not in self._present:
                 self._presence_pending[user_id] = "offline"
                 self._presence_wake.set()
 
-    async def _route_arrival(self, user_id: int) -> None:
+    async def _route_arrival(self, user_id: int, last_event_id: str | None) -> Prepared | None:
         routing = self.routing
-        if routing is None or user_id in self._users:
-            return
+        if routing is None:
+            return None
+        if user_id not in self._users:
+            await self._route(routing, user_id)
+        return await self._prepare(routing, user_id, last_event_id)
+
+    async def _prepare(
+        self, routing: UserRouting, user_id: int, last_event_id: str | None
+    ) -> Prepared:
+        """The ready position and what the resume point needs (see ``arriving``)."""
+        try:
+            state = await routing.stream_state()
+            self.incarnation = state.incarnation
+        except Unavailable:
+            state = None
+        incarnation = self.incarnation or ""
+        newest = state.last_seq if state is not None else self._high
+        actor = self._actor(user_id, newest)
+        position = f"{incarnation}-{newest}"
+        if last_event_id is None:
+            return Prepared(position)
+        parsed = _parse_stored_id(last_event_id)
+        if parsed is None or parsed[0] != incarnation or parsed[1] > newest:
+            return Prepared(position, "unknown_event_id")
+        after = parsed[1]
+        if actor.replay_after(after) is not None:
+            return Prepared(f"{incarnation}-{after}", after=after)
+        if state is None:  # NATS unavailable: only the ring could have proved it
+            return Prepared(position, "history_unavailable")
+        if after < state.first_seq - 1:
+            return Prepared(position, "history_unavailable")  # evicted from the stream
+        try:
+            replay = await routing.replay(user_id, after)
+        except Unavailable as exc:
+            log.warning("resume of user %d from %d failed: %s", user_id, after, exc)
+            return Prepared(position, "history_unavailable")
+        if replay.resync is not None:
+            return Prepared(position, replay.resync)
+        return Prepared(f"{incarnation}-{after}", None, after, replay.events, replay.through)
+
+    async def _route(self, routing: UserRouting, user_id: int) -> None:
         self._arriving[user_id] = self._arriving.get(user_id, 0) + 1
         arrived = False
         try:
@@ -213,15 +367,25 @@ class UserHub:
                 routing.user_gone(user_id)
 
     # -- streams ----------------------------------------------------------------------------
-    def attach(self, stream: StreamPort, last_event_id: str | None) -> Attached:
-        """Register a stream and compute what it must be sent first (one synchronous step)."""
-        uid = stream.user_id
+    def _actor(self, uid: int, since: int) -> UserActor:
+        """The user's UserActor, made (with its lifetime task) if they have none."""
         actor = self._users.get(uid)
         if actor is None:
-            actor = UserActor(uid, self.config.ring_size, self._seq)
+            actor = UserActor(uid, self.config.ring_size, since)
             self._users[uid] = actor
             if self._nursery is not None:
                 self._nursery.start_soon(self._run_user, actor, name=f"UserActor#{uid}")
+        return actor
+
+    def attach(
+        self, stream: StreamPort, last_event_id: str | None, prepared: Prepared | None = None
+    ) -> Attached:
+        """Register a stream and compute what it must be sent first (one synchronous step).
+        ``prepared``: what ``arriving`` returned (cluster mode)."""
+        if prepared is not None:
+            return self._attach_stored(stream, prepared)
+        uid = stream.user_id
+        actor = self._actor(uid, self._seq)
         replay: list[Event] = []
         resync = None
         position = self.position
@@ -238,10 +402,50 @@ class UserHub:
         self._set_presence(uid, "online")
         return Attached(position, replay, resync)
 
+    def _attach_stored(self, stream: StreamPort, prepared: Prepared) -> Attached:
+        """Cluster mode's ``attach``: the ring's events after the resume point, or the
+        durable replay merged with what the ring got meanwhile (deduplicated by stream
+        sequence, in order); the stream then gets live events newer than the last one."""
+        uid = stream.user_id
+        actor = self._actor(uid, self._high)
+        incarnation = self.incarnation or ""
+        replay: list[Event] = []
+        resync, position, after = prepared.resync, prepared.position, prepared.after
+        feed = _Feed(_position_seq(position), set())
+        if resync is None and after is not None:
+            if prepared.durable is None:
+                found = actor.replay_after(after)
+                if found is None:  # the ring moved on between arriving and attach
+                    resync, position = "history_unavailable", self.position
+                else:
+                    replay = found
+            elif actor.since_seq > prepared.through or actor.evicted_seq > prepared.through:
+                resync, position = "history_unavailable", self.position  # ring overflowed
+            else:
+                merged: dict[int, Event] = {}
+                for event in prepared.durable:
+                    event.stamp(incarnation, event.seq)
+                    merged[event.seq] = event
+                for event in actor.ring:
+                    if event.seq > after:
+                        merged.setdefault(event.seq, event)
+                replay = [merged[seq] for seq in sorted(merged)]
+                feed.skip = {e.seq for e in prepared.durable if e.seq > actor.high}
+            if replay:
+                feed.high = replay[-1].seq
+            if resync is not None:
+                feed.high = _position_seq(position)
+        actor.feeds[id(stream)] = feed
+        actor.streams.append(stream)
+        actor.poke()
+        self._set_presence(uid, "online")
+        return Attached(position, replay, resync)
+
     def detach(self, stream: StreamPort) -> None:
         actor = self._users.get(stream.user_id)
         if actor is not None and stream in actor.streams:
             actor.streams.remove(stream)
+            actor.feeds.pop(id(stream), None)
             actor.poke()
 
     def revoke(self, user_id: int, version: int) -> int:
@@ -375,3 +579,23 @@ class UserHub:
             delivered=self._delivered,
             published=self._seq,
         )
+
+
+def _parse_stored_id(event_id: str) -> tuple[str, int] | None:
+    """Cluster mode: ``(E, S)`` of an id ``<E>-<S>`` (any string: it comes from a client),
+    else None."""
+    incarnation, _, seq = event_id.strip().partition("-")
+    if (
+        len(incarnation) > MAX_SEQ_DIGITS
+        or not (incarnation.isascii() and incarnation.isalnum())
+        or len(seq) > MAX_SEQ_DIGITS
+        or not (seq.isascii() and seq.isdigit())
+    ):
+        return None
+    return incarnation, int(seq)
+
+
+def _position_seq(position: str) -> int:
+    """The stream sequence of a cluster-mode position ``<E>-<S>`` (0 if none)."""
+    _, _, seq = position.rpartition("-")
+    return int(seq) if seq.isdigit() else 0

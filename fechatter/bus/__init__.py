@@ -16,6 +16,7 @@ from fechatter.bus.base import (
     PublishAck,
     RequestTimeout,
     StoredMessage,
+    StreamPage,
     Subscription,
     SubscriptionStatistics,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "PublishAck",
     "RequestTimeout",
     "StoredMessage",
+    "StreamPage",
     "Subscription",
     "SubscriptionStatistics",
     "open_nats_bus",

@@ -81,6 +81,16 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamPage:
+    """One read of several subjects: ``messages`` in stream order, and ``pending``, how many
+    more matching messages the stream held after them when the read was made (0: the read
+    reached the end of the log as it was then)."""
+
+    messages: list[StoredMessage]
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriptionStatistics:
     buffered: int  # items waiting in the buffer now
     buffer: int  # the bound
@@ -251,3 +261,10 @@ class Bus(Protocol):
         self, stream: str, subject: str, start_seq: int, limit: int
     ) -> list[StoredMessage]:
         """Up to ``limit`` messages of ``subject`` (wildcards allowed) from ``start_seq`` on."""
+
+    async def read_subjects(
+        self, stream: str, subjects: Sequence[str], start_seq: int, limit: int
+    ) -> StreamPage:
+        """Up to ``limit`` messages whose subject is one of ``subjects`` (at most 500,
+        no overlapping wildcards) from ``start_seq`` on, in stream order, and how many more
+        matched then (``StreamPage.pending``). Leaves no consumer behind on the server."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import ssl
 import threading
@@ -36,6 +37,7 @@ from fechatter.bus.base import (
     PublishAck,
     RequestTimeout,
     StoredMessage,
+    StreamPage,
     Subscription,
 )
 from fechatter.config import redact_url
@@ -59,6 +61,7 @@ STAGING_BYTES = 64 * 1024 * 1024
 # (it has nothing left to run by then). Past it the thread is abandoned and an error logged.
 THREAD_JOIN_CEILING = 5.0  # seconds
 ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
+CONSUMER_IDLE = 30.0  # seconds: a read_subjects consumer whose delete was lost goes after this
 
 
 class _Lost:
@@ -521,6 +524,82 @@ class NatsBus:
         try:
             return await self._call(read)
         except nats.errors.Error as exc:
+            raise Unavailable(f"JetStream read of {stream} failed: {exc!r}") from exc
+
+    async def read_subjects(
+        self, stream: str, subjects: Sequence[str], start_seq: int, limit: int
+    ) -> StreamPage:
+        """Up to ``limit`` stored messages of any of ``subjects`` with sequence ≥ ``start_seq``,
+        in stream order, plus how many more matched (see ``Bus.read_subjects``).
+
+        One ephemeral consumer per call (``filter_subjects``, no acks, in memory, deleted at
+        the end; ``inactive_threshold`` removes it should the delete be lost), one pull of
+        ``limit`` messages with ``no_wait``: three requests whatever the number of subjects.
+        """
+        self._require_connected()
+        nc = self._nc
+        timeout = self._timeout
+        config: dict[str, Any] = {
+            "deliver_policy": "by_start_sequence",
+            "opt_start_seq": max(1, start_seq),
+            "ack_policy": "none",
+            "replay_policy": "instant",
+            "filter_subjects": list(subjects),
+            "mem_storage": True,
+            "num_replicas": 1,
+            "inactive_threshold": int(CONSUMER_IDLE * 1e9),
+        }
+        body = json.dumps({"stream_name": stream, "config": config}).encode()
+
+        async def api(subject: str, payload: bytes) -> dict[str, Any]:
+            reply = await nc.request(subject, payload, timeout=timeout)
+            answer: dict[str, Any] = json.loads(reply.data)
+            if "error" in answer:
+                raise Unavailable(f"JetStream {subject}: {answer['error'].get('description')}")
+            return answer
+
+        async def read() -> StreamPage:
+            info = await api(f"$JS.API.CONSUMER.CREATE.{stream}", body)
+            name, pending = str(info["name"]), int(info["num_pending"])
+            out: list[StoredMessage] = []
+            try:
+                want = min(limit, pending)
+                if want > 0:
+                    inbox = nc.new_inbox()
+                    sub = await nc.subscribe(inbox, pending_msgs_limit=want + 8)
+                    try:
+                        pull = json.dumps({"batch": want, "no_wait": True}).encode()
+                        await nc.publish(
+                            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{name}", pull, reply=inbox
+                        )
+                        while len(out) < want:
+                            msg = await sub.next_msg(timeout=timeout)
+                            headers = dict(msg.headers or {})
+                            if nats.js.api.Header.STATUS in headers:
+                                break  # 404 no messages / 408: nothing more now
+                            meta = msg.metadata
+                            pending = meta.num_pending
+                            out.append(
+                                StoredMessage(
+                                    stream,
+                                    meta.sequence.stream,
+                                    msg.subject,
+                                    msg.data or b"",
+                                    headers or None,
+                                )
+                            )
+                    finally:
+                        await sub.unsubscribe()
+            finally:
+                with suppress(nats.errors.Error, Unavailable, ValueError):
+                    await api(f"$JS.API.CONSUMER.DELETE.{stream}.{name}", b"")
+            if not out and min(limit, int(info["num_pending"])) > 0:
+                pending = 0  # matched at creation but gone before the pull (evicted)
+            return StreamPage(out, pending)
+
+        try:
+            return await self._call(read)
+        except (nats.errors.Error, ValueError, KeyError, TypeError) as exc:
             raise Unavailable(f"JetStream read of {stream} failed: {exc!r}") from exc
 
 

@@ -37,6 +37,7 @@ same row is every node's leftover, every node). A publish that succeeds ends the
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -401,8 +402,8 @@ class OutboxPublisher:
     async def _publish_event(self, event: PendingEvent) -> None:
         chat, seq = event.chat_id, event.event_seq
         headers = {"Fx-Event": event.name, "Fx-Seq": str(seq)}
-        for uid in event.notify:
-            notice = events.dumps({"joined": "c", "id": chat, "event_seq": seq})
+        for uid, kind in _notices(event):
+            notice = events.dumps({kind: "c", "id": chat, "event_seq": seq})
             await self._bus.js_publish(
                 self.user_subject(uid), notice, f"n:c:{chat}:{seq}:{uid}", headers
             )
@@ -419,3 +420,19 @@ class OutboxPublisher:
         while True:
             await trio.sleep(self._sweep_every)
             await self.sweep_once()
+
+
+def _notices(event: PendingEvent) -> list[tuple[int, str]]:
+    """The membership notices to store before ``event``: ``(user, "joined")`` for each user
+    in ``notify`` of a join, ``(user, "left")`` for a departure — the removed user of a
+    ``chat.member_removed`` (from its payload) and each member in ``notify`` of a
+    ``chat.deleted``. A resume on another node reads the user's notices first to know the
+    chats they left while away (docs/cluster.md "Built: C3")."""
+    if event.name == events.MEMBER_REMOVED:
+        try:
+            removed = json.loads(event.payload).get("user_id")
+        except (ValueError, AttributeError):
+            removed = None
+        return [(removed, "left")] if isinstance(removed, int) else []
+    kind = "left" if event.name == events.CHAT_DELETED else "joined"
+    return [(uid, kind) for uid in event.notify]

@@ -32,11 +32,13 @@ import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
 from fechatter import events
 from fechatter.actors.directory import Directory
+from fechatter.actors.ports import Replay, StreamState
 from fechatter.actors.user import UserHub
 from fechatter.bus.base import Bus, Gap, Message, Subscription
 from fechatter.cluster.events import (
@@ -45,6 +47,8 @@ from fechatter.cluster.events import (
     RETRY_FIRST,
     RETRY_MAX,
     EventRouter,
+    RoutedEvent,
+    WireEvent,
     live_subject,
     open_event_router,
     stream_name,
@@ -52,6 +56,7 @@ from fechatter.cluster.events import (
 from fechatter.cluster.node import ClusterNode
 from fechatter.cluster.presence import H_ORIGIN, ClusterPresence
 from fechatter.cluster.publisher import OutboxPublisher
+from fechatter.cluster.resume import DurableReplay, read_stream_state
 from fechatter.cluster.router import ChatRouter
 from fechatter.errors import Unavailable
 from fechatter.events import Event
@@ -89,8 +94,11 @@ class ClusterEvents:
         router: EventRouter,
         nursery: trio.Nursery,
         prefix: str,
+        stream: str = "",
     ) -> None:
         self._store = store
+        self._stream = stream or stream_name(prefix)
+        self.durable = DurableReplay(bus, store.user_chat_ids, prefix=prefix, stream=self._stream)
         self._bus = bus
         self._hub = hub
         self.publisher = publisher
@@ -143,6 +151,11 @@ class ClusterEvents:
             failing = False
 
     @property
+    def stream(self) -> str:
+        """The JetStream stream of this node's events."""
+        return self._stream
+
+    @property
     def routing_tasks(self) -> int:
         """How many per-user routing tasks are running now (tests, metrics)."""
         return self._routing_tasks
@@ -167,6 +180,14 @@ class ClusterEvents:
             log.warning(
                 "routing of user %d took over %.0fs; opening anyway", user_id, ARRIVAL_TIMEOUT
             )
+
+    async def stream_state(self) -> StreamState:
+        """``UserRouting.stream_state``: one ``STREAM.INFO``; raises ``Unavailable``."""
+        return await read_stream_state(self._bus, self._stream)
+
+    async def replay(self, user_id: int, after_seq: int) -> Replay:
+        """``UserRouting.replay``: the durable replay (``resume.DurableReplay``)."""
+        return await self.durable.replay(user_id, after_seq)
 
     async def wait_routed(self, user_id: int) -> None:
         """Wait until an arriving user's chats are positioned (returns at once for a user
@@ -255,9 +276,14 @@ class ClusterEvents:
             stream_seq = int(headers.get(H_STREAM_SEQ, "0"))
             if name == events.CHAT_CREATED:
                 chat_id = int(data["id"])
-                self._hub.publish([user_id], Event(events.CHAT_CREATED, data, chat_id=chat_id))
+                # Its stream sequence is its event id (C3): a notice is stored like an event.
+                self._hub.publish([user_id], announced(data, stream_seq))
                 # The chat's events from its first one (0: scan its retained events).
                 await self.router.member_added(chat_id, user_id, 1, 0)
+            elif "left" in data:
+                # A departure notice (C3, read by resumes): the router follows departures
+                # from the chat's own events.
+                return
             else:  # the publisher's join notice {"joined":"c","id":C,"event_seq":e}
                 chat_id, event_seq = int(data["id"]), int(data["event_seq"])
                 await self.router.member_added(chat_id, user_id, event_seq, stream_seq)
@@ -340,6 +366,7 @@ async def open_cluster_events(
                 router=router,
                 nursery=readers,
                 prefix=prefix,
+                stream=stream,
             )
             presence = ClusterPresence(
                 store=PresenceStore(node.store.storage, hub.config.presence_grace),
@@ -353,6 +380,10 @@ async def open_cluster_events(
             wiring.presence = presence
             readers.start_soon(wiring.serve_ephemeral)
             await readers.start(presence.run)
+            # Event ids become <E>-<S> (C3); E is read again at every stream's arrival.
+            hub.incarnation = ""
+            with trio.move_on_after(STREAM_READY_TIMEOUT), suppress(Unavailable):
+                hub.incarnation = (await wiring.stream_state()).incarnation
             chat_router.outbox = True
             directory.sink = wiring
             hub.routing = wiring
@@ -362,8 +393,16 @@ async def open_cluster_events(
             finally:
                 hub.routing = None
                 hub.presence = None
+                hub.incarnation = None
                 wiring.closed = True
                 readers.cancel_scope.cancel()
         with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_TIMEOUT):
             await publisher.wait_idle()
         nursery.cancel_scope.cancel()
+
+
+def announced(data: dict[str, Any], stream_seq: int) -> RoutedEvent:
+    """A ``chat.created`` announcement (``<prefix>.ev.user.<uid>``) as the event handed to
+    the hub: its id is the announcement's stream sequence, like any stored event's."""
+    chat_id = int(data["id"])
+    return RoutedEvent(WireEvent(chat_id, 0, stream_seq, events.CHAT_CREATED, data))

@@ -32,7 +32,7 @@ def opening(ctx: RealtimeContext, stream: Stream, attached: Attached, head: byte
     parts.append(ready.sse() if sse else ready.ws())
     if attached.resync is not None:
         event = Event(RESYNC, {"reason": attached.resync})
-        event.id = ctx.hub.position
+        event.id = attached.position  # the hub's newest in one process
         parts.append(event.sse() if sse else event.ws())
     parts.extend(e.sse() if sse else e.ws() for e in attached.replay)
     return b"".join(parts)
@@ -65,8 +65,9 @@ async def serve_sse(
             nursery,
             security_version=claims.security_version,
         )
-        await ctx.hub.arriving(stream.user_id)  # cluster: route first (no await after)
-        attached = ctx.hub.attach(stream, last_event_id)
+        # cluster: route first and check the resume point (no await after)
+        prepared = await ctx.hub.arriving(stream.user_id, last_event_id)
+        attached = ctx.hub.attach(stream, last_event_id, prepared)
         try:
             reason = await _run(ctx, stream, claims, opening(ctx, stream, attached, head))
             if reason is CloseReason.SLOW_CONSUMER:

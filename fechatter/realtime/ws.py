@@ -74,8 +74,9 @@ class WsSession:
                 nursery,
                 security_version=self.security_version,
             )
-            await ctx.hub.arriving(stream.user_id)  # cluster: route first (no await after)
-            attached = ctx.hub.attach(stream, last_event_id)
+            # cluster: route first and check the resume point (no await after)
+            prepared = await ctx.hub.arriving(stream.user_id, last_event_id)
+            attached = ctx.hub.attach(stream, last_event_id, prepared)
             try:
                 await stream.prime(opening(ctx, stream, attached, accept))
                 return await self._serve(stream, trailing)

@@ -523,11 +523,17 @@ class ChatStore:
         )
 
     async def delete_chat(
-        self, chat_id: int, *, events: list[outbox.OutboxEvent] | None = None
+        self,
+        chat_id: int,
+        *,
+        events: list[outbox.OutboxEvent] | None = None,
+        notify: Sequence[int] = (),
     ) -> None:
         """``Storage.delete_chat``, fenced (the lease row goes with the chat, ON DELETE
         CASCADE, after the fence locked it: lease row, then chat row, as everywhere);
-        outbox: ``chat.deleted``, numbered before the chat row (and its counter) goes."""
+        outbox: ``chat.deleted``, numbered before the chat row (and its counter) goes.
+        ``notify``: the members at deletion; the publisher sends each a departure notice
+        (resume across nodes, docs/cluster.md "Built: C3")."""
         if self.plain:
             return await self._storage.delete_chat(chat_id)
         if not self.outbox:
@@ -538,7 +544,7 @@ class ChatStore:
         sink: list[outbox.OutboxEvent] = []
 
         def op() -> Op[None]:
-            new: list[outbox.NewEvent] = [(ev.CHAT_DELETED, {"id": chat_id}, ())]
+            new: list[outbox.NewEvent] = [(ev.CHAT_DELETED, {"id": chat_id}, tuple(notify))]
             sink.extend((yield from outbox.append(chat_id, new)))
             yield from chats.delete_chat(chat_id)
 

@@ -59,13 +59,16 @@ _APPEND = Sql(
 # A workspace deletion in cluster mode (``ClusterStore.delete_workspace``): each of its chats
 # gets ``chat.deleted`` as its next event, numbered like ``_APPEND``, in the deletion's
 # transaction and before the chat rows (and their counters) go. The payload is the one
-# ``ChatActor._delete`` publishes, ``events.dumps({"id": id})``, byte for byte.
+# ``ChatActor._delete`` publishes, ``events.dumps({"id": id})``, byte for byte; ``notify`` =
+# the chat's members, so the publisher stores a departure notice for each before it (a
+# resume on another node learns from it that the chat was left, docs/cluster.md "C3").
 _APPEND_WORKSPACE_DELETED = Sql(
     "WITH s AS (UPDATE chats SET last_event_seq = last_event_seq + 1 WHERE workspace_id = ?"
     " RETURNING id, last_event_seq)"
     " INSERT INTO outbox (topic, topic_id, event_seq, name, data, notify)"
     """ SELECT 'c', s.id, s.last_event_seq, ?, CAST('{"id":' || s.id || '}' AS json),"""
-    " CAST('{}' AS bigint[]) FROM s"
+    " COALESCE((SELECT array_agg(m.user_id ORDER BY m.user_id) FROM chat_members m"
+    " WHERE m.chat_id = s.id), CAST('{}' AS bigint[])) FROM s"
 )
 _ROWS = Sql(
     "SELECT event_seq, name, CAST(data AS text) AS data, notify FROM outbox"

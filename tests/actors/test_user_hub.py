@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from fechatter.actors.ports import Replay, StreamState
 from fechatter.actors.user import HubConfig, UserHub
 from fechatter.events import Event
 from fechatter.realtime.stream import Stream, StreamLimits, Transport
@@ -144,6 +145,12 @@ class _Routing:
     def user_gone(self, user_id: int) -> None:
         self.calls.append(("gone", user_id))
         self.gone.set()
+
+    async def stream_state(self) -> StreamState:
+        return StreamState("e", 1, 0)
+
+    async def replay(self, user_id: int, after_seq: int) -> Replay:
+        return Replay(resync="history_unavailable")
 
 
 async def test_resync_tells_the_streams_and_makes_older_ids_unprovable(

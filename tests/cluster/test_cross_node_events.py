@@ -241,11 +241,11 @@ async def test_two_members_on_different_nodes_both_receive(
         await c_sse.aclose()
 
 
-async def test_resume_on_another_node_with_an_old_id_is_resync(
+async def test_resume_on_another_node_gets_what_was_missed(
     cluster: ClusterHarness, http: Http
 ) -> None:
-    """C3 (ids as stream sequences) is not built: an id from another node is unknown there,
-    so the stream opens with ``resync`` — never a silent loss."""
+    """C3: ids are stream sequences, valid on every node: a reconnect to another node with
+    node 2's id gets the event missed while away, once, and no ``resync``."""
     n1, n2, n3 = cluster.nodes
     with trio.fail_after(TEST_CEILING):
         (a, b, c), ws = await users_in_workspace(cluster, http, 3)
@@ -256,9 +256,9 @@ async def test_resume_on_another_node_with_an_old_id_is_resync(
         assert got.data["id"] == sent["id"]
         assert got.id
         await b_sse.aclose()
-        await send(http.on(a, n1), chat, "missed while away")
+        missed = await send(http.on(a, n1), chat, "missed while away")
         again = await SseClient.connect(rt(n3), b.api.token, last_event_id=got.id)
         assert (await again.next_event()).event == "ready"
-        resync = await again.next_event()
-        assert (resync.event, resync.data) == ("resync", {"reason": "unknown_event_id"})
+        replayed = await again.next_event()
+        assert (replayed.event, replayed.data["id"]) == ("message.created", missed["id"])
         await again.aclose()

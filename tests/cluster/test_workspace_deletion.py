@@ -17,11 +17,14 @@ from tests.cluster.test_cross_node_events import (
     create_group,
     http,
     next_chat_event,
+    rt,
     send,
     sse_ready,
     users_in_workspace,
 )
+from tests.cluster.test_resume_across_nodes import seen_on
 from tests.conftest import make_workspace
+from tests.realtime.clients import SseClient
 
 __all__ = ["cluster", "http"]  # the fixtures, used by name below
 
@@ -71,3 +74,34 @@ def outbox_rows(database_url: str) -> int:
         row = conn.execute("SELECT count(*) FROM outbox").fetchone()
     assert row is not None
     return int(row[0])
+
+
+async def test_a_member_away_during_a_workspace_deletion_gets_it_on_resume_elsewhere(
+    cluster: ClusterHarness, http: Http
+) -> None:
+    """The deletion's rows carry the members as ``notify``: the publisher stores a departure
+    notice for each before ``chat.deleted``, so a resume on another node (durable replay)
+    still replays the deleted chats' events up to their deletion."""
+    n1, n2, n3 = cluster.nodes
+    with trio.fail_after(TEST_CEILING):
+        (a, b, c), ws = await users_in_workspace(cluster, http, 3)
+        chat = await create_group(http.on(a, n1), ws, [b, c])
+        other = await create_group(http.on(a, n1), await make_workspace(a, b, c), [b, c])
+        got = await seen_on(n2, b, http.on(a, n1), chat)
+        missed = await send(http.on(a, n1), chat, "sent while b was away")
+        r = await http.on(a, n3).delete(f"/api/workspaces/{ws}")
+        assert r.status_code == 204, r.text
+        after = await send(http.on(a, n1), other, "after the deletion")
+        again = await SseClient.connect(rt(n3), b.api.token, last_event_id=got.id)
+        assert (await again.next_event()).event == "ready"
+        seen = [await next_chat_event(again) for _ in range(3)]
+        # In order within each chat; across chats the order is the publishers' (SPEC:
+        # ordered per chat), so the other chat's message may come before the deletion.
+        deleted_chat = [
+            (e.event, e.data["id"])
+            for e in seen
+            if e.event != "message.created" or e.data["chat_id"] == chat
+        ]
+        assert deleted_chat == [("message.created", missed["id"]), ("chat.deleted", chat)]
+        assert [e.data["id"] for e in seen if e.data.get("chat_id") == other] == [after["id"]]
+        await again.aclose()
