@@ -257,7 +257,7 @@ async def serve(
                 commands,
                 system.users,
                 max_members=settings.max_members_per_request,
-                announce=None if wiring is None else wiring.announce_created,
+                create_chat=None if wiring is None else wiring.create_chat,
             )
             messages = Messages(storage, commands, chats, settings, send_limiter)
             ctx = Context(

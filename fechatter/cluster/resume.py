@@ -9,9 +9,9 @@ the node's own replay ring cannot prove them.
 What a user's events after ``S`` are: the events of their chats, found by reading their
 notice subject ``<prefix>.ev.user.<uid>`` first — join notices (from ``event_seq`` m on),
 departure notices (up to and including ``event_seq`` l: the removed user's
-``chat.member_removed``, or ``chat.deleted``), ``chat.created`` announcements (the chat
-from its first event, and the announcement itself) — plus the chats they are a member of
-now (from storage). Each chat's events are kept while the user was a member.
+``chat.member_removed``, or ``chat.deleted``; a new chat's members get a join notice at its
+``chat.created``, event 1) — plus the chats they are a member of now (from storage). Each
+chat's events are kept while the user was a member.
 """
 
 from __future__ import annotations
@@ -24,15 +24,12 @@ from datetime import UTC, datetime
 
 import trio
 
-from fechatter import events
 from fechatter.actors.ports import Replay, StreamState
 from fechatter.bus.base import Bus, StoredMessage
 from fechatter.cluster.events import (
-    H_EVENT,
     H_SEQ,
     BadEvent,
     RoutedEvent,
-    WireEvent,
     chat_subject,
     decode_event,
 )
@@ -181,22 +178,16 @@ def _spans(
     notices: list[StoredMessage], current: set[int], out: list[Event]
 ) -> dict[int, list[tuple[float, float]]]:
     """Per chat, the ``event_seq`` ranges owed to the user, from their notices (in stream
-    order) and their chats now; ``chat.created`` announcements are appended to ``out``."""
+    order) and their chats now."""
     first: dict[int, str] = {}  # chat → kind of its first notice
     steps: list[tuple[int, str, int]] = []  # (chat, joined|left, event_seq)
     for message in notices:
         headers = message.headers or {}
         try:
             data = json.loads(message.payload)
-            if headers.get(H_EVENT) == events.CHAT_CREATED:
-                chat_id = int(data["id"])
-                wire = WireEvent(chat_id, 0, message.seq, events.CHAT_CREATED, data)
-                out.append(_stamped(RoutedEvent(wire)))
-                steps.append((chat_id, "joined", 1))
-            else:
-                kind = "left" if "left" in data else "joined"
-                chat_id = int(data["id"])
-                steps.append((chat_id, kind, int(data.get("event_seq", headers.get(H_SEQ, 0)))))
+            kind = "left" if "left" in data else "joined"
+            chat_id = int(data["id"])
+            steps.append((chat_id, kind, int(data.get("event_seq", headers.get(H_SEQ, 0)))))
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("unreadable notice %s#%d: %r", message.subject, message.seq, exc)
             continue

@@ -15,9 +15,8 @@
   through ``UserHub.resync``;
 - **membership**: the router follows ``chat.member_*`` events of chats it is subscribed to; a
   join of a user with no other local member of the chat arrives as the publisher's notice on
-  the user's subject (``member_added`` with the notice's stream sequence); a chat created on
-  any node is announced by the creating node on each member's subject (``chat.created``,
-  JetStream, deduplicated), which delivers it and subscribes the chat;
+  the user's subject (``member_added`` with the notice's stream sequence); a new chat is the
+  same: its ``chat.created`` is its event 1 in the outbox with a join notice per member;
 - **presence** (``fechatter.cluster.presence``): the hub's ``PresencePort``; a ``presence``
   event from another node arrives on the user's notice subject and is delivered here.
 
@@ -32,7 +31,6 @@ import secrets
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
@@ -47,8 +45,6 @@ from fechatter.cluster.events import (
     RETRY_FIRST,
     RETRY_MAX,
     EventRouter,
-    RoutedEvent,
-    WireEvent,
     live_subject,
     open_event_router,
     stream_name,
@@ -60,6 +56,7 @@ from fechatter.cluster.resume import DurableReplay, read_stream_state
 from fechatter.cluster.router import ChatRouter
 from fechatter.errors import Unavailable
 from fechatter.events import Event
+from fechatter.models import Chat, ChatType
 from fechatter.storage.cluster import ClusterStore
 from fechatter.storage.presence import PresenceStore
 
@@ -274,13 +271,7 @@ class ClusterEvents:
                     self._hub.publish([user_id], Event(events.PRESENCE, data))
                 return
             stream_seq = int(headers.get(H_STREAM_SEQ, "0"))
-            if name == events.CHAT_CREATED:
-                chat_id = int(data["id"])
-                # Its stream sequence is its event id (C3): a notice is stored like an event.
-                self._hub.publish([user_id], announced(data, stream_seq))
-                # The chat's events from its first one (0: scan its retained events).
-                await self.router.member_added(chat_id, user_id, 1, 0)
-            elif "left" in data:
+            if "left" in data:
                 # A departure notice (C3, read by resumes): the router follows departures
                 # from the chat's own events.
                 return
@@ -301,23 +292,26 @@ class ClusterEvents:
             self.publisher.notify(chat_id)
         return chat_ids
 
-    async def announce_created(self, member_ids: Sequence[int], event: Event) -> None:
-        """Tell every member's node of a new chat: ``chat.created`` (the creator's view) on
-        each member's ``<prefix>.ev.user.<uid>`` (msg id ``cc:<chat>:<uid>``). NATS
-        unavailable → logged: those members see the chat at their next connect."""
-        payload = events.dumps(event.data)
-        for uid in member_ids:
-            try:
-                await self._bus.js_publish(
-                    f"{self._prefix}.ev.user.{uid}",
-                    payload,
-                    f"cc:{event.chat_id}:{uid}",
-                    {H_EVENT: events.CHAT_CREATED},
-                )
-            except Unavailable as exc:
-                log.warning(
-                    "chat %s: chat.created not announced to %d: %s", event.chat_id, uid, exc
-                )
+    async def create_chat(
+        self,
+        workspace_id: int,
+        kind: ChatType,
+        name: str | None,
+        description: str | None,
+        owner_id: int,
+        member_ids: Sequence[int],
+    ) -> Chat:
+        """``Chats``' cluster-mode creation: the chat and its ``chat.created`` (event 1,
+        the owner's view, a join notice for each member) in one transaction
+        (``ClusterStore.create_chat``), then the chat is queued for publishing (a full
+        queue or a crash before it: the sweeper publishes it ≤ ~2 s later). Each member's
+        node subscribes on the notice and reads the chat from its first event. Returns the
+        owner's view; raises what storage raises (``Conflict``, ``Unavailable``)."""
+        view = await self._store.create_chat(
+            workspace_id, kind, name, description, owner_id, member_ids
+        )
+        self.publisher.notify(view.id)
+        return view
 
 
 @asynccontextmanager
@@ -399,10 +393,3 @@ async def open_cluster_events(
         with trio.CancelScope(shield=True), trio.move_on_after(DRAIN_TIMEOUT):
             await publisher.wait_idle()
         nursery.cancel_scope.cancel()
-
-
-def announced(data: dict[str, Any], stream_seq: int) -> RoutedEvent:
-    """A ``chat.created`` announcement (``<prefix>.ev.user.<uid>``) as the event handed to
-    the hub: its id is the announcement's stream sequence, like any stored event's."""
-    chat_id = int(data["id"])
-    return RoutedEvent(WireEvent(chat_id, 0, stream_seq, events.CHAT_CREATED, data))

@@ -25,8 +25,9 @@ from fechatter.events import EventSink
 from fechatter.models import Chat, ChatRecord, ChatType, Member, Role
 from fechatter.storage import Storage
 
-# (member ids, the chat.created event): tells every member's node (cluster mode).
-Announce = Callable[[Sequence[int], events.Event], Awaitable[None]]
+# Cluster mode's creation: (workspace, kind, name, description, owner, member ids) → the
+# owner's view, with chat.created in the outbox in the same transaction (ClusterEvents).
+CreateChat = Callable[[int, ChatType, str | None, str | None, int, Sequence[int]], Awaitable[Chat]]
 
 
 class Chats:
@@ -39,15 +40,16 @@ class Chats:
         sink: EventSink,
         *,
         max_members: int,
-        announce: Announce | None = None,
+        create_chat: CreateChat | None = None,
     ) -> None:
-        """``announce`` (cluster mode): how a new chat's ``chat.created`` reaches its
-        members on every node (instead of ``sink``, this node's hub)."""
+        """``create_chat`` (cluster mode): creates a chat with its ``chat.created`` in the
+        outbox, so the event reaches its members on every node (instead of ``sink``, this
+        node's hub)."""
         self._storage = storage
         self._directory = directory
         self._sink = sink
         self._max_members = max_members  # ids per request
-        self._announce = announce
+        self._create_chat = create_chat
 
     async def visible(self, chat_id: int, user_id: int) -> tuple[ChatRecord, Role | None]:
         """The chat and the caller's role in it (None: a non-member of a PublicChannel);
@@ -97,6 +99,10 @@ class Chats:
             if existing is not None:
                 return await self._reopen_single(existing, member_ids), False
         try:
+            if self._create_chat is not None:
+                return await self._create_chat(
+                    workspace_id, kind, name, description, user_id, member_ids
+                ), True
             record = await self._storage.create_chat(
                 workspace_id, kind, name, description, user_id, member_ids
             )
@@ -109,11 +115,9 @@ class Chats:
                 raise
             return await self._reopen_single(existing, member_ids), False
         view = await self.view(record.id, user_id)
-        event = events.Event(events.CHAT_CREATED, view.to_json(), chat_id=record.id)
-        if self._announce is not None:
-            await self._announce(member_ids, event)
-        else:
-            self._sink.publish(member_ids, event)
+        self._sink.publish(
+            member_ids, events.Event(events.CHAT_CREATED, view.to_json(), chat_id=record.id)
+        )
         return view, True
 
     async def _reopen_single(self, chat_id: int, pair: list[int]) -> Chat:

@@ -32,6 +32,7 @@ from fechatter.errors import ChatMoved
 from fechatter.models import (
     Chat,
     ChatRecord,
+    ChatType,
     Deleted,
     Inserted,
     Member,
@@ -653,6 +654,37 @@ class ClusterStore:
         """Ids of every chat ``user_id`` is a member of, in all workspaces (the chats a node
         routes events of when the user connects to it)."""
         return await self.storage._read_op(user_chat_ids(user_id))
+
+    async def create_chat(
+        self,
+        workspace_id: int,
+        type: ChatType,
+        name: str | None,
+        description: str | None,
+        owner_id: int,
+        member_ids: Sequence[int],
+    ) -> Chat:
+        """``Storage.create_chat`` with ``chat.created`` (the owner's view, as one process
+        sends it) written to the outbox as the chat's event 1 in the same transaction,
+        ``notify`` = the members: the publisher stores a join notice for each before it, so
+        their nodes subscribe and read the chat from its first event, even if this node
+        dies right after the commit. Returns the owner's view. Raises what
+        ``create_chat`` raises (``Conflict`` ``single_exists``, …), writing nothing."""
+
+        def op() -> Op[Chat]:
+            record = yield from chats.create_chat(
+                workspace_id, type, name, description, owner_id, member_ids
+            )
+            view = yield from chats.get_chat_view(record.id, owner_id)
+            if view is None:  # pragma: no cover - created in this transaction
+                raise AssertionError("a chat created in this transaction is not readable")
+            new: list[outbox.NewEvent] = [
+                (ev.CHAT_CREATED, view.to_json(), tuple(int(m) for m in member_ids))
+            ]
+            yield from outbox.append(record.id, new)
+            return view
+
+        return await self.storage._write_op(op())
 
     async def delete_workspace(self, workspace_id: int) -> list[int]:
         """``Storage.delete_workspace`` with each chat's ``chat.deleted`` written to the

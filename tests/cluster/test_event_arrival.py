@@ -58,6 +58,7 @@ async def run(cluster: ClusterHarness, server: NatsServer, prefix: str) -> None:
         events = node.info.events
         assert events is not None
         bus = events.router._bus  # the node's own bus, to wait on its state
+        await events.publisher.wait_idle()  # chat.created (from the outbox) is out
         server.stop()
         await bus.wait_state(BusState.RECONNECTING)
         # The subscribe fails: the stream opens after the arrival's bound, unrouted for now.
