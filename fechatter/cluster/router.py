@@ -127,6 +127,10 @@ class ChatRouter:
         self._call_timeout = call_timeout
         self._owners: dict[int, Owner] = {}
         self._slots = trio.Semaphore(INBOX_CONCURRENCY)
+        # cmd.any has slots of its own: its requests may wait for a takeover (or forward to
+        # another node's inbox) until their deadline; sharing the inbox's slots would make
+        # commands for the chats this node owns wait behind them.
+        self._any_slots = trio.Semaphore(INBOX_CONCURRENCY)
         self.forwarded = 0  # requests sent to other nodes (tests, metrics)
         self.served = 0  # requests answered from the inbox
         self.forwarded_any = 0  # of ``forwarded``: sent to <prefix>.cmd.any
@@ -323,7 +327,8 @@ class ChatRouter:
     async def serve_any(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Take requests from ``<prefix>.cmd.any`` (queue group ``ANY_QUEUE``: one api/all
         node gets each) until cancelled: each runs through ``call`` here — acquire the chat
-        if nobody live holds it, else forward to its owner. Same bounds as the inbox."""
+        if nobody live holds it, else forward to its owner. Same bounds as the inbox, but
+        slots of its own (never blocking the inbox)."""
         subject = any_subject(self._prefix)
         while True:
             try:
@@ -340,7 +345,7 @@ class ChatRouter:
                         continue
                     if not item.reply:
                         continue
-                    await self._slots.acquire()
+                    await self._any_slots.acquire()
                     nursery.start_soon(self._answer, item, True)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
@@ -372,7 +377,7 @@ class ChatRouter:
             except Unavailable:
                 log.warning("could not answer a forwarded command: NATS unavailable")
         finally:
-            self._slots.release()
+            (self._any_slots if any_node else self._slots).release()
 
     async def handle_request(
         self, payload: bytes, headers: Any, *, any_node: bool = False

@@ -59,7 +59,15 @@ _REAP = Sql(
     f" SELECT 1 FROM user_presence p {_COUNTED_NODE} WHERE p.user_id = d.user_id)"
     " ORDER BY d.user_id"
 )
-_MOVE = Sql("UPDATE user_presence SET node_id = :new WHERE node_id = :old RETURNING user_id")
+# Delete and re-insert rather than UPDATE: the new id may already have a row of a user (a
+# move that committed while its caller saw a timeout, then syncs under the old id again);
+# such rows merge instead of failing the whole move with a unique violation.
+_MOVE = Sql(
+    "WITH gone AS (DELETE FROM user_presence WHERE node_id = :old RETURNING user_id, since),"
+    " ins AS (INSERT INTO user_presence (user_id, node_id, since)"
+    " SELECT user_id, :new, since FROM gone ON CONFLICT (user_id, node_id) DO NOTHING)"
+    " SELECT user_id FROM gone"
+)
 _ONLINE = Sql(
     f"SELECT DISTINCT p.user_id FROM user_presence p {_COUNTED_NODE}"
     " WHERE p.user_id = ANY(CAST(:ids AS bigint[]))"
@@ -153,7 +161,8 @@ class PresenceStore:
 
     async def move(self, old_node: str, new_node: str) -> list[int]:
         """Re-key this node's rows after it registered again under a new id (its old row
-        expired); returns the users whose rows moved (rows reaped meanwhile are gone)."""
+        expired); returns the users whose rows moved (rows reaped meanwhile are gone). A
+        user with a row under both ids keeps one (merged, never a conflict)."""
         return await self.storage._write_op(_move(old_node, new_node), one_statement=True)
 
     async def online(self, user_ids: Sequence[int]) -> set[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import httpx
 import pytest
 import trio
 
+from fechatter.actors.commands import Typing
+from fechatter.errors import Unavailable
 from tests.cluster.harness import ClusterHarness, RunningNode, open_cluster_harness, wait_nodes
 from tests.conftest import Api, User, make_workspace
 from tests.nats import NatsServer
@@ -188,3 +191,61 @@ async def test_the_api_node_has_no_stream_listener(cluster: ClusterHarness) -> N
         async with httpx.AsyncClient(base_url=other.api_url, timeout=20) as client:
             r = await client.get("/api/sse/health")
             assert r.json()["node_id"] == other.node_id
+
+
+async def test_cmd_any_requests_waiting_for_a_takeover_do_not_block_the_inbox(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    pg_database: str,
+    nats_server: NatsServer,
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Requests from ``cmd.any`` for a chat whose owner is live on paper but silent wait
+    (up to their deadline) for the takeover. They must not take the slots of the inbox, or
+    commands forwarded to the chats this node does own would wait behind them."""
+    monkeypatch.setattr("fechatter.cluster.router.INBOX_CONCURRENCY", 2)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    async with open_cluster_harness(nursery, tmp_path, pg_database, nats_server.url) as harness:
+        with trio.fail_after(TEST_CEILING):
+            api_node = await harness.start_node(nats_prefix=prefix, role="api")
+            rt_node = await harness.start_node(nats_prefix=prefix, role="realtime")
+            await wait_nodes(rt_node, {api_node.node_id, rt_node.node_id})
+            a, _, stuck = await group_of_three(api_node)
+            owner_user, _, owned = await group_of_three(api_node)
+            rt_router, api_router = rt_node.info.router, api_node.info.router
+            assert rt_router is not None
+            assert api_router is not None
+            await api_router.call(owned, Typing(owner_user.id))  # the api node owns it now
+
+            def silent_owner() -> None:  # a live node row whose inbox nobody serves
+                with pg_server.connect(harness.database_url.rsplit("/", 1)[1]) as conn:
+                    conn.execute(
+                        "INSERT INTO cluster_nodes (node_id, role, protocol, expires_at)"
+                        " VALUES ('ghost.abc123', 'api', 1, now() + interval '10 minutes')"
+                    )
+                    conn.execute(
+                        "INSERT INTO chat_leases (chat_id, node_id, epoch)"
+                        " VALUES (%s, 'ghost.abc123', 1)",
+                        (stuck,),
+                    )
+
+            await trio.to_thread.run_sync(silent_owner)
+            waiting = 0
+
+            async def wait_for_takeover() -> None:
+                nonlocal waiting
+                waiting += 1
+                with suppress(Unavailable):
+                    await rt_router.call(stuck, Typing(a.id))
+                waiting -= 1
+
+            async with trio.open_nursery() as calls:
+                for _ in range(2):
+                    calls.start_soon(wait_for_takeover)
+                while api_router.served_any < 2:  # both taken from cmd.any, now waiting
+                    await api_node.cluster.wait_changed()  # re-checked at each heartbeat
+                # Forwarded to the api node's inbox: answered at once, not after they end.
+                await rt_router.call(owned, Typing(owner_user.id))
+                assert waiting == 2  # answered while the cmd.any requests still wait
+                calls.cancel_scope.cancel()

@@ -4,6 +4,7 @@ session's real PostgreSQL. Subprocess tests, because processes must die here."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -84,6 +85,12 @@ class Parent:
     def child_pids(self) -> dict[int, int]:
         """Every child pid the parent started (pid → worker index)."""
         return {int(m[2]): int(m[1]) for m in STARTED.finditer(self.log)}
+
+    def nats_url(self) -> str:
+        """The local nats-server's URL as the parent logged it."""
+        match = NATS.search(self.log)
+        assert match is not None, self.text()
+        return match[2].decode()
 
     def nats_pid(self) -> int:
         match = NATS.search(self.log)
@@ -221,6 +228,20 @@ async def test_killing_the_parent_leaves_no_worker_or_nats_server_behind(
             await node_ids_seen(parent.api, 2)
         pids = set(parent.child_pids()) | {parent.nats_pid()}
         assert len(pids) == 3
+        # Other local users cannot use the local nats-server: it requires the generated
+        # password, which the log does not show.
+        url = parent.nats_url()
+        assert "***@" in url, url
+        with trio.fail_after(STOP_CEILING):
+            host, port = url.rsplit("@", 1)[1].rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            info = b""
+            while not info.endswith(b"\r\n"):
+                info += await stream.receive_some(4096)
+            await stream.aclose()
+        assert info.startswith(b"INFO "), info
+        assert json.loads(info[5:])["auth_required"] is True
+        assert (tmp_path / "fechatter-nats" / "nats-server.conf").stat().st_mode & 0o777 == 0o600
         parent.process.kill()  # no chance to stop anything: the pipe and PDEATHSIG must
         with trio.fail_after(STOP_CEILING):
             await parent.process.wait()

@@ -109,3 +109,26 @@ async def test_a_dead_nodes_rows_count_within_the_grace_then_one_reaper_gets_the
             _expire(pg_database, B)
             assert await prompt.online(users) == {u0.id, u2.id}
             assert await prompt.reap() == []
+
+
+async def test_a_move_onto_rows_the_new_id_already_has_keeps_one_row_each(
+    pg_database: str,
+) -> None:
+    """A move that committed while its caller saw a timeout leaves the node on its old id:
+    its retried syncs write old-id rows of users the new id already has. The next move must
+    merge them (one row per user), not fail with a unique violation that would end the
+    node's presence task."""
+    async with open_postgres_storage(pg_database, **FAST) as storage:
+        cluster = ClusterStore(storage)
+        store = PresenceStore(storage, grace=0.0)
+        with trio.fail_after(20):
+            await cluster.register_node(A, "all", 60)
+            await cluster.register_node(B, "all", 60)
+            _, (u0, u1), _ = await make_group(storage, 2)
+            await store.claim(u0.id, B)  # moved earlier (the move the caller saw time out)
+            await store.claim(u0.id, A)  # written again under the old id
+            await store.claim(u1.id, A)
+            assert sorted(await store.move(A, B)) == sorted([u0.id, u1.id])
+            assert await store.move(A, B) == []
+            assert await store.release(u0.id, B) == Change(changed=True, elsewhere=False)
+            assert await store.release(u1.id, B) == Change(changed=True, elsewhere=False)
