@@ -101,3 +101,38 @@ async def test_an_arrival_cancelled_before_attach_leaves_no_routing_task(
             assert events.routing_tasks == 0
             own_nats.start()
             await bus.wait_state(BusState.CONNECTED)
+
+
+async def test_a_chat_created_while_nats_is_down_reaches_its_member_once_it_is_back(
+    nursery: trio.Nursery, tmp_path: Path, pg_database: str, own_nats: NatsServer
+) -> None:
+    """``chat.created`` is the chat's event 1 in the outbox, written with the chat: a chat
+    created while NATS is down (201: storage has it) reaches a member who is streaming
+    once NATS is back — first its ``chat.created``, then its messages, each once."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    with trio.fail_after(CEILING):
+        async with open_cluster_harness(nursery, tmp_path, pg_database, own_nats.url) as cluster:
+            node = await cluster.start_node(nats_prefix=prefix)
+            async with httpx.AsyncClient(base_url=node.api_url, timeout=20) as client:
+                http = Http()
+                http.clients[node.name] = client
+                (a, b, c), ws = await users_in_workspace(cluster, http, 3)
+                b_sse = await SseClient.connect(rt(node), b.api.token)
+                assert (await b_sse.next_event()).event == "ready"
+                events = node.info.events
+                assert events is not None
+                bus = events.router._bus
+                own_nats.stop()
+                await bus.wait_state(BusState.RECONNECTING)
+                chat = await create_group(http.on(a, node), ws, [b, c])
+                sent = await send(http.on(a, node), chat, "written while NATS was down")
+                own_nats.start()
+                await bus.wait_state(BusState.CONNECTED)
+                created = await next_chat_event(b_sse)
+                assert (created.event, created.data["id"]) == ("chat.created", chat)
+                got = await next_chat_event(b_sse)
+                assert (got.event, got.data["id"]) == ("message.created", sent["id"])
+                marker = await send(http.on(a, node), chat, "marker")
+                got = await next_chat_event(b_sse)  # no duplicate in between
+                assert (got.event, got.data["id"]) == ("message.created", marker["id"])
+                await b_sse.aclose()
