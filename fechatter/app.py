@@ -169,6 +169,21 @@ async def open_router(
         yield router, wiring
 
 
+async def check_connection_budget(storage: PostgresStorage, node: ClusterNode) -> None:
+    """Log an ERROR at start when the live nodes' pools (this one's size assumed for each)
+    may together need more connections than PostgreSQL allows (docs/cluster.md §6). Never
+    fails the start: an unanswered check is logged and skipped."""
+    try:
+        budget = await storage.connection_budget()
+        live = len(await node.store.live_nodes())
+    except Unavailable as exc:
+        log.warning("connection budget not checked: %s", exc)
+        return
+    problem = budget.cluster_overcommitted(max(1, live), storage.pool_size)
+    if problem is not None:
+        log.error("%s", problem)
+
+
 @asynccontextmanager
 async def open_cluster(
     settings: Settings, storage: Storage, boot: str
@@ -203,9 +218,11 @@ async def open_cluster(
         except Unavailable as exc:
             urls = ",".join(redact_url(u) for u in settings.nats_servers)
             raise NatsUnreachable(f"cannot reach NATS at {urls}: {exc}") from exc
-        yield await stack.enter_async_context(
+        node = await stack.enter_async_context(
             open_cluster_node(ClusterStore(storage), bus, settings.role, make_id, boot)
         )
+        await check_connection_budget(storage, node)
+        yield node
 
 
 async def serve(

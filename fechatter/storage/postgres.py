@@ -232,6 +232,10 @@ class PostgresStorage(SqlStorage):
         """The most connections this storage's pool holds (a fixed count)."""
         return self._pool.statistics().size
 
+    async def connection_budget(self) -> ConnectionBudget:
+        """The server's ``max_connections`` and reserved slots now; ``Unavailable``."""
+        return await self._call(connection_budget)
+
     async def _call(self, fn: Call[T]) -> T:
         """Run ``fn`` on a pooled connection, bounded; driver errors become domain errors."""
         with trio.move_on_after(self._operation_timeout) as bounded:
@@ -569,6 +573,24 @@ class ConnectionBudget:
     def available(self) -> int:
         """Connections ordinary (non-superuser) clients of every node may hold together."""
         return max(0, self.max_connections - self.reserved)
+
+    def cluster_overcommitted(self, nodes: int, pool_size: int) -> str | None:
+        """The error to log when ``nodes`` live nodes (this one counted), each counted at
+        ``pool_size + 2`` connections (the budget rule of docs/cluster.md §6, with a margin
+        for other clients), may need more than ``available - SPARE_CONNECTIONS``; else
+        None. It only warns: a node whose pool cannot grow gets ``Unavailable`` (503) when
+        PostgreSQL refuses a connection, which the operator should hear of at start."""
+        need = nodes * (pool_size + 2)
+        room = self.available - SPARE_CONNECTIONS
+        if need <= room:
+            return None
+        return (
+            f"{nodes} cluster nodes with database_pool_size {pool_size} may hold {need}"
+            f" PostgreSQL connections (pool + 2 each), more than the {room} the server allows"
+            f" (max_connections {self.max_connections} less {self.reserved} reserved and"
+            f" {SPARE_CONNECTIONS} spare): lower database_pool_size to at most"
+            f" {max(1, room // nodes - 2)} on every node or raise max_connections"
+        )
 
     def oversized_pool(self, pool_size: int) -> str | None:
         """The warning to log when one node's ``pool_size`` exceeds ``POOL_SHARE_MAX`` of
