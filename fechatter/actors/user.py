@@ -92,11 +92,14 @@ class Attached:
 
 @dataclass(eq=False, slots=True)
 class _Feed:
-    """Cluster mode, per stream: the newest stream sequence it was sent with an id, and the
-    ones its durable replay sent ahead of their live copies (skipped when those arrive)."""
+    """Cluster mode, per stream: the newest stream sequence it was sent with an id, the
+    ones its durable replay sent ahead of their live copies (skipped when those arrive),
+    and its start (``ready``'s or the resume point's stream sequence: older events are
+    not this stream's)."""
 
     high: int
     skip: set[int]
+    start: int = 0
 
 
 class UserActor:
@@ -134,10 +137,9 @@ class UserActor:
 
     def deliver_stored(self, event: Event) -> None:
         """Cluster mode: ``event.seq`` is its stream sequence. The ring stays ordered by it
-        (a repeat is dropped). A stream gets it with its id when it is newer than all it
-        was sent; an event of one chat overtaken by a newer one of another chat (a join's
-        catch-up, two chats' readers) goes to that stream without an id, so the stream's
-        ids only ever increase (docs/cluster.md "Built: C3", limits)."""
+        (a repeat is dropped). Events arrive in stream order per user (the node's
+        ``Sequencer``), so each stream gets it with its id, ids only increasing; one at or
+        before a stream's start is skipped there (docs/cluster.md §10)."""
         seq = event.seq
         ring = self.ring
         if seq <= self.high:
@@ -155,7 +157,6 @@ class UserActor:
             if len(ring) == ring.maxlen:
                 self.evicted_seq = ring[0].seq
             ring.append(event)
-        plain: Event | None = None
         for stream in self.streams:
             feed = self.feeds.get(id(stream))
             if feed is None:
@@ -166,10 +167,14 @@ class UserActor:
             elif seq > feed.high:
                 feed.high = seq
                 stream.push_event(event)
-            else:
-                if plain is None:
-                    plain = Event(event.name, event.data, event.chat_id)
-                stream.push_event(plain)
+            elif seq > feed.start:
+                # Older than an id this stream was sent: the node's release in stream order
+                # (cluster/order.py) makes this unreachable; were it reached, the ids sent
+                # since would claim this event, so the stream is told to resync.
+                log.error("user %d: event %d after %d; resync", self.user_id, seq, feed.high)
+                self.evicted_seq = max(self.evicted_seq, self.high)
+                stream.push_event(Event(RESYNC, {"reason": "history_unavailable"}))
+            # else: before the stream's ready or resume point; the client has it already.
 
     def replay_after(self, seq: int) -> list[Event] | None:
         """The ring's events after ``seq``, or None if some may be missing."""
@@ -411,7 +416,7 @@ class UserHub:
         incarnation = self.incarnation or ""
         replay: list[Event] = []
         resync, position, after = prepared.resync, prepared.position, prepared.after
-        feed = _Feed(_position_seq(position), set())
+        feed = _Feed(_position_seq(position), set(), _position_seq(position))
         if resync is None and after is not None:
             if prepared.durable is None:
                 found = actor.replay_after(after)

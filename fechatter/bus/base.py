@@ -121,6 +121,7 @@ class Subscription:
         self._count = 0
         self._in_gap = 0  # messages dropped in the current gap (0: not in a gap)
         self._delivered = 0
+        self._taken = 0  # items (messages and Gap markers) the consumer has received
         self._gaps = 0
         self._dropped = 0
         self.sid: object = None  # the backend's handle
@@ -160,6 +161,7 @@ class Subscription:
         """The next message, or a ``Gap``; raises ``trio.EndOfChannel`` after unsubscribe."""
         item = await self._receive.receive()
         self._count -= 1
+        self._taken += 1
         if isinstance(item, Gap):
             dropped, self._in_gap = self._in_gap, 0
             return Gap(dropped)
@@ -174,6 +176,22 @@ class Subscription:
             return await self.receive()
         except trio.EndOfChannel:
             raise StopAsyncIteration from None
+
+    @property
+    def offered(self) -> int:
+        """Items (messages and Gap markers) put into the buffer so far: the consumer has
+        handled everything offered up to now once ``taken`` reaches this value."""
+        return self._taken + self._count
+
+    @property
+    def taken(self) -> int:
+        """Items the consumer has received so far (see ``offered``)."""
+        return self._taken
+
+    @property
+    def closed(self) -> bool:
+        """Unsubscribed: nothing more will be offered."""
+        return self._closed
 
     def statistics(self) -> SubscriptionStatistics:
         """Counters of this subscription (a frozen snapshot)."""
@@ -205,6 +223,11 @@ class Bus(Protocol):
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Stop deliveries; the subscription's iteration ends after its buffered items."""
+
+    async def barrier(self) -> None:
+        """Return once every message the connection received before the call has been
+        handed to its ``Subscription`` (offered, or counted in a ``Gap``). Local work only
+        (no server round trip); raises ``Unavailable`` past the bus's operation timeout."""
 
     async def request(
         self,

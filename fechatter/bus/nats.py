@@ -221,6 +221,8 @@ class NatsBus:
         self._state_changed = trio.Event()
         self._subs: dict[int, Subscription] = {}  # nats sid → ours (for slow-consumer gaps)
         self._nats_subs: dict[int, Any] = {}
+        # Messages our callback handed to the bridge, per nats sid (asyncio thread only).
+        self._handed: dict[int, list[int]] = {}
 
     # -- connection state (set on trio via the bridge) ------------------------------------
     @property
@@ -327,8 +329,10 @@ class NatsBus:
         self._require_connected()
         sub = Subscription(subject, buffer)
         bridge = self._bridge
+        handed = [0]
 
         async def on_message(msg: Msg) -> None:
+            handed[0] += 1
             bridge.deliver(sub, _message(msg))
 
         try:
@@ -346,12 +350,14 @@ class NatsBus:
         sub.sid = nats_sub._id
         self._subs[nats_sub._id] = sub
         self._nats_subs[nats_sub._id] = nats_sub
+        self._handed[nats_sub._id] = handed
         return sub
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Stop deliveries and end the subscription's iteration (after its buffer)."""
         nats_sub = self._nats_subs.pop(subscription.sid, None)  # type: ignore[call-overload]
         self._subs.pop(subscription.sid, None)  # type: ignore[call-overload]
+        self._handed.pop(subscription.sid, None)  # type: ignore[call-overload]
         subscription._close()
         try:
             if nats_sub is not None and not self._nc.is_closed:
@@ -360,6 +366,36 @@ class NatsBus:
             raise Unavailable(f"NATS unsubscribe failed: {exc!r}") from exc
         finally:
             self._bridge.forget(subscription)  # a late delivery meets a closed Subscription
+
+    async def barrier(self) -> None:
+        """Return once every message nats-py parsed before the call has been handed to its
+        ``Subscription`` (see ``Bus.barrier``).
+
+        nats-py parses the socket in order but queues each message on its subscription's
+        own asyncio queue, emptied by one task per subscription: the order across
+        subscriptions is lost there. On the asyncio thread this waits until each queue's
+        callback has taken what the queue held at the call (reads nats-py's
+        ``Subscription._pending_queue``, hence the pinned minor version); the trio side
+        then runs the bridge's drains scheduled before the reply (``run_sync_soon`` is
+        FIFO), so on return those messages are in the Subscriptions' buffers. A dropped
+        message was reported (``_on_error`` → ``Gap``) synchronously while parsing."""
+        handed, subs = self._handed, self._nats_subs
+
+        async def settle() -> None:  # on the asyncio thread
+            targets = [
+                (sid, cell, cell[0] + nats_sub._pending_queue.qsize())
+                for sid, nats_sub in list(subs.items())
+                if (cell := handed.get(sid)) is not None
+            ]
+            # nats-py's task takes an item and runs our callback without suspending in
+            # between, so a count below target means an item is still queued (or the
+            # subscription went meanwhile: nothing more to wait for).
+            # Those tasks are runnable already: yielding a loop turn is the wait (an Event
+            # would cost every message a check in the callback).
+            while any(cell[0] < target and sid in subs for sid, cell, target in targets):  # noqa: ASYNC110
+                await asyncio.sleep(0)
+
+        await self._call(settle)
 
     async def request(
         self,

@@ -28,13 +28,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from fechatter.bus.base import Bus, Gap, Message, Subscription
 from fechatter.errors import Unavailable
 from fechatter.events import CHAT_DELETED, MEMBER_ADDED, MEMBER_REMOVED, TYPING, Event
+
+if TYPE_CHECKING:
+    from fechatter.cluster.order import Sequencer
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +266,8 @@ class _Chat:
     catching_up: bool = False
     scope: trio.CancelScope | None = None  # the running catch-up's
     stale: bool = False  # events were skipped: re-read the membership before delivering
+    reading: float = math.inf  # stream sequence the running log read continues from
+    watched_at: int = -1  # the sequencer's pass when the subscription was watched
 
 
 class EventRouter:
@@ -316,6 +321,10 @@ class EventRouter:
         self._chats: dict[int, _Chat] = {}
         self._users: dict[int, set[int]] = {}  # connected user → their chats
         self._closed = False
+        # Cluster wiring (docs/cluster.md §10): the node's release in stream order; the
+        # chats that may still deliver events older than other chats' (see ``bounds``).
+        self.sequencer: Sequencer | None = None
+        self._unsettled: set[_Chat] = set()
         self.stats = RouterStatistics()
 
     # -- read-only views -------------------------------------------------------------------
@@ -334,6 +343,37 @@ class EventRouter:
         """The local members of a chat the router delivers to."""
         chat = self._chats.get(chat_id)
         return frozenset(chat.members) if chat else frozenset()
+
+    def bounds(self, pass_no: int) -> dict[int, float]:
+        """The ``Sequencer``'s bounds: user → the lowest stream sequence one of their chats
+        may still deliver to them (a catch-up's read position, the first stream sequence
+        after the chat's last event in order); 0 while a chat is not positioned or its
+        subscription was not yet covered by the release pass ``pass_no``. Chats found
+        settled leave the set scanned, so this costs the unsettled chats' members only."""
+        out: dict[int, float] = {}
+        for chat in list(self._unsettled):
+            if chat.closed:
+                self._unsettled.discard(chat)
+                continue
+            if not chat.ready.is_set() or chat.watched_at >= pass_no:
+                bound = 0.0
+            elif chat.catching_up or chat.read_from != math.inf or chat.held:
+                bound = min(chat.read_from, chat.reading, chat.last_stream_seq + 1)
+            else:
+                self._unsettled.discard(chat)
+                continue
+            for user_id in chat.members:
+                if bound < out.get(user_id, math.inf):
+                    out[user_id] = bound
+        return out
+
+    def _unsettle(self, chat: _Chat) -> None:
+        if self.sequencer is not None:
+            self._unsettled.add(chat)
+
+    def _settled(self) -> None:
+        if self.sequencer is not None:
+            self.sequencer.settled()
 
     # -- the index -------------------------------------------------------------------------
     def register(self, user_id: int) -> None:
@@ -395,20 +435,33 @@ class EventRouter:
         Subscribes first if the chat had no local member (§4: subscribe, position, read).
         A user not connected here is ignored. Returns once the chat is subscribed.
         """
+        chat = self.member_added_nowait(chat_id, user_id, joined_event_seq, after_stream_seq)
+        if chat is not None:
+            await chat.ready.wait()
+
+    def member_added_nowait(
+        self,
+        chat_id: int,
+        user_id: int,
+        joined_event_seq: int | None = None,
+        after_stream_seq: int = 0,
+    ) -> _Chat | None:
+        """``member_added`` without waiting for the subscription (for a notice reader that
+        must not stall: the index, the catch-up and the user's bound change at once).
+        Returns the chat (None: the user is not connected here)."""
         if user_id not in self._users:
-            return
+            return None
         self._users[user_id].add(chat_id)
         chat = self._chat(chat_id)
         if user_id in chat.members:
-            await chat.ready.wait()
-            return
+            return chat
         if joined_event_seq is None:
             chat.members[user_id] = chat.last_event_seq + 1 if chat.ready.is_set() else 0
         else:
             chat.members[user_id] = max(1, joined_event_seq)
             if not chat.ready.is_set() or joined_event_seq <= chat.last_event_seq:
                 self._catch_up(chat, after_stream_seq + 1, gap=False)
-        await chat.ready.wait()
+        return chat
 
     async def member_removed(self, chat_id: int, user_id: int) -> None:
         """``user_id`` left ``chat_id``: deliver them nothing more of it; unsubscribe when no
@@ -425,6 +478,7 @@ class EventRouter:
         chat = self._chats.get(chat_id)
         if chat is None:
             chat = self._chats[chat_id] = _Chat(chat_id)
+            self._unsettle(chat)
             self._nursery.start_soon(self._run, chat)
         return chat
 
@@ -436,6 +490,9 @@ class EventRouter:
         if chat.scope is not None:
             chat.scope.cancel()
         sub, chat.sub = chat.sub, None
+        if sub is not None and self.sequencer is not None:
+            self.sequencer.unwatch(sub)
+        self._settled()
         return sub
 
     async def _unsubscribe(self, sub: Subscription | None) -> None:
@@ -492,7 +549,13 @@ class EventRouter:
         for user_id, owed in chat.members.items():
             if owed == 0:
                 chat.members[user_id] = chat.last_event_seq + 1
+        sequencer = self.sequencer
+        if sequencer is not None:
+            # From the next release pass on, the passes wait for this reader.
+            sequencer.watch(sub)
+            chat.watched_at = sequencer.passes
         chat.ready.set()
+        self._settled()
         if chat.read_from != math.inf:  # a member joined before this position
             self._catch_up(chat, int(chat.read_from), gap=False)
         async for item in sub:
@@ -503,6 +566,8 @@ class EventRouter:
                 self._catch_up(chat, chat.last_stream_seq + 1, gap=True)
             else:
                 self._on_live(chat, item)
+            if sequencer is not None:
+                sequencer.progress()
 
     def _on_live(self, chat: _Chat, message: Message) -> None:
         try:
@@ -511,6 +576,8 @@ class EventRouter:
             self.stats.bad += 1
             log.warning("%s", exc)
             return
+        if wire.stream_seq and self.sequencer is not None:
+            self.sequencer.seen(wire.stream_seq)
         if wire.event_seq == 0:  # ephemeral (typing): no order, no replay (§4 line 398)
             # Typing goes to the chat's local members but the typist (SPEC §6 "other
             # members online"), as the owner's actor addresses it in one process.
@@ -587,6 +654,7 @@ class EventRouter:
         if self._members_of is not None:  # the skipped events may have changed the members
             chat.stale = True
             self._start_catch_up(chat)
+        self._settled()
 
     # -- catch-up: read the log, merge with the held events, release ------------------------
     def _catch_up(self, chat: _Chat, from_stream_seq: int, *, gap: bool) -> None:
@@ -598,6 +666,7 @@ class EventRouter:
 
     def _start_catch_up(self, chat: _Chat) -> None:
         """Start the chat's catch-up task (live events held while it runs) unless one runs."""
+        self._unsettle(chat)
         if chat.catching_up or not chat.ready.is_set() or chat.closed:
             return  # the running one (or the start, after positioning) picks it up
         chat.catching_up = True
@@ -610,9 +679,11 @@ class EventRouter:
             try:
                 await self._read_and_merge(chat)
             finally:
+                chat.reading = math.inf
                 if chat.scope is scope:
                     chat.scope = None
                     chat.catching_up = False
+                self._settled()
 
     async def _read_and_merge(self, chat: _Chat) -> None:
         subject = chat_subject(chat.chat_id, self._prefix)
@@ -625,6 +696,7 @@ class EventRouter:
                 chat.read_from = min(chat.read_from, chat.last_stream_seq + 1)
         while chat.read_from != math.inf and not chat.closed:
             position, chat.read_from = int(chat.read_from), math.inf
+            chat.reading = position
             progressed = False
             while budget > 0:  # read [position, end of log] page by page
                 try:
@@ -637,7 +709,7 @@ class EventRouter:
                     delay = min(RETRY_MAX, delay * 2)
                     continue
                 for stored in page:
-                    position = stored.seq + 1
+                    position = chat.reading = stored.seq + 1
                     budget -= 1
                     try:
                         wire = decode_event(

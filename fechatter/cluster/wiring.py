@@ -50,6 +50,7 @@ from fechatter.cluster.events import (
     stream_name,
 )
 from fechatter.cluster.node import ClusterNode
+from fechatter.cluster.order import Sequencer
 from fechatter.cluster.presence import H_ORIGIN, ClusterPresence
 from fechatter.cluster.publisher import OutboxPublisher
 from fechatter.cluster.resume import DurableReplay, read_stream_state
@@ -112,6 +113,7 @@ class ClusterEvents:
         ](EPHEMERAL_QUEUE)
         self.ephemeral_dropped = 0  # typing events dropped: the queue was full
         self.presence: ClusterPresence | None = None  # set by open_cluster_events
+        self.sequencer: Sequencer | None = None  # set by open_cluster_events
 
     # -- the actors' sink -------------------------------------------------------------------
     def publish(self, user_ids: Iterable[int], event: Event) -> None:
@@ -225,15 +227,22 @@ class ClusterEvents:
                         await trio.sleep(delay)
                         delay = min(RETRY_MAX, delay * 2)
                 arrival.routed.set()
+                sequencer = self.sequencer
+                if sequencer is not None:  # release passes wait for this reader now
+                    sequencer.watch(sub, user_id)
                 async for item in sub:
                     if isinstance(item, Gap):
                         # A notice may be lost: re-read the user's chats (idempotent adds).
                         log.warning("user %d: %d notices dropped", user_id, item.dropped)
                         with suppress(Unavailable):
                             await self._position(user_id, arrival)
-                        continue
-                    await self._on_notice(user_id, item)
+                    else:
+                        self._on_notice(user_id, item)
+                    if sequencer is not None:
+                        sequencer.progress()
             finally:
+                if sub is not None and self.sequencer is not None:
+                    self.sequencer.unwatch(sub)
                 if sub is not None:
                     with (
                         trio.CancelScope(shield=True),
@@ -261,7 +270,9 @@ class ClusterEvents:
             if chat_id not in still:
                 await self.router.member_removed(chat_id, user_id)
 
-    async def _on_notice(self, user_id: int, message: Message) -> None:
+    def _on_notice(self, user_id: int, message: Message) -> None:
+        """Apply one message of the user's subject at once (no await: the release passes
+        wait for this reader, and a join's bound must be set when its notice is taken)."""
         headers = message.headers or {}
         try:
             data = json.loads(message.payload)
@@ -271,13 +282,15 @@ class ClusterEvents:
                     self._hub.publish([user_id], Event(events.PRESENCE, data))
                 return
             stream_seq = int(headers.get(H_STREAM_SEQ, "0"))
+            if stream_seq and self.sequencer is not None:
+                self.sequencer.seen(stream_seq)
             if "left" in data:
                 # A departure notice (C3, read by resumes): the router follows departures
                 # from the chat's own events.
                 return
             else:  # the publisher's join notice {"joined":"c","id":C,"event_seq":e}
                 chat_id, event_seq = int(data["id"]), int(data["event_seq"])
-                await self.router.member_added(chat_id, user_id, event_seq, stream_seq)
+                self.router.member_added_nowait(chat_id, user_id, event_seq, stream_seq)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("user %d: unreadable notice on %s: %r", user_id, message.subject, exc)
 
@@ -341,10 +354,14 @@ async def open_cluster_events(
             """After skipped events: the chat's members from storage (``chat_members``)."""
             return {m.user_id for m in await node.store.storage.list_chat_members(chat_id)}
 
+        # Stored events reach users in stream order (docs/cluster.md §10).
+        sequencer = Sequencer(
+            node.bus, hub.publish, hub.resync, prefix=prefix, origin=secrets.token_hex(8)
+        )
         async with (
             open_event_router(
                 node.bus,
-                hub.publish,
+                sequencer.push,
                 resync,
                 prefix=prefix,
                 stream=stream,
@@ -372,6 +389,10 @@ async def open_cluster_events(
                 max_chat_size=hub.config.presence_max_chat_size,
             )
             wiring.presence = presence
+            router.sequencer = sequencer
+            sequencer.bounds = router.bounds
+            wiring.sequencer = sequencer
+            await readers.start(sequencer.run)
             readers.start_soon(wiring.serve_ephemeral)
             await readers.start(presence.run)
             # Event ids become <E>-<S> (C3); E is read again at every stream's arrival.
