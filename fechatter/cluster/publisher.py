@@ -277,6 +277,13 @@ class OutboxPublisher:
         """Return at the next change of the counters or of the pending/active sets."""
         await self._changed.wait()
 
+    async def wait_published(self, chat_id: int) -> None:
+        """Return once ``chat_id`` is neither queued nor being published here (its rows
+        notified so far are stored in JetStream, or were left to the sweeper). Bound it with
+        ``trio.move_on_after``: a chat NATS cannot take stays queued."""
+        while chat_id in self._queued or chat_id in self._active:
+            await self.wait_change()
+
     async def wait_idle(self) -> None:
         """Return once no chat is queued or being published (a drain: call after the last
         notify; bound it with ``trio.fail_after``)."""

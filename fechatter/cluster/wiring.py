@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 
 ARRIVAL_TIMEOUT = 10.0  # seconds a stream waits for its user's routing before opening anyway
 STREAM_READY_TIMEOUT = 10.0  # seconds the node waits at start for the stream to exist
+CREATED_PUBLISH_WAIT = 2.0  # seconds a chat creation waits for its chat.created to be stored
 DRAIN_TIMEOUT = 2.0  # seconds a graceful stop gives the publisher to empty its queue
 NOTICE_BUFFER = 256  # notices per user subscription (full → Gap → the user's chats reloaded)
 EPHEMERAL_QUEUE = 1024  # typing events waiting to be published; full → dropped (counted)
@@ -317,13 +318,18 @@ class ClusterEvents:
         """``Chats``' cluster-mode creation: the chat and its ``chat.created`` (event 1,
         the owner's view, a join notice for each member) in one transaction
         (``ClusterStore.create_chat``), then the chat is queued for publishing (a full
-        queue or a crash before it: the sweeper publishes it ≤ ~2 s later). Each member's
+        queue or a crash before it: the sweeper publishes it ≤ ~2 s later), waiting up to
+        ``CREATED_PUBLISH_WAIT`` seconds for it to be stored. Each member's
         node subscribes on the notice and reads the chat from its first event. Returns the
         owner's view; raises what storage raises (``Conflict``, ``Unavailable``)."""
         view = await self._store.create_chat(
             workspace_id, kind, name, description, owner_id, member_ids
         )
         self.publisher.notify(view.id)
+        # Answer once chat.created is stored (≤ CREATED_PUBLISH_WAIT), as one process
+        # publishes before answering: a stream opened after the 201 then starts after it.
+        with trio.move_on_after(CREATED_PUBLISH_WAIT):
+            await self.publisher.wait_published(view.id)
         return view
 
 
