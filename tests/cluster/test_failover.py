@@ -26,6 +26,8 @@ from tests.conftest import Api, User, make_workspace
 from tests.nats import NatsServer
 from tests.realtime.clients import RawWs, SseClient
 
+pytestmark = pytest.mark.slow  # subprocess nodes, a 5 s lease expiry each
+
 # Correctness ceilings, generous on 2 shared cores (5 s lease expiry included).
 TEST_CEILING = 90.0
 ACK_CEILING = 40.0  # one send, its retries included, across a takeover
@@ -450,16 +452,17 @@ async def test_kill_9_of_a_busy_owner_loses_nothing_and_its_streams_resume_elsew
                 }
                 assert refetched | w.after_resync == every, w.name
 
-    for node in (n2, n3):
+    for node in (n2, n3):  # the survivors' logs are clean
         assert "Traceback" not in node.text(), node.text()
+        assert " ERROR " not in node.text(), node.text()
     gaps = takeover_gaps(traffic.acks, chats, killed)
     exact = sum(w.outcome == "exact" for w in on_victim)
     delivery = max(largest_gap(w.arrivals, killed) for w in on_survivors)
-    # Acknowledged before the kill, delivered after it: committed, not yet published when the
-    # owner died (outbox leftovers, published by a survivor).
-    early = {a.id for a in traffic.acks if a.acked < killed}
-    late = {i: t for w in on_survivors for i, t in w.arrived.items() if i in early and t > killed}
+    # Delivered after the kill but before anything sent after it: committed, not yet
+    # published when the owner died (outbox leftovers: a survivor's sweeper or the new owner
+    # published them).
     fresh = min(w.arrived[a.id] for w in on_survivors for a in traffic.acks if a.started >= killed)
+    late = {i: t for w in on_survivors for i, t in w.arrived.items() if killed < t < fresh}
     resumes = [
         f"{w.reconnected_at - killed:.2f} s" for w in on_victim if w.reconnected_at is not None
     ]
@@ -474,7 +477,7 @@ async def test_kill_9_of_a_busy_owner_loses_nothing_and_its_streams_resume_elsew
         " after it): " + ", ".join(f"{g:.2f} s" for g in gaps.values()) + ""
         f"\n  survivors' streams: longest delivery gap after the kill {delivery:.2f} s; first"
         f" message sent after the kill delivered at {fresh - killed:.2f} s; {len(late)} messages"
-        " acknowledged before the kill were still in the outbox and delivered at"
+        " committed by the victim were delivered in between (outbox leftovers), the last at"
         f" {max(late.values(), default=killed) - killed:.2f} s"
         f"\n  victim's streams: {exact} exact resumes, {len(on_victim) - exact} resyncs;"
         " reconnected to a survivor " + ", ".join(resumes) + " after the kill"
@@ -563,9 +566,9 @@ async def test_a_frozen_owner_wakes_fenced_never_writes_as_a_second_owner_and_re
             streams.cancel_scope.cancel()
         assert [seq for seq, _ in watcher.got[chat]] == list(range(1, sentinel.seq + 1))
 
-    for node in (n2, n3):
+    for node in procs:  # every log is clean, the woken node's too
         assert "Traceback" not in node.text(), node.text()
-    assert "Traceback" not in frozen.text(), frozen.text()
+        assert " ERROR " not in node.text(), node.text()
     print(
         f"\nSIGSTOP: row expired {expired - stopped:.2f} s after the stop; a send through a"
         f" survivor took the chat {taken - stopped:.2f} s after it; the request queued at the"
