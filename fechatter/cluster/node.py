@@ -154,6 +154,9 @@ class ClusterNode:
                 self._fence("its row in cluster_nodes expired")
                 old = self.node_id
                 self.node_id = self._make_id(new_boot())
+                # The old id is dead now: out of the live list at once, so the router drops
+                # owners cached under it instead of forwarding to the inbox being left.
+                self.nodes = tuple(n for n in self.nodes if n != old)
                 log.warning("cluster node %s registers again as %s", old, self.node_id)
                 await self._register()
             self.nodes = tuple(n.node_id for n in await self.store.live_nodes())

@@ -171,7 +171,12 @@ class ChatRouter:
     async def _resolve(self, chat_id: int) -> Owner:
         cached = self._owners.get(chat_id)
         if cached is not None:
-            return cached
+            if cached.node_id == self._node.node_id or cached.node_id in self._node.nodes:
+                return cached
+            # Its node's row expired (the live list, refreshed each beat): a frozen or cut-off
+            # owner may still hold its inbox subscription, so a forward would wait out the
+            # request timeout. Resolve again: the lease is takeable now.
+            del self._owners[chat_id]
         if self.owns_chats:
             return await self._acquire(chat_id)
         # Role realtime: read the lease, never take it. A live owner is cached and forwarded

@@ -128,6 +128,7 @@ async def test_expired_row_fences_and_registers_under_a_new_boot(
         while expired.node_id == old:
             await expired.cluster.wait_changed()
     new = expired.node_id
+    assert old not in expired.cluster.nodes  # dead at once, before the next refresh
     assert new.split(".")[0] == "n3"
     assert new != old
     with trio.fail_after(REFRESH_CEILING):

@@ -24,9 +24,16 @@ from fechatter.cluster import codec
 from fechatter.cluster import router as router_module
 from fechatter.cluster.events import PREFIX
 from fechatter.cluster.router import MAX_ATTEMPTS, inbox_subject
-from fechatter.errors import ChatMoved, CodecError, NotFound, ProtocolMismatch, Unavailable
+from fechatter.errors import (
+    ChatMoved,
+    CodecError,
+    Forbidden,
+    NotFound,
+    ProtocolMismatch,
+    Unavailable,
+)
 from fechatter.models import NewMessage
-from tests.cluster.harness import ClusterHarness, RunningNode, open_cluster_harness
+from tests.cluster.harness import ClusterHarness, RunningNode, open_cluster_harness, wait_nodes
 from tests.cluster.test_router import Clients, _admin, group_chat, lease, messages, router, running
 from tests.conftest import User
 from tests.nats import NatsServer
@@ -402,3 +409,37 @@ async def test_the_owner_cache_is_bounded_and_an_evicted_chat_is_resolved_again(
         assert router(n2).cached_owner(first) is not None
         assert router(n2).cached_owner(second) is None
     assert n1.name == "n1"
+
+
+async def test_a_cached_owner_whose_row_expired_is_not_asked_again(
+    cluster: ClusterHarness, clients: Clients, raw: NatsBus, pg_database: str
+) -> None:
+    """A frozen or cut-off owner can keep its inbox subscription after its row expired (issue
+    13, tests/cluster/test_failover.py): a node that cached it resolves the chat again
+    instead of forwarding and waiting out the request timeout."""
+    n1, n2 = cluster.nodes
+    with trio.fail_after(TEST_CEILING):
+        users, chat = await group_chat(cluster, clients)
+        a = users[0]
+        ghost = fake_owner(pg_database, chat)
+        seen: list[Message] = []
+
+        async def refuse_then_freeze(request: Message, n: int) -> bytes | None:
+            if n == 1:  # a domain answer: the ghost stays cached as the owner
+                return codec.encode_error(Forbidden("not yours", code="forbidden"))
+            return None  # frozen: subscribed, never answers
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_fake, raw, ghost, refuse_then_freeze, seen)
+            with pytest.raises(Forbidden):
+                await router(n1).call(chat, send_command(a, "refused", "f1"))
+            assert router(n1).cached_owner(chat) is not None
+            _admin(
+                pg_database, "UPDATE cluster_nodes SET expires_at = now() WHERE node_id = %s", ghost
+            )
+            await wait_nodes(n1, {n1.node_id, n2.node_id})
+            reply = await router(n1).call(chat, send_command(a, "taken", "f2"))
+            assert reply.created
+            assert len(seen) == 1  # the expired owner was not asked again
+            nursery.cancel_scope.cancel()
+        assert lease(pg_database, chat)[0] == n1.node_id
