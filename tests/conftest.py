@@ -33,6 +33,8 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.auth import Authenticator
+from fechatter.bus.nats import open_nats_bus
+from fechatter.cluster.events import stream_name
 from fechatter.config import Settings
 from tests.nats import nats_server
 from tests.pg import pg_database, pg_server
@@ -256,6 +258,20 @@ async def running_cluster(
         yield ClusterServerInfo(**view, api_urls=api_urls)
     finally:
         await harness.aclose()
+        await delete_stream(settings.nats_url, settings.nats_prefix)
+
+
+async def delete_stream(nats_url: str, prefix: str) -> None:
+    """Delete the events stream of ``prefix`` once its nodes stopped.
+
+    The session's NATS server is shared by every test: each stream reserves its
+    ``max_bytes`` (1 GiB) of JetStream's file store (by default 75 % of the free disk), so a
+    few dozen left behind make the next stream creations fail.
+    """
+    with trio.CancelScope(shield=True), trio.fail_after(10):
+        async with open_nats_bus(nats_url, name="fechatter-tests") as bus:
+            reply = await bus.request(f"$JS.API.STREAM.DELETE.{stream_name(prefix)}", b"", 5.0)
+    assert b'"success":true' in reply.payload, reply.payload
 
 
 @asynccontextmanager
