@@ -48,6 +48,12 @@ async def _flood(sender: User, chat: int, count: int) -> None:
         assert r.status_code == 201
 
 
+@pytest.mark.single_process(
+    reason=(
+        "reads slow_consumers of the streaming node through /api/sse/health on the API node; "
+        "the counter is per node"
+    )
+)
 async def test_slow_sse_consumer_is_cut_off_and_others_get_everything(
     tight: tuple[ServerInfo, Api],
 ) -> None:
