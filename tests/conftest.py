@@ -1,10 +1,27 @@
-"""Shared fixtures: a real server (hypercorn on port 0, SQLite file in tmp_path) and clients."""
+"""Shared fixtures: a real server (hypercorn on port 0, SQLite file in tmp_path) and clients.
+
+``FECHATTER_TEST_BACKEND`` picks what "the server" is (docs/cluster.md §8 "Built: the suites
+on a cluster"):
+
+- ``sqlite`` (default): one process, a SQLite file in tmp_path;
+- ``postgres``: one process, a fresh PostgreSQL database (tests/pg.py);
+- ``cluster``: three nodes in this process (tests/cluster/harness.py) sharing a fresh
+  PostgreSQL database and the session's NATS server under a ``nats_prefix`` of the test's
+  own; HTTP goes to node 1, streams to node 2, so every delivery crosses nodes;
+- ``cluster-spread``: the same three nodes, each HTTP request to the next node round-robin
+  (senders spread over all nodes), streams on node 2.
+
+Tests that need one process by nature carry the ``single_process`` marker and are skipped in
+the cluster modes (the marker's reason says why).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -16,6 +33,8 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.auth import Authenticator
+from fechatter.bus.nats import open_nats_bus
+from fechatter.cluster.events import stream_name
 from fechatter.config import Settings
 from tests.nats import nats_server
 from tests.pg import pg_database, pg_server
@@ -25,6 +44,28 @@ __all__ = ["nats_server", "pg_database", "pg_server"]  # fixtures, shared by eve
 
 TEST_SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count(1)
+BACKENDS = ("sqlite", "postgres", "cluster", "cluster-spread")
+CLUSTER_NODES = 3
+CLUSTER_START_CEILING = 30.0  # seconds for three nodes: storage, NATS, registration each
+
+
+def suite_backend() -> str:
+    """``FECHATTER_TEST_BACKEND``, checked: one of ``BACKENDS``."""
+    backend = os.environ.get("FECHATTER_TEST_BACKEND", "sqlite")
+    if backend not in BACKENDS:
+        raise pytest.UsageError(f"FECHATTER_TEST_BACKEND must be one of {BACKENDS}: {backend!r}")
+    return backend
+
+
+def in_cluster_mode() -> bool:
+    return suite_backend().startswith("cluster")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip ``single_process`` tests in the cluster modes (the marker's reason is shown)."""
+    marker = item.get_closest_marker("single_process")
+    if marker is not None and in_cluster_mode():
+        pytest.skip(f"single process only: {marker.kwargs.get('reason', marker.args)}")
 
 
 @pytest.fixture(autouse=True)
@@ -70,6 +111,32 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
     }
     values.update(overrides)
     return Settings(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterServerInfo(ServerInfo):
+    """The ``server`` of the cluster modes: node 2's ``ServerInfo`` (streams, its actor
+    system, realtime stats, node id) with node 1's ``api_url``; ``api_urls`` are the URLs
+    ``api_client`` sends to (node 1 only, or every node round-robin)."""
+
+    api_urls: tuple[str, ...] = ()
+
+
+class RoundRobin(httpx.AsyncBaseTransport):
+    """An httpx transport that sends each request to the next of ``urls`` (same path)."""
+
+    def __init__(self, urls: tuple[str, ...]) -> None:
+        self._targets = itertools.cycle([httpx.URL(u) for u in urls])
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = next(self._targets)
+        request.url = request.url.copy_with(host=target.host, port=target.port)
+        request.headers["Host"] = request.url.netloc.decode("ascii")
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class Api:
@@ -130,23 +197,37 @@ class User:
 @pytest.fixture
 def test_database_url(tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """This test's server database: SQLite in tmp_path, or a fresh PostgreSQL database."""
-    backend = os.environ.get("FECHATTER_TEST_BACKEND", "sqlite")
-    if backend == "postgres":
-        url: str = request.getfixturevalue("pg_database")
-        return url
-    if backend != "sqlite":
-        raise pytest.UsageError(f"FECHATTER_TEST_BACKEND must be sqlite or postgres: {backend!r}")
-    return f"sqlite:///{tmp_path / 'fechatter.db'}"
+    if suite_backend() == "sqlite":
+        return f"sqlite:///{tmp_path / 'fechatter.db'}"
+    url: str = request.getfixturevalue("pg_database")
+    return url
 
 
 @pytest.fixture
-def settings_factory(tmp_path: Path, test_database_url: str) -> Callable[..., Settings]:
-    return lambda **kw: make_settings(tmp_path, test_database_url, **kw)
+def settings_factory(
+    tmp_path: Path, test_database_url: str, request: pytest.FixtureRequest
+) -> Callable[..., Settings]:
+    """``Settings`` for this test's server(s); in the cluster modes they carry the session's
+    NATS URL and a ``nats_prefix`` of this test's own (chat ids restart with each database,
+    so a stream must not be shared between tests)."""
+    cluster: dict[str, Any] = {}
+    if in_cluster_mode():
+        nats = request.getfixturevalue("nats_server")
+        cluster = {"nats_url": nats.url, "nats_prefix": f"t{uuid.uuid4().hex[:10]}"}
+    return lambda **kw: make_settings(tmp_path, test_database_url, **{**cluster, **kw})
 
 
 @asynccontextmanager
 async def running_server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[ServerInfo]:
-    """A server started in ``nursery``, ready to serve; told to shut down on exit."""
+    """A server started in ``nursery``, ready to serve; told to shut down on exit.
+
+    In the cluster modes: ``CLUSTER_NODES`` nodes with these settings (ids ``n1``…), seen as
+    one ``ClusterServerInfo``; they stop gracefully on exit.
+    """
+    if in_cluster_mode():
+        async with running_cluster(nursery, settings) as cluster_info:
+            yield cluster_info
+        return
     shutdown = trio.Event()
     info: ServerInfo = await nursery.start(serve, settings, shutdown)
     try:
@@ -156,10 +237,51 @@ async def running_server(nursery: trio.Nursery, settings: Settings) -> AsyncIter
 
 
 @asynccontextmanager
+async def running_cluster(
+    nursery: trio.Nursery, settings: Settings
+) -> AsyncIterator[ClusterServerInfo]:
+    """``CLUSTER_NODES`` nodes sharing ``settings``' database and NATS (``running_server``)."""
+    # Imported here: the harness imports this module (make_settings).
+    from tests.cluster.harness import ClusterHarness
+
+    assert settings.nats_url is not None, "the cluster modes' settings_factory sets nats_url"
+    tmp_path = Path()  # the harness uses it only without base settings: unused here
+    harness = ClusterHarness(nursery, tmp_path, settings.database_url, settings.nats_url)
+    try:
+        with trio.fail_after(CLUSTER_START_CEILING):
+            nodes = [await harness.start_node(settings) for _ in range(CLUSTER_NODES)]
+        api_urls = tuple(n.api_url for n in nodes)
+        if suite_backend() == "cluster":
+            api_urls = api_urls[:1]
+        view = {f.name: getattr(nodes[1].info, f.name) for f in dataclasses.fields(ServerInfo)}
+        view["api_url"] = nodes[0].api_url
+        yield ClusterServerInfo(**view, api_urls=api_urls)
+    finally:
+        await harness.aclose()
+        await delete_stream(settings.nats_url, settings.nats_prefix)
+
+
+async def delete_stream(nats_url: str, prefix: str) -> None:
+    """Delete the events stream of ``prefix`` once its nodes stopped.
+
+    The session's NATS server is shared by every test: each stream reserves its
+    ``max_bytes`` (1 GiB) of JetStream's file store (by default 75 % of the free disk), so a
+    few dozen left behind make the next stream creations fail.
+    """
+    with trio.CancelScope(shield=True), trio.fail_after(10):
+        async with open_nats_bus(nats_url, name="fechatter-tests") as bus:
+            reply = await bus.request(f"$JS.API.STREAM.DELETE.{stream_name(prefix)}", b"", 5.0)
+    assert b'"success":true' in reply.payload, reply.payload
+
+
+@asynccontextmanager
 async def api_client(server: ServerInfo) -> AsyncIterator[Api]:
-    """An unauthenticated ``Api`` of ``server``'s HTTP port."""
-    async with httpx.AsyncClient(base_url=server.api_url, timeout=10) as client:
-        yield Api(client)
+    """An unauthenticated ``Api`` of ``server``'s HTTP port (in ``cluster-spread`` mode,
+    each request to the next node's)."""
+    urls = server.api_urls if isinstance(server, ClusterServerInfo) else ()
+    transport = RoundRobin(urls) if len(urls) > 1 else None
+    async with httpx.AsyncClient(base_url=server.api_url, timeout=10, transport=transport) as c:
+        yield Api(c)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.cluster.node import ClusterNode
+from fechatter.config import Settings
 from tests.conftest import make_settings
 
 STOP_CEILING = 15.0  # seconds for a node's graceful stop (shutdown_grace 2 s + release)
@@ -69,16 +70,18 @@ class ClusterHarness:
         self.nodes: list[RunningNode] = []
         self._names = itertools.count(1)
 
-    async def start_node(self, **overrides: Any) -> RunningNode:
-        """Start one more node (``Settings`` overrides allowed); returns once it serves."""
+    async def start_node(self, base: Settings | None = None, **overrides: Any) -> RunningNode:
+        """Start one more node (``Settings`` overrides allowed); returns once it serves.
+
+        ``base``: start from these settings (the suites' ``settings_factory``) instead of
+        ``make_settings``; the harness still sets the NATS URL and the node id.
+        """
         name = f"n{next(self._names)}"
-        settings = make_settings(
-            self._tmp_path,
-            self.database_url,
-            nats_url=self.nats_url,
-            node_id=name,
-            **overrides,
-        )
+        cluster = {"nats_url": self.nats_url, "node_id": name}
+        if base is None:
+            settings = make_settings(self._tmp_path, self.database_url, **cluster, **overrides)
+        else:
+            settings = base.model_copy(update={**cluster, **overrides})
         shutdown = trio.Event()
         stopped = trio.Event()
 

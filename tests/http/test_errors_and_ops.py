@@ -125,6 +125,12 @@ async def test_online_users_and_realtime_health(api: Api) -> None:
     assert health["transport"] == ["sse", "websocket"]
 
 
+@pytest.mark.single_process(
+    reason=(
+        "the default node id and a one-node `nodes` list are those of one process (the "
+        "cluster modes name their nodes n1..n3)"
+    )
+)
 async def test_realtime_health_names_the_node_by_host_worker_and_boot_epoch(
     server: ServerInfo, api: Api
 ) -> None:
@@ -137,6 +143,9 @@ async def test_realtime_health_names_the_node_by_host_worker_and_boot_epoch(
     assert health["nodes"] == [health["node_id"]]
 
 
+@pytest.mark.single_process(
+    reason=("one process configured with one node id (the cluster modes name their nodes n1..n3)")
+)
 async def test_realtime_health_reports_a_configured_node_id(api_with: ApiFactory) -> None:
     api = await api_with(node_id="eu-1.node_A")
     health = (await api.get("/api/sse/health")).json()

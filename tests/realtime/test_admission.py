@@ -20,7 +20,7 @@ from fechatter.config import Settings
 from fechatter.errors import RateLimited, Unavailable
 from fechatter.metrics import RealtimeStats
 from fechatter.realtime.admission import Dropped, Gate, Phase
-from tests.conftest import Api
+from tests.conftest import Api, api_client, running_server
 from tests.realtime.clients import SseClient, exchange, problem_of
 
 
@@ -30,11 +30,8 @@ async def capped(
 ) -> AsyncIterator[tuple[ServerInfo, Api]]:
     """Two streams per user, three pending connections, a one-second head deadline."""
     settings = settings_factory(max_streams_per_user=2, max_pending_connections=3, head_timeout=1.0)
-    shutdown = trio.Event()
-    info: ServerInfo = await nursery.start(serve, settings, shutdown)
-    async with httpx.AsyncClient(base_url=info.api_url, timeout=10) as client:
-        yield info, Api(client)
-    shutdown.set()
+    async with running_server(nursery, settings) as info, api_client(info) as api:
+        yield info, api
 
 
 def _hostport(url: str) -> tuple[str, int]:

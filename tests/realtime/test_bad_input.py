@@ -77,6 +77,12 @@ async def test_websocket_without_upgrade_headers(server: ServerInfo, api: Api) -
     assert (status, problem["code"]) == (400, "websocket_upgrade_required")
 
 
+@pytest.mark.single_process(
+    reason=(
+        "the default allowed origins are the same process's API port; node 1's API is another"
+        " origin for node 2's streams (a cluster configures allowed_origins)"
+    )
+)
 async def test_only_the_default_origins_are_allowed(server: ServerInfo, api: Api) -> None:
     """Issue 9, kind 9: an origin is never derived from the request's own Host header."""
     user = await api.signup()
@@ -108,6 +114,12 @@ async def test_only_the_default_origins_are_allowed(server: ServerInfo, api: Api
             assert b'"code":"origin_not_allowed"' in reply
 
 
+@pytest.mark.single_process(
+    reason=(
+        "the default allowed origins are the same process's API port; node 1's API is another"
+        " origin for node 2's streams (a cluster configures allowed_origins)"
+    )
+)
 async def test_cors_for_allowed_origin_and_preflight(server: ServerInfo, api: Api) -> None:
     user = await api.signup()
     origin = server.api_url  # the API listener's own origin is allowed by default

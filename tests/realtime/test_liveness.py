@@ -5,14 +5,21 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 
-import httpx
 import pytest
 import trio
 import trio.testing
 
-from fechatter.app import ServerInfo, serve
+from fechatter.app import ServerInfo
 from fechatter.config import Settings
-from tests.conftest import Api, User, access_token, make_chat, make_workspace
+from tests.conftest import (
+    Api,
+    User,
+    access_token,
+    api_client,
+    make_chat,
+    make_workspace,
+    running_server,
+)
 from tests.realtime.clients import RawWs, SseClient
 
 
@@ -29,11 +36,8 @@ async def tight(
         send_rate=1000.0,
         stream_write_timeout=20.0,
     )
-    shutdown = trio.Event()
-    info: ServerInfo = await nursery.start(serve, settings, shutdown)
-    async with httpx.AsyncClient(base_url=info.api_url, timeout=10) as client:
-        yield info, Api(client)
-    shutdown.set()
+    async with running_server(nursery, settings) as info, api_client(info) as api:
+        yield info, api
 
 
 async def _flood(sender: User, chat: int, count: int) -> None:
@@ -44,6 +48,12 @@ async def _flood(sender: User, chat: int, count: int) -> None:
         assert r.status_code == 201
 
 
+@pytest.mark.single_process(
+    reason=(
+        "reads slow_consumers of the streaming node through /api/sse/health on the API node; "
+        "the counter is per node"
+    )
+)
 async def test_slow_sse_consumer_is_cut_off_and_others_get_everything(
     tight: tuple[ServerInfo, Api],
 ) -> None:

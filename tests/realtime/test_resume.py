@@ -10,7 +10,7 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
-from tests.conftest import Api, User, make_pair
+from tests.conftest import Api, User, api_client, make_pair, running_server
 from tests.realtime.clients import RawWs, SseClient
 
 
@@ -97,11 +97,9 @@ async def test_unknown_event_id_gets_resync(server: ServerInfo, api: Api) -> Non
 async def small_ring(
     nursery: trio.Nursery, settings_factory: Callable[..., Settings]
 ) -> AsyncIterator[tuple[ServerInfo, Api]]:
-    shutdown = trio.Event()
-    info: ServerInfo = await nursery.start(serve, settings_factory(ring_size=5), shutdown)
-    async with httpx.AsyncClient(base_url=info.api_url) as client:
-        yield info, Api(client)
-    shutdown.set()
+    settings = settings_factory(ring_size=5)
+    async with running_server(nursery, settings) as info, api_client(info) as api:
+        yield info, api
 
 
 async def test_ring_overrun_gets_resync(small_ring: tuple[ServerInfo, Api]) -> None:
