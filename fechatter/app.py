@@ -123,11 +123,6 @@ class NatsUnreachable(Exception):
     """Cluster mode: the first connection to NATS failed (the CLI prints it in one line)."""
 
 
-CLUSTER_PREVIEW_WARNING = (
-    "cluster preview: chat commands, chat events, resume, presence and typing cross nodes"
-)
-
-
 def nats_tls(settings: Settings) -> ssl.SSLContext | None:
     """The client TLS context for NATS from ``nats_tls_*``; None when none is set (nats-py
     then uses its own default for ``tls://`` URLs)."""
@@ -204,7 +199,7 @@ async def open_cluster(
             return f"{worker_node_name(settings.node_id, settings.worker_index)}.{boot}"
         return f"{settings.node_id}.{boot}" if settings.node_id else default_node_id(boot)
 
-    log.warning(CLUSTER_PREVIEW_WARNING)
+    log.info("cluster mode: NATS %s", ",".join(redact_url(u) for u in settings.nats_servers))
     async with AsyncExitStack() as stack:
         try:
             bus = await stack.enter_async_context(

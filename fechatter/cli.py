@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
             )
             p.add_argument(
                 "--nats-url",
-                help="cluster mode (preview): nats://host:4222[,nats://…]; needs a PostgreSQL"
+                help="cluster mode: nats://host:4222[,nats://…]; needs a PostgreSQL"
                 " --database-url and FECHATTER_JWT_SECRET (docs/cluster.md)",
             )
             p.add_argument(

@@ -7,9 +7,8 @@ of its own for the duration of the block, and releases the row on the way out (b
 shielded). Everything it knows for readers (``/api/sse/health``, ``/ready``) is a plain
 attribute refreshed by the heartbeat: a request never queries the database for it.
 
-Preview: nothing here forwards chat commands or publishes events yet (A4, B2); a node only
-announces itself and watches its own liveness. This module must never open a listener or
-import a transport.
+A node here only announces itself and watches its own liveness (commands: ``router``;
+events: ``wiring``). This module must never open a listener or import a transport.
 """
 
 from __future__ import annotations

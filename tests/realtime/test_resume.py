@@ -102,6 +102,13 @@ async def small_ring(
         yield info, api
 
 
+@pytest.mark.single_process(
+    reason=(
+        "in a cluster a resume the ring cannot serve is replayed from the JetStream stream "
+        "(exact, docs/cluster.md §5); its resync cases are tests/cluster/"
+        "test_resume_across_nodes.py (evicted, over the replay cap)"
+    )
+)
 async def test_ring_overrun_gets_resync(small_ring: tuple[ServerInfo, Api]) -> None:
     server, api = small_ring
     a, b, chat = await make_pair(api)
@@ -122,6 +129,13 @@ async def test_ring_overrun_gets_resync(small_ring: tuple[ServerInfo, Api]) -> N
         await again.aclose()
 
 
+@pytest.mark.single_process(
+    reason=(
+        "in a cluster event ids outlive a node (they name the JetStream stream, not the "
+        "process): a restarted node resumes the same id exactly "
+        "(tests/cluster/test_resume_across_nodes.py)"
+    )
+)
 async def test_resync_after_server_restart(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory()
     with trio.fail_after(20):
