@@ -52,6 +52,7 @@ from fechatter.security import TokenGuard
 from fechatter.storage import Storage, open_storage
 from fechatter.storage.cluster import ClusterStore
 from fechatter.storage.postgres import PostgresStorage
+from fechatter.throttle import AuthThrottle
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,8 @@ async def serve(
                 detail="too many writes (messages, edits, deletions, reactions); slow down",
             )
             metrics = Metrics()
+            # The credential routes' throttles (here: a cluster node enforces its share).
+            throttle = AuthThrottle.from_settings(settings, trio.current_time)
             chats = Chats(
                 storage,
                 commands,
@@ -295,6 +298,7 @@ async def serve(
                 messages=messages,
                 node_id=node_id,
                 cluster=cluster,
+                throttle=throttle,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -332,7 +336,11 @@ async def serve(
                     async def follow_node_count() -> None:
                         with sharing:
                             await serve_rate_share(
-                                node, send_limiter, settings.send_rate, settings.send_burst
+                                node,
+                                send_limiter,
+                                settings.send_rate,
+                                settings.send_burst,
+                                also=[throttle.share],
                             )
 
                     nursery.start_soon(follow_node_count)

@@ -80,6 +80,21 @@ class AuthThrottle:
             code=CODE,
         )
 
+        # (limiter, whole rate, whole burst): the cluster's node share is taken from these.
+        self._whole = [
+            (limiter, limiter.rate, int(limiter.burst))
+            for limiter in (self.accounts, self.addresses, self.signups)
+        ]
+
+    def share(self, nodes: int) -> None:
+        """Enforce one node's share of every limit while ``nodes`` nodes are live (cluster
+        mode, docs/api.md "Throttles in a cluster"): ``rate / nodes`` and
+        ``ceil(burst / nodes)``, at least 1 — the split of ``cluster.node.rate_share``, so
+        guesses spread over every node add up to the limit (rounded up per node)."""
+        n = max(1, nodes)
+        for limiter, rate, burst in self._whole:
+            limiter.set_limits(rate / n, -(-burst // n))
+
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> AuthThrottle:
         """Build from the ``signin_*``, ``auth_address_*``, ``signup_*`` settings."""

@@ -12,7 +12,8 @@ on a cluster"):
   (senders spread over all nodes), streams on node 2.
 
 Tests that need one process by nature carry the ``single_process`` marker and are skipped in
-the cluster modes (the marker's reason says why).
+the cluster modes; tests whose requests must reach one node carry ``one_api_node`` and are
+skipped in ``cluster-spread`` only (the marker's reason says why).
 """
 
 from __future__ import annotations
@@ -62,10 +63,14 @@ def in_cluster_mode() -> bool:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip ``single_process`` tests in the cluster modes (the marker's reason is shown)."""
+    """Skip ``single_process`` tests in the cluster modes and ``one_api_node`` tests in
+    ``cluster-spread`` (the marker's reason is shown)."""
     marker = item.get_closest_marker("single_process")
     if marker is not None and in_cluster_mode():
         pytest.skip(f"single process only: {marker.kwargs.get('reason', marker.args)}")
+    marker = item.get_closest_marker("one_api_node")
+    if marker is not None and suite_backend() == "cluster-spread":
+        pytest.skip(f"one API node only: {marker.kwargs.get('reason', marker.args)}")
 
 
 @pytest.fixture(autouse=True)

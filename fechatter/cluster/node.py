@@ -17,7 +17,7 @@ import logging
 import math
 import secrets
 import string
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -241,11 +241,19 @@ def rate_share(rate: float, burst: int, nodes: int) -> tuple[float, int]:
 
 
 async def serve_rate_share(
-    node: ClusterNode, limiter: RateLimiter, rate: float, burst: int
+    node: ClusterNode,
+    limiter: RateLimiter,
+    rate: float,
+    burst: int,
+    also: Sequence[Callable[[int], None]] = (),
 ) -> None:
     """Keep ``limiter`` at this node's ``rate_share`` of ``rate``/``burst`` for the live node
-    count (``node.nodes``, refreshed by each heartbeat), until cancelled (docs/api.md
-    "Rate limits in a cluster")."""
+    count (``node.nodes``, refreshed by each heartbeat), and call each of ``also`` with that
+    count (e.g. ``AuthThrottle.share``), until cancelled (docs/api.md "Rate limits in a
+    cluster")."""
     while True:
-        limiter.set_limits(*rate_share(rate, burst, len(node.nodes)))
+        count = len(node.nodes)
+        limiter.set_limits(*rate_share(rate, burst, count))
+        for apply in also:
+            apply(count)
         await node.wait_changed()

@@ -103,6 +103,16 @@ class PublisherStatistics:
     quarantined: int = 0
 
 
+@dataclass(eq=False)
+class _Progress:
+    """One queued or active chat's notifies: ``issued`` so far, ``covered`` by a completed
+    pass (one that started after them); ``over`` once its drain ended."""
+
+    issued: int = 0
+    covered: int = 0
+    over: bool = False
+
+
 class OutboxPublisher:
     """Publishes the chat outbox of ``storage`` (PostgreSQL) on ``bus``; run it with
     ``run`` in a nursery (``await nursery.start(publisher.run)``).
@@ -159,6 +169,9 @@ class OutboxPublisher:
         self._queued: set[int] = set()
         self._active: set[int] = set()
         self._again: set[int] = set()
+        # Per queued or active chat: notifies issued and the ones a completed pass covers
+        # (``wait_notified``); ends with the chat's drain. Bounded like the sets above.
+        self._progress: dict[int, _Progress] = {}
         self._stream_ok = False
         self.ready = trio.Event()  # set once the stream exists (first ensure_stream)
         self._changed = trio.Event()
@@ -185,10 +198,12 @@ class OutboxPublisher:
         """
         if chat_id in self._active:
             self._again.add(chat_id)
+            self._issue(chat_id)
             return True
         if self._quarantined(chat_id):
             return True  # deferred: the sweeper queues it once its quarantine is over
         if chat_id in self._queued:
+            self._issue(chat_id)
             return True
         if len(self._queued) >= self._pending_max:
             self._count(dropped=1)
@@ -200,8 +215,30 @@ class OutboxPublisher:
             return False
         self._queued.add(chat_id)
         self._send.send_nowait(chat_id)  # cannot block: one channel item per queued chat
+        self._issue(chat_id)
         self._count()
         return True
+
+    def _issue(self, chat_id: int) -> None:
+        progress = self._progress.get(chat_id)
+        if progress is None:
+            progress = self._progress[chat_id] = _Progress()
+        progress.issued += 1
+
+    async def wait_notified(self, chat_id: int) -> None:
+        """Return once every ``notify(chat_id)`` made before this call is covered: a pass
+        that started after it published the chat's rows (they are stored in JetStream), or
+        the chat's drain ended (published, or quarantined: then at once). Returns at once
+        for a chat with nothing queued. How the owner answers a write only after its events
+        are stored, as one process answers after publishing (docs/cluster.md "Built: the
+        suites on a cluster"). Bound it with ``trio.move_on_after``: a chat that NATS
+        cannot take stays queued."""
+        progress = self._progress.get(chat_id)
+        if progress is None:
+            return
+        ticket = progress.issued
+        while not progress.over and progress.covered < ticket:
+            await self.wait_change()
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -277,13 +314,6 @@ class OutboxPublisher:
         """Return at the next change of the counters or of the pending/active sets."""
         await self._changed.wait()
 
-    async def wait_published(self, chat_id: int) -> None:
-        """Return once ``chat_id`` is neither queued nor being published here (its rows
-        notified so far are stored in JetStream, or were left to the sweeper). Bound it with
-        ``trio.move_on_after``: a chat NATS cannot take stays queued."""
-        while chat_id in self._queued or chat_id in self._active:
-            await self.wait_change()
-
     async def wait_idle(self) -> None:
         """Return once no chat is queued or being published (a drain: call after the last
         notify; bound it with ``trio.fail_after``)."""
@@ -350,6 +380,9 @@ class OutboxPublisher:
             finally:
                 self._active.discard(chat_id)
                 self._again.discard(chat_id)
+                ended = self._progress.pop(chat_id, None)
+                if ended is not None:
+                    ended.over = True
                 self._count()
 
     async def _drain(self, chat_id: int) -> None:
@@ -360,6 +393,8 @@ class OutboxPublisher:
         delay = BACKOFF_FIRST
         while True:
             self._again.discard(chat_id)
+            progress = self._progress.get(chat_id)
+            start = progress.issued if progress is not None else 0
             try:
                 await self.publish_chat(chat_id)
             except _Busy:
@@ -373,6 +408,9 @@ class OutboxPublisher:
                 self._quarantine_chat(chat_id, exc)
                 return
             else:
+                if progress is not None:
+                    progress.covered = max(progress.covered, start)
+                    self._count()
                 if self._quarantine.pop(chat_id, None) is not None:
                     log.info("outbox publisher: chat %d published again", chat_id)
                 if chat_id not in self._again:

@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar
 
 import trio
 
-from fechatter.actors.commands import Command
+from fechatter.actors.commands import Command, Typing
 from fechatter.actors.directory import Directory
 from fechatter.bus import Bus, BusState, Gap, Message, NoResponders
 from fechatter.cluster import codec
@@ -141,6 +141,10 @@ class ChatRouter:
         # Actors write their events to the outbox (True while the event wiring runs: its
         # OutboxPublisher publishes them); False: fenced writes only, events stay local.
         self.outbox = False
+        # Set by the event wiring: ``published(chat_id)`` returns once the events this
+        # node's actor committed so far for the chat are stored (bounded); a write is
+        # answered after it, as one process answers after publishing.
+        self.published: Callable[[int], Awaitable[None]] | None = None
         directory.activate = self._activate
 
     # -- owners ---------------------------------------------------------------------------
@@ -261,9 +265,17 @@ class ChatRouter:
         if self._node.self_fenced:
             raise _unavailable()
         try:
-            return await self._directory.call(chat_id, command)
+            return await self._run_here(chat_id, command)
         except ChatMoved as exc:
             raise _Refused from exc
+
+    async def _run_here(self, chat_id: int, command: Command[R]) -> R:
+        """The command on this node's actor, answered once its events are stored
+        (``published``, bounded by the wiring) — not for typing, which has none."""
+        value = await self._directory.call(chat_id, command)
+        if self.published is not None and not isinstance(command, Typing):
+            await self.published(chat_id)
+        return value
 
     async def _forward(self, chat_id: int, command: Command[R], owner: Owner, deadline: float) -> R:
         remaining = deadline - trio.current_time()
@@ -419,7 +431,7 @@ class ChatRouter:
                 if any_node:
                     value = await self.call(request.chat_id, request.command)
                 else:
-                    value = await self._directory.call(request.chat_id, request.command)
+                    value = await self._run_here(request.chat_id, request.command)
                 return codec.encode_reply(request.command, value, v=request.v)
             raise _unavailable()
         except FechatterError as exc:

@@ -38,7 +38,7 @@ from fechatter import events
 from fechatter.actors.directory import Directory
 from fechatter.actors.ports import Replay, StreamState
 from fechatter.actors.user import UserHub
-from fechatter.bus.base import Bus, Gap, Message, Subscription
+from fechatter.bus.base import Bus, BusState, Gap, Message, Subscription
 from fechatter.cluster.events import (
     H_EVENT,
     H_STREAM_SEQ,
@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 
 ARRIVAL_TIMEOUT = 10.0  # seconds a stream waits for its user's routing before opening anyway
 STREAM_READY_TIMEOUT = 10.0  # seconds the node waits at start for the stream to exist
-CREATED_PUBLISH_WAIT = 2.0  # seconds a chat creation waits for its chat.created to be stored
+PUBLISH_WAIT = 1.0  # seconds a write's answer waits for its events to be stored (then answers)
 DRAIN_TIMEOUT = 2.0  # seconds a graceful stop gives the publisher to empty its queue
 NOTICE_BUFFER = 256  # notices per user subscription (full → Gap → the user's chats reloaded)
 EPHEMERAL_QUEUE = 1024  # typing events waiting to be published; full → dropped (counted)
@@ -318,19 +318,27 @@ class ClusterEvents:
         """``Chats``' cluster-mode creation: the chat and its ``chat.created`` (event 1,
         the owner's view, a join notice for each member) in one transaction
         (``ClusterStore.create_chat``), then the chat is queued for publishing (a full
-        queue or a crash before it: the sweeper publishes it ≤ ~2 s later), waiting up to
-        ``CREATED_PUBLISH_WAIT`` seconds for it to be stored. Each member's
+        queue or a crash before it: the sweeper publishes it ≤ ~2 s later), waiting (see
+        ``published``) for it to be stored. Each member's
         node subscribes on the notice and reads the chat from its first event. Returns the
         owner's view; raises what storage raises (``Conflict``, ``Unavailable``)."""
         view = await self._store.create_chat(
             workspace_id, kind, name, description, owner_id, member_ids
         )
         self.publisher.notify(view.id)
-        # Answer once chat.created is stored (≤ CREATED_PUBLISH_WAIT), as one process
-        # publishes before answering: a stream opened after the 201 then starts after it.
-        with trio.move_on_after(CREATED_PUBLISH_WAIT):
-            await self.publisher.wait_published(view.id)
+        await self.published(view.id)
         return view
+
+    async def published(self, chat_id: int) -> None:
+        """Return once the chat's events notified so far are stored in JetStream, at most
+        ``PUBLISH_WAIT`` seconds, and at once while NATS is not connected (the outbox keeps
+        them). The router calls it before answering a write of an actor here (and
+        ``create_chat`` before its 201): one process publishes before it answers, so a
+        stream opened after the answer starts after those events in both modes."""
+        if self._bus.state is not BusState.CONNECTED:
+            return
+        with trio.move_on_after(PUBLISH_WAIT):
+            await self.publisher.wait_notified(chat_id)
 
 
 @asynccontextmanager
@@ -406,12 +414,14 @@ async def open_cluster_events(
             with trio.move_on_after(STREAM_READY_TIMEOUT), suppress(Unavailable):
                 hub.incarnation = (await wiring.stream_state()).incarnation
             chat_router.outbox = True
+            chat_router.published = wiring.published
             directory.sink = wiring
             hub.routing = wiring
             hub.presence = presence
             try:
                 yield wiring
             finally:
+                chat_router.published = None
                 hub.routing = None
                 hub.presence = None
                 hub.incarnation = None

@@ -26,7 +26,7 @@ from fechatter.throttle import AuthThrottle, account_key
 def register(app: Quart, ctx: Context) -> None:
     """Add the auth and user routes to ``app``."""
     bp = Blueprint("auth_routes", __name__)
-    throttle = AuthThrottle.from_settings(ctx.settings, trio.current_time)
+    throttle = ctx.throttle or AuthThrottle.from_settings(ctx.settings, trio.current_time)
     trusted = parse_networks(ctx.settings.trusted_proxies)
     accounts = ctx.accounts
 

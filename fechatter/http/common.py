@@ -29,6 +29,7 @@ from fechatter.metrics import Metrics, RealtimeStats
 from fechatter.schemas import validate
 from fechatter.security import TokenGuard
 from fechatter.storage import Storage
+from fechatter.throttle import AuthThrottle
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -54,6 +55,7 @@ class Context:
     messages: Messages
     node_id: str  # this process among the nodes (config.Settings.node_id / default_node_id)
     cluster: ClusterNode | None = None  # cluster mode (nats_url): membership, live nodes
+    throttle: AuthThrottle | None = None  # the credential routes' (built there when None)
 
 
 def decimal_at_most(limit: int) -> str:

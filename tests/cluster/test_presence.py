@@ -182,3 +182,24 @@ def test_the_share_splits_the_rate_exactly_and_rounds_the_burst_up() -> None:
     assert rate_share(20.0, 40, 3) == (20.0 / 3, 14)
     assert rate_share(1.0, 1, 4) == (0.25, 1)  # every node admits at least one
     assert rate_share(20.0, 40, 0) == (20.0, 40)  # no live list yet: the whole limit
+
+
+async def test_each_node_enforces_its_share_of_the_sign_in_throttle(
+    cluster: ClusterHarness, http: Http
+) -> None:
+    """The per-account sign-in throttle (10 failures by default) is shared like the write
+    limit: 4 per node with 3 live nodes, so guesses spread over every node add up to 12 —
+    not 10 per node (30), which the throttle alone would allow."""
+    with trio.fail_after(TEST_CEILING):
+        everyone = {n.node_id for n in cluster.nodes}
+        for node in cluster.nodes:
+            await wait_nodes(node, everyone)
+        (a,), _ = await users_in_workspace(cluster, http, 1)
+        wrong = {"email": a.email, "password": "not the password"}
+        for node in cluster.nodes:
+            client = http.clients[node.name]
+            codes = [(await client.post("/api/auth/signin", json=wrong)).status_code]
+            codes += [
+                (await client.post("/api/auth/signin", json=wrong)).status_code for _ in range(4)
+            ]
+            assert codes == [401] * 4 + [429], node.name

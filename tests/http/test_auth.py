@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import jwt
+import pytest
 
 from tests.conftest import TEST_SECRET, Api, access_token
 
@@ -144,6 +145,13 @@ async def test_expired_token_is_rejected(api: Api) -> None:
     assert r.json()["code"] == "token_expired"
 
 
+@pytest.mark.one_api_node(
+    reason=(
+        "asserts the old access token is refused by the very next request; a password "
+        "change takes effect at once on the node that made it and within "
+        "security_poll_interval on the others (docs/cluster.md §6)"
+    )
+)
 async def test_patch_me_profile_and_password(api: Api) -> None:
     user = await api.signup()
     other_session = await api.post(

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from fechatter.app import ServerInfo
@@ -400,6 +401,13 @@ async def test_deleting_a_reply_updates_its_root(server: ServerInfo, api: Api) -
 
 
 # -- the write rate limit ------------------------------------------------------------------
+@pytest.mark.single_process(
+    reason=(
+        "exact counts of one process's write limit; in a cluster each node enforces its "
+        "share (docs/api.md, "
+        "tests/cluster/test_presence.py::test_each_node_enforces_its_share_of_the_per_user_write_limit)"
+    )
+)
 async def test_edits_and_deletes_share_the_write_limit(api_with: ApiFactory) -> None:
     with trio.fail_after(CEILING):
         limited_api = await api_with(send_burst=3, send_rate=0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import trio
 
 from tests.conftest import Api, ApiFactory, User, make_chat, make_pair, make_workspace
@@ -185,6 +186,13 @@ async def test_typing(api: Api) -> None:
     assert (await outsider.api.post(f"/api/chats/{chat}/typing")).status_code == 404
 
 
+@pytest.mark.single_process(
+    reason=(
+        "exact counts of one process's write limit; in a cluster each node enforces its "
+        "share (docs/api.md, "
+        "tests/cluster/test_presence.py::test_each_node_enforces_its_share_of_the_per_user_write_limit)"
+    )
+)
 async def test_send_rate_limit(api_with: ApiFactory) -> None:
     limited_api = await api_with(send_burst=3, send_rate=0.01)
     a, _, chat = await make_pair(limited_api)

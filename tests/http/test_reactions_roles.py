@@ -194,6 +194,13 @@ async def tight_api(api_with: ApiFactory) -> Api:
     return await api_with(send_burst=4, send_rate=0.01, max_reactions_per_message=2)
 
 
+@pytest.mark.single_process(
+    reason=(
+        "exact counts of one process's write limit; in a cluster each node enforces its "
+        "share (docs/api.md, "
+        "tests/cluster/test_presence.py::test_each_node_enforces_its_share_of_the_per_user_write_limit)"
+    )
+)
 async def test_a_reaction_storm_shares_the_write_limit_with_sends(tight_api: Api) -> None:
     with trio.fail_after(CEILING):
         a, b, _, _, chat = await group_of_three(tight_api)
