@@ -214,8 +214,11 @@ async def open_cluster(
         except Unavailable as exc:
             urls = ",".join(redact_url(u) for u in settings.nats_servers)
             raise NatsUnreachable(f"cannot reach NATS at {urls}: {exc}") from exc
+        # The node's row is written on a connection of its own: a pool busy with writes
+        # must never delay a heartbeat into a self-fence (docs/cluster.md §6).
+        beat = await stack.enter_async_context(storage.reserved())
         node = await stack.enter_async_context(
-            open_cluster_node(ClusterStore(storage), bus, settings.role, make_id, boot)
+            open_cluster_node(ClusterStore(storage, beat), bus, settings.role, make_id, boot)
         )
         await check_connection_budget(storage, node)
         yield node

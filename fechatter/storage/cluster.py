@@ -591,8 +591,12 @@ class ClusterStore:
     error translation: every method raises ``Unavailable`` when the database does not answer
     within ``operation_timeout``). TTLs are seconds (float) on the database's clock."""
 
-    def __init__(self, storage: PostgresStorage) -> None:
+    def __init__(self, storage: PostgresStorage, beat: PostgresStorage | None = None) -> None:
+        """``beat``: where the node's own row is written (register, heartbeat, release) — a
+        storage on a reserved connection (``PostgresStorage.reserved``) so a pool full of
+        writes never delays a beat; default ``storage``."""
         self.storage = storage
+        self._beat = beat or storage
 
     async def register_node(
         self,
@@ -611,23 +615,23 @@ class ClusterStore:
         if not ttl > 0:
             raise ValueError("ttl must be positive seconds")
         op = register_node(node_id, role, ttl, protocol, nats_ok)
-        await self.storage._write_op(op, one_statement=True)
+        await self._beat._write_op(op, one_statement=True)
 
     async def heartbeat(self, node_id: str, ttl: float, *, nats_ok: bool = True) -> bool:
         """Extend a live node's row to ``now() + ttl`` and record ``nats_ok``. False: the row
         had expired (or was released) and is not extended — the node must self-fence (drop
         every chat it owns) and register again under a new id."""
-        return await self.storage._write_op(heartbeat(node_id, ttl, nats_ok), one_statement=True)
+        return await self._beat._write_op(heartbeat(node_id, ttl, nats_ok), one_statement=True)
 
     async def live_nodes(self) -> list[Node]:
         """The nodes whose rows have not expired, by id."""
-        return await self.storage._read_op(live_nodes())
+        return await self._beat._read_op(live_nodes())
 
     async def release_node(self, node_id: str) -> bool:
         """End a node's row now (graceful stop, after draining): its chats can be acquired
         at once by others, at the next epoch. The row stays (expired, ``draining``); a later
         ``heartbeat`` of that id answers False. False if it was not live."""
-        return await self.storage._write_op(release_node(node_id), one_statement=True)
+        return await self._beat._write_op(release_node(node_id), one_statement=True)
 
     async def acquire_chat(
         self, chat_id: int, node_id: str, *, have_nats: bool = True

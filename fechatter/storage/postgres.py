@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar, cast
 
@@ -227,6 +227,16 @@ class PostgresStorage(SqlStorage):
         self._round_over = trio.Event()
 
     # -- plumbing --------------------------------------------------------------------------
+    @asynccontextmanager
+    async def reserved(self, size: int = 1) -> AsyncIterator[PostgresStorage]:
+        """A storage on ``size`` connections of its own (same database, session settings and
+        bounds, no migration) for work that must never wait behind this pool: the cluster
+        node's heartbeat, which a pool full of slow writes would otherwise delay past its
+        self-fence (docs/cluster.md §6 budget: pool + 1). Closed on exit."""
+        conninfo, config = self._pool.source
+        async with open_pg_pool(conninfo, replace(config, size=size)) as pool:
+            yield PostgresStorage(pool, self._operation_timeout)
+
     @property
     def pool_size(self) -> int:
         """The most connections this storage's pool holds (a fixed count)."""

@@ -320,6 +320,7 @@ class PgPool:
             keepalives_count=3,
         )
         self._config = config
+        self.source = (conninfo, config)  # to open a sibling pool (``PostgresStorage.reserved``)
         self._slots = trio.Semaphore(config.size)
         self._connect_threads = trio.CapacityLimiter(config.size)
         self._idle: list[tuple[Connection, float]] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
@@ -207,3 +208,29 @@ async def test_cli_says_nats_is_unreachable_without_a_traceback(
     assert result.returncode == 1, err
     assert err.splitlines()[-1].startswith(f"fechatter: cannot reach NATS at {url}: ")
     assert "Traceback" not in err
+
+
+async def test_a_full_pool_does_not_delay_the_heartbeat(cluster: ClusterHarness) -> None:
+    """The node's row is written on a reserved connection (``PostgresStorage.reserved``):
+    with every pooled connection held (slow writes), beats go on and the node never fences
+    itself. Without the reservation the beat waits for the pool and the node fences."""
+    node = cluster.nodes[0].cluster
+    storage = node.store.storage
+    held = trio.Event()
+    release = trio.Event()
+
+    async def hold_every_connection() -> None:
+        async with AsyncExitStack() as stack:
+            for _ in range(storage.pool_size):
+                await stack.enter_async_context(storage._pool.connection())
+            held.set()
+            await release.wait()
+
+    with trio.fail_after(REFRESH_CEILING * 3):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hold_every_connection)
+            await held.wait()
+            for _ in range(int(node.timing.self_fence_after / node.timing.interval) + 1):
+                await node.wait_changed()  # a beat and a refresh, each on the reserved one
+            assert not node.self_fenced
+            release.set()
