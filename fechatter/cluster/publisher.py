@@ -6,7 +6,8 @@ that wrote outbox rows (non-blocking, coalescing); a worker then publishes the c
 ``event_seq`` order — for each event first a membership notice per user in ``notify`` on
 ``<prefix>.ev.user.<uid>``, then the event on ``<prefix>.ev.chat.<chat_id>``, each a JetStream
 publish deduplicated by ``Nats-Msg-Id`` (``c:<chat>:<seq>``, notices
-``n:c:<chat>:<seq>:<uid>``) with the headers ``Fx-Event`` and ``Fx-Seq`` — and deletes them
+``n:c:<chat>:<seq>:<uid>``) with the headers ``Fx-Event`` and ``Fx-Seq`` (and
+``Fx-Committed`` when the commit time is known, to time the fan-out) — and deletes them
 after their acks, until the chat has none left.
 
 One publish in flight per chat: locally a chat is in at most one worker; across nodes each
