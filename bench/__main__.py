@@ -1,4 +1,4 @@
-"""``python -m bench run [scenario ...] [--quick] [--database-url URL] [--out DIR]``
+"""``python -m bench run [scenario ...] [--quick] [--database-url URL] [--out DIR] [--cluster N]``
 
 Starts the server itself (SQLite in a temp dir unless ``--database-url``), drives it over real
 sockets on 127.0.0.1, stops it, and writes ``results.json``, ``results.md`` and PNG plots to
@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from bench import cluster_fanout, report, scenarios
+from bench import cluster_fanout, cluster_scale, report, scenarios
 
 FULL: dict[str, dict[str, Any]] = {
     "connections": {"sizes": [1000, 5000, 10000]},
@@ -33,6 +33,17 @@ FULL: dict[str, dict[str, Any]] = {
     },
     # One node vs two (cluster preview), same run; starts its own PostgreSQL and NATS.
     "cluster_fanout": {"members": 1000, "messages": 30, "rate": 5.0},
+    # 1..N nodes (--cluster N), throughput and fan-out each; its own PostgreSQL and NATS.
+    "cluster_scale": {
+        "nodes": 2,
+        "chats": 200,
+        "members": 10,
+        "senders": 100,
+        "seconds": 8.0,
+        "fan_members": 1000,
+        "messages": 30,
+        "rate": 5.0,
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "connections": {"sizes": [100]},
@@ -47,17 +58,33 @@ QUICK: dict[str, dict[str, Any]] = {
         "seconds": 1.0,
     },
     "cluster_fanout": {"members": 50, "messages": 5, "rate": 20.0},
+    "cluster_scale": {
+        "nodes": 2,
+        "chats": 10,
+        "members": 5,
+        "senders": 5,
+        "seconds": 1.0,
+        "fan_members": 40,
+        "messages": 5,
+        "rate": 20.0,
+    },
 }
 # Not part of a bare ``python -m bench run`` (it needs embedded PostgreSQL and nats-server and
 # is not comparable with the SQLite rows): name it.
-EXPLICIT_ONLY = ("cluster_fanout",)
+EXPLICIT_ONLY = ("cluster_fanout", "cluster_scale")
 
 
-async def run(names: list[str], quick: bool, database_url: str | None) -> scenarios.Outcome:
+async def run(
+    names: list[str], quick: bool, database_url: str | None, cluster: int | None = None
+) -> scenarios.Outcome:
+    """Run ``names`` in order at full or ``quick`` sizes; ``cluster``: cluster_scale's
+    largest node count (default: the size's ``nodes``)."""
     sizes = QUICK if quick else FULL
     total = scenarios.Outcome()
     for name in names:
-        params = sizes[name]
+        params = dict(sizes[name])
+        if name == "cluster_scale" and cluster is not None:
+            params["nodes"] = cluster
         print(f"-- {name} {params}", file=sys.stderr, flush=True)
         if name == "connections":
             result = await scenarios.connections(params["sizes"], database_url)
@@ -76,6 +103,17 @@ async def run(names: list[str], quick: bool, database_url: str | None) -> scenar
         elif name == "cluster_fanout":
             result = await cluster_fanout.cluster_fanout(
                 params["members"], params["messages"], params["rate"]
+            )
+        elif name == "cluster_scale":
+            result = await cluster_scale.cluster_scale(
+                params["nodes"],
+                params["chats"],
+                params["members"],
+                params["senders"],
+                params["seconds"],
+                params["fan_members"],
+                params["messages"],
+                params["rate"],
             )
         elif name == "reaction_storm":
             result = await scenarios.reaction_storm(
@@ -110,14 +148,26 @@ def main() -> int:
     p.add_argument("--database-url", help="e.g. postgresql://... (default: SQLite in a temp dir)")
     p.add_argument("--out", type=Path, help="results folder")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--cluster",
+        type=int,
+        metavar="N",
+        help="run cluster_scale with 1..N nodes (N ≥ 1; its own PostgreSQL and NATS)",
+    )
     args = parser.parse_args()
+    if args.cluster is not None and not 1 <= args.cluster <= 8:
+        parser.error("--cluster N: 1 ≤ N ≤ 8")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    names = args.scenarios or [n for n in FULL if n not in EXPLICIT_ONLY]
+    names = args.scenarios or (
+        ["cluster_scale"]
+        if args.cluster is not None
+        else [n for n in FULL if n not in EXPLICIT_ONLY]
+    )
     unknown = [n for n in names if n not in FULL]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {', '.join(FULL)}")
-    outcome = trio.run(run, names, args.quick, args.database_url)
+    outcome = trio.run(run, names, args.quick, args.database_url, args.cluster)
     out = args.out or Path(__file__).parent / ("results-quick" if args.quick else "results")
     report.write(outcome, out, plots=not args.no_plots)
     print(report.markdown(outcome.rows))

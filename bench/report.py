@@ -83,10 +83,18 @@ def plot(outcome: Outcome, folder: Path) -> None:
     # cluster_fanout's curves get their own file: a run of it alone must not replace the
     # single-node scenarios' plot (and the two sets are not comparable: PostgreSQL vs SQLite).
     cluster = {k: v for k, v in outcome.latencies.items() if k.startswith("cluster_fanout")}
-    single = {k: v for k, v in outcome.latencies.items() if k not in cluster}
-    for latencies, name in ((single, "latency_cdf.png"), (cluster, "cluster_fanout_cdf.png")):
+    scale = {k: v for k, v in outcome.latencies.items() if k.startswith("cluster_scale")}
+    single = {k: v for k, v in outcome.latencies.items() if k not in cluster and k not in scale}
+    for latencies, name in (
+        (single, "latency_cdf.png"),
+        (cluster, "cluster_fanout_cdf.png"),
+        (scale, "cluster_scale_cdf.png"),
+    ):
         if latencies:
             cdf(latencies, folder / name)
+    scale_rows = [r for r in outcome.rows if r["scenario"] == "cluster_scale"]
+    if scale_rows:
+        scale_cost(scale_rows, folder / "cluster_scale_cost.png")
 
     conn = [r for r in outcome.rows if r["scenario"] == "connections"]
     fan = [r for r in outcome.rows if r["scenario"] == "fanout"]
@@ -114,6 +122,49 @@ def plot(outcome: Outcome, folder: Path) -> None:
         fig.tight_layout()
         fig.savefig(folder / "cost.png", dpi=110)
         plt.close(fig)
+
+
+def scale_cost(rows: list[dict[str, Any]], path: Path) -> None:
+    """cluster_scale: CPU per message by node count, stacked fechatter / PostgreSQL / NATS,
+    one panel per phase, and the server fan-out p99 next to the client's delivery p99."""
+    import matplotlib.pyplot as plt
+
+    phases = list(dict.fromkeys(r["phase"] for r in rows))
+    fig, axes = plt.subplots(1, len(phases) + 1, figsize=(4.2 * (len(phases) + 1), 4))
+    for ax, phase in zip(axes, phases, strict=False):
+        subset = [r for r in rows if r["phase"] == phase]
+        xs = [str(r["nodes"]) for r in subset]
+        bottom = [0.0] * len(subset)
+        for key, label in (
+            ("fechatter_cpu_us_per_message", "fechatter nodes"),
+            ("postgres_cpu_us_per_message", "PostgreSQL"),
+            ("nats_cpu_us_per_message", "nats-server"),
+        ):
+            values = [float(r[key]) for r in subset]
+            ax.bar(xs, values, bottom=bottom, label=label)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        ax.set_xlabel("nodes")
+        ax.set_ylabel("CPU per message, all processes (µs)")
+        ax.set_title(f"{phase}: cost per message")
+        ax.legend(fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    ax = axes[-1]
+    for phase, marker in zip(phases, "os", strict=False):
+        subset = [r for r in rows if r["phase"] == phase]
+        xs = [r["nodes"] for r in subset]
+        ax.plot(xs, [r["delivery_p99_ms"] for r in subset], marker + "-", label=f"{phase} client")
+        ax.plot(
+            xs, [r["server_fanout_p99_ms"] for r in subset], marker + "--", label=f"{phase} server"
+        )
+    ax.set_xlabel("nodes")
+    ax.set_ylabel("p99 (ms): send→delivery vs commit→kernel")
+    ax.set_title("Latency p99, client vs server")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def cdf(latencies: dict[str, list[float]], path: Path) -> None:

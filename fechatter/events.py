@@ -55,13 +55,16 @@ def ws_text_frame(payload: bytes) -> bytes:
 class Event:
     """One committed change, addressed to users by whoever publishes it."""
 
-    __slots__ = ("_sse", "_ws", "chat_id", "data", "id", "name", "seq")
+    __slots__ = ("_sse", "_ws", "chat_id", "committed", "data", "id", "name", "seq")
 
     def __init__(self, name: str, data: dict[str, Any], chat_id: int | None = None) -> None:
         self.name = name
         self.data = data
         self.chat_id = chat_id
         self.seq = 0  # stamped by the hub when published
+        # Wall-clock seconds of the change's commit (0.0: unknown), set by whoever publishes
+        # it after a write; only read to time the fan-out (``metrics.FanoutTimes``).
+        self.committed = 0.0
         self.id = ""
         self._sse: bytes | None = None
         self._ws: bytes | None = None

@@ -9,11 +9,17 @@ and exposed by a collector, as counters (``*_total``) and gauges, under Promethe
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 
 @dataclass
@@ -31,6 +37,74 @@ class RealtimeStats:
     bad_requests: int = 0
 
 
+# Upper bounds (seconds) of ``FanoutTimes``' buckets: 2^(k/4) steps (+19 % each) from 61 µs to
+# 64 s, so a quantile read from the counts is within one step of the true value. The last
+# bucket (``+Inf``) takes anything longer.
+FANOUT_BOUNDS: tuple[float, ...] = tuple(2.0 ** (k / 4 - 14) for k in range(81))
+
+
+class FanoutTimes:
+    """How long events take to leave this process, as two histograms with ``FANOUT_BOUNDS``
+    buckets (counts, never reset, so a reader diffs two readings for a window):
+
+    - ``hub``: the ``UserHub`` received the event → its bytes were handed to the kernel for
+      every local stream (the end of the synchronous fan-out loop; a stream whose socket
+      buffer was full queues instead and is sent later by its writer task).
+    - ``commit``: the event's commit (wall clock, ``Event.committed``: the owner's ChatActor
+      right after the write returned; in a cluster it travels in the ``Fx-Committed`` header)
+      → the same end, so it includes the outbox publisher, NATS and the event router.
+
+    Only events with at least one local stream and (``commit``) a known commit time are
+    counted. Cost: two clock reads and two ``bisect`` per event, none per delivery
+    (bench/README.md "Cluster scale" measures it).
+    """
+
+    __slots__ = ("commit", "commit_sum", "hub", "hub_sum")
+
+    def __init__(self) -> None:
+        self.hub = [0] * (len(FANOUT_BOUNDS) + 1)
+        self.commit = [0] * (len(FANOUT_BOUNDS) + 1)
+        self.hub_sum = 0.0
+        self.commit_sum = 0.0
+
+    def observe(self, hub_seconds: float, commit_seconds: float | None) -> None:
+        """Count one event: ``hub_seconds`` (≥ 0) and, if known, ``commit_seconds``."""
+        self.hub[bisect_left(FANOUT_BOUNDS, hub_seconds)] += 1
+        self.hub_sum += hub_seconds
+        if commit_seconds is not None:
+            # Wall clocks of two hosts may disagree: a negative age counts in the first bucket.
+            self.commit[bisect_left(FANOUT_BOUNDS, commit_seconds)] += 1
+            self.commit_sum += commit_seconds
+
+    def copy(self) -> FanoutTimes:
+        """A snapshot (for ``LiveCounts``)."""
+        other = FanoutTimes()
+        other.hub, other.commit = list(self.hub), list(self.commit)
+        other.hub_sum, other.commit_sum = self.hub_sum, self.commit_sum
+        return other
+
+
+def bucket_quantile(counts: list[int], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of a ``FanoutTimes`` histogram's ``counts`` (per bucket, not
+    cumulative; e.g. the difference of two readings), in seconds: interpolated geometrically
+    inside its bucket (error ≤ one 19 % step). NaN for no samples; ``+Inf`` bucket → its
+    lower bound."""
+    total = sum(counts)
+    if total == 0:
+        return float("nan")
+    rank = q * total
+    seen = 0
+    for k, n in enumerate(counts):
+        if n and seen + n >= rank:
+            if k >= len(FANOUT_BOUNDS):
+                return FANOUT_BOUNDS[-1]
+            high = FANOUT_BOUNDS[k]
+            low = FANOUT_BOUNDS[k - 1] if k else high / 2**0.25
+            return float(low * (high / low) ** ((rank - seen) / n))
+        seen += n
+    return FANOUT_BOUNDS[-1]
+
+
 @dataclass(frozen=True, slots=True)
 class LiveCounts:
     """What ``/metrics`` reads from the running parts, at the moment it is read."""
@@ -40,6 +114,7 @@ class LiveCounts:
     streams: int = 0  # open realtime streams (admitted connections) the hub knows
     deliveries: int = 0  # events handed to streams (one per event per stream)
     events_published: int = 0  # events the hub published (each to its recipients)
+    fanout: FanoutTimes = field(default_factory=FanoutTimes)  # a copy
 
 
 # (name without _total, help, RealtimeStats field) of the listener's counters.
@@ -96,6 +171,22 @@ class _LiveCollector:
             "events published to users",
             value=live.events_published,
         )
+        hist = HistogramMetricFamily(
+            "fechatter_fanout_seconds",
+            "an event's time to leave this process: stage=hub from the hub, stage=commit from"
+            " its commit, to its bytes handed to the kernel for every local stream",
+            labels=["stage"],
+        )
+        for stage, counts, total in (
+            ("hub", live.fanout.hub, live.fanout.hub_sum),
+            ("commit", live.fanout.commit, live.fanout.commit_sum),
+        ):
+            cumulative, buckets = 0, []
+            for bound, n in zip((*FANOUT_BOUNDS, float("inf")), counts, strict=True):
+                cumulative += n
+                buckets.append((_le(bound), float(cumulative)))
+            hist.add_metric([stage], buckets, total)
+        yield hist
         yield GaugeMetricFamily(
             "fechatter_realtime_connections",
             "open realtime connections, pending and streams",
@@ -109,6 +200,10 @@ class _LiveCollector:
         yield GaugeMetricFamily(
             "fechatter_realtime_streams", "open realtime streams", value=live.streams
         )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 class Metrics:

@@ -83,3 +83,36 @@ def test_quick_cluster_fanout_delivers_everything_exactly_once(tmp_path: Path) -
         assert row["duplicates"] == 0, row
     assert (tmp_path / "cluster_fanout_cdf.png").stat().st_size > 1000
     assert not (tmp_path / "latency_cdf.png").exists()
+
+
+@pytest.mark.slow
+def test_quick_cluster_scale_delivers_everything_exactly_once(tmp_path: Path) -> None:
+    """``--cluster 2``: one node, then two, each with a throughput and a fan-out phase; every
+    message reaches every member's stream once, and each row names what a script reads; with
+    its own PostgreSQL and nats-server (~15 s)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--cluster", "2", "--quick", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [(r["scenario"], r["nodes"], r["phase"]) for r in rows] == [
+        ("cluster_scale", 1, "throughput"),
+        ("cluster_scale", 1, "fanout"),
+        ("cluster_scale", 2, "throughput"),
+        ("cluster_scale", 2, "fanout"),
+    ]
+    for row in rows:
+        assert row["delivered"] == row["expected"] > 0, row
+        assert row["duplicates"] == 0, row
+        assert row["messages_per_s"] > 0, row
+        assert row["cpu_us_per_message_total"] > 0, row
+        # Every event with a stream was timed on the server, from its commit (all nodes).
+        assert row["fanout_events_timed"] >= row["messages"], row
+    assert len(rows[2]["messages_per_s_by_node"].split("/")) == 2
+    assert (tmp_path / "cluster_scale_cdf.png").stat().st_size > 1000

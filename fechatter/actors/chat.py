@@ -12,6 +12,7 @@ slow the chat down.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -452,7 +453,10 @@ class ChatActor:
     }
 
     def _publish(self, user_ids: Sequence[int], name: str, data: dict[str, Any]) -> None:
-        self._sink.publish(user_ids, Event(name, data, chat_id=self.chat.id))
+        event = Event(name, data, chat_id=self.chat.id)
+        if name != events.TYPING:  # every other publish here follows its write (fan-out timing)
+            event.committed = time.time()
+        self._sink.publish(user_ids, event)
 
 
 def _send_of(call: Call[Any]) -> SendMessage:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from fechatter.actors.ports import PresencePort, StreamPort, UserRouting
 from fechatter.close_reasons import CloseReason
 from fechatter.errors import Unavailable
 from fechatter.events import PRESENCE, RESYNC, Event
+from fechatter.metrics import FanoutTimes
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +211,7 @@ class UserHub:
         self._presence_pending: dict[int, str] = {}
         self._presence_wake = trio.Event()
         self._delivered = 0
+        self.fanout = FanoutTimes()  # per committed event with local streams (metrics)
         self._connection_ids = 0
         # Cluster mode only (set by ``fechatter.cluster.wiring`` for its lifetime): told when
         # a user gets their first UserActor and when it is dropped. None in one process.
@@ -231,12 +234,15 @@ class UserHub:
         event.stamp(self.epoch, self._seq)
         users = self._users
         delivered = 0
+        start = time.time()
         for uid in user_ids:
             actor = users.get(uid)
             if actor is not None:
                 actor.deliver(event)
                 delivered += len(actor.streams)
         self._delivered += delivered
+        if delivered and event.committed:
+            self._timed(start, event.committed)
 
     def _publish_stored(self, user_ids: Iterable[int], event: Event) -> None:
         """Cluster mode: an event with a stream sequence (``stream_seq``, set by the event
@@ -257,12 +263,21 @@ class UserHub:
         self._seq += 1
         event.stamp(self.incarnation or "", stream_seq)
         self._high = max(self._high, stream_seq)
+        start = time.time()
         for uid in user_ids:
             actor = users.get(uid)
             if actor is not None:
                 actor.deliver_stored(event)
                 delivered += len(actor.streams)
         self._delivered += delivered
+        if delivered:
+            self._timed(start, event.committed)
+
+    def _timed(self, start: float, committed: float) -> None:
+        """Count a published event's fan-out time (``FanoutTimes``; wall-clock seconds,
+        ``committed`` 0.0: commit time unknown)."""
+        end = time.time()
+        self.fanout.observe(end - start, end - committed if committed else None)
 
     @property
     def position(self) -> str:

@@ -49,6 +49,9 @@ H_EVENT = "Fx-Event"  # the event name, e.g. message.created
 H_SEQ = "Fx-Seq"  # the chat's event_seq (gapless per chat, commit order)
 H_STREAM_SEQ = "Nats-Sequence"  # added by the stream's republish: the stream sequence (§4 378)
 H_LAST_SEQ = "Nats-Last-Sequence"  # republish: the previous stream sequence on this subject
+# The commit's wall-clock time (Unix seconds, µs), when the publisher knows it: only read to
+# time the fan-out (``metrics.FanoutTimes``); absent or unreadable → unknown.
+H_COMMITTED = "Fx-Committed"
 
 MAX_AGE = 600.0  # seconds (§4 line 370: 10 min, twice SPEC's 5 min resume minimum)
 MAX_BYTES = 1 << 30  # the ``stream_max_bytes`` setting's default (§4 line 370)
@@ -192,6 +195,7 @@ class WireEvent:
     stream_seq: int
     name: str
     data: dict[str, Any]
+    committed: float = 0.0  # ``Fx-Committed`` (0.0: unknown)
 
 
 def decode_event(
@@ -215,7 +219,19 @@ def decode_event(
         raise BadEvent(f"not a chat event on {subject}: {exc!r}") from exc
     if not isinstance(data, dict):
         raise BadEvent(f"not a chat event on {subject}: payload is not an object")
-    return WireEvent(chat_id, event_seq, stream_seq, name, data)
+    committed = hdrs.get(H_COMMITTED)
+    return WireEvent(
+        chat_id, event_seq, stream_seq, name, data, _seconds(committed) if committed else 0.0
+    )
+
+
+def _seconds(text: str) -> float:
+    """A header's Unix time, 0.0 if unreadable (it only times the fan-out)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
 
 
 class RoutedEvent(Event):
@@ -228,6 +244,7 @@ class RoutedEvent(Event):
         super().__init__(wire.name, wire.data, wire.chat_id)
         self.event_seq = wire.event_seq
         self.stream_seq = wire.stream_seq
+        self.committed = wire.committed
 
 
 Deliver = Callable[[list[int], Event], None]

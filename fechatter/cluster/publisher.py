@@ -6,7 +6,8 @@ that wrote outbox rows (non-blocking, coalescing); a worker then publishes the c
 ``event_seq`` order — for each event first a membership notice per user in ``notify`` on
 ``<prefix>.ev.user.<uid>``, then the event on ``<prefix>.ev.chat.<chat_id>``, each a JetStream
 publish deduplicated by ``Nats-Msg-Id`` (``c:<chat>:<seq>``, notices
-``n:c:<chat>:<seq>:<uid>``) with the headers ``Fx-Event`` and ``Fx-Seq`` — and deletes them
+``n:c:<chat>:<seq>:<uid>``) with the headers ``Fx-Event`` and ``Fx-Seq`` (and
+``Fx-Committed`` when the commit time is known, to time the fan-out) — and deletes them
 after their acks, until the chat has none left.
 
 One publish in flight per chat: locally a chat is in at most one worker; across nodes each
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -172,6 +174,11 @@ class OutboxPublisher:
         # Per queued or active chat: notifies issued and the ones a completed pass covers
         # (``wait_notified``); ends with the chat's drain. Bounded like the sets above.
         self._progress: dict[int, _Progress] = {}
+        # Per queued or active chat: the wall-clock commit time of its oldest event not yet
+        # claimed by a batch (``notify``'s ``committed``), sent as ``Fx-Committed`` to time
+        # the fan-out (``metrics.FanoutTimes``). Bounded like the sets above (dropped when a
+        # batch claims or the drain ends); a sweeper-found chat has none (header left out).
+        self._committed: dict[int, float] = {}
         self._stream_ok = False
         self.ready = trio.Event()  # set once the stream exists (first ensure_stream)
         self._changed = trio.Event()
@@ -187,8 +194,9 @@ class OutboxPublisher:
         return f"{self.prefix}.ev.user.{user_id}"
 
     # -- the owner's side -----------------------------------------------------------------
-    def notify(self, chat_id: int) -> bool:
-        """The chat committed outbox rows: publish them soon. Never blocks.
+    def notify(self, chat_id: int, committed: float = 0.0) -> bool:
+        """The chat committed outbox rows: publish them soon. Never blocks. ``committed``:
+        the commit's wall-clock time (0.0: now), carried to every node to time the fan-out.
 
         Coalescing: a chat already queued stays queued once; a chat being published gets
         one more pass after the current one, however many notifies arrive meanwhile.
@@ -198,12 +206,12 @@ class OutboxPublisher:
         """
         if chat_id in self._active:
             self._again.add(chat_id)
-            self._issue(chat_id)
+            self._issue(chat_id, committed)
             return True
         if self._quarantined(chat_id):
             return True  # deferred: the sweeper queues it once its quarantine is over
         if chat_id in self._queued:
-            self._issue(chat_id)
+            self._issue(chat_id, committed)
             return True
         if len(self._queued) >= self._pending_max:
             self._count(dropped=1)
@@ -215,11 +223,12 @@ class OutboxPublisher:
             return False
         self._queued.add(chat_id)
         self._send.send_nowait(chat_id)  # cannot block: one channel item per queued chat
-        self._issue(chat_id)
+        self._issue(chat_id, committed)
         self._count()
         return True
 
-    def _issue(self, chat_id: int) -> None:
+    def _issue(self, chat_id: int, committed: float = 0.0) -> None:
+        self._committed.setdefault(chat_id, committed or time.time())
         progress = self._progress.get(chat_id)
         if progress is None:
             progress = self._progress[chat_id] = _Progress()
@@ -380,6 +389,7 @@ class OutboxPublisher:
             finally:
                 self._active.discard(chat_id)
                 self._again.discard(chat_id)
+                self._committed.pop(chat_id, None)
                 ended = self._progress.pop(chat_id, None)
                 if ended is not None:
                     ended.over = True
@@ -425,6 +435,8 @@ class OutboxPublisher:
             raise Unavailable(f"NATS is {self._bus.state.value}")
         if not self._stream_ok:
             await self._ensure_stream()
+        # The oldest commit this batch may take (an upper bound of the others' age).
+        committed = self._committed.pop(chat_id, 0.0)
 
         async def run(conn: Connection) -> tuple[int, int]:
             await conn.execute("BEGIN")
@@ -432,7 +444,7 @@ class OutboxPublisher:
             if batch is None:
                 raise _Busy  # the pool rolls the transaction back
             for event in batch:
-                await self._publish_event(event)
+                await self._publish_event(event, committed)
             removed = 0
             if batch:
                 removed = await run_op(conn, outbox.remove(chat_id, [e.event_seq for e in batch]))
@@ -444,9 +456,11 @@ class OutboxPublisher:
             self._count(removed=removed)
         return read
 
-    async def _publish_event(self, event: PendingEvent) -> None:
+    async def _publish_event(self, event: PendingEvent, committed: float = 0.0) -> None:
         chat, seq = event.chat_id, event.event_seq
         headers = {"Fx-Event": event.name, "Fx-Seq": str(seq)}
+        if committed:
+            headers[wire.H_COMMITTED] = f"{committed:.6f}"
         for uid, kind in _notices(event):
             notice = events.dumps({kind: "c", "id": chat, "event_seq": seq})
             await self._bus.js_publish(

@@ -134,7 +134,7 @@ class ClusterEvents:
             except trio.WouldBlock:
                 self.ephemeral_dropped += 1
             return
-        self.publisher.notify(event.chat_id)
+        self.publisher.notify(event.chat_id, event.committed)
 
     async def serve_ephemeral(self) -> None:
         """Publish the queued typing events, in order, until cancelled. NATS unavailable →

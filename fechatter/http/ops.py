@@ -51,6 +51,7 @@ def register(app: Quart, ctx: Context) -> None:
             streams=hub.connections,
             deliveries=hub.delivered,
             events_published=hub.published,
+            fanout=ctx.system.users.fanout.copy(),
         )
         body = m.render(live)
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
