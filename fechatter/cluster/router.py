@@ -156,6 +156,7 @@ class ChatRouter:
         self._released = trio.Event()
         self._any_sub: Subscription | None = None  # serve_any's, once subscribed
         self.held = 0  # commands held until the release (tests, logs)
+        self._held_more = trio.Event()  # set (and replaced) at each hold
         directory.activate = self._activate
 
     # -- owners ---------------------------------------------------------------------------
@@ -235,6 +236,12 @@ class ChatRouter:
         commands (``chat_moved``: their senders re-resolve to the new owners)."""
         self._released.set()
 
+    async def wait_held(self, count: int) -> None:
+        """Return once ``count`` commands have been held by the leave (tests; bound it with
+        ``trio.fail_after``)."""
+        while self.held < count:
+            await self._held_more.wait()
+
     async def _hold(self, deadline: float) -> None:
         """While leaving: wait for the release, at most until ``deadline`` (wall clock) less
         ``HOLD_MARGIN`` and at most ``HOLD_CEILING`` seconds — within the sender's own
@@ -242,6 +249,8 @@ class ChatRouter:
         if self._released.is_set():
             return
         self.held += 1
+        self._held_more.set()
+        self._held_more = trio.Event()
         limit = min(HOLD_CEILING, deadline - time.time() - HOLD_MARGIN)
         with trio.move_on_after(max(0.0, limit)):
             await self._released.wait()
