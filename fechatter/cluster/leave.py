@@ -46,10 +46,12 @@ DRAIN_CEILING = 5.0
 
 @dataclass(frozen=True, slots=True)
 class LeaveReport:
-    """What a graceful leave did: ``chats`` actors retired, whether each bounded step
-    finished in time, whether the row was ended here, and the whole duration (seconds)."""
+    """What a graceful leave did: ``chats`` actors retired, ``held`` commands, whether each
+    bounded step finished in time, whether the row was ended here, and the whole duration
+    (seconds)."""
 
     chats: int
+    held: int  # forwarded commands held until the release, then answered chat_moved
     drained: bool
     published: bool
     released: bool
@@ -80,15 +82,18 @@ async def hand_over(
     router.released()
     report = LeaveReport(
         chats=chats,
+        held=router.held,
         drained=not draining.cancelled_caught,
         published=not publishing.cancelled_caught,
         released=released,
         seconds=trio.current_time() - start,
     )
     log.info(
-        "cluster node %s left: %d chat actors drained, outbox %s, row %s, in %.3f s",
+        "cluster node %s left: %d chat actors drained, %d commands held, outbox %s, row %s,"
+        " in %.3f s",
         node.node_id,
         report.chats,
+        report.held,
         "published" if report.published else "left to others",
         "ended" if report.released else "not ended (it expires by itself)",
         report.seconds,
