@@ -35,6 +35,7 @@ from tests.cluster.test_failover import (
     Traffic,
     Watcher,
     assert_gapless_once,
+    largest_gap,
     lease_of,
     send_once,
     setup_chats,
@@ -229,6 +230,7 @@ async def test_sigterm_of_a_busy_owner_hands_its_chats_over_and_its_streams_resu
     gaps = takeover_gaps(traffic.acks, chats, termed)
     exact = sum(w.outcome == "exact" for w in on_leaver)
     retried = sum(a.attempts > 1 for a in traffic.acks)
+    delivery = max(largest_gap(w.arrivals, termed) for w in on_survivors)
     print(
         f"\nSIGTERM: {len(traffic.acks)} sends acknowledged, {retried} after a failed attempt;"
         f" failed attempts {dict(traffic.failures)}"
@@ -237,6 +239,7 @@ async def test_sigterm_of_a_busy_owner_hands_its_chats_over_and_its_streams_resu
         f"\n  the leave (actors drained, outbox published, row ended): {float(left.group(4)):.3f} s"
         f" with {int(left.group(1))} chat actors, {int(left.group(2))} forwarded commands held"
         f" until the release; the process exited {exited - termed:.2f} s after SIGTERM"
+        f"\n  survivors' streams: longest delivery gap after SIGTERM {delivery:.3f} s"
         f"\n  leaver's streams: {len(on_leaver)} got the hint (SSE retry:, WS 1012);"
         f" {exact} exact resumes, {len(on_leaver) - exact} resyncs"
     )
