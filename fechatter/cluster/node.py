@@ -149,13 +149,13 @@ class ClusterNode:
         return await self._release()
 
     async def _release(self) -> bool:
-        if self.released:
+        if self.released:  # answered once; a failed release is tried again on exit
             return False
-        self.released = True
         ended = False
         with trio.move_on_after(RELEASE_CEILING, shield=True) as scope:
             try:
                 ended = await self.store.release_node(self.node_id)
+                self.released = True
             except Unavailable as exc:
                 log.warning("cluster node %s: release failed: %s", self.node_id, exc)
         if scope.cancelled_caught:
