@@ -1,8 +1,11 @@
 """``serve(settings)``: storage ⊃ actor system ⊃ listeners, nested by lifetime.
 
 Shutdown (the ``shutdown`` event, set by SIGINT/SIGTERM in the CLI) stops the listeners from
-accepting, lets in-flight requests finish within ``shutdown_grace`` seconds, then stops the
-actors (a commit already handed to storage completes) and closes storage.
+accepting and closes every open stream (WebSocket 1001 in one process; in a cluster the
+reconnect hint of SPEC §10: WebSocket 1012, SSE ``retry:`` then the end), lets in-flight
+requests finish within ``shutdown_grace`` seconds, then — in a cluster — hands the node's
+chats over (``fechatter.cluster.leave``: actors drained, outbox published, row ended), then
+stops the actors (a commit already handed to storage completes) and closes storage.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
 from fechatter.auth import Authenticator
 from fechatter.bus import open_nats_bus
+from fechatter.close_reasons import CloseReason
+from fechatter.cluster.leave import hand_over
 from fechatter.cluster.node import ClusterNode, open_cluster_node, serve_rate_share
 from fechatter.cluster.router import ChatRouter, open_chat_router
 from fechatter.cluster.wiring import ClusterEvents, open_cluster_events
@@ -57,6 +62,9 @@ from fechatter.throttle import AuthThrottle
 log = logging.getLogger(__name__)
 
 MAX_API_HEAD_BYTES = 16 * 1024
+# Shutdown: seconds the open streams get to write their close (each waits ≤ 1 s for a peer
+# that reads nothing); then the listener is cancelled.
+STREAMS_CLOSE_CEILING = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +153,11 @@ async def open_router(
     publisher, event router) for the block; None in one process, where the ``Directory``
     takes the commands and the ``UserHub`` the events itself.
 
-    Stop order (the listeners have already stopped): event wiring (no new routing, the
-    router's subscriptions end, the publisher drains ≤ 2 s), then the inbox, then (in
-    ``open_cluster``) the node row is released, then the actors stop."""
+    Stop order (the listeners have already stopped, the streams are closed): the graceful
+    leave (``hand_over``: actors drained, outbox published, node row ended, held commands
+    answered ``chat_moved``), then the event wiring (no new routing, the router's
+    subscriptions end), then the inbox, then (in ``open_cluster``) the bus closes, then the
+    actors stop. An error in the block skips the leave (the row is still ended on exit)."""
     if cluster is None:
         yield None
         return
@@ -163,6 +173,7 @@ async def open_router(
         ) as wiring,
     ):
         yield router, wiring
+        await hand_over(cluster, router, system.directory, wiring.publisher)
 
 
 async def check_connection_budget(storage: PostgresStorage, node: ClusterNode) -> None:
@@ -398,6 +409,12 @@ async def serve(
                     ServerInfo(binds[0], rt_url, system, stats, node_id, cluster, router, wiring)
                 )
                 await shutdown.wait()
+                # Streams close first, with the hint (the HTTP listener drains meanwhile).
+                rt_ctx.streams.close_all(
+                    CloseReason.GOING_AWAY if cluster is None else CloseReason.SERVICE_RESTART
+                )
+                with trio.move_on_after(STREAMS_CLOSE_CEILING):
+                    await rt_ctx.streams.wait_closed()
                 realtime.cancel()
                 background.cancel()
                 sharing.cancel()

@@ -16,6 +16,7 @@ import enum
 # RFC 6455 §7.4.1 and the application range 4000-4999 (ours).
 NORMAL = 1000
 GOING_AWAY = 1001
+SERVICE_RESTART = 1012  # IANA registry: "Service Restart"; a cluster node leaves (SPEC §10)
 PROTOCOL_ERROR = 1002
 ABNORMAL = 1006  # reserved: "closed without a close frame"; never written to the wire
 INVALID_DATA = 1007
@@ -33,6 +34,9 @@ class CloseReason(enum.Enum):
     TOKEN_EXPIRED = ("token expired", UNAUTHORIZED)
     TOKEN_REVOKED = ("token revoked", UNAUTHORIZED)
     GOING_AWAY = ("server shutting down", GOING_AWAY)
+    # Cluster: this node leaves gracefully; reconnect (to another node) with the last event
+    # id. SSE gets a ``retry:`` field before the end of the stream (SPEC §10).
+    SERVICE_RESTART = ("service restart", SERVICE_RESTART)
     CLOSED_BY_PEER = ("closed by peer", NORMAL)  # the peer's own close code is echoed
     PROTOCOL_ERROR = ("protocol error", PROTOCOL_ERROR)
     INVALID_DATA = ("protocol error", INVALID_DATA)  # a text frame that is not UTF-8

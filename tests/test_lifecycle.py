@@ -17,7 +17,8 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
-from tests.conftest import Api, User, make_chat, make_workspace
+from tests.conftest import Api, User, make_chat, make_settings, make_workspace
+from tests.realtime.clients import RawWs, SseClient
 from tests.serverlog import problems_in_text
 
 
@@ -78,6 +79,35 @@ async def test_shutdown_with_sends_in_flight_loses_no_acknowledged_message(
             shutdown.set()
     assert set(acked) <= {m["id"] for m in stored}
     assert sorted(m["seq"] for m in stored) == list(range(1, len(stored) + 1))
+
+
+async def test_one_process_shutdown_closes_streams_going_away_without_a_retry_hint(
+    tmp_path: Path,
+) -> None:
+    """One process keeps its shutdown close (docs/api.md "Graceful stop"): WebSocket 1001
+    "server shutting down", SSE just ends — the cluster's reconnect hint (1012, ``retry:``)
+    is for a node whose chats another node serves at once."""
+    settings = make_settings(tmp_path)  # one process, whatever the suite mode
+    with trio.fail_after(30):
+        async with trio.open_nursery() as server_nursery:
+            shutdown = trio.Event()
+            info: ServerInfo = await server_nursery.start(serve, settings, shutdown)
+            async with httpx.AsyncClient(base_url=info.api_url, timeout=10) as client:
+                user = await Api(client).signup()
+            sse = await SseClient.connect(info.realtime_url, user.api.token)
+            ws = await RawWs.connect(info.realtime_url, user.api.token)
+            try:
+                assert (await sse.next_event()).event == "ready"
+                assert (await ws.next_message())["event"] == "ready"
+                shutdown.set()
+                assert await sse.read_to_eof() == b""
+                assert sse.retry is None
+                assert await ws.until_closed() == []
+                assert ws.closed is not None
+                assert (ws.closed.code, ws.closed.reason) == (1001, "server shutting down")
+            finally:
+                await sse.aclose()
+                await ws.aclose()
 
 
 CHECKOUT = str(Path(__file__).resolve().parent.parent)

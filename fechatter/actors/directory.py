@@ -108,6 +108,7 @@ class Directory:
         self.config = config or DirectoryConfig()
         self._slots: dict[int, _Slot] = {}
         self._restarts = 0
+        self._emptied = trio.Event()  # set (and replaced) when the last actor stops
         # Cluster mode only (set by the ChatRouter for its lifetime); None: writes go to
         # ``storage`` unfenced, as in one process.
         self.activate: Activate | None = None
@@ -129,6 +130,13 @@ class Directory:
                 slot.retired = ChatMoved(why)
             if slot.idle is not None:
                 slot.idle.cancel()
+
+    async def wait_empty(self) -> None:
+        """Return once no actor runs (cluster graceful leave, after ``retire_all``: every
+        batch in progress has committed and been answered). Bound it with
+        ``trio.move_on_after``."""
+        while self._slots:
+            await self._emptied.wait()
 
     async def call(self, chat_id: int, command: Command[R]) -> R:
         """Send a command to the chat's actor and wait for its answer (the command's ``R``).
@@ -216,6 +224,9 @@ class Directory:
             # No await from here on: nothing can enqueue between the checks and the close.
             if self._slots.get(slot.chat_id) is slot:
                 del self._slots[slot.chat_id]
+                if not self._slots:
+                    self._emptied.set()
+                    self._emptied = trio.Event()
             if not slot.ready.is_set():
                 slot.error = final
                 slot.ready.set()

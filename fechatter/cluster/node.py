@@ -80,6 +80,9 @@ class ClusterNode:
         self.node_id = make_id(boot)
         self.nodes: tuple[str, ...] = (self.node_id,)
         self.self_fenced = False
+        # Graceful leave (``leave``): no more beats, no self-fence, the row ended.
+        self.leaving = False
+        self.released = False
         self.beats = 0  # confirmed beats since start
         self._confirmed_sent = trio.current_time()  # send time of the last confirmed beat
         self._confirmed = trio.Event()  # set (and replaced) at each confirmed beat
@@ -110,6 +113,8 @@ class ClusterNode:
             return f"NATS is {self.bus.state.value}"
         if self.self_fenced:
             return "this node has fenced itself: its heartbeat is not confirmed"
+        if self.leaving:
+            return "this node is leaving the cluster"
         return None
 
     def halt_heartbeat(self) -> None:
@@ -133,7 +138,33 @@ class ClusterNode:
         self._confirmed.set()
         self._confirmed = trio.Event()
 
+    async def leave(self) -> bool:
+        """Graceful leave (docs/cluster.md §3 "Handover"): stop beating (and never fence
+        from here on: the silence is deliberate), then end this node's row at once, so its
+        leases are takeable now rather than after the TTL. Bounded by ``RELEASE_CEILING``
+        seconds and shielded; returns whether the row was ended here (False: it had expired
+        already, or the release failed and is logged — the row then expires by itself)."""
+        self.leaving = True
+        self._heartbeat.cancel()
+        return await self._release()
+
+    async def _release(self) -> bool:
+        if self.released:  # answered once; a failed release is tried again on exit
+            return False
+        ended = False
+        with trio.move_on_after(RELEASE_CEILING, shield=True) as scope:
+            try:
+                ended = await self.store.release_node(self.node_id)
+                self.released = True
+            except Unavailable as exc:
+                log.warning("cluster node %s: release failed: %s", self.node_id, exc)
+        if scope.cancelled_caught:
+            log.warning("cluster node %s: release took over %ss", self.node_id, RELEASE_CEILING)
+        return ended
+
     def _fence(self, why: str) -> None:
+        if self.leaving:  # beats stopped on purpose; the row is being released
+            return
         if not self.self_fenced:
             self.self_fenced = True
             log.warning("cluster node %s fenced itself: %s", self.node_id, why)
@@ -222,13 +253,7 @@ async def open_cluster_node(
             finally:
                 nursery.cancel_scope.cancel()
     finally:
-        with trio.move_on_after(RELEASE_CEILING, shield=True) as scope:
-            try:
-                await store.release_node(node.node_id)
-            except Unavailable as exc:
-                log.warning("cluster node %s: release failed: %s", node.node_id, exc)
-        if scope.cancelled_caught:
-            log.warning("cluster node %s: release took over %ss", node.node_id, RELEASE_CEILING)
+        await node._release()  # at once if ``leave`` released it already
 
 
 def rate_share(rate: float, burst: int, nodes: int) -> tuple[float, int]:

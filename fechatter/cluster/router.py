@@ -48,7 +48,7 @@ import trio
 
 from fechatter.actors.commands import Command, Typing
 from fechatter.actors.directory import Directory
-from fechatter.bus import Bus, BusState, Gap, Message, NoResponders
+from fechatter.bus import Bus, BusState, Gap, Message, NoResponders, Subscription
 from fechatter.cluster import codec
 from fechatter.cluster.node import ClusterNode
 from fechatter.errors import (
@@ -76,6 +76,11 @@ INBOX_BUFFER = 1024
 INBOX_CONCURRENCY = 256
 # Owner cache bound: past it the oldest entry is dropped (it is re-resolved on next use).
 OWNER_CACHE_MAX = 100_000
+# Graceful leave: a forwarded command that reaches the leaving node is held until the node's
+# row is ended, then answered ``chat_moved`` — at most this long, and HOLD_MARGIN before its
+# deadline, so the answer arrives within the sender's request timeout (REQUEST_CEILING).
+HOLD_CEILING = REQUEST_CEILING - 1.0
+HOLD_MARGIN = 0.5
 
 
 def inbox_subject(prefix: str, node_id: str) -> str:
@@ -145,6 +150,13 @@ class ChatRouter:
         # node's actor committed so far for the chat are stored (bounded); a write is
         # answered after it, as one process answers after publishing.
         self.published: Callable[[int], Awaitable[None]] | None = None
+        # Graceful leave (``begin_leave`` … ``released``): this node takes no chat any more;
+        # commands it still gets wait for the release, then go to the new owners.
+        self.leaving = False
+        self._released = trio.Event()
+        self._any_sub: Subscription | None = None  # serve_any's, once subscribed
+        self.held = 0  # commands held until the release (tests, logs)
+        self._held_more = trio.Event()  # set (and replaced) at each hold
         directory.activate = self._activate
 
     # -- owners ---------------------------------------------------------------------------
@@ -173,6 +185,8 @@ class ChatRouter:
         return owner
 
     async def _resolve(self, chat_id: int) -> Owner:
+        if self.leaving:
+            return await self._resolve_leaving(chat_id)
         cached = self._owners.get(chat_id)
         if cached is not None:
             if cached.node_id == self._node.node_id or cached.node_id in self._node.nodes:
@@ -191,12 +205,64 @@ class ChatRouter:
         self._remember(chat_id, owner)
         return owner
 
+    async def _resolve_leaving(self, chat_id: int) -> Owner:
+        """A leaving node never acquires (after its release ``acquire_chat`` would hand it
+        its own chats back): it waits for the release (bounded by the call's deadline),
+        then reads the lease like a realtime node — a live owner elsewhere is forwarded
+        to, else ``cmd.any`` (which this node no longer serves) finds one."""
+        await self._released.wait()
+        owner = await self._store.lease(chat_id)
+        me = self._node.node_id
+        if owner is None or owner.node_id == me or owner.node_id not in self._node.nodes:
+            return ANY_OWNER
+        return owner
+
+    # -- graceful leave -----------------------------------------------------------------
+    async def begin_leave(self) -> None:
+        """The first step of a graceful leave (``fechatter.cluster.leave``): refuse every
+        activation, retire the running actors — a batch in progress commits and is
+        answered; calls queued behind it fail ``ChatMoved`` unrun — and stop taking
+        ``cmd.any`` requests (those taken finish). From here, a command reaching this node
+        (its inbox, or a local call) waits for ``released`` and then goes to the new owner.
+        The unsubscribe is bounded (2 s) and shielded; NATS unavailable → skipped."""
+        self.leaving = True
+        self._directory.retire_all("this node is leaving the cluster")
+        if self._any_sub is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(2.0), suppress(Unavailable):
+                await self._bus.unsubscribe(self._any_sub)
+
+    def released(self) -> None:
+        """The node's row is ended (its leases takeable by others): answer the held
+        commands (``chat_moved``: their senders re-resolve to the new owners)."""
+        self._released.set()
+
+    async def wait_held(self, count: int) -> None:
+        """Return once ``count`` commands have been held by the leave (tests; bound it with
+        ``trio.fail_after``)."""
+        while self.held < count:
+            await self._held_more.wait()
+
+    async def _hold(self, deadline: float) -> None:
+        """While leaving: wait for the release, at most until ``deadline`` (wall clock) less
+        ``HOLD_MARGIN`` and at most ``HOLD_CEILING`` seconds — within the sender's own
+        request timeout, so it reads our ``chat_moved`` rather than timing out."""
+        if self._released.is_set():
+            return
+        self.held += 1
+        self._held_more.set()
+        self._held_more = trio.Event()
+        limit = min(HOLD_CEILING, deadline - time.time() - HOLD_MARGIN)
+        with trio.move_on_after(max(0.0, limit)):
+            await self._released.wait()
+
     async def _activate(self, chat_id: int) -> ChatStore:
         """``Directory.activate``: take (or confirm) the lease, then the fenced writes.
         Raises ``ChatMoved`` when another live node holds it, this node is fenced or owns no
         chats (role realtime), ``NotFound`` when there is no such chat."""
         if not self.owns_chats:
             raise ChatMoved("a realtime node owns no chats")
+        if self.leaving:
+            raise ChatMoved("this node is leaving the cluster")
         if self._node.self_fenced:
             raise ChatMoved("this node has fenced itself")
         me = self._node.node_id
@@ -356,6 +422,9 @@ class ChatRouter:
         try:
             async with trio.open_nursery() as nursery:
                 task_status.started()
+                self._any_sub = sub
+                # ``begin_leave`` unsubscribes: the loop ends after the buffered requests,
+                # the nursery after those running.
                 async for item in sub:
                     if isinstance(item, Gap):
                         log.warning("%s dropped %d requests", subject, item.dropped)
@@ -427,6 +496,8 @@ class ChatRouter:
                 raise _unavailable()
             if self._node.self_fenced:
                 raise ChatMoved("this node has fenced itself")
+            if self.leaving and not any_node:
+                raise ChatMoved("this node is leaving the cluster")
             with trio.move_on_after(remaining):
                 if any_node:
                     value = await self.call(request.chat_id, request.command)
@@ -437,6 +508,8 @@ class ChatRouter:
         except FechatterError as exc:
             if isinstance(exc, ChatMoved):
                 self._owners.pop(request.chat_id, None)
+                if self.leaving:  # answered once the chat is takeable: no refusal loop
+                    await self._hold(request.deadline)
             return codec.encode_error(exc, v=request.v)
 
 

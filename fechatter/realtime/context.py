@@ -13,7 +13,7 @@ from fechatter.config import Settings
 from fechatter.domain.messages import Messages
 from fechatter.events import READY, Event
 from fechatter.metrics import RealtimeStats
-from fechatter.realtime.stream import StreamLimits
+from fechatter.realtime.stream import OpenStreams, StreamLimits
 from fechatter.security import TokenGuard
 
 
@@ -27,6 +27,8 @@ class RealtimeContext:
     origins: frozenset[str]  # browser origins allowed to open streams (exact match)
     guard: TokenGuard
     stats: RealtimeStats = field(default_factory=RealtimeStats)
+    # The open streams, for the graceful stop (``OpenStreams.close_all``).
+    streams: OpenStreams = field(default_factory=OpenStreams)
 
     def ready_event(self, position: str, user_id: int, connection_id: int) -> Event:
         """The first event of every stream; its id is where a reconnect resumes from."""

@@ -87,7 +87,9 @@ async def serve_realtime(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept stream connections on ``sock`` until cancelled; closes ``sock`` at the end."""
+    """Accept stream connections on ``sock`` until cancelled or until
+    ``ctx.streams.close_all`` (then ``sock`` closes at once and this returns when the open
+    connections have ended); closes ``sock`` at the end."""
     settings = ctx.settings
     gate = Gate(
         ctx.stats,
@@ -99,27 +101,41 @@ async def serve_realtime(
     try:
         async with trio.open_nursery() as nursery:
             task_status.started()
-            while True:
-                await trio.lowlevel.wait_readable(sock)
-                try:
-                    conn, _ = sock.accept()
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.warning("realtime accept failed (%s); backing off", exc)
-                        await trio.sleep(0.1)  # back-off while descriptors are exhausted
-                        continue
-                    raise
-                ctx.stats.accepted += 1
-                _tune(ctx, conn)
-                ctx.stats.active += 1
-                nursery.start_soon(
-                    _serve_connection, ctx, gate, gate.accept(trio.current_time()), conn
-                )
+            with ctx.streams.accepting:  # ``OpenStreams.close_all`` ends accepting
+                await _accept(ctx, gate, sock, nursery)
+            # Stopping: no new connection (refused by the kernel from here); the open ones
+            # end in the nursery, each writing its close.
+            _close_listener(sock)
     finally:
+        _close_listener(sock)
+
+
+def _close_listener(sock: socket.socket) -> None:
+    if sock.fileno() != -1:
         trio.lowlevel.notify_closing(sock)
         sock.close()
+
+
+async def _accept(
+    ctx: RealtimeContext, gate: Gate, sock: socket.socket, nursery: trio.Nursery
+) -> None:
+    """Accept connections into ``nursery`` until cancelled (never returns otherwise)."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            conn, _ = sock.accept()
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                log.warning("realtime accept failed (%s); backing off", exc)
+                await trio.sleep(0.1)  # back-off while descriptors are exhausted
+                continue
+            raise
+        ctx.stats.accepted += 1
+        _tune(ctx, conn)
+        ctx.stats.active += 1
+        nursery.start_soon(_serve_connection, ctx, gate, gate.accept(trio.current_time()), conn)
 
 
 def _tune(ctx: RealtimeContext, conn: socket.socket) -> None:

@@ -8,6 +8,7 @@ its stream to be failed by the fan-out (slow consumer, token revoked).
 
 from __future__ import annotations
 
+import random
 import socket
 
 import trio
@@ -22,6 +23,19 @@ from fechatter.realtime.protocol.timers import Due, Timers
 from fechatter.realtime.stream import Stream, Transport
 
 PING = b": ping\n\n"
+# A leaving cluster node's reconnect hint (SPEC §10): ``retry: <ms>``, then the end of the
+# stream. The delay is spread per stream over [RETRY_MIN_MS, RETRY_MIN_MS + RETRY_SPREAD_MS)
+# so a node's streams do not all reconnect in the same instant.
+RETRY_MIN_MS = 500
+RETRY_SPREAD_MS = 1000
+# The hint's write gets this long (a peer that reads nothing does not hold the stop).
+FINAL_PATIENCE = 1.0
+
+
+def retry_field() -> bytes:
+    """SSE's reconnect hint: a block with only a ``retry`` field (it dispatches no event;
+    an ``EventSource`` waits that many milliseconds before it reconnects)."""
+    return b"retry: %d\n\n" % (RETRY_MIN_MS + random.randrange(RETRY_SPREAD_MS))
 
 
 def opening(ctx: RealtimeContext, stream: Stream, attached: Attached, head: bytes) -> bytes:
@@ -72,8 +86,12 @@ async def serve_sse(
             reason = await _run(ctx, stream, claims, opening(ctx, stream, attached, head))
             if reason is CloseReason.SLOW_CONSUMER:
                 ctx.stats.slow_consumers += 1
+            elif reason is CloseReason.SERVICE_RESTART:
+                with trio.move_on_after(FINAL_PATIENCE):
+                    await stream.send_final(retry_field(), reason)
             return reason
         finally:
+            ctx.streams.discard(stream)
             ctx.hub.detach(stream)
             nursery.cancel_scope.cancel()
 
@@ -83,6 +101,7 @@ async def _run(
 ) -> CloseReason:
     sock = stream.sock
     await stream.prime(first)
+    ctx.streams.add(stream)  # from here a graceful stop closes it (``close_all``)
     timers = Timers(
         trio.current_time(), ctx.settings.heartbeat_interval, ctx.expiry_deadline(claims.expires_at)
     )

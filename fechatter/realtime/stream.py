@@ -187,3 +187,53 @@ class Stream:
         await self._stop_writer()
         self.outbox.finish(data, reason)
         await self.flush()
+
+
+class OpenStreams:
+    """The listener's streams while they run, so a stopping server can close each one with
+    the reason it chooses (``close_all``): WebSocket close 1001 in one process, 1012 plus
+    SSE ``retry:`` when a cluster node leaves (SPEC §10; docs/api.md "Graceful stop").
+
+    ``accepting`` is the listener's accept loop: ``close_all`` cancels it first, so no new
+    connection is taken while the streams close. Bounded by the listener's own budgets (one
+    entry per admitted stream)."""
+
+    def __init__(self) -> None:
+        self._streams: set[Stream] = set()
+        self.closing: CloseReason | None = None  # set once by ``close_all``
+        self.accepting = trio.CancelScope()
+        self._emptied = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def add(self, stream: Stream) -> None:
+        """Track a stream whose opening bytes are out; one opened after ``close_all`` is
+        failed with the closing reason at once."""
+        self._streams.add(stream)
+        if self.closing is not None:
+            stream.fail(self.closing)
+
+    def discard(self, stream: Stream) -> None:
+        """Forget a stream that ended."""
+        self._streams.discard(stream)
+        if not self._streams:
+            self._emptied.set()
+            self._emptied = trio.Event()
+
+    def close_all(self, reason: CloseReason) -> int:
+        """Stop accepting and fail every stream with ``reason`` (each connection's task then
+        writes its close: the WebSocket close frame, or SSE's last bytes). Returns how many
+        streams were told."""
+        self.closing = reason
+        self.accepting.cancel()
+        streams = list(self._streams)
+        for stream in streams:
+            stream.fail(reason)
+        return len(streams)
+
+    async def wait_closed(self) -> None:
+        """Return once no stream is open (call after ``close_all``; bound it with
+        ``trio.move_on_after``: a peer that reads nothing holds its close ≤ 1 s)."""
+        while self._streams:
+            await self._emptied.wait()

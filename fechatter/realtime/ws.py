@@ -79,12 +79,15 @@ class WsSession:
             attached = ctx.hub.attach(stream, last_event_id, prepared)
             try:
                 await stream.prime(opening(ctx, stream, attached, accept))
+                ctx.streams.add(stream)  # from here a graceful stop closes it (close_all)
                 return await self._serve(stream, trailing)
             except trio.Cancelled:
+                reason = ctx.streams.closing or CloseReason.GOING_AWAY
                 with trio.CancelScope(shield=True):
-                    await self._send_close(stream, CloseReason.GOING_AWAY, CLOSE_PATIENCE)
+                    await self._send_close(stream, reason, CLOSE_PATIENCE)
                 raise
             finally:
+                ctx.streams.discard(stream)
                 ctx.hub.detach(stream)
                 nursery.cancel_scope.cancel()
 

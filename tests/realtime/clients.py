@@ -75,6 +75,7 @@ class SseClient:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.comments: list[str] = []
+        self.retry: int | None = None  # the last ``retry:`` field (milliseconds), if any
         self.eof = False
 
     @classmethod
@@ -140,6 +141,8 @@ class SseClient:
                 name, _, value = line.partition(": ")
                 assert name not in fields, f"repeated field {name} in {block!r}"
                 fields[name] = value
+            if "retry" in fields:  # the reconnection time: dispatches no event by itself
+                self.retry = int(fields.pop("retry"))
             if not fields:
                 continue
             return Received(fields.get("id"), fields["event"], json.loads(fields["data"]))
