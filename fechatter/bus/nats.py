@@ -137,7 +137,8 @@ class _Bridge:
             self.soon(self._drain, sub, pending)
 
     def gap(self, sub: Subscription, dropped: int) -> None:
-        """``dropped`` messages of ``sub`` were lost before ``deliver`` (asyncio thread)."""
+        """``dropped`` messages of ``sub`` were lost before ``deliver`` (asyncio thread);
+        0: the connection was lost (``Subscription.connection_lost``)."""
         pending = self._queue(sub)
         pending.append(_Lost(dropped))  # in order with the messages queued before it
         if len(pending) == 1:
@@ -154,7 +155,10 @@ class _Bridge:
         while pending:
             item = pending[0]
             if isinstance(item, _Lost):
-                sub._mark_gap(item.count)
+                if item.count:
+                    sub._mark_gap(item.count)
+                else:  # the connection was lost (``_on_disconnected``)
+                    sub.connection_lost()
             else:
                 sub._offer(item)
             pending.popleft()
@@ -242,6 +246,13 @@ class NatsBus:
             await self._state_changed.wait()
 
     async def _on_disconnected(self) -> None:
+        if not self._nc.is_closed:
+            # Whatever is published until the reconnect never reaches our subscriptions (core
+            # NATS does not replay): a Gap(0) in each, after everything the old connection
+            # read, before anything the new one will (docs/cluster.md §4 R2). Consumers that
+            # can re-read (chat events from JetStream, notices from PostgreSQL) catch up.
+            for sub in list(self._subs.values()):
+                self._bridge.gap(sub, 0)
         self._bridge.soon(
             self._set_state, BusState.CLOSED if self._nc.is_closed else BusState.RECONNECTING
         )
