@@ -225,6 +225,7 @@ class NatsBus:
         self._state_changed = trio.Event()
         self._subs: dict[int, Subscription] = {}  # nats sid → ours (for slow-consumer gaps)
         self._nats_subs: dict[int, Any] = {}
+        self._failed_reconnects = 0  # in the current outage (asyncio thread only)
         # Messages our callback handed to the bridge, per nats sid (asyncio thread only).
         self._handed: dict[int, list[int]] = {}
 
@@ -258,6 +259,9 @@ class NatsBus:
         )
 
     async def _on_reconnected(self) -> None:
+        if self._failed_reconnects:
+            log.info("nats reconnected after %d failed attempts", self._failed_reconnects)
+        self._failed_reconnects = 0
         self._bridge.soon(self._set_state, BusState.CONNECTED)
 
     async def _on_closed(self) -> None:
@@ -268,6 +272,18 @@ class NatsBus:
             sub = self._subs.get(exc.sub._id)
             if sub is not None:
                 self._bridge.gap(sub, 1)
+            return
+        if self._nc.is_reconnecting:
+            # One warning per outage, not one per attempt (every RECONNECT_WAIT seconds).
+            self._failed_reconnects += 1
+            if self._failed_reconnects > 1:
+                log.debug("nats reconnect failed: %r", exc)
+                return
+            log.warning(
+                "nats reconnect failed: %r; retrying every %gs (logged at DEBUG until back)",
+                exc,
+                RECONNECT_WAIT,
+            )
             return
         log.warning("nats client error: %r", exc)
 

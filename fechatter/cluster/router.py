@@ -331,7 +331,10 @@ class ChatRouter:
                         started = True
                     async for item in sub:
                         if isinstance(item, Gap):
-                            log.warning("inbox of %s dropped %d requests", node_id, item.dropped)
+                            if item.dropped:  # 0: the connection was lost (the bus logs it)
+                                log.warning(
+                                    "inbox of %s dropped %d requests", node_id, item.dropped
+                                )
                             continue
                         if not item.reply:
                             continue
@@ -358,7 +361,8 @@ class ChatRouter:
                 task_status.started()
                 async for item in sub:
                     if isinstance(item, Gap):
-                        log.warning("%s dropped %d requests", subject, item.dropped)
+                        if item.dropped:  # 0: the connection was lost (the bus logs it)
+                            log.warning("%s dropped %d requests", subject, item.dropped)
                         continue
                     if not item.reply:
                         continue
