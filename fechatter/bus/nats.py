@@ -273,7 +273,14 @@ class NatsBus:
             if sub is not None:
                 self._bridge.gap(sub, 1)
             return
-        if self._nc.is_reconnecting:
+        if not self._nc.is_connected:  # an attempt to (re)connect failed
+            # nats-py replaces the transport of an attempt that failed after the TCP connect
+            # (the server closed it during the handshake) without closing it: its StreamWriter
+            # would warn when collected (ResourceWarning, at any later moment). Close it now;
+            # closing a closed transport does nothing.
+            transport = self._nc._transport
+            if transport is not None:
+                transport.close()  # type: ignore[no-untyped-call]
             # One warning per outage, not one per attempt (every RECONNECT_WAIT seconds).
             self._failed_reconnects += 1
             if self._failed_reconnects > 1:

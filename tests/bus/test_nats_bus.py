@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import itertools
 import subprocess
 import sys
@@ -227,6 +228,29 @@ async def test_server_outage_raises_unavailable_then_reconnects() -> None:
                 assert got.payload == b"back"
                 assert sub.statistics().gaps == 1
             assert live.state is BusState.CLOSED
+    finally:
+        server.stop_and_remove()
+
+
+async def test_a_reconnect_refused_during_the_handshake_leaves_no_unclosed_connection() -> None:
+    server = NatsServer.create()
+    try:
+        with trio.fail_after(3 * CEILING):
+            async with open_nats_bus(server.url, op_timeout=1.0) as live:
+                server.stop()
+                await live.wait_state(BusState.RECONNECTING)
+                # On the server's port, something that accepts and hangs up at once: nats-py's
+                # attempts connect, then fail in the handshake (UnexpectedEOF).
+                (listener,) = await trio.open_tcp_listeners(server.port, host="127.0.0.1")
+                for _ in range(3):
+                    conn = await listener.accept()
+                    await conn.aclose()
+                await listener.aclose()
+                server.start()
+                await live.wait_state(BusState.CONNECTED)
+        # Each failed attempt's connection was closed: collecting it warns of nothing
+        # (filterwarnings = error turns a ResourceWarning here into a failure).
+        gc.collect()
     finally:
         server.stop_and_remove()
 
