@@ -51,7 +51,9 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Messages were dropped here: ``dropped`` of them (≥ 1) after the previous item.
+    """Messages were dropped here: ``dropped`` of them (≥ 1) after the previous item, or
+    ``dropped`` 0: the connection was lost here, so whatever was published until it came
+    back never arrived (how many is unknown; ``Subscription.connection_lost``).
 
     The consumer must re-read from its log from the last message it processed; messages
     after the gap may repeat what it re-reads (drop them by sequence).
@@ -97,6 +99,9 @@ class SubscriptionStatistics:
     delivered: int  # messages handed to the consumer
     gaps: int  # Gap items produced so far
     dropped: int  # messages dropped in all gaps
+
+
+_CONNECTION_LOST = Gap(0)  # the marker ``Subscription.connection_lost`` queues
 
 
 class Subscription:
@@ -152,6 +157,20 @@ class Subscription:
             self._count += 1
         self._in_gap += dropped
 
+    def connection_lost(self) -> None:
+        """The backend's connection was lost (called on the trio thread): a ``Gap(0)`` goes
+        after the messages waiting, before any the next connection brings. Unlike a drop it
+        drops nothing after it: it takes one buffer slot. A gap already waiting covers it;
+        a full buffer makes it a drop of one (the marker then reports the later drops too)."""
+        if self._closed or self._in_gap:  # a waiting gap marker covers it
+            return
+        if self._count >= self.buffer:  # full: the marker must be a drop marker
+            self._mark_gap(1)
+            return
+        self._gaps += 1
+        self._count += 1
+        self._send.send_nowait(_CONNECTION_LOST)
+
     def _close(self) -> None:
         self._closed = True
         self._send.close()
@@ -162,6 +181,8 @@ class Subscription:
         item = await self._receive.receive()
         self._count -= 1
         self._taken += 1
+        if item is _CONNECTION_LOST:
+            return item
         if isinstance(item, Gap):
             dropped, self._in_gap = self._in_gap, 0
             return Gap(dropped)

@@ -137,7 +137,8 @@ class _Bridge:
             self.soon(self._drain, sub, pending)
 
     def gap(self, sub: Subscription, dropped: int) -> None:
-        """``dropped`` messages of ``sub`` were lost before ``deliver`` (asyncio thread)."""
+        """``dropped`` messages of ``sub`` were lost before ``deliver`` (asyncio thread);
+        0: the connection was lost (``Subscription.connection_lost``)."""
         pending = self._queue(sub)
         pending.append(_Lost(dropped))  # in order with the messages queued before it
         if len(pending) == 1:
@@ -154,7 +155,10 @@ class _Bridge:
         while pending:
             item = pending[0]
             if isinstance(item, _Lost):
-                sub._mark_gap(item.count)
+                if item.count:
+                    sub._mark_gap(item.count)
+                else:  # the connection was lost (``_on_disconnected``)
+                    sub.connection_lost()
             else:
                 sub._offer(item)
             pending.popleft()
@@ -221,6 +225,7 @@ class NatsBus:
         self._state_changed = trio.Event()
         self._subs: dict[int, Subscription] = {}  # nats sid → ours (for slow-consumer gaps)
         self._nats_subs: dict[int, Any] = {}
+        self._failed_reconnects = 0  # in the current outage (asyncio thread only)
         # Messages our callback handed to the bridge, per nats sid (asyncio thread only).
         self._handed: dict[int, list[int]] = {}
 
@@ -242,11 +247,21 @@ class NatsBus:
             await self._state_changed.wait()
 
     async def _on_disconnected(self) -> None:
+        if not self._nc.is_closed:
+            # Whatever is published until the reconnect never reaches our subscriptions (core
+            # NATS does not replay): a Gap(0) in each, after everything the old connection
+            # read, before anything the new one will (docs/cluster.md §4 R2). Consumers that
+            # can re-read (chat events from JetStream, notices from PostgreSQL) catch up.
+            for sub in list(self._subs.values()):
+                self._bridge.gap(sub, 0)
         self._bridge.soon(
             self._set_state, BusState.CLOSED if self._nc.is_closed else BusState.RECONNECTING
         )
 
     async def _on_reconnected(self) -> None:
+        if self._failed_reconnects:
+            log.info("nats reconnected after %d failed attempts", self._failed_reconnects)
+        self._failed_reconnects = 0
         self._bridge.soon(self._set_state, BusState.CONNECTED)
 
     async def _on_closed(self) -> None:
@@ -257,6 +272,25 @@ class NatsBus:
             sub = self._subs.get(exc.sub._id)
             if sub is not None:
                 self._bridge.gap(sub, 1)
+            return
+        if not self._nc.is_connected:  # an attempt to (re)connect failed
+            # nats-py replaces the transport of an attempt that failed after the TCP connect
+            # (the server closed it during the handshake) without closing it: its StreamWriter
+            # would warn when collected (ResourceWarning, at any later moment). Close it now;
+            # closing a closed transport does nothing.
+            transport = self._nc._transport
+            if transport is not None:
+                transport.close()  # type: ignore[no-untyped-call]
+            # One warning per outage, not one per attempt (every RECONNECT_WAIT seconds).
+            self._failed_reconnects += 1
+            if self._failed_reconnects > 1:
+                log.debug("nats reconnect failed: %r", exc)
+                return
+            log.warning(
+                "nats reconnect failed: %r; retrying every %gs (logged at DEBUG until back)",
+                exc,
+                RECONNECT_WAIT,
+            )
             return
         log.warning("nats client error: %r", exc)
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from fechatter.bus.base import Bus, Gap, Message, Subscription
+from fechatter.bus.base import Bus, BusState, Gap, Message, Subscription
 from fechatter.errors import Unavailable
 from fechatter.events import CHAT_DELETED, MEMBER_ADDED, MEMBER_REMOVED, TYPING, Event
 
@@ -721,6 +721,11 @@ class EventRouter:
                         self._stream, subject, position, min(self._read_page, budget)
                     )
                 except Unavailable as exc:
+                    if self._bus.state is not BusState.CONNECTED:
+                        # A lost connection (its Gap started this catch-up; the bus logged
+                        # it): read as soon as it is back.
+                        await self._bus.wait_state(BusState.CONNECTED)
+                        continue
                     log.warning("reading chat %d from the log failed (%s)", chat.chat_id, exc)
                     await trio.sleep(delay)
                     delay = min(RETRY_MAX, delay * 2)

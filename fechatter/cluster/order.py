@@ -194,6 +194,9 @@ class Sequencer:
                 headers = item.headers or {}
                 with suppress(ValueError):
                     self.seen(int(headers.get(H_STREAM_SEQ, "0")))
+            else:  # a stored tick's copy may be lost (a lost connection): store another
+                self._tick_seq = 0
+                self._wake.set()
             self.progress()
 
     async def _release_forever(self) -> None:

@@ -397,7 +397,10 @@ class ChatRouter:
                         started = True
                     async for item in sub:
                         if isinstance(item, Gap):
-                            log.warning("inbox of %s dropped %d requests", node_id, item.dropped)
+                            if item.dropped:  # 0: the connection was lost (the bus logs it)
+                                log.warning(
+                                    "inbox of %s dropped %d requests", node_id, item.dropped
+                                )
                             continue
                         if not item.reply:
                             continue
@@ -427,7 +430,8 @@ class ChatRouter:
                 # the nursery after those running.
                 async for item in sub:
                     if isinstance(item, Gap):
-                        log.warning("%s dropped %d requests", subject, item.dropped)
+                        if item.dropped:  # 0: the connection was lost (the bus logs it)
+                            log.warning("%s dropped %d requests", subject, item.dropped)
                         continue
                     if not item.reply:
                         continue

@@ -234,7 +234,12 @@ class ClusterEvents:
                 async for item in sub:
                     if isinstance(item, Gap):
                         # A notice may be lost: re-read the user's chats (idempotent adds).
-                        log.warning("user %d: %d notices dropped", user_id, item.dropped)
+                        if self._bus.state is not BusState.CONNECTED:
+                            # The connection was lost (the bus logged it): notices published
+                            # until it is back are lost too, so re-read once it is.
+                            await self._bus.wait_state(BusState.CONNECTED)
+                        else:
+                            log.warning("user %d: %d notices dropped", user_id, item.dropped)
                         with suppress(Unavailable):
                             await self._position(user_id, arrival)
                     else:

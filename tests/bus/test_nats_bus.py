@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import itertools
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from fechatter.bus import (
     RequestTimeout,
     open_nats_bus,
 )
+from fechatter.bus.base import Subscription
 from fechatter.errors import Unavailable
 from tests.nats import NatsServer
 
@@ -180,6 +182,28 @@ async def test_a_full_buffer_becomes_a_gap_never_a_silent_loss(bus: NatsBus) -> 
     assert (final.delivered, final.dropped, final.gaps) == (6, 7, 1)
 
 
+async def test_a_lost_connection_marker_drops_nothing_and_never_overfills() -> None:
+    with trio.fail_after(CEILING):
+        sub = Subscription("t.lost", buffer=3)
+        sub._offer(Message("t.lost", b"0"))
+        sub.connection_lost()  # a slot of its own: later messages still enter
+        sub._offer(Message("t.lost", b"1"))
+        assert [await sub.receive() for _ in range(3)] == [
+            Message("t.lost", b"0"),
+            Gap(0),
+            Message("t.lost", b"1"),
+        ]
+        for i in range(3):
+            sub._offer(Message("t.lost", str(i).encode()))
+        sub.connection_lost()  # full: a drop of one instead, reported by its one marker
+        sub._offer(Message("t.lost", b"dropped too"))
+        sub.connection_lost()  # a gap is waiting: it covers this
+        assert sub.statistics().buffered == 4  # the bound: buffer + 1
+        items = [await sub.receive() for _ in range(4)]
+        assert items[3] == Gap(2)
+        assert (sub.statistics().gaps, sub.statistics().dropped) == (2, 2)
+
+
 async def test_server_outage_raises_unavailable_then_reconnects() -> None:
     server = NatsServer.create()
     try:
@@ -197,9 +221,36 @@ async def test_server_outage_raises_unavailable_then_reconnects() -> None:
                 server.start()
                 await live.wait_state(BusState.CONNECTED)
                 await live.publish(subject, b"back")  # the subscription was re-sent on reconnect
+                # What was published while disconnected is lost to it: a Gap(0) says so, in
+                # its place, before what the new connection brings (which it does not drop).
+                assert await sub.receive() == Gap(0)
                 (got,) = await messages(sub, 1)
                 assert got.payload == b"back"
+                assert sub.statistics().gaps == 1
             assert live.state is BusState.CLOSED
+    finally:
+        server.stop_and_remove()
+
+
+async def test_a_reconnect_refused_during_the_handshake_leaves_no_unclosed_connection() -> None:
+    server = NatsServer.create()
+    try:
+        with trio.fail_after(3 * CEILING):
+            async with open_nats_bus(server.url, op_timeout=1.0) as live:
+                server.stop()
+                await live.wait_state(BusState.RECONNECTING)
+                # On the server's port, something that accepts and hangs up at once: nats-py's
+                # attempts connect, then fail in the handshake (UnexpectedEOF).
+                (listener,) = await trio.open_tcp_listeners(server.port, host="127.0.0.1")
+                for _ in range(3):
+                    conn = await listener.accept()
+                    await conn.aclose()
+                await listener.aclose()
+                server.start()
+                await live.wait_state(BusState.CONNECTED)
+        # Each failed attempt's connection was closed: collecting it warns of nothing
+        # (filterwarnings = error turns a ResourceWarning here into a failure).
+        gc.collect()
     finally:
         server.stop_and_remove()
 
