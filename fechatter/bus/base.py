@@ -70,6 +70,21 @@ class PublishAck:
 
 
 @dataclass(frozen=True, slots=True)
+class JsPublish:
+    """One item of ``Bus.js_publish_chains``: ``js_publish(subject, payload, msg_id, headers)``."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
+    headers: Mapping[str, str] | None = None
+
+
+ChainResult = tuple[list[PublishAck], Unavailable | None]
+"""One chain of ``Bus.js_publish_chains``: the acks of its stored prefix, and the error that
+stopped it (None: every item stored)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One message read back from a JetStream stream."""
 
@@ -279,6 +294,13 @@ class Bus(Protocol):
         headers: Mapping[str, str] | None = None,
     ) -> PublishAck:
         """Store in the stream covering ``subject``, deduplicated by ``msg_id``."""
+
+    async def js_publish_chains(self, chains: Sequence[Sequence[JsPublish]]) -> list[ChainResult]:
+        """``js_publish`` of every item of every chain in one call: the items of a chain one
+        after the other (each sent once the previous one's ack came: a chain is stored in
+        its order), the chains concurrently. Per chain, in order: the acks of the items
+        stored, and the ``Unavailable`` that stopped it (its later items were not sent), or
+        None. Raises ``Unavailable`` only when nothing could be attempted."""
 
     async def read_stream(
         self, stream: str, subject: str, start_seq: int, limit: int

@@ -246,12 +246,18 @@ class Sequencer:
                 log.warning("bus barrier failed (%s); retrying", exc)
                 await trio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
-        targets = [(sub, sub.offered) for sub in self._watched]
+        # Only the subscriptions with items not yet taken (a few of the node's thousands:
+        # one per chat and one per user): the scan is the pass's cost, once.
+        watched = self._watched
+        targets = [(sub, offered) for sub in watched if (offered := sub.offered) > sub.taken]
         self._waiting = True
         try:
             while True:
                 self._progress = trio.Event()
-                if all(s.taken >= t or s.closed or s not in self._watched for s, t in targets):
+                targets = [
+                    (s, t) for s, t in targets if s.taken < t and not s.closed and s in watched
+                ]
+                if not targets:
                     return
                 await self._progress.wait()
         finally:

@@ -42,13 +42,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
 import trio
 
 from fechatter import events
-from fechatter.bus.base import Bus, BusState
+from fechatter.bus.base import Bus, BusState, JsPublish
 from fechatter.cluster import events as wire
 from fechatter.errors import Unavailable
 from fechatter.storage import outbox
@@ -65,7 +65,8 @@ STREAM = wire.STREAM
 MAX_BYTES = wire.MAX_BYTES  # 1 GiB (the setting stream_max_bytes, not yet in config)
 # The publisher.
 BATCH = 100  # rows per transaction (lock, read, publish each, delete, commit), at most
-WORKERS = 8  # chats published in parallel; each holds one pooled connection per batch …
+GROUP = 64  # chats one worker claims and publishes in one transaction, at most
+WORKERS = 8  # groups published in parallel; each holds one pooled connection per batch …
 POOL_SHARE = 4  # … and at most pool_size // POOL_SHARE of them (≥ 1): the heartbeat, the
 # writes and the reads keep the rest of the pool
 PENDING_MAX = 10_000  # chats queued for a worker; full case: see ``notify``
@@ -105,14 +106,37 @@ class PublisherStatistics:
     quarantined: int = 0
 
 
+_COUNTERS = tuple(
+    f.name
+    for f in fields(PublisherStatistics)
+    if f.name not in ("pending", "active", "quarantined")
+)
+
+
 @dataclass(eq=False)
 class _Progress:
     """One queued or active chat's notifies: ``issued`` so far, ``covered`` by a completed
-    pass (one that started after them); ``over`` once its drain ended."""
+    pass (one that started after them); ``over`` once its drain ended. ``changed`` is set
+    (and replaced) when ``covered`` or ``over`` change: ``wait_notified`` wakes only for its
+    own chat, not on every counter of the publisher."""
 
     issued: int = 0
     covered: int = 0
     over: bool = False
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def cover(self, start: int) -> None:
+        if start > self.covered:
+            self.covered = start
+            self._wake()
+
+    def end(self) -> None:
+        self.over = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class OutboxPublisher:
@@ -140,9 +164,10 @@ class OutboxPublisher:
         sweep_age: float = SWEEP_AGE,
         sweep_limit: int = SWEEP_LIMIT,
         quarantine_first: float = QUARANTINE_FIRST,
+        group: int = GROUP,
     ) -> None:
-        if workers < 1 or pending_max < 1 or batch < 1 or sweep_limit < 1:
-            raise ValueError("workers, pending_max, batch and sweep_limit must be ≥ 1")
+        if min(workers, pending_max, batch, sweep_limit, group) < 1:
+            raise ValueError("workers, pending_max, batch, sweep_limit and group must be ≥ 1")
         self._storage = storage
         self._bus = bus
         self.prefix = prefix
@@ -156,6 +181,7 @@ class OutboxPublisher:
         self._sweep_age = sweep_age
         self._sweep_limit = sweep_limit
         self._quarantine_first = quarantine_first
+        self._group = group
         # Chats whose last batch failed unexpectedly: chat id → (retry not before, in trio
         # time; the current delay). At most ``pending_max`` entries (full case: a further
         # bad chat is not recorded and is retried at the sweeper's pace); an entry ends with
@@ -182,7 +208,9 @@ class OutboxPublisher:
         self._stream_ok = False
         self.ready = trio.Event()  # set once the stream exists (first ensure_stream)
         self._changed = trio.Event()
-        self._stats = PublisherStatistics()
+        # The counters of ``PublisherStatistics`` that only grow (``statistics`` adds the
+        # sets' sizes): a plain dict, bumped in place.
+        self._counts = dict.fromkeys(_COUNTERS, 0)
 
     # -- subjects ---------------------------------------------------------------------------
     def chat_subject(self, chat_id: int) -> str:
@@ -247,7 +275,7 @@ class OutboxPublisher:
             return
         ticket = progress.issued
         while not progress.over and progress.covered < ticket:
-            await self.wait_change()
+            await progress.changed.wait()
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -306,12 +334,12 @@ class OutboxPublisher:
 
     def statistics(self) -> PublisherStatistics:
         """A snapshot of the counters (see ``PublisherStatistics``)."""
-        s = self._stats
         return PublisherStatistics(
-            s.stored, s.duplicates, s.notices, s.removed, s.failures, s.busy, s.dropped,
-            s.sweeps, s.errors, len(self._queued), len(self._active),
-            sum(1 for c in self._quarantine if self._quarantined(c)),
-        )  # fmt: skip
+            **self._counts,
+            pending=len(self._queued),
+            active=len(self._active),
+            quarantined=sum(1 for c in self._quarantine if self._quarantined(c)),
+        )
 
     async def wait_for(self, predicate: Callable[[PublisherStatistics], bool]) -> None:
         """Return once ``predicate(self.statistics())`` holds (re-checked on every change;
@@ -330,10 +358,9 @@ class OutboxPublisher:
 
     # -- internals --------------------------------------------------------------------------
     def _count(self, **deltas: int) -> None:
-        s = self._stats
-        self._stats = PublisherStatistics(
-            **{k: getattr(s, k) + deltas.get(k, 0) for k in s.__dataclass_fields__}
-        )
+        counts = self._counts
+        for key, delta in deltas.items():
+            counts[key] += delta
         self._changed.set()
         self._changed = trio.Event()
 
@@ -381,26 +408,168 @@ class OutboxPublisher:
 
     async def _worker(self) -> None:
         async for chat_id in self._receive:
-            self._queued.discard(chat_id)
-            self._active.add(chat_id)
+            # Every chat queued by now, up to ``GROUP``: one transaction for all of them.
+            group = [chat_id]
+            while len(group) < self._group:
+                try:
+                    group.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            for chat in group:
+                self._queued.discard(chat)
+                self._active.add(chat)
             self._count()
+            left = set(group)
             try:
-                await self._drain(chat_id)
+                await self._drain_group(group, left)
             finally:
-                self._active.discard(chat_id)
-                self._again.discard(chat_id)
-                self._committed.pop(chat_id, None)
-                ended = self._progress.pop(chat_id, None)
-                if ended is not None:
-                    ended.over = True
+                for chat in left:
+                    self._finish(chat)
                 self._count()
 
-    async def _drain(self, chat_id: int) -> None:
+    def _finish(self, chat_id: int) -> None:
+        """``chat_id``'s drain ended: it leaves the worker (a notify queues it again)."""
+        self._active.discard(chat_id)
+        self._again.discard(chat_id)
+        self._committed.pop(chat_id, None)
+        ended = self._progress.pop(chat_id, None)
+        if ended is not None:
+            ended.end()
+
+    async def _drain_group(self, group: list[int], left: set[int]) -> None:
+        """Publish the chats of ``group`` together (``_publish_group``) until each is empty
+        and had no notify meanwhile; a chat leaves ``left`` (``_finish``) as soon as it is
+        done. Chats the group pass could not publish — busy, a failed publish, or the whole
+        pass failed (unavailable, timed out, a bad row) — are drained one by one afterwards
+        by ``_drain``, which has the backoff, the batch halving and the quarantine."""
+        todo = list(group)
+        alone: list[int] = []
+        unavailable = False
+        while todo:
+            for chat in todo:
+                self._again.discard(chat)
+            starts = {}
+            for chat in todo:
+                progress = self._progress.get(chat)
+                starts[chat] = progress.issued if progress is not None else 0
+            try:
+                outcome = await self._publish_group(todo)
+            except Exception as exc:  # each chat on its own: see the docstring
+                if isinstance(exc, Unavailable):
+                    self._stream_ok = False  # re-ensured before the next publish, as _drain
+                    self._count(failures=1)
+                    unavailable = True
+                alone += todo
+                break
+            again = []
+            for chat in todo:
+                result = outcome.get(chat)
+                if result is None:  # busy, or its publishes failed
+                    alone.append(chat)
+                    continue
+                progress = self._progress.get(chat)
+                if progress is not None:
+                    progress.cover(starts[chat])
+                if self._quarantine.pop(chat, None) is not None:
+                    log.info("outbox publisher: chat %d published again", chat)
+                if result or chat in self._again:  # a full batch, or notified meanwhile
+                    again.append(chat)
+                else:
+                    left.discard(chat)
+                    self._finish(chat)
+            self._count()
+            todo = again
+        for chat in alone:
+            await self._drain(chat, failed=unavailable)
+            unavailable = False  # the backoff is the group's, waited once
+            left.discard(chat)
+            self._finish(chat)
+            self._count()
+
+    async def _publish_group(self, chats: list[int]) -> dict[int, bool]:
+        """One transaction for ``chats``: lock and read each chat's next batch
+        (``outbox.claim_many``), publish every chat's rows (``Bus.js_publish_chains``: a
+        chat's rows in order, each after the previous one's ack; the chats concurrently),
+        delete the rows of the chats whose every publish was acknowledged, commit. Returns
+        ``{chat: more}`` for those chats (``more``: its batch was full, rows may be left);
+        a chat missing from it was busy or failed to publish (its rows stay). Raises
+        ``Unavailable`` / ``OperationTimedOut`` (nothing deleted) and whatever a bad row
+        raises (the transaction rolls back)."""
+        if self._bus.state is not BusState.CONNECTED:
+            raise Unavailable(f"NATS is {self._bus.state.value}")
+        if not self._stream_ok:
+            await self._ensure_stream()
+        sizes = {chat: self.batch_size(chat) for chat in chats}
+        limits = list(sizes.items())
+        committed = {chat: self._committed.pop(chat, 0.0) for chat in chats}
+
+        async def run(conn: Connection) -> tuple[dict[int, bool], int]:
+            await conn.execute("BEGIN")
+            claimed = await run_op(conn, outbox.claim_many(limits))
+            order = [chat for chat in chats if claimed.get(chat)]
+            chains = [self._chain(claimed[chat], committed[chat]) for chat in order]
+            results = await self._bus.js_publish_chains(chains) if chains else []
+            done: dict[int, bool] = {c: False for c, rows in claimed.items() if not rows}
+            gone: list[tuple[int, int]] = []
+            stored = duplicates = notices = 0
+            failed: Unavailable | None = None
+            for chat, chain, (acks, error) in zip(order, chains, results, strict=True):
+                for item, ack in zip(chain, acks, strict=False):
+                    if item.msg_id.startswith("n:"):
+                        notices += 1
+                    elif ack.duplicate:
+                        duplicates += 1
+                    else:
+                        stored += 1
+                if error is not None:
+                    failed = failed or error
+                    continue
+                rows = claimed[chat]
+                done[chat] = len(rows) >= sizes[chat]
+                gone += [(chat, e.event_seq) for e in rows]
+            self._count(stored=stored, duplicates=duplicates, notices=notices)
+            if failed is not None and not gone:
+                raise failed  # nothing to keep: roll back, every chat retries alone
+            removed = await run_op(conn, outbox.remove_many(gone))
+            await conn.execute("COMMIT")
+            return done, removed
+
+        done, removed = await self._storage._call(run)
+        for chat in done:  # committed: a halved batch size doubles again, as in publish_chat
+            if chat in self._sizes:
+                self._resize(chat, min(self._batch, sizes[chat] * 2))
+        if removed:
+            self._count(removed=removed)
+        return done
+
+    def _chain(self, batch: list[PendingEvent], committed: float) -> list[JsPublish]:
+        """A chat's batch as publishes, in order: per event its notices, then the event."""
+        out = []
+        for event in batch:
+            chat, seq = event.chat_id, event.event_seq
+            headers = {"Fx-Event": event.name, "Fx-Seq": str(seq)}
+            if committed:
+                headers[wire.H_COMMITTED] = f"{committed:.6f}"
+            for uid, kind in _notices(event):
+                notice = events.dumps({kind: "c", "id": chat, "event_seq": seq})
+                out.append(
+                    JsPublish(self.user_subject(uid), notice, f"n:c:{chat}:{seq}:{uid}", headers)
+                )
+            out.append(
+                JsPublish(self.chat_subject(chat), event.payload, f"c:{chat}:{seq}", headers)
+            )
+        return out
+
+    async def _drain(self, chat_id: int, *, failed: bool = False) -> None:
         """Publish ``chat_id`` until it is empty and no notify came meanwhile; a failure is
         retried after a backoff of 0.1 s doubling to 2 s (the rows stay in the outbox). Any
         other error quarantines the chat (``_quarantine_chat``) and returns: the worker lives
-        on. ``trio.Cancelled`` is not an ``Exception`` and propagates."""
+        on. ``trio.Cancelled`` is not an ``Exception`` and propagates. ``failed``: the
+        group pass just failed as unavailable, so the first attempt waits the backoff."""
         delay = BACKOFF_FIRST
+        if failed:
+            await trio.sleep(delay)
+            delay *= 2
         while True:
             self._again.discard(chat_id)
             progress = self._progress.get(chat_id)
@@ -419,7 +588,7 @@ class OutboxPublisher:
                 return
             else:
                 if progress is not None:
-                    progress.covered = max(progress.covered, start)
+                    progress.cover(start)
                     self._count()
                 if self._quarantine.pop(chat_id, None) is not None:
                     log.info("outbox publisher: chat %d published again", chat_id)
