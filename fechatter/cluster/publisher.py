@@ -66,7 +66,9 @@ MAX_BYTES = wire.MAX_BYTES  # 1 GiB (the setting stream_max_bytes, not yet in co
 # The publisher.
 BATCH = 100  # rows per transaction (lock, read, publish each, delete, commit), at most
 GROUP = 64  # chats one worker claims and publishes in one transaction, at most
-WORKERS = 8  # groups published in parallel; each holds one pooled connection per batch …
+WORKERS = 8  # connections the publisher uses at most: one group worker (every queued chat
+# in one transaction) and WORKERS - 1 workers that drain, one chat each, the chats a group
+# pass could not publish (busy, failed: with backoff); each holds one pooled connection …
 POOL_SHARE = 4  # … and at most pool_size // POOL_SHARE of them (≥ 1): the heartbeat, the
 # writes and the reads keep the rest of the pool
 PENDING_MAX = 10_000  # chats queued for a worker; full case: see ``notify``
@@ -194,6 +196,11 @@ class OutboxPublisher:
         # A chat is in at most one of: queued (in the channel), active (in a worker). A
         # notify for an active chat marks it ``again``: one more pass after the current one.
         self._send, self._receive = trio.open_memory_channel[int](pending_max)
+        # Chats the group worker hands to the one-chat workers (active chats, each once).
+        # Full case: the group worker drains the chat itself (slower, never lost).
+        self._alone_send, self._alone_receive = trio.open_memory_channel[tuple[int, bool]](
+            pending_max
+        )
         self._queued: set[int] = set()
         self._active: set[int] = set()
         self._again: set[int] = set()
@@ -286,8 +293,9 @@ class OutboxPublisher:
         await self._retry(self._ensure_stream)
         self.ready.set()
         async with trio.open_nursery() as nursery:
-            for _ in range(self.workers):
-                nursery.start_soon(self._worker)
+            nursery.start_soon(self._worker)
+            for _ in range(self.workers - 1):
+                nursery.start_soon(self._alone_worker)
             nursery.start_soon(self._sweeper)
 
     async def publish_chat(self, chat_id: int) -> int:
@@ -408,23 +416,36 @@ class OutboxPublisher:
 
     async def _worker(self) -> None:
         async for chat_id in self._receive:
-            # Every chat queued by now, up to ``GROUP``: one transaction for all of them.
-            group = [chat_id]
-            while len(group) < self._group:
-                try:
-                    group.append(self._receive.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            for chat in group:
-                self._queued.discard(chat)
-                self._active.add(chat)
-            self._count()
-            left = set(group)
+            left: set[int] = set()
             try:
-                await self._drain_group(group, left)
+                await self._drain_group(self._take([chat_id], left), left)
             finally:
                 for chat in left:
                     self._finish(chat)
+                self._count()
+
+    def _take(self, group: list[int], left: set[int]) -> list[int]:
+        """``group`` plus every chat queued by now, up to ``GROUP`` in all: active now."""
+        while len(group) < self._group:
+            try:
+                group.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        for chat in group:
+            if chat not in left:
+                self._queued.discard(chat)
+                self._active.add(chat)
+                left.add(chat)
+        self._count()
+        return group
+
+    async def _alone_worker(self) -> None:
+        """Drains, one by one, the chats the group worker handed over (``_drain``)."""
+        async for chat_id, failed in self._alone_receive:
+            try:
+                await self._drain(chat_id, failed=failed)
+            finally:
+                self._finish(chat_id)
                 self._count()
 
     def _finish(self, chat_id: int) -> None:
@@ -438,13 +459,13 @@ class OutboxPublisher:
 
     async def _drain_group(self, group: list[int], left: set[int]) -> None:
         """Publish the chats of ``group`` together (``_publish_group``) until each is empty
-        and had no notify meanwhile; a chat leaves ``left`` (``_finish``) as soon as it is
-        done. Chats the group pass could not publish — busy, a failed publish, or the whole
-        pass failed (unavailable, timed out, a bad row) — are drained one by one afterwards
-        by ``_drain``, which has the backoff, the batch halving and the quarantine."""
+        and had no notify meanwhile, taking the chats queued meanwhile into each next pass;
+        a chat leaves ``left`` (``_finish``) as soon as it is done. Chats a pass could not
+        publish — busy, a failed publish, or the whole pass failed (unavailable, timed out,
+        a bad row) — go at once to the one-chat workers (``_drain``: backoff, batch halving,
+        quarantine), so they never hold the others back; with no such worker (``workers``
+        1) or their channel full, this worker drains them itself, right after the pass."""
         todo = list(group)
-        alone: list[int] = []
-        unavailable = False
         while todo:
             for chat in todo:
                 self._again.discard(chat)
@@ -452,6 +473,9 @@ class OutboxPublisher:
             for chat in todo:
                 progress = self._progress.get(chat)
                 starts[chat] = progress.issued if progress is not None else 0
+            alone: list[int] = []
+            again: list[int] = []
+            unavailable = False
             try:
                 outcome = await self._publish_group(todo)
             except Exception as exc:  # each chat on its own: see the docstring
@@ -459,9 +483,7 @@ class OutboxPublisher:
                     self._stream_ok = False  # re-ensured before the next publish, as _drain
                     self._count(failures=1)
                     unavailable = True
-                alone += todo
-                break
-            again = []
+                outcome = {}
             for chat in todo:
                 result = outcome.get(chat)
                 if result is None:  # busy, or its publishes failed
@@ -478,11 +500,25 @@ class OutboxPublisher:
                     left.discard(chat)
                     self._finish(chat)
             self._count()
-            todo = again
+            await self._hand_over(alone, left, unavailable)
+            todo = self._take(again, left) if again else []
+
+    async def _hand_over(self, alone: list[int], left: set[int], unavailable: bool) -> None:
+        """``alone`` to the one-chat workers, or drained here (see ``_drain_group``)."""
         for chat in alone:
-            await self._drain(chat, failed=unavailable)
-            unavailable = False  # the backoff is the group's, waited once
             left.discard(chat)
+            if self.workers > 1:
+                try:
+                    self._alone_send.send_nowait((chat, unavailable))
+                    continue
+                except trio.WouldBlock:
+                    pass
+            try:
+                await self._drain(chat, failed=unavailable)
+            except BaseException:
+                left.add(chat)  # the worker's finally ends it
+                raise
+            unavailable = False  # the backoff is the group's, waited once
             self._finish(chat)
             self._count()
 
