@@ -140,6 +140,9 @@ class Subscription:
         self._gaps = 0
         self._dropped = 0
         self.sid: object = None  # the backend's handle
+        # Called (on trio) after each item put into the buffer: how a watcher (the node's
+        # Sequencer) learns which of its thousands of subscriptions have a backlog.
+        self.on_offer: Callable[[Subscription], None] | None = None
 
     # -- called by the backend on the trio thread ---------------------------------------
     def _offer(self, message: Message) -> None:
@@ -152,9 +155,13 @@ class Subscription:
                 self._gaps += 1
                 self._send.send_nowait(Gap(0))  # placeholder; its count is read at receive
                 self._count += 1
+                if self.on_offer is not None:
+                    self.on_offer(self)
             return
         self._count += 1
         self._send.send_nowait(message)
+        if self.on_offer is not None:
+            self.on_offer(self)
 
     def _mark_gap(self, dropped: int = 1) -> None:
         """The backend lost messages before they reached ``_offer`` (a slow consumer)."""
@@ -165,6 +172,8 @@ class Subscription:
             self._gaps += 1
             self._send.send_nowait(Gap(0))
             self._count += 1
+            if self.on_offer is not None:
+                self.on_offer(self)
         self._in_gap += dropped
 
     def _close(self) -> None:
