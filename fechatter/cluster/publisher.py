@@ -10,13 +10,24 @@ publish deduplicated by ``Nats-Msg-Id`` (``c:<chat>:<seq>``, notices
 ``Fx-Committed`` when the commit time is known, to time the fan-out) — and deletes them
 after their acks, until the chat has none left.
 
+Groups (docs/cluster.md "Built: cutting the cluster's cost per message"): one group worker
+takes every chat queued at that moment (up to ``group``) and publishes them in one
+transaction — ``outbox.claim_many`` (one statement: a ``pg_try_advisory_xact_lock`` per
+chat, then each locked chat's next batch), ``Bus.js_publish_chains`` (one trip to the NATS
+thread: the chats' publishes pipelined, each chat's rows one after the other, each sent after
+the previous one's ack), one DELETE of the rows of the chats whose every publish was
+acknowledged, COMMIT. Chats queued meanwhile join its next pass. A chat the pass could not
+publish (busy, a failed publish, the whole pass unavailable, timed out or refused) goes to
+one of ``workers - 1`` one-chat workers, which drain it as below (``publish_chat``: backoff,
+halving, quarantine); with ``workers`` 1 the group worker drains it itself.
+
 One publish in flight per chat: locally a chat is in at most one worker; across nodes each
 batch runs in one PostgreSQL transaction holding ``pg_try_advisory_xact_lock`` on ``c:<chat>``
-(``outbox.claim``), so two publishers of one chat (a takeover, two sweepers) never interleave:
-the second finds the lock taken and retries, or finds the rows gone. JetStream therefore
-stores a chat's events in ``event_seq`` order. A batch whose publishes were acknowledged but
-whose DELETE failed is published again later; JetStream answers "duplicate" (same msg id,
-within the 30 s window) and stores nothing.
+(``outbox.claim`` / ``claim_many``), so two publishers of one chat (a takeover, two sweepers)
+never interleave: the second finds the lock taken and retries, or finds the rows gone.
+JetStream therefore stores a chat's events in ``event_seq`` order. A batch whose publishes
+were acknowledged but whose DELETE failed is published again later; JetStream answers
+"duplicate" (same msg id, within the 30 s window) and stores nothing.
 
 A sweeper (every ``sweep_every`` seconds) queues the chats whose rows are older than
 ``sweep_age`` seconds: the rows of an owner that died between commit and publish, or of a
