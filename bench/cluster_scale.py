@@ -49,7 +49,7 @@ import trio
 from bench.cluster_fanout import log_tail, postmaster_pid
 from bench.harness import Server, World, cpu_seconds, prepare, run_server, tree_cpu_seconds
 from bench.loadgen import StreamClient, WsSender
-from bench.scenarios import Outcome, my_cpu, open_streams, pct, settle, summary
+from bench.scenarios import Outcome, my_cpu, open_streams, pct, profile, settle, summary
 from fechatter.metrics import FANOUT_BOUNDS, FanoutTimes, bucket_quantile
 
 NAMES = "ABCDEFGH"
@@ -356,6 +356,8 @@ async def throughput_phase(
     async with trio.open_nursery() as load:
         for k, (node, conn) in enumerate(conns):
             load.start_soon(loop, k, node, conn, window.t0 + seconds)
+        for node in nodes:  # BENCH_PYSPY=<folder>: a py-spy profile of each node
+            load.start_soon(profile, node.server, seconds, f"cluster_scale-{n}-{node.name}")
     expected = 0
     waiting: list[StreamClient] = []
     for k in range(len(conns)):

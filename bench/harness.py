@@ -19,6 +19,7 @@ from pathlib import Path
 
 import trio
 
+import fechatter
 from fechatter.auth import Authenticator
 from fechatter.models import ChatType, Role
 from fechatter.storage import open_storage
@@ -148,6 +149,10 @@ class Server:
         return rss_mib(self.pid)
 
 
+# The checkout whose ``fechatter`` this process imported (run_server's subprocesses use it).
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(fechatter.__file__)))
+
+
 @asynccontextmanager
 async def run_server(
     database_url: str | None,
@@ -167,6 +172,9 @@ async def run_server(
             "FECHATTER_WS_DEAD_AFTER": "3600",
             **(extra_env or {}),
         }
+        # The server runs the same fechatter as this process (a worktree's, not the one the
+        # venv has installed): cwd is a temporary folder, so put its checkout first.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (CHECKOUT, env.get("PYTHONPATH")) if p)
         log_path = Path(tmp) / "server.log"
         with log_path.open("w") as log:
             yield_url = url

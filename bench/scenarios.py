@@ -10,6 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,10 +37,15 @@ async def profile(server: Server, seconds: float, label: str) -> None:
     folder = os.environ.get("BENCH_PYSPY")
     if not folder:
         return
+    import shutil
+    import sys
+
     out = f"{folder}/{label}.pyspy.txt"
+    # py-spy is a tool, not a dependency: on PATH or next to this interpreter (a venv).
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     process = await trio.lowlevel.open_process(
         [
-            "py-spy",
+            spy,
             "record",
             "-p",
             str(server.pid),

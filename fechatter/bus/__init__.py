@@ -10,7 +10,9 @@ from __future__ import annotations
 from fechatter.bus.base import (
     Bus,
     BusState,
+    ChainResult,
     Gap,
+    JsPublish,
     Message,
     NoResponders,
     PublishAck,
@@ -25,7 +27,9 @@ from fechatter.bus.nats import NatsBus, open_nats_bus
 __all__ = [
     "Bus",
     "BusState",
+    "ChainResult",
     "Gap",
+    "JsPublish",
     "Message",
     "NatsBus",
     "NoResponders",

@@ -72,6 +72,21 @@ class PublishAck:
 
 
 @dataclass(frozen=True, slots=True)
+class JsPublish:
+    """One item of ``Bus.js_publish_chains``: ``js_publish(subject, payload, msg_id, headers)``."""
+
+    subject: str
+    payload: bytes
+    msg_id: str
+    headers: Mapping[str, str] | None = None
+
+
+ChainResult = tuple[list[PublishAck], Unavailable | None]
+"""One chain of ``Bus.js_publish_chains``: the acks of its stored prefix, and the error that
+stopped it (None: every item stored)."""
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     """One message read back from a JetStream stream."""
 
@@ -130,6 +145,9 @@ class Subscription:
         self._gaps = 0
         self._dropped = 0
         self.sid: object = None  # the backend's handle
+        # Called (on trio) after each item put into the buffer: how a watcher (the node's
+        # Sequencer) learns which of its thousands of subscriptions have a backlog.
+        self.on_offer: Callable[[Subscription], None] | None = None
 
     # -- called by the backend on the trio thread ---------------------------------------
     def _offer(self, message: Message) -> None:
@@ -142,9 +160,13 @@ class Subscription:
                 self._gaps += 1
                 self._send.send_nowait(Gap(0))  # placeholder; its count is read at receive
                 self._count += 1
+                if self.on_offer is not None:
+                    self.on_offer(self)
             return
         self._count += 1
         self._send.send_nowait(message)
+        if self.on_offer is not None:
+            self.on_offer(self)
 
     def _mark_gap(self, dropped: int = 1) -> None:
         """The backend lost messages before they reached ``_offer`` (a slow consumer)."""
@@ -155,6 +177,8 @@ class Subscription:
             self._gaps += 1
             self._send.send_nowait(Gap(0))
             self._count += 1
+            if self.on_offer is not None:
+                self.on_offer(self)
         self._in_gap += dropped
 
     def connection_lost(self) -> None:
@@ -300,6 +324,13 @@ class Bus(Protocol):
         headers: Mapping[str, str] | None = None,
     ) -> PublishAck:
         """Store in the stream covering ``subject``, deduplicated by ``msg_id``."""
+
+    async def js_publish_chains(self, chains: Sequence[Sequence[JsPublish]]) -> list[ChainResult]:
+        """``js_publish`` of every item of every chain in one call: the items of a chain one
+        after the other (each sent once the previous one's ack came: a chain is stored in
+        its order), the chains concurrently. Per chain, in order: the acks of the items
+        stored, and the ``Unavailable`` that stopped it (its later items were not sent), or
+        None. Raises ``Unavailable`` only when nothing could be attempted."""
 
     async def read_stream(
         self, stream: str, subject: str, start_seq: int, limit: int

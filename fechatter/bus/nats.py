@@ -31,7 +31,9 @@ from nats.aio.msg import Msg
 
 from fechatter.bus.base import (
     BusState,
+    ChainResult,
     Handler,
+    JsPublish,
     Message,
     NoResponders,
     PublishAck,
@@ -416,10 +418,11 @@ class NatsBus:
         handed, subs = self._handed, self._nats_subs
 
         async def settle() -> None:  # on the asyncio thread
+            # Only the subscriptions with something queued: the others are settled already.
             targets = [
-                (sid, cell, cell[0] + nats_sub._pending_queue.qsize())
+                (sid, cell, cell[0] + queued)
                 for sid, nats_sub in list(subs.items())
-                if (cell := handed.get(sid)) is not None
+                if (queued := nats_sub._pending_queue.qsize()) and (cell := handed.get(sid))
             ]
             # nats-py's task takes an item and runs our callback without suspending in
             # between, so a count below target means an item is still queued (or the
@@ -562,6 +565,39 @@ class NatsBus:
         except nats.errors.Error as exc:
             raise Unavailable(f"JetStream publish on {subject} failed: {exc!r}") from exc
         return PublishAck(ack.stream, ack.seq, bool(ack.duplicate))
+
+    async def js_publish_chains(self, chains: Sequence[Sequence[JsPublish]]) -> list[ChainResult]:
+        """See ``Bus.js_publish_chains``. One trip to the asyncio thread and back for the
+        whole call (not one per publish): the chains run there as concurrent coroutines, so
+        their publishes are pipelined on the connection while each chain waits for its own
+        acks in turn. Every publish is bounded by the operation timeout (nats-py's request
+        timeout); the call as a whole by that times the longest chain, plus one."""
+        self._require_connected()
+        if not chains:
+            return []
+        js = self._nc.jetstream(timeout=self._timeout)
+        msg_id_header = nats.js.api.Header.MSG_ID
+
+        async def chain(items: Sequence[JsPublish]) -> ChainResult:  # on the asyncio thread
+            acks: list[PublishAck] = []
+            for item in items:
+                hdrs = {**(item.headers or {}), msg_id_header: item.msg_id}
+                try:
+                    ack = await js.publish(item.subject, item.payload, headers=hdrs)
+                except nats.errors.Error as exc:
+                    error = Unavailable(f"JetStream publish on {item.subject} failed: {exc!r}")
+                    return acks, error
+                acks.append(PublishAck(ack.stream, ack.seq, bool(ack.duplicate)))
+            return acks, None
+
+        async def run() -> list[ChainResult]:
+            return list(await asyncio.gather(*(chain(items) for items in chains)))
+
+        longest = max(len(items) for items in chains)
+        with trio.move_on_after(self._timeout * (longest + 1)) as scope:
+            return await self._bridge.call(run)
+        assert scope.cancelled_caught
+        raise Unavailable(f"NATS did not answer {longest} publishes in time")
 
     async def read_stream(
         self, stream: str, subject: str, start_seq: int, limit: int

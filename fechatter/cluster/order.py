@@ -106,6 +106,9 @@ class Sequencer:
         self.passes = 0  # release passes started (``watch`` records it)
         self._fresh: dict[int, int] = {}  # user → the pass their notices were watched at
         self._watched: set[Subscription] = set()
+        # Watched subscriptions that may have items not yet taken (``on_offer`` adds them,
+        # a pass drops the settled ones): what ``_settle`` scans instead of every watched one.
+        self._backlog: set[Subscription] = set()
         self._wake = trio.Event()
         self._progress = trio.Event()
         self._waiting = False
@@ -139,12 +142,20 @@ class Sequencer:
         """Release passes wait for ``subscription``'s consumer (it calls ``progress`` after
         each item and ``seen`` for each republished message). ``user_id``: the user whose
         notices it carries; their events wait until a pass has covered it."""
-        self._watched.add(subscription)
+        self._watch(subscription)
         if user_id is not None:
             self._fresh[user_id] = self.passes
 
+    def _watch(self, subscription: Subscription) -> None:
+        self._watched.add(subscription)
+        subscription.on_offer = self._backlog.add
+        if subscription.offered > subscription.taken:
+            self._backlog.add(subscription)
+
     def unwatch(self, subscription: Subscription) -> None:
         self._watched.discard(subscription)
+        self._backlog.discard(subscription)
+        subscription.on_offer = None
         self._poke()
 
     def progress(self) -> None:
@@ -185,7 +196,7 @@ class Sequencer:
                 await trio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
                 continue
-            self._watched.add(sub)
+            self._watch(sub)
             return sub
 
     async def _read_ticks(self, sub: Subscription) -> None:
@@ -249,12 +260,24 @@ class Sequencer:
                 log.warning("bus barrier failed (%s); retrying", exc)
                 await trio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
-        targets = [(sub, sub.offered) for sub in self._watched]
+        # Only the subscriptions with items not yet taken (a few of the node's thousands:
+        # one per chat and one per user), from the backlog set; the settled ones leave it.
+        watched, backlog = self._watched, self._backlog
+        targets = []
+        for sub in list(backlog):
+            offered = sub.offered
+            if offered > sub.taken and not sub.closed and sub in watched:
+                targets.append((sub, offered))
+            else:
+                backlog.discard(sub)  # an offer after this adds it again
         self._waiting = True
         try:
             while True:
                 self._progress = trio.Event()
-                if all(s.taken >= t or s.closed or s not in self._watched for s, t in targets):
+                targets = [
+                    (s, t) for s, t in targets if s.taken < t and not s.closed and s in watched
+                ]
+                if not targets:
                     return
                 await self._progress.wait()
         finally:

@@ -10,13 +10,24 @@ publish deduplicated by ``Nats-Msg-Id`` (``c:<chat>:<seq>``, notices
 ``Fx-Committed`` when the commit time is known, to time the fan-out) — and deletes them
 after their acks, until the chat has none left.
 
+Groups (docs/cluster.md "Built: cutting the cluster's cost per message"): one group worker
+takes every chat queued at that moment (up to ``group``) and publishes them in one
+transaction — ``outbox.claim_many`` (one statement: a ``pg_try_advisory_xact_lock`` per
+chat, then each locked chat's next batch), ``Bus.js_publish_chains`` (one trip to the NATS
+thread: the chats' publishes pipelined, each chat's rows one after the other, each sent after
+the previous one's ack), one DELETE of the rows of the chats whose every publish was
+acknowledged, COMMIT. Chats queued meanwhile join its next pass. A chat the pass could not
+publish (busy, a failed publish, the whole pass unavailable, timed out or refused) goes to
+one of ``workers - 1`` one-chat workers, which drain it as below (``publish_chat``: backoff,
+halving, quarantine); with ``workers`` 1 the group worker drains it itself.
+
 One publish in flight per chat: locally a chat is in at most one worker; across nodes each
 batch runs in one PostgreSQL transaction holding ``pg_try_advisory_xact_lock`` on ``c:<chat>``
-(``outbox.claim``), so two publishers of one chat (a takeover, two sweepers) never interleave:
-the second finds the lock taken and retries, or finds the rows gone. JetStream therefore
-stores a chat's events in ``event_seq`` order. A batch whose publishes were acknowledged but
-whose DELETE failed is published again later; JetStream answers "duplicate" (same msg id,
-within the 30 s window) and stores nothing.
+(``outbox.claim`` / ``claim_many``), so two publishers of one chat (a takeover, two sweepers)
+never interleave: the second finds the lock taken and retries, or finds the rows gone.
+JetStream therefore stores a chat's events in ``event_seq`` order. A batch whose publishes
+were acknowledged but whose DELETE failed is published again later; JetStream answers
+"duplicate" (same msg id, within the 30 s window) and stores nothing.
 
 A sweeper (every ``sweep_every`` seconds) queues the chats whose rows are older than
 ``sweep_age`` seconds: the rows of an owner that died between commit and publish, or of a
@@ -42,13 +53,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
 import trio
 
 from fechatter import events
-from fechatter.bus.base import Bus, BusState
+from fechatter.bus.base import Bus, BusState, JsPublish
 from fechatter.cluster import events as wire
 from fechatter.errors import Unavailable
 from fechatter.storage import outbox
@@ -65,7 +76,10 @@ STREAM = wire.STREAM
 MAX_BYTES = wire.MAX_BYTES  # 1 GiB (the setting stream_max_bytes, not yet in config)
 # The publisher.
 BATCH = 100  # rows per transaction (lock, read, publish each, delete, commit), at most
-WORKERS = 8  # chats published in parallel; each holds one pooled connection per batch …
+GROUP = 64  # chats one worker claims and publishes in one transaction, at most
+WORKERS = 8  # connections the publisher uses at most: one group worker (every queued chat
+# in one transaction) and WORKERS - 1 workers that drain, one chat each, the chats a group
+# pass could not publish (busy, failed: with backoff); each holds one pooled connection …
 POOL_SHARE = 4  # … and at most pool_size // POOL_SHARE of them (≥ 1): the heartbeat, the
 # writes and the reads keep the rest of the pool
 PENDING_MAX = 10_000  # chats queued for a worker; full case: see ``notify``
@@ -105,14 +119,37 @@ class PublisherStatistics:
     quarantined: int = 0
 
 
+_COUNTERS = tuple(
+    f.name
+    for f in fields(PublisherStatistics)
+    if f.name not in ("pending", "active", "quarantined")
+)
+
+
 @dataclass(eq=False)
 class _Progress:
     """One queued or active chat's notifies: ``issued`` so far, ``covered`` by a completed
-    pass (one that started after them); ``over`` once its drain ended."""
+    pass (one that started after them); ``over`` once its drain ended. ``changed`` is set
+    (and replaced) when ``covered`` or ``over`` change: ``wait_notified`` wakes only for its
+    own chat, not on every counter of the publisher."""
 
     issued: int = 0
     covered: int = 0
     over: bool = False
+    changed: trio.Event = field(default_factory=trio.Event)
+
+    def cover(self, start: int) -> None:
+        if start > self.covered:
+            self.covered = start
+            self._wake()
+
+    def end(self) -> None:
+        self.over = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class OutboxPublisher:
@@ -140,9 +177,10 @@ class OutboxPublisher:
         sweep_age: float = SWEEP_AGE,
         sweep_limit: int = SWEEP_LIMIT,
         quarantine_first: float = QUARANTINE_FIRST,
+        group: int = GROUP,
     ) -> None:
-        if workers < 1 or pending_max < 1 or batch < 1 or sweep_limit < 1:
-            raise ValueError("workers, pending_max, batch and sweep_limit must be ≥ 1")
+        if min(workers, pending_max, batch, sweep_limit, group) < 1:
+            raise ValueError("workers, pending_max, batch, sweep_limit and group must be ≥ 1")
         self._storage = storage
         self._bus = bus
         self.prefix = prefix
@@ -156,6 +194,7 @@ class OutboxPublisher:
         self._sweep_age = sweep_age
         self._sweep_limit = sweep_limit
         self._quarantine_first = quarantine_first
+        self._group = group
         # Chats whose last batch failed unexpectedly: chat id → (retry not before, in trio
         # time; the current delay). At most ``pending_max`` entries (full case: a further
         # bad chat is not recorded and is retried at the sweeper's pace); an entry ends with
@@ -168,6 +207,11 @@ class OutboxPublisher:
         # A chat is in at most one of: queued (in the channel), active (in a worker). A
         # notify for an active chat marks it ``again``: one more pass after the current one.
         self._send, self._receive = trio.open_memory_channel[int](pending_max)
+        # Chats the group worker hands to the one-chat workers (active chats, each once).
+        # Full case: the group worker drains the chat itself (slower, never lost).
+        self._alone_send, self._alone_receive = trio.open_memory_channel[tuple[int, bool]](
+            pending_max
+        )
         self._queued: set[int] = set()
         self._active: set[int] = set()
         self._again: set[int] = set()
@@ -182,7 +226,9 @@ class OutboxPublisher:
         self._stream_ok = False
         self.ready = trio.Event()  # set once the stream exists (first ensure_stream)
         self._changed = trio.Event()
-        self._stats = PublisherStatistics()
+        # The counters of ``PublisherStatistics`` that only grow (``statistics`` adds the
+        # sets' sizes): a plain dict, bumped in place.
+        self._counts = dict.fromkeys(_COUNTERS, 0)
 
     # -- subjects ---------------------------------------------------------------------------
     def chat_subject(self, chat_id: int) -> str:
@@ -247,7 +293,7 @@ class OutboxPublisher:
             return
         ticket = progress.issued
         while not progress.over and progress.covered < ticket:
-            await self.wait_change()
+            await progress.changed.wait()
 
     # -- running ----------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -258,8 +304,9 @@ class OutboxPublisher:
         await self._retry(self._ensure_stream)
         self.ready.set()
         async with trio.open_nursery() as nursery:
-            for _ in range(self.workers):
-                nursery.start_soon(self._worker)
+            nursery.start_soon(self._worker)
+            for _ in range(self.workers - 1):
+                nursery.start_soon(self._alone_worker)
             nursery.start_soon(self._sweeper)
 
     async def publish_chat(self, chat_id: int) -> int:
@@ -306,12 +353,12 @@ class OutboxPublisher:
 
     def statistics(self) -> PublisherStatistics:
         """A snapshot of the counters (see ``PublisherStatistics``)."""
-        s = self._stats
         return PublisherStatistics(
-            s.stored, s.duplicates, s.notices, s.removed, s.failures, s.busy, s.dropped,
-            s.sweeps, s.errors, len(self._queued), len(self._active),
-            sum(1 for c in self._quarantine if self._quarantined(c)),
-        )  # fmt: skip
+            **self._counts,
+            pending=len(self._queued),
+            active=len(self._active),
+            quarantined=sum(1 for c in self._quarantine if self._quarantined(c)),
+        )
 
     async def wait_for(self, predicate: Callable[[PublisherStatistics], bool]) -> None:
         """Return once ``predicate(self.statistics())`` holds (re-checked on every change;
@@ -330,10 +377,9 @@ class OutboxPublisher:
 
     # -- internals --------------------------------------------------------------------------
     def _count(self, **deltas: int) -> None:
-        s = self._stats
-        self._stats = PublisherStatistics(
-            **{k: getattr(s, k) + deltas.get(k, 0) for k in s.__dataclass_fields__}
-        )
+        counts = self._counts
+        for key, delta in deltas.items():
+            counts[key] += delta
         self._changed.set()
         self._changed = trio.Event()
 
@@ -381,26 +427,196 @@ class OutboxPublisher:
 
     async def _worker(self) -> None:
         async for chat_id in self._receive:
-            self._queued.discard(chat_id)
-            self._active.add(chat_id)
-            self._count()
+            left: set[int] = set()
             try:
-                await self._drain(chat_id)
+                await self._drain_group(self._take([chat_id], left), left)
             finally:
-                self._active.discard(chat_id)
-                self._again.discard(chat_id)
-                self._committed.pop(chat_id, None)
-                ended = self._progress.pop(chat_id, None)
-                if ended is not None:
-                    ended.over = True
+                for chat in left:
+                    self._finish(chat)
                 self._count()
 
-    async def _drain(self, chat_id: int) -> None:
+    def _take(self, group: list[int], left: set[int]) -> list[int]:
+        """``group`` plus every chat queued by now, up to ``GROUP`` in all: active now."""
+        while len(group) < self._group:
+            try:
+                group.append(self._receive.receive_nowait())
+            except trio.WouldBlock:
+                break
+        for chat in group:
+            if chat not in left:
+                self._queued.discard(chat)
+                self._active.add(chat)
+                left.add(chat)
+        self._count()
+        return group
+
+    async def _alone_worker(self) -> None:
+        """Drains, one by one, the chats the group worker handed over (``_drain``)."""
+        async for chat_id, failed in self._alone_receive:
+            try:
+                await self._drain(chat_id, failed=failed)
+            finally:
+                self._finish(chat_id)
+                self._count()
+
+    def _finish(self, chat_id: int) -> None:
+        """``chat_id``'s drain ended: it leaves the worker (a notify queues it again)."""
+        self._active.discard(chat_id)
+        self._again.discard(chat_id)
+        self._committed.pop(chat_id, None)
+        ended = self._progress.pop(chat_id, None)
+        if ended is not None:
+            ended.end()
+
+    async def _drain_group(self, group: list[int], left: set[int]) -> None:
+        """Publish the chats of ``group`` together (``_publish_group``) until each is empty
+        and had no notify meanwhile, taking the chats queued meanwhile into each next pass;
+        a chat leaves ``left`` (``_finish``) as soon as it is done. Chats a pass could not
+        publish — busy, a failed publish, or the whole pass failed (unavailable, timed out,
+        a bad row) — go at once to the one-chat workers (``_drain``: backoff, batch halving,
+        quarantine), so they never hold the others back; with no such worker (``workers``
+        1) or their channel full, this worker drains them itself, right after the pass."""
+        todo = list(group)
+        while todo:
+            for chat in todo:
+                self._again.discard(chat)
+            starts = {}
+            for chat in todo:
+                progress = self._progress.get(chat)
+                starts[chat] = progress.issued if progress is not None else 0
+            alone: list[int] = []
+            again: list[int] = []
+            unavailable = False
+            try:
+                outcome = await self._publish_group(todo)
+            except Exception as exc:  # each chat on its own: see the docstring
+                if isinstance(exc, Unavailable):
+                    self._stream_ok = False  # re-ensured before the next publish, as _drain
+                    self._count(failures=1)
+                    unavailable = True
+                outcome = {}
+            for chat in todo:
+                result = outcome.get(chat)
+                if result is None:  # busy, or its publishes failed
+                    alone.append(chat)
+                    continue
+                progress = self._progress.get(chat)
+                if progress is not None:
+                    progress.cover(starts[chat])
+                if self._quarantine.pop(chat, None) is not None:
+                    log.info("outbox publisher: chat %d published again", chat)
+                if result or chat in self._again:  # a full batch, or notified meanwhile
+                    again.append(chat)
+                else:
+                    left.discard(chat)
+                    self._finish(chat)
+            self._count()
+            await self._hand_over(alone, left, unavailable)
+            todo = self._take(again, left) if again else []
+
+    async def _hand_over(self, alone: list[int], left: set[int], unavailable: bool) -> None:
+        """``alone`` to the one-chat workers, or drained here (see ``_drain_group``)."""
+        for chat in alone:
+            left.discard(chat)
+            if self.workers > 1:
+                try:
+                    self._alone_send.send_nowait((chat, unavailable))
+                    continue
+                except trio.WouldBlock:
+                    pass
+            try:
+                await self._drain(chat, failed=unavailable)
+            except BaseException:
+                left.add(chat)  # the worker's finally ends it
+                raise
+            unavailable = False  # the backoff is the group's, waited once
+            self._finish(chat)
+            self._count()
+
+    async def _publish_group(self, chats: list[int]) -> dict[int, bool]:
+        """One transaction for ``chats``: lock and read each chat's next batch
+        (``outbox.claim_many``), publish every chat's rows (``Bus.js_publish_chains``: a
+        chat's rows in order, each after the previous one's ack; the chats concurrently),
+        delete the rows of the chats whose every publish was acknowledged, commit. Returns
+        ``{chat: more}`` for those chats (``more``: its batch was full, rows may be left);
+        a chat missing from it was busy or failed to publish (its rows stay). Raises
+        ``Unavailable`` / ``OperationTimedOut`` (nothing deleted) and whatever a bad row
+        raises (the transaction rolls back)."""
+        if self._bus.state is not BusState.CONNECTED:
+            raise Unavailable(f"NATS is {self._bus.state.value}")
+        if not self._stream_ok:
+            await self._ensure_stream()
+        sizes = {chat: self.batch_size(chat) for chat in chats}
+        limits = list(sizes.items())
+        committed = {chat: self._committed.pop(chat, 0.0) for chat in chats}
+
+        async def run(conn: Connection) -> tuple[dict[int, bool], int]:
+            await conn.execute("BEGIN")
+            claimed = await run_op(conn, outbox.claim_many(limits))
+            order = [chat for chat in chats if claimed.get(chat)]
+            chains = [self._chain(claimed[chat], committed[chat]) for chat in order]
+            results = await self._bus.js_publish_chains(chains) if chains else []
+            done: dict[int, bool] = {c: False for c, rows in claimed.items() if not rows}
+            gone: list[tuple[int, int]] = []
+            stored = duplicates = notices = 0
+            failed: Unavailable | None = None
+            for chat, chain, (acks, error) in zip(order, chains, results, strict=True):
+                for item, ack in zip(chain, acks, strict=False):
+                    if item.msg_id.startswith("n:"):
+                        notices += 1
+                    elif ack.duplicate:
+                        duplicates += 1
+                    else:
+                        stored += 1
+                if error is not None:
+                    failed = failed or error
+                    continue
+                rows = claimed[chat]
+                done[chat] = len(rows) >= sizes[chat]
+                gone += [(chat, e.event_seq) for e in rows]
+            self._count(stored=stored, duplicates=duplicates, notices=notices)
+            if failed is not None and not gone:
+                raise failed  # nothing to keep: roll back, every chat retries alone
+            removed = await run_op(conn, outbox.remove_many(gone))
+            await conn.execute("COMMIT")
+            return done, removed
+
+        done, removed = await self._storage._call(run)
+        for chat in done:  # committed: a halved batch size doubles again, as in publish_chat
+            if chat in self._sizes:
+                self._resize(chat, min(self._batch, sizes[chat] * 2))
+        if removed:
+            self._count(removed=removed)
+        return done
+
+    def _chain(self, batch: list[PendingEvent], committed: float) -> list[JsPublish]:
+        """A chat's batch as publishes, in order: per event its notices, then the event."""
+        out = []
+        for event in batch:
+            chat, seq = event.chat_id, event.event_seq
+            headers = {"Fx-Event": event.name, "Fx-Seq": str(seq)}
+            if committed:
+                headers[wire.H_COMMITTED] = f"{committed:.6f}"
+            for uid, kind in _notices(event):
+                notice = events.dumps({kind: "c", "id": chat, "event_seq": seq})
+                out.append(
+                    JsPublish(self.user_subject(uid), notice, f"n:c:{chat}:{seq}:{uid}", headers)
+                )
+            out.append(
+                JsPublish(self.chat_subject(chat), event.payload, f"c:{chat}:{seq}", headers)
+            )
+        return out
+
+    async def _drain(self, chat_id: int, *, failed: bool = False) -> None:
         """Publish ``chat_id`` until it is empty and no notify came meanwhile; a failure is
         retried after a backoff of 0.1 s doubling to 2 s (the rows stay in the outbox). Any
         other error quarantines the chat (``_quarantine_chat``) and returns: the worker lives
-        on. ``trio.Cancelled`` is not an ``Exception`` and propagates."""
+        on. ``trio.Cancelled`` is not an ``Exception`` and propagates. ``failed``: the
+        group pass just failed as unavailable, so the first attempt waits the backoff."""
         delay = BACKOFF_FIRST
+        if failed:
+            await trio.sleep(delay)
+            delay *= 2
         while True:
             self._again.discard(chat_id)
             progress = self._progress.get(chat_id)
@@ -419,7 +635,7 @@ class OutboxPublisher:
                 return
             else:
                 if progress is not None:
-                    progress.covered = max(progress.covered, start)
+                    progress.cover(start)
                     self._count()
                 if self._quarantine.pop(chat_id, None) is not None:
                     log.info("outbox publisher: chat %d published again", chat_id)

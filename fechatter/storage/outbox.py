@@ -162,6 +162,22 @@ _BATCH = Sql(
     " WHERE topic = 'c' AND topic_id = ? ORDER BY event_seq LIMIT ?"
 )
 _REMOVE = Sql("DELETE FROM outbox WHERE topic = 'c' AND topic_id = ? AND event_seq = ANY(?)")
+# ``claim_many``: the locks first (MATERIALIZED: each chat's try-lock runs once, before the
+# reads), then up to ``lim`` rows per locked chat; a locked chat without rows gives one row
+# of NULLs so the caller can tell "locked, empty" from "busy" (absent).
+_CLAIM_MANY = Sql(
+    "WITH locked AS MATERIALIZED ("
+    " SELECT c.chat, c.lim FROM unnest(CAST(? AS bigint[]), CAST(? AS int[])) AS c (chat, lim)"
+    " WHERE pg_try_advisory_xact_lock(hashtextextended('c:' || c.chat, 0)))"
+    " SELECT l.chat, o.event_seq, o.name, o.data, o.notify FROM locked l"
+    " LEFT JOIN LATERAL (SELECT event_seq, name, CAST(data AS text) AS data, notify"
+    " FROM outbox WHERE topic = 'c' AND topic_id = l.chat ORDER BY event_seq LIMIT l.lim) o"
+    " ON true ORDER BY l.chat, o.event_seq"
+)
+_REMOVE_MANY = Sql(
+    "DELETE FROM outbox o USING unnest(CAST(? AS bigint[]), CAST(? AS bigint[])) AS d (chat, seq)"
+    " WHERE o.topic = 'c' AND o.topic_id = d.chat AND o.event_seq = d.seq"
+)
 _STALE = Sql(
     "SELECT topic_id FROM outbox WHERE topic = 'c'"
     " AND created_at < now() - make_interval(secs => ?) AND topic_id <> ALL(?)"
@@ -186,24 +202,58 @@ def claim(chat_id: int, limit: int) -> Op[list[PendingEvent] | None]:
     result = yield q(_BATCH, (chat_id, limit))
     out: list[PendingEvent] = []
     for r in result.rows:
-        text: str = r["data"]
-        data = json.loads(text)
-        if isinstance(data, dict) and data.get("$ref") == "message":
-            message = yield from get_message(int(data["id"]))
-            if message is not None:
-                body = events.dumps(rehydrate(data, message))
-            else:
-                gone = {k: v for k, v in data.items() if k != "$ref"}
-                body = events.dumps({**gone, "chat_id": chat_id})
-        else:
-            body = text.encode()
-        out.append(PendingEvent(chat_id, r["event_seq"], r["name"], body, tuple(r["notify"])))
+        out.append((yield from _pending(chat_id, r)))
     return out
+
+
+def claim_many(limits: Sequence[tuple[int, int]]) -> Op[dict[int, list[PendingEvent]]]:
+    """``claim`` for several chats in one statement: ``limits`` = ``(chat_id, rows)`` pairs
+    (distinct chats). Inside the caller's transaction, takes each chat's publisher lock with
+    ``pg_try_advisory_xact_lock`` (never waits) and reads the first ``rows`` rows of each
+    chat it locked. Returns ``{chat_id: rows by event_seq}`` for the chats locked (an empty
+    list: nothing left); a chat missing from it is busy (another transaction holds its
+    lock). ``$ref`` rows as in ``claim``; a malformed one raises (``KeyError``, ``ValueError``)."""
+    if not limits:
+        return {}
+    chats = [c for c, _ in limits]
+    result = yield q(_CLAIM_MANY, (chats, [n for _, n in limits]))
+    out: dict[int, list[PendingEvent]] = {}
+    for r in result.rows:
+        chat_id = int(r["chat"])
+        rows = out.setdefault(chat_id, [])
+        if r["event_seq"] is not None:
+            rows.append((yield from _pending(chat_id, r)))
+    return out
+
+
+def _pending(chat_id: int, r: Any) -> Op[PendingEvent]:
+    """One claimed row as the publisher sends it (``$ref`` rehydrated, see ``claim``)."""
+    text: str = r["data"]
+    data = json.loads(text)
+    if isinstance(data, dict) and data.get("$ref") == "message":
+        message = yield from get_message(int(data["id"]))
+        if message is not None:
+            body = events.dumps(rehydrate(data, message))
+        else:
+            gone = {k: v for k, v in data.items() if k != "$ref"}
+            body = events.dumps({**gone, "chat_id": chat_id})
+    else:
+        body = text.encode()
+    return PendingEvent(chat_id, r["event_seq"], r["name"], body, tuple(r["notify"]))
 
 
 def remove(chat_id: int, seqs: Sequence[int]) -> Op[int]:
     """Delete the chat's rows ``seqs`` (published and acknowledged); how many were there."""
     result = yield q(_REMOVE, (chat_id, list(seqs)))
+    return result.rowcount
+
+
+def remove_many(rows: Sequence[tuple[int, int]]) -> Op[int]:
+    """Delete the rows ``(chat_id, event_seq)`` (published and acknowledged), any chats, in
+    one statement; how many were there."""
+    if not rows:
+        return 0
+    result = yield q(_REMOVE_MANY, ([c for c, _ in rows], [s for _, s in rows]))
     return result.rowcount
 
 

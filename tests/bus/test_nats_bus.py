@@ -19,6 +19,7 @@ import trio
 from fechatter.bus import (
     BusState,
     Gap,
+    JsPublish,
     Message,
     NatsBus,
     NoResponders,
@@ -156,6 +157,43 @@ async def test_jetstream_dedup_by_msg_id_and_replay_from_a_sequence(bus: NatsBus
     assert [m.seq for m in capped] == sorted(m.seq for m in capped)
     assert len(capped) == 3
     assert past_end == []
+
+
+async def test_publish_chains_store_each_chain_in_order_and_stop_a_chain_at_its_failure(
+    bus: NatsBus,
+) -> None:
+    """One call, three chains: each stored in its order (dedup by msg id as ``js_publish``);
+    a chain whose second item has no stream stops there — its third item is never sent —
+    while the other chains are stored in full."""
+    base = unique("t.chains")
+    stream = base.upper().replace(".", "_")
+    with trio.fail_after(CEILING):
+        await bus.ensure_stream(stream, [f"{base}.s.>"], max_age=60, max_msgs=1000)
+        await bus.js_publish(f"{base}.s.a", b"a0", msg_id=f"{base}-a-0")
+        results = await bus.js_publish_chains(
+            [
+                [JsPublish(f"{base}.s.a", f"a{i}".encode(), f"{base}-a-{i}") for i in range(4)],
+                [JsPublish(f"{base}.s.b", f"b{i}".encode(), f"{base}-b-{i}") for i in range(3)],
+                [
+                    JsPublish(f"{base}.s.c", b"c0", f"{base}-c-0", {"Fx-Seq": "1"}),
+                    JsPublish(f"{base}.nowhere", b"lost", f"{base}-x"),
+                    JsPublish(f"{base}.s.c", b"c2", f"{base}-c-2"),
+                ],
+            ]
+        )
+        a = await bus.read_stream(stream, f"{base}.s.a", 1, 100)
+        b = await bus.read_stream(stream, f"{base}.s.b", 1, 100)
+        c = await bus.read_stream(stream, f"{base}.s.c", 1, 100)
+    (a_acks, a_error), (b_acks, b_error), (c_acks, c_error) = results
+    assert (a_error, b_error) == (None, None)
+    assert [ack.duplicate for ack in a_acks] == [True, False, False, False]
+    assert [m.payload for m in a] == [b"a0", b"a1", b"a2", b"a3"]
+    assert [m.payload for m in b] == [b"b0", b"b1", b"b2"]
+    assert [m.seq for m in b] == [ack.seq for ack in b_acks]
+    assert isinstance(c_error, Unavailable)
+    assert len(c_acks) == 1
+    assert [m.payload for m in c] == [b"c0"]  # c2 was never sent
+    assert (c[0].headers or {}).get("Fx-Seq") == "1"
 
 
 async def test_a_full_buffer_becomes_a_gap_never_a_silent_loss(bus: NatsBus) -> None:

@@ -467,3 +467,80 @@ async def test_workers_are_capped_to_a_quarter_of_the_pool(pg_database: str, bus
             assert OutboxPublisher(storage, bus, workers=2).workers == 2
         async with open_postgres_storage(pg_database, pool_size=2) as storage:
             assert OutboxPublisher(storage, bus, workers=8).workers == 1
+
+
+async def test_claim_many_locks_each_chat_skips_a_busy_one_and_reads_each_in_order(
+    storage: PostgresStorage, pg_database: str
+) -> None:
+    """``outbox.claim_many`` in one transaction: a chat another transaction is publishing
+    (its advisory lock taken) is left out; a locked chat without rows is an empty list; each
+    other chat's first ``rows`` rows come in ``event_seq`` order."""
+    with trio.fail_after(CEILING):
+        _, (alice, *_), first = await make_group(storage, 2)
+        chats = [first.id]
+        for _ in range(3):
+            chat = await storage.create_chat(
+                first.workspace_id, first.type, None, None, alice.id, [alice.id]
+            )
+            chats.append(chat.id)
+        busy, full, short, empty = chats
+        for chat_id in (busy, full, short):
+            await _fill(storage, chat_id, alice, 4)
+        with psycopg.connect(pg_database) as holder:  # another publisher, mid-transaction
+            holder.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (outbox.lock_key(busy),)
+            )
+
+            async def claim(conn: Any) -> dict[int, list[outbox.PendingEvent]]:
+                await conn.execute("BEGIN")
+                try:
+                    return await run_op(
+                        conn, outbox.claim_many([(busy, 9), (full, 3), (short, 9), (empty, 9)])
+                    )
+                finally:
+                    await conn.execute("ROLLBACK")
+
+            got = await storage._call(claim)
+            holder.rollback()
+    assert set(got) == {full, short, empty}
+    assert [e.event_seq for e in got[full]] == [1, 2, 3]
+    assert [e.event_seq for e in got[short]] == [1, 2, 3, 4]
+    assert got[empty] == []
+    assert all(e.chat_id == c for c in got for e in got[c])
+
+
+async def test_chats_notified_together_go_out_together_and_a_busy_one_does_not_hold_them(
+    storage: PostgresStorage, bus: NatsBus, pg_database: str
+) -> None:
+    """Four chats queued at once are published by the group worker; one of them is busy
+    (another publisher holds its lock): the other three are stored and deleted meanwhile,
+    and the busy one goes out, in order, once the lock is released."""
+    prefix, stream = _names_pair()
+    with trio.fail_after(CEILING):
+        _, (alice, *_), first = await make_group(storage, 2)
+        chats = [first.id]
+        for _ in range(3):
+            chat = await storage.create_chat(
+                first.workspace_id, first.type, None, None, alice.id, [alice.id]
+            )
+            chats.append(chat.id)
+        for chat_id in chats:
+            await _fill(storage, chat_id, alice, 3)
+        busy = chats[1]
+        with psycopg.connect(pg_database) as holder:
+            holder.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (outbox.lock_key(busy),)
+            )
+            async with running(storage, bus, prefix, stream, workers=2) as publisher:
+                for chat_id in chats:
+                    assert publisher.notify(chat_id)
+                await publisher.wait_for(lambda s: s.removed == 9 and s.busy >= 1)
+                assert _outbox_count(pg_database) == 3  # the busy chat's rows wait
+                holder.rollback()  # the other publisher is done
+                await publisher.wait_for(lambda s: s.removed == 12)
+                await publisher.wait_idle()
+                got = {c: await stored(bus, stream, f"{prefix}.ev.chat.{c}") for c in chats}
+                stats = publisher.statistics()
+    assert all(_seqs(got[c]) == [1, 2, 3] for c in chats)
+    assert (stats.stored, stats.duplicates) == (12, 0)
+    assert _outbox_count(pg_database) == 0
