@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
 import trio
 
 from fechatter.app import ServerInfo
@@ -23,6 +24,12 @@ async def fanout_metrics(api: Api) -> dict[str, float]:
     return {f"{stage}_{kind}": float(v) for kind, stage, v in _COUNT.findall(text)}
 
 
+@pytest.mark.single_process(
+    reason=(
+        "reads /metrics of the node that answers HTTP; in the cluster modes the streams are "
+        "on node 2, which times the fan-out (tests/cluster/test_fanout_times_across_nodes.py)"
+    )
+)
 async def test_a_delivered_message_is_timed_from_its_commit(server: ServerInfo, api: Api) -> None:
     a, b = await api.signup(), await api.signup()
     ws = await make_workspace(a, b)
