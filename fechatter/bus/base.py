@@ -194,6 +194,8 @@ class Subscription:
         self._gaps += 1
         self._count += 1
         self._send.send_nowait(_CONNECTION_LOST)
+        if self.on_offer is not None:  # a backlog like any item (the Sequencer waits for it)
+            self.on_offer(self)
 
     def _close(self) -> None:
         self._closed = True

@@ -242,6 +242,23 @@ async def test_a_lost_connection_marker_drops_nothing_and_never_overfills() -> N
         assert (sub.statistics().gaps, sub.statistics().dropped) == (2, 2)
 
 
+async def test_the_watcher_hears_of_every_item_put_in_the_buffer_the_lost_connection_too() -> None:
+    # The node's Sequencer waits only for the subscriptions ``on_offer`` reported: an item it
+    # was not told of (the connection-lost marker) would let a release pass run before the
+    # chat's reader took it and started its catch-up (older events released after newer ones).
+    with trio.fail_after(CEILING):
+        sub = Subscription("t.watch", buffer=2)
+        told: list[int] = []
+        sub.on_offer = lambda s: told.append(s.offered)
+        sub._offer(Message("t.watch", b"0"))
+        await sub.receive()
+        sub.connection_lost()  # an idle subscription: its marker is its only backlog
+        assert told == [1, 2]
+        await sub.receive()
+        sub._mark_gap(3)
+        assert told == [1, 2, 3]
+
+
 async def test_server_outage_raises_unavailable_then_reconnects() -> None:
     server = NatsServer.create()
     try:
