@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -336,6 +336,119 @@ def largest_gap(times: list[float], since: float) -> float:
     return max(spans, default=0.0)
 
 
+W = TypeVar("W", bound=Watcher)
+
+
+def place_watchers(
+    kind: type[W], target: NodeProc, n2: NodeProc, n3: NodeProc, users: list[User], chats: list[int]
+) -> tuple[list[W], list[W], trio.Event]:
+    """Streams of every member: two per transport kind on ``target`` (the node the test
+    kills or stops; they reconnect to a survivor with their last event id), the rest on the
+    survivors. Half of ``target``'s reconnect at once (and get live events), half only once
+    the returned event is set, when the chats continue elsewhere (they missed events: a
+    replay from JetStream, merged with live traffic that keeps flowing)."""
+    a, b, c, d = users
+    both = tuple(chats)
+    name = target.name
+    on_target = [
+        kind(f"a sse@{name}", a, False, target, both),
+        kind(f"b sse@{name}", b, False, target, both),
+        kind(f"c ws@{name}", c, True, target, both),
+        kind(f"d ws@{name}", d, True, target, both),
+    ]
+    on_survivors = [
+        kind("c sse@n2", c, False, n2, both),
+        kind("a ws@n3", a, True, n3, both),
+        kind("d sse@n3", d, False, n3, both),
+        kind("b ws@n2", b, True, n2, both),
+    ]
+    taken = trio.Event()
+    for watcher in on_target[1::2]:
+        watcher.reconnect_after = taken
+    return on_target, on_survivors, taken
+
+
+async def start_watchers(
+    streams: trio.Nursery,
+    progress: Progress,
+    on_target: list[W],
+    on_survivors: list[W],
+    n2: NodeProc,
+    n3: NodeProc,
+) -> None:
+    """Start every watcher in ``streams``; ``target``'s reconnect to n2 or n3 in turn."""
+    for k, watcher in enumerate(on_target):
+        await streams.start(watcher.run, progress, (n2, n3)[k % 2])
+    for watcher in on_survivors:
+        await streams.start(watcher.run, progress, None)
+
+
+def continued(acks: list[Ack], chats: list[int], since: float) -> bool:
+    """Whether every chat had ``ACKS_AFTER_KILL`` sends started after ``since`` acked."""
+    after = Counter(a.chat for a in acks if a.started >= since)
+    return all(after[chat] >= ACKS_AFTER_KILL for chat in chats)
+
+
+async def assert_stored_exactly(api: Api, chats: list[int], acks: list[Ack]) -> None:
+    """Storage: every acknowledged message once, seq gapless, nothing unacknowledged."""
+    stored = {chat: await stored_messages(api, chat) for chat in chats}
+    by_cid = {m["client_id"]: m for chat in chats for m in stored[chat]}
+    for chat in chats:
+        assert_gapless_once(stored[chat])
+    assert len(by_cid) == sum(len(v) for v in stored.values())
+    for ack in acks:
+        m = by_cid[ack.client_id]
+        assert (m["chat_id"], m["id"], m["seq"]) == (ack.chat, ack.id, ack.seq)
+    assert set(by_cid) == {ack.client_id for ack in acks}
+
+
+async def sentinels_seen(
+    sender: Api, reader: Api, chats: list[int], watchers: list[W], progress: Progress
+) -> tuple[dict[int, list[dict[str, Any]]], set[int]]:
+    """A sentinel per chat sent by ``sender``; wait until every watcher reached them.
+    Returns the stored messages per chat (read by ``reader``) and all their ids."""
+    sentinels = [
+        (await sender.post(f"/api/chats/{chat}/messages", json={"content": "end"})).json()
+        for chat in chats
+    ]
+    final = {chat: await stored_messages(reader, chat) for chat in chats}
+    every = {m["id"] for chat in chats for m in final[chat]}
+
+    def all_seen() -> bool:
+        return all({s["id"] for s in sentinels} <= (w.ids() | w.after_resync) for w in watchers)
+
+    await progress.wait_for(all_seen)
+    return final, every
+
+
+async def assert_resumed(
+    w: Watcher,
+    chats: list[int],
+    final: dict[int, list[dict[str, Any]]],
+    every: set[int],
+    refetch: Api,
+) -> None:
+    """A stream of the lost node: an exact resume got every event once in seq order per
+    chat; after a resync a refetch over HTTP (``refetch``, as the user) ends the same."""
+    assert w.broke_at is not None, w.name
+    assert w.outcome, w.name
+    if w.outcome == "exact":
+        for chat in chats:
+            got = [s for s, _ in w.got[chat]]
+            assert got == [int(m["seq"]) for m in final[chat]], w.name
+    else:
+        refetched = {m["id"] for chat in chats for m in await stored_messages(refetch, chat)}
+        assert refetched | w.after_resync == every, w.name
+
+
+def assert_every_event_once(
+    w: Watcher, chats: list[int], final: dict[int, list[dict[str, Any]]]
+) -> None:
+    """A survivor's stream: every event once, in seq order per chat."""
+    for chat in chats:
+        assert [s for s, _ in w.got[chat]] == [int(m["seq"]) for m in final[chat]], w.name
+
+
 async def test_kill_9_of_a_busy_owner_loses_nothing_and_its_streams_resume_elsewhere(
     procs: list[NodeProc], http: Clients, pg_database: str
 ) -> None:
@@ -343,34 +456,11 @@ async def test_kill_9_of_a_busy_owner_loses_nothing_and_its_streams_resume_elsew
     with trio.fail_after(TEST_CEILING):
         users, chats = await setup_chats(http, victim, n2, users=4, chats=2)
         progress = Progress()
-        # Streams of every member: two on the victim per transport kind, the rest on the
-        # survivors. The victim's reconnect to a survivor with their last event id.
-        a, b, c, d = users
-        both = tuple(chats)
-        on_victim = [
-            Watcher("a sse@victim", a, False, victim, both),
-            Watcher("b sse@victim", b, False, victim, both),
-            Watcher("c ws@victim", c, True, victim, both),
-            Watcher("d ws@victim", d, True, victim, both),
-        ]
-        on_survivors = [
-            Watcher("c sse@n2", c, False, n2, both),
-            Watcher("a ws@n3", a, True, n3, both),
-            Watcher("d sse@n3", d, False, n3, both),
-            Watcher("b ws@n2", b, True, n2, both),
-        ]
-        # Half of them reconnect at once (and get live events), half only once the chats
-        # continue elsewhere (they missed events: a replay from JetStream, merged with live
-        # traffic that keeps flowing).
-        taken = trio.Event()
-        for watcher in on_victim[1::2]:
-            watcher.reconnect_after = taken
+        a, b = users[:2]
+        on_victim, on_survivors, taken = place_watchers(Watcher, victim, n2, n3, users, chats)
         traffic = Traffic(http, procs, progress)
         async with trio.open_nursery() as streams:
-            for k, watcher in enumerate(on_victim):
-                await streams.start(watcher.run, progress, (n2, n3)[k % 2])
-            for watcher in on_survivors:
-                await streams.start(watcher.run, progress, None)
+            await start_watchers(streams, progress, on_victim, on_survivors, n2, n3)
 
             # The first send takes the lease (on demand): through the victim, so it owns both.
             for chat in chats:
@@ -386,71 +476,27 @@ async def test_kill_9_of_a_busy_owner_loses_nothing_and_its_streams_resume_elsew
                 killed = trio.current_time()
                 traffic.dead.add(victim.name)
                 await victim.wait()
-
-                def continued(since: float) -> bool:
-                    after = Counter(a.chat for a in traffic.acks if a.started >= since)
-                    return all(after[chat] >= ACKS_AFTER_KILL for chat in chats)
-
-                await progress.wait_for(lambda: continued(killed))
+                await progress.wait_for(lambda: continued(traffic.acks, chats, killed))
                 taken.set()
                 since = trio.current_time()
-                await progress.wait_for(lambda: continued(since))
+                await progress.wait_for(lambda: continued(traffic.acks, chats, since))
                 traffic.stop.set()
 
-            # Storage: every acknowledged message once, seq gapless, nothing unacknowledged.
-            stored = {chat: await stored_messages(http.on(a, n2), chat) for chat in chats}
-            by_cid = {m["client_id"]: m for chat in chats for m in stored[chat]}
-            for chat in chats:
-                assert_gapless_once(stored[chat])
-            assert len(by_cid) == sum(len(v) for v in stored.values())
-            for ack in traffic.acks:
-                m = by_cid[ack.client_id]
-                assert (m["chat_id"], m["id"], m["seq"]) == (ack.chat, ack.id, ack.seq)
-            assert set(by_cid) == {ack.client_id for ack in traffic.acks}
+            await assert_stored_exactly(http.on(a, n2), chats, traffic.acks)
             for chat in chats:
                 owner, _ = await lease_of(pg_database, chat)
                 assert owner in {n2.node_id, n3.node_id}
 
             # A sentinel per chat: every stream must reach it, then nothing more comes.
-            sentinels = [
-                (
-                    await http.on(b, n3).post(
-                        f"/api/chats/{chat}/messages", json={"content": "end"}
-                    )
-                ).json()
-                for chat in chats
-            ]
-            final = {chat: await stored_messages(http.on(a, n3), chat) for chat in chats}
-            every = {m["id"] for chat in chats for m in final[chat]}
-            watchers = on_victim + on_survivors
-
-            def all_seen() -> bool:
-                return all(
-                    {s["id"] for s in sentinels} <= (w.ids() | w.after_resync) for w in watchers
-                )
-
-            await progress.wait_for(all_seen)
+            final, every = await sentinels_seen(
+                http.on(b, n3), http.on(a, n3), chats, on_victim + on_survivors, progress
+            )
             streams.cancel_scope.cancel()
 
-        # Survivors' streams: every event once, in seq order per chat.
         for w in on_survivors:
-            for chat in chats:
-                assert [s for s, _ in w.got[chat]] == [int(m["seq"]) for m in final[chat]], w.name
-        # The victim's streams: an exact resume is the same; a resync refetches over HTTP.
+            assert_every_event_once(w, chats, final)
         for w in on_victim:
-            assert w.broke_at is not None, w.name
-            assert w.outcome, w.name
-            if w.outcome == "exact":
-                for chat in chats:
-                    got = [s for s, _ in w.got[chat]]
-                    assert got == [int(m["seq"]) for m in final[chat]], w.name
-            else:
-                refetched = {
-                    m["id"]
-                    for chat in chats
-                    for m in await stored_messages(http.on(w.user, n2), chat)
-                }
-                assert refetched | w.after_resync == every, w.name
+            await assert_resumed(w, chats, final, every, http.on(w.user, n2))
 
     for node in (n2, n3):  # the survivors' logs are clean
         assert "Traceback" not in node.text(), node.text()

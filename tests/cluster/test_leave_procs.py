@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ import trio
 from tests.cluster.procs import NodeProc, open_node_procs
 from tests.cluster.test_failover import (
     ACK_CEILING,
-    ACKS_AFTER_KILL,
     ACKS_BEFORE_KILL,
     NODE_ENV,
     SENDERS,
@@ -34,12 +32,17 @@ from tests.cluster.test_failover import (
     Progress,
     Traffic,
     Watcher,
-    assert_gapless_once,
+    assert_every_event_once,
+    assert_resumed,
+    assert_stored_exactly,
+    continued,
     largest_gap,
     lease_of,
+    place_watchers,
     send_once,
+    sentinels_seen,
     setup_chats,
-    stored_messages,
+    start_watchers,
     takeover_gaps,
 )
 from tests.nats import NatsServer
@@ -113,31 +116,11 @@ async def test_sigterm_of_a_busy_owner_hands_its_chats_over_and_its_streams_resu
     with trio.fail_after(TEST_CEILING):
         users, chats = await setup_chats(http, leaver, n2, users=4, chats=2)
         progress = Progress()
-        a, b, c, d = users
-        both = tuple(chats)
-        on_leaver = [
-            HintWatcher("a sse@leaver", a, False, leaver, both),
-            HintWatcher("b sse@leaver", b, False, leaver, both),
-            HintWatcher("c ws@leaver", c, True, leaver, both),
-            HintWatcher("d ws@leaver", d, True, leaver, both),
-        ]
-        on_survivors = [
-            HintWatcher("c sse@n2", c, False, n2, both),
-            HintWatcher("a ws@n3", a, True, n3, both),
-            HintWatcher("d sse@n3", d, False, n3, both),
-            HintWatcher("b ws@n2", b, True, n2, both),
-        ]
-        # Half reconnect at once, half once the chats continue elsewhere (they missed events:
-        # a replay from JetStream merged with live traffic).
-        taken = trio.Event()
-        for watcher in on_leaver[1::2]:
-            watcher.reconnect_after = taken
+        a, b = users[:2]
+        on_leaver, on_survivors, taken = place_watchers(HintWatcher, leaver, n2, n3, users, chats)
         traffic = Traffic(http, procs, progress)
         async with trio.open_nursery() as streams:
-            for k, watcher in enumerate(on_leaver):
-                await streams.start(watcher.run, progress, (n2, n3)[k % 2])
-            for watcher in on_survivors:
-                await streams.start(watcher.run, progress, None)
+            await start_watchers(streams, progress, on_leaver, on_survivors, n2, n3)
             for chat in chats:  # the first send takes the lease: the leaver owns both
                 traffic.acks.append(await send_once(http.on(a, leaver), chat, f"hello{chat}"))
                 assert (await lease_of(pg_database, chat))[0] == leaver.node_id
@@ -153,73 +136,31 @@ async def test_sigterm_of_a_busy_owner_hands_its_chats_over_and_its_streams_resu
                 assert await leaver.wait() == 0
                 exited = trio.current_time()
                 traffic.dead.add(leaver.name)
-
-                def continued(since: float) -> bool:
-                    after = Counter(a.chat for a in traffic.acks if a.started >= since)
-                    return all(after[chat] >= ACKS_AFTER_KILL for chat in chats)
-
-                await progress.wait_for(lambda: continued(termed))
+                await progress.wait_for(lambda: continued(traffic.acks, chats, termed))
                 taken.set()
                 since = trio.current_time()
-                await progress.wait_for(lambda: continued(since))
+                await progress.wait_for(lambda: continued(traffic.acks, chats, since))
                 traffic.stop.set()
 
-            # Storage: every acknowledged message once, seq gapless, nothing unacknowledged.
-            stored = {chat: await stored_messages(http.on(a, n2), chat) for chat in chats}
-            by_cid = {m["client_id"]: m for chat in chats for m in stored[chat]}
-            for chat in chats:
-                assert_gapless_once(stored[chat])
-            assert len(by_cid) == sum(len(v) for v in stored.values())
-            for ack in traffic.acks:
-                m = by_cid[ack.client_id]
-                assert (m["chat_id"], m["id"], m["seq"]) == (ack.chat, ack.id, ack.seq)
-            assert set(by_cid) == {ack.client_id for ack in traffic.acks}
+            await assert_stored_exactly(http.on(a, n2), chats, traffic.acks)
             for chat in chats:  # taken by a survivor at the next epoch
                 owner, epoch = await lease_of(pg_database, chat)
                 assert owner in {n2.node_id, n3.node_id}
                 assert epoch == 2
 
-            sentinels = [
-                (
-                    await http.on(b, n3).post(
-                        f"/api/chats/{chat}/messages", json={"content": "end"}
-                    )
-                ).json()
-                for chat in chats
-            ]
-            final = {chat: await stored_messages(http.on(a, n3), chat) for chat in chats}
-            every = {m["id"] for chat in chats for m in final[chat]}
-            watchers = on_leaver + on_survivors
-
-            def all_seen() -> bool:
-                return all(
-                    {s["id"] for s in sentinels} <= (w.ids() | w.after_resync) for w in watchers
-                )
-
-            await progress.wait_for(all_seen)
+            final, every = await sentinels_seen(
+                http.on(b, n3), http.on(a, n3), chats, on_leaver + on_survivors, progress
+            )
             streams.cancel_scope.cancel()
 
         # The leaver's streams got the hint, reconnected to a survivor and resumed.
         for w in on_leaver:
             expected = "close 1012 service restart" if w.ws else "retry"
             assert w.ended == expected, (w.name, w.ended)
-            assert w.broke_at is not None, w.name
-            assert w.outcome, w.name
-            if w.outcome == "exact":
-                for chat in chats:
-                    got = [s for s, _ in w.got[chat]]
-                    assert got == [int(m["seq"]) for m in final[chat]], w.name
-            else:
-                refetched = {
-                    m["id"]
-                    for chat in chats
-                    for m in await stored_messages(http.on(w.user, n2), chat)
-                }
-                assert refetched | w.after_resync == every, w.name
+            await assert_resumed(w, chats, final, every, http.on(w.user, n2))
         for w in on_survivors:  # untouched: every event once, in seq order per chat
             assert w.broke_at is None, w.name
-            for chat in chats:
-                assert [s for s, _ in w.got[chat]] == [int(m["seq"]) for m in final[chat]], w.name
+            assert_every_event_once(w, chats, final)
 
     for node in procs:  # every log is clean, the leaver's too
         assert "Traceback" not in node.text(), node.text()
