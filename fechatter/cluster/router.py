@@ -156,6 +156,12 @@ class ChatRouter:
         self._released = trio.Event()
         self._any_sub: Subscription | None = None  # serve_any's, once subscribed
         self.held = 0  # commands held until the release (tests, logs)
+        # Forwards waiting on a node's reply, by node id: cancelled by ``serve_departures``
+        # when the node leaves the live list (its row expired: a killed owner never answers,
+        # so waiting out REQUEST_CEILING would add up to 5 s to the takeover). One scope per
+        # forward in flight; bounded by the callers' concurrency.
+        self._in_flight: dict[str, set[trio.CancelScope]] = {}
+        self.abandoned = 0  # forwards cancelled because their node left (tests, logs)
         self._held_more = trio.Event()  # set (and replaced) at each hold
         directory.activate = self._activate
 
@@ -352,17 +358,29 @@ class ChatRouter:
         else:
             subject = inbox_subject(self._prefix, owner.node_id)
         self.forwarded += 1
+        departed = trio.CancelScope()  # cmd.any has no one node to watch: never cancelled
+        flights = (
+            self._in_flight.setdefault(owner.node_id, set()) if owner is not ANY_OWNER else set()
+        )
+        flights.add(departed)
         try:
-            reply = await self._bus.request(
-                subject,
-                payload,
-                min(remaining, REQUEST_CEILING),
-                headers={codec.PROTO_HEADER: str(codec.PROTO)},
-            )
+            with departed:
+                reply = await self._bus.request(
+                    subject,
+                    payload,
+                    min(remaining, REQUEST_CEILING),
+                    headers={codec.PROTO_HEADER: str(codec.PROTO)},
+                )
         except NoResponders as exc:
             raise _Refused from exc
         except Unavailable as exc:  # RequestTimeout, lost connection, the responder failed
             raise _Unknown from exc
+        finally:
+            flights.discard(departed)
+            if not flights and self._in_flight.get(owner.node_id) is flights:
+                del self._in_flight[owner.node_id]
+        if departed.cancelled_caught:  # its row expired mid-request: like a timeout, sooner
+            raise _Unknown from Unavailable(f"node {owner.node_id} left the cluster")
         try:
             outcome = codec.decode_reply(reply.payload, command)
         except CodecError as exc:  # the owner may have run it: like a timeout
@@ -373,6 +391,20 @@ class ChatRouter:
         if isinstance(error, ChatMoved | ProtocolMismatch):
             raise _Refused from error
         raise error
+
+    async def serve_departures(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Until cancelled: at each refresh of the live node list (every beat), cancel the
+        forwards waiting on a node that is no longer in it, so their calls re-resolve and
+        take the chat over as soon as the row expires instead of after the request timeout
+        (an unknown outcome, retried when ``codec.retry_safe``, as a timeout would be)."""
+        task_status.started()
+        while True:
+            await self._node.wait_changed()
+            live = self._node.nodes
+            for node_id in [node_id for node_id in self._in_flight if node_id not in live]:
+                for scope in self._in_flight.pop(node_id):
+                    scope.cancel()
+                    self.abandoned += 1
 
     # -- the inbox ------------------------------------------------------------------------
     async def serve_inbox(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -530,6 +562,7 @@ async def open_chat_router(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(router.serve_inbox)
+            await nursery.start(router.serve_departures)
             if router.owns_chats:
                 await nursery.start(router.serve_any)
             try:

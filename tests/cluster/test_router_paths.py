@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from fechatter.actors.commands import Command, SendMessage
+from fechatter.actors.commands import Command, SendMessage, SendResult
 from fechatter.bus import Message, NatsBus, open_nats_bus
 from fechatter.bus.nats import ERROR_HEADER
 from fechatter.cluster import codec
@@ -443,3 +443,47 @@ async def test_a_cached_owner_whose_row_expired_is_not_asked_again(
             assert len(seen) == 1  # the expired owner was not asked again
             nursery.cancel_scope.cancel()
         assert lease(pg_database, chat)[0] == n1.node_id
+
+
+async def test_a_forward_waiting_on_an_owner_whose_row_expires_is_abandoned_and_taken_over(
+    cluster: ClusterHarness, clients: Clients, raw: NatsBus, pg_database: str
+) -> None:
+    """A killed owner never answers a request it had received (issue 13: one chat's takeover
+    took 5.1 s, the request timeout, instead of the row's TTL): when the owner leaves the
+    live list the forward is abandoned as an unknown outcome, and a retry-safe command (a
+    send with ``client_id``) takes the chat over within the same call. Without
+    ``serve_departures`` the call waits out its request timeout and ends 503."""
+    n1 = cluster.nodes[0]
+    with trio.fail_after(TEST_CEILING):
+        users, chat = await group_chat(cluster, clients)
+        a = users[0]
+        ghost = fake_owner(pg_database, chat)
+        seen: list[Message] = []
+        received = trio.Event()
+
+        async def freeze(request: Message, n: int) -> bytes | None:
+            received.set()
+            return None  # received, never answered: a process killed mid-request
+
+        replies: list[SendResult] = []
+
+        async def send() -> None:
+            replies.append(await router(n1).call(chat, send_command(a, "taken", "d1")))
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_fake, raw, ghost, freeze, seen)
+            async with trio.open_nursery() as calls:
+                calls.start_soon(send)
+                await received.wait()
+                _admin(
+                    pg_database,
+                    "UPDATE cluster_nodes SET expires_at = now() WHERE node_id = %s",
+                    ghost,
+                )
+            nursery.cancel_scope.cancel()
+        (reply,) = replies
+        assert reply.created
+        assert router(n1).abandoned == 1
+        assert len(seen) == 1
+        assert [m["content"] for m in await messages(clients.on(a, n1), chat)] == ["taken"]
+    assert lease(pg_database, chat)[0] == n1.node_id
