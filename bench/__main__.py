@@ -43,6 +43,7 @@ FULL: dict[str, dict[str, Any]] = {
         "fan_members": 1000,
         "messages": 30,
         "rate": 5.0,
+        "bus_baseline": True,
     },
 }
 QUICK: dict[str, dict[str, Any]] = {
@@ -67,6 +68,7 @@ QUICK: dict[str, dict[str, Any]] = {
         "fan_members": 40,
         "messages": 5,
         "rate": 20.0,
+        "bus_baseline": False,
     },
 }
 # Not part of a bare ``python -m bench run`` (it needs embedded PostgreSQL and nats-server and
@@ -114,6 +116,7 @@ async def run(
                 params["fan_members"],
                 params["messages"],
                 params["rate"],
+                params["bus_baseline"],
             )
         elif name == "reaction_storm":
             result = await scenarios.reaction_storm(

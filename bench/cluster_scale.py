@@ -5,7 +5,8 @@
 (``tests/nats.py``), prepares one world (users, ``chats`` chats of ``members`` members, one
 ``fan_members`` channel) once and clones its database for each variant, then runs, for each
 node count ``n`` in 1..N (1: one ``fechatter serve`` on PostgreSQL without NATS, the
-baseline; n ≥ 2: n nodes with ``--nats-url`` and the variant's own ``nats_prefix``):
+baseline; at full size also 1 with NATS, ``bus`` true; n ≥ 2: n nodes with ``--nats-url``
+and the variant's own ``nats_prefix``):
 
 - **ownership**: one message per chat posted (HTTP) to node ``k % n`` before anything is
   measured, so chat ``k`` is owned there; the fan-out channel is owned by node A.
@@ -123,9 +124,13 @@ async def cluster_scale(
     fan_members: int,
     messages: int,
     rate: float,
+    bus_baseline: bool = False,
 ) -> Outcome:
     """Run node counts 1..``max_nodes`` (see the module doc); two rows per count (phases
-    ``throughput`` and ``fanout``), latencies in ms, CPU in µs."""
+    ``throughput`` and ``fanout``), latencies in ms, CPU in µs. ``bus_baseline`` adds one
+    node *with* NATS after the plain one (rows ``nodes`` 1, ``bus`` true): the cluster path
+    (outbox, JetStream, EventRouter, Sequencer) without forwarding, so the 2-node cost splits
+    into the price of the bus and the price of a second node. Every row names ``bus``."""
     from tests.nats import NatsServer
     from tests.pg import PgServer
 
@@ -143,13 +148,17 @@ async def cluster_scale(
             source = await trio.to_thread.run_sync(pg.new_database)
             world = await prepare(source, chats * members, [members] * chats + [fan_members])
             run = secrets.token_hex(3)
-            for n in range(1, max_nodes + 1):
-                url = await trio.to_thread.run_sync(_clone, pg, source, f"scale{run}n{n}")
+            variants = [(1, False)] + [(1, True)] * bus_baseline
+            variants += [(n, True) for n in range(2, max_nodes + 1)]
+            for n, bus in variants:
+                name = f"scale{run}n{n}{'b' * (n == 1 and bus)}"
+                url = await trio.to_thread.run_sync(_clone, pg, source, name)
                 rows, samples = await one_variant(
-                    n, world, url, nats.url, f"xscale{run}n{n}", pids, senders, seconds,
+                    n, bus, world, url, nats.url, f"x{name}", pids, senders, seconds,
                     messages, rate,
                 )  # fmt: skip
                 for row in rows:
+                    row["bus"] = bus
                     row["fanout_timing_us_per_event"] = round(cost, 3)
                 out.rows += rows
                 out.latencies.update(samples)
@@ -170,15 +179,15 @@ def _clone(pg: Any, source: str, name: str) -> str:
 
 @asynccontextmanager
 async def start_nodes(
-    n: int, database_url: str, nats_url: str, prefix: str
+    n: int, bus: bool, database_url: str, nats_url: str, prefix: str
 ) -> AsyncIterator[list[Node]]:
-    """``n`` nodes on ``database_url`` (n = 1: without NATS), each pinned to core 0."""
+    """``n`` nodes on ``database_url`` (``bus``: with NATS), each pinned to core 0."""
     async with AsyncExitStack() as stack:
         nodes = []
         for name in NAMES[:n]:
             args = ["--node-id", name]
             env: dict[str, str] = {}
-            if n > 1:
+            if bus:
                 args += ["--nats-url", nats_url]
                 env["FECHATTER_NATS_PREFIX"] = prefix
             server, _ = await stack.enter_async_context(run_server(database_url, env, args))
@@ -188,6 +197,7 @@ async def start_nodes(
 
 async def one_variant(
     n: int,
+    bus: bool,
     world: World,
     database_url: str,
     nats_url: str,
@@ -203,9 +213,9 @@ async def one_variant(
     owner = {"Authorization": f"Bearer {world.tokens[world.sender]}"}
     rows: list[dict[str, Any]] = []
     samples: dict[str, list[float]] = {}
-    print(f"-- cluster_scale: {n} node(s)", file=sys.stderr, flush=True)
+    print(f"-- cluster_scale: {n} node(s){' with NATS' * bus}", file=sys.stderr, flush=True)
     async with (
-        start_nodes(n, database_url, nats_url, prefix) as nodes,
+        start_nodes(n, bus, database_url, nats_url, prefix) as nodes,
         httpx.AsyncClient(timeout=30) as http,
     ):
         # Ownership: chat k on node k % n, the channel on A (nothing here is measured).

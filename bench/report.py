@@ -133,7 +133,7 @@ def scale_cost(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(phases) + 1, figsize=(4.2 * (len(phases) + 1), 4))
     for ax, phase in zip(axes, phases, strict=False):
         subset = [r for r in rows if r["phase"] == phase]
-        xs = [str(r["nodes"]) for r in subset]
+        xs = [f"{r['nodes']}{'+NATS' * (r['nodes'] == 1 and r.get('bus', False))}" for r in subset]
         bottom = [0.0] * len(subset)
         for key, label in (
             ("fechatter_cpu_us_per_message", "fechatter nodes"),
@@ -150,7 +150,7 @@ def scale_cost(rows: list[dict[str, Any]], path: Path) -> None:
         ax.grid(True, axis="y", alpha=0.3)
     ax = axes[-1]
     for phase, marker in zip(phases, "os", strict=False):
-        subset = [r for r in rows if r["phase"] == phase]
+        subset = [r for r in rows if r["phase"] == phase and not (r["nodes"] == 1 and r.get("bus"))]
         xs = [r["nodes"] for r in subset]
         ax.plot(xs, [r["delivery_p99_ms"] for r in subset], marker + "-", label=f"{phase} client")
         ax.plot(
