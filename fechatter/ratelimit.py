@@ -16,6 +16,7 @@ function; no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable
 
 from fechatter.errors import RateLimited
@@ -103,3 +104,12 @@ class RateLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+def rate_share(rate: float, burst: int, nodes: int) -> tuple[float, int]:
+    """One cluster node's share of a per-user limit of ``rate`` tokens/s and ``burst`` tokens when
+    ``nodes`` nodes are live (at least 1 counted): ``(rate / nodes, ceil(burst / nodes))``.
+    The rate is split exactly (a float: the shares add up to the limit, also below 1/s);
+    the burst is whole tokens, rounded up so every node admits at least one."""
+    n = max(1, nodes)
+    return rate / n, math.ceil(burst / n)

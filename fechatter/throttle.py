@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from fechatter.config import Settings
 from fechatter.errors import RateLimited
-from fechatter.ratelimit import RateLimiter
+from fechatter.ratelimit import RateLimiter, rate_share
 from fechatter.text import normalize_email
 
 CODE = "too_many_attempts"
@@ -89,11 +89,10 @@ class AuthThrottle:
     def share(self, nodes: int) -> None:
         """Enforce one node's share of every limit while ``nodes`` nodes are live (cluster
         mode, docs/api.md "Throttles in a cluster"): ``rate / nodes`` and
-        ``ceil(burst / nodes)``, at least 1 — the split of ``cluster.node.rate_share``, so
-        guesses spread over every node add up to the limit (rounded up per node)."""
-        n = max(1, nodes)
+        ``ceil(burst / nodes)``, at least 1 (``ratelimit.rate_share``), so guesses spread
+        over every node add up to the limit (rounded up per node)."""
         for limiter, rate, burst in self._whole:
-            limiter.set_limits(rate / n, -(-burst // n))
+            limiter.set_limits(*rate_share(rate, burst, nodes))
 
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float]) -> AuthThrottle:

@@ -14,7 +14,6 @@ events: ``wiring``). This module must never open a listener or import a transpor
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import string
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,7 +24,7 @@ import trio
 
 from fechatter.bus import Bus, BusState
 from fechatter.errors import Unavailable
-from fechatter.ratelimit import RateLimiter
+from fechatter.ratelimit import RateLimiter, rate_share
 from fechatter.storage.cluster import ClusterStore, NodeRole
 
 log = logging.getLogger(__name__)
@@ -256,15 +255,6 @@ async def open_cluster_node(
                 nursery.cancel_scope.cancel()
     finally:
         await node._release()  # at once if ``leave`` released it already
-
-
-def rate_share(rate: float, burst: int, nodes: int) -> tuple[float, int]:
-    """One node's share of a per-user limit of ``rate`` tokens/s and ``burst`` tokens when
-    ``nodes`` nodes are live (at least 1 counted): ``(rate / nodes, ceil(burst / nodes))``.
-    The rate is split exactly (a float: the shares add up to the limit, also below 1/s);
-    the burst is whole tokens, rounded up so every node admits at least one."""
-    n = max(1, nodes)
-    return rate / n, math.ceil(burst / n)
 
 
 async def serve_rate_share(

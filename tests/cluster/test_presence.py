@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 
-from fechatter.cluster.node import rate_share
+from fechatter.ratelimit import rate_share
 from tests.cluster.harness import ClusterHarness, open_cluster_harness, wait_nodes
 from tests.cluster.test_cross_node_events import (
     Http,
