@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import cast
 
 import hypercorn.trio
 import trio
@@ -33,6 +34,7 @@ from fechatter.cluster.leave import hand_over
 from fechatter.cluster.node import ClusterNode, open_cluster_node, serve_rate_share
 from fechatter.cluster.router import ChatRouter, open_chat_router
 from fechatter.cluster.wiring import ClusterEvents, open_cluster_events
+from fechatter.cluster.workspace_events import ClusterWorkspaceEvents
 from fechatter.config import (
     Settings,
     default_node_id,
@@ -43,6 +45,7 @@ from fechatter.config import (
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
+from fechatter.domain.workspace_events import LocalWorkspaceEvents, WorkspaceEventSink
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import Unavailable
 from fechatter.http import create_app
@@ -176,6 +179,16 @@ async def open_router(
         await hand_over(cluster, router, system.directory, wiring.publisher)
 
 
+def workspace_events(
+    storage: Storage, system: ActorSystem, wiring: ClusterEvents | None
+) -> WorkspaceEventSink:
+    """Where workspace writes commit and their events go (SPEC §7): this process's hub, or
+    in cluster mode the outbox and each recipient's user subject."""
+    if wiring is None:
+        return LocalWorkspaceEvents(storage, system.users)
+    return ClusterWorkspaceEvents(cast(PostgresStorage, storage), wiring.publisher)
+
+
 async def check_connection_budget(storage: PostgresStorage, node: ClusterNode) -> None:
     """Log an ERROR at start when the live nodes' pools (this one's size assumed for each)
     may together need more connections than PostgreSQL allows (docs/cluster.md §6). Never
@@ -305,7 +318,7 @@ async def serve(
                     storage,
                     system.directory,
                     commands,
-                    delete_workspace=None if wiring is None else wiring.delete_workspace,
+                    events=workspace_events(storage, system, wiring),
                 ),
                 accounts=Accounts(storage, auth, guard),
                 chats=chats,

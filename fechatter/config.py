@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     public_realtime_url: str | None = Field(
         None, description="the realtime listener as browsers reach it (behind a proxy)"
     )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="the web app as people reach it, e.g. https://chat.example.com; invite"
+        " links are <public_url>/invite/<token>. None: the origin each request reached"
+        " (the API's own origin; set it behind a proxy)",
+    )
 
     jwt_secret: str | None = Field(
         None,

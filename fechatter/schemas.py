@@ -129,11 +129,24 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+# An invite token as it appears in links (``secrets.token_urlsafe``); only its shape is checked.
+InviteToken = Annotated[
+    str, Field(strict=True, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+]
+
+
 class SignupIn(Body):
     fullname: FullName
     email: Email
     password: Password
     workspace: Name | None = None
+    invite_token: InviteToken | None = None  # join that workspace (SPEC §7)
+
+    @model_validator(mode="after")
+    def _one_workspace(self) -> SignupIn:
+        if self.workspace is not None and self.invite_token is not None:
+            raise ValueError("workspace and invite_token cannot be combined")
+        return self
 
 
 class SigninIn(Body):
@@ -245,3 +258,25 @@ class MessageEditIn(Body):
 
 class ReadIn(Body):
     message_id: Id
+
+
+MAX_INVITE_USES = 1000
+MAX_INVITE_SECONDS = 30 * 24 * 3600  # 30 days
+DEFAULT_INVITE_SECONDS = 7 * 24 * 3600
+
+
+class InviteIn(Body):
+    """``POST /api/workspaces/:id/invites`` (SPEC §7)."""
+
+    email: Email | None = None
+    role: Literal["admin", "member"] = "member"
+    max_uses: Annotated[int, Field(strict=True, ge=1, le=MAX_INVITE_USES)] = 1
+    expires_in: Annotated[int, Field(strict=True, ge=1, le=MAX_INVITE_SECONDS)] = (
+        DEFAULT_INVITE_SECONDS
+    )
+
+
+class MemberRoleIn(Body):
+    """``PUT /api/workspaces/:id/members/:user_id`` (SPEC §7)."""
+
+    role: Literal["admin", "member"]

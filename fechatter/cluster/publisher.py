@@ -63,6 +63,7 @@ from fechatter.bus.base import Bus, BusState, JsPublish
 from fechatter.cluster import events as wire
 from fechatter.errors import Unavailable
 from fechatter.storage import outbox
+from fechatter.storage import workspace_writes as ws_outbox
 from fechatter.storage.outbox import PendingEvent
 from fechatter.storage.postgres import OperationTimedOut, PostgresStorage, run_op
 from fechatter.storage.postgres_pool import Connection
@@ -238,6 +239,81 @@ class OutboxPublisher:
     def user_subject(self, user_id: int) -> str:
         """``<prefix>.ev.user.<user_id>``: where a user's membership notices are stored."""
         return f"{self.prefix}.ev.user.{user_id}"
+
+    @property
+    def bus_state(self) -> BusState:
+        """The NATS connection's state now."""
+        return self._bus.state
+
+    # -- workspace topics (issue 14; docs/cluster.md "Built: workspace events on the cluster")
+    async def publish_workspace(self, workspace_id: int) -> int:
+        """Publish the workspace's outbox rows until none are left; the number published.
+        Each row goes to each recipient's ``<prefix>.ev.user.<uid>`` (``Nats-Msg-Id``
+        ``w:<ws>:<seq>:<uid>``, headers ``Fx-Event``, ``Fx-Seq``), one after the other, in
+        ``event_seq`` order, under the workspace's advisory lock (one publisher per
+        workspace across nodes); rows are deleted after their acks. Another holder of the
+        lock: returns (it re-reads until no rows remain, so it covers ours). Raises
+        ``Unavailable`` (NATS or PostgreSQL; the rows stay and are retried by the sweeper)."""
+        total = 0
+        while True:
+            if self._bus.state is not BusState.CONNECTED:
+                raise Unavailable(f"NATS is {self._bus.state.value}")
+            if not self._stream_ok:
+                await self._ensure_stream()
+
+            async def run(conn: Connection) -> int | None:
+                await conn.execute("BEGIN")
+                batch = await run_op(conn, ws_outbox.claim(workspace_id, self._batch))
+                if batch is None:
+                    await conn.execute("ROLLBACK")
+                    return None
+                for event in batch:
+                    headers = {"Fx-Event": event.name, "Fx-Seq": str(event.event_seq)}
+                    for uid in event.to:
+                        msg_id = f"w:{workspace_id}:{event.event_seq}:{uid}"
+                        ack = await self._bus.js_publish(
+                            self.user_subject(uid), event.payload, msg_id, headers
+                        )
+                        self._count(**({"duplicates": 1} if ack.duplicate else {"stored": 1}))
+                if batch:
+                    seqs = [e.event_seq for e in batch]
+                    self._count(removed=await run_op(conn, ws_outbox.remove(workspace_id, seqs)))
+                await conn.execute("COMMIT")
+                return len(batch)
+
+            n = await self._storage._call(run)
+            if n is None:
+                self._count(busy=1)
+                return total
+            total += n
+            if n == 0:
+                return total
+
+    async def sweep_workspaces(self) -> list[int]:
+        """Publish the workspaces whose rows are older than ``sweep_age`` (a crash or an
+        outage left them); the workspaces found. Failures are logged and left for the next
+        sweep."""
+        if self._bus.state is not BusState.CONNECTED:
+            return []
+        try:
+            found = await self._storage._read_op(
+                ws_outbox.stale(self._sweep_age, self._sweep_limit)
+            )
+        except Unavailable as exc:
+            log.warning("outbox sweep (workspaces) failed: %s", exc)
+            return []
+        for workspace_id in found:
+            try:
+                await self.publish_workspace(workspace_id)
+            except Unavailable as exc:
+                log.warning("outbox publisher: workspace %d: %s; retrying", workspace_id, exc)
+            except Exception as exc:  # a bad row: logged each sweep, the others go on
+                self._count(errors=1)
+                log.error(
+                    "outbox publisher: workspace %d not published: %s: %s",
+                    workspace_id, type(exc).__name__, exc,
+                )  # fmt: skip
+        return found
 
     # -- the owner's side -----------------------------------------------------------------
     def notify(self, chat_id: int, committed: float = 0.0) -> bool:
@@ -695,6 +771,7 @@ class OutboxPublisher:
         while True:
             await trio.sleep(self._sweep_every)
             await self.sweep_once()
+            await self.sweep_workspaces()
 
 
 def _notices(event: PendingEvent) -> list[tuple[int, str]]:

@@ -27,12 +27,14 @@ import trio
 from fechatter.actors.ports import Replay, StreamState
 from fechatter.bus.base import Bus, StoredMessage
 from fechatter.cluster.events import (
+    H_EVENT,
     H_SEQ,
     BadEvent,
     RoutedEvent,
     chat_subject,
     decode_event,
 )
+from fechatter.cluster.workspace_events import is_workspace_event, routed
 from fechatter.errors import Unavailable
 from fechatter.events import Event
 
@@ -185,6 +187,10 @@ def _spans(
         headers = message.headers or {}
         try:
             data = json.loads(message.payload)
+            name = headers.get(H_EVENT, "")
+            if is_workspace_event(name):  # the user's own copy of a workspace event
+                out.append(routed(name, data, int(headers.get(H_SEQ, 0)), message.seq))
+                continue
             kind = "left" if "left" in data else "joined"
             chat_id = int(data["id"])
             steps.append((chat_id, kind, int(data.get("event_seq", headers.get(H_SEQ, 0)))))

@@ -41,6 +41,7 @@ from fechatter.actors.user import UserHub
 from fechatter.bus.base import Bus, BusState, Gap, Message, Subscription
 from fechatter.cluster.events import (
     H_EVENT,
+    H_SEQ,
     H_STREAM_SEQ,
     RETRY_FIRST,
     RETRY_MAX,
@@ -55,6 +56,7 @@ from fechatter.cluster.presence import H_ORIGIN, ClusterPresence
 from fechatter.cluster.publisher import OutboxPublisher
 from fechatter.cluster.resume import DurableReplay, read_stream_state
 from fechatter.cluster.router import ChatRouter
+from fechatter.cluster.workspace_events import is_workspace_event, routed
 from fechatter.errors import Unavailable
 from fechatter.events import Event
 from fechatter.models import Chat, ChatType
@@ -290,6 +292,13 @@ class ClusterEvents:
             stream_seq = int(headers.get(H_STREAM_SEQ, "0"))
             if stream_seq and self.sequencer is not None:
                 self.sequencer.seen(stream_seq)
+            if is_workspace_event(name):  # a workspace event (issue 14): for this user
+                event = routed(name, data, int(headers.get(H_SEQ, "0")), stream_seq)
+                if self.sequencer is not None:
+                    self.sequencer.push([user_id], event)
+                else:
+                    self._hub.publish([user_id], event)
+                return
             if "left" in data:
                 # A departure notice (C3, read by resumes): the router follows departures
                 # from the chat's own events.

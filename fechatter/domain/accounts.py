@@ -8,6 +8,7 @@ transport that knows the address; this module knows only users and credentials.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +48,24 @@ class Accounts:
         self._guard = guard
 
     async def sign_up(
-        self, fullname: str, email: str, password: str, workspace: str | None
+        self,
+        fullname: str,
+        email: str,
+        password: str,
+        workspace: str | None,
+        *,
+        create: Callable[[str], Awaitable[User]] | None = None,
     ) -> Session:
         """A new user (and workspace, if named) with a first session.
 
-        Raises ``Conflict`` (``email_taken``, ``workspace_name_taken``; nothing written) and
-        ``Unavailable`` (``auth_busy``: the hashing queue is full; nothing hashed).
+        ``create``: makes the user from the password hash instead (an invite's sign-up:
+        the account and the join in one transaction). Raises ``Conflict`` (``email_taken``,
+        ``workspace_name_taken``; nothing written) and ``Unavailable`` (``auth_busy``: the
+        hashing queue is full; nothing hashed), and what ``create`` raises.
         """
         password_hash = await self._auth.hash_password(password)
+        if create is not None:
+            return await self._start_session(await create(password_hash), 0)
         user, _ = await self._storage.create_user(fullname, email, password_hash, workspace)
         return await self._start_session(user, 0)
 

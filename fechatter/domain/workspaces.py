@@ -8,13 +8,14 @@ with a member outside its workspace.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 
 from fechatter.actors.commands import DeleteChat, RemoveMember
 from fechatter.actors.directory import ChatCaller, Directory
+from fechatter.domain.workspace_events import LocalWorkspaceEvents, WorkspaceEventSink
 from fechatter.errors import Conflict, Forbidden, Invalid, NotFound
 from fechatter.models import Chat, Role, Workspace, WorkspaceMember
 from fechatter.storage import Storage
+from fechatter.storage import workspace_writes as writes
 
 
 class Workspaces:
@@ -26,14 +27,15 @@ class Workspaces:
         directory: Directory,
         commands: ChatCaller | None = None,
         *,
-        delete_workspace: Callable[[int], Awaitable[list[int]]] | None = None,
+        events: WorkspaceEventSink | None = None,
     ) -> None:
         """``directory``: this process's chat actors (told when their chat is deleted);
         ``commands``: where chat commands go (a cluster's ``ChatRouter``; default
-        ``directory``); ``delete_workspace``: the deletion (workspace id → its chat ids;
-        default ``storage.delete_workspace``); a cluster's also writes each chat's
-        ``chat.deleted`` to the outbox, so members on other nodes are told."""
-        self._delete_workspace = delete_workspace or storage.delete_workspace
+        ``directory``); ``events``: commits workspace writes and delivers their events
+        (SPEC §7; default: this process's hub, ``directory.sink``); a cluster's writes them
+        to the outbox (a deletion also each chat's ``chat.deleted``), so members on other
+        nodes are told."""
+        self.events: WorkspaceEventSink = events or LocalWorkspaceEvents(storage, directory.sink)
         self._storage = storage
         self._directory = directory
         self._commands: ChatCaller = directory if commands is None else commands
@@ -68,15 +70,16 @@ class Workspaces:
             raise Forbidden(
                 "only the owner or an admin may change the workspace", code="not_workspace_admin"
             )
-        return await self._storage.update_workspace(
-            workspace_id, name=name, description=description
+        return await self.events.write(
+            workspace_id,
+            writes.update(workspace_id, name, description, outbox=self.events.outbox),
         )
 
     async def delete(self, user_id: int, workspace_id: int) -> None:
         """Owner only; its chats and messages go with it."""
         if await self.role(workspace_id, user_id) is not Role.OWNER:
             raise Forbidden("only the owner may delete the workspace", code="not_workspace_owner")
-        for chat_id in await self._delete_workspace(workspace_id):
+        for chat_id in await self.events.delete(workspace_id):
             # Running actors hold the members in memory: tell them the chat is gone.
             if self._directory.is_running(chat_id):
                 await self._directory.call(chat_id, DeleteChat(by=user_id, already_deleted=True))
@@ -89,14 +92,36 @@ class Workspaces:
         self, user_id: int, workspace_id: int, email: str, role: Role
     ) -> WorkspaceMember:
         """Owner or admin adds an existing user by email (``Invalid`` on ``email`` if none)."""
-        if not (await self.role(workspace_id, user_id)).manages:
+        caller_role = await self.role(workspace_id, user_id)
+        if not caller_role.manages:
             raise Forbidden(
                 "only the owner or an admin may add members", code="not_workspace_admin"
             )
         user = await self._storage.get_user_by_email(email)
         if user is None:
             raise Invalid.field("email", "must be the email of an existing user")
-        return await self._storage.add_workspace_member(workspace_id, user.id, role)
+        if role is Role.ADMIN and caller_role is not Role.OWNER:
+            raise Forbidden("only the owner may add an admin", code="not_workspace_owner")
+        return await self.events.write(
+            workspace_id, writes.add_member(workspace_id, user.id, role, outbox=self.events.outbox)
+        )
+
+    async def set_member_role(
+        self, caller: int, workspace_id: int, user_id: int, role: Role
+    ) -> WorkspaceMember:
+        """Owner only: make a member an admin or a member again (``workspace.member_updated``
+        when it changes). ``NotFound`` for a non-member, ``Conflict(owner_role)`` for the
+        owner's own role; returns the member as it is now."""
+        if await self.role(workspace_id, caller) is not Role.OWNER:
+            raise Forbidden("only the owner may change roles", code="not_workspace_owner")
+        await self.events.write(
+            workspace_id,
+            writes.set_member_role(workspace_id, user_id, role, outbox=self.events.outbox),
+        )
+        for member in await self._storage.list_workspace_members(workspace_id):
+            if member.user.id == user_id:
+                return member
+        raise NotFound("member not found", code="member_not_found")
 
     async def remove_member(self, caller: int, workspace_id: int, user_id: int) -> None:
         """Owner/admin removes a member, or a member leaves; the owner cannot leave
@@ -123,7 +148,9 @@ class Workspaces:
                 await self._commands.call(
                     chat_id, RemoveMember(by=caller, user_id=user_id, force=True)
                 )
-        await self._storage.remove_workspace_member(workspace_id, user_id)
+        await self.events.write(
+            workspace_id, writes.remove_member(workspace_id, user_id, outbox=self.events.outbox)
+        )
 
     async def public_channels(self, user_id: int, workspace_id: int) -> list[Chat]:
         await self.role(workspace_id, user_id)

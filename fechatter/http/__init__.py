@@ -21,7 +21,16 @@ from fechatter.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from fechatter.http import auth_routes, chats, messages, ops, reactions, web, workspaces
+from fechatter.http import (
+    auth_routes,
+    chats,
+    invites,
+    messages,
+    ops,
+    reactions,
+    web,
+    workspaces,
+)
 from fechatter.http.common import Context, IdConverter, json_response
 
 log = logging.getLogger(__name__)
@@ -109,7 +118,9 @@ def create_app(ctx: Context) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def on_bug(error: Exception) -> Response:
-        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        # The route's rule, not the path: paths may carry secrets (invite tokens).
+        where = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        log.error("unhandled error on %s %s", request.method, where, exc_info=error)
         return problem_response(FechatterError("internal error"))
 
     @app.before_request
@@ -135,6 +146,7 @@ def create_app(ctx: Context) -> QuartTrio:
         return app
     auth_routes.register(app, ctx)
     workspaces.register(app, ctx)
+    invites.register(app, ctx)
     chats.register(app, ctx)
     messages.register(app, ctx)
     reactions.register(app, ctx)

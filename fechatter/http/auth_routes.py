@@ -10,6 +10,7 @@ import trio
 from quart import Blueprint, Quart, Response, request
 
 from fechatter.client_address import client_address, parse_networks, throttle_key
+from fechatter.domain.invites import Invites
 from fechatter.errors import FechatterError, Invalid, Unauthorized, Unavailable
 from fechatter.http.common import (
     Context,
@@ -19,6 +20,7 @@ from fechatter.http.common import (
     json_response,
     read_json,
 )
+from fechatter.models import User
 from fechatter.schemas import LogoutIn, RefreshIn, SigninIn, SignupIn, UserPatch
 from fechatter.throttle import AuthThrottle, account_key
 
@@ -27,6 +29,7 @@ def register(app: Quart, ctx: Context) -> None:
     """Add the auth and user routes to ``app``."""
     bp = Blueprint("auth_routes", __name__)
     throttle = ctx.throttle or AuthThrottle.from_settings(ctx.settings, trio.current_time)
+    invites = Invites(ctx.storage, ctx.workspaces, ctx.settings.public_url)
     trusted = parse_networks(ctx.settings.trusted_proxies)
     accounts = ctx.accounts
 
@@ -43,9 +46,17 @@ def register(app: Quart, ctx: Context) -> None:
         body = await read_json(SignupIn)
         address = caller_address()
         throttle.begin_signup(address)
+        create = None
+        if body.invite_token is not None:  # SPEC §7: the account joins that workspace
+            token = body.invite_token
+            await invites.preview(token)  # a bad link costs no hash (404)
+
+            async def create(password_hash: str) -> User:
+                return await invites.create_user(body.fullname, body.email, password_hash, token)
+
         try:
             session = await accounts.sign_up(
-                body.fullname, body.email, body.password, body.workspace
+                body.fullname, body.email, body.password, body.workspace, create=create
             )
         except Unavailable:  # the hash queue is full (or storage down): give the attempt back
             throttle.signup_not_hashed(address)

@@ -63,6 +63,12 @@ def register(app: Quart, ctx: Context) -> None:
     async def index() -> Response:
         return page("index.html")
 
+    @bp.get("/invite/<token>")
+    async def invite_page(token: str) -> Response:
+        # The invite landing page is the app itself (web/invites.js reads the path); the
+        # token never reaches a log (the access line logs the rule) nor a Referer.
+        return page("index.html")
+
     @bp.get("/static/<name>")
     async def static(name: str) -> Response:
         return page(name)

@@ -12,8 +12,8 @@ from fechatter.http.common import (
     json_response,
     read_json,
 )
-from fechatter.models import ChatType
-from fechatter.schemas import WorkspaceIn, WorkspaceMemberIn, WorkspacePatch
+from fechatter.models import ChatType, Role
+from fechatter.schemas import MemberRoleIn, WorkspaceIn, WorkspaceMemberIn, WorkspacePatch
 
 
 def register(app: Quart, ctx: Context) -> None:
@@ -63,6 +63,14 @@ def register(app: Quart, ctx: Context) -> None:
         body = await read_json(WorkspaceMemberIn)
         member = await workspaces.add_member(user_id, workspace_id, body.email, body.role)
         return json_response(member.to_json(), 201)
+
+    @bp.put("/api/workspaces/<id:workspace_id>/members/<id:user_id>")
+    async def set_member_role(workspace_id: int, user_id: int) -> Response:
+        caller = await current_user_id(ctx)
+        await workspaces.role(workspace_id, caller)  # a non-member learns nothing from a 422
+        body = await read_json(MemberRoleIn)
+        member = await workspaces.set_member_role(caller, workspace_id, user_id, Role(body.role))
+        return json_response(member.to_json())
 
     @bp.delete("/api/workspaces/<id:workspace_id>/members/<id:user_id>")
     async def remove_member(workspace_id: int, user_id: int) -> Response:

@@ -7,7 +7,7 @@ commit or roll back anything, and never touch a connection.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from fechatter.errors import Conflict, NotFound
@@ -351,9 +351,16 @@ def update_workspace(workspace_id: int, name: str | None, description: str | Non
     return to_workspace(row)
 
 
-def delete_workspace(workspace_id: int, dialect: Dialect, *, outbox: bool = False) -> Op[list[int]]:
+def delete_workspace(
+    workspace_id: int,
+    dialect: Dialect,
+    *,
+    outbox: bool = False,
+    before_delete: Callable[[], Op[None]] | None = None,
+) -> Op[list[int]]:
     """Delete the workspace with its chats; returns the chat ids. ``outbox`` (PostgreSQL,
-    cluster mode): each chat's ``chat.deleted`` goes into the outbox in this transaction."""
+    cluster mode): each chat's ``chat.deleted`` goes into the outbox in this transaction.
+    ``before_delete``: run right before the workspace row goes (its own event's row)."""
     result = yield q(_WORKSPACE_CHAT_IDS, (workspace_id,))
     if dialect == "postgres":
         # Lease rows before chat rows, the lock order of fenced writes (docs/cluster.md §2):
@@ -365,6 +372,8 @@ def delete_workspace(workspace_id: int, dialect: Dialect, *, outbox: bool = Fals
         if outbox:
             yield from outbox_ops.append_workspace_deleted(workspace_id)
         yield q(_DELETE_WORKSPACE_LEASES, (workspace_id,))
+    if before_delete is not None:
+        yield from before_delete()
     # Chats, their members and messages, and the workspace's members go by ON DELETE CASCADE.
     yield q(_DELETE_WORKSPACE, (workspace_id,))
     return [row["id"] for row in result.rows]

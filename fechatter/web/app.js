@@ -14,6 +14,7 @@ import { renderChatList } from "./chatlist.js";
 import { wireComposer } from "./composer.js";
 import { wireMembers } from "./members.js";
 import { enterApp, showAuth, wireSession } from "./session.js";
+import { joinPendingInvite, prepareInvite } from "./invites.js";
 import { wireSettings } from "./settings.js";
 import { wireThread } from "./thread.js";
 import { markRead, onScroll, renderTyping } from "./timeline.js";
@@ -31,5 +32,7 @@ function wire() {
 }
 
 wire();
-if (api.session) enterApp().catch(() => showAuth());
+// An invite link (/invite/<token>): say who invites where first; signed in already → join.
+await prepareInvite();
+if (api.session) enterApp(await joinPendingInvite()).catch(() => showAuth());
 else showAuth();

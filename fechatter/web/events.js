@@ -4,6 +4,7 @@ import { $ } from "./dom.js";
 import { api, state } from "./state.js";
 import { dropChat, learnPeer, loadWorkspaces, needsPeers, refreshOnline, renderChatList, showEmpty } from "./chatlist.js";
 import { cancelEdit, settle } from "./composer.js";
+import { onWorkspaceEvent } from "./invites.js";
 import { renderMembers } from "./members.js";
 import { applyReaction, tombstone, upsertMessage } from "./store.js";
 import { addMessages, loadChatMembers, onMessage, renderHeader, renderMessages, renderTyping } from "./timeline.js";
@@ -101,6 +102,7 @@ export async function onEvent(name, data) {
       await resync();
       break;
     default:
+      if (name.startsWith("workspace.")) await onWorkspaceEvent(name, data);
       break;
   }
 }

@@ -7,6 +7,9 @@ const EVENTS = [
   "ready", "message.created", "message.updated", "message.deleted", "chat.created",
   "chat.updated", "chat.deleted", "chat.member_added", "chat.member_removed", "typing",
   "read", "presence", "resync", "reaction.added", "reaction.removed", "chat.member_updated",
+  // SPEC §7 (web/invites.js applies them)
+  "workspace.updated", "workspace.deleted", "workspace.member_added", "workspace.member_removed",
+  "workspace.member_updated",
 ];
 
 export class Live {

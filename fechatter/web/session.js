@@ -6,6 +6,7 @@ import { api, hooks, session, state } from "./state.js";
 import { problemText } from "./dom.js";
 import { loadWorkspaces } from "./chatlist.js";
 import { onEvent } from "./events.js";
+import { inviteSignupFields, joinPendingInvite, signedUpThroughInvite } from "./invites.js";
 
 export function showAuth(message = "") {
   session.live?.stop();
@@ -28,7 +29,7 @@ async function onSignIn(event) {
   const form = new FormData(event.target);
   try {
     await api.signIn(form.get("email"), form.get("password"));
-    await enterApp();
+    await enterApp(await joinPendingInvite());
   } catch (err) {
     $("#auth-error").textContent = problemText(err);
   }
@@ -39,15 +40,17 @@ async function onSignUp(event) {
   const form = new FormData(event.target);
   const fields = { fullname: form.get("fullname"), email: form.get("email"), password: form.get("password") };
   if (form.get("workspace")) fields.workspace = form.get("workspace");
+  Object.assign(fields, inviteSignupFields()); // joined with the account (SPEC §7)
   try {
     await api.signUp(fields);
+    signedUpThroughInvite();
     await enterApp();
   } catch (err) {
     $("#auth-error").textContent = problemText(err);
   }
 }
 
-export async function enterApp() {
+export async function enterApp(workspaceId) {
   state.me = api.user;
   $("#auth").hidden = true;
   $("#app").hidden = false;
@@ -57,7 +60,7 @@ export async function enterApp() {
   session.live = new Live(api, session.config, onEvent, onLiveState);
   window.fechatter = { live: session.live, state }; // for debugging and the browser tests
   session.live.start();
-  await loadWorkspaces();
+  await loadWorkspaces(workspaceId ?? undefined);
 }
 
 function onLiveState(status) {

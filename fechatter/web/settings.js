@@ -5,6 +5,7 @@ import { $, el } from "./dom.js";
 import { api, session, state } from "./state.js";
 import { learnPeer, loadWorkspaces, needsPeers, openWorkspace, refreshOnline } from "./chatlist.js";
 import { closeDialog, formDialog, openDialog, peoplePicker } from "./dialogs.js";
+import { inviteLinkDialog } from "./invites.js";
 import { openChat } from "./timeline.js";
 
 function newChatDialog() {
@@ -60,7 +61,8 @@ function workspaceMenu() {
     el(
       "div",
       { class: "panel-actions" },
-      ws && manages ? el("button", { type: "button", text: "Invite people", onclick: inviteDialog }) : null,
+      ws && manages ? el("button", { type: "button", text: "Invite people", onclick: inviteLinkDialog }) : null,
+      ws && manages ? el("button", { type: "button", text: "Add by email", onclick: inviteDialog }) : null,
       el("button", { type: "button", text: "New workspace", onclick: newWorkspaceDialog }),
     ),
     el("div", { class: "dialog-actions" }, el("button", { type: "button", text: "Close", onclick: closeDialog })),
@@ -69,12 +71,12 @@ function workspaceMenu() {
 
 function inviteDialog() {
   formDialog(
-    "Invite people",
+    "Add by email",
     [
       el("label", {}, "Their email (they need an account)", el("input", { name: "email", type: "email", required: true })),
       el("label", {}, "Role", el("select", { name: "role" }, el("option", { value: "member", text: "Member" }), el("option", { value: "admin", text: "Admin" }))),
     ],
-    "Invite",
+    "Add",
     async (form) => {
       const member = await api.post(`/api/workspaces/${state.wsId}/members`, { email: form.get("email"), role: form.get("role") });
       state.users.set(member.user.id, { ...member.user, role: member.role });

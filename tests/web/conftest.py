@@ -186,7 +186,7 @@ def invite_and_open_dm(owner: Person, other: Person) -> None:
     """``owner`` invites ``other`` to the workspace and opens a direct message with them."""
     page = owner.page
     page.click("#workspace-menu")
-    page.click("dialog >> text=Invite people")
+    page.click("dialog >> text=Add by email")
     page.fill("dialog input[name=email]", other.email)
     page.click("dialog button[type=submit]")
     expect(page.locator("dialog")).not_to_be_visible()
