@@ -40,6 +40,7 @@ from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveCallable,
     ASGISendCallable,
+    ASGISendEvent,
     HTTPScope,
     Scope,
 )
@@ -435,10 +436,26 @@ class FileRoutes:
     async def _download(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> int:
+        started = False
+
+        async def tracked(message: ASGISendEvent) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            return await self._serve_file(scope, send)
+            return await self._serve_file(scope, tracked)
         except FechatterError as error:
+            if started:  # pragma: no cover - every refusal comes before the head
+                raise
             return await self._send_error(send, error, close=False)
+        except Exception as exc:
+            # A file-system error mid-way: logged; the client gets a 500 if nothing was sent
+            # yet, else a cut-short body (its Content-Length tells it).
+            log.error("unhandled error on GET %s", DOWNLOAD_RULE, exc_info=exc)
+            if started:
+                return 500
+            return await self._send_error(send, FechatterError("internal error"), close=True)
 
     async def _reader(self, scope: HTTPScope) -> int:
         """The user a download is for: the bearer token, else a signed URL's."""
