@@ -345,6 +345,10 @@ async def test_a_file_too_large_is_refused_while_streaming(
         assert (await upload(a, b"fine")).status_code == 201  # the server is fine
 
 
+@pytest.mark.one_api_node(
+    reason="the upload rate is per node (each node's own buckets, docs/cluster.md); the quota"
+    " is global"
+)
 async def test_upload_rate_and_quota_have_their_own_codes(api_with: ApiFactory) -> None:
     api = await api_with(upload_burst=2, upload_rate=0.001, upload_quota_bytes=3000)
     with trio.fail_after(CEILING):
