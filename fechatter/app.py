@@ -23,6 +23,7 @@ from typing import cast
 import hypercorn.trio
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.typing import ASGIFramework
 
 from fechatter.actors.directory import ChatCaller, DirectoryConfig
 from fechatter.actors.system import ActorSystem, open_actor_system
@@ -44,6 +45,7 @@ from fechatter.config import (
 )
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
+from fechatter.domain.files import Files
 from fechatter.domain.messages import Messages
 from fechatter.domain.workspace_events import LocalWorkspaceEvents, WorkspaceEventSink
 from fechatter.domain.workspaces import Workspaces
@@ -51,6 +53,7 @@ from fechatter.errors import Unavailable
 from fechatter.http import create_app
 from fechatter.http.asgi import RequestContext, ShieldedSend
 from fechatter.http.common import Context
+from fechatter.http.files import FileRoutes
 from fechatter.metrics import Metrics, RealtimeStats
 from fechatter.ratelimit import RateLimiter
 from fechatter.realtime.context import RealtimeContext
@@ -58,7 +61,10 @@ from fechatter.realtime.listener import open_listening_socket, serve_realtime
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard
 from fechatter.storage import Storage, open_storage
+from fechatter.storage.blobs import LocalBlobStore
 from fechatter.storage.cluster import ClusterStore
+from fechatter.storage.core import SqlStorage
+from fechatter.storage.files import FileStore
 from fechatter.storage.postgres import PostgresStorage
 from fechatter.throttle import AuthThrottle
 
@@ -82,6 +88,7 @@ class ServerInfo:
     cluster: ClusterNode | None = None  # cluster mode (nats_url) only
     router: ChatRouter | None = None  # cluster mode only: where chat commands go
     events: ClusterEvents | None = None  # cluster mode only: publisher and event router
+    files: Files | None = None  # uploads and the file collector (SPEC §8)
 
 
 def raise_fd_limit() -> int:
@@ -248,6 +255,25 @@ async def open_cluster(
         yield node
 
 
+async def open_files(settings: Settings, storage: Storage) -> Files:
+    """The file use cases over a local blob store in ``settings.files_path`` (created, mode
+    0700; a cluster's nodes share it, docs/cluster.md "Built: files on the cluster")."""
+    if not isinstance(storage, SqlStorage):  # pragma: no cover - both backends are
+        raise TypeError("file metadata needs a SQL storage backend")
+    blobs = LocalBlobStore(settings.files_path)
+    await blobs.open()
+    return Files(storage, FileStore(storage), blobs, settings, resolve_jwt_secret(settings))
+
+
+def api_app(ctx: Context, files: Files) -> ASGIFramework:
+    """The API listener's ASGI app: quart's, behind the streaming file routes (not on a
+    node with role realtime, which serves no API route)."""
+    app = create_app(ctx)
+    if ctx.settings.role == "realtime":
+        return app
+    return FileRoutes(app, ctx, files)
+
+
 async def serve(
     settings: Settings,
     shutdown: trio.Event,
@@ -301,7 +327,8 @@ async def serve(
                 max_members=settings.max_members_per_request,
                 create_chat=None if wiring is None else wiring.create_chat,
             )
-            messages = Messages(storage, commands, chats, settings, send_limiter)
+            files = await open_files(settings, storage)
+            messages = Messages(storage, commands, chats, settings, send_limiter, uploads=files)
             ctx = Context(
                 settings=settings,
                 storage=storage,
@@ -326,6 +353,7 @@ async def serve(
                 node_id=node_id,
                 cluster=cluster,
                 throttle=throttle,
+                files=files,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -355,6 +383,14 @@ async def serve(
                         )
 
                 await nursery.start(follow_security)
+                collecting = trio.CancelScope()  # ends with the listeners, as ``background``
+                if settings.role != "realtime":
+
+                    async def collect_files(*, task_status: trio.TaskStatus[None]) -> None:
+                        with collecting:
+                            await files.serve_collector(task_status=task_status)
+
+                    await nursery.start(collect_files)
                 sharing = trio.CancelScope()  # ends with the listeners, as ``background``
                 if cluster is not None:
                     # Each node enforces its share of the per-user write limit (api.md).
@@ -374,7 +410,7 @@ async def serve(
                 binds = await nursery.start(
                     partial(
                         hypercorn.trio.serve,
-                        RequestContext(ShieldedSend(create_app(ctx))),
+                        RequestContext(ShieldedSend(api_app(ctx, files))),
                         config,
                         shutdown_trigger=shutdown.wait,
                     )
@@ -419,7 +455,9 @@ async def serve(
                         ", ".join(sorted(rt_ctx.origins)),
                     )
                 task_status.started(
-                    ServerInfo(binds[0], rt_url, system, stats, node_id, cluster, router, wiring)
+                    ServerInfo(
+                        binds[0], rt_url, system, stats, node_id, cluster, router, wiring, files
+                    )
                 )
                 await shutdown.wait()
                 # Streams close first, with the hint (the HTTP listener drains meanwhile).
@@ -431,6 +469,7 @@ async def serve(
                 realtime.cancel()
                 background.cancel()
                 sharing.cancel()
+                collecting.cancel()
     finally:
         if rt_sock is not None:
             rt_sock.close()

@@ -144,6 +144,29 @@ class Settings(BaseSettings):
         50, gt=0, description="distinct emoji on one message; a new one past it is a 422"
     )
 
+    # Files (SPEC §8, docs/api.md "Files"): the upload route's own limits, not the JSON ones.
+    files_dir: Path | None = Field(
+        None,
+        description="where blobs live; None: files/ next to the SQLite database (./files for"
+        " PostgreSQL). A cluster's nodes must share it (docs/cluster.md)",
+    )
+    max_file_bytes: int = Field(20 * 1024 * 1024, gt=0, description="one upload, bytes; 413")
+    upload_timeout: float = Field(120.0, gt=0, description="seconds for one upload body; 408")
+    upload_rate: float = Field(0.5, gt=0, description="uploads per second per user (sustained)")
+    upload_burst: int = Field(20, gt=0, description="uploads in a burst per user; then 429")
+    upload_quota_bytes: int = Field(
+        1024 * 1024 * 1024, gt=0, description="stored bytes of one user's uploads; then 413"
+    )
+    file_url_ttl: int = Field(600, gt=0, le=3600, description="signed file URLs live, seconds")
+    max_image_pixels: int = Field(
+        40_000_000, gt=0, description="larger images are refused (decompression bombs); 422"
+    )
+    image_threads: int = Field(2, ge=1, description="concurrent image decodes / thumbnails")
+    file_gc_interval: float = Field(3600.0, gt=0, description="seconds between GC passes")
+    file_gc_grace: float = Field(
+        24 * 3600.0, gt=0, description="an unreferenced upload is kept this long, seconds"
+    )
+
     chat_mailbox_size: int = Field(256, gt=0)
     group_commit_max: int = Field(256, gt=0, description="sends committed together, at most")
     chat_idle_seconds: float = Field(300.0, gt=0)
@@ -332,6 +355,14 @@ class Settings(BaseSettings):
         if self.database_url.startswith(prefix):
             return Path(self.database_url[len(prefix) :])
         return None
+
+    @property
+    def files_path(self) -> Path:
+        """``files_dir``, else ``files/`` next to the SQLite database (``./files`` else)."""
+        if self.files_dir is not None:
+            return self.files_dir
+        db = self.sqlite_path
+        return (db.parent if db is not None else Path(".")) / "files"
 
     @property
     def binds_every_address(self) -> bool:

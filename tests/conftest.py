@@ -117,6 +117,7 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
         "argon2_memory_cost": 8,
         "argon2_parallelism": 1,
         "shutdown_grace": 2.0,
+        "files_dir": tmp_path / "files",
     }
     values.update(overrides)
     return Settings(**values)
@@ -356,6 +357,14 @@ async def make_pair(api: Api) -> tuple[User, User, int]:
     a, b = await api.signup(), await api.signup()
     ws = await make_workspace(a, b)
     return a, b, await make_chat(a, ws, "Single", b)
+
+
+async def upload_file(user: User, data: bytes = b"file", name: str = "a.txt") -> str:
+    """Upload ``data`` as ``user`` (SPEC §8); the file's URL, for a message's ``files``."""
+    r = await user.api.post("/api/files", files={"file": (name, data, "text/plain")})
+    assert r.status_code == 201, r.text
+    url: str = r.json()["url"]
+    return url
 
 
 def access_token(user_id: int, *, ttl: int, issued_at: float) -> str:

@@ -11,6 +11,9 @@ PublicChannel).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from fechatter.actors.commands import (
     DeleteMessage,
     EditMessage,
@@ -57,6 +60,13 @@ def new_message(body: MessageIn, sender_id: int, settings: Settings) -> NewMessa
     )
 
 
+class UploadCheck(Protocol):
+    """Whether a sender may attach files (``fechatter.domain.files.Files``)."""
+
+    async def check_message_files(self, user_id: int, urls: Sequence[str]) -> None:
+        """``Invalid`` naming ``files`` unless each URL is an upload of ``user_id``'s."""
+
+
 class Messages:
     """Message use cases over storage and the chat actors."""
 
@@ -67,7 +77,10 @@ class Messages:
         chats: Chats,
         settings: Settings,
         limiter: RateLimiter,
+        *,
+        uploads: UploadCheck | None = None,
     ) -> None:
+        self._uploads = uploads  # None: files are checked for their shape only
         self._storage = storage
         self._directory = directory
         self._chats = chats
@@ -148,10 +161,13 @@ class Messages:
     async def send(self, user_id: int, chat_id: int, body: MessageIn) -> SendResult:
         """Persist a message; ``created`` is False for a ``client_id`` retry (no new event).
 
-        Raises ``Invalid`` (content rules), ``RateLimited`` (the per-user write rate; a request
-        refused by validation uses no token), and whatever the chat's actor answers.
+        Raises ``Invalid`` (content rules; ``files`` not the sender's uploads),
+        ``RateLimited`` (the per-user write rate; a request refused by validation uses no
+        token), and whatever the chat's actor answers.
         """
         new = new_message(body, user_id, self._settings)
+        if self._uploads is not None and new.files:
+            await self._uploads.check_message_files(user_id, new.files)
         self._limiter.acquire(user_id)
         return await self._directory.call(chat_id, SendMessage(new))
 

@@ -24,6 +24,7 @@ from fechatter.errors import (
 from fechatter.http import (
     auth_routes,
     chats,
+    files,
     invites,
     messages,
     ops,
@@ -151,4 +152,6 @@ def create_app(ctx: Context) -> QuartTrio:
     messages.register(app, ctx)
     reactions.register(app, ctx)
     web.register(app, ctx)
+    if ctx.files is not None:
+        files.register(app, ctx, ctx.files)
     return app

@@ -129,6 +129,8 @@ def register(app: Quart, ctx: Context) -> None:
             if not ok:
                 raise Invalid.field("current_password", "is incorrect")
             throttle.accounts.forget(account)
+        if body.avatar is not None and ctx.files is not None:
+            await ctx.files.check_avatar(user_id, body.avatar)  # an image the caller uploaded
         user = await accounts.update_profile(
             user_id,
             fullname=body.fullname,

@@ -22,6 +22,7 @@ from fechatter.cluster.node import ClusterNode
 from fechatter.config import Settings
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
+from fechatter.domain.files import Files
 from fechatter.domain.messages import Messages
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import BadRequest, FieldError, PayloadTooLarge, Unauthorized
@@ -56,6 +57,7 @@ class Context:
     node_id: str  # this process among the nodes (config.Settings.node_id / default_node_id)
     cluster: ClusterNode | None = None  # cluster mode (nats_url): membership, live nodes
     throttle: AuthThrottle | None = None  # the credential routes' (built there when None)
+    files: Files | None = None  # uploads, downloads, avatars (SPEC §8); None: no file routes
 
 
 def decimal_at_most(limit: int) -> str:

@@ -6,12 +6,13 @@
 // composer.js (writing), members.js (members panel), settings.js (sidebar dialogs),
 // dialogs.js (the modal), events.js (live events), store.js (message changes), message.js
 // (one message node and its actions), format.js (formatting), emoji.js (picker), thread.js
-// (thread panel), mentions.js (`@` suggestions). docs/web.md describes them.
+// (thread panel), mentions.js (`@` suggestions), files.js (uploads, attachments, avatars). docs/web.md describes them.
 
 import { $ } from "./dom.js";
 import { api, state } from "./state.js";
 import { renderChatList } from "./chatlist.js";
 import { wireComposer } from "./composer.js";
+import { wireFiles } from "./files.js";
 import { wireMembers } from "./members.js";
 import { enterApp, showAuth, wireSession } from "./session.js";
 import { joinPendingInvite, prepareInvite } from "./invites.js";
@@ -24,6 +25,7 @@ function wire() {
   wireSettings();
   wireMembers();
   wireComposer();
+  wireFiles();
   wireThread();
   $("#back").addEventListener("click", () => { $("#app").classList.remove("in-chat"); state.current = null; renderChatList(); });
   $("#messages").addEventListener("scroll", onScroll);

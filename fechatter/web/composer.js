@@ -9,6 +9,7 @@ import { alertDialog } from "./dialogs.js";
 import { attachSuggest } from "./mentions.js";
 import { confirmDelete } from "./message.js";
 import { findMessage, upsertMessage } from "./store.js";
+import { takeUploads } from "./files.js";
 import { onMessage, renderMessages } from "./timeline.js";
 
 let suggest = null;
@@ -102,12 +103,18 @@ function onSend(event) {
     }
     return;
   }
-  if (!content || !state.current) return;
+  if (!state.current) return;
+  const files = takeUploads(); // the finished uploads' URLs; null while one is running
+  if (files === null) {
+    alertDialog("Uploads in progress", "Wait for the uploads to finish, or cancel them.");
+    return;
+  }
+  if (!content && !files.length) return;
   input.value = "";
   input.style.height = "auto";
   lastTyping = 0;
   const clientId = crypto.randomUUID();
-  state.pending.set(clientId, { chatId: state.current, content, failed: false });
+  state.pending.set(clientId, { chatId: state.current, content, files, failed: false });
   renderMessages(true);
   deliver(clientId);
 }
@@ -118,7 +125,9 @@ export async function deliver(clientId) {
   p.failed = false;
   if (p.chatId === state.current) renderMessages(true);
   try {
-    const message = await api.post(`/api/chats/${p.chatId}/messages`, { content: p.content, client_id: clientId });
+    const body = { content: p.content, client_id: clientId };
+    if (p.files?.length) body.files = p.files;
+    const message = await api.post(`/api/chats/${p.chatId}/messages`, body);
     settle(message);
   } catch {
     p.failed = true;

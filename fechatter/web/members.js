@@ -4,6 +4,7 @@ import { $, el, problemText } from "./dom.js";
 import { api, state } from "./state.js";
 import { chatName, dropChat } from "./chatlist.js";
 import { alertDialog, formDialog, peoplePicker } from "./dialogs.js";
+import { avatarNode } from "./files.js";
 
 export async function renderMembers() {
   const panel = $("#members-panel");
@@ -21,6 +22,7 @@ export async function renderMembers() {
         "div",
         { class: "member" },
         el("span", { class: `dot${state.online.has(m.user_id) ? " online" : ""}` }),
+        avatarNode(m.user_id),
         el("span", { class: "who", text: m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname }),
         el("span", { class: "role", text: m.role }),
         manages && m.user_id !== state.me.id && m.role !== "owner" && chat.type !== "Single"

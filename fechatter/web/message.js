@@ -10,6 +10,7 @@ import { formatMessage } from "./format.js";
 import { cancelEdit, startEdit } from "./composer.js";
 import { tombstone } from "./store.js";
 import { openThread } from "./thread.js";
+import { attachmentsNode, avatarNode } from "./files.js";
 
 export function formatContext(m) {
   return {
@@ -32,17 +33,18 @@ export function messageNode(m, inThread = false) {
   const mine = m.sender_id === state.me.id;
   const who = mine ? "You" : state.users.get(m.sender_id)?.fullname ?? `User ${m.sender_id}`;
   const classes = ["msg", mine && "mine", m.deleted && "deleted", mentionsMe(m) && "mentions-me"].filter(Boolean).join(" ");
-  const meta = el("div", { class: "meta" }, `${who} · ${timeOf(m.created_at)}`);
+  const meta = el("div", { class: "meta" }, avatarNode(m.sender_id, 20), `${who} · ${timeOf(m.created_at)}`);
   // After the bubble, not in the meta line: a grouped message (`cont`) hides its meta line.
   const edited = m.edited_at && !m.deleted ? el("span", { class: "edited", title: `Edited ${timeOf(m.edited_at)}`, text: "(edited)" }) : null;
   const bubble = m.deleted
     ? el("div", { class: "bubble tombstone", text: "This message was deleted" })
-    : el("div", { class: "bubble" }, m.content ? formatMessage(m.content, formatContext(m)) : "[attachment]");
+    : m.content ? el("div", { class: "bubble" }, formatMessage(m.content, formatContext(m))) : null;
   return el(
     "div",
     { class: classes, "data-id": m.id, "data-seq": m.seq },
     meta,
     el("div", { class: "body" }, bubble, edited, m.deleted ? null : actions(m, mine, inThread)),
+    attachmentsNode(m),
     m.deleted ? null : reactionsRow(m),
     !inThread && m.reply_count > 0 ? threadSummary(m) : null,
   );

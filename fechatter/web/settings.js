@@ -1,5 +1,5 @@
 // Sidebar dialogs: new chat, browse channels, the workspace menu (invite, new workspace) and
-// Settings (live transport).
+// Settings (live transport, profile picture).
 
 import { $, el } from "./dom.js";
 import { api, session, state } from "./state.js";
@@ -7,6 +7,7 @@ import { learnPeer, loadWorkspaces, needsPeers, openWorkspace, refreshOnline } f
 import { closeDialog, formDialog, openDialog, peoplePicker } from "./dialogs.js";
 import { inviteLinkDialog } from "./invites.js";
 import { openChat } from "./timeline.js";
+import { setAvatar } from "./files.js";
 
 function newChatDialog() {
   const others = [...state.users.values()].filter((u) => u.id !== state.me.id);
@@ -94,7 +95,10 @@ function newWorkspaceDialog() {
 function settingsDialog() {
   const current = session.live?.transport ?? "sse";
   const option = (value, text) => el("label", {}, el("input", { type: "radio", name: "transport", value, checked: current === value }), ` ${text}`);
-  formDialog("Settings", [el("p", { text: "Live updates travel over:" }), option("sse", "Server-Sent Events (EventSource)"), option("ws", "WebSocket")], "Save", async (form) => {
+  const picture = el("label", {}, "Profile picture ", el("input", { type: "file", name: "avatar", accept: "image/png,image/jpeg,image/gif,image/webp" }));
+  formDialog("Settings", [el("p", { text: "Live updates travel over:" }), option("sse", "Server-Sent Events (EventSource)"), option("ws", "WebSocket"), picture], "Save", async (form) => {
+    const file = form.get("avatar");
+    if (file instanceof File && file.size > 0) await setAvatar(file);
     session.live.setTransport(form.get("transport"));
   });
 }

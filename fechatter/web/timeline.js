@@ -152,7 +152,8 @@ function pendingNode(clientId, p) {
   return el(
     "div",
     { class: `msg mine ${p.failed ? "failed" : "pending"}`, "data-client-id": clientId },
-    el("div", { class: "bubble", text: p.content }),
+    p.content ? el("div", { class: "bubble", text: p.content }) : null,
+    p.files?.length ? el("div", { class: "attachments hint", text: `${p.files.length} attachment${p.files.length === 1 ? "" : "s"}` }) : null,
     p.failed
       ? el("div", { class: "failure" }, "Not sent.", el("button", { type: "button", text: "Retry", onclick: () => deliver(clientId) }))
       : null,

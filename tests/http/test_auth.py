@@ -9,6 +9,13 @@ import pytest
 
 from tests.conftest import TEST_SECRET, Api, access_token
 
+# A 1x1 PNG: an avatar must be an uploaded image (SPEC §8).
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201a3e6b1"
+    "d40000000049454e44ae426082"
+)
+
 
 async def test_signup_returns_tokens_and_user(api: Api) -> None:
     r = await api.post(
@@ -157,11 +164,12 @@ async def test_patch_me_profile_and_password(api: Api) -> None:
     other_session = await api.post(
         "/api/auth/signin", json={"email": user.email, "password": "correct horse"}
     )
-    r = await user.api.patch(
-        "/api/users/me", json={"fullname": "New Name", "avatar": "https://x/a.png"}
-    )
+    # An avatar is an image the caller uploaded (SPEC §8).
+    r = await user.api.post("/api/files", files={"file": ("a.png", PNG_1PX, "image/png")})
+    avatar = r.json()["url"]
+    r = await user.api.patch("/api/users/me", json={"fullname": "New Name", "avatar": avatar})
     assert r.status_code == 200
-    assert (r.json()["fullname"], r.json()["avatar"]) == ("New Name", "https://x/a.png")
+    assert (r.json()["fullname"], r.json()["avatar"]) == ("New Name", avatar)
     r = await user.api.patch("/api/users/me", json={"avatar": None})
     assert r.json()["avatar"] is None
     assert r.json()["fullname"] == "New Name"

@@ -16,7 +16,7 @@ import trio
 
 from fechatter.app import ServerInfo
 from fechatter.storage import open_storage
-from tests.conftest import Api, ApiFactory, User, make_chat, make_workspace
+from tests.conftest import Api, ApiFactory, User, make_chat, make_workspace, upload_file
 from tests.realtime.clients import SseClient
 
 CEILING = 20  # seconds for one test's requests
@@ -188,7 +188,8 @@ async def test_who_may_delete(server: ServerInfo, api: Api) -> None:
 async def test_tombstone_shape_and_gapless_seq(api: Api, test_database_url: str) -> None:
     with trio.fail_after(CEILING):
         a, b, _, _, chat = await _group(api)
-        first = await _send(a, chat, f"hello <@{b.id}>", files=["/files/1/a.png"], client_id="k")
+        url = await upload_file(a)  # a message's files are the sender's uploads (SPEC §8)
+        first = await _send(a, chat, f"hello <@{b.id}>", files=[url], client_id="k")
         second = await _send(b, chat, "second", reply_to=first["id"])
         await _add_reaction(test_database_url, chat, first["id"], b)
         assert [

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fechatter.app import ServerInfo
-from tests.conftest import Api, User, make_chat, make_pair, make_workspace
+from tests.conftest import Api, User, make_chat, make_pair, make_workspace, upload_file
 
 JSON = {"Content-Type": "application/json"}
 
@@ -148,9 +148,8 @@ async def test_file_urls_with_dot_segments_are_refused(api: Api, path: str) -> N
     a, _, chat = await make_pair(api)
     r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": "x", "files": [path]})
     assert (r.status_code, _fields(r)) == (422, ["files.0"])
-    ok = await a.api.post(
-        f"/api/chats/{chat}/messages", json={"content": "x", "files": ["/files/1/a.png"]}
-    )
+    url = await upload_file(a)  # a message's files are the sender's uploads (SPEC §8)
+    ok = await a.api.post(f"/api/chats/{chat}/messages", json={"content": "x", "files": [url]})
     assert ok.status_code == 201
 
 

@@ -7,7 +7,15 @@ import re
 import pytest
 import trio
 
-from tests.conftest import Api, ApiFactory, User, make_chat, make_pair, make_workspace
+from tests.conftest import (
+    Api,
+    ApiFactory,
+    User,
+    make_chat,
+    make_pair,
+    make_workspace,
+    upload_file,
+)
 
 
 async def _storage_transactions(api: Api) -> int:
@@ -53,10 +61,9 @@ async def test_content_validation(api: Api) -> None:
         assert r.json()["errors"][0]["field"] == field, body
     r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": "x" * 4000})
     assert r.status_code == 201
-    r = await a.api.post(
-        f"/api/chats/{chat}/messages", json={"content": "", "files": ["/files/1/a.png"]}
-    )
-    assert (r.status_code, r.json()["files"]) == (201, ["/files/1/a.png"])
+    url = await upload_file(a)  # a message's files are the sender's uploads (SPEC §8)
+    r = await a.api.post(f"/api/chats/{chat}/messages", json={"content": "", "files": [url]})
+    assert (r.status_code, r.json()["files"]) == (201, [url])
     assert (await a.api.get(f"/api/chats/{chat}/messages")).json()["items"][0]["seq"] == 2
 
 
