@@ -207,6 +207,11 @@ def content_disposition(kind: str, name: str) -> str:
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
+def _digits(text: str) -> bool:
+    """Whether ``text`` is one or more ASCII digits (what RFC 9110 calls ``1*DIGIT``)."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
     """One ``bytes=`` range of RFC 9110 §14 as ``(start, end_inclusive)``; None when the
     header is to be ignored (malformed, several ranges, another unit); False when it is
@@ -215,7 +220,8 @@ def parse_range(value: str, size: int) -> tuple[int, int] | bool | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    # ASCII digits only: str.isdigit also takes "²" and the like, which int() refuses.
+    if not dash or not (_digits(first) or first == "") or not (_digits(last) or last == ""):
         return None
     if first == "":
         if last == "" or int(last) == 0:
