@@ -237,7 +237,9 @@ class Files:
         if state is None or not state.active:
             return None
         expected = self._signature(path, user_id, int(exp), state.version)
-        return user_id if hmac.compare_digest(expected, sig) else None
+        # As bytes: compare_digest refuses (TypeError) a str with non-ASCII characters.
+        given = sig.encode("utf-8", "surrogateescape")
+        return user_id if hmac.compare_digest(expected.encode(), given) else None
 
     # -- references ------------------------------------------------------------------------
     async def check_message_files(self, user_id: int, urls: Sequence[str]) -> None:

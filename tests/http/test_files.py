@@ -281,6 +281,18 @@ async def test_signed_urls_are_bound_to_the_caller_and_expire(api: Api) -> None:
         assert r.json()["errors"][0]["field"].startswith("urls")
 
 
+async def test_a_signature_with_non_ascii_characters_is_refused_not_a_500(api: Api) -> None:
+    with trio.fail_after(CEILING):
+        a = await api.signup()
+        url = (await uploaded(a, b"bytes"))["url"]
+        r = await a.api.post("/api/files/sign", json={"urls": [url]})
+        good = r.json()["urls"][url]
+        assert (await api.client.get(good)).status_code == 200
+        for bad in (good.replace("sig=", "sig=%FF"), good.replace("sig=", "sig=%C3%A9")):
+            r = await api.client.get(bad)
+            assert (r.status_code, problem_code(r)) == (401, "invalid_signature"), bad
+
+
 async def test_upload_input_errors_are_problems(api: Api) -> None:
     with trio.fail_after(CEILING):
         a = await api.signup()
