@@ -518,7 +518,9 @@ class FileRoutes:
         if_none = _header(scope, b"if-none-match")
         tags = [t.strip().removeprefix("W/") for t in (if_none or "").split(",")]
         if if_none is not None and (if_none.strip() == "*" or etag in tags):
-            await self._send(send, 304, headers, b"")
+            # No Content-Length: a 304's may only be the 200's (RFC 9110 §8.6), never "0".
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
             return 304
         disposition = "inline" if kind in SAFE_TYPES else "attachment"
         headers += [

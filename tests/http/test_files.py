@@ -234,6 +234,21 @@ async def test_a_range_with_non_ascii_digits_is_ignored_not_a_500(api: Api) -> N
             assert (r.status_code, r.content) == (200, data), value
 
 
+async def test_a_304_does_not_claim_an_empty_file(api: Api) -> None:
+    # RFC 9110 §8.6: a 304 carries Content-Length only if it is the 200's; "0" would tell
+    # a cache the stored file is empty.
+    with trio.fail_after(CEILING):
+        a = await api.signup()
+        data = b"0123456789"
+        url = (await uploaded(a, data))["url"]
+        etag = (await a.api.get(url)).headers["etag"]
+        for method in ("GET", "HEAD"):
+            r = await a.api.request(method, url, headers={"If-None-Match": etag})
+            assert r.status_code == 304
+            assert r.headers.get("content-length", str(len(data))) == str(len(data)), method
+            assert r.headers["etag"] == etag
+
+
 def signed(url: str, uid: int, exp: int, version: int = 0) -> str:
     key = hmac.new(TEST_SECRET.encode(), b"fechatter file URL signing v1", hashlib.sha256).digest()
     sig = hmac.new(key, f"{url}\n{uid}\n{exp}\n{version}".encode(), hashlib.sha256).hexdigest()
