@@ -149,11 +149,13 @@ def insert_file(f: FileRecord) -> Op[None]:
 
 
 def get_file(file_id: str) -> Op[FileRecord | None]:
+    """The upload named ``file_id`` (its URL's token), or None."""
     row = first((yield q(_GET, (file_id,))))
     return _to_file(row) if row else None
 
 
 def usage(user_id: int) -> Op[int]:
+    """Bytes stored for ``user_id``'s uploads: their sizes plus their thumbnails'."""
     row = first((yield q(_USAGE, (user_id,))))
     return int(row["used"]) if row else 0
 
