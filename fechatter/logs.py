@@ -199,6 +199,9 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # python_multipart logs a WARNING per malformed upload body: a client could flood the
+    # log with them; the upload route answers those with a 400 problem of its own.
+    logging.getLogger("python_multipart").setLevel(max(level, logging.ERROR))
     return chosen
 
 

@@ -277,8 +277,7 @@ class Files:
                 continue
             keep = await self.store.referenced(old)
             for key in old:
-                if key not in keep:
-                    await self.blobs.delete(key)
+                if key not in keep and await self.blobs.delete(key, wall - grace):
                     deleted += 1
         await self.blobs.sweep_scratch(max(grace, 2 * self.settings.upload_timeout))
         return len(expired), deleted

@@ -54,8 +54,11 @@ class BlobStore(Protocol):
         """The bytes ``[start, start + length)`` of the blob (to its end when ``length`` is
         None) in chunks of at most ``READ_CHUNK``; ``BlobMissing`` if absent."""
 
-    async def delete(self, key: str) -> None:
-        """Remove the blob; absent is fine."""
+    async def delete(self, key: str, modified_before: float | None = None) -> bool:
+        """Remove the blob; absent is fine. With ``modified_before`` (Unix seconds), only if
+        it was last modified before then, checked just before the removal (the collector:
+        an upload of the same bytes may have put the blob again since it was listed).
+        Returns whether it was removed."""
 
     def keys(self) -> AsyncIterator[list[tuple[str, float]]]:
         """Every blob as ``(key, modified)`` (POSIX seconds), in batches of ``LIST_BATCH``."""
@@ -101,6 +104,13 @@ class LocalBlobStore:
                 os.close(fd)
             final.parent.mkdir(mode=0o700, exist_ok=True)
             os.replace(temp, final)
+            # The rename is durable only once its directory is: a crash could otherwise lose
+            # a blob whose row commits next.
+            dir_fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
         await trio.to_thread.run_sync(move)
 
@@ -130,8 +140,21 @@ class LocalBlobStore:
                     left -= len(chunk)
                 yield chunk
 
-    async def delete(self, key: str) -> None:
-        await trio.to_thread.run_sync(lambda: self._path(key).unlink(missing_ok=True))
+    async def delete(self, key: str, modified_before: float | None = None) -> bool:
+        path = self._path(key)
+
+        def remove() -> bool:
+            # The stat and the unlink are one worker-thread call, microseconds apart: a put
+            # of the same key between them is the remaining window (docs/api.md "Files").
+            try:
+                if modified_before is not None and path.stat().st_mtime >= modified_before:
+                    return False
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            return True
+
+        return await trio.to_thread.run_sync(remove)
 
     async def keys(self) -> AsyncIterator[list[tuple[str, float]]]:
         def shards() -> list[Path]:
