@@ -9,6 +9,7 @@ import { messageNode, mentionsMe } from "./message.js";
 import { closeThread, renderThread } from "./thread.js";
 import { touchMessage } from "./store.js";
 import { renderMembers } from "./members.js";
+import { clearNotification, onIncoming } from "./notify.js";
 
 export async function openChat(chatId) {
   const chat = state.chats.get(chatId);
@@ -26,11 +27,51 @@ export async function openChat(chatId) {
     state.messages.set(chatId, { items: [], ids: new Set(), hasMore: true, loading: false });
     await Promise.all([loadPage(chatId), loadChatMembers(chatId)]);
   }
+  if (state.current !== chatId) return; // another chat was opened meanwhile
+  await placeDivider(chatId, chat.unread_count);
   renderMessages(true);
+  showDivider();
   renderTyping();
   if (!$("#members-panel").hidden) await renderMembers();
   markRead();
   $("#input").focus();
+}
+
+// The "New messages" divider goes before the first unread message, found from the read marker
+// as the server counts it: `unread_count` is the messages of others after my marker that are not
+// tombstones (docs/api.md "Chats"), so walking back from the newest message and counting those
+// finds the first unread one. Older pages are fetched while the count is not reached (at most
+// DIVIDER_PAGES more); a first unread that is a thread reply puts the divider before the next
+// top-level message. Kept in `state.divider` ({chatId, id}) until another chat is opened.
+const DIVIDER_PAGES = 4;
+
+async function placeDivider(chatId, unread) {
+  state.divider = null;
+  if (!unread) return;
+  const box = state.messages.get(chatId);
+  const isUnread = (m) => m.sender_id !== state.me.id && !m.deleted;
+  let first = null;
+  for (let pages = 0; ; pages++) {
+    let seen = 0;
+    for (let i = box.items.length - 1; i >= 0; i--) {
+      if (isUnread(box.items[i]) && ++seen === unread) { first = box.items[i]; break; }
+    }
+    if (first || !box.hasMore || pages >= DIVIDER_PAGES) break;
+    await loadPage(chatId, box.items[0]?.id);
+    if (state.current !== chatId) return;
+  }
+  first ??= box.items.find(isUnread); // more unread than fetched: the oldest one we have
+  const anchor = first && box.items.find((m) => m.seq >= first.seq && m.thread_id == null);
+  if (anchor) state.divider = { chatId, id: anchor.id };
+}
+
+// After opening: when the divider is above the visible part of the log, scroll it to the top.
+function showDivider() {
+  const divider = document.getElementById("new-divider");
+  if (!divider) return;
+  const log = $("#messages");
+  const offset = divider.getBoundingClientRect().top - log.getBoundingClientRect().top;
+  if (offset < 0) log.scrollTop += offset - 8;
 }
 
 // The chat's members: for `@` suggestions and for the caller's role (who may delete what).
@@ -94,14 +135,19 @@ export function renderMessages(stickToBottom, force = false) {
   const want = [];
   if (box.hasMore) want.push({ key: "older", build: () => el("div", { class: "older", text: "Scroll up for older messages" }) });
   else if (!visible.length && !pending.length) {
-    want.push({ key: "empty", build: () => el("div", { class: "empty" }, el("h3", { text: "No messages yet" }), el("p", { text: "Say hello." })) });
+    want.push({ key: "empty", build: () => el("div", { class: "empty" }, el("h2", { text: "No messages yet" }), el("p", { text: "Say hello." })) });
   }
   let previous = null;
+  const divider = state.divider?.chatId === state.current ? state.divider.id : null;
   for (const m of visible) {
     const day = dayOf(m.created_at);
     if (!previous || dayOf(previous.created_at) !== day) {
       want.push({ key: `day:${day}`, build: () => el("div", { class: "day", text: day }) });
       previous = null;
+    }
+    if (m.id === divider) {
+      want.push({ key: "new", build: () => el("div", { class: "divider", id: "new-divider", text: "New messages" }) });
+      previous = null; // the first unread message shows its sender again
     }
     const cont = Boolean(previous && previous.sender_id === m.sender_id && !previous.deleted && !m.deleted);
     want.push({ key: `m:${m.id}`, data: m, cont, build: () => messageNode(m) });
@@ -185,7 +231,10 @@ export function onMessage(m) {
     else {
       chat.unread_count += 1;
       if (mentionsMe(m)) chat.mention_count = (chat.mention_count ?? 0) + 1;
+      // The open chat in a hidden tab: mark where the person left off, if nothing marks it yet.
+      if (m.chat_id === state.current && m.thread_id == null && state.divider?.chatId !== m.chat_id) state.divider = { chatId: m.chat_id, id: m.id };
     }
+    onIncoming(m, chat);
   }
   renderChatList();
   if (m.chat_id === state.current) {
@@ -210,6 +259,7 @@ export function markRead() {
     if (!chat || !last) return;
     chat.unread_count = 0;
     chat.mention_count = 0;
+    clearNotification(chatId);
     renderChatList();
     await api.post(`/api/chats/${chatId}/read`, { message_id: last.id }).catch(() => {});
   }, 250);
