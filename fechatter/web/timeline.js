@@ -257,6 +257,8 @@ export function markRead() {
     const chat = state.chats.get(chatId);
     const last = box?.items[box.items.length - 1];
     if (!chat || !last) return;
+    // The tab was hidden meanwhile: what arrived is unread (markRead runs again on return).
+    if (document.visibilityState !== "visible") return;
     chat.unread_count = 0;
     chat.mention_count = 0;
     clearNotification(chatId);

@@ -191,6 +191,9 @@ def test_new_messages_divider_at_the_first_unread_message(
     ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Divider {uuid.uuid4().hex[:6]}")
     bob = sign_up(browser, server, "Bob Babbage")
     invite_and_open_dm(ada, bob)
+    # Bob's client learns of the workspace and the chat by itself first (a message sent while
+    # it is still loading the new workspace is only counted after a reload).
+    expect(item(bob.page, "Ada Lovelace")).to_be_visible()
     send(ada.page, "already read")
     expect(item(bob.page, "Ada Lovelace").locator(".badge")).to_have_text("1")
     with bob.page.expect_request(lambda r: r.url.endswith("/read")) as read:
@@ -370,6 +373,7 @@ def test_settings_profile_and_password_with_inline_errors(
     expect(dialog.locator("#password-form .saved")).to_contain_text("Password changed")
     expect(page.locator("#password-current-error")).to_have_text("")
     assert_accessible(page, "settings dialog")
+    shot(page, "web-settings")
     page.click("dialog >> text=Close")
 
     # The session goes on with a fresh token, and the new password signs in.
