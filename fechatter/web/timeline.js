@@ -28,7 +28,7 @@ export async function openChat(chatId) {
     await Promise.all([loadPage(chatId), loadChatMembers(chatId)]);
   }
   if (state.current !== chatId) return; // another chat was opened meanwhile
-  await placeDivider(chatId, chat.unread_count);
+  placeDivider(chatId, chat.unread_count);
   renderMessages(true);
   showDivider();
   renderTyping();
@@ -39,36 +39,42 @@ export async function openChat(chatId) {
 
 // The "New messages" divider goes before the first unread message, found from the read marker
 // as the server counts it: `unread_count` is the messages of others after my marker that are not
-// tombstones (docs/api.md "Chats"), so walking back from the newest message and counting those
-// finds the first unread one. Older pages are fetched while the count is not reached (at most
-// DIVIDER_PAGES more); a first unread that is a thread reply puts the divider before the next
-// top-level message. Kept in `state.divider` ({chatId, id}) until another chat is opened.
-const DIVIDER_PAGES = 4;
-
-async function placeDivider(chatId, unread) {
-  state.divider = null;
-  if (!unread) return;
+// tombstones (docs/api.md "Chats"), so walking back from the newest message at opening and
+// counting those finds the first unread one. When that is older than the loaded pages the
+// divider stands above the oldest loaded unread message (and moves up as older pages load on
+// scrolling; nothing extra is fetched). A first unread that is a thread reply puts it before
+// the next top-level message. `state.divider` is {chatId, unread, lastSeq} from opening, or
+// {chatId, id} (placed live in a hidden tab); it lasts until another chat is opened.
+function placeDivider(chatId, unread) {
   const box = state.messages.get(chatId);
-  const isUnread = (m) => m.sender_id !== state.me.id && !m.deleted;
-  let first = null;
-  for (let pages = 0; ; pages++) {
-    let seen = 0;
-    for (let i = box.items.length - 1; i >= 0; i--) {
-      if (isUnread(box.items[i]) && ++seen === unread) { first = box.items[i]; break; }
-    }
-    if (first || !box.hasMore || pages >= DIVIDER_PAGES) break;
-    await loadPage(chatId, box.items[0]?.id);
-    if (state.current !== chatId) return;
-  }
-  first ??= box.items.find(isUnread); // more unread than fetched: the oldest one we have
-  const anchor = first && box.items.find((m) => m.seq >= first.seq && m.thread_id == null);
-  if (anchor) state.divider = { chatId, id: anchor.id };
+  const last = box?.items[box.items.length - 1];
+  state.divider = unread && last ? { chatId, unread, lastSeq: last.seq } : null;
 }
 
-// After opening: when the divider is above the visible part of the log, scroll it to the top.
+// The message the divider stands before: {id, exact} (exact: it is the first unread), or null.
+function dividerAnchor(box) {
+  const d = state.divider;
+  if (!d || d.chatId !== state.current) return null;
+  if (d.id != null) return { id: d.id, exact: true };
+  let seen = 0;
+  let first = null;
+  for (let i = box.items.length - 1; i >= 0 && seen < d.unread; i--) {
+    const m = box.items[i];
+    if (m.seq > d.lastSeq || m.sender_id === state.me.id || m.deleted) continue;
+    first = m;
+    seen += 1;
+  }
+  if (!first) return null;
+  const anchor = box.items.find((m) => m.seq >= first.seq && m.thread_id == null);
+  return anchor ? { id: anchor.id, exact: seen === d.unread || !box.hasMore } : null;
+}
+
+// After opening: when the divider marks the first unread message and is above the visible part
+// of the log, scroll it to the top.
 function showDivider() {
   const divider = document.getElementById("new-divider");
-  if (!divider) return;
+  const box = state.messages.get(state.current);
+  if (!divider || !box || !dividerAnchor(box)?.exact) return;
   const log = $("#messages");
   const offset = divider.getBoundingClientRect().top - log.getBoundingClientRect().top;
   if (offset < 0) log.scrollTop += offset - 8;
@@ -138,7 +144,7 @@ export function renderMessages(stickToBottom, force = false) {
     want.push({ key: "empty", build: () => el("div", { class: "empty" }, el("h2", { text: "No messages yet" }), el("p", { text: "Say hello." })) });
   }
   let previous = null;
-  const divider = state.divider?.chatId === state.current ? state.divider.id : null;
+  const divider = dividerAnchor(box)?.id ?? null;
   for (const m of visible) {
     const day = dayOf(m.created_at);
     if (!previous || dayOf(previous.created_at) !== day) {

@@ -371,6 +371,7 @@ def test_settings_profile_and_password_with_inline_errors(
     page.fill("#password-new", "a better horse")
     page.click("#password-form button[type=submit]")
     expect(dialog.locator("#password-form .saved")).to_contain_text("Password changed")
+    expect(page.locator("#banner")).to_be_hidden(timeout=20_000)  # live again, fresh token
     expect(page.locator("#password-current-error")).to_have_text("")
     assert_accessible(page, "settings dialog")
     shot(page, "web-settings")
