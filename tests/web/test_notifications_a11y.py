@@ -69,6 +69,7 @@ def new_channel(owner: Person, name: str, *members: Person) -> None:
         page.check(f"dialog label:has-text('{m.name}') input")
     page.click("dialog button[type=submit]")
     expect(page.locator("#chat-title")).to_have_text(name)
+    expect(page.locator("dialog")).to_be_hidden()  # closes once the chat is open
 
 
 def item(page: Page, name: str) -> Any:
@@ -383,6 +384,7 @@ def test_settings_profile_and_password_with_inline_errors(
     page.fill("dialog input[name=name]", "after-password")
     page.click("dialog button[type=submit]")
     expect(page.locator("#chat-title")).to_have_text("# after-password")
+    expect(page.locator("dialog")).to_be_hidden()  # closes once the chat is open
     send(page, "still here")
     expect(page.locator("#messages .msg.mine:not(.pending) .bubble")).to_have_text("still here")
     page.click("#sign-out")
