@@ -6,28 +6,43 @@
 // composer.js (writing), members.js (members panel), settings.js (sidebar dialogs),
 // dialogs.js (the modal), events.js (live events), store.js (message changes), message.js
 // (one message node and its actions), format.js (formatting), emoji.js (picker), thread.js
-// (thread panel), mentions.js (`@` suggestions), files.js (uploads, attachments, avatars). docs/web.md describes them.
+// (thread panel), mentions.js (`@` suggestions), files.js (uploads, attachments, avatars),
+// notify.js (tab title, desktop notifications, announcements), avatar.js (initials avatars),
+// theme.js (light/dark). docs/web.md describes them.
 
 import { $ } from "./dom.js";
 import { api, state } from "./state.js";
 import { renderChatList } from "./chatlist.js";
 import { wireComposer } from "./composer.js";
 import { wireFiles } from "./files.js";
-import { wireMembers } from "./members.js";
+import { closeMembers, membersOpen, wireMembers } from "./members.js";
 import { enterApp, showAuth, wireSession } from "./session.js";
 import { joinPendingInvite, prepareInvite } from "./invites.js";
 import { wireSettings } from "./settings.js";
 import { wireThread } from "./thread.js";
 import { markRead, onScroll, renderTyping } from "./timeline.js";
+import { applyTheme } from "./theme.js";
 
 function wire() {
+  applyTheme();
   wireSession();
   wireSettings();
   wireMembers();
   wireComposer();
   wireFiles();
   wireThread();
-  $("#back").addEventListener("click", () => { $("#app").classList.remove("in-chat"); state.current = null; renderChatList(); });
+  $("#back").addEventListener("click", () => {
+    if (membersOpen()) { closeMembers(); return; } // Back closes the overlay first
+    $("#app").classList.remove("in-chat");
+    state.current = null;
+    renderChatList();
+  });
+  // The skip link moves focus itself (no fragment navigation, which would add a history entry).
+  $("#skip-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    if (!$("#composer").hidden) $("#input").focus();
+    else $("#conversation").focus();
+  });
   $("#messages").addEventListener("scroll", onScroll);
   document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible" && state.current) markRead(); });
   setInterval(renderTyping, 2000);

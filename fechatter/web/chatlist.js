@@ -1,9 +1,12 @@
 // Workspaces and the chat list in the sidebar: names, glyphs, unread badges, previews.
 
 import { $, el, icon } from "./dom.js";
+import { avatar } from "./avatar.js";
 import { plainText } from "./format.js";
 import { api, state } from "./state.js";
 import { openChat } from "./timeline.js";
+import { closeMembers } from "./members.js";
+import { updateTitle } from "./notify.js";
 
 export async function loadWorkspaces(selectId) {
   state.workspaces = await api.get("/api/workspaces");
@@ -65,8 +68,8 @@ function glyph(chat) {
   if (chat.type === "PublicChannel") return "#";
   if (chat.type === "PrivateChannel") return icon("lock", "private channel");
   if (chat.type === "Group") return icon("people", "group");
-  const online = state.online.has(state.singlePeer.get(chat.id));
-  return el("span", { class: `dot${online ? " online" : ""}`, title: online ? "online" : "offline" });
+  const peerId = state.singlePeer.get(chat.id);
+  return avatar(peerId ?? 0, state.users.get(peerId)?.fullname ?? "", { small: true, presence: state.online.has(peerId) });
 }
 
 function activity(chat) {
@@ -74,6 +77,7 @@ function activity(chat) {
 }
 
 export function renderChatList() {
+  updateTitle();
   const chats = [...state.chats.values()].sort((a, b) => (activity(a) < activity(b) ? 1 : -1));
   $("#chat-list").replaceChildren(
     ...chats.map((chat) => {
@@ -115,9 +119,9 @@ export function showEmpty(title, text) {
   $("#chat-subtitle").textContent = "";
   $("#composer").hidden = true;
   $("#members-toggle").hidden = true;
-  $("#members-panel").hidden = true;
+  closeMembers();
   $("#typing").textContent = "";
-  $("#messages").replaceChildren(el("div", { class: "empty" }, el("h3", { text: title }), el("p", { text: text })));
+  $("#messages").replaceChildren(el("div", { class: "empty" }, el("h2", { text: title }), el("p", { text: text })));
 }
 
 export async function refreshOnline() {

@@ -6,14 +6,20 @@ import { $, el, problemText } from "./dom.js";
 export function openDialog(...content) {
   const dialog = $("#dialog");
   dialog.replaceChildren(...content);
-  dialog.showModal();
+  // The dialog is named by its heading (axe: aria-dialog-name).
+  const heading = dialog.querySelector("h2, h3");
+  if (heading) {
+    heading.id ||= "dialog-title";
+    dialog.setAttribute("aria-labelledby", heading.id);
+  } else dialog.removeAttribute("aria-labelledby");
+  if (!dialog.open) dialog.showModal();
   return dialog;
 }
 
 export function closeDialog() { $("#dialog").close(); }
 
 export function alertDialog(title, text) {
-  openDialog(el("h3", { text: title }), el("p", { text }), el("div", { class: "dialog-actions" }, el("button", { type: "button", text: "OK", onclick: closeDialog })));
+  openDialog(el("h2", { text: title }), el("p", { text }), el("div", { class: "dialog-actions" }, el("button", { type: "button", text: "OK", onclick: closeDialog })));
 }
 
 export function formDialog(title, fields, submitText, onSubmit, submitClass = "primary") {
@@ -31,7 +37,7 @@ export function formDialog(title, fields, submitText, onSubmit, submitClass = "p
         }
       },
     },
-    el("h3", { text: title }),
+    el("h2", { text: title }),
     ...fields,
     error,
     el("div", { class: "dialog-actions" }, el("button", { type: "button", text: "Cancel", onclick: closeDialog }), el("button", { type: "submit", class: submitClass, text: submitText })),

@@ -107,7 +107,7 @@ export function pickEmoji(onPick) {
   });
   fill();
   openDialog(
-    el("h3", { text: "Add a reaction" }),
+    el("h2", { text: "Add a reaction" }),
     search,
     error,
     grid,

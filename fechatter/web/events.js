@@ -6,6 +6,7 @@ import { dropChat, learnPeer, loadWorkspaces, needsPeers, refreshOnline, renderC
 import { cancelEdit, settle } from "./composer.js";
 import { onWorkspaceEvent } from "./invites.js";
 import { renderMembers } from "./members.js";
+import { clearNotification } from "./notify.js";
 import { applyReaction, tombstone, upsertMessage } from "./store.js";
 import { addMessages, loadChatMembers, onMessage, renderHeader, renderMessages, renderTyping } from "./timeline.js";
 
@@ -88,6 +89,7 @@ export async function onEvent(name, data) {
         const fresh = await api.get(`/api/chats/${data.chat_id}`).catch(() => null);
         if (fresh) {
           Object.assign(state.chats.get(data.chat_id), { unread_count: fresh.unread_count, mention_count: fresh.mention_count });
+          if (!fresh.unread_count) clearNotification(data.chat_id); // read here or on another device
           renderChatList();
         }
       }

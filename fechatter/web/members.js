@@ -4,30 +4,38 @@ import { $, el, problemText } from "./dom.js";
 import { api, state } from "./state.js";
 import { chatName, dropChat } from "./chatlist.js";
 import { alertDialog, formDialog, peoplePicker } from "./dialogs.js";
-import { avatarNode } from "./files.js";
+import { avatar } from "./avatar.js";
 
 export async function renderMembers() {
   const panel = $("#members-panel");
   const chat = state.chats.get(state.current);
-  if (!chat) { panel.hidden = true; return; }
+  if (!chat) { closeMembers(); return; }
   const members = await api.get(`/api/chats/${chat.id}/members`).catch(() => []);
   state.members = members;
   state.chatMembers.set(chat.id, members);
   const myRole = members.find((m) => m.user_id === state.me.id)?.role;
   const manages = myRole === "owner" || myRole === "admin";
   panel.replaceChildren(
-    el("h3", { text: `Members (${members.length})` }),
-    ...members.map((m) =>
-      el(
-        "div",
-        { class: "member" },
-        el("span", { class: `dot${state.online.has(m.user_id) ? " online" : ""}` }),
-        avatarNode(m.user_id),
-        el("span", { class: "who", text: m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname }),
-        el("span", { class: "role", text: m.role }),
-        manages && m.user_id !== state.me.id && m.role !== "owner" && chat.type !== "Single"
-          ? el("button", { type: "button", class: "danger", text: "Remove", onclick: () => removeMember(chat.id, m.user_id) })
-          : null,
+    el(
+      "div",
+      { class: "members-head" },
+      el("h2", { id: "members-title", text: `Members (${members.length})` }),
+      el("button", { type: "button", id: "members-close", class: "icon", "aria-label": "Close members", title: "Close (Esc)", text: "×", onclick: () => closeMembers() }),
+    ),
+    el(
+      "ul",
+      { class: "member-list", "aria-labelledby": "members-title" },
+      ...members.map((m) =>
+        el(
+          "li",
+          { class: "member" },
+          avatar(m.user_id, m.fullname, { small: true, presence: state.online.has(m.user_id) }),
+          el("span", { class: "who", text: m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname }),
+          el("span", { class: "role", text: m.role }),
+          manages && m.user_id !== state.me.id && m.role !== "owner" && chat.type !== "Single"
+            ? el("button", { type: "button", class: "danger", text: "Remove", "aria-label": `Remove ${m.fullname} from the chat`, onclick: () => removeMember(chat.id, m.user_id) })
+            : null,
+        ),
       ),
     ),
     el(
@@ -42,6 +50,7 @@ export async function renderMembers() {
     ),
   );
   panel.hidden = false;
+  $("#members-toggle").setAttribute("aria-expanded", "true");
 }
 
 async function removeMember(chatId, userId) {
@@ -64,10 +73,59 @@ function addPeopleDialog(chat) {
   });
 }
 
+// Phone widths (and 200 % zoom): the panel overlays the conversation below its header, so it
+// is closed by its own toggle, its × button, Escape, a tap outside it, or Back (the browser's,
+// through a history entry pushed on opening, and the header's ← button).
+const narrow = () => window.matchMedia("(max-width: 760px)").matches;
+let historyPushed = false;
+
+export function membersOpen() {
+  return !$("#members-panel").hidden;
+}
+
+export async function openMembers() {
+  $("#thread-panel").hidden = true;
+  state.thread = null;
+  const header = $("#chat-header").getBoundingClientRect();
+  $("#members-panel").style.setProperty("--panel-top", `${Math.max(0, header.bottom)}px`);
+  if (narrow() && !historyPushed) {
+    history.pushState({ fechatterPanel: "members" }, "");
+    historyPushed = true;
+  }
+  await renderMembers();
+  if (membersOpen()) $("#members-close")?.focus();
+}
+
+// fromHistory: called for the Back that already popped our history entry.
+export function closeMembers({ fromHistory = false } = {}) {
+  const panel = $("#members-panel");
+  const wasOpen = !panel.hidden;
+  const hadFocus = panel.contains(document.activeElement);
+  panel.hidden = true;
+  $("#members-toggle").setAttribute("aria-expanded", "false");
+  if (historyPushed) {
+    historyPushed = false;
+    if (!fromHistory) history.back();
+  }
+  if (wasOpen && hadFocus && !$("#members-toggle").hidden) $("#members-toggle").focus();
+}
+
 export function wireMembers() {
-  $("#members-toggle").addEventListener("click", () => {
-    const panel = $("#members-panel");
-    if (panel.hidden) { $("#thread-panel").hidden = true; state.thread = null; renderMembers(); }
-    else panel.hidden = true;
+  $("#members-toggle").addEventListener("click", () => (membersOpen() ? closeMembers() : openMembers()));
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented || !membersOpen() || $("#dialog").open) return;
+    event.preventDefault();
+    closeMembers();
+  });
+  // A tap outside the overlay closes it (not a tap in a dialog it opened, nor on its toggle).
+  document.addEventListener("click", (event) => {
+    if (!membersOpen() || !narrow() || $("#dialog").open) return;
+    const t = event.target;
+    if (!(t instanceof Node) || !t.isConnected) return;
+    if ($("#members-panel").contains(t) || $("#members-toggle").contains(t) || $("#dialog").contains(t)) return;
+    closeMembers();
+  });
+  window.addEventListener("popstate", () => {
+    if (historyPushed) closeMembers({ fromHistory: true });
   });
 }

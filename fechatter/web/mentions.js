@@ -13,7 +13,7 @@ export function attachSuggest(input, chatIdOf) {
   const list = el("ul", { id, class: "suggest", role: "listbox", "aria-label": "Mention someone", hidden: true });
   input.after(list);
   input.setAttribute("aria-autocomplete", "list");
-  input.setAttribute("aria-controls", id);
+  input.setAttribute("aria-controls", id); // (a textarea is a textbox: aria-expanded is not allowed on it)
   let options = [];
   let active = 0;
   let start = -1;
@@ -22,7 +22,6 @@ export function attachSuggest(input, chatIdOf) {
     list.hidden = true;
     options = [];
     input.removeAttribute("aria-activedescendant");
-    input.setAttribute("aria-expanded", "false");
   };
 
   const show = () => {
@@ -39,7 +38,6 @@ export function attachSuggest(input, chatIdOf) {
       ),
     );
     list.hidden = false;
-    input.setAttribute("aria-expanded", "true");
     input.setAttribute("aria-activedescendant", `${id}-${active}`);
   };
 

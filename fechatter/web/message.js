@@ -10,7 +10,8 @@ import { formatMessage } from "./format.js";
 import { cancelEdit, startEdit } from "./composer.js";
 import { tombstone } from "./store.js";
 import { openThread } from "./thread.js";
-import { attachmentsNode, avatarNode } from "./files.js";
+import { avatar } from "./avatar.js";
+import { attachmentsNode } from "./files.js";
 
 export function formatContext(m) {
   return {
@@ -33,7 +34,7 @@ export function messageNode(m, inThread = false) {
   const mine = m.sender_id === state.me.id;
   const who = mine ? "You" : state.users.get(m.sender_id)?.fullname ?? `User ${m.sender_id}`;
   const classes = ["msg", mine && "mine", m.deleted && "deleted", mentionsMe(m) && "mentions-me"].filter(Boolean).join(" ");
-  const meta = el("div", { class: "meta" }, avatarNode(m.sender_id, 20), `${who} · ${timeOf(m.created_at)}`);
+  const meta = el("div", { class: "meta" }, avatar(m.sender_id, mine ? state.me.fullname : who), `${who} · ${timeOf(m.created_at)}`);
   // After the bubble, not in the meta line: a grouped message (`cont`) hides its meta line.
   const edited = m.edited_at && !m.deleted ? el("span", { class: "edited", title: `Edited ${timeOf(m.edited_at)}`, text: "(edited)" }) : null;
   const bubble = m.deleted

@@ -7,18 +7,22 @@ import { problemText } from "./dom.js";
 import { loadWorkspaces } from "./chatlist.js";
 import { onEvent } from "./events.js";
 import { inviteSignupFields, joinPendingInvite, signedUpThroughInvite } from "./invites.js";
+import { resetNotify } from "./notify.js";
 
 export function showAuth(message = "") {
   session.live?.stop();
   $("#app").hidden = true;
   $("#auth").hidden = false;
   $("#auth-error").textContent = message;
+  resetNotify();
 }
 hooks.signedOut = () => showAuth();
 
 function selectTab(signup) {
   $("#tab-signin").setAttribute("aria-selected", String(!signup));
   $("#tab-signup").setAttribute("aria-selected", String(signup));
+  $("#tab-signin").tabIndex = signup ? -1 : 0; // one tab stop; ←/→ move between the tabs
+  $("#tab-signup").tabIndex = signup ? 0 : -1;
   $("#signin-form").hidden = signup;
   $("#signup-form").hidden = !signup;
   $("#auth-error").textContent = "";
@@ -61,6 +65,13 @@ export async function enterApp(workspaceId) {
   window.fechatter = { live: session.live, state }; // for debugging and the browser tests
   session.live.start();
   await loadWorkspaces(workspaceId ?? undefined);
+  // Focus follows the person into the app: the composer when a chat opened, else the page's
+  // heading (never left on the hidden sign-in form, i.e. nowhere).
+  const focus = document.activeElement;
+  if (!focus || focus === document.body || $("#auth").contains(focus)) {
+    if (!$("#composer").hidden) $("#input").focus();
+    else $("#chat-title").focus();
+  }
 }
 
 function onLiveState(status) {
@@ -72,6 +83,14 @@ function onLiveState(status) {
 export function wireSession() {
   $("#tab-signin").addEventListener("click", () => selectTab(false));
   $("#tab-signup").addEventListener("click", () => selectTab(true));
+  for (const tab of [$("#tab-signin"), $("#tab-signup")]) {
+    tab.addEventListener("keydown", (event) => {
+      if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+      const signup = tab.id === "tab-signin";
+      selectTab(signup);
+      $(signup ? "#tab-signup" : "#tab-signin").focus();
+    });
+  }
   $("#signin-form").addEventListener("submit", onSignIn);
   $("#signup-form").addEventListener("submit", onSignUp);
   $("#sign-out").addEventListener("click", () => api.signOut());

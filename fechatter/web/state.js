@@ -23,6 +23,7 @@ export const state = {
   thread: null, // the open thread panel: {chatId, rootId}
   threadMentions: new Set(), // root ids with a reply mentioning me, thread not opened since
   editing: null, // the message being edited in the composer: {chatId, id, draft}
+  divider: null, // the open chat's "New messages" divider: {chatId, id} (before message id)
 };
 
 // Late-bound hooks, so low modules can call up without import cycles at load time.

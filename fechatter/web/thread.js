@@ -7,12 +7,13 @@ import { api, state } from "./state.js";
 import { messageNode } from "./message.js";
 import { attachSuggest } from "./mentions.js";
 import { reconcile } from "./timeline.js";
+import { closeMembers } from "./members.js";
 import { findMessage, tombstone, touchMessage, upsertMessage } from "./store.js";
 
 export async function openThread(chatId, rootId) {
   state.thread = { chatId, rootId };
   if (state.threadMentions.delete(rootId)) touchMessage(chatId, rootId); // seen: drop the "@"
-  $("#members-panel").hidden = true;
+  closeMembers();
   $("#thread-error").textContent = "";
   const panel = $("#thread-panel");
   panel.hidden = false;

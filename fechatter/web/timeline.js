@@ -9,6 +9,7 @@ import { messageNode, mentionsMe } from "./message.js";
 import { closeThread, renderThread } from "./thread.js";
 import { touchMessage } from "./store.js";
 import { renderMembers } from "./members.js";
+import { clearNotification, onIncoming } from "./notify.js";
 
 export async function openChat(chatId) {
   const chat = state.chats.get(chatId);
@@ -26,11 +27,57 @@ export async function openChat(chatId) {
     state.messages.set(chatId, { items: [], ids: new Set(), hasMore: true, loading: false });
     await Promise.all([loadPage(chatId), loadChatMembers(chatId)]);
   }
+  if (state.current !== chatId) return; // another chat was opened meanwhile
+  placeDivider(chatId, chat.unread_count);
   renderMessages(true);
+  showDivider();
   renderTyping();
   if (!$("#members-panel").hidden) await renderMembers();
   markRead();
   $("#input").focus();
+}
+
+// The "New messages" divider goes before the first unread message, found from the read marker
+// as the server counts it: `unread_count` is the messages of others after my marker that are not
+// tombstones (docs/api.md "Chats"), so walking back from the newest message at opening and
+// counting those finds the first unread one. When that is older than the loaded pages the
+// divider stands above the oldest loaded unread message (and moves up as older pages load on
+// scrolling; nothing extra is fetched). A first unread that is a thread reply puts it before
+// the next top-level message. `state.divider` is {chatId, unread, lastSeq} from opening, or
+// {chatId, id} (placed live in a hidden tab); it lasts until another chat is opened.
+function placeDivider(chatId, unread) {
+  const box = state.messages.get(chatId);
+  const last = box?.items[box.items.length - 1];
+  state.divider = unread && last ? { chatId, unread, lastSeq: last.seq } : null;
+}
+
+// The message the divider stands before: {id, exact} (exact: it is the first unread), or null.
+function dividerAnchor(box) {
+  const d = state.divider;
+  if (!d || d.chatId !== state.current) return null;
+  if (d.id != null) return { id: d.id, exact: true };
+  let seen = 0;
+  let first = null;
+  for (let i = box.items.length - 1; i >= 0 && seen < d.unread; i--) {
+    const m = box.items[i];
+    if (m.seq > d.lastSeq || m.sender_id === state.me.id || m.deleted) continue;
+    first = m;
+    seen += 1;
+  }
+  if (!first) return null;
+  const anchor = box.items.find((m) => m.seq >= first.seq && m.thread_id == null);
+  return anchor ? { id: anchor.id, exact: seen === d.unread || !box.hasMore } : null;
+}
+
+// After opening: when the divider marks the first unread message and is above the visible part
+// of the log, scroll it to the top.
+function showDivider() {
+  const divider = document.getElementById("new-divider");
+  const box = state.messages.get(state.current);
+  if (!divider || !box || !dividerAnchor(box)?.exact) return;
+  const log = $("#messages");
+  const offset = divider.getBoundingClientRect().top - log.getBoundingClientRect().top;
+  if (offset < 0) log.scrollTop += offset - 8;
 }
 
 // The chat's members: for `@` suggestions and for the caller's role (who may delete what).
@@ -94,14 +141,19 @@ export function renderMessages(stickToBottom, force = false) {
   const want = [];
   if (box.hasMore) want.push({ key: "older", build: () => el("div", { class: "older", text: "Scroll up for older messages" }) });
   else if (!visible.length && !pending.length) {
-    want.push({ key: "empty", build: () => el("div", { class: "empty" }, el("h3", { text: "No messages yet" }), el("p", { text: "Say hello." })) });
+    want.push({ key: "empty", build: () => el("div", { class: "empty" }, el("h2", { text: "No messages yet" }), el("p", { text: "Say hello." })) });
   }
   let previous = null;
+  const divider = dividerAnchor(box)?.id ?? null;
   for (const m of visible) {
     const day = dayOf(m.created_at);
     if (!previous || dayOf(previous.created_at) !== day) {
       want.push({ key: `day:${day}`, build: () => el("div", { class: "day", text: day }) });
       previous = null;
+    }
+    if (m.id === divider) {
+      want.push({ key: "new", build: () => el("div", { class: "divider", id: "new-divider", text: "New messages" }) });
+      previous = null; // the first unread message shows its sender again
     }
     const cont = Boolean(previous && previous.sender_id === m.sender_id && !previous.deleted && !m.deleted);
     want.push({ key: `m:${m.id}`, data: m, cont, build: () => messageNode(m) });
@@ -186,7 +238,10 @@ export function onMessage(m) {
     else {
       chat.unread_count += 1;
       if (mentionsMe(m)) chat.mention_count = (chat.mention_count ?? 0) + 1;
+      // The open chat in a hidden tab: mark where the person left off, if nothing marks it yet.
+      if (m.chat_id === state.current && m.thread_id == null && state.divider?.chatId !== m.chat_id) state.divider = { chatId: m.chat_id, id: m.id };
     }
+    onIncoming(m, chat);
   }
   renderChatList();
   if (m.chat_id === state.current) {
@@ -209,8 +264,11 @@ export function markRead() {
     const chat = state.chats.get(chatId);
     const last = box?.items[box.items.length - 1];
     if (!chat || !last) return;
+    // The tab was hidden meanwhile: what arrived is unread (markRead runs again on return).
+    if (document.visibilityState !== "visible") return;
     chat.unread_count = 0;
     chat.mention_count = 0;
+    clearNotification(chatId);
     renderChatList();
     await api.post(`/api/chats/${chatId}/read`, { message_id: last.id }).catch(() => {});
   }, 250);
