@@ -13,6 +13,7 @@ export function showAuth(message = "") {
   session.live?.stop();
   $("#app").hidden = true;
   $("#auth").hidden = false;
+  delete document.body.dataset.ready;
   $("#auth-error").textContent = message;
   resetNotify();
 }
@@ -72,6 +73,7 @@ export async function enterApp(workspaceId) {
     if (!$("#composer").hidden) $("#input").focus();
     else $("#chat-title").focus();
   }
+  document.body.dataset.ready = "1"; // the workspace is loaded (tests wait on it)
 }
 
 function onLiveState(status) {

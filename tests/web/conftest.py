@@ -173,6 +173,8 @@ def sign_up(
     page.click("#signup-form button[type=submit]")
     page.wait_for_selector("#app:not([hidden])")
     page.wait_for_function("() => document.body.dataset.live === 'online'")
+    # The workspace, its members and roles are loaded (the workspace menu depends on them).
+    page.wait_for_function("() => document.body.dataset.ready === '1'")
     return Person(page, name, email)
 
 
