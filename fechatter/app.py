@@ -43,6 +43,7 @@ from fechatter.config import (
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
+from fechatter.domain.status import UserStatuses
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import Unavailable
 from fechatter.http import create_app
@@ -54,6 +55,7 @@ from fechatter.realtime.context import RealtimeContext
 from fechatter.realtime.listener import open_listening_socket, serve_realtime
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard
+from fechatter.status import wall_clock
 from fechatter.storage import Storage, open_storage
 from fechatter.storage.cluster import ClusterStore
 from fechatter.storage.postgres import PostgresStorage
@@ -289,6 +291,13 @@ async def serve(
                 create_chat=None if wiring is None else wiring.create_chat,
             )
             messages = Messages(storage, commands, chats, settings, send_limiter)
+            statuses = UserStatuses(
+                storage,
+                system.users,
+                chats,
+                wall_clock(),
+                publish_to_user=None if wiring is None else wiring.publish_to_user,
+            )
             ctx = Context(
                 settings=settings,
                 storage=storage,
@@ -313,6 +322,7 @@ async def serve(
                 node_id=node_id,
                 cluster=cluster,
                 throttle=throttle,
+                statuses=statuses,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -342,6 +352,14 @@ async def serve(
                         )
 
                 await nursery.start(follow_security)
+
+                expiring = trio.CancelScope()  # ends with the listeners, as ``background``
+
+                async def expire_statuses(*, task_status: trio.TaskStatus[None]) -> None:
+                    with expiring:
+                        await statuses.serve_expiry(task_status=task_status)
+
+                await nursery.start(expire_statuses)
                 sharing = trio.CancelScope()  # ends with the listeners, as ``background``
                 if cluster is not None:
                     # Each node enforces its share of the per-user write limit (api.md).
@@ -418,6 +436,7 @@ async def serve(
                 realtime.cancel()
                 background.cancel()
                 sharing.cancel()
+                expiring.cancel()
     finally:
         if rt_sock is not None:
             rt_sock.close()

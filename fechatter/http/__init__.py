@@ -21,7 +21,7 @@ from fechatter.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from fechatter.http import auth_routes, chats, messages, ops, reactions, web, workspaces
+from fechatter.http import auth_routes, chats, messages, ops, reactions, users, web, workspaces
 from fechatter.http.common import Context, IdConverter, json_response
 
 log = logging.getLogger(__name__)
@@ -139,4 +139,6 @@ def create_app(ctx: Context) -> QuartTrio:
     messages.register(app, ctx)
     reactions.register(app, ctx)
     web.register(app, ctx)
+    if ctx.statuses is not None:
+        users.register(app, ctx, ctx.statuses)
     return app

@@ -23,6 +23,7 @@ from fechatter.config import Settings
 from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.messages import Messages
+from fechatter.domain.status import UserStatuses
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import BadRequest, FieldError, PayloadTooLarge, Unauthorized
 from fechatter.metrics import Metrics, RealtimeStats
@@ -56,6 +57,7 @@ class Context:
     node_id: str  # this process among the nodes (config.Settings.node_id / default_node_id)
     cluster: ClusterNode | None = None  # cluster mode (nats_url): membership, live nodes
     throttle: AuthThrottle | None = None  # the credential routes' (built there when None)
+    statuses: UserStatuses | None = None  # user status, profiles, mute (issue 14 part B)
 
 
 def decimal_at_most(limit: int) -> str:
