@@ -12,11 +12,12 @@ import { $ } from "./dom.js";
 import { api, state } from "./state.js";
 import { renderChatList } from "./chatlist.js";
 import { wireComposer } from "./composer.js";
-import { wireMembers } from "./members.js";
+import { renderMembers, wireMembers } from "./members.js";
 import { enterApp, showAuth, wireSession } from "./session.js";
 import { wireSettings } from "./settings.js";
+import { onStatusChange, wireStatus } from "./status.js";
 import { wireThread } from "./thread.js";
-import { markRead, onScroll, renderTyping } from "./timeline.js";
+import { markRead, onScroll, renderHeader, renderTyping } from "./timeline.js";
 
 function wire() {
   wireSession();
@@ -24,6 +25,10 @@ function wire() {
   wireMembers();
   wireComposer();
   wireThread();
+  wireStatus();
+  onStatusChange(renderChatList);
+  onStatusChange(renderHeader);
+  onStatusChange(() => { if (!$("#members-panel").hidden) renderMembers(); });
   $("#back").addEventListener("click", () => { $("#app").classList.remove("in-chat"); state.current = null; renderChatList(); });
   $("#messages").addEventListener("scroll", onScroll);
   document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible" && state.current) markRead(); });

@@ -3,6 +3,7 @@
 import { $, el, icon } from "./dom.js";
 import { plainText } from "./format.js";
 import { api, state } from "./state.js";
+import { learnStatuses, statusBadge } from "./status.js";
 import { openChat } from "./timeline.js";
 
 export async function loadWorkspaces(selectId) {
@@ -32,6 +33,7 @@ export async function openWorkspace(wsId) {
   ]);
   state.users = new Map(members.map((m) => [m.user.id, { ...m.user, role: m.role }]));
   state.online = new Set(online.user_ids);
+  learnStatuses(online);
   state.chats = new Map(chats.map((c) => [c.id, c]));
   await Promise.all(chats.filter(needsPeers).map(learnPeer));
   renderChatList();
@@ -65,8 +67,8 @@ function glyph(chat) {
   if (chat.type === "PublicChannel") return "#";
   if (chat.type === "PrivateChannel") return icon("lock", "private channel");
   if (chat.type === "Group") return icon("people", "group");
-  const online = state.online.has(state.singlePeer.get(chat.id));
-  return el("span", { class: `dot${online ? " online" : ""}`, title: online ? "online" : "offline" });
+  const peer = state.singlePeer.get(chat.id);
+  return peer === undefined ? el("span", { class: "dot", title: "offline" }) : statusBadge(peer, { short: true });
 }
 
 function activity(chat) {
@@ -81,7 +83,8 @@ export function renderChatList() {
       return el(
         "button",
         {
-          class: `chat-item${chat.unread_count ? " unread" : ""}`,
+          // A muted chat keeps its count but loses the emphasis (no bold name, quiet badge).
+          class: `chat-item${chat.unread_count && !chat.muted ? " unread" : ""}${chat.muted ? " muted" : ""}`,
           type: "button",
           "data-chat": chat.id,
           "aria-current": chat.id === state.current ? "true" : "false",
@@ -93,7 +96,8 @@ export function renderChatList() {
           "span",
           { class: "counts" },
           chat.mention_count ? el("span", { class: "mention-badge", text: `@${chat.mention_count}`, title: "mentions of you", "aria-label": `${chat.mention_count} mention${chat.mention_count === 1 ? "" : "s"} of you` }) : null,
-          chat.unread_count ? el("span", { class: "badge", text: String(chat.unread_count) }) : null,
+          chat.muted ? el("span", { class: "muted-icon", title: "muted", "aria-label": "muted", text: "🔕" }) : null,
+          chat.unread_count ? el("span", { class: chat.muted ? "badge quiet" : "badge", text: String(chat.unread_count) }) : null,
         ),
         el("span", { class: "preview", text: preview }),
       );
@@ -115,6 +119,7 @@ export function showEmpty(title, text) {
   $("#chat-subtitle").textContent = "";
   $("#composer").hidden = true;
   $("#members-toggle").hidden = true;
+  $("#mute-toggle").hidden = true;
   $("#members-panel").hidden = true;
   $("#typing").textContent = "";
   $("#messages").replaceChildren(el("div", { class: "empty" }, el("h3", { text: title }), el("p", { text: text })));
@@ -123,7 +128,7 @@ export function showEmpty(title, text) {
 export async function refreshOnline() {
   if (!state.wsId) return;
   const online = await api.get(`/api/online-users?workspace_id=${state.wsId}`).catch(() => null);
-  if (online) state.online = new Set(online.user_ids);
+  if (online) { state.online = new Set(online.user_ids); learnStatuses(online); }
 }
 
 export function dropChat(chatId) {

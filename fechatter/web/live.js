@@ -7,6 +7,7 @@ const EVENTS = [
   "ready", "message.created", "message.updated", "message.deleted", "chat.created",
   "chat.updated", "chat.deleted", "chat.member_added", "chat.member_removed", "typing",
   "read", "presence", "resync", "reaction.added", "reaction.removed", "chat.member_updated",
+  "chat.muted",
 ];
 
 export class Live {

@@ -4,6 +4,7 @@ import { $, el, problemText } from "./dom.js";
 import { api, state } from "./state.js";
 import { chatName, dropChat } from "./chatlist.js";
 import { alertDialog, formDialog, peoplePicker } from "./dialogs.js";
+import { nameButton, statusBadge } from "./status.js";
 
 export async function renderMembers() {
   const panel = $("#members-panel");
@@ -20,8 +21,8 @@ export async function renderMembers() {
       el(
         "div",
         { class: "member" },
-        el("span", { class: `dot${state.online.has(m.user_id) ? " online" : ""}` }),
-        el("span", { class: "who", text: m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname }),
+        el("span", { class: "who" }, nameButton(m.user_id, m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname)),
+        statusBadge(m.user_id),
         el("span", { class: "role", text: m.role }),
         manages && m.user_id !== state.me.id && m.role !== "owner" && chat.type !== "Single"
           ? el("button", { type: "button", class: "danger", text: "Remove", onclick: () => removeMember(chat.id, m.user_id) })
