@@ -79,7 +79,8 @@ def register(app: Quart, ctx: Context) -> None:
         body: dict[str, object] = {"user_ids": online}
         if ctx.statuses is not None:  # those online who show away/busy (docs/api.md)
             shown = await ctx.statuses.shown_of(online, set(online))
-            body["statuses"] = {str(uid): view for uid, view in shown.items()}
+            if shown:  # absent when nobody listed shows one (the old shape, unchanged)
+                body["statuses"] = {str(uid): view for uid, view in shown.items()}
         return json_response(body)
 
     @bp.get("/api/sse/health")
