@@ -47,6 +47,7 @@ from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.files import Files
 from fechatter.domain.messages import Messages
+from fechatter.domain.status import UserStatuses
 from fechatter.domain.workspace_events import LocalWorkspaceEvents, WorkspaceEventSink
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import Unavailable
@@ -60,6 +61,7 @@ from fechatter.realtime.context import RealtimeContext
 from fechatter.realtime.listener import open_listening_socket, serve_realtime
 from fechatter.realtime.stream import StreamLimits
 from fechatter.security import TokenGuard
+from fechatter.status import wall_clock
 from fechatter.storage import Storage, open_storage
 from fechatter.storage.blobs import LocalBlobStore
 from fechatter.storage.cluster import ClusterStore
@@ -329,6 +331,13 @@ async def serve(
             )
             files = await open_files(settings, storage)
             messages = Messages(storage, commands, chats, settings, send_limiter, uploads=files)
+            statuses = UserStatuses(
+                storage,
+                system.users,
+                chats,
+                wall_clock(),
+                publish_to_user=None if wiring is None else wiring.publish_to_user,
+            )
             ctx = Context(
                 settings=settings,
                 storage=storage,
@@ -354,6 +363,7 @@ async def serve(
                 cluster=cluster,
                 throttle=throttle,
                 files=files,
+                statuses=statuses,
             )
             config = HypercornConfig()
             config.bind = [f"{settings.host}:{settings.port}"]
@@ -391,6 +401,14 @@ async def serve(
                             await files.serve_collector(task_status=task_status)
 
                     await nursery.start(collect_files)
+
+                expiring = trio.CancelScope()  # ends with the listeners, as ``background``
+
+                async def expire_statuses(*, task_status: trio.TaskStatus[None]) -> None:
+                    with expiring:
+                        await statuses.serve_expiry(task_status=task_status)
+
+                await nursery.start(expire_statuses)
                 sharing = trio.CancelScope()  # ends with the listeners, as ``background``
                 if cluster is not None:
                     # Each node enforces its share of the per-user write limit (api.md).
@@ -470,6 +488,7 @@ async def serve(
                 background.cancel()
                 sharing.cancel()
                 collecting.cancel()
+                expiring.cancel()
     finally:
         if rt_sock is not None:
             rt_sock.close()

@@ -28,6 +28,7 @@ MEMBER_UPDATED = "chat.member_updated"
 TYPING = "typing"
 READ = "read"
 PRESENCE = "presence"
+CHAT_MUTED = "chat.muted"  # {chat_id, muted}: the user's own mute, to their own streams
 READY = "ready"
 RESYNC = "resync"
 

@@ -198,6 +198,7 @@ class Chat:
     last_message: Message | None
     unread_count: int
     mention_count: int = 0  # unread, non-deleted messages that mention the viewer (SPEC §6)
+    muted: bool = False  # the viewer's own mute of the chat (SPEC §7)
 
     @property
     def id(self) -> int:
@@ -216,9 +217,17 @@ class Chat:
             "last_message": self.last_message.to_json() if self.last_message else None,
             "unread_count": self.unread_count,
             "mention_count": self.mention_count,
+            "muted": self.muted,
             "created_at": r.created_at,
             "updated_at": r.updated_at,
         }
+
+    def to_event_json(self) -> dict[str, Any]:
+        """``to_json`` for an event sent to every member: without the viewer's own ``muted``
+        (another member's mute is theirs alone; clients keep their own)."""
+        data = self.to_json()
+        del data["muted"]
+        return data
 
 
 @dataclass(frozen=True, slots=True)

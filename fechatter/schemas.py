@@ -280,3 +280,33 @@ class MemberRoleIn(Body):
     """``PUT /api/workspaces/:id/members/:user_id`` (SPEC §7)."""
 
     role: Literal["admin", "member"]
+
+
+def _status_text(value: str) -> str:
+    value = normalize_name(trim(check_well_formed(value)))
+    if has_control_characters(value) or has_bidi_controls(value):
+        raise ValueError("must not contain control or bidirectional formatting characters")
+    if len(value) > 100:
+        raise ValueError("must be at most 100 characters")
+    return value
+
+
+class StatusIn(Body):
+    """``PUT /api/users/me/status`` (SPEC §7): a chosen status, or null for automatic
+    presence; ``text`` ≤ 100 characters (trimmed; empty → none); ``expires_in`` seconds,
+    1 to 30 days (absent or null: until cleared)."""
+
+    status: Literal["away", "busy"] | None
+    text: Annotated[str, Field(strict=True), AfterValidator(_status_text)] | None = None
+    expires_in: Annotated[int, Field(strict=True, ge=1, le=30 * 24 * 3600)] | None = None
+
+    def check(self) -> None:
+        """``Invalid`` naming ``status`` when text or an expiry comes without one."""
+        if self.status is None and (self.text or self.expires_in is not None):
+            raise Invalid.field("status", "must be away or busy when text or expires_in is set")
+
+
+class MuteIn(Body):
+    """``PUT /api/chats/:id/notifications`` (SPEC §7)."""
+
+    muted: Annotated[bool, Field(strict=True)]

@@ -352,7 +352,7 @@ class ChatActor:
         if view is None:  # pragma: no cover - the actor retires before its chat is gone
             raise NotFound("chat not found", code="chat_not_found")
         if changed:
-            self._publish(tuple(self.members), events.CHAT_UPDATED, view.to_json())
+            self._publish(tuple(self.members), events.CHAT_UPDATED, view.to_event_json())
         return view
 
     async def _delete(self, cmd: DeleteChat) -> None:

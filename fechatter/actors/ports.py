@@ -89,3 +89,8 @@ class PresencePort(Protocol):
     async def online(self, user_ids: Sequence[int]) -> set[int]:
         """Which of ``user_ids`` are online on any node. Raises ``Unavailable`` when that
         cannot be known (the database does not answer)."""
+
+    def announce(self, user_id: int) -> None:
+        """``user_id``'s chosen status changed: if they are online anywhere, announce their
+        shown status to their online presence peers and their own streams on every node.
+        Never blocks (queued; a full queue drops it, counted)."""

@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 MAX_SEQ_DIGITS = 20
 
 CoMembers = Callable[[int], Awaitable[Iterable[int]]]
+# (user id, online?) → the ``presence`` event's data with the user's chosen status
+# (``fechatter.status.presence_event``); set by the status service (docs/api.md "User status").
+PresenceData = Callable[[int, bool], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +213,11 @@ class UserHub:
         self._users: dict[int, UserActor] = {}
         self._present: set[int] = set()  # announced online (streams, or within grace)
         self._presence_pending: dict[int, str] = {}
+        self._status_pending: set[int] = set()  # chosen status changed: announce again
         self._presence_wake = trio.Event()
+        # Set by the status service (``fechatter.domain.status``): presence events then carry
+        # the chosen status (away/busy). None: ``{user_id, status: online|offline}``.
+        self.presence_data_of: PresenceData | None = None
         self._delivered = 0
         self.fanout = FanoutTimes()  # per committed event with local streams (metrics)
         self._connection_ids = 0
@@ -512,6 +520,31 @@ class UserHub:
         local = self._present
         return [uid for uid in user_ids if uid in found or uid in local]
 
+    async def presence_data(self, user_id: int, online: bool) -> dict[str, Any]:
+        """The ``presence`` event data for ``user_id`` (online or not): with the chosen
+        status when the status service is set; a lookup that fails falls back to plain
+        ``online`` (best-effort, logged). Never raises but cancellation."""
+        lookup = self.presence_data_of
+        if lookup is not None:
+            try:
+                return await lookup(user_id, online)
+            except Unavailable:
+                log.warning("status of user %d not read: storage unavailable", user_id)
+            except Exception:
+                log.exception("status of user %d not read", user_id)
+        return {"user_id": user_id, "status": "online" if online else "offline"}
+
+    def announce_status(self, user_id: int) -> None:
+        """``user_id``'s chosen status changed (set, cleared, expired): announce their shown
+        status again to their presence peers and their own streams, if they are online (an
+        offline user shows ``offline`` whatever they chose). In cluster mode through the
+        ``PresencePort`` (every node); else at the next presence flush. Never blocks."""
+        if self.presence is not None:
+            self.presence.announce(user_id)
+            return
+        self._status_pending.add(user_id)
+        self._presence_wake.set()
+
     def _set_presence(self, uid: int, status: str) -> None:
         is_present = uid in self._present
         if (status == "online") == is_present:
@@ -565,6 +598,7 @@ class UserHub:
             self._presence_wake = trio.Event()
             await trio.sleep(self.config.presence_flush)  # coalescing window, not a sync stand-in
             pending, self._presence_pending = self._presence_pending, {}
+            changed, self._status_pending = self._status_pending, set()
             presence = self.presence
             if presence is not None:
                 # Cluster mode: record and announce through the cluster (every node's
@@ -574,6 +608,9 @@ class UserHub:
                 continue
             if self._co_members is None:
                 continue
+            for uid in sorted(changed - pending.keys()):
+                if uid in self._present:  # else shown offline: nothing changed for others
+                    pending[uid] = "status"
             for uid, status in pending.items():
                 try:
                     others = await self._co_members(uid)
@@ -586,8 +623,11 @@ class UserHub:
                     log.exception("presence for user %d not announced", uid)
                     continue
                 recipients = self.online(o for o in others if o != uid)
+                if status == "status":  # the user's own devices follow their status too
+                    recipients.append(uid)
                 if recipients:
-                    self.publish(recipients, Event(PRESENCE, {"user_id": uid, "status": status}))
+                    data = await self.presence_data(uid, status != "offline")
+                    self.publish(recipients, Event(PRESENCE, data))
 
     def statistics(self) -> HubStatistics:
         connected = sum(1 for a in self._users.values() if a.streams)

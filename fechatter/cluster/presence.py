@@ -14,7 +14,10 @@
   on ``<prefix>.rt.user.<peer>`` (the peer's node reads it on its notice subscription and
   delivers it without an id: never stored, never replayed). Each message carries this
   process's ``Fx-Origin``, so a node drops its own (a peer present here and elsewhere gets
-  it once). Announcements go out in order through one bounded queue and task.
+  it once). Announcements go out in order through one bounded queue and task. The event's
+  data comes from ``UserHub.presence_data`` (the chosen status, issue 14). A changed chosen
+  status (``announce``: set, cleared, expired) is announced the same way when the user is
+  online anywhere, to their online peers and to the user's own streams on every node.
 - **Reap.** Every heartbeat (≤ ``MAINTAIN_EVERY`` s) the node deletes the rows of nodes dead
   for longer than the grace (``PresenceStore.reap``; of nodes reaping at once, one gets each
   row) and announces ``offline`` for the users left without a counted row; it re-keys its own
@@ -52,6 +55,7 @@ SYNC_TIMEOUT = 3.0  # seconds one record change may take (normally one round tri
 BREAKER = 1.0  # seconds syncs skip the database after one failed (retried by maintain)
 MAINTAIN_EVERY = 2.0  # seconds between maintenance passes at most (normally each beat)
 ANNOUNCE_QUEUE = 4096  # announcements waiting to go out; full → dropped (counted)
+STATUS = "status"  # a queued announcement of a changed chosen status (not a flip)
 
 
 @dataclass
@@ -127,6 +131,10 @@ class ClusterPresence:
         """``PresencePort.online``: one query (``PresenceStore.online``); ``Unavailable``."""
         return await self._store.online(user_ids)
 
+    def announce(self, user_id: int) -> None:
+        """``PresencePort.announce``: queue a status announcement (``STATUS``)."""
+        self._queue(user_id, STATUS)
+
     async def _change(self, user_id: int, present: bool) -> Change | None:
         try:
             if present:
@@ -166,16 +174,26 @@ class ClusterPresence:
         live nodes' as core messages on their users' subjects. Best-effort, bounded."""
         try:
             rows = await self._store.peers(user_id, self._max_chat_size)
+            if status == STATUS and not await self._store.online([user_id]):
+                return  # shown offline whatever they chose: nothing changed for anyone
         except Unavailable as exc:
             log.warning("presence %s of user %d not announced: %s", status, user_id, exc)
             return
-        event = Event(events.PRESENCE, {"user_id": user_id, "status": status})
+        data = await self._hub.presence_data(user_id, status != "offline")
+        event = Event(events.PRESENCE, data)
         self.stats.announced += 1
-        local = self._hub.online({peer for peer, _ in rows})
+        peers = {peer for peer, _ in rows}
+        if status == STATUS:  # the user's own devices follow their status too
+            peers.add(user_id)
+        local = self._hub.online(peers)
         if local:
             self._hub.publish(local, event)
         here = {self._node_id, self._node.node_id}
         remote = sorted({peer for peer, node in rows if node is not None and node not in here})
+        if status == STATUS:
+            # Their own nodes are not in ``rows``: publish on their subject anyway (no node
+            # subscribed → NATS drops it; this node drops its own by ``Fx-Origin``).
+            remote = sorted({*remote, user_id})
         payload = events.dumps(event.data)
         headers = {H_EVENT: events.PRESENCE, H_ORIGIN: self.origin}
         for peer in remote:

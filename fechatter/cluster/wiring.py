@@ -71,6 +71,9 @@ PUBLISH_WAIT = 1.0  # seconds a write's answer waits for its events to be stored
 DRAIN_TIMEOUT = 2.0  # seconds a graceful stop gives the publisher to empty its queue
 NOTICE_BUFFER = 256  # notices per user subscription (full → Gap → the user's chats reloaded)
 EPHEMERAL_QUEUE = 1024  # typing events waiting to be published; full → dropped (counted)
+# Events another node sends a user on their notice subject, delivered without an id (never
+# stored, never replayed): presence, and the user's own chat mute (issue 14).
+USER_EPHEMERAL = frozenset({events.PRESENCE, events.CHAT_MUTED})
 
 
 @dataclass(eq=False)
@@ -137,6 +140,18 @@ class ClusterEvents:
                 self.ephemeral_dropped += 1
             return
         self.publisher.notify(event.chat_id, event.committed)
+
+    def publish_to_user(self, user_id: int, event: Event) -> None:
+        """An ephemeral event (``USER_EPHEMERAL``) for one user's streams on every node: this
+        node's through the hub now, the others' as a core message on the user's subject
+        (queued for ``serve_ephemeral``; full → dropped and counted). Never blocks."""
+        self._hub.publish([user_id], event)
+        subject = f"{self._prefix}.rt.user.{user_id}"
+        headers = {H_EVENT: event.name, H_ORIGIN: self.origin}
+        try:
+            self._ephemeral.send_nowait((subject, events.dumps(event.data), headers))
+        except trio.WouldBlock:
+            self.ephemeral_dropped += 1
 
     async def serve_ephemeral(self) -> None:
         """Publish the queued typing events, in order, until cancelled. NATS unavailable →
@@ -285,9 +300,9 @@ class ClusterEvents:
         try:
             data = json.loads(message.payload)
             name = headers.get(H_EVENT, "")
-            if name == events.PRESENCE:  # another node's announcement (a core message)
+            if name in USER_EPHEMERAL:  # another node's announcement (a core message)
                 if headers.get(H_ORIGIN) != self.origin and isinstance(data, dict):
-                    self._hub.publish([user_id], Event(events.PRESENCE, data))
+                    self._hub.publish([user_id], Event(name, data))
                 return
             stream_seq = int(headers.get(H_STREAM_SEQ, "0"))
             if stream_seq and self.sequencer is not None:

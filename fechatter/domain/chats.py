@@ -116,7 +116,7 @@ class Chats:
             return await self._reopen_single(existing, member_ids), False
         view = await self.view(record.id, user_id)
         self._sink.publish(
-            member_ids, events.Event(events.CHAT_CREATED, view.to_json(), chat_id=record.id)
+            member_ids, events.Event(events.CHAT_CREATED, view.to_event_json(), chat_id=record.id)
         )
         return view, True
 

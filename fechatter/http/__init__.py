@@ -29,6 +29,7 @@ from fechatter.http import (
     messages,
     ops,
     reactions,
+    users,
     web,
     workspaces,
 )
@@ -154,4 +155,6 @@ def create_app(ctx: Context) -> QuartTrio:
     web.register(app, ctx)
     if ctx.files is not None:
         files.register(app, ctx, ctx.files)
+    if ctx.statuses is not None:
+        users.register(app, ctx, ctx.statuses)
     return app

@@ -24,6 +24,7 @@ from fechatter.domain.accounts import Accounts
 from fechatter.domain.chats import Chats
 from fechatter.domain.files import Files
 from fechatter.domain.messages import Messages
+from fechatter.domain.status import UserStatuses
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import BadRequest, FieldError, PayloadTooLarge, Unauthorized
 from fechatter.metrics import Metrics, RealtimeStats
@@ -58,6 +59,7 @@ class Context:
     cluster: ClusterNode | None = None  # cluster mode (nats_url): membership, live nodes
     throttle: AuthThrottle | None = None  # the credential routes' (built there when None)
     files: Files | None = None  # uploads, downloads, avatars (SPEC §8); None: no file routes
+    statuses: UserStatuses | None = None  # user status, profiles, mute (issue 14 part B)
 
 
 def decimal_at_most(limit: int) -> str:

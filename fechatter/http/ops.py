@@ -75,7 +75,13 @@ def register(app: Quart, ctx: Context) -> None:
             await ctx.workspaces.role(workspace_id, user_id)
             members = [m.user.id for m in await ctx.storage.list_workspace_members(workspace_id)]
         # Cluster mode: online on any node (one query, docs/cluster.md §6); else this hub.
-        return json_response({"user_ids": await ctx.system.users.online_anywhere(members)})
+        online = await ctx.system.users.online_anywhere(members)
+        body: dict[str, object] = {"user_ids": online}
+        if ctx.statuses is not None:  # those online who show away/busy (docs/api.md)
+            shown = await ctx.statuses.shown_of(online, set(online))
+            if shown:  # absent when nobody listed shows one (the old shape, unchanged)
+                body["statuses"] = {str(uid): view for uid, view in shown.items()}
+        return json_response(body)
 
     @bp.get("/api/sse/health")
     async def realtime_health() -> Response:

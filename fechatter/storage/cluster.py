@@ -502,7 +502,7 @@ class ChatStore:
 
         def build(result: tuple[ChatRecord, Chat | None]) -> list[outbox.NewEvent]:
             view = result[1]
-            return [] if view is None else [(ev.CHAT_UPDATED, view.to_json(), ())]
+            return [] if view is None else [(ev.CHAT_UPDATED, view.to_event_json(), ())]
 
         return (await self._write(chat_id, op(), build, events))[0]
 
@@ -683,7 +683,7 @@ class ClusterStore:
             if view is None:  # pragma: no cover - created in this transaction
                 raise AssertionError("a chat created in this transaction is not readable")
             new: list[outbox.NewEvent] = [
-                (ev.CHAT_CREATED, view.to_json(), tuple(int(m) for m in member_ids))
+                (ev.CHAT_CREATED, view.to_event_json(), tuple(int(m) for m in member_ids))
             ]
             yield from outbox.append(record.id, new)
             return view

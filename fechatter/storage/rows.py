@@ -67,6 +67,7 @@ SELECT {CHAT_COLUMNS},
         WHERE x.chat_id = c.id AND x.seq > v.last_read_seq AND x.sender_id <> v.user_id
             AND NOT x.deleted AND (x.mentions_channel OR {{mentioned}})
     ) END AS mention_count,
+    CASE WHEN v.muted THEN 1 ELSE 0 END AS muted,
     m.id AS m_id, m.chat_id AS m_chat_id, m.seq AS m_seq, m.sender_id AS m_sender_id,
     m.content AS m_content, m.files AS m_files, m.reply_to AS m_reply_to,
     m.client_id AS m_client_id, m.created_at AS m_created_at, m.edited_at AS m_edited_at,
@@ -188,6 +189,7 @@ def to_chat_view(row: Row) -> Chat:
         last_message=last,
         unread_count=row["unread_count"],
         mention_count=row["mention_count"],
+        muted=bool(row["muted"]),
     )
 
 

@@ -15,12 +15,13 @@ import { api, state } from "./state.js";
 import { renderChatList } from "./chatlist.js";
 import { wireComposer } from "./composer.js";
 import { wireFiles } from "./files.js";
-import { closeMembers, membersOpen, wireMembers } from "./members.js";
+import { closeMembers, membersOpen, renderMembers, wireMembers } from "./members.js";
 import { enterApp, showAuth, wireSession } from "./session.js";
 import { joinPendingInvite, prepareInvite } from "./invites.js";
 import { wireSettings } from "./settings.js";
+import { onStatusChange, wireStatus } from "./status.js";
 import { wireThread } from "./thread.js";
-import { markRead, onScroll, renderTyping } from "./timeline.js";
+import { markRead, onScroll, renderHeader, renderTyping } from "./timeline.js";
 import { applyTheme } from "./theme.js";
 
 function wire() {
@@ -31,6 +32,10 @@ function wire() {
   wireComposer();
   wireFiles();
   wireThread();
+  wireStatus();
+  onStatusChange(renderChatList);
+  onStatusChange(renderHeader);
+  onStatusChange(() => { if (!$("#members-panel").hidden) renderMembers(); });
   $("#back").addEventListener("click", () => {
     if (membersOpen()) { closeMembers(); return; } // Back closes the overlay first
     $("#app").classList.remove("in-chat");

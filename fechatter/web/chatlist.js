@@ -4,6 +4,7 @@ import { $, el, icon } from "./dom.js";
 import { avatar } from "./avatar.js";
 import { plainText } from "./format.js";
 import { api, state } from "./state.js";
+import { learnStatuses, statusBadge } from "./status.js";
 import { openChat } from "./timeline.js";
 import { closeMembers } from "./members.js";
 import { updateTitle } from "./notify.js";
@@ -35,6 +36,7 @@ export async function openWorkspace(wsId) {
   ]);
   state.users = new Map(members.map((m) => [m.user.id, { ...m.user, role: m.role }]));
   state.online = new Set(online.user_ids);
+  learnStatuses(online);
   state.chats = new Map(chats.map((c) => [c.id, c]));
   await Promise.all(chats.filter(needsPeers).map(learnPeer));
   renderChatList();
@@ -68,8 +70,10 @@ function glyph(chat) {
   if (chat.type === "PublicChannel") return "#";
   if (chat.type === "PrivateChannel") return icon("lock", "private channel");
   if (chat.type === "Group") return icon("people", "group");
-  const peerId = state.singlePeer.get(chat.id);
-  return avatar(peerId ?? 0, state.users.get(peerId)?.fullname ?? "", { small: true, presence: state.online.has(peerId) });
+  const peer = state.singlePeer.get(chat.id);
+  if (peer === undefined) return avatar(0, "", { small: true });
+  // Initials (or the uploaded picture) and the person's status as an icon and hidden words.
+  return el("span", { class: "peer-glyph" }, avatar(peer, state.users.get(peer)?.fullname ?? "", { small: true }), statusBadge(peer, { short: true }));
 }
 
 function activity(chat) {
@@ -85,7 +89,8 @@ export function renderChatList() {
       return el(
         "button",
         {
-          class: `chat-item${chat.unread_count ? " unread" : ""}`,
+          // A muted chat keeps its count but loses the emphasis (no bold name, quiet badge).
+          class: `chat-item${chat.unread_count && !chat.muted ? " unread" : ""}${chat.muted ? " muted" : ""}`,
           type: "button",
           "data-chat": chat.id,
           "aria-current": chat.id === state.current ? "true" : "false",
@@ -97,7 +102,8 @@ export function renderChatList() {
           "span",
           { class: "counts" },
           chat.mention_count ? el("span", { class: "mention-badge", text: `@${chat.mention_count}`, title: "mentions of you", "aria-label": `${chat.mention_count} mention${chat.mention_count === 1 ? "" : "s"} of you` }) : null,
-          chat.unread_count ? el("span", { class: "badge", text: String(chat.unread_count) }) : null,
+          chat.muted ? el("span", { class: "muted-icon", title: "muted", "aria-label": "muted", text: "🔕" }) : null,
+          chat.unread_count ? el("span", { class: chat.muted ? "badge quiet" : "badge", text: String(chat.unread_count) }) : null,
         ),
         el("span", { class: "preview", text: preview }),
       );
@@ -119,6 +125,7 @@ export function showEmpty(title, text) {
   $("#chat-subtitle").textContent = "";
   $("#composer").hidden = true;
   $("#members-toggle").hidden = true;
+  $("#mute-toggle").hidden = true;
   closeMembers();
   $("#typing").textContent = "";
   $("#messages").replaceChildren(el("div", { class: "empty" }, el("h2", { text: title }), el("p", { text: text })));
@@ -127,7 +134,7 @@ export function showEmpty(title, text) {
 export async function refreshOnline() {
   if (!state.wsId) return;
   const online = await api.get(`/api/online-users?workspace_id=${state.wsId}`).catch(() => null);
-  if (online) state.online = new Set(online.user_ids);
+  if (online) { state.online = new Set(online.user_ids); learnStatuses(online); }
 }
 
 export function dropChat(chatId) {

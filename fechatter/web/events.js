@@ -7,6 +7,7 @@ import { cancelEdit, settle } from "./composer.js";
 import { onWorkspaceEvent } from "./invites.js";
 import { renderMembers } from "./members.js";
 import { clearNotification } from "./notify.js";
+import { applyMuted, applyPresence, learnStatuses } from "./status.js";
 import { applyReaction, tombstone, upsertMessage } from "./store.js";
 import { addMessages, loadChatMembers, onMessage, renderHeader, renderMessages, renderTyping } from "./timeline.js";
 
@@ -43,8 +44,8 @@ export async function onEvent(name, data) {
         await loadWorkspaces(state.wsId ?? data.workspace_id);
       } else if (data.workspace_id === state.wsId) {
         const known = state.chats.get(data.id);
-        // The event carries the author's view of counts; keep ours.
-        state.chats.set(data.id, known ? { ...data, unread_count: known.unread_count, mention_count: known.mention_count } : { ...data, unread_count: 0, mention_count: 0 });
+        // The event carries the author's view of counts (and no mute); keep ours.
+        state.chats.set(data.id, known ? { ...data, unread_count: known.unread_count, mention_count: known.mention_count, muted: known.muted ?? false } : { ...data, unread_count: 0, mention_count: 0, muted: false });
         if (needsPeers(data)) await learnPeer(data);
         if (name === "chat.created") await refreshOnline(); // presence of new chat partners
         renderChatList();
@@ -95,10 +96,10 @@ export async function onEvent(name, data) {
       }
       break;
     case "presence":
-      if (data.status === "online") state.online.add(data.user_id);
-      else state.online.delete(data.user_id);
-      renderChatList();
-      renderHeader();
+      applyPresence(data); // re-renders the chat list, header and members panel
+      break;
+    case "chat.muted":
+      applyMuted(data);
       break;
     case "resync":
       await resync();
@@ -118,6 +119,7 @@ async function resync() {
   ]);
   state.chats = new Map(chats.map((c) => [c.id, c]));
   state.online = new Set(online.user_ids);
+  learnStatuses(online);
   await Promise.all(chats.filter(needsPeers).map(learnPeer));
   for (const chatId of [...state.messages.keys()]) {
     if (!state.chats.has(chatId)) { state.messages.delete(chatId); continue; }

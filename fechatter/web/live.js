@@ -10,6 +10,7 @@ const EVENTS = [
   // SPEC §7 (web/invites.js applies them)
   "workspace.updated", "workspace.deleted", "workspace.member_added", "workspace.member_removed",
   "workspace.member_updated",
+  "chat.muted",
 ];
 
 export class Live {

@@ -5,6 +5,7 @@ import { api, state } from "./state.js";
 import { chatName, dropChat } from "./chatlist.js";
 import { alertDialog, formDialog, peoplePicker } from "./dialogs.js";
 import { avatar } from "./avatar.js";
+import { nameButton, statusBadge } from "./status.js";
 
 export async function renderMembers() {
   const panel = $("#members-panel");
@@ -29,8 +30,9 @@ export async function renderMembers() {
         el(
           "li",
           { class: "member" },
-          avatar(m.user_id, m.fullname, { small: true, presence: state.online.has(m.user_id) }),
-          el("span", { class: "who", text: m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname }),
+          avatar(m.user_id, m.fullname, { small: true }),
+          el("span", { class: "who" }, nameButton(m.user_id, m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname)),
+          statusBadge(m.user_id),
           el("span", { class: "role", text: m.role }),
           manages && m.user_id !== state.me.id && m.role !== "owner" && chat.type !== "Single"
             ? el("button", { type: "button", class: "danger", text: "Remove", "aria-label": `Remove ${m.fullname} from the chat`, onclick: () => removeMember(chat.id, m.user_id) })

@@ -6,16 +6,16 @@
 import { $, el } from "./dom.js";
 import { plainText } from "./format.js";
 import { state } from "./state.js";
+import { isDoNotDisturb } from "./status.js";
 import { chatName } from "./chatlist.js";
 import { mentionsMe } from "./message.js";
 import { openChat } from "./timeline.js";
 
 const APP_TITLE = "Fechatter";
 
-// Do not disturb: the signed-in person's own status is `busy`. The user-status work (issue 14
-// part B) provides the real check; this is the one place to wire it to (until then: never busy).
+// Do not disturb: the signed-in person's own status is `busy` (status.js, SPEC §7).
 export function doNotDisturb() {
-  return false;
+  return isDoNotDisturb();
 }
 
 // A chat the person muted (per-chat mute, issue 14 part B: `muted` on the Chat from the server).

@@ -1,5 +1,6 @@
 // Signing in and up, entering the app, and the live stream's online/offline banner.
 
+import { isDoNotDisturb, isMuted, loadMyStatus } from "./status.js";
 import { $ } from "./dom.js";
 import { Live } from "./live.js";
 import { api, hooks, session, state } from "./state.js";
@@ -63,9 +64,10 @@ export async function enterApp(workspaceId) {
   session.config ??= await api.get("/api/client-config");
   session.live?.stop();
   session.live = new Live(api, session.config, onEvent, onLiveState);
-  window.fechatter = { live: session.live, state }; // for debugging and the browser tests
+  window.fechatter = { live: session.live, state, isDoNotDisturb, isMuted }; // debugging, tests
   session.live.start();
   await loadWorkspaces(workspaceId ?? undefined);
+  await loadMyStatus();
   // Focus follows the person into the app: the composer when a chat opened, else the page's
   // heading (never left on the hidden sign-in form, i.e. nowhere).
   const focus = document.activeElement;

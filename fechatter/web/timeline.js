@@ -1,6 +1,7 @@
 // One open chat: its header, the message log (history paging, pending sends), typing line and
 // read marker.
 
+import { statusText } from "./status.js";
 import { $, dayOf, el } from "./dom.js";
 import { api, state } from "./state.js";
 import { chatName, renderChatList } from "./chatlist.js";
@@ -93,7 +94,12 @@ export function renderHeader() {
   $("#chat-title").textContent = (chat.type === "PublicChannel" ? "# " : "") + chatName(chat);
   const kind = { Single: "Direct message", Group: "Group", PrivateChannel: "Private channel", PublicChannel: "Public channel" }[chat.type];
   const parts = [kind, `${chat.members_count} member${chat.members_count === 1 ? "" : "s"}`];
-  if (chat.type === "Single") parts[1] = state.online.has(state.singlePeer.get(chat.id)) ? "online" : "offline";
+  if (chat.type === "Single") parts[1] = statusText(state.singlePeer.get(chat.id), { lower: true }); // a word
+  const mute = $("#mute-toggle");
+  mute.hidden = false;
+  mute.setAttribute("aria-pressed", chat.muted ? "true" : "false");
+  mute.textContent = chat.muted ? "🔕 Muted" : "🔔 Mute";
+  mute.title = chat.muted ? "Unmute this chat" : "Mute this chat";
   if (chat.description) parts.push(chat.description);
   $("#chat-subtitle").textContent = parts.join(" · ");
 }

@@ -212,6 +212,9 @@ class _Presence:
     async def online(self, user_ids: Sequence[int]) -> set[int]:
         return {u for u in user_ids if u in self.remote}
 
+    def announce(self, user_id: int) -> None:  # pragma: no cover - no status changes here
+        raise AssertionError("no status is set in these tests")
+
 
 async def test_cluster_presence_records_before_attach_and_syncs_each_flip(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock

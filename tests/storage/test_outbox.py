@@ -115,7 +115,8 @@ def _cases(s: Setup) -> dict[str, tuple[Call, Expect]]:
     async def updated(st: PostgresStorage, _: object) -> list[tuple[str, dict[str, Any]]]:
         view = await st.get_chat_view(c, alice.id)
         assert view is not None
-        return [(events.CHAT_UPDATED, view.to_json())]
+        # As the actor publishes it: without the viewer's own ``muted``.
+        return [(events.CHAT_UPDATED, view.to_event_json())]
 
     react = {"chat_id": c, "message_id": root.id, "user_id": carol.id, "emoji": "🎉"}
     unreact = {"chat_id": c, "message_id": root.id, "user_id": bob.id, "emoji": "👍"}

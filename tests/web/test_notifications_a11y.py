@@ -140,11 +140,16 @@ def test_desktop_notifications_for_mentions_and_direct_messages_while_hidden(
     assert page.evaluate(NOTIFICATIONS)[1]["title"] == "Ada Lovelace"
     assert page.evaluate(NOTIFICATIONS)[1]["body"] == "a direct word"
 
-    # A muted chat raises nothing. The flag is the server's `muted` on the Chat (SPEC §7, built
-    # by issue 14 part B); until that route is merged the test sets the flag the client reads.
-    # After the merge: PUT /api/chats/:id/notifications {muted: true} instead.
+    # A muted chat raises nothing: Bob mutes it on the server (SPEC §7); his client learns it
+    # from the `chat.muted` event on his own stream.
     page.evaluate(
-        "[...window.fechatter.state.chats.values()].find((c) => c.name === 'engines').muted = true"
+        "(async () => { const s = window.fechatter.state;"
+        " const id = [...s.chats.values()].find((c) => c.name === 'engines').id;"
+        " await window.fechatter.live.api.put("
+        "`/api/chats/${id}/notifications`, {muted: true}); })()"
+    )
+    page.wait_for_function(
+        "() => [...window.fechatter.state.chats.values()].find((c) => c.name === 'engines').muted"
     )
     item(ada.page, "engines").click()
     send(ada.page, f"muted <@{bob_id}>")
@@ -158,8 +163,15 @@ def test_desktop_notifications_for_mentions_and_direct_messages_while_hidden(
         "a direct word",
         "direct again",
     ]
-    # Do not disturb (own status busy, part B) silences them too: notify.js doNotDisturb(),
-    # wired at the merge; not testable before that status exists.
+    # Do not disturb: with his own status busy, not even a direct message raises one.
+    page.evaluate("window.fechatter.live.api.put('/api/users/me/status', {status: 'busy'})")
+    page.wait_for_function("() => window.fechatter.isDoNotDisturb()")
+    send(ada.page, "while busy")
+    page.wait_for_function(  # it arrived
+        "() => [...window.fechatter.state.chats.values()]"
+        ".some((c) => c.last_message?.content === 'while busy')"
+    )
+    assert len(page.evaluate(NOTIFICATIONS)) == 3
 
     # Clicking the notification brings the chat up.
     page.evaluate("window.__notifications[0].notification.dispatchEvent(new Event('click'))")
