@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -23,7 +24,7 @@ from tests.cluster.procs import NodeProc, open_node_procs
 from tests.conftest import Api, make_chat, make_workspace
 from tests.deploy.nginx import Proxy, TlsSse, nginx_binary, open_nginx
 from tests.nats import NatsServer
-from tests.pg import free_port
+from tests.pg import PgServer, bin_dir, free_port
 from tests.serverlog import problems_in_text
 
 pytestmark = pytest.mark.slow  # two subprocess nodes and nginx
@@ -34,7 +35,7 @@ TEST_CEILING = 60.0
 @pytest.fixture
 async def proxied(
     nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
-) -> AsyncIterator[tuple[Proxy, list[NodeProc]]]:
+) -> AsyncIterator[tuple[Proxy, list[NodeProc], str]]:
     nginx_binary()  # skip (or fail in CI) before starting nodes when there is no nginx
     tls_port = free_port()
     public = f"https://localhost:{tls_port}"
@@ -51,15 +52,15 @@ async def proxied(
         upstreams = [(n.api.removeprefix("http://"), n.realtime.removeprefix("http://"))
                      for n in nodes]  # fmt: skip
         async with open_nginx(tmp_path / "nginx", upstreams, tls_port) as proxy:
-            yield proxy, nodes
+            yield proxy, nodes, pg_database
     for node in nodes:
         assert problems_in_text(node.text()) == [], node.text()
 
 
 async def test_https_signup_send_and_both_streams_through_nginx(
-    proxied: tuple[Proxy, list[NodeProc]],
+    proxied: tuple[Proxy, list[NodeProc], str], pg_server: PgServer, tmp_path: Path
 ) -> None:
-    proxy, nodes = proxied
+    proxy, nodes, database = proxied
     with trio.fail_after(TEST_CEILING):
         async with httpx.AsyncClient(
             base_url=proxy.url, verify=proxy.ssl_context, timeout=10
@@ -67,6 +68,8 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             # The API is balanced over both nodes (round robin, no stickiness).
             seen = {(await client.get("/api/sse/health")).json()["node_id"] for _ in range(4)}
             assert seen == {n.node_id for n in nodes}
+            # /metrics is not public (no auth): the proxy hides it.
+            assert (await client.get("/metrics")).status_code == 404
             # The page is told to open its stream on the public origin.
             config = (await client.get("/api/client-config")).json()
             assert config == {
@@ -110,3 +113,17 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             r = await plain.get("/api/chats?x=1")
             assert r.status_code == 308
             assert r.headers["location"] == "https://localhost/api/chats?x=1"
+        # The PostgreSQL backup recipe of docs/deploy.md while the nodes serve: pg_dump, then
+        # pg_restore into an empty database holds both messages.
+        dump = tmp_path / "fechatter.dump"
+        await trio.run_process([str(bin_dir() / "pg_dump"), "-Fc", "-f", str(dump), database])
+        restored = pg_server.new_database(empty=True)
+        try:
+            await trio.run_process(
+                [str(bin_dir() / "pg_restore"), "--no-owner", "-d", restored, str(dump)]
+            )
+            with psycopg.connect(restored) as conn:
+                row = conn.execute("SELECT count(*) FROM messages").fetchone()
+            assert row == (2,)
+        finally:
+            pg_server.drop_database(restored)

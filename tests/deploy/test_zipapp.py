@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import AsyncIterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -84,6 +86,18 @@ def test_the_file_holds_the_web_client_and_the_migrations(zipapp: Path) -> None:
     assert os.access(zipapp, os.X_OK)
 
 
+def vacuum_into(database: Path, backup: Path) -> None:
+    """``VACUUM INTO``: a consistent copy of a live SQLite database (docs/deploy.md)."""
+    with closing(sqlite3.connect(database)) as conn:
+        conn.execute("VACUUM INTO ?", (str(backup),))
+
+
+def message_count(database: Path) -> int:
+    with closing(sqlite3.connect(database)) as conn:
+        count: int = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+    return count
+
+
 @pytest.fixture
 async def pyz_server(
     nursery: trio.Nursery, zipapp: Path, tmp_path: Path
@@ -140,6 +154,10 @@ async def test_the_file_serves_from_an_empty_directory(
                 assert (event.data["chat_id"], event.data["content"]) == (chat, "hi")
             finally:
                 await stream.aclose()
+        # The backup recipe of docs/deploy.md, while the server serves: VACUUM INTO.
+        backup = tmp_path / "backup.db"
+        await trio.to_thread.run_sync(vacuum_into, tmp_path / "empty" / "fechatter.db", backup)
+        assert await trio.to_thread.run_sync(message_count, backup) == 1
         node.process.send_signal(signal.SIGTERM)
         assert await node.wait() == 0, node.text()
         await node.eof.wait()
