@@ -1,0 +1,220 @@
+"""nginx from Debian's package, run as this user under a scratch prefix, with the site of
+``deploy/nginx.conf`` rendered for a test: a ``trustme`` certificate, the nodes' ports, free
+ports for its own listeners. ``open_nginx`` starts it in the foreground, waits until it
+answers ``/ready`` through TLS, and stops it gracefully (SIGQUIT) on the way out; its error
+log must then hold nothing at ``[error]`` or worse. Test-only: never imported by ``fechatter``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import h11
+import httpx
+import pytest
+import trio
+import trustme
+
+from tests.pg import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SITE = REPO / "deploy" / "nginx.conf"
+START_CEILING = 20.0  # seconds until nginx answers /ready through TLS
+STOP_CEILING = 20.0  # a graceful stop waits for open streams: the test closes its own first
+POLL = 0.05  # seconds between /ready tries while nginx binds (a process we do not own)
+# nginx's own problems: [emerg], [alert], [crit], [error]. (Upstream connect errors are
+# [error]: a test that provokes one lists it.)
+BAD_LOG_LINE = re.compile(r"^\S+ \S+ \[(emerg|alert|crit|error)\]", re.M)
+
+
+def nginx_binary() -> str:
+    """The nginx executable (Debian puts it in /usr/sbin, off a user's PATH). Skipped when
+    absent outside CI; in CI (``CI`` set) a missing nginx fails: .ci/run installs it."""
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed (.ci/run installs nginx-light)")
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    return found
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A running nginx: its TLS origin, its plain-HTTP origin, a context trusting its CA."""
+
+    url: str  # https://localhost:<port>
+    http_url: str  # http://localhost:<port> (redirects)
+    ssl_context: ssl.SSLContext
+    error_log: Path
+
+
+def render_site(nodes: list[tuple[str, str]], prefix: Path, tls_port: int, http_port: int) -> str:
+    """``deploy/nginx.conf`` with its placeholders filled: ``nodes`` are (API host:port,
+    streams host:port) of exactly two nodes; the certificate files are ``prefix``'s."""
+    assert len(nodes) == 2, "the template names two nodes"
+    values = {
+        "FECHATTER_SERVER_NAME": "localhost",
+        "FECHATTER_LISTEN": f"127.0.0.1:{tls_port}",
+        "FECHATTER_HTTP_LISTEN": f"127.0.0.1:{http_port}",
+        "FECHATTER_TLS_CERT": str(prefix / "cert.pem"),
+        "FECHATTER_TLS_KEY": str(prefix / "key.pem"),
+    }
+    for i, (api, streams) in enumerate(nodes, start=1):
+        values[f"FECHATTER_NODE{i}_API"] = api
+        values[f"FECHATTER_NODE{i}_STREAMS"] = streams
+    text = Template(SITE.read_text()).safe_substitute(values)
+    # Every placeholder of ours is filled; nginx's own $variables stay.
+    assert "${FECHATTER_" not in text, text
+    return text
+
+
+def main_config(prefix: Path, site: Path) -> str:
+    """A whole nginx.conf around the site: foreground, files under ``prefix``, one worker."""
+    user = "user root root;\n" if os.geteuid() == 0 else ""  # else workers would be nobody
+    temp = "\n".join(
+        f"    {kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        f"{user}daemon off;\nworker_processes 1;\npid {prefix / 'nginx.pid'};\n"
+        f"error_log {prefix / 'error.log'} info;\n"
+        "events { worker_connections 256; }\n"
+        "http {\n"
+        f"    access_log {prefix / 'access.log'};\n{temp}\n"
+        f"    include {site};\n"
+        "}\n"
+    )
+
+
+def prepare(prefix: Path, nodes: list[tuple[str, str]], tls_port: int) -> tuple[list[str], Proxy]:
+    """Write the certificate, the site and nginx.conf under ``prefix``; nginx's argv and the
+    ``Proxy`` it will be."""
+    binary = nginx_binary()
+    prefix.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    (prefix / "cert.pem").write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(prefix / "key.pem"))
+    http_port = free_port()
+    site = prefix / "fechatter.conf"
+    site.write_text(render_site(nodes, prefix, tls_port, http_port))
+    config = prefix / "nginx.conf"
+    config.write_text(main_config(prefix, site))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    proxy = Proxy(
+        f"https://localhost:{tls_port}", f"http://localhost:{http_port}", context,
+        prefix / "error.log",
+    )  # fmt: skip
+    return [binary, "-p", str(prefix), "-c", str(config), "-e", str(proxy.error_log)], proxy
+
+
+@asynccontextmanager
+async def open_nginx(
+    prefix: Path, nodes: list[tuple[str, str]], tls_port: int
+) -> AsyncIterator[Proxy]:
+    """nginx in front of ``nodes`` on ``127.0.0.1:tls_port`` (TLS for ``localhost``)."""
+    argv, proxy = prepare(prefix, nodes, tls_port)
+    with trio.fail_after(START_CEILING):
+        checked = await trio.run_process([*argv, "-t"], capture_stderr=True, check=False)
+    assert checked.returncode == 0, checked.stderr.decode()
+    process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL)
+    try:
+        with trio.fail_after(START_CEILING):
+            async with httpx.AsyncClient(verify=proxy.ssl_context, timeout=5) as client:
+                while True:
+                    assert process.returncode is None, proxy.error_log.read_text()
+                    try:
+                        if (await client.get(f"{proxy.url}/ready")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(POLL)
+        yield proxy
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.send_signal(signal.SIGQUIT)  # graceful: finish open requests
+                with trio.move_on_after(STOP_CEILING):
+                    await process.wait()
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+    text = proxy.error_log.read_text()
+    assert BAD_LOG_LINE.findall(text) == [], text
+
+
+class TlsSse:
+    """An EventSource over TLS through the proxy: HTTP/1.1 parsed by h11 (nginx answers a
+    stream with chunked transfer coding), SSE blocks parsed from the body as it arrives."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self.stream = stream
+        self.http = h11.Connection(h11.CLIENT)
+        self.response: h11.Response | None = None
+        self.body = b""
+
+    @classmethod
+    async def connect(cls, proxy: Proxy, path: str, token: str) -> TlsSse:
+        """GET ``path`` with the token; returns once the response head arrived."""
+        url = httpx.URL(proxy.url)
+        assert url.port is not None
+        tcp = await trio.open_ssl_over_tcp_stream(
+            url.host, url.port, ssl_context=proxy.ssl_context, https_compatible=True
+        )
+        client = cls(tcp)
+        request = h11.Request(
+            method="GET",
+            target=path,
+            headers=[
+                ("Host", f"{url.host}:{url.port}"),
+                ("Accept", "text/event-stream"),
+                ("Authorization", f"Bearer {token}"),
+            ],
+        )
+        await tcp.send_all(client.http.send(request) + client.http.send(h11.EndOfMessage()))
+        while client.response is None:
+            event = await client._next()
+            if isinstance(event, h11.Response):
+                client.response = event
+        return client
+
+    async def _next(self) -> h11.Event | type[h11.NEED_DATA]:
+        while (event := self.http.next_event()) is h11.NEED_DATA:
+            data = await self.stream.receive_some(65536)
+            if not data:
+                raise EOFError("the proxy closed the stream")
+            self.http.receive_data(bytes(data))
+        assert event is not h11.PAUSED
+        return event  # type: ignore[return-value]
+
+    async def next_event(self) -> tuple[str, Any]:
+        """The next (event, data) block; ``:`` comments are skipped."""
+        while True:
+            while b"\n\n" not in self.body:
+                event = await self._next()
+                if isinstance(event, h11.EndOfMessage):
+                    raise EOFError("the stream ended")
+                if isinstance(event, h11.Data):
+                    self.body += bytes(event.data)
+            block, self.body = self.body.split(b"\n\n", 1)
+            fields = dict(
+                line.split(": ", 1) for line in block.decode().split("\n") if ": " in line
+            )
+            if "event" in fields:
+                return fields["event"], json.loads(fields["data"])
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()

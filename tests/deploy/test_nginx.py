@@ -1,0 +1,129 @@
+"""nginx in front of two cluster nodes, for real (issue 18, docs/deploy.md "Proxy"):
+``deploy/nginx.conf`` rendered with a ``trustme`` certificate, Debian's nginx as this user,
+two ``fechatter serve`` subprocess nodes (PostgreSQL + NATS, tests/cluster/procs.py) behind
+it. Through the one HTTPS origin: sign-up, a chat, a send, and the message received live on
+an SSE stream and on a WebSocket (with the browser's Origin), a WebSocket ``send`` acked; the
+API balanced over both nodes; HTTP redirected to HTTPS; the nodes configured as the template
+says (``public_url``, ``public_realtime_url``, ``allowed_origins``, ``trusted_proxies``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from tests.cluster.procs import NodeProc, open_node_procs
+from tests.conftest import Api, make_chat, make_workspace
+from tests.deploy.nginx import Proxy, TlsSse, nginx_binary, open_nginx
+from tests.nats import NatsServer
+from tests.pg import PgServer, bin_dir, free_port
+from tests.serverlog import problems_in_text
+
+pytestmark = pytest.mark.slow  # two subprocess nodes and nginx
+
+TEST_CEILING = 60.0
+
+
+@pytest.fixture
+async def proxied(
+    nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
+) -> AsyncIterator[tuple[Proxy, list[NodeProc], str]]:
+    nginx_binary()  # skip (or fail in CI) before starting nodes when there is no nginx
+    tls_port = free_port()
+    public = f"https://localhost:{tls_port}"
+    env = {
+        "FECHATTER_PUBLIC_URL": public,
+        "FECHATTER_PUBLIC_REALTIME_URL": public,
+        "FECHATTER_ALLOWED_ORIGINS": json.dumps([public]),
+        "FECHATTER_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),
+    }
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    async with open_node_procs(
+        nursery, tmp_path, pg_database, nats_server.url, prefix, 2, env=env
+    ) as nodes:
+        upstreams = [(n.api.removeprefix("http://"), n.realtime.removeprefix("http://"))
+                     for n in nodes]  # fmt: skip
+        async with open_nginx(tmp_path / "nginx", upstreams, tls_port) as proxy:
+            yield proxy, nodes, pg_database
+    for node in nodes:
+        assert problems_in_text(node.text()) == [], node.text()
+
+
+async def test_https_signup_send_and_both_streams_through_nginx(
+    proxied: tuple[Proxy, list[NodeProc], str], pg_server: PgServer, tmp_path: Path
+) -> None:
+    proxy, nodes, database = proxied
+    with trio.fail_after(TEST_CEILING):
+        async with httpx.AsyncClient(
+            base_url=proxy.url, verify=proxy.ssl_context, timeout=10
+        ) as client:
+            # The API is balanced over both nodes (round robin, no stickiness).
+            seen = {(await client.get("/api/sse/health")).json()["node_id"] for _ in range(4)}
+            assert seen == {n.node_id for n in nodes}
+            # /metrics is not public (no auth): the proxy hides it.
+            assert (await client.get("/metrics")).status_code == 404
+            # The page is told to open its stream on the public origin.
+            config = (await client.get("/api/client-config")).json()
+            assert config == {
+                "realtime_url": proxy.url,
+                "realtime_ws_url": proxy.url.replace("https://", "wss://"),
+            }
+            me, you = await Api(client).signup(), await Api(client).signup()
+            chat = await make_chat(me, await make_workspace(me, you), "Single", you)
+            assert you.api.token is not None
+            sse = await TlsSse.connect(proxy, "/api/notifications/events", you.api.token)
+            try:
+                assert sse.response is not None
+                assert sse.response.status_code == 200
+                assert dict(sse.response.headers)[b"content-type"].startswith(b"text/event-stream")
+                assert (await sse.next_event())[0] == "ready"
+                ws_url = proxy.url.replace("https://", "wss://") + (
+                    f"/api/notifications/ws?access_token={you.api.token}"
+                )
+                origin = [(b"Origin", proxy.url.encode())]  # as a browser on the public origin
+                async with open_websocket_url(
+                    ws_url, proxy.ssl_context, extra_headers=origin
+                ) as ws:
+                    assert json.loads(await ws.get_message())["event"] == "ready"
+                    r = await me.api.post(f"/api/chats/{chat}/messages", json={"content": "hi"})
+                    assert r.status_code == 201, r.text
+                    name, data = await sse.next_event()
+                    assert (name, data["content"]) == ("message.created", "hi")
+                    frame = json.loads(await ws.get_message())
+                    assert (frame["event"], frame["data"]["content"]) == ("message.created", "hi")
+                    # A WebSocket send through the proxy: acked, and pushed to the SSE stream.
+                    op = {"op": "send", "chat_id": chat, "content": "back", "client_id": "c-1"}
+                    await ws.send_message(json.dumps(op))
+                    frames = [json.loads(await ws.get_message()) for _ in range(2)]
+                    assert {f["event"] for f in frames} == {"ack", "message.created"}
+                    name, data = await sse.next_event()
+                    assert (name, data["content"]) == ("message.created", "back")
+            finally:
+                await sse.aclose()
+        # Plain HTTP is redirected to the same path on HTTPS.
+        async with httpx.AsyncClient(base_url=proxy.http_url, timeout=10) as plain:
+            r = await plain.get("/api/chats?x=1")
+            assert r.status_code == 308
+            assert r.headers["location"] == "https://localhost/api/chats?x=1"
+        # The PostgreSQL backup recipe of docs/deploy.md while the nodes serve: pg_dump, then
+        # pg_restore into an empty database holds both messages.
+        dump = tmp_path / "fechatter.dump"
+        await trio.run_process([str(bin_dir() / "pg_dump"), "-Fc", "-f", str(dump), database])
+        restored = pg_server.new_database(empty=True)
+        try:
+            await trio.run_process(
+                [str(bin_dir() / "pg_restore"), "--no-owner", "-d", restored, str(dump)]
+            )
+            with psycopg.connect(restored) as conn:
+                row = conn.execute("SELECT count(*) FROM messages").fetchone()
+            assert row == (2,)
+        finally:
+            pg_server.drop_database(restored)
