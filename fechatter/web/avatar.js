@@ -24,19 +24,12 @@ export function colourIndex(userId) {
   return ((Number(userId) % COLOURS) + COLOURS) % COLOURS;
 }
 
-// presence: undefined (no dot) | true (online) | false (offline); the dot is named for screen
-// readers and differs by shape too (a ring when offline), not by colour alone.
-export function avatar(userId, fullname, { small = false, presence } = {}) {
+// Presence is not drawn here: status.js `statusBadge` stands beside it (an icon and a word).
+export function avatar(userId, fullname, { small = false } = {}) {
   return el(
     "span",
     { class: `avatar av${colourIndex(userId)}${small ? " small" : ""}`, "data-user": userId },
     el("span", { "aria-hidden": "true", text: initials(fullname) }),
     avatarNode(userId, small ? 22 : 28),
-    presence === undefined ? null : presenceDot(presence),
   );
-}
-
-export function presenceDot(online) {
-  const word = online ? "online" : "offline";
-  return el("span", { class: `dot${online ? " online" : ""}`, role: "img", "aria-label": word, title: word });
 }

@@ -83,6 +83,9 @@ function activity(chat) {
 export function renderChatList() {
   updateTitle();
   const chats = [...state.chats.values()].sort((a, b) => (activity(a) < activity(b) ? 1 : -1));
+  // Redrawn on every presence event and status change: keep a keyboard user's focus on the
+  // same chat (the old button leaves the page).
+  const focused = document.activeElement?.closest?.("#chat-list .chat-item")?.dataset.chat;
   $("#chat-list").replaceChildren(
     ...chats.map((chat) => {
       const preview = chat.last_message ? previewOf(chat.last_message) : "No messages yet";
@@ -109,6 +112,7 @@ export function renderChatList() {
       );
     }),
   );
+  if (focused) $(`#chat-list .chat-item[data-chat="${focused}"]`)?.focus();
 }
 
 function previewOf(message) {

@@ -16,6 +16,7 @@ export async function renderMembers() {
   state.chatMembers.set(chat.id, members);
   const myRole = members.find((m) => m.user_id === state.me.id)?.role;
   const manages = myRole === "owner" || myRole === "admin";
+  const keep = focusedControl(panel);
   panel.replaceChildren(
     el(
       "div",
@@ -29,7 +30,7 @@ export async function renderMembers() {
       ...members.map((m) =>
         el(
           "li",
-          { class: "member" },
+          { class: "member", "data-user": m.user_id },
           avatar(m.user_id, m.fullname, { small: true }),
           el("span", { class: "who" }, nameButton(m.user_id, m.user_id === state.me.id ? `${m.fullname} (you)` : m.fullname)),
           statusBadge(m.user_id),
@@ -53,6 +54,24 @@ export async function renderMembers() {
   );
   panel.hidden = false;
   $("#members-toggle").setAttribute("aria-expanded", "true");
+  if (keep) keep()?.focus();
+}
+
+// The panel is redrawn on every presence event, status change and membership change: a
+// keyboard user's focus stays on the same control (a member's name or Remove button, found
+// again by the member; × by its id; Add people / Leave chat by their place), not on <body>.
+function focusedControl(panel) {
+  const active = document.activeElement;
+  if (!(active instanceof HTMLElement) || !panel.contains(active)) return null;
+  const row = active.closest("li.member");
+  if (row) {
+    const index = [...row.querySelectorAll("button")].indexOf(active);
+    const user = row.dataset.user;
+    return () => panel.querySelectorAll(`li.member[data-user="${user}"] button`)[index];
+  }
+  if (active.id) return () => document.getElementById(active.id);
+  const index = [...panel.querySelectorAll(".panel-actions button")].indexOf(active);
+  return index < 0 ? null : () => panel.querySelectorAll(".panel-actions button")[index];
 }
 
 async function removeMember(chatId, userId) {

@@ -91,3 +91,27 @@ def test_mute_toggles_and_is_kept_by_the_server(browser: Browser, server: Server
     expect(item.locator(".muted-icon")).to_have_count(0)
     assert ada.errors == []
     assert bob.errors == []
+
+
+def test_a_status_change_keeps_the_keyboard_focus(browser: Browser, server: ServerProcess) -> None:
+    # Presence events (and the minute's redraw) re-render the members panel and the chat list:
+    # a keyboard user's focus in either must stay on the same control, not fall to <body>.
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Focus {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    invite_and_open_dm(ada, bob)
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    bob.page.click("#members-toggle")
+    ada_row = bob.page.locator("#members-panel .member", has_text="Ada Lovelace")
+    expect(ada_row.locator(".status")).to_have_attribute("data-status", "online")
+    ada_row.locator(".name-link").focus()
+    ada.page.evaluate("window.fechatter.live.api.put('/api/users/me/status', {status: 'busy'})")
+    expect(ada_row.locator(".status")).to_have_attribute("data-status", "busy")
+    expect(ada_row.locator(".name-link")).to_be_focused()
+
+    item = bob.page.locator(".chat-item", has_text="Ada Lovelace")
+    item.focus()
+    ada.page.evaluate("window.fechatter.live.api.put('/api/users/me/status', {status: 'away'})")
+    expect(item.locator(".status")).to_have_attribute("data-status", "away")
+    expect(item).to_be_focused()
+    assert ada.errors == []
+    assert bob.errors == []
