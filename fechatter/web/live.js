@@ -18,6 +18,11 @@ export class Live {
     this.api = api;
     this.config = config;
     this.onEvent = onEvent;
+    // Handlers run one after another, in stream order: a handler that awaits (a workspace
+    // reload on `workspace.member_added` / `chat.created`) finishes before the next event is
+    // applied, so an older reload can never overwrite what a newer event set. A failed handler
+    // is reported (window error) and the next one still runs.
+    this.applied = Promise.resolve();
     this.onState = onState; // "online" | "offline"
     this.transport = localStorage.getItem("fechatter.transport") || "sse";
     this.lastEventId = null;
@@ -90,7 +95,7 @@ export class Live {
       this.backoff = 500;
       this.onState("online");
     }
-    this.onEvent(name, data);
+    this.applied = this.applied.then(() => this.onEvent(name, data)).catch((err) => reportError(err));
   }
 
   connectSse() {
