@@ -21,7 +21,7 @@ from fechatter.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from fechatter.http import auth_routes, chats, messages, ops, reactions, web, workspaces
+from fechatter.http import auth_routes, chats, messages, ops, reactions, search, web, workspaces
 from fechatter.http.common import Context, IdConverter, json_response
 
 log = logging.getLogger(__name__)
@@ -138,5 +138,6 @@ def create_app(ctx: Context) -> QuartTrio:
     chats.register(app, ctx)
     messages.register(app, ctx)
     reactions.register(app, ctx)
+    search.register(app, ctx)
     web.register(app, ctx)
     return app
