@@ -27,13 +27,9 @@ from .factories import make_group, send
 CEILING = 30
 
 
-async def _found(storage: Storage, user_id: int, q: str, **filters: object) -> list[int]:
-    page = await storage.search_messages(
-        user_id,
-        parse_query(q),
-        SearchFilters(**filters),
-        limit=100,  # type: ignore[arg-type]
-    )
+async def _found(storage: Storage, user_id: int, q: str, chat_id: int | None = None) -> list[int]:
+    filters = SearchFilters(chat_id=chat_id)
+    page = await storage.search_messages(user_id, parse_query(q), filters, limit=100)
     return [m.id for m in page.items]
 
 
