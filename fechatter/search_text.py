@@ -46,8 +46,7 @@ PG_PUNCT = r"[!-/:-@\[-`{-~]"
 
 _CJK = re.compile(PG_CJK)
 _PUNCT = re.compile(PG_PUNCT)
-_DOUBLE = re.compile(f"(?<={PG_CJK})({PG_CJK})")
-_PAIR = re.compile(f"({PG_CJK}{PG_CJK}?)")
+_RUN = re.compile(f"{PG_CJK}+")
 # A query's pieces: CJK runs and the non-CJK chunks between white space.
 _PIECES = re.compile(f"{PG_CJK}+|[^\\s{CJK_RANGES}]+")
 # A letter or digit that is not CJK: what a non-CJK word must not touch to be a whole word.
@@ -65,7 +64,14 @@ def search_text(content: str) -> str:
     text = _PUNCT.sub(" ", content)
     if _CJK.search(text) is None:
         return text
-    return _PAIR.sub(r" \1 ", _DOUBLE.sub(r"\1\1", text))
+    return _RUN.sub(_bigrams, text)
+
+
+def _bigrams(run: re.Match[str]) -> str:
+    # " AB  BC  CD  D " for the run ABCD: what PostgreSQL's two regexp_replace calls spell
+    # (double each character that follows another, then wrap each pair in spaces).
+    r = run.group()
+    return " " + "  ".join([r[k : k + 2] for k in range(len(r) - 1)] + [r[-1]]) + " "
 
 
 class QueryError(ValueError):
