@@ -30,6 +30,7 @@ import json
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -218,6 +219,10 @@ def sizes_postgres(url: str) -> dict[str, int]:
     return {"index_bytes": index, "messages_bytes": int(total[0]) - index}
 
 
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -230,6 +235,7 @@ async def measure_queries(
     out = []
     for kind, queries in sets.items():
         for relevance in (False, True):
+            _say(f"  {kind} {'relevance' if relevance else 'newest'}")
             times, hits = [], []
             for _ in range(rounds):
                 for q in queries:
@@ -258,21 +264,22 @@ async def write_rate(
 ) -> float:
     """Messages/s of closed-loop single-message sends, one task per chat."""
     done = 0
+    deadline = trio.current_time() + seconds
 
     async def writer(chat: int, sender: int, offset: int) -> None:
+        # Each writer stops after its last send: a send is never cancelled half-way.
         nonlocal done
         n = offset
-        while True:
+        while trio.current_time() < deadline:
             text = texts[n % len(texts)]
             await storage.insert_messages(chat, [NewMessage(sender, text, (), None, None)])
             done += 1
             n += 1
 
     started = time.perf_counter()
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as nursery:
-            for k, chat in enumerate(chats):
-                nursery.start_soon(writer, chat, senders[k % len(senders)], k * 97)
+    async with trio.open_nursery() as nursery:
+        for k, chat in enumerate(chats):
+            nursery.start_soon(writer, chat, senders[k % len(senders)], k * 97)
     return done / (time.perf_counter() - started)
 
 
@@ -295,8 +302,10 @@ async def measure_writes(
     for attempt in range(2):
         for variant in ("with", "without"):
             url = fresh()
+            _say(f"  {variant} index: building")
             async with open_storage(url) as storage:
                 _, chats, others = await build_world(storage, writers, 0, f"w{attempt}{variant}")
+            _say(f"  {variant} index: writing")
             if variant == "without":
                 _run_sql(backend, url, DROP[backend])
             async with open_storage(url) as storage:
@@ -340,6 +349,7 @@ async def run_backend(
     async with open_storage(url) as storage:
         me, chats, others = await build_world(storage, args.chats, args.member_chats, "corpus")
     rows = _rows(contents, chats, others, rng)
+    _say(f"{backend}: world built, loading {len(rows):,} messages")
     built = time.perf_counter()
     if backend == "sqlite":
         bulk_sqlite(url.removeprefix("sqlite:///"), rows)
@@ -349,6 +359,7 @@ async def run_backend(
         size = sizes_postgres(url)
     loaded = time.perf_counter() - built
     sets = query_sets(pools, rng, args.queries)
+    _say(f"{backend}: loaded in {loaded:.1f} s; querying")
     async with open_storage(url) as storage:
         await measure_queries(storage, me, sets, 1)  # warm the caches
         latencies = await measure_queries(storage, me, sets, args.rounds)

@@ -15,6 +15,7 @@ import { wireComposer } from "./composer.js";
 import { wireMembers } from "./members.js";
 import { enterApp, showAuth, wireSession } from "./session.js";
 import { wireSettings } from "./settings.js";
+import { wireSearch } from "./search.js";
 import { wireThread } from "./thread.js";
 import { markRead, onScroll, renderTyping } from "./timeline.js";
 
@@ -24,6 +25,7 @@ function wire() {
   wireMembers();
   wireComposer();
   wireThread();
+  wireSearch();
   $("#back").addEventListener("click", () => { $("#app").classList.remove("in-chat"); state.current = null; renderChatList(); });
   $("#messages").addEventListener("scroll", onScroll);
   document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible" && state.current) markRead(); });
