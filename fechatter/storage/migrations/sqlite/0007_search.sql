@@ -9,17 +9,16 @@
 -- deterministic function (so changing search_text needs a migration that rebuilds this
 -- table: 'delete-all', then re-insert every live message).
 --
--- Triggers rather than statements in the write path: every write of messages.content —
--- insert, edit, tombstone, chat/workspace deletion cascade — keeps the index in step in the
+-- New messages are indexed by the one SQLite insert path itself (storage/messages.py,
+-- _insert_batch_sqlite: the shadow text computed in Python before the statement, in the same
+-- transaction; a trigger calling the Python function would take the GIL back once per message
+-- in the middle of the group commit). Every other write of messages.content — edit,
+-- tombstone, chat/workspace deletion cascade — is kept in step by the triggers below, in the
 -- same transaction, whoever writes it. Tombstones (deleted = 1) are not indexed.
 -- remove_diacritics 0: the same as PostgreSQL's 'simple' configuration (café is not cafe).
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     body, content = '', tokenize = 'unicode61 remove_diacritics 0'
 );
-
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages WHEN NOT new.deleted BEGIN
-    INSERT INTO messages_fts (rowid, body) VALUES (new.id, fechatter_search_text(new.content));
-END;
 
 CREATE TRIGGER messages_fts_update AFTER UPDATE OF content, deleted ON messages BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, body)
