@@ -351,3 +351,30 @@ class StorageStatistics:
     transactions: int
     message_batches: int
     messages_inserted: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """What a message search keeps besides its words (SPEC §9); None: no such filter.
+
+    ``before`` / ``after``: RFC 3339 UTC times in ``format_time``'s form, exclusive bounds on
+    ``created_at``. ``relevance``: best match first (else newest first, by id). Paging:
+    ``below_id`` (newest first: only ids below it) or ``offset`` (relevance: rows to skip).
+    """
+
+    workspace_id: int | None = None
+    chat_id: int | None = None
+    sender_id: int | None = None
+    before: str | None = None
+    after: str | None = None
+    relevance: bool = False
+    below_id: int | None = None
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of search hits (messages with their reactions), in the asked order."""
+
+    items: list[Message]
+    has_more: bool

@@ -117,3 +117,30 @@ def test_quick_cluster_scale_delivers_everything_exactly_once(tmp_path: Path) ->
         assert row["fanout_events_timed"] >= row["messages"], row
     assert len(rows[2]["messages_per_s_by_node"].split("/")) == 2
     assert (tmp_path / "cluster_scale_cdf.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_quick_search_bench_measures_every_query_kind(tmp_path: Path) -> None:
+    """``python -m bench.search --quick``: both backends, every query kind in both orders
+    found something, the index has a size and writes ran with and without it (< 60 s)."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.search", "--quick", "--out", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads((tmp_path / "search.json").read_text())["results"]
+    assert [r["backend"] for r in runs] == ["sqlite", "postgres"]
+    for run in runs:
+        assert run["index_bytes"] > 0, run
+        kinds = {(row["query"], row["order"]) for row in run["latency"]}
+        assert len(kinds) == 12, kinds
+        for row in run["latency"]:
+            assert row["mean_hits"] > 0, row
+        writes = run["writes"]
+        assert min(writes["with_index_msgs_per_s"] + writes["without_index_msgs_per_s"]) > 0
+    assert (tmp_path / "search.md").read_text().startswith("# Search bench")

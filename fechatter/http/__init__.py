@@ -29,6 +29,7 @@ from fechatter.http import (
     messages,
     ops,
     reactions,
+    search,
     users,
     web,
     workspaces,
@@ -152,6 +153,7 @@ def create_app(ctx: Context) -> QuartTrio:
     chats.register(app, ctx)
     messages.register(app, ctx)
     reactions.register(app, ctx)
+    search.register(app, ctx)
     web.register(app, ctx)
     if ctx.files is not None:
         files.register(app, ctx, ctx.files)

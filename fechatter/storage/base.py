@@ -29,6 +29,8 @@ from fechatter.models import (
     NewMessage,
     RefreshGrant,
     Role,
+    SearchFilters,
+    SearchPage,
     SecurityChange,
     SecurityState,
     StorageStatistics,
@@ -37,6 +39,7 @@ from fechatter.models import (
     Workspace,
     WorkspaceMember,
 )
+from fechatter.search_text import SearchQuery
 
 
 class Storage(Protocol):
@@ -278,6 +281,13 @@ class Storage(Protocol):
         """The page of ``limit`` messages centred on ``message_id`` (it included), oldest
         first: ``limit // 2`` older ones, it, and the newer rest. ``NotFound`` code
         ``message_not_found`` if it is not a message of this chat."""
+
+    async def search_messages(
+        self, user_id: int, query: SearchQuery, filters: SearchFilters, *, limit: int
+    ) -> SearchPage:
+        """Up to ``limit`` live messages of the chats ``user_id`` is a member of now that
+        contain every term of ``query`` and pass ``filters`` (SPEC §9), newest first or by
+        relevance, with their reactions; ``has_more`` if another page follows."""
 
     async def get_message(self, message_id: int) -> Message | None:
         """One message with its reactions (tombstones included), or None."""

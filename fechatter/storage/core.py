@@ -38,6 +38,8 @@ from fechatter.models import (
     NewMessage,
     RefreshGrant,
     Role,
+    SearchFilters,
+    SearchPage,
     SecurityChange,
     SecurityState,
     StorageStatistics,
@@ -47,7 +49,8 @@ from fechatter.models import (
     WorkspaceMember,
     utc_now,
 )
-from fechatter.storage import accounts, chats, messages, reactions
+from fechatter.search_text import SearchQuery
+from fechatter.storage import accounts, chats, messages, reactions, search
 from fechatter.storage.cluster import ChatStore, Fence
 from fechatter.storage.outbox import OutboxEvent
 from fechatter.storage.sql import Dialect, Op, Sql, q
@@ -379,6 +382,12 @@ class SqlStorage:
 
     async def messages_around(self, chat_id: int, message_id: int, *, limit: int) -> MessageWindow:
         return await self._read_op(messages.messages_around(chat_id, message_id, limit))
+
+    async def search_messages(
+        self, user_id: int, query: SearchQuery, filters: SearchFilters, *, limit: int
+    ) -> SearchPage:
+        op = search.search_messages(self.dialect, user_id, query, filters, limit)
+        return await self._read_op(op)
 
     async def get_message(self, message_id: int) -> Message | None:
         return await self._read_op(messages.get_message(message_id))

@@ -35,6 +35,7 @@ from fechatter.models import (
     NewMessage,
     utc_now,
 )
+from fechatter.search_text import search_text
 from fechatter.storage.reactions import with_reactions
 from fechatter.storage.rows import MESSAGE_COLUMNS, to_message, unqualified
 from fechatter.storage.sql import Dialect, Op, Row, Sql, Stmt, dynamic, first, only, q
@@ -60,6 +61,11 @@ _INSERT_ONE = Sql(
     " thread_id, mentions, mentions_channel, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
 )
+# The search index row of a new message (SQLite, migration 0007): written here rather than by a
+# trigger so the shadow text is computed before the statement, on the writer thread that holds
+# the GIL anyway, not in a SQL-function callback that must take the GIL back mid-statement
+# (for each message, while the trio thread wants it). Edits and tombstones use triggers.
+_INDEX_ONE = Sql("INSERT INTO messages_fts (rowid, body) VALUES (?, ?)")
 _COUNT_REPLY = Sql(
     "UPDATE messages SET reply_count = reply_count + 1, last_reply_at = ?"
     " WHERE id = ? AND deleted = ?"
@@ -136,6 +142,7 @@ def _insert_batch_sqlite(
         values = (chat_id, seq, item.sender_id, item.content, list(item.files), item.reply_to)
         extra = (item.client_id, item.thread_id, list(item.mentions), item.mentions_channel)
         row = only((yield q(_INSERT_ONE, (*values, *extra, now))))
+        yield q(_INDEX_ONE, (row["id"], search_text(item.content)))
         message = _new_message(chat_id, seq, row["id"], item, now)
         results.append(Inserted(message, created=True))
         read_up_to[item.sender_id] = message

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar, cast
 import trio
 
 from fechatter.errors import Conflict, FechatterError, Invalid, NotFound, Unavailable
+from fechatter.search_text import search_text
 from fechatter.storage.core import SqlStorage
 from fechatter.storage.migrations import migrate
 from fechatter.storage.sql import Op, Params, Result, Row, Script, Stmt
@@ -149,7 +150,15 @@ def apply_sqlite_migrations(conn: sqlite3.Connection) -> list[int]:
     The connection must be in autocommit mode (``isolation_level=None``): each migration
     runs inside its own ``BEGIN IMMEDIATE`` … ``COMMIT`` and is rolled back if it fails.
     """
+    register_functions(conn)
     return run_op(conn, migrate("sqlite"))
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions the schema's triggers call: ``fechatter_search_text`` (the search
+    index's shadow text, migration 0007). Every connection that may write messages needs
+    them; a connection without them fails such a write ("no such function")."""
+    conn.create_function("fechatter_search_text", 1, search_text, deterministic=True)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -157,6 +166,7 @@ def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
+        register_functions(conn)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
     except BaseException:
         conn.close()

@@ -19,6 +19,7 @@ import { closeMembers, membersOpen, renderMembers, wireMembers } from "./members
 import { enterApp, showAuth, wireSession } from "./session.js";
 import { joinPendingInvite, prepareInvite } from "./invites.js";
 import { wireSettings } from "./settings.js";
+import { wireSearch } from "./search.js";
 import { onStatusChange, wireStatus } from "./status.js";
 import { wireThread } from "./thread.js";
 import { markRead, onScroll, renderHeader, renderTyping } from "./timeline.js";
@@ -32,6 +33,7 @@ function wire() {
   wireComposer();
   wireFiles();
   wireThread();
+  wireSearch();
   wireStatus();
   onStatusChange(renderChatList);
   onStatusChange(renderHeader);
