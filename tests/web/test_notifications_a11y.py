@@ -510,6 +510,8 @@ def test_axe_on_every_screen_in_both_themes(browser: Browser, server: ServerProc
             ("channels", "#browse-channels", "Public channels"),
             ("workspace menu", "#workspace-menu", re.compile(r"^Axe [0-9a-f]{6}$")),
             ("settings", "#settings", "Settings"),
+            ("search", "#search-open", "Search"),
+            ("status picker", "#my-status", "Set your status"),
         ]
         for name, opener, title in dialogs:
             page.click(opener)
