@@ -6,28 +6,20 @@
 import { $, el } from "./dom.js";
 import { plainText } from "./format.js";
 import { state } from "./state.js";
-import { isDoNotDisturb } from "./status.js";
+import { isDoNotDisturb, isMuted } from "./status.js";
 import { chatName } from "./chatlist.js";
 import { mentionsMe } from "./message.js";
 import { openChat } from "./timeline.js";
 
 const APP_TITLE = "Fechatter";
 
-// Do not disturb: the signed-in person's own status is `busy` (status.js, SPEC §7).
-export function doNotDisturb() {
-  return isDoNotDisturb();
-}
 
-// A chat the person muted (per-chat mute, issue 14 part B: `muted` on the Chat from the server).
-export function isMuted(chat) {
-  return chat?.muted === true;
-}
 
 // The tab title: "(N) Fechatter" with N the unread messages over the workspace's chats (a muted
 // chat counts only its mentions of me), plain "Fechatter" at zero.
 export function unreadTotal() {
   let total = 0;
-  for (const chat of state.chats.values()) total += (isMuted(chat) ? chat.mention_count : chat.unread_count) || 0;
+  for (const chat of state.chats.values()) total += (isMuted(chat.id) ? chat.mention_count : chat.unread_count) || 0;
   return total;
 }
 
@@ -66,7 +58,7 @@ const shown = new Map();
 export function shouldNotify(m, chat) {
   if (!chat || m.deleted || m.sender_id === state.me?.id) return false;
   if (document.visibilityState === "visible") return false;
-  if (isMuted(chat) || doNotDisturb()) return false;
+  if (isMuted(chat.id) || isDoNotDisturb()) return false; // muted, or my status is busy
   if (notificationPermission() !== "granted") return false;
   return chat.type === "Single" || mentionsMe(m);
 }
@@ -147,7 +139,7 @@ function announce(m, chat) {
 // at once): notify and announce as the rules above say.
 export function onIncoming(m, chat) {
   if (shouldNotify(m, chat)) raise(m, chat);
-  if (m.chat_id !== state.current && !isMuted(chat) && !m.deleted) announce(m, chat);
+  if (m.chat_id !== state.current && !isMuted(chat?.id) && !m.deleted) announce(m, chat);
 }
 
 // Signing out: nothing announced or shown for the previous person.
