@@ -387,7 +387,8 @@ class SqlStorage:
         self, user_id: int, query: SearchQuery, filters: SearchFilters, *, limit: int
     ) -> SearchPage:
         op = search.search_messages(self.dialect, user_id, query, filters, limit)
-        return await self._read_op(op)
+        # One snapshot: the probe and the page agree, and the plan setting stays local to it.
+        return await self._read_op(op, snapshot=True)
 
     async def get_message(self, message_id: int) -> Message | None:
         return await self._read_op(messages.get_message(message_id))

@@ -10,6 +10,12 @@ live messages only, the filters, and the order:
   descending rowid (= message id) order, so a page stops after ``limit + 1`` rows that pass the
   joins instead of sorting every match (``EXPLAIN QUERY PLAN``: ``SCAN messages_fts VIRTUAL
   TABLE INDEX …M1<``, no temp B-tree). Paging: ``below_id``.
+  PostgreSQL cannot read its GIN index in id order: for newest first it either walks the
+  messages backwards by id, checking each (fast for common words, up to seconds for a rare
+  one: bench/results/search.md, rare word p99 1.5 s at 1 M), or collects every match from the
+  GIN index and sorts them (fast for rare words, slow for common ones). So it first counts the
+  matches up to ``SPARSE_BELOW`` (a GIN bitmap scan, no order); fewer → the matches' ids are
+  collected and looked up by primary key (``id = ANY(ARRAY(…))``); else the backward walk.
 - relevance: FTS5's ``bm25`` / PostgreSQL's ``ts_rank``, ties newest first; every match is
   ranked, so it costs more on common words. Paging: ``offset``.
 
@@ -41,11 +47,23 @@ def _pg_tsquery(query: SearchQuery, params: list[object]) -> str:
     return " && ".join(f"({p})" for p in parts)
 
 
+# PostgreSQL newest first: below this many matches in the whole index, collect and sort them
+# instead of walking the messages by id (module doc). A bounded count costs a GIN bitmap scan
+# and at most this many heap rows, a few ms; sorting this many ids is well under that.
+SPARSE_BELOW = 2000
+
+
 def search_messages(
-    dialect: Dialect, user_id: int, query: SearchQuery, filters: SearchFilters, limit: int
+    dialect: Dialect,
+    user_id: int,
+    query: SearchQuery,
+    filters: SearchFilters,
+    limit: int,
+    sparse_below: int = SPARSE_BELOW,
 ) -> Op[SearchPage]:
     """Up to ``limit`` live messages of ``user_id``'s chats matching every term of ``query``
-    and ``filters``, in the order ``filters.relevance`` asks, with their reactions."""
+    and ``filters``, in the order ``filters.relevance`` asks, with their reactions.
+    ``sparse_below``: PostgreSQL's threshold between the two newest-first plans (module doc)."""
     match_params: list[object] = []
     rank_params: list[object] = []
     if dialect == "sqlite":
@@ -61,6 +79,21 @@ def search_messages(
         key = "m.id"
         rank = f"ts_rank(m.search_tsv, ({tsquery})) DESC"
         rank_params = list(match_params)
+    if dialect == "postgres":
+        # psycopg prepares a statement run 5 times on a connection, and PostgreSQL then may
+        # plan it once for any tsquery (a generic plan, default selectivity): the probe below
+        # became a sequential scan and a rare word took 80 ms at 300 k messages instead of
+        # 0.3 ms. Custom plans for this transaction (the caller runs the op in one).
+        yield q(dynamic("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)"))
+    if dialect == "postgres" and not filters.relevance:
+        probe = f"SELECT count(*) AS n FROM (SELECT 1 FROM messages m WHERE {match} LIMIT ?) s"
+        found = (yield q(dynamic(probe), [*match_params, sparse_below])).rows[0]["n"]
+        if found < sparse_below:  # rare: collect every match (GIN), look them up by id
+            # An id list, not a join: joined, the planner merge-joined the matches with a
+            # backward walk of the primary key (132 ms at 300 k messages, EXPLAIN ANALYZE).
+            match = (
+                f"m.id = ANY(ARRAY(SELECT h.id FROM messages h WHERE h.search_tsv @@ ({tsquery})))"
+            )
     joins = [source, "JOIN chat_members cm ON cm.chat_id = m.chat_id AND cm.user_id = ?"]
     join_params: list[object] = [user_id]
     where = [match, "m.deleted = ?"]
@@ -89,6 +122,7 @@ def search_messages(
         f"SELECT {MESSAGE_COLUMNS} FROM {' '.join(joins)}"
         f" WHERE {' AND '.join(where)} ORDER BY {order}"
     )
-    rows = (yield q(dynamic(sql), [*join_params, *where_params, *order_params])).rows
+    params = [*join_params, *where_params, *order_params]
+    rows = (yield q(dynamic(sql), params)).rows
     items = yield from with_reactions([to_message(r) for r in rows[:limit]])
     return SearchPage(items=items, has_more=len(rows) > limit)

@@ -120,3 +120,42 @@ def test_postgres_shadow_text_is_the_python_one(pg_database: str) -> None:
         ).fetchall()
     got = [row[0] for row in rows]
     assert got == [search_text(t) for t in texts]
+
+
+async def test_both_newest_first_plans_give_the_same_pages(storage: Storage) -> None:
+    """PostgreSQL picks between collecting every match and walking messages by id (module doc
+    of ``fechatter.storage.search``): forced to either, the same pages in the same order,
+    with the filters and paging; SQLite has one plan and must agree too."""
+    with trio.fail_after(CEILING):
+        _workspace, users, chat = await make_group(storage)
+        owner, reader = users[0], users[1]
+        sent = await send(storage, chat.id, owner, *[f"needle {i} 聊天" for i in range(7)])
+        await send(storage, chat.id, owner, "hay", "more hay")
+        await storage.delete_message(chat.id, sent[3].id)
+        query = parse_query("needle 聊天")
+
+        async def pages(sparse_below: int, filters: SearchFilters) -> list[list[int]]:
+            out: list[list[int]] = []
+            while True:
+                op = search_messages(
+                    storage.dialect,  # type: ignore[attr-defined]
+                    reader.id,
+                    query,
+                    filters,
+                    2,
+                    sparse_below=sparse_below,
+                )
+                page = await storage._read_op(op)  # type: ignore[attr-defined]
+                out.append([m.id for m in page.items])
+                if not page.has_more:
+                    return out
+                filters = SearchFilters(chat_id=filters.chat_id, below_id=page.items[-1].id)
+
+        expected = [m.id for m in reversed(sent) if m.id != sent[3].id]
+        for filters in (SearchFilters(), SearchFilters(chat_id=chat.id)):
+            collected = await pages(1_000_000, filters)  # fewer matches: collect and sort
+            walked = await pages(1, filters)  # at least one match: walk by id
+            assert collected == walked
+            assert [i for page in collected for i in page] == expected
+            assert [len(page) for page in collected] == [2, 2, 2]
+        assert await pages(1, SearchFilters(sender_id=reader.id)) == [[]]
