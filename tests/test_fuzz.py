@@ -470,7 +470,7 @@ async def _http_example(portal: Portal, world: World, target: Target) -> str | N
     headers = {"Authorization": f"Bearer {caller.auth['token']}"} if route.auth else {}
     content: bytes | None = None
     if target.body is not None:
-        content = encode(target.body, world.ids).encode("ascii")
+        content = encode(target.body, world.ids).encode("utf-8")  # a Raw body may hold a BOM
         headers["Content-Type"] = "application/json"
     r = await portal.client.request(route.method, path, content=content, headers=headers)
     if r.status_code >= 400:
