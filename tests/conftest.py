@@ -9,11 +9,16 @@ on a cluster"):
   PostgreSQL database and the session's NATS server under a ``nats_prefix`` of the test's
   own; HTTP goes to node 1, streams to node 2, so every delivery crosses nodes;
 - ``cluster-spread``: the same three nodes, each HTTP request to the next node round-robin
-  (senders spread over all nodes), streams on node 2.
+  (senders spread over all nodes), streams on node 2;
+- ``proxy``: one process on SQLite behind nginx (deploy/nginx.conf, tests/deploy/nginx.py)
+  over HTTPS with the tests' ``trustme`` CA: ``api_url`` and ``realtime_url`` are nginx's
+  origin, so the API and both streams go through the proxy (docs/deploy.md "Proxy").
 
 Tests that need one process by nature carry the ``single_process`` marker and are skipped in
 the cluster modes; tests whose requests must reach one node carry ``one_api_node`` and are
-skipped in ``cluster-spread`` only (the marker's reason says why).
+skipped in ``cluster-spread`` only (the marker's reason says why); tests whose assertions are
+about the server's own listener (raw framing, per-socket limits, peers) carry
+``direct_listener`` and are skipped in ``proxy`` mode.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -45,7 +51,7 @@ __all__ = ["nats_server", "pg_database", "pg_server"]  # fixtures, shared by eve
 
 TEST_SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count(1)
-BACKENDS = ("sqlite", "postgres", "cluster", "cluster-spread")
+BACKENDS = ("sqlite", "postgres", "cluster", "cluster-spread", "proxy")
 CLUSTER_NODES = 3
 CLUSTER_START_CEILING = 30.0  # seconds for three nodes: storage, NATS, registration each
 
@@ -72,9 +78,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         # Virtual time cannot drive real threads: with autojump on, the nodes' heartbeats
         # and the NATS bridge's timeouts (waits on another thread) would fire at once.
         pytest.skip("single process only: a MockClock test (virtual time) in a cluster mode")
+    if suite_backend() == "proxy" and "mock_clock" in getattr(item, "fixturenames", ()):
+        # Virtual time cannot drive another process: with autojump on, every wait on nginx
+        # would time out at once.
+        pytest.skip("direct listener only: a MockClock test (virtual time) behind nginx")
     marker = item.get_closest_marker("one_api_node")
     if marker is not None and suite_backend() == "cluster-spread":
         pytest.skip(f"one API node only: {marker.kwargs.get('reason', marker.args)}")
+    marker = item.get_closest_marker("direct_listener")
+    if marker is not None and suite_backend() == "proxy":
+        pytest.skip(f"direct listener only: {marker.kwargs.get('reason', marker.args)}")
 
 
 @pytest.fixture(autouse=True)
@@ -238,6 +251,10 @@ async def running_server(nursery: trio.Nursery, settings: Settings) -> AsyncIter
         async with running_cluster(nursery, settings) as cluster_info:
             yield cluster_info
         return
+    if suite_backend() == "proxy":
+        async with running_proxied(nursery, settings) as proxied_info:
+            yield proxied_info
+        return
     shutdown = trio.Event()
     info: ServerInfo = await nursery.start(serve, settings, shutdown)
     try:
@@ -271,6 +288,41 @@ async def running_cluster(
         await delete_stream(settings.nats_url, settings.nats_prefix)
 
 
+@asynccontextmanager
+async def running_proxied(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[ServerInfo]:
+    """One server behind nginx (``running_server`` in ``proxy`` mode): its ``ServerInfo``
+    with nginx's HTTPS origin as ``api_url`` and ``realtime_url``. The template balances over
+    two nodes: both are this one. nginx closes each client connection after its response
+    (the raw clients read a refusal to the end of the connection). The server trusts the
+    proxy's address (``trusted_proxies``) so X-Forwarded-For names the client, as
+    docs/deploy.md says to configure it."""
+    # Imported here: nginx.py imports tests.pg, as this module does; keep the modes apart.
+    from tests.deploy.nginx import open_nginx
+    from tests.pg import free_port
+
+    tls_port = free_port()
+    settings = settings.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
+    shutdown = trio.Event()
+    info: ServerInfo = await nursery.start(serve, settings, shutdown)
+    try:
+        node = (info.api_url.removeprefix("http://"), info.realtime_url.removeprefix("http://"))
+        assert settings.files_dir is not None, "make_settings sets files_dir in tmp_path"
+        prefix = settings.files_dir.parent / f"nginx-{next(_counter)}"
+        async with open_nginx(prefix, [node, node], tls_port, keepalive=False) as proxy:
+            yield dataclasses.replace(info, api_url=proxy.url, realtime_url=proxy.url)
+    finally:
+        shutdown.set()
+
+
+def tls_context(url: str) -> ssl.SSLContext | None:
+    """The client context for ``url``: the tests' CA for ``https``, else None."""
+    if not url.startswith("https://"):
+        return None
+    from tests.deploy.nginx import client_ssl_context
+
+    return client_ssl_context()
+
+
 async def delete_stream(nats_url: str, prefix: str) -> None:
     """Delete the events stream of ``prefix`` once its nodes stopped.
 
@@ -290,7 +342,10 @@ async def api_client(server: ServerInfo) -> AsyncIterator[Api]:
     each request to the next node's)."""
     urls = server.api_urls if isinstance(server, ClusterServerInfo) else ()
     transport = RoundRobin(urls) if len(urls) > 1 else None
-    async with httpx.AsyncClient(base_url=server.api_url, timeout=10, transport=transport) as c:
+    verify: ssl.SSLContext | bool = tls_context(server.api_url) or True
+    async with httpx.AsyncClient(
+        base_url=server.api_url, timeout=10, transport=transport, verify=verify
+    ) as c:
         yield Api(c)
 
 

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -37,6 +38,21 @@ POLL = 0.05  # seconds between /ready tries while nginx binds (a process we do n
 # nginx's own problems: [emerg], [alert], [crit], [error]. (Upstream connect errors are
 # [error]: a test that provokes one lists it.)
 BAD_LOG_LINE = re.compile(r"^\S+ \S+ \[(emerg|alert|crit|error)\]", re.M)
+
+
+@cache
+def tests_ca() -> trustme.CA:
+    """The session's certificate authority: every nginx of the tests serves a certificate it
+    issued, so one client context (``client_ssl_context``) trusts them all."""
+    return trustme.CA()
+
+
+@cache
+def client_ssl_context() -> ssl.SSLContext:
+    """A client ``SSLContext`` trusting ``tests_ca`` (and nothing else)."""
+    context = ssl.create_default_context()
+    tests_ca().configure_trust(context)
+    return context
 
 
 def nginx_binary() -> str:
@@ -80,8 +96,10 @@ def render_site(nodes: list[tuple[str, str]], prefix: Path, tls_port: int, http_
     return text
 
 
-def main_config(prefix: Path, site: Path) -> str:
-    """A whole nginx.conf around the site: foreground, files under ``prefix``, one worker."""
+def main_config(prefix: Path, site: Path, keepalive: bool = True) -> str:
+    """A whole nginx.conf around the site: foreground, files under ``prefix``, one worker.
+    Without ``keepalive``, nginx closes each client connection after its response (the raw
+    clients of tests/realtime read a refusal to the end of the connection)."""
     user = "user root root;\n" if os.geteuid() == 0 else ""  # else workers would be nobody
     temp = "\n".join(
         f"    {kind}_temp_path {prefix / kind};"
@@ -93,29 +111,29 @@ def main_config(prefix: Path, site: Path) -> str:
         "events { worker_connections 256; }\n"
         "http {\n"
         f"    access_log {prefix / 'access.log'};\n{temp}\n"
-        f"    include {site};\n"
+        + ("" if keepalive else "    keepalive_timeout 0;\n")
+        + f"    include {site};\n"
         "}\n"
     )
 
 
-def prepare(prefix: Path, nodes: list[tuple[str, str]], tls_port: int) -> tuple[list[str], Proxy]:
+def prepare(
+    prefix: Path, nodes: list[tuple[str, str]], tls_port: int, keepalive: bool = True
+) -> tuple[list[str], Proxy]:
     """Write the certificate, the site and nginx.conf under ``prefix``; nginx's argv and the
     ``Proxy`` it will be."""
     binary = nginx_binary()
     prefix.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    leaf = tests_ca().issue_cert("localhost", "127.0.0.1")
     (prefix / "cert.pem").write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
     leaf.private_key_pem.write_to_path(str(prefix / "key.pem"))
     http_port = free_port()
     site = prefix / "fechatter.conf"
     site.write_text(render_site(nodes, prefix, tls_port, http_port))
     config = prefix / "nginx.conf"
-    config.write_text(main_config(prefix, site))
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
+    config.write_text(main_config(prefix, site, keepalive))
     proxy = Proxy(
-        f"https://localhost:{tls_port}", f"http://localhost:{http_port}", context,
+        f"https://localhost:{tls_port}", f"http://localhost:{http_port}", client_ssl_context(),
         prefix / "error.log",
     )  # fmt: skip
     return [binary, "-p", str(prefix), "-c", str(config), "-e", str(proxy.error_log)], proxy
@@ -123,10 +141,11 @@ def prepare(prefix: Path, nodes: list[tuple[str, str]], tls_port: int) -> tuple[
 
 @asynccontextmanager
 async def open_nginx(
-    prefix: Path, nodes: list[tuple[str, str]], tls_port: int
+    prefix: Path, nodes: list[tuple[str, str]], tls_port: int, *, keepalive: bool = True
 ) -> AsyncIterator[Proxy]:
-    """nginx in front of ``nodes`` on ``127.0.0.1:tls_port`` (TLS for ``localhost``)."""
-    argv, proxy = prepare(prefix, nodes, tls_port)
+    """nginx in front of ``nodes`` on ``127.0.0.1:tls_port`` (TLS for ``localhost``);
+    ``keepalive`` as in ``main_config``."""
+    argv, proxy = prepare(prefix, nodes, tls_port, keepalive)
     with trio.fail_after(START_CEILING):
         checked = await trio.run_process([*argv, "-t"], capture_stderr=True, check=False)
     assert checked.returncode == 0, checked.stderr.decode()

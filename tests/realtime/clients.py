@@ -27,14 +27,25 @@ class Received:
     data: Any
 
 
-async def _open(base_url: str, rcvbuf: int | None) -> trio.SocketStream:
-    """A TCP stream to the listener, optionally with a small receive buffer (a slow reader)."""
+async def _open(base_url: str, rcvbuf: int | None) -> trio.abc.Stream:
+    """A TCP stream to the listener, optionally with a small receive buffer (a slow reader).
+
+    An ``https`` URL (nginx in front, ``FECHATTER_TEST_BACKEND=proxy``) gets TLS over it,
+    trusting the tests' CA; the receive buffer is still the socket's.
+    """
     host, port = _hostport(base_url)
     sock = trio.socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     await sock.connect((host, port))
-    return trio.SocketStream(sock)
+    stream = trio.SocketStream(sock)
+    if not base_url.startswith("https://"):
+        return stream
+    from tests.deploy.nginx import client_ssl_context
+
+    tls = trio.SSLStream(stream, client_ssl_context(), server_hostname=host, https_compatible=True)
+    await tls.do_handshake()
+    return tls
 
 
 def _hostport(url: str) -> tuple[str, int]:
@@ -50,6 +61,8 @@ async def exchange(base_url: str, payload: bytes, *, half_close: bool = False) -
     try:
         await stream.send_all(payload)
         if half_close:
+            # TLS has no half-close: a test that needs one is ``direct_listener``.
+            assert isinstance(stream, trio.abc.HalfCloseableStream), base_url
             await stream.send_eof()
         data = b""
         while chunk := await stream.receive_some(65536):
@@ -69,7 +82,7 @@ def problem_of(reply: bytes) -> tuple[int, dict[str, Any], bytes]:
 class SseClient:
     """A minimal EventSource: one connection, events parsed as they arrive."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.buffer = b""
         self.status = 0
@@ -166,7 +179,7 @@ class SseClient:
 class RawWs:
     """A WebSocket client speaking through wsproto by hand."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.ws = Connection(ConnectionType.CLIENT)
         self.status = 0
@@ -234,7 +247,7 @@ class RawWs:
             data = await self.stream.receive_some(65536)
             if not data:
                 raise EOFError("connection ended without a close frame")
-            self.ws.receive_data(data)
+            self.ws.receive_data(bytes(data))
 
     async def until_closed(self) -> list[Any]:
         """Every message up to the end of the connection (``closed`` tells how it ended)."""

@@ -26,14 +26,27 @@ def _problem(reply: bytes) -> tuple[int, dict[str, object]]:
 @pytest.mark.parametrize(
     ("payload", "status"),
     [
-        (b"GARBAGE\r\n\r\n", 400),
-        (
+        pytest.param(
+            b"GARBAGE\r\n\r\n",
+            400,
+            marks=pytest.mark.direct_listener(reason="a garbage head is nginx's to answer"),
+        ),
+        pytest.param(
             b"GET /api/notifications/events HTTP/1.1\r\nHost: x\r\nX: "
             + b"a" * 20000
             + b"\r\n\r\n",
             431,
+            marks=pytest.mark.direct_listener(
+                reason="nginx's header buffers refuse it first (its own HTML 400)"
+            ),
         ),
-        (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+        pytest.param(
+            b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            404,
+            marks=pytest.mark.direct_listener(
+                reason="behind the proxy /nope is routed to the API listener, not this one"
+            ),
+        ),
         (b"POST /api/notifications/events HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
         (b"GET /api/notifications/events HTTP/1.1\r\nHost: x\r\n\r\n", 401),
         (b"GET /api/notifications/events?access_token=forged HTTP/1.1\r\nHost: x\r\n\r\n", 401),
@@ -57,6 +70,9 @@ async def test_bad_requests_get_problem_documents(
     assert server.realtime.active == 0
 
 
+@pytest.mark.direct_listener(
+    reason="a half-closed partial head: TLS has no half-close and nginx holds partial heads"
+)
 async def test_connection_closed_mid_head_frees_everything(server: ServerInfo) -> None:
     with trio.fail_after(10):
         reply = await _raw(
@@ -82,6 +98,10 @@ async def test_websocket_without_upgrade_headers(server: ServerInfo, api: Api) -
         "the default allowed origins are the same process's API port; node 1's API is another"
         " origin for node 2's streams (a cluster configures allowed_origins)"
     )
+)
+@pytest.mark.direct_listener(
+    reason="the default allowed origins are the API listener's own origin; behind the proxy"
+    " the pages' origin is the proxy's (docs/deploy.md: allowed_origins is configured)"
 )
 async def test_only_the_default_origins_are_allowed(server: ServerInfo, api: Api) -> None:
     """Issue 9, kind 9: an origin is never derived from the request's own Host header."""
@@ -119,6 +139,10 @@ async def test_only_the_default_origins_are_allowed(server: ServerInfo, api: Api
         "the default allowed origins are the same process's API port; node 1's API is another"
         " origin for node 2's streams (a cluster configures allowed_origins)"
     )
+)
+@pytest.mark.direct_listener(
+    reason="the default allowed origins are the API listener's own origin; behind the proxy"
+    " the pages' origin is the proxy's (docs/deploy.md: allowed_origins is configured)"
 )
 async def test_cors_for_allowed_origin_and_preflight(server: ServerInfo, api: Api) -> None:
     user = await api.signup()

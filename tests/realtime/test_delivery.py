@@ -9,12 +9,12 @@ import trio
 from trio_websocket import open_websocket_url
 
 from fechatter.app import ServerInfo
-from tests.conftest import Api, User, make_chat, make_workspace
+from tests.conftest import Api, User, make_chat, make_workspace, tls_context
 from tests.realtime.clients import Received, SseClient
 
 
 async def _ws_url(server: ServerInfo, user: User, extra: str = "") -> str:
-    base = server.realtime_url.replace("http://", "ws://")
+    base = server.realtime_url.replace("http", "ws", 1)  # https (proxy mode): wss
     return f"{base}/api/notifications/ws?access_token={user.api.token}{extra}"
 
 
@@ -52,7 +52,9 @@ async def test_sse_and_websocket_carry_identical_events(server: ServerInfo, api:
     with trio.fail_after(10):
         sse = await SseClient.connect(server.realtime_url, b.api.token)
         await sse.next_of("ready")
-        async with open_websocket_url(await _ws_url(server, b)) as ws:
+        async with open_websocket_url(
+            await _ws_url(server, b), tls_context(server.realtime_url)
+        ) as ws:
             first = json.loads(await ws.get_message())
             assert first["event"] == "ready"
             await a.api.post(f"/api/chats/{chat}/messages", json={"content": "x"})

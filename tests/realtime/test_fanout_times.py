@@ -30,6 +30,9 @@ async def fanout_metrics(api: Api) -> dict[str, float]:
         "on node 2, which times the fan-out (tests/cluster/test_fanout_times_across_nodes.py)"
     )
 )
+@pytest.mark.direct_listener(
+    reason="reads /metrics through the API origin; the proxy hides /metrics (deploy/nginx.conf)"
+)
 async def test_a_delivered_message_is_timed_from_its_commit(server: ServerInfo, api: Api) -> None:
     a, b = await api.signup(), await api.signup()
     ws = await make_workspace(a, b)
