@@ -19,6 +19,7 @@ from fechatter.http.common import Context, current_user_id, json_response, query
 from fechatter.models import SearchFilters, format_time
 from fechatter.schemas import MAX_ID
 from fechatter.search_text import MAX_QUERY_CHARS, QueryError, SearchQuery, parse_query
+from fechatter.text import has_control_characters
 
 # Relevance pages are offsets (a rank is no stable key); deeper than this is refused.
 MAX_RELEVANCE_OFFSET = 10_000
@@ -35,6 +36,10 @@ def _query() -> SearchQuery:
         raise _bad("q", "is required")
     if len(raw) > MAX_QUERY_CHARS:
         raise _bad("q", f"must be at most {MAX_QUERY_CHARS} characters")
+    if has_control_characters(raw, allow="\t\n\r"):
+        # A query string skips the JSON edge's NUL check: NUL reached the databases (both
+        # refused it: a 503) and no message can contain a control character anyway.
+        raise _bad("q", "must not contain control characters")
     try:
         return parse_query(raw)
     except QueryError as exc:

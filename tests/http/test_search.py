@@ -281,3 +281,15 @@ async def test_search_needs_a_token(api: Api) -> None:
         user = await api.signup()
         body = await _search(user, "x" * 256)
         assert body == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize("raw", ["a%00b", "%00", "a%ED%A0%80b", "%FF%FE", "a%0Ab%09c"])
+async def test_control_bytes_and_bad_utf8_in_q_are_never_a_500(api: Api, raw: str) -> None:
+    """Query strings bypass the JSON edge: NUL (PostgreSQL text cannot hold it), a UTF-8
+    encoded surrogate and invalid UTF-8 still get a 200 or a 400 naming ``q``."""
+    with trio.fail_after(CEILING):
+        user = await api.signup()
+        r = await user.api.get(f"{SEARCH}?q={raw}")
+        assert r.status_code in (200, 400), r.text
+        if r.status_code == 400:
+            assert _problem(r) == (400, "invalid_query", "q")
