@@ -11,18 +11,24 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow
-def test_quick_bench_delivers_everything_exactly_once(tmp_path: Path) -> None:
+def run_bench(out: Path, timeout: float, module: str, *args: str) -> None:
+    """``python -m <module> <args> --out <out>`` from the checkout (``PYTHONPATH``: the
+    bench's ``fechatter serve`` processes run this checkout too); fails with its stderr."""
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", module, *args, "--out", str(out)],
         cwd=root,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(root)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_quick_bench_delivers_everything_exactly_once(tmp_path: Path) -> None:
+    run_bench(tmp_path, 300, "bench", "run", "--quick")
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert {r["scenario"] for r in rows} == {
         "connections",
@@ -62,16 +68,7 @@ def test_a_run_replaces_only_the_rows_of_its_scenarios() -> None:
 def test_quick_cluster_fanout_delivers_everything_exactly_once(tmp_path: Path) -> None:
     """One node, two nodes (streams on B), two nodes (half/half): every message reaches every
     stream once; with its own PostgreSQL and nats-server (~10 s)."""
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "cluster_fanout", "--quick", "--out", str(tmp_path)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_bench(tmp_path, 120, "bench", "run", "cluster_fanout", "--quick")
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == [
         "1 node",
@@ -90,16 +87,7 @@ def test_quick_cluster_scale_delivers_everything_exactly_once(tmp_path: Path) ->
     """``--cluster 2``: one node, then two, each with a throughput and a fan-out phase; every
     message reaches every member's stream once, and each row names what a script reads; with
     its own PostgreSQL and nats-server (~15 s)."""
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "run", "--cluster", "2", "--quick", "--out", str(tmp_path)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_bench(tmp_path, 120, "bench", "run", "--cluster", "2", "--quick")
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [(r["scenario"], r["nodes"], r["phase"]) for r in rows] == [
         ("cluster_scale", 1, "throughput"),
@@ -123,16 +111,7 @@ def test_quick_cluster_scale_delivers_everything_exactly_once(tmp_path: Path) ->
 def test_quick_search_bench_measures_every_query_kind(tmp_path: Path) -> None:
     """``python -m bench.search --quick``: both backends, every query kind in both orders
     found something, the index has a size and writes ran with and without it (< 60 s)."""
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.search", "--quick", "--out", str(tmp_path)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_bench(tmp_path, 120, "bench.search", "--quick")
     runs = json.loads((tmp_path / "search.json").read_text())["results"]
     assert [r["backend"] for r in runs] == ["sqlite", "postgres"]
     for run in runs:
