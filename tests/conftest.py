@@ -146,14 +146,26 @@ class ClusterServerInfo(ServerInfo):
 
 
 class RoundRobin(httpx.AsyncBaseTransport):
-    """An httpx transport that sends each request to the next of ``urls`` (same path)."""
+    """An httpx transport that sends each request to the next of ``urls`` (same path),
+    cycling per caller (its ``Authorization`` header; one cycle for anonymous requests).
+
+    Per caller, not one cycle for all: with one shared cycle, three users sending in
+    lockstep each land on one node every time, and each node admits a user only its share
+    of the write limit (docs/api.md "Rate limits in a cluster"), so a test's burst that fits
+    the limit got 429s by the order of its tasks. Each caller still reaches every node in
+    turn. The cycles are bounded by the callers of one test (a few users)."""
 
     def __init__(self, urls: tuple[str, ...]) -> None:
-        self._targets = itertools.cycle([httpx.URL(u) for u in urls])
+        self._urls = [httpx.URL(u) for u in urls]
+        self._cycles: dict[str, itertools.cycle[httpx.URL]] = {}
         self._inner = httpx.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        target = next(self._targets)
+        caller = request.headers.get("Authorization", "")
+        cycle = self._cycles.get(caller)
+        if cycle is None:
+            cycle = self._cycles[caller] = itertools.cycle(self._urls)
+        target = next(cycle)
         request.url = request.url.copy_with(host=target.host, port=target.port)
         request.headers["Host"] = request.url.netloc.decode("ascii")
         return await self._inner.handle_async_request(request)
