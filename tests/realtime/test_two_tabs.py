@@ -4,7 +4,6 @@ a forced reconnect of both while messages keep coming — every message exactly 
 from __future__ import annotations
 
 import trio
-import trio.testing
 
 from fechatter.app import ServerInfo
 from tests.conftest import Api, User, make_chat, make_workspace
@@ -34,9 +33,15 @@ async def test_two_tabs_across_a_forced_reconnect(server: ServerInfo, api: Api) 
     seen_sse: dict[int, list[int]] = {c: [] for c in chats}
     seen_ws: dict[int, list[int]] = {c: [] for c in chats}
 
+    # Both tabs are live (their ``ready`` read) before anyone sends: "all tasks blocked" is
+    # not enough, since on a cluster the streaming node waits on NATS (another process)
+    # while it positions the user's chats, so sends could come before the ready.
+    sse_ready, ws_ready = trio.Event(), trio.Event()
+
     async def sse_tab(reconnect_after: int) -> None:
         client = await SseClient.connect(server.realtime_url, me.api.token)
         last = (await client.next_of("ready")).id
+        sse_ready.set()
         count = 0
         while sum(map(len, seen_sse.values())) < sum(expected.values()):
             if count == reconnect_after:  # the forced reconnect
@@ -55,6 +60,7 @@ async def test_two_tabs_across_a_forced_reconnect(server: ServerInfo, api: Api) 
     async def ws_tab(reconnect_after: int) -> None:
         client = await RawWs.connect(server.realtime_url, me.api.token)
         last = (await client.next_message())["id"]
+        ws_ready.set()
         count = 0
         while sum(map(len, seen_ws.values())) < sum(expected.values()):
             if count == reconnect_after:
@@ -74,7 +80,8 @@ async def test_two_tabs_across_a_forced_reconnect(server: ServerInfo, api: Api) 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(sse_tab, 17)
             nursery.start_soon(ws_tab, 29)
-            await trio.testing.wait_all_tasks_blocked()
+            await sse_ready.wait()
+            await ws_ready.wait()
             async with trio.open_nursery() as senders:
                 senders.start_soon(chatter, alice)
                 senders.start_soon(chatter, bob)
