@@ -3,11 +3,26 @@ a forced reconnect of both while messages keep coming — every message exactly 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+
+import pytest
 import trio
 
 from fechatter.app import ServerInfo
-from tests.conftest import Api, User, make_chat, make_workspace
+from fechatter.config import Settings
+from tests.conftest import Api, User, make_chat, make_workspace, running_server
 from tests.realtime.clients import RawWs, SseClient
+
+
+@pytest.fixture
+async def server(
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[ServerInfo]:
+    """The suite's server with a write limit above this test's sends: three users send as
+    fast as they can, and on a cluster a node admits a user only its share of the limit
+    (docs/api.md "Rate limits in a cluster"): 36 sends of one user to node 1 are over it."""
+    async with running_server(nursery, settings_factory(send_burst=500, send_rate=500.0)) as info:
+        yield info
 
 
 async def test_two_tabs_across_a_forced_reconnect(server: ServerInfo, api: Api) -> None:
