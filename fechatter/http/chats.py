@@ -123,7 +123,7 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(member.to_json())
 
     @bp.post("/api/chats/<id:chat_id>/join")
-    @doc("chats", "Join a public channel", ok={200: MemberOut}, errors=(403, 404))
+    @doc("chats", "Join a public channel", ok={200: MemberOut}, errors=(403, 404, 422))
     async def join(chat_id: int) -> Response:
         member = await chats.join(await current_user_id(ctx), chat_id)
         return json_response(member.to_json())

@@ -37,7 +37,7 @@ def register(app: Quart, ctx: Context) -> None:
         "History: a page, a thread, or the window around a message",
         query=MessagesQuery,
         ok={200: MessagesOut},
-        errors=(400, 403, 404),
+        errors=(400, 403, 404, 422),
     )
     async def list_messages(chat_id: int) -> Response:
         user_id = await current_user_id(ctx)

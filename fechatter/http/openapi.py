@@ -277,6 +277,7 @@ def register(app: Quart, ctx: Context) -> None:
             built.append(json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode())
         response = Response(built[0], content_type="application/json")
         response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
     @bp.get("/docs")

@@ -102,7 +102,7 @@ def register(app: Quart, ctx: Context) -> None:
         "Set a member's role (owner only)",
         body=MemberRoleIn,
         ok={200: WorkspaceMemberOut},
-        errors=(403, 404),
+        errors=(403, 404, 409),
     )
     async def set_member_role(workspace_id: int, user_id: int) -> Response:
         caller = await current_user_id(ctx)
