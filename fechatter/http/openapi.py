@@ -13,9 +13,10 @@ rules and are added by hand here. This module must never change how a request is
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from quart import Blueprint, Quart, Response
 from quart_schema import QuartSchema
@@ -112,6 +113,18 @@ class Provider(OpenAPIProvider):
                 op["responses"] = responses
                 path_object[method] = op
         return paths, components
+
+    def build_response_object(
+        self, model: Any, headers_model: Any
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """quart-schema's, with a list's description taken from its items' model (not the
+        docstring of ``list``)."""
+        response, components = super().build_response_object(model, headers_model)
+        if get_origin(model) is list:
+            (item,) = get_args(model)
+            doc = inspect.getdoc(item) or item.__name__
+            response["description"] = f"A list, each: {doc[0].lower()}{doc[1:]}"
+        return response, components
 
     def operation_id(self, method: str, path: str, func: Any) -> str | None:
         """Set in ``build_paths`` (from the endpoint's name)."""
