@@ -91,6 +91,7 @@ class ServerInfo:
     router: ChatRouter | None = None  # cluster mode only: where chat commands go
     events: ClusterEvents | None = None  # cluster mode only: publisher and event router
     files: Files | None = None  # uploads and the file collector (SPEC §8)
+    api: ASGIFramework | None = None  # the API listener's app (tests read its route table)
 
 
 def raise_fd_limit() -> int:
@@ -425,10 +426,11 @@ async def serve(
                             )
 
                     nursery.start_soon(follow_node_count)
+                api = api_app(ctx, files)
                 binds = await nursery.start(
                     partial(
                         hypercorn.trio.serve,
-                        RequestContext(ShieldedSend(api_app(ctx, files))),
+                        RequestContext(ShieldedSend(api)),
                         config,
                         shutdown_trigger=shutdown.wait,
                     )
@@ -474,7 +476,16 @@ async def serve(
                     )
                 task_status.started(
                     ServerInfo(
-                        binds[0], rt_url, system, stats, node_id, cluster, router, wiring, files
+                        binds[0],
+                        rt_url,
+                        system,
+                        stats,
+                        node_id,
+                        cluster,
+                        router,
+                        wiring,
+                        files,
+                        api,
                     )
                 )
                 await shutdown.wait()

@@ -8,8 +8,10 @@ answer after every example, and the server log stays clean (no traceback, no ERR
 see tests/serverlog.py). A failure names the example (route, raw body, answer).
 
 What is thrown comes from two tables: ``ROUTES`` (method, path template, body fields with a
-hint of what a valid value looks like, query parameters) and ``WS_OPS``. They are plain data
-so a generated API description (OpenAPI) can replace them. Each test function is one *kind*
+hint of what a valid value looks like, query parameters) and ``WS_OPS``. ``ROUTES`` is kept
+complete by ``tests/test_openapi.py``, which fails when an operation of ``/openapi.json`` is
+missing from it (schemathesis covers the description's own shapes; this table aims hostile
+JSON at fields by name). Each test function is one *kind*
 of bad input (wrong types, odd numbers, unpaired surrogates, deep nesting, unknown fields,
 non-object bodies, odd query strings), thrown at routes and ops alike, so a kind that is
 not fixed yet can be marked ``xfail`` on its own.
@@ -73,6 +75,10 @@ VALID: dict[str, Any] = {
     "chat_type": "Group",
     "files": [],
     "int": 10,
+    "bool": True,
+    "status": "away",
+    "time": "2026-01-31T12:00:00Z",
+    "file_urls": ["/files/abc"],
 }
 
 
@@ -148,6 +154,22 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/sse/health"),
     Route("GET", "/", auth=False),
     Route("GET", "/api/client-config", auth=False),
+    # Added when tests/test_openapi.py began checking this table against /openapi.json.
+    Route("PUT", "/api/chats/{chat}/notifications", {"muted": "bool"}),
+    Route("GET", "/api/invites/" + "t" * 43, auth=False),
+    Route("POST", "/api/invites/" + "t" * 43 + "/accept"),
+    Route("GET", "/api/search/messages", query={"q": "text", "workspace_id": "ws",
+          "chat_id": "chat", "from": "other", "before": "time", "after": "time",
+          "limit": "int", "cursor": "text", "sort": "text"}),
+    Route("PUT", "/api/users/me/status", {"status": "status", "text": "text",
+          "expires_in": "int"}),
+    Route("GET", "/api/users/{other}"),
+    Route("POST", "/api/workspaces/{ws}/invites", {"email": "email", "role": "role",
+          "max_uses": "int", "expires_in": "int"}),
+    Route("GET", "/api/workspaces/{ws}/invites"),
+    Route("DELETE", "/api/workspaces/{foreign_ws}/invites/1"),
+    Route("PUT", "/api/workspaces/{foreign_ws}/members/{foreign_owner}", {"role": "role"}),
+    Route("POST", "/api/files/sign", {"urls": "file_urls"}),
 )  # fmt: skip
 
 WS_OPS: tuple[WsOp, ...] = (

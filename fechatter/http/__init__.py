@@ -27,6 +27,7 @@ from fechatter.http import (
     files,
     invites,
     messages,
+    openapi,
     ops,
     reactions,
     search,
@@ -159,4 +160,5 @@ def create_app(ctx: Context) -> QuartTrio:
         files.register(app, ctx, ctx.files)
     if ctx.statuses is not None:
         users.register(app, ctx, ctx.statuses)
+    openapi.register(app, ctx)  # last: it documents the routes registered above
     return app

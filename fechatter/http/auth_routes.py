@@ -12,6 +12,7 @@ from quart import Blueprint, Quart, Response, request
 from fechatter.client_address import client_address, parse_networks, throttle_key
 from fechatter.domain.invites import Invites
 from fechatter.errors import FechatterError, Invalid, Unauthorized, Unavailable
+from fechatter.http.apidoc import SessionOut, UserOut, doc
 from fechatter.http.common import (
     Context,
     current_claims,
@@ -42,6 +43,14 @@ def register(app: Quart, ctx: Context) -> None:
         return throttle_key(client_address(host, forwarded, trusted))
 
     @bp.post("/api/auth/signup")
+    @doc(
+        "auth",
+        "Sign up (optionally creating a workspace or accepting an invite)",
+        body=SignupIn,
+        ok={201: SessionOut},
+        errors=(404, 409, 429, 503),
+        auth=False,
+    )
     async def signup() -> Response:
         body = await read_json(SignupIn)
         address = caller_address()
@@ -64,6 +73,7 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(session.to_json(), 201)
 
     @bp.post("/api/auth/signin")
+    @doc("auth", "Sign in", body=SigninIn, ok={200: SessionOut}, errors=(401, 429, 503), auth=False)
     async def signin() -> Response:
         body = await read_json(SigninIn)
         email = body.email_key
@@ -81,6 +91,14 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(session.to_json())
 
     @bp.post("/api/auth/refresh")
+    @doc(
+        "auth",
+        "Rotate a refresh token for a new session pair",
+        body=RefreshIn,
+        ok={200: SessionOut},
+        errors=(401, 429, 503),
+        auth=False,
+    )
     async def refresh() -> Response:
         body = await read_json(RefreshIn)
         address = caller_address()
@@ -98,6 +116,7 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(session.to_json())
 
     @bp.post("/api/auth/logout")
+    @doc("auth", "Sign out this session (or every session)", body=LogoutIn, ok={204: None})
     async def logout() -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(LogoutIn)
@@ -105,11 +124,19 @@ def register(app: Quart, ctx: Context) -> None:
         return empty_response()
 
     @bp.get("/api/users/me")
+    @doc("users", "The caller", ok={200: UserOut})
     async def me() -> Response:
         user = await accounts.get(await current_user_id(ctx))
         return json_response(user.to_json())
 
     @bp.patch("/api/users/me")
+    @doc(
+        "users",
+        "Change the caller's name, avatar or password",
+        body=UserPatch,
+        ok={200: UserOut},
+        errors=(429,),
+    )
     async def update_me() -> Response:
         claims = await current_claims(ctx)
         user_id = claims.user_id

@@ -60,6 +60,7 @@ from fechatter.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from fechatter.http.apidoc import SignedUrlsOut, doc
 from fechatter.http.common import Context, current_user_id, json_response, read_json
 from fechatter.images import SAFE_IMAGE_TYPES
 from fechatter.storage.blobs import BlobMissing
@@ -603,6 +604,13 @@ def register(app: QuartTrio, ctx: Context, files: Files) -> None:
     bp = Blueprint("files", __name__)
 
     @bp.post("/api/files/sign")
+    @doc(
+        "files",
+        "Signed URLs for file and thumbnail URLs (≤ 1 h, bound to the caller)",
+        body=FileSignIn,
+        ok={200: SignedUrlsOut},
+        errors=(404,),
+    )
     async def sign() -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(FileSignIn)

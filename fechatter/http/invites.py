@@ -13,6 +13,13 @@ from quart import Blueprint, Quart, Response, request
 
 from fechatter.domain.invites import Invites
 from fechatter.errors import NotFound
+from fechatter.http.apidoc import (
+    InviteAcceptedOut,
+    InviteCreatedOut,
+    InviteOut,
+    InvitePreviewOut,
+    doc,
+)
 from fechatter.http.common import (
     Context,
     current_user_id,
@@ -40,6 +47,13 @@ def register(app: Quart, ctx: Context) -> None:
     invites = Invites(ctx.storage, workspaces, ctx.settings.public_url)
 
     @bp.post("/api/workspaces/<id:workspace_id>/invites")
+    @doc(
+        "invites",
+        "Create an invitation link",
+        body=InviteIn,
+        ok={201: InviteCreatedOut},
+        errors=(403, 404),
+    )
     async def create_invite(workspace_id: int) -> Response:
         user_id = await current_user_id(ctx)
         await workspaces.role(workspace_id, user_id)  # a non-member learns nothing from a 422
@@ -56,16 +70,30 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(created.to_json(), 201)
 
     @bp.get("/api/workspaces/<id:workspace_id>/invites")
+    @doc(
+        "invites",
+        "Invitations of a workspace (never their tokens)",
+        ok={200: list[InviteOut]},
+        errors=(403, 404),
+    )
     async def list_invites(workspace_id: int) -> Response:
         found = await invites.list(await current_user_id(ctx), workspace_id)
         return json_response([i.to_json() for i in found])
 
     @bp.delete("/api/workspaces/<id:workspace_id>/invites/<id:invite_id>")
+    @doc("invites", "Revoke an invitation", ok={204: None}, errors=(403, 404))
     async def revoke_invite(workspace_id: int, invite_id: int) -> Response:
         await invites.revoke(await current_user_id(ctx), workspace_id, invite_id)
         return empty_response()
 
     @bp.get("/api/invites/<token>")
+    @doc(
+        "invites",
+        "What an invitation link shows",
+        ok={200: InvitePreviewOut},
+        errors=(404, 503),
+        auth=False,
+    )
     async def preview_invite(token: str) -> Response:
         view = await invites.preview(_token(token))
         return json_response(
@@ -77,6 +105,7 @@ def register(app: Quart, ctx: Context) -> None:
         )
 
     @bp.post("/api/invites/<token>/accept")
+    @doc("invites", "Accept an invitation", ok={200: InviteAcceptedOut}, errors=(404,))
     async def accept_invite(token: str) -> Response:
         user_id = await current_user_id(ctx)
         user = await ctx.storage.get_user(user_id)

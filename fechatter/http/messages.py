@@ -5,6 +5,7 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response
 
 from fechatter.errors import BadRequest, FieldError
+from fechatter.http.apidoc import MessageOut, MessagesOut, MessagesQuery, doc
 from fechatter.http.common import (
     Context,
     current_user_id,
@@ -31,6 +32,13 @@ def register(app: Quart, ctx: Context) -> None:
     messages = ctx.messages
 
     @bp.get("/api/chats/<id:chat_id>/messages")
+    @doc(
+        "messages",
+        "History: a page, a thread, or the window around a message",
+        query=MessagesQuery,
+        ok={200: MessagesOut},
+        errors=(400, 403, 404, 422),
+    )
     async def list_messages(chat_id: int) -> Response:
         user_id = await current_user_id(ctx)
         limit = query_int("limit", low=1, high=200, default=50)
@@ -76,12 +84,20 @@ def register(app: Quart, ctx: Context) -> None:
         )
 
     @bp.get("/api/chats/<id:chat_id>/messages/<id:message_id>")
+    @doc("messages", "One message (tombstones included)", ok={200: MessageOut}, errors=(403, 404))
     async def get_message(chat_id: int, message_id: int) -> Response:
         user_id = await current_user_id(ctx)
         message = await messages.get(user_id, chat_id, message_id)
         return json_response(message.to_json())
 
     @bp.patch("/api/chats/<id:chat_id>/messages/<id:message_id>")
+    @doc(
+        "messages",
+        "Edit a message (its sender)",
+        body=MessageEditIn,
+        ok={200: MessageOut},
+        errors=(403, 404, 429),
+    )
     async def edit_message(chat_id: int, message_id: int) -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(MessageEditIn)
@@ -89,11 +105,19 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(message.to_json())
 
     @bp.delete("/api/chats/<id:chat_id>/messages/<id:message_id>")
+    @doc("messages", "Delete a message (a tombstone stays)", ok={204: None}, errors=(403, 404, 429))
     async def delete_message(chat_id: int, message_id: int) -> Response:
         await messages.delete(await current_user_id(ctx), chat_id, message_id)
         return empty_response()
 
     @bp.post("/api/chats/<id:chat_id>/messages")
+    @doc(
+        "messages",
+        "Send a message (a retried client_id: 200, the original)",
+        body=MessageIn,
+        ok={200: MessageOut, 201: MessageOut},
+        errors=(403, 404, 429),
+    )
     async def send_message(chat_id: int) -> Response:
         user_id = await current_user_id(ctx)
         # No visibility query here: the ChatActor answers outsiders with the same 404/403.
@@ -102,6 +126,13 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(result.message.to_json(), 201 if result.created else 200)
 
     @bp.post("/api/chats/<id:chat_id>/read")
+    @doc(
+        "messages",
+        "Move the caller's read marker forward",
+        body=ReadIn,
+        ok={204: None},
+        errors=(403, 404),
+    )
     async def mark_read(chat_id: int) -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(ReadIn)
@@ -109,6 +140,12 @@ def register(app: Quart, ctx: Context) -> None:
         return empty_response()
 
     @bp.post("/api/chats/<id:chat_id>/typing")
+    @doc(
+        "messages",
+        "Tell the other members the caller is typing",
+        ok={204: None},
+        errors=(403, 404, 429),
+    )
     async def typing(chat_id: int) -> Response:
         await messages.typing(await current_user_id(ctx), chat_id)
         return empty_response()

@@ -7,6 +7,13 @@ from dataclasses import replace
 from quart import Blueprint, Quart, Response
 
 from fechatter.errors import BadRequest, FieldError, Unavailable
+from fechatter.http.apidoc import (
+    OnlineUsersOut,
+    OnlineUsersQuery,
+    RealtimeHealthOut,
+    StatusOut,
+    doc,
+)
 from fechatter.http.common import Context, current_user_id, json_response, query_int
 from fechatter.metrics import LiveCounts
 from fechatter.schemas import MAX_ID
@@ -17,10 +24,18 @@ def register(app: Quart, ctx: Context) -> None:
     bp = Blueprint("ops", __name__)
 
     @bp.get("/health")
+    @doc("ops", "Liveness", ok={200: StatusOut}, auth=False)
     async def health() -> Response:
         return json_response({"status": "ok"})
 
     @bp.get("/ready")
+    @doc(
+        "ops",
+        "Readiness: storage (and NATS in a cluster) answer",
+        ok={200: StatusOut},
+        errors=(503,),
+        auth=False,
+    )
     async def ready() -> Response:
         try:
             await ctx.storage.ping()
@@ -33,6 +48,7 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response({"status": "ready"})
 
     @bp.get("/metrics")
+    @doc("ops", "Prometheus metrics (text exposition format)", ok={200: "text/plain"}, auth=False)
     async def metrics() -> Response:
         m = ctx.metrics
         d = ctx.system.directory.statistics()
@@ -57,6 +73,13 @@ def register(app: Quart, ctx: Context) -> None:
         return Response(body, content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @bp.get("/api/online-users")
+    @doc(
+        "ops",
+        "Members of a chat or workspace with a live stream",
+        query=OnlineUsersQuery,
+        ok={200: OnlineUsersOut},
+        errors=(400, 403, 404),
+    )
     async def online_users() -> Response:
         user_id = await current_user_id(ctx)
         chat_id = query_int("chat_id", low=1, high=MAX_ID)
@@ -84,6 +107,7 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(body)
 
     @bp.get("/api/sse/health")
+    @doc("ops", "Realtime counters of this node", ok={200: RealtimeHealthOut}, auth=False)
     async def realtime_health() -> Response:
         stats = ctx.system.users.statistics()
         d = ctx.system.directory.statistics()

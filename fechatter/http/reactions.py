@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Quart, Response
 
+from fechatter.http.apidoc import doc
 from fechatter.http.common import Context, current_user_id, empty_response
 
 REACTION_PATH = "/api/chats/<id:chat_id>/messages/<id:message_id>/reactions/<emoji>"
@@ -20,11 +21,20 @@ def register(app: Quart, ctx: Context) -> None:
     messages = ctx.messages
 
     @bp.put(REACTION_PATH)
+    @doc(
+        "messages", "React with an emoji (idempotent)", ok={204: None}, errors=(403, 404, 422, 429)
+    )
     async def add_reaction(chat_id: int, message_id: int, emoji: str) -> Response:
         await messages.react(await current_user_id(ctx), chat_id, message_id, emoji)
         return empty_response()
 
     @bp.delete(REACTION_PATH)
+    @doc(
+        "messages",
+        "Remove the caller's reaction (idempotent)",
+        ok={204: None},
+        errors=(403, 404, 422, 429),
+    )
     async def remove_reaction(chat_id: int, message_id: int, emoji: str) -> Response:
         await messages.unreact(await current_user_id(ctx), chat_id, message_id, emoji)
         return empty_response()

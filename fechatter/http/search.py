@@ -15,6 +15,7 @@ from quart import Blueprint, Quart, Response, request
 
 from fechatter.domain.search import Search
 from fechatter.errors import BadRequest, FieldError
+from fechatter.http.apidoc import SearchPageOut, SearchQueryString, doc
 from fechatter.http.common import Context, current_user_id, json_response, query_int
 from fechatter.models import SearchFilters, format_time
 from fechatter.schemas import MAX_ID
@@ -93,6 +94,13 @@ def register(app: Quart, ctx: Context) -> None:
     search = Search(ctx.storage)
 
     @bp.get("/api/search/messages")
+    @doc(
+        "search",
+        "Search messages of the caller's chats",
+        query=SearchQueryString,
+        ok={200: SearchPageOut},
+        errors=(400, 404),
+    )
     async def search_messages() -> Response:
         user_id = await current_user_id(ctx)
         query = _query()

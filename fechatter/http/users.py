@@ -6,6 +6,7 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response
 
 from fechatter.domain.status import UserStatuses
+from fechatter.http.apidoc import ChatOut, ChosenStatusOut, ProfileOut, doc
 from fechatter.http.common import Context, current_user_id, json_response, read_json
 from fechatter.schemas import MuteIn, StatusIn
 
@@ -16,6 +17,12 @@ def register(app: Quart, ctx: Context, statuses: UserStatuses) -> None:
     bp = Blueprint("users", __name__)
 
     @bp.put("/api/users/me/status")
+    @doc(
+        "users",
+        "Choose away/busy (or null: automatic presence)",
+        body=StatusIn,
+        ok={200: ChosenStatusOut},
+    )
     async def set_status() -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(StatusIn)
@@ -24,11 +31,24 @@ def register(app: Quart, ctx: Context, statuses: UserStatuses) -> None:
         return json_response(chosen)
 
     @bp.get("/api/users/<id:user_id>")
+    @doc(
+        "users",
+        "A user sharing a workspace with the caller, with presence",
+        ok={200: ProfileOut},
+        errors=(404,),
+    )
     async def get_user(user_id: int) -> Response:
         caller = await current_user_id(ctx)
         return json_response(await statuses.profile(caller, user_id))
 
     @bp.put("/api/chats/<id:chat_id>/notifications")
+    @doc(
+        "chats",
+        "Mute or unmute a chat for the caller",
+        body=MuteIn,
+        ok={200: ChatOut},
+        errors=(403, 404),
+    )
     async def set_notifications(chat_id: int) -> Response:
         user_id = await current_user_id(ctx)
         await ctx.chats.visible(chat_id, user_id)  # 404 first, whatever the body

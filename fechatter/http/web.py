@@ -14,6 +14,7 @@ from pathlib import Path
 from quart import Blueprint, Quart, Response, request
 
 from fechatter.errors import NotFound
+from fechatter.http.apidoc import ClientConfigOut, doc
 from fechatter.http.common import Context, json_response
 
 WEB = Path(str(resources.files("fechatter") / "web"))
@@ -74,6 +75,12 @@ def register(app: Quart, ctx: Context) -> None:
         return page(name)
 
     @bp.get("/api/client-config")
+    @doc(
+        "ops",
+        "Where the browser client finds the realtime listener",
+        ok={200: ClientConfigOut},
+        auth=False,
+    )
     async def client_config() -> Response:
         http_rt, ws_rt = realtime_origins()
         return json_response({"realtime_url": http_rt, "realtime_ws_url": ws_rt})

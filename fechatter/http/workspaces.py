@@ -5,6 +5,13 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response, request
 
 from fechatter.errors import BadRequest, FieldError
+from fechatter.http.apidoc import (
+    ChatOut,
+    PublicChannelsQuery,
+    WorkspaceMemberOut,
+    WorkspaceOut,
+    doc,
+)
 from fechatter.http.common import (
     Context,
     current_user_id,
@@ -22,11 +29,19 @@ def register(app: Quart, ctx: Context) -> None:
     workspaces = ctx.workspaces
 
     @bp.get("/api/workspaces")
+    @doc("workspaces", "Workspaces the caller belongs to", ok={200: list[WorkspaceOut]})
     async def list_workspaces() -> Response:
         found = await workspaces.of_user(await current_user_id(ctx))
         return json_response([w.to_json() for w in found])
 
     @bp.post("/api/workspaces")
+    @doc(
+        "workspaces",
+        "Create a workspace (the caller owns it)",
+        body=WorkspaceIn,
+        ok={201: WorkspaceOut},
+        errors=(409,),
+    )
     async def create_workspace() -> Response:
         user_id = await current_user_id(ctx)
         body = await read_json(WorkspaceIn)
@@ -34,11 +49,19 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(ws.to_json(), 201)
 
     @bp.get("/api/workspaces/<id:workspace_id>")
+    @doc("workspaces", "A workspace", ok={200: WorkspaceOut}, errors=(404,))
     async def get_workspace(workspace_id: int) -> Response:
         ws = await workspaces.get(await current_user_id(ctx), workspace_id)
         return json_response(ws.to_json())
 
     @bp.put("/api/workspaces/<id:workspace_id>")
+    @doc(
+        "workspaces",
+        "Rename or describe a workspace",
+        body=WorkspacePatch,
+        ok={200: WorkspaceOut},
+        errors=(403, 404, 409),
+    )
     async def update_workspace(workspace_id: int) -> Response:
         user_id = await current_user_id(ctx)
         await workspaces.role(workspace_id, user_id)  # a non-member learns nothing from a 422
@@ -47,16 +70,25 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(ws.to_json())
 
     @bp.delete("/api/workspaces/<id:workspace_id>")
+    @doc("workspaces", "Delete a workspace with its chats", ok={204: None}, errors=(403, 404))
     async def delete_workspace(workspace_id: int) -> Response:
         await workspaces.delete(await current_user_id(ctx), workspace_id)
         return empty_response()
 
     @bp.get("/api/workspaces/<id:workspace_id>/members")
+    @doc("workspaces", "Members of a workspace", ok={200: list[WorkspaceMemberOut]}, errors=(404,))
     async def list_members(workspace_id: int) -> Response:
         members = await workspaces.members(await current_user_id(ctx), workspace_id)
         return json_response([m.to_json() for m in members])
 
     @bp.post("/api/workspaces/<id:workspace_id>/members")
+    @doc(
+        "workspaces",
+        "Add an existing user by email",
+        body=WorkspaceMemberIn,
+        ok={201: WorkspaceMemberOut},
+        errors=(403, 404, 409),
+    )
     async def add_member(workspace_id: int) -> Response:
         user_id = await current_user_id(ctx)
         await workspaces.role(workspace_id, user_id)  # a non-member learns nothing from a 422
@@ -65,6 +97,13 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(member.to_json(), 201)
 
     @bp.put("/api/workspaces/<id:workspace_id>/members/<id:user_id>")
+    @doc(
+        "workspaces",
+        "Set a member's role (owner only)",
+        body=MemberRoleIn,
+        ok={200: WorkspaceMemberOut},
+        errors=(403, 404, 409),
+    )
     async def set_member_role(workspace_id: int, user_id: int) -> Response:
         caller = await current_user_id(ctx)
         await workspaces.role(workspace_id, caller)  # a non-member learns nothing from a 422
@@ -73,11 +112,19 @@ def register(app: Quart, ctx: Context) -> None:
         return json_response(member.to_json())
 
     @bp.delete("/api/workspaces/<id:workspace_id>/members/<id:user_id>")
+    @doc("workspaces", "Remove a member, or leave", ok={204: None}, errors=(403, 404, 409))
     async def remove_member(workspace_id: int, user_id: int) -> Response:
         await workspaces.remove_member(await current_user_id(ctx), workspace_id, user_id)
         return empty_response()
 
     @bp.get("/api/workspaces/<id:workspace_id>/chats")
+    @doc(
+        "workspaces",
+        "Public channels to discover and join",
+        query=PublicChannelsQuery,
+        ok={200: list[ChatOut]},
+        errors=(400, 404),
+    )
     async def public_channels(workspace_id: int) -> Response:
         user_id = await current_user_id(ctx)
         await workspaces.role(workspace_id, user_id)
