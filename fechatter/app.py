@@ -25,6 +25,8 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.typing import ASGIFramework
 
+from fechatter.access_log import LOGGER as ACCESS_LOGGER
+from fechatter.access_log import AccessLog
 from fechatter.actors.directory import ChatCaller, DirectoryConfig
 from fechatter.actors.system import ActorSystem, open_actor_system
 from fechatter.actors.user import HubConfig
@@ -52,6 +54,7 @@ from fechatter.domain.workspace_events import LocalWorkspaceEvents, WorkspaceEve
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import Unavailable
 from fechatter.http import create_app
+from fechatter.http.access import AccessLogged
 from fechatter.http.asgi import RequestContext, ShieldedSend
 from fechatter.http.common import Context
 from fechatter.http.files import FileRoutes
@@ -268,6 +271,18 @@ async def open_files(settings: Settings, storage: Storage) -> Files:
     return Files(storage, FileStore(storage), blobs, settings, resolve_jwt_secret(settings))
 
 
+def access_logs(settings: Settings) -> tuple[AccessLog, AccessLog] | None:
+    """The access logs of the API and realtime listeners when ``access_log`` is on, else None.
+
+    Their logger is set to INFO, so the flag alone shows the lines whatever ``log_level``.
+    """
+    if not settings.access_log:
+        return None
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
+    trusted = settings.trusted_proxies
+    return AccessLog("api", trusted), AccessLog("realtime", trusted)
+
+
 def api_app(ctx: Context, files: Files) -> ASGIFramework:
     """The API listener's ASGI app: quart's, behind the streaming file routes (not on a
     node with role realtime, which serves no API route)."""
@@ -427,10 +442,14 @@ async def serve(
 
                     nursery.start_soon(follow_node_count)
                 api = api_app(ctx, files)
+                asgi_app: ASGIFramework = ShieldedSend(api)
+                access = access_logs(settings)
+                if access is not None:  # inside RequestContext: its lines carry request_id
+                    asgi_app = AccessLogged(asgi_app, access[0])
                 binds = await nursery.start(
                     partial(
                         hypercorn.trio.serve,
-                        RequestContext(ShieldedSend(api)),
+                        RequestContext(asgi_app),
                         config,
                         shutdown_trigger=shutdown.wait,
                     )
@@ -449,6 +468,7 @@ async def serve(
                     origins=frozenset(settings.origins(api_port)),
                     guard=guard,
                     stats=stats,
+                    access=access[1] if access is not None else None,
                 )
                 realtime = trio.CancelScope()
 

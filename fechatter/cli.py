@@ -60,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
                 help="cluster node role: all (API + streams, default), api (API only),"
                 " realtime (streams only); needs --nats-url or --workers",
             )
+            p.add_argument(
+                "--access-log",
+                action="store_const",
+                const=True,
+                help="log one line per request on both listeners, secrets redacted"
+                " (default off; setting access_log)",
+            )
         if name == "serve":
             p.add_argument(
                 "--workers",
@@ -90,6 +97,8 @@ def _child_flags(args: argparse.Namespace) -> list[str]:
         value = getattr(args, name, None)
         if value is not None:
             flags += [flag, str(value)]
+    if getattr(args, "access_log", None):
+        flags.append("--access-log")
     return flags
 
 
@@ -152,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node_id=args.node_id,
             nats_url=args.nats_url,
             role=args.role,
+            access_log=args.access_log,
             workers=getattr(args, "workers", None),
             worker_index=getattr(args, "worker_index", None),
         )

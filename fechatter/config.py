@@ -117,6 +117,11 @@ class Settings(BaseSettings):
     hash_queue_max: int | None = Field(
         None, ge=0, description="callers waiting for a hash thread, then 503; None: 4 x threads"
     )
+    access_log: bool = Field(
+        False,
+        description="one INFO line per request on both listeners, secrets redacted"
+        " (fechatter/access_log.py)",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="IPs/CIDRs whose X-Forwarded-For names the client; empty: XFF ignored",

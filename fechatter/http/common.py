@@ -15,7 +15,7 @@ from quart import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter
 
-from fechatter import logs, wire
+from fechatter import access_log, logs, wire
 from fechatter.actors.system import ActorSystem
 from fechatter.auth import AccessClaims, Authenticator, bearer_token
 from fechatter.cluster.node import ClusterNode
@@ -124,6 +124,7 @@ async def current_claims(ctx: Context) -> AccessClaims:
     claims = ctx.auth.verify_access_token(token)
     await ctx.guard.check(claims)
     logs.bind(user_id=claims.user_id)  # the request's task only: every later line names them
+    access_log.note_user(claims.user_id)  # the access line too (when it is on)
     return claims
 
 

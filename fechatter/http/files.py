@@ -49,6 +49,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from quart import Blueprint, Response
 from quart_trio import QuartTrio
 
+from fechatter import access_log
 from fechatter.auth import bearer_token
 from fechatter.domain.files import Files
 from fechatter.errors import (
@@ -322,6 +323,7 @@ class FileRoutes:
             raise Unauthorized("missing bearer token", code="missing_token")
         claims = self.ctx.auth.verify_access_token(token)
         await self.ctx.guard.check(claims)
+        access_log.note_user(claims.user_id)
         return claims.user_id
 
     # -- POST /api/files -------------------------------------------------------------------
@@ -478,6 +480,7 @@ class FileRoutes:
                 "the signed URL is invalid or expired; sign it again (POST /api/files/sign)",
                 code="invalid_signature",
             )
+        access_log.note_user(user_id)
         return user_id
 
     async def _serve_file(self, scope: HTTPScope, send: ASGISendCallable) -> int:

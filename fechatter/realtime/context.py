@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from fechatter.access_log import AccessLog
 from fechatter.actors.user import UserHub
 from fechatter.auth import Authenticator
 from fechatter.config import Settings
@@ -29,6 +30,8 @@ class RealtimeContext:
     stats: RealtimeStats = field(default_factory=RealtimeStats)
     # The open streams, for the graceful stop (``OpenStreams.close_all``).
     streams: OpenStreams = field(default_factory=OpenStreams)
+    # The access log (setting ``access_log``), None when off.
+    access: AccessLog | None = None
 
     def ready_event(self, position: str, user_id: int, connection_id: int) -> Event:
         """The first event of every stream; its id is where a reconnect resumes from."""

@@ -14,10 +14,12 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 import trio
 
 from fechatter import logs
+from fechatter.access_log import AccessRecord, redact_target
 from fechatter.auth import AccessClaims, bearer_token
 from fechatter.errors import (
     BadRequest,
@@ -36,6 +38,9 @@ from fechatter.realtime.sockets import read_head
 from fechatter.realtime.sockets import send_all as send_all_bytes
 from fechatter.realtime.sse import serve_sse
 from fechatter.realtime.ws import WsSession
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +129,8 @@ async def _accept(
         await trio.lowlevel.wait_readable(sock)
         try:
             conn, _ = sock.accept()
+            if ctx.access is not None:
+                conn = CountingSocket.adopt(conn)
         except BlockingIOError:
             continue
         except OSError as exc:
@@ -136,6 +143,23 @@ async def _accept(
         _tune(ctx, conn)
         ctx.stats.active += 1
         nursery.start_soon(_serve_connection, ctx, gate, gate.accept(trio.current_time()), conn)
+
+
+class CountingSocket(socket.socket):
+    """A connection whose ``send`` counts the bytes it wrote (the access log's ``bytes``);
+    used only while the access log is on."""
+
+    sent = 0
+
+    @classmethod
+    def adopt(cls, conn: socket.socket) -> CountingSocket:
+        """The same connection (its descriptor moves over; ``conn`` is left closed)."""
+        return cls(conn.family, conn.type, conn.proto, fileno=conn.detach())
+
+    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
+        sent = super().send(data, flags)
+        self.sent += sent
+        return sent
 
 
 def _tune(ctx: RealtimeContext, conn: socket.socket) -> None:
@@ -161,14 +185,18 @@ async def _serve_connection(
     # admitted: the admission key is the listener's id for the connection.
     logs.bind(connection_id=entry.key, user_id=logs.Deferred(lambda: entry.user_id or None))
     gate.rearm(entry, trio.current_time())
+    record = AccessRecord() if ctx.access is not None else None
     try:
         with entry.scope:
-            await _route(ctx, gate, entry, conn)
+            await _route(ctx, gate, entry, conn, record)
     except Dropped:
         pass
     except Exception:
         log.exception("realtime connection failed")
     finally:
+        if ctx.access is not None and record is not None and (record.status or record.method):
+            record.bytes_sent = getattr(conn, "sent", 0)
+            ctx.access.emit(record)  # one line per request; a silent connection has none
         gate.release(entry)
         ctx.stats.active -= 1
         trio.lowlevel.notify_closing(conn)
@@ -180,12 +208,24 @@ async def _answer(conn: socket.socket, data: bytes) -> None:
         await send_all_bytes(conn, data)
 
 
-async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socket.socket) -> None:
+async def _route(
+    ctx: RealtimeContext,
+    gate: Gate,
+    entry: Admission,
+    conn: socket.socket,
+    record: AccessRecord | None = None,
+) -> None:
+    """Read the head and serve the route; ``record`` (the access log's, when on) learns the
+    request, the client, the user and the status answered (0: none)."""
     head = await read_head(conn)
     if not isinstance(head, HeadError):
         gate.rearm(entry, trio.current_time(), AUTH_TIMEOUT)
+        if record is not None and ctx.access is not None:
+            _note_request(ctx, record, head, conn)
     if isinstance(head, HeadError):
         if head.status:
+            if record is not None:
+                record.status = head.status
             ctx.stats.bad_requests += 1
             error: FechatterError = (
                 HeadersTooLarge(head.detail)
@@ -199,6 +239,8 @@ async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socke
         if head.path not in (SSE_PATH, WS_PATH):
             raise NotFound("no such stream route", code="route_not_found")
         if head.method == "OPTIONS":
+            if record is not None:
+                record.status = 204 if cors else Forbidden.status
             await _answer(conn, _preflight(cors))
             return
         if head.method != "GET":
@@ -218,6 +260,9 @@ async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socke
                     headers={"Sec-WebSocket-Version": "13"},
                 )
         gate.promote(entry, claims.user_id)  # 503 / 429 here, before any stream starts
+        if record is not None:
+            record.user_id = claims.user_id
+            record.status = 200 if accept is None else 101
         if accept is None:
             await serve_sse(ctx, conn, claims, last_event_id, cors)
         else:
@@ -225,7 +270,25 @@ async def _route(ctx: RealtimeContext, gate: Gate, entry: Admission, conn: socke
     except FechatterError as exc:
         if isinstance(exc, BadRequest):
             ctx.stats.bad_requests += 1
+        if record is not None:
+            record.status = exc.status
         await _answer(conn, problem_response(exc, cors))
+
+
+def _note_request(
+    ctx: RealtimeContext, record: AccessRecord, head: Head, conn: socket.socket
+) -> None:
+    """Fill the access record's request line and client (``X-Forwarded-For`` through
+    ``trusted_proxies``; headers themselves are never logged)."""
+    assert ctx.access is not None
+    record.method = head.method[:16]
+    record.path = redact_target(head.path, head.raw_query)
+    try:
+        peer: str | None = str(conn.getpeername()[0])
+    except (OSError, IndexError, TypeError):
+        peer = None
+    forwarded = head.header("x-forwarded-for")
+    record.client = ctx.access.client(peer, [forwarded] if forwarded else [])
 
 
 async def _authenticate(ctx: RealtimeContext, head: Head) -> AccessClaims:

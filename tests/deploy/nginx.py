@@ -29,6 +29,7 @@ import trio
 import trustme
 
 from tests.pg import free_port
+from tests.realtime.schema_check import check_event
 
 REPO = Path(__file__).resolve().parents[2]
 SITE = REPO / "deploy" / "nginx.conf"
@@ -233,7 +234,9 @@ class TlsSse:
                 line.split(": ", 1) for line in block.decode().split("\n") if ": " in line
             )
             if "event" in fields:
-                return fields["event"], json.loads(fields["data"])
+                data = json.loads(fields["data"])
+                check_event(fields["event"], data, fields.get("id"))
+                return fields["event"], data
 
     async def aclose(self) -> None:
         await self.stream.aclose()

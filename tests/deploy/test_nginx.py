@@ -25,6 +25,7 @@ from tests.conftest import Api, make_chat, make_workspace
 from tests.deploy.nginx import Proxy, TlsSse, nginx_binary, open_nginx
 from tests.nats import NatsServer
 from tests.pg import PgServer, bin_dir, free_port
+from tests.realtime.schema_check import check_ws_text
 from tests.serverlog import problems_in_text
 
 pytestmark = pytest.mark.slow  # two subprocess nodes and nginx
@@ -92,17 +93,17 @@ async def test_https_signup_send_and_both_streams_through_nginx(
                 async with open_websocket_url(
                     ws_url, proxy.ssl_context, extra_headers=origin
                 ) as ws:
-                    assert json.loads(await ws.get_message())["event"] == "ready"
+                    assert check_ws_text(await ws.get_message())["event"] == "ready"
                     r = await me.api.post(f"/api/chats/{chat}/messages", json={"content": "hi"})
                     assert r.status_code == 201, r.text
                     name, data = await sse.next_event()
                     assert (name, data["content"]) == ("message.created", "hi")
-                    frame = json.loads(await ws.get_message())
+                    frame = check_ws_text(await ws.get_message())
                     assert (frame["event"], frame["data"]["content"]) == ("message.created", "hi")
                     # A WebSocket send through the proxy: acked, and pushed to the SSE stream.
                     op = {"op": "send", "chat_id": chat, "content": "back", "client_id": "c-1"}
                     await ws.send_message(json.dumps(op))
-                    frames = [json.loads(await ws.get_message()) for _ in range(2)]
+                    frames = [check_ws_text(await ws.get_message()) for _ in range(2)]
                     assert {f["event"] for f in frames} == {"ack", "message.created"}
                     name, data = await sse.next_event()
                     assert (name, data["content"]) == ("message.created", "back")

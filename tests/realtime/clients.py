@@ -1,8 +1,10 @@
 """Stream clients for the tests: a raw-socket SSE reader and a raw WebSocket peer.
 
 The SSE client parses exactly the framing SPEC §4 promises (``id``/``event``/``data`` lines,
-``:`` comments) so a framing bug fails a test. The WebSocket tests mostly use trio-websocket;
-``RawWs`` is for what a well-behaved library will not do (ignore pings, send garbage).
+``:`` comments) so a framing bug fails a test. Every event or frame either client receives is
+validated against the shipped JSON Schemas (``tests/realtime/schema_check.py``).
+The WebSocket tests mostly use trio-websocket; ``RawWs`` is for what a well-behaved library
+will not do (ignore pings, send garbage).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from urllib.parse import urlencode, urlsplit
 import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Ping, TextMessage
+
+from tests.realtime.schema_check import check_event, check_ws_text
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,9 @@ class SseClient:
                 self.retry = int(fields.pop("retry"))
             if not fields:
                 continue
-            return Received(fields.get("id"), fields["event"], json.loads(fields["data"]))
+            received = Received(fields.get("id"), fields["event"], json.loads(fields["data"]))
+            check_event(received.event, received.data, received.id)
+            return received
 
     async def next_of(self, *names: str) -> Received:
         """The next event whose name is in ``names`` (skipping presence, typing, ...)."""
@@ -238,7 +244,7 @@ class RawWs:
                     if event.message_finished:
                         text = "".join(self.pending)
                         self.pending = []
-                        return json.loads(text)
+                        return check_ws_text(text)
                 elif isinstance(event, Ping) and self.answer_pings:
                     await self.stream.send_all(self.ws.send(event.response()))
                 elif isinstance(event, CloseConnection):

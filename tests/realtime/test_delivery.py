@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -11,6 +9,7 @@ from trio_websocket import open_websocket_url
 from fechatter.app import ServerInfo
 from tests.conftest import Api, User, make_chat, make_workspace, tls_context
 from tests.realtime.clients import Received, SseClient
+from tests.realtime.schema_check import check_ws_text
 
 
 async def _ws_url(server: ServerInfo, user: User, extra: str = "") -> str:
@@ -55,7 +54,7 @@ async def test_sse_and_websocket_carry_identical_events(server: ServerInfo, api:
         async with open_websocket_url(
             await _ws_url(server, b), tls_context(server.realtime_url)
         ) as ws:
-            first = json.loads(await ws.get_message())
+            first = check_ws_text(await ws.get_message())
             assert first["event"] == "ready"
             await a.api.post(f"/api/chats/{chat}/messages", json={"content": "x"})
             await a.api.post(f"/api/chats/{chat}/typing")
@@ -63,7 +62,7 @@ async def test_sse_and_websocket_carry_identical_events(server: ServerInfo, api:
             from_sse = [await sse.next_of("message.created", "typing") for _ in range(2)]
             from_ws: list[Received] = []
             while len(from_ws) < 2:
-                frame = json.loads(await ws.get_message())
+                frame = check_ws_text(await ws.get_message())
                 if frame["event"] in ("message.created", "typing"):
                     # typing has no id in a cluster (ephemeral, docs/api.md): absent on both
                     from_ws.append(Received(frame.get("id"), frame["event"], frame["data"]))

@@ -31,6 +31,7 @@ class Head:
     query: dict[str, str]
     headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
     trailing: bytes  # bytes received after the head (e.g. the first WebSocket frames)
+    raw_query: str = ""  # the query string as sent (the access log redacts it)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -99,7 +100,9 @@ class HeadReader:
         target = urlsplit(event.target.decode("latin-1"))
         query = {k: v[-1] for k, v in parse_qs(target.query, keep_blank_values=True).items()}
         method = event.method.decode("ascii").upper()
-        return self._end(Head(method, target.path, query, headers, bytes(trailing)))
+        return self._end(
+            Head(method, target.path, query, headers, bytes(trailing), raw_query=target.query)
+        )
 
     def _end(self, answer: Head | HeadError) -> Head | HeadError:
         self._done = True
