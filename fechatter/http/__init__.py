@@ -28,6 +28,7 @@ from fechatter.http import (
     invites,
     messages,
     ops,
+    password_resets,
     reactions,
     search,
     users,
@@ -150,6 +151,7 @@ def create_app(ctx: Context) -> QuartTrio:
     auth_routes.register(app, ctx)
     workspaces.register(app, ctx)
     invites.register(app, ctx)
+    password_resets.register(app, ctx)
     chats.register(app, ctx)
     messages.register(app, ctx)
     reactions.register(app, ctx)
