@@ -152,9 +152,11 @@ def restore_backup(settings: Settings, file: Path, *, force: bool) -> dict[str, 
     target = _sqlite(settings)
     blobs_dir = settings.files_path / "blobs"
     try:
-        tar = tarfile.open(file, "r")  # noqa: SIM115 - closed by the with below
-    except (OSError, tarfile.TarError) as exc:
-        raise CommandError(f"cannot read {file}: {exc}") from None
+        tar = tarfile.open(file, "r:")  # noqa: SIM115 - closed by the with below
+    except tarfile.TarError:
+        raise CommandError(f"cannot read {file}: not a tar archive") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read {file}: {exc.strerror or exc}") from None
     with tar:
         manifest = _manifest(tar)
         has_blobs = blobs_dir.is_dir() and any(blobs_dir.iterdir())
