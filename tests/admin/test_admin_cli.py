@@ -115,6 +115,10 @@ async def test_create_user_without_password_gets_a_one_time_link(
     token = url.rsplit("/reset-password/", 1)[1]
     assert url.startswith("http")
     assert (await api.get(f"/api/password-resets/{token}")).status_code == 204
+    # The web client's form: the app page at the link, and its module.
+    page = await api.get(f"/reset-password/{token}")
+    assert (page.status_code, page.headers["content-type"].split(";")[0]) == (200, "text/html")
+    assert (await api.get("/static/reset.js")).status_code == 200
     r = await api.post(f"/api/password-resets/{token}", json={"password": "short"})
     assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "password")
     r = await api.post(f"/api/password-resets/{token}", json={"password": "my own password"})

@@ -1,5 +1,6 @@
 """``fechatter backup`` / ``fechatter restore`` (issue 17): a round trip under load, and the
-refusals. SQLite only: PostgreSQL is backed up with pg_dump (tests/admin/test_pg_backup.py)."""
+refusals. SQLite only: PostgreSQL is backed up with pg_dump (the recipe of docs/deploy.md
+"Backups", run by tests/deploy/test_nginx.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from tests.conftest import (
 
 pytestmark = pytest.mark.skipif(
     suite_backend() not in ("sqlite", "proxy"),
-    reason="fechatter backup is for SQLite; PostgreSQL uses pg_dump (test_pg_backup.py)",
+    reason="fechatter backup is for SQLite; PostgreSQL uses pg_dump (tests/deploy/test_nginx.py)",
 )
 
 LOAD_CEILING = 120.0  # seconds for the whole round trip (two interpreters start)
