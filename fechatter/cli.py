@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pydantic
 import trio
 
-from fechatter import logs
+from fechatter import cli_admin, cli_backup, logs
 from fechatter.app import NatsUnreachable, serve
 from fechatter.config import Settings, load_settings
 from fechatter.logs import LOG_FORMATS
@@ -76,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
             )
             # Internal: the --workers parent starts each child with its index.
             p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    cli_admin.register(sub)
+    cli_backup.register(sub)
     return parser
 
 
@@ -174,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fechatter: bad configuration: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, level=logging.getLevelNamesMapping()[settings.log_level])
+    if args.command in ("admin", "backup", "restore"):
+        run = cli_admin.run if args.command == "admin" else cli_backup.run
+        return run(args, settings)
     if args.command == "migrate":
         trio.run(_migrate, settings)
         print(f"migrations applied to {settings.database_url}")

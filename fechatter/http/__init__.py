@@ -29,6 +29,7 @@ from fechatter.http import (
     messages,
     openapi,
     ops,
+    password_resets,
     reactions,
     search,
     users,
@@ -151,6 +152,7 @@ def create_app(ctx: Context) -> QuartTrio:
     auth_routes.register(app, ctx)
     workspaces.register(app, ctx)
     invites.register(app, ctx)
+    password_resets.register(app, ctx)
     chats.register(app, ctx)
     messages.register(app, ctx)
     reactions.register(app, ctx)

@@ -70,6 +70,10 @@ def register(app: Quart, ctx: Context) -> None:
         # token never reaches a log (the access line logs the rule) nor a Referer.
         return page("index.html")
 
+    @bp.get("/reset-password/<token>")
+    async def reset_page(token: str) -> Response:
+        return page("index.html")  # web/reset.js shows the form; as /invite/<token>
+
     @bp.get("/static/<name>")
     async def static(name: str) -> Response:
         return page(name)

@@ -18,6 +18,7 @@ import { wireFiles } from "./files.js";
 import { closeMembers, membersOpen, renderMembers, wireMembers } from "./members.js";
 import { enterApp, showAuth, wireSession } from "./session.js";
 import { joinPendingInvite, prepareInvite } from "./invites.js";
+import { prepareReset } from "./reset.js";
 import { wireSettings } from "./settings.js";
 import { wireSearch } from "./search.js";
 import { onStatusChange, wireStatus } from "./status.js";
@@ -58,5 +59,7 @@ function wire() {
 wire();
 // An invite link (/invite/<token>): say who invites where first; signed in already → join.
 await prepareInvite();
-if (api.session) enterApp(await joinPendingInvite()).catch(() => showAuth());
+// A password-reset link (/reset-password/<token>): its form on the sign-in screen.
+if (await prepareReset()) showAuth();
+else if (api.session) enterApp(await joinPendingInvite()).catch(() => showAuth());
 else showAuth();
