@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pydantic
 import trio
 
-from fechatter import logs
+from fechatter import cli_archive, logs
 from fechatter.app import NatsUnreachable, serve
 from fechatter.config import Settings, load_settings
 from fechatter.logs import LOG_FORMATS
@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
             )
             # Internal: the --workers parent starts each child with its index.
             p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    cli_archive.register(sub)
     return parser
 
 
@@ -143,6 +144,8 @@ def _one_line(exc: pydantic.ValidationError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in cli_archive.COMMANDS:
+        return cli_archive.run(args)
     flags = {"database_url": args.database_url, "log_format": args.log_format}
     if args.command in ("serve", "demo"):
         flags.update(
