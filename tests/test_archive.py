@@ -22,6 +22,7 @@ from fechatter.storage.blobs import LocalBlobStore
 from fechatter.storage.core import SqlStorage
 from fechatter.storage.files import URL_PREFIX, FileStore
 from tests.conftest import Api, make_chat, make_workspace, suite_backend, upload_file
+from tests.http.test_files import png
 
 CEILING = 60
 
@@ -57,9 +58,20 @@ async def snapshot(settings: Settings, email: str, ws_id: int) -> dict[str, Any]
         assert ws is not None
         members = await storage.list_workspace_members(ws_id)
         emails = {m.user.id: m.user.email for m in members}
+
+        async def data(url: str) -> bytes:
+            record = await files.get(url.removeprefix(URL_PREFIX))
+            assert record is not None
+            return b"".join([c async for c in blobs.read(record.sha256)])
+
         out: dict[str, Any] = {
             "workspace": (ws.name, ws.description, emails[ws.owner_id]),
-            "members": sorted((m.user.email, m.role.value) for m in members),
+            "members": sorted(
+                [
+                    (m.user.email, m.role.value, m.user.avatar and await data(m.user.avatar))
+                    for m in members
+                ]
+            ),
             "chats": {},
         }
         for chat in await storage.list_chats(me.id, ws_id):
@@ -70,17 +82,13 @@ async def snapshot(settings: Settings, email: str, ws_id: int) -> dict[str, Any]
                 content = m.content
                 for uid, mail in emails.items():
                     content = content.replace(f"<@{uid}>", f"<@{mail}>")
-                data = []
-                for url in m.files:
-                    record = await files.get(url.removeprefix(URL_PREFIX))
-                    assert record is not None
-                    data.append(b"".join([c async for c in blobs.read(record.sha256)]))
+                attached = [await data(url) for url in m.files]
                 rows.append(
                     (
                         m.seq,
                         emails[m.sender_id],
                         content,
-                        data,
+                        attached,
                         seqs.get(m.reply_to) if m.reply_to else None,
                         seqs.get(m.thread_id) if m.thread_id else None,
                         m.created_at,
@@ -105,11 +113,15 @@ async def snapshot(settings: Settings, email: str, ws_id: int) -> dict[str, Any]
 
 
 async def populate(api: Api) -> tuple[Any, Any, int, int]:
-    """Two users, a channel with a thread, a quote-reply, a tombstone, an edit, a mention,
-    a reaction and a file, and a Single chat; (owner, member, workspace id, channel id)."""
+    """Two users (one with an avatar), a channel with a thread, a quote-reply, a tombstone,
+    an edit, a mention, reactions and a file, and a Single chat; (owner, member, workspace id,
+    channel id)."""
     a, b = await api.signup("ana"), await api.signup("bo")
     ws = await make_workspace(a, b)
     chan = await make_chat(a, ws, "PublicChannel", b, name="general")
+    r = await b.api.post("/api/files", files={"file": ("me.png", png(40, 30), "image/png")})
+    assert r.status_code == 201, r.text
+    assert (await b.api.patch("/api/users/me", json={"avatar": r.json()["url"]})).is_success
     url = await upload_file(a, b"archived bytes \x00\x01", "notes.txt")
     base = f"/api/chats/{chan}/messages"
     r = await a.api.post(base, json={"content": f"root for <@{b.id}> zebraword", "files": [url]})
@@ -148,16 +160,21 @@ async def test_round_trip_fresh_and_same_database(
             manifest = json.loads(zf.read("manifest.json"))
         assert manifest["counts"]["messages"] == 5
         assert manifest["counts"]["reactions"] == 2
-        assert manifest["counts"]["blobs"] == 1
+        assert manifest["counts"]["files"] == 2  # the attachment and the avatar
+        assert manifest["counts"]["blobs"] == 3  # and the avatar's thumbnail
         before = await snapshot(live, a.email, ws)
 
         fresh = fresh_database(tmp_path, request, "fresh")
+        async with open_storage(fresh.database_url) as storage:
+            # Someone already there: every imported id differs from the archived one.
+            await storage.create_user("Earlier", "earlier@example.com", "!", "earlier")
         assert await run_cli("import", str(archive), *db_flags(fresh)) == 0
         async with open_storage(fresh.database_url) as storage:
             ana = await storage.get_user_by_email(a.email)
             assert ana is not None
             assert ana.status is UserStatus.SUSPENDED  # activated by an operator's reset
             (copy,) = await storage.list_workspaces(ana.id)
+            assert ana.id != a.id
         assert await snapshot(fresh, a.email, copy.id) == before
 
         flags = ("--workspace-name", "second copy", *db_flags(live))
@@ -258,3 +275,21 @@ async def test_bad_archives_are_one_line_and_write_nothing(
         )
         assert "no workspace with id 999999" in capsys.readouterr().err
         assert not (tmp_path / "x.zip").exists()
+
+
+async def test_round_trip_across_dialects_into_postgres(
+    api: Api, settings_factory: Callable[..., Settings], tmp_path: Path, pg_database: str
+) -> None:
+    """Whatever the suite's backend, one round trip ends in a fresh PostgreSQL database."""
+    with trio.fail_after(CEILING):
+        a, _b, ws, _ = await populate(api)
+        live = settings_factory()
+        archive = tmp_path / "ws.zip"
+        assert await run_cli("export", "--workspace", str(ws), str(archive), *db_flags(live)) == 0
+        target = Settings(database_url=pg_database, files_dir=tmp_path / "pg-files")
+        assert await run_cli("import", str(archive), *db_flags(target)) == 0
+        async with open_storage(pg_database) as storage:
+            ana = await storage.get_user_by_email(a.email)
+            assert ana is not None
+            (copy,) = await storage.list_workspaces(ana.id)
+        assert await snapshot(target, a.email, copy.id) == await snapshot(live, a.email, ws)
