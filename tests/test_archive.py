@@ -23,6 +23,7 @@ from fechatter.storage.core import SqlStorage
 from fechatter.storage.files import URL_PREFIX, FileStore
 from tests.conftest import Api, make_chat, make_workspace, suite_backend, upload_file
 from tests.http.test_files import png
+from tests.pg import PgServer
 
 CEILING = 60
 
@@ -42,7 +43,8 @@ def fresh_database(tmp_path: Path, request: pytest.FixtureRequest, name: str) ->
     if suite_backend() == "sqlite":
         url = f"sqlite:///{tmp_path / (name + '.db')}"
     else:
-        url = request.getfixturevalue("pg_server").new_database()
+        server: PgServer = request.getfixturevalue("pg_server")
+        url = server.new_database()
     return Settings(database_url=url, files_dir=tmp_path / f"{name}-files")
 
 
@@ -278,9 +280,10 @@ async def test_bad_archives_are_one_line_and_write_nothing(
 
 
 async def test_round_trip_across_dialects_into_postgres(
-    api: Api, settings_factory: Callable[..., Settings], tmp_path: Path, pg_database: str
+    api: Api, settings_factory: Callable[..., Settings], tmp_path: Path, pg_server: PgServer
 ) -> None:
     """Whatever the suite's backend, one round trip ends in a fresh PostgreSQL database."""
+    pg_database = pg_server.new_database()  # not the fixture: the server's own in pg modes
     with trio.fail_after(CEILING):
         a, _b, ws, _ = await populate(api)
         live = settings_factory()
