@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pydantic
 import trio
 
-from fechatter import cli_admin, cli_backup, logs
+from fechatter import cli_admin, cli_archive, cli_backup, logs
 from fechatter.app import NatsUnreachable, serve
 from fechatter.config import Settings, load_settings
 from fechatter.logs import LOG_FORMATS
@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     cli_admin.register(sub)
     cli_backup.register(sub)
+    cli_archive.register(sub)
     return parser
 
 
@@ -154,6 +155,8 @@ def _one_line(exc: pydantic.ValidationError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in cli_archive.COMMANDS:
+        return cli_archive.run(args)
     flags = {"database_url": args.database_url, "log_format": args.log_format}
     if args.command in ("serve", "demo"):
         flags.update(

@@ -47,12 +47,16 @@ def sqlite_path(url: str) -> str:
 
 
 @asynccontextmanager
-async def open_storage(url: str, *, pool_size: int | None = None) -> AsyncIterator[Storage]:
+async def open_storage(
+    url: str, *, pool_size: int | None = None, operation_timeout: float | None = None
+) -> AsyncIterator[Storage]:
     """Open the backend named by ``url``; close it on exit.
 
     ``sqlite:///path`` or ``postgresql://user:password@host:port/database`` (also
     ``postgres://``, and any libpq connection URI parameters). ``pool_size``: PostgreSQL
     connections of this process (None: sized by the backend; SQLite ignores it).
+    ``operation_timeout``: seconds one PostgreSQL call may take (None: the backend's default;
+    the archive import, one transaction, asks for more; SQLite ignores it).
     """
     scheme = url.partition(":")[0].lower()
     if scheme == "sqlite":
@@ -63,9 +67,12 @@ async def open_storage(url: str, *, pool_size: int | None = None) -> AsyncIterat
             yield storage
         return
     if scheme in ("postgresql", "postgres"):
-        from fechatter.storage.postgres import open_postgres_storage
+        from fechatter.storage.postgres import DEFAULT_OPERATION_TIMEOUT, open_postgres_storage
 
-        async with open_postgres_storage(url, pool_size=pool_size) as storage:
+        timeout = DEFAULT_OPERATION_TIMEOUT if operation_timeout is None else operation_timeout
+        async with open_postgres_storage(
+            url, pool_size=pool_size, operation_timeout=timeout
+        ) as storage:
             yield storage
         return
     raise ValueError(

@@ -1,0 +1,107 @@
+"""``fechatter export`` and ``fechatter import``: workspace archives (issue 17, docs/archive.md).
+
+Both run on the database and the files directory directly, as the operator: whoever can run
+them can read the database anyway, so they check no account ("admin-only" is operator
+access). A failure is one line on stderr and exit status 1 (2 for bad configuration);
+nothing is half-imported (one transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from pathlib import Path
+
+import pydantic
+import trio
+
+from fechatter.config import Settings, load_settings
+from fechatter.domain.archive import export_workspace, import_archive, import_source
+from fechatter.domain.slack_import import SlackSource
+from fechatter.errors import FechatterError
+from fechatter.storage import open_storage
+from fechatter.storage.archive import ArchiveInvalid, ArchiveStore, ImportResult
+from fechatter.storage.blobs import BlobMissing, LocalBlobStore
+from fechatter.storage.core import SqlStorage
+
+COMMANDS = ("export", "import")
+# One import is one transaction: PostgreSQL's per-call bound is raised to this (seconds).
+IMPORT_TIMEOUT = 3600.0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``export`` and ``import`` to the ``fechatter`` command's subparsers."""
+    export = sub.add_parser("export", help="write a workspace archive (docs/archive.md)")
+    export.add_argument("--workspace", type=int, required=True, help="the workspace id")
+    export.add_argument("file", help="the zip file to write")
+    imp = sub.add_parser("import", help="import an archive or a Slack export as a new workspace")
+    imp.add_argument("file", help="a Fechatter archive zip (or, with --slack, a Slack export)")
+    imp.add_argument("--slack", action="store_true", help="FILE is a Slack workspace export zip")
+    imp.add_argument(
+        "--workspace-name", help="name of the new workspace (default: the archive's / the zip's)"
+    )
+    for p in (export, imp):
+        p.add_argument("--config", help="YAML config file (default ./app.yaml if present)")
+        p.add_argument("--database-url", help="sqlite:///path (default sqlite:///fechatter.db)")
+        p.add_argument("--files-dir", help="where blobs live (default: the server's files_dir)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``export`` or ``import`` for parsed ``args``; the exit status."""
+    try:
+        settings = load_settings(
+            args.config, database_url=args.database_url, files_dir=args.files_dir
+        )
+    except (pydantic.ValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"fechatter: bad configuration: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    try:
+        if args.command == "export":
+            counts = trio.run(_export, settings, args.workspace, Path(args.file))
+            print(f"exported workspace {args.workspace} to {args.file}: {counts}")
+        else:
+            result = trio.run(_import, settings, Path(args.file), args.slack, args.workspace_name)
+            print(
+                f"imported {args.file} as workspace {result.workspace_id}:"
+                f" {result.users_created} users created (suspended),"
+                f" {result.users_matched} matched by email, {result.chats} chats,"
+                f" {result.messages} messages, {result.reactions} reactions,"
+                f" {result.files} files"
+            )
+    except ArchiveInvalid as exc:
+        print(f"fechatter {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except (FechatterError, BlobMissing, OSError) as exc:
+        print(f"fechatter {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _store(settings: Settings, storage: object) -> tuple[ArchiveStore, LocalBlobStore]:
+    if not isinstance(storage, SqlStorage):  # pragma: no cover - both backends are
+        raise TypeError("archives need a SQL storage backend")
+    blobs = LocalBlobStore(settings.files_path)
+    await blobs.open()
+    return ArchiveStore(storage), blobs
+
+
+async def _export(settings: Settings, workspace_id: int, path: Path) -> dict[str, int]:
+    async with open_storage(settings.database_url, pool_size=2) as storage:
+        store, blobs = await _store(settings, storage)
+        return (await export_workspace(store, blobs, workspace_id, path)).counts
+
+
+async def _import(settings: Settings, path: Path, slack: bool, name: str | None) -> ImportResult:
+    async with open_storage(
+        settings.database_url, pool_size=2, operation_timeout=IMPORT_TIMEOUT
+    ) as storage:
+        store, blobs = await _store(settings, storage)
+        if not slack:
+            return await import_archive(store, blobs, path, name)
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ArchiveInvalid(f"{path}: not a zip archive ({exc})") from None
+        with zf:
+            return await import_source(store, SlackSource(zf, name or path.stem), None)

@@ -1,0 +1,377 @@
+"""Workspace export and import (issue 17): the archive format of docs/archive.md.
+
+``export_workspace`` writes one workspace as a zip: ``manifest.json``, ``workspace.json``, one
+JSON-lines file per kind of row and ``files/<sha256>`` for each blob. It streams: rows are
+read in batches and written line by line; what it keeps in memory is the sets of user ids and
+file URLs the rows reference (to export exactly those users and uploads).
+
+``import_archive`` reads such a zip (or any ``ArchiveSource``: the Slack importer hands its
+rows to the same path) into a NEW workspace: blobs first (each checked against its SHA-256),
+then every row in one transaction (``storage.archive.import_rows``). A bad archive raises
+``ArchiveInvalid`` with one line naming the file and row; nothing is written but blobs, which
+no upload row names and the file collector removes after its grace period.
+
+This module must never decide who may export or import: the command line is operator access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import pydantic
+import trio
+
+from fechatter.models import utc_now
+from fechatter.storage.archive import (
+    ArchiveChat,
+    ArchiveFile,
+    ArchiveInvalid,
+    ArchiveMember,
+    ArchiveMessage,
+    ArchiveReaction,
+    ArchiveSource,
+    ArchiveStore,
+    ArchiveUser,
+    ArchiveWorkspace,
+    ImportResult,
+    mentioned_ids,
+)
+from fechatter.storage.blobs import KEY, BlobStore
+from fechatter.storage.files import URL_PREFIX
+
+__all__ = ["FORMAT", "VERSION", "ArchiveInvalid", "ZipSource", "export_workspace"]
+
+FORMAT = "fechatter-archive"
+VERSION = 1
+MAX_LINE = 1 << 20  # bytes per JSON line (a message of 4000 characters is far below)
+COPY_CHUNK = 256 * 1024
+SECTIONS = (
+    "users",
+    "workspace_members",
+    "chats",
+    "members",
+    "messages",
+    "reactions",
+    "files",
+)
+
+T = TypeVar("T")
+
+
+def _line(row: Any) -> bytes:
+    return json.dumps(dataclasses.asdict(row), ensure_ascii=False).encode() + b"\n"
+
+
+@dataclasses.dataclass(slots=True)
+class ExportResult:
+    """Rows written per section, and blobs."""
+
+    counts: dict[str, int]
+
+
+async def export_workspace(
+    store: ArchiveStore, blobs: BlobStore, workspace_id: int, path: Path
+) -> ExportResult:
+    """Write workspace ``workspace_id`` to the zip ``path`` (via ``path.partial``, renamed
+    when complete). ``ArchiveInvalid`` if there is no such workspace; ``Unavailable`` if the
+    database does not answer; ``BlobMissing`` if a file's bytes are gone."""
+    ws = await store.workspace(workspace_id)
+    if ws is None:
+        raise ArchiveInvalid(f"no workspace with id {workspace_id}")
+    partial = path.with_name(path.name + ".partial")
+    counts = dict.fromkeys((*SECTIONS, "blobs"), 0)
+    users: set[int] = {ws.owner_id}
+    file_urls: set[str] = set()
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("workspace.json", json.dumps(dataclasses.asdict(ws), ensure_ascii=False))
+            with zf.open("workspace_members.jsonl", "w", force_zip64=True) as out:
+                after = 0
+                while batch := await store.workspace_members(workspace_id, after):
+                    for m in batch:
+                        out.write(_line(m))
+                        users.add(m.user_id)
+                    counts["workspace_members"] += len(batch)
+                    after = batch[-1].user_id
+            chats: list[tuple[int, int]] = []  # (chat id, last seq when read)
+            with zf.open("chats.jsonl", "w", force_zip64=True) as out:
+                after = 0
+                while chat_batch := await store.chats(workspace_id, after):
+                    for chat, last_seq in chat_batch:
+                        out.write(_line(chat))
+                        users.add(chat.owner_id)
+                        chats.append((chat.id, last_seq))
+                    counts["chats"] += len(chat_batch)
+                    after = chat_batch[-1][0].id
+            with zf.open("members.jsonl", "w", force_zip64=True) as out:
+                for chat_id, _ in chats:
+                    after = 0
+                    while batch := await store.chat_members(chat_id, after):
+                        for m in batch:
+                            out.write(_line(m))
+                            users.add(m.user_id)
+                        counts["members"] += len(batch)
+                        after = batch[-1].user_id
+            with zf.open("messages.jsonl", "w", force_zip64=True) as out:
+                for chat_id, last_seq in chats:
+                    after = 0
+                    while msgs := await store.messages(chat_id, after, last_seq):
+                        for msg in msgs:
+                            out.write(_line(msg))
+                            users.add(msg.sender_id)
+                            users.update(msg.mentions)
+                            users.update(mentioned_ids(msg.content))
+                            file_urls.update(msg.files)
+                        counts["messages"] += len(msgs)
+                        after = msgs[-1].seq
+            with zf.open("reactions.jsonl", "w", force_zip64=True) as out:
+                for chat_id, last_seq in chats:
+                    after = 0
+                    while reactions := await store.reactions(chat_id, last_seq, after):
+                        for _, r in reactions:
+                            out.write(_line(r))
+                            users.add(r.user_id)
+                        counts["reactions"] += len(reactions)
+                        after = reactions[-1][0]
+            user_rows = await _users(store, users)
+            file_urls.update(u.avatar for u in user_rows if u.avatar)
+            file_ids = sorted(u.removeprefix(URL_PREFIX) for u in file_urls)
+            file_rows: list[ArchiveFile] = []
+            for start in range(0, len(file_ids), 500):
+                file_rows += await store.files(file_ids[start : start + 500])
+            extra = {f.uploader_id for f in file_rows} - users
+            if extra:
+                user_rows += await _users(store, extra)
+            with zf.open("users.jsonl", "w", force_zip64=True) as out:
+                for u in sorted(user_rows, key=lambda u: u.id):
+                    # An avatar whose upload row is gone is not exported either.
+                    avatar = u.avatar if u.avatar in file_urls else None
+                    out.write(_line(dataclasses.replace(u, avatar=avatar)))
+                counts["users"] = len(user_rows)
+            known = {URL_PREFIX + f.id for f in file_rows}
+            file_urls.intersection_update(known)
+            with zf.open("files.jsonl", "w", force_zip64=True) as out:
+                for f in file_rows:
+                    out.write(_line(f))
+                counts["files"] = len(file_rows)
+            written: set[str] = set()
+            for f in file_rows:
+                for key in (f.sha256, f.thumb_sha256):
+                    if key and key not in written:
+                        with zf.open(f"files/{key}", "w", force_zip64=True) as out:
+                            async for chunk in blobs.read(key):
+                                out.write(chunk)
+                        written.add(key)
+            counts["blobs"] = len(written)
+            manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "exported_at": utc_now(),
+                "schema_version": await store.schema_version(),
+                "dialect": store.storage.dialect,
+                "workspace_id": workspace_id,
+                "counts": counts,
+            }
+            zf.writestr("manifest.json", json.dumps(manifest, indent=2))
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return ExportResult(counts)
+
+
+async def _users(store: ArchiveStore, ids: set[int]) -> list[ArchiveUser]:
+    ordered = sorted(ids)
+    rows: list[ArchiveUser] = []
+    for start in range(0, len(ordered), 500):
+        rows += await store.users(ordered[start : start + 500])
+    return rows
+
+
+# -- reading -------------------------------------------------------------------------------
+_ADAPTERS: dict[type[Any], pydantic.TypeAdapter[Any]] = {
+    cls: pydantic.TypeAdapter(cls)
+    for cls in (
+        ArchiveUser,
+        ArchiveWorkspace,
+        ArchiveMember,
+        ArchiveChat,
+        ArchiveMessage,
+        ArchiveReaction,
+        ArchiveFile,
+    )
+}
+
+
+def parse_row(cls: type[T], text: str | bytes, where: str) -> T:
+    """One archive row of type ``cls`` from its JSON text; ``ArchiveInvalid`` naming
+    ``where`` and the first bad field."""
+    try:
+        value: T = _ADAPTERS[cls].validate_json(text)
+    except pydantic.ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in error["loc"])
+        raise ArchiveInvalid(f"{where}: {loc + ': ' if loc else ''}{error['msg']}") from None
+    return value
+
+
+class ZipSource:
+    """The rows of an archive zip (an ``ArchiveSource``), read line by line. Each section is
+    checked against the manifest's count when it ends (a file cut at a line boundary)."""
+
+    def __init__(self, zf: zipfile.ZipFile) -> None:
+        self._zf = zf
+        self.manifest = self._manifest()
+        self.blob_names = {n for n in zf.namelist() if n.startswith("files/")}
+
+    def _manifest(self) -> dict[str, Any]:
+        try:
+            raw = self._zf.read("manifest.json")
+        except KeyError:
+            raise ArchiveInvalid("not a Fechatter archive: manifest.json is missing") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ArchiveInvalid(f"manifest.json: unreadable ({exc})") from None
+        try:
+            manifest = json.loads(raw)
+        except ValueError:
+            raise ArchiveInvalid("manifest.json: not JSON") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise ArchiveInvalid(f"manifest.json: format is not {FORMAT!r}")
+        if manifest.get("version") != VERSION:
+            raise ArchiveInvalid(
+                f"manifest.json: archive version {manifest.get('version')!r} is not supported"
+                f" (this server reads version {VERSION})"
+            )
+        counts = manifest.get("counts")
+        if not isinstance(counts, dict) or not all(
+            isinstance(counts.get(s), int) for s in SECTIONS
+        ):
+            raise ArchiveInvalid("manifest.json: counts must give a number for every file")
+        return manifest
+
+    def _open(self, name: str) -> IO[bytes]:
+        try:
+            return self._zf.open(name)
+        except KeyError:
+            raise ArchiveInvalid(f"{name} is missing") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ArchiveInvalid(f"{name}: unreadable ({exc})") from None
+
+    def _rows(self, section: str, cls: type[T]) -> Iterator[T]:
+        name = f"{section}.jsonl"
+        expected = self.manifest["counts"][section]
+        n = 0
+        with self._open(name) as stream:
+            while True:
+                try:
+                    line = stream.readline(MAX_LINE + 1)
+                except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                    raise ArchiveInvalid(f"{name} line {n + 1}: unreadable ({exc})") from None
+                if not line:
+                    break
+                n += 1
+                if len(line) > MAX_LINE:
+                    raise ArchiveInvalid(f"{name} line {n}: longer than {MAX_LINE} bytes")
+                if not line.endswith(b"\n"):
+                    raise ArchiveInvalid(f"{name} line {n}: truncated (no end of line)")
+                yield parse_row(cls, line, f"{name} line {n}")
+        if n != expected:
+            raise ArchiveInvalid(
+                f"{name}: {n} rows where manifest.json counts {expected} (truncated?)"
+            )
+
+    def users(self) -> Iterator[ArchiveUser]:
+        return self._rows("users", ArchiveUser)
+
+    def files(self) -> Iterator[ArchiveFile]:
+        for f in self._rows("files", ArchiveFile):
+            for key in (f.sha256, f.thumb_sha256):
+                if key is not None and (
+                    KEY.fullmatch(key) is None or f"files/{key}" not in self.blob_names
+                ):
+                    raise ArchiveInvalid(f"files.jsonl file {f.id}: no blob files/{key}")
+            yield f
+
+    def workspace(self) -> ArchiveWorkspace:
+        with self._open("workspace.json") as raw:
+            try:
+                text = raw.read()
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise ArchiveInvalid(f"workspace.json: unreadable ({exc})") from None
+        return parse_row(ArchiveWorkspace, text, "workspace.json")
+
+    def workspace_members(self) -> Iterator[ArchiveMember]:
+        return self._rows("workspace_members", ArchiveMember)
+
+    def chats(self) -> Iterator[ArchiveChat]:
+        return self._rows("chats", ArchiveChat)
+
+    def members(self) -> Iterator[ArchiveMember]:
+        return self._rows("members", ArchiveMember)
+
+    def messages(self) -> Iterator[ArchiveMessage]:
+        return self._rows("messages", ArchiveMessage)
+
+    def reactions(self) -> Iterator[ArchiveReaction]:
+        return self._rows("reactions", ArchiveReaction)
+
+    def copy_blob(self, key: str, blobs: BlobStore) -> Path:
+        """Stream ``files/<key>`` into a scratch file of ``blobs``, checking its SHA-256;
+        the scratch path (blocking: run it on a worker thread)."""
+        temp = blobs.scratch()
+        digest = hashlib.sha256()
+        try:
+            with self._open(f"files/{key}") as src, open(temp, "wb") as dst:
+                while chunk := src.read(COPY_CHUNK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            temp.unlink(missing_ok=True)
+            raise ArchiveInvalid(f"files/{key}: unreadable ({exc})") from None
+        if digest.hexdigest() != key:
+            temp.unlink(missing_ok=True)
+            raise ArchiveInvalid(f"files/{key}: its bytes do not have that SHA-256")
+        return temp
+
+
+async def put_blobs(source: ZipSource, blobs: BlobStore) -> int:
+    """Copy every blob files.jsonl names into ``blobs`` (checked); how many."""
+    done: set[str] = set()
+    for f in source.files():
+        for key in (f.sha256, f.thumb_sha256):
+            if key is not None and key not in done:
+                temp = await trio.to_thread.run_sync(source.copy_blob, key, blobs)
+                await blobs.put(key, temp)
+                done.add(key)
+    return len(done)
+
+
+async def import_archive(
+    store: ArchiveStore, blobs: BlobStore, path: Path, workspace_name: str | None
+) -> ImportResult:
+    """Import the archive zip at ``path`` as a new workspace. ``ArchiveInvalid`` (one line)
+    for a bad archive, with nothing written to the database."""
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise ArchiveInvalid(f"{path}: no such file") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveInvalid(f"{path}: not a zip archive ({exc})") from None
+    with zf:
+        source = ZipSource(zf)
+        await put_blobs(source, blobs)
+        return await import_source(store, source, workspace_name)
+
+
+async def import_source(
+    store: ArchiveStore, source: ArchiveSource, workspace_name: str | None
+) -> ImportResult:
+    """Import any ``ArchiveSource`` (an archive, a Slack export) in one transaction."""
+    return await store.import_rows(source, workspace_name)

@@ -1,0 +1,298 @@
+"""``fechatter export`` / ``fechatter import`` (issue 17, docs/archive.md): a round trip into a
+fresh database and into the same one as a second copy keeps messages, seq, reactions, threads,
+tombstones, mentions (remapped) and file bytes; a bad archive is one line, exit 1, nothing
+written. Runs against the suite's backend (SQLite, PostgreSQL, a cluster's database)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from fechatter import cli
+from fechatter.config import Settings
+from fechatter.models import UserStatus
+from fechatter.storage import open_storage
+from fechatter.storage.blobs import LocalBlobStore
+from fechatter.storage.core import SqlStorage
+from fechatter.storage.files import URL_PREFIX, FileStore
+from tests.conftest import Api, make_chat, make_workspace, suite_backend, upload_file
+from tests.http.test_files import png
+from tests.pg import PgServer
+
+CEILING = 60
+
+
+async def run_cli(*argv: str) -> int:
+    """``fechatter <argv>`` as the operator runs it (its own trio loop, on a worker thread)."""
+    return await trio.to_thread.run_sync(cli.main, list(argv))
+
+
+def db_flags(settings: Settings) -> tuple[str, ...]:
+    return ("--database-url", settings.database_url, "--files-dir", str(settings.files_path))
+
+
+def fresh_database(tmp_path: Path, request: pytest.FixtureRequest, name: str) -> Settings:
+    """Settings naming a new empty database and files directory (SQLite, or PostgreSQL when
+    the suite's backend is)."""
+    if suite_backend() == "sqlite":
+        url = f"sqlite:///{tmp_path / (name + '.db')}"
+    else:
+        server: PgServer = request.getfixturevalue("pg_server")
+        url = server.new_database()
+    return Settings(database_url=url, files_dir=tmp_path / f"{name}-files")
+
+
+async def snapshot(settings: Settings, email: str, ws_id: int) -> dict[str, Any]:
+    """The workspace as ``email`` (a member of every chat) sees it in storage, with every
+    id replaced by what it names (emails, seqs, file bytes), so two copies compare equal."""
+    async with open_storage(settings.database_url) as storage:
+        assert isinstance(storage, SqlStorage)
+        files, blobs = FileStore(storage), LocalBlobStore(settings.files_path)
+        me = await storage.get_user_by_email(email)
+        assert me is not None
+        ws = await storage.get_workspace(ws_id)
+        assert ws is not None
+        members = await storage.list_workspace_members(ws_id)
+        emails = {m.user.id: m.user.email for m in members}
+
+        async def data(url: str) -> bytes:
+            record = await files.get(url.removeprefix(URL_PREFIX))
+            assert record is not None
+            return b"".join([c async for c in blobs.read(record.sha256)])
+
+        out: dict[str, Any] = {
+            "workspace": (ws.name, ws.description, emails[ws.owner_id]),
+            "members": sorted(
+                [
+                    (m.user.email, m.role.value, m.user.avatar and await data(m.user.avatar))
+                    for m in members
+                ]
+            ),
+            "chats": {},
+        }
+        for chat in await storage.list_chats(me.id, ws_id):
+            page = await storage.list_messages(chat.id, limit=200, before=None, after=0)
+            seqs = {m.id: m.seq for m in page.items}
+            rows = []
+            for m in page.items:
+                content = m.content
+                for uid, mail in emails.items():
+                    content = content.replace(f"<@{uid}>", f"<@{mail}>")
+                attached = [await data(url) for url in m.files]
+                rows.append(
+                    (
+                        m.seq,
+                        emails[m.sender_id],
+                        content,
+                        attached,
+                        seqs.get(m.reply_to) if m.reply_to else None,
+                        seqs.get(m.thread_id) if m.thread_id else None,
+                        m.created_at,
+                        m.edited_at,
+                        m.deleted,
+                        m.reply_count,
+                        m.last_reply_at,
+                        [emails[u] for u in m.mentions],
+                        m.mentions_channel,
+                        [(r.emoji, [emails[u] for u in r.user_ids]) for r in m.reactions],
+                    )
+                )
+            chat_members = await storage.list_chat_members(chat.id)
+            key = f"{chat.record.type.value}:{chat.record.name}"
+            out["chats"][key] = {
+                "unread": chat.unread_count,
+                "last": chat.last_message.seq if chat.last_message else None,
+                "members": sorted((emails[m.user_id], m.role.value) for m in chat_members),
+                "messages": rows,
+            }
+        return out
+
+
+async def populate(api: Api) -> tuple[Any, Any, int, int]:
+    """Two users (one with an avatar), a channel with a thread, a quote-reply, a tombstone,
+    an edit, a mention, reactions and a file, and a Single chat; (owner, member, workspace id,
+    channel id)."""
+    a, b = await api.signup("ana"), await api.signup("bo")
+    ws = await make_workspace(a, b)
+    chan = await make_chat(a, ws, "PublicChannel", b, name="general")
+    r = await b.api.post("/api/files", files={"file": ("me.png", png(40, 30), "image/png")})
+    assert r.status_code == 201, r.text
+    assert (await b.api.patch("/api/users/me", json={"avatar": r.json()["url"]})).is_success
+    url = await upload_file(a, b"archived bytes \x00\x01", "notes.txt")
+    base = f"/api/chats/{chan}/messages"
+    r = await a.api.post(base, json={"content": f"root for <@{b.id}> zebraword", "files": [url]})
+    assert r.status_code == 201, r.text
+    root = r.json()["id"]
+    for body in (
+        {"content": "first reply", "thread_id": root},
+        {"content": "second reply", "thread_id": root},
+        {"content": "quoting", "reply_to": root},
+    ):
+        r = await b.api.post(base, json=body)
+        assert r.status_code == 201, r.text
+    first_reply, quote = r.json()["id"] - 2, r.json()["id"]
+    assert (await b.api.delete(f"{base}/{first_reply}")).status_code == 204
+    assert (await b.api.patch(f"{base}/{quote}", json={"content": "quoting, edited"})).is_success
+    assert (await b.api.put(f"{base}/{root}/reactions/%F0%9F%91%8D")).status_code == 204
+    assert (await a.api.put(f"{base}/{root}/reactions/:partyparrot:")).status_code == 204
+    single = await make_chat(a, ws, "Single", b)
+    r = await a.api.post(f"/api/chats/{single}/messages", json={"content": "direct"})
+    assert r.status_code == 201, r.text
+    return a, b, ws, chan
+
+
+async def test_round_trip_fresh_and_same_database(
+    api: Api,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    with trio.fail_after(CEILING):
+        a, _b, ws, _chan = await populate(api)
+        live = settings_factory()
+        archive = tmp_path / "ws.zip"
+        assert await run_cli("export", "--workspace", str(ws), str(archive), *db_flags(live)) == 0
+        with zipfile.ZipFile(archive) as zf:
+            manifest = json.loads(zf.read("manifest.json"))
+        assert manifest["counts"]["messages"] == 5
+        assert manifest["counts"]["reactions"] == 2
+        assert manifest["counts"]["files"] == 2  # the attachment and the avatar
+        assert manifest["counts"]["blobs"] == 3  # and the avatar's thumbnail
+        before = await snapshot(live, a.email, ws)
+
+        fresh = fresh_database(tmp_path, request, "fresh")
+        async with open_storage(fresh.database_url) as storage:
+            # Someone already there: every imported id differs from the archived one.
+            await storage.create_user("Earlier", "earlier@example.com", "!", "earlier")
+        assert await run_cli("import", str(archive), *db_flags(fresh)) == 0
+        async with open_storage(fresh.database_url) as storage:
+            ana = await storage.get_user_by_email(a.email)
+            assert ana is not None
+            assert ana.status is UserStatus.SUSPENDED  # activated by an operator's reset
+            (copy,) = await storage.list_workspaces(ana.id)
+            assert ana.id != a.id
+        assert await snapshot(fresh, a.email, copy.id) == before
+
+        flags = ("--workspace-name", "second copy", *db_flags(live))
+        assert await run_cli("import", str(archive), *flags) == 0
+        r = await a.api.get("/api/workspaces")
+        second = next(w["id"] for w in r.json() if w["name"] == "second copy")
+        again = await snapshot(live, a.email, second)
+        assert again["chats"] == before["chats"]
+
+        # The copy is live: history, search and a new message (next seq) through the API.
+        r = await a.api.get("/api/chats", params={"workspace_id": second})
+        chan = next(c["id"] for c in r.json() if c["name"] == "general")
+        r = await a.api.get(f"/api/chats/{chan}/messages")
+        assert [m["seq"] for m in r.json()["items"]] == [4, 3, 2, 1]
+        r = await a.api.get(
+            "/api/search/messages", params={"q": "zebraword", "workspace_id": second}
+        )
+        assert [i["message"]["chat_id"] for i in r.json()["items"]] == [chan]
+        r = await a.api.post(f"/api/chats/{chan}/messages", json={"content": "after import"})
+        assert r.status_code == 201, r.text
+        assert r.json()["seq"] == 5
+
+
+def rewrite(src: Path, dst: Path, changes: dict[str, bytes | None]) -> None:
+    """A copy of the zip ``src`` with entries replaced (bytes) or left out (None)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            if item.filename in changes:
+                data = changes[item.filename]
+                if data is not None:
+                    zout.writestr(item.filename, data)
+            else:
+                zout.writestr(item, zin.read(item))
+
+
+async def test_bad_archives_are_one_line_and_write_nothing(
+    api: Api,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with trio.fail_after(CEILING):
+        a, _b, ws, _ = await populate(api)
+        good = tmp_path / "good.zip"
+        assert (
+            await run_cli(
+                "export", "--workspace", str(ws), str(good), *db_flags(settings_factory())
+            )
+            == 0
+        )
+        with zipfile.ZipFile(good) as zf:
+            manifest = json.loads(zf.read("manifest.json"))
+            messages = zf.read("messages.jsonl")
+            reactions = zf.read("reactions.jsonl")
+        lines = reactions.splitlines(keepends=True)
+        unknown = json.loads(lines[-1])
+        unknown["message_id"] = 987654
+        cases: dict[str, tuple[dict[str, bytes | None], str]] = {
+            "missing": ({"manifest.json": None}, "manifest.json is missing"),
+            "version": (
+                {"manifest.json": json.dumps({**manifest, "version": 99}).encode()},
+                "archive version 99 is not supported",
+            ),
+            "truncated": ({"messages.jsonl": messages[:-7]}, "messages.jsonl line 5: truncated"),
+            "short": (
+                {"messages.jsonl": b"".join(messages.splitlines(keepends=True)[:-1])},
+                "messages.jsonl: 4 rows where manifest.json counts 5",
+            ),
+            "unknown": (
+                {"reactions.jsonl": b"".join([*lines[:-1], json.dumps(unknown).encode() + b"\n"])},
+                "unknown message id 987654",
+            ),
+        }
+        target = Settings(
+            database_url=f"sqlite:///{tmp_path / 'target.db'}", files_dir=tmp_path / "tf"
+        )
+        capsys.readouterr()
+        for name, (changes, expected) in cases.items():
+            bad = tmp_path / f"{name}.zip"
+            rewrite(good, bad, changes)
+            assert await run_cli("import", str(bad), *db_flags(target)) == 1, name
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, err
+            assert expected in err, (name, err)
+        # Every failure came after the users (and, for the last two, the messages) were
+        # written in the transaction: none of it is there.
+        async with open_storage(target.database_url) as storage:
+            assert await storage.get_user_by_email(a.email) is None
+        not_zip = tmp_path / "not.zip"
+        not_zip.write_bytes(b"plain text")
+        assert await run_cli("import", str(not_zip), *db_flags(target)) == 1
+        assert "not a zip archive" in capsys.readouterr().err
+        assert (
+            await run_cli(
+                "export", "--workspace", "999999", str(tmp_path / "x.zip"), *db_flags(target)
+            )
+            == 1
+        )
+        assert "no workspace with id 999999" in capsys.readouterr().err
+        assert not (tmp_path / "x.zip").exists()
+
+
+async def test_round_trip_across_dialects_into_postgres(
+    api: Api, settings_factory: Callable[..., Settings], tmp_path: Path, pg_server: PgServer
+) -> None:
+    """Whatever the suite's backend, one round trip ends in a fresh PostgreSQL database."""
+    pg_database = pg_server.new_database()  # not the fixture: the server's own in pg modes
+    with trio.fail_after(CEILING):
+        a, _b, ws, _ = await populate(api)
+        live = settings_factory()
+        archive = tmp_path / "ws.zip"
+        assert await run_cli("export", "--workspace", str(ws), str(archive), *db_flags(live)) == 0
+        target = Settings(database_url=pg_database, files_dir=tmp_path / "pg-files")
+        assert await run_cli("import", str(archive), *db_flags(target)) == 0
+        async with open_storage(pg_database) as storage:
+            ana = await storage.get_user_by_email(a.email)
+            assert ana is not None
+            (copy,) = await storage.list_workspaces(ana.id)
+        assert await snapshot(target, a.email, copy.id) == await snapshot(live, a.email, ws)

@@ -1,0 +1,220 @@
+"""``fechatter import --slack`` (issue 17, docs/archive.md "Slack"): a Slack-format export
+made here (users, a public channel over two days with a thread, reactions, an edit, a file, a
+mention and a join; a private group; an mpim; a DM) imported into a live server's database;
+an activated user then sees it through the HTTP API, in order."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import argon2
+import trio
+
+from fechatter.config import Settings
+from fechatter.domain.slack_import import reaction_emoji, slack_time
+from fechatter.models import UserStatus
+from fechatter.storage import open_storage
+from tests.conftest import Api
+from tests.test_archive import CEILING, db_flags, run_cli
+
+T0 = 1_700_000_000
+
+
+def ts(offset: int) -> str:
+    return f"{T0 + offset}.000{offset:03d}"
+
+
+def user(uid: str, name: str, email: str | None, **extra: Any) -> dict[str, Any]:
+    profile = {"real_name": name, "display_name": name.lower()}
+    if email:
+        profile["email"] = email
+    return {"id": uid, "name": name.lower(), "real_name": name, "profile": profile, **extra}
+
+
+def slack_export(path: Path) -> None:
+    users = [
+        user("U1", "Ada", "Ada@Example.com", is_primary_owner=True, is_owner=True),
+        user("U2", "Bob", "bob@example.com"),
+        user("U3", "Cy", "cy@example.com"),
+        user("B1", "Deploybot", None, is_bot=True),
+    ]
+    general = {
+        "id": "C1",
+        "name": "general",
+        "created": T0,
+        "creator": "U1",
+        "members": ["U1", "U2", "U3"],
+        "purpose": {"value": "company-wide"},
+    }
+    day1 = [
+        {"type": "message", "subtype": "channel_join", "user": "U3", "ts": ts(1), "text": "joined"},
+        # Out of order in the file: seq follows ts.
+        {
+            "type": "message",
+            "user": "U2",
+            "ts": ts(3),
+            "text": "reply in thread",
+            "thread_ts": ts(2),
+            "parent_user_id": "U1",
+        },
+        {
+            "type": "message",
+            "user": "U1",
+            "ts": ts(2),
+            "text": "hello <@U2|bob> &amp; all, kiwiword",
+            "thread_ts": ts(2),
+            "reply_count": 1,
+            "reactions": [
+                {"name": "+1", "users": ["U2", "U3"], "count": 2},
+                {"name": "partyparrot", "users": ["U1"], "count": 1},
+                {"name": "thumbsup::skin-tone-2", "users": ["U3"], "count": 1},
+            ],
+        },
+    ]
+    day2 = [
+        {
+            "type": "message",
+            "user": "U3",
+            "ts": ts(10),
+            "text": "edited text <!here>",
+            "edited": {"user": "U3", "ts": ts(11)},
+        },
+        {
+            "type": "message",
+            "subtype": "file_share",
+            "user": "U2",
+            "ts": ts(12),
+            "text": "",
+            "files": [
+                {
+                    "id": "F1",
+                    "name": "plan.pdf",
+                    "title": "Plan",
+                    "mimetype": "application/pdf",
+                    "size": 1234,
+                    "url_private": "https://files.slack.com/F1",
+                }
+            ],
+        },
+        {
+            "type": "message",
+            "subtype": "bot_message",
+            "bot_id": "BX",
+            "ts": ts(13),
+            "text": "deployed",
+        },
+    ]
+    files: dict[str, Any] = {
+        "users.json": users,
+        "channels.json": [general],
+        "groups.json": [
+            {"id": "G1", "name": "secret", "created": T0, "creator": "U1", "members": ["U1", "U2"]}
+        ],
+        "mpims.json": [
+            {
+                "id": "G2",
+                "name": "mpdm-ada--bob--cy-1",
+                "created": T0,
+                "creator": "U1",
+                "members": ["U1", "U2", "U3"],
+            }
+        ],
+        "dms.json": [{"id": "D1", "created": T0, "members": ["U1", "U2"]}],
+        "general/2023-11-14.json": day1,
+        "general/2023-11-15.json": day2,
+        "secret/2023-11-14.json": [{"type": "message", "user": "U2", "ts": ts(5), "text": "psst"}],
+        "mpdm-ada--bob--cy-1/2023-11-14.json": [
+            {"type": "message", "user": "U3", "ts": ts(6), "text": "three of us"}
+        ],
+        "D1/2023-11-14.json": [{"type": "message", "user": "U1", "ts": ts(7), "text": "just us"}],
+    }
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, value in files.items():
+            zf.writestr(name, json.dumps(value))
+
+
+def test_reaction_names() -> None:
+    assert reaction_emoji("+1") == "\N{THUMBS UP SIGN}"
+    assert reaction_emoji("thumbsup::skin-tone-2") == "\N{THUMBS UP SIGN}"
+    assert reaction_emoji("partyparrot") == ":partyparrot:"
+    assert reaction_emoji("x" * 40) is None
+    assert slack_time("1700000000.000100") == "2023-11-14T22:13:20.000100Z"
+
+
+async def test_slack_export_imported_and_seen_through_the_api(
+    api: Api, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    with trio.fail_after(CEILING):
+        export = tmp_path / "Acme Slack export.zip"
+        slack_export(export)
+        live = settings_factory()
+        assert await run_cli("import", "--slack", str(export), *db_flags(live)) == 0
+        async with open_storage(live.database_url) as storage:
+            ada = await storage.get_user_by_email("ada@example.com")
+            bob = await storage.get_user_by_email("bob@example.com")
+            assert ada is not None
+            assert bob is not None
+            assert ada.status is UserStatus.SUSPENDED
+            # What the operator's password reset and reactivation do (docs/archive.md).
+            hashed = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(
+                "correct horse"
+            )
+            await storage.update_user(ada.id, password_hash=hashed)
+            await storage.set_user_status(ada.id, UserStatus.ACTIVE)
+        r = await api.post(
+            "/api/auth/signin", json={"email": "ada@example.com", "password": "correct horse"}
+        )
+        assert r.status_code == 200, r.text
+        me = Api(api.client, r.json()["token"])
+        (ws,) = (await me.get("/api/workspaces")).json()
+        assert ws["name"] == "Acme Slack export"
+        assert ws["owner_id"] == ada.id
+        chats = {
+            (c["type"], c["name"]): c
+            for c in (await me.get("/api/chats", params={"workspace_id": ws["id"]})).json()
+        }
+        assert set(chats) == {
+            ("PublicChannel", "general"),
+            ("PrivateChannel", "secret"),
+            ("Group", None),
+            ("Single", None),
+        }
+        assert chats[("PublicChannel", "general")]["description"] == "company-wide"
+        assert chats[("PublicChannel", "general")]["unread_count"] == 0
+        general = chats[("PublicChannel", "general")]["id"]
+        r = await me.get(f"/api/chats/{general}/messages")
+        items = r.json()["items"][::-1]
+        assert [m["seq"] for m in items] == [1, 2, 3, 4, 5]
+        root, reply, edited, shared, bot = items
+        assert root["content"] == f"hello <@{bob.id}> & all, kiwiword"
+        assert root["mentions"] == [bob.id]
+        assert root["created_at"] == slack_time(ts(2))
+        assert root["reply_count"] == 1
+        assert root["last_reply_at"] == slack_time(ts(3))
+        assert [(x["emoji"], x["count"]) for x in root["reactions"]] == [
+            ("\N{THUMBS UP SIGN}", 2),
+            (":partyparrot:", 1),
+        ]
+        assert reply["thread_id"] == root["id"]
+        assert reply["sender_id"] == bob.id
+        assert edited["content"] == "edited text <!channel>"
+        assert edited["mentions_channel"] is True
+        assert edited["edited_at"] == slack_time(ts(11))
+        assert shared["content"] == "[file: plan.pdf (application/pdf, 1234 bytes)]"
+        assert shared["files"] == []
+        assert bot["content"] == "deployed"
+        r = await me.get(f"/api/users/{bot['sender_id']}")
+        assert r.json()["fullname"] == "Slack bot"
+        r = await me.get("/api/search/messages", params={"q": "kiwiword", "workspace_id": ws["id"]})
+        assert [i["message"]["id"] for i in r.json()["items"]] == [root["id"]]
+        single = chats[("Single", None)]["id"]
+        r = await me.get(f"/api/chats/{single}/messages")
+        assert [m["content"] for m in r.json()["items"]] == ["just us"]
+        # A send continues the imported seq.
+        r = await me.post(f"/api/chats/{general}/messages", json={"content": "hi again"})
+        assert r.status_code == 201, r.text
+        assert r.json()["seq"] == 6
