@@ -10,13 +10,15 @@ on a cluster"):
   own; HTTP goes to node 1, streams to node 2, so every delivery crosses nodes;
 - ``cluster-spread``: the same three nodes, each HTTP request to the next node round-robin
   (senders spread over all nodes), streams on node 2;
-- ``proxy``: one process on SQLite behind nginx (deploy/nginx.conf, tests/deploy/nginx.py)
-  over HTTPS with the tests' ``trustme`` CA: ``api_url`` and ``realtime_url`` are nginx's
-  origin, so the API and both streams go through the proxy (docs/deploy.md "Proxy").
+- ``proxy``: two cluster nodes (PostgreSQL + NATS, as ``cluster``) behind nginx
+  (deploy/nginx.conf, tests/deploy/nginx.py) over HTTPS with the tests' ``trustme`` CA:
+  ``api_url`` and ``realtime_url`` are nginx's origin, which balances every request and every
+  stream over both nodes (docs/deploy.md "Proxy").
 
 Tests that need one process by nature carry the ``single_process`` marker and are skipped in
-the cluster modes; tests whose requests must reach one node carry ``one_api_node`` and are
-skipped in ``cluster-spread`` only (the marker's reason says why); tests whose assertions are
+the cluster modes and ``proxy``; tests whose requests must reach one node carry
+``one_api_node`` and are skipped in ``cluster-spread`` and ``proxy`` (the marker's reason
+says why); tests whose assertions are
 about the server's own listener (raw framing, per-socket limits, peers) carry
 ``direct_listener`` and are skipped in ``proxy`` mode.
 """
@@ -53,6 +55,7 @@ TEST_SECRET = "test-secret-" + "x" * 40
 _counter = itertools.count(1)
 BACKENDS = ("sqlite", "postgres", "cluster", "cluster-spread", "proxy")
 CLUSTER_NODES = 3
+PROXY_NODES = 2  # behind nginx in ``proxy`` mode: deploy/nginx.conf's two upstream servers
 CLUSTER_START_CEILING = 30.0  # seconds for three nodes: storage, NATS, registration each
 
 
@@ -65,12 +68,15 @@ def suite_backend() -> str:
 
 
 def in_cluster_mode() -> bool:
-    return suite_backend().startswith("cluster")
+    """The modes whose ``server`` is several nodes of one cluster (PostgreSQL + NATS): the
+    ``cluster`` ones and ``proxy`` (two nodes behind nginx)."""
+    return suite_backend().startswith("cluster") or suite_backend() == "proxy"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip ``single_process`` tests in the cluster modes and ``one_api_node`` tests in
-    ``cluster-spread`` (the marker's reason is shown)."""
+    """Skip ``single_process`` tests in the cluster modes (``proxy`` included),
+    ``one_api_node`` tests in ``cluster-spread`` and ``proxy``, and ``direct_listener`` tests
+    in ``proxy`` (the marker's reason is shown)."""
     marker = item.get_closest_marker("single_process")
     if marker is not None and in_cluster_mode():
         pytest.skip(f"single process only: {marker.kwargs.get('reason', marker.args)}")
@@ -83,7 +89,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         # would time out at once.
         pytest.skip("direct listener only: a MockClock test (virtual time) behind nginx")
     marker = item.get_closest_marker("one_api_node")
-    if marker is not None and suite_backend() == "cluster-spread":
+    if marker is not None and suite_backend() in ("cluster-spread", "proxy"):
         pytest.skip(f"one API node only: {marker.kwargs.get('reason', marker.args)}")
     marker = item.get_closest_marker("direct_listener")
     if marker is not None and suite_backend() == "proxy":
@@ -143,6 +149,7 @@ class ClusterServerInfo(ServerInfo):
     ``api_client`` sends to (node 1 only, or every node round-robin)."""
 
     api_urls: tuple[str, ...] = ()
+    node_urls: tuple[tuple[str, str], ...] = ()  # each node's (api_url, realtime_url)
 
 
 class RoundRobin(httpx.AsyncBaseTransport):
@@ -259,13 +266,13 @@ async def running_server(nursery: trio.Nursery, settings: Settings) -> AsyncIter
     In the cluster modes: ``CLUSTER_NODES`` nodes with these settings (ids ``n1``…), seen as
     one ``ClusterServerInfo``; they stop gracefully on exit.
     """
-    if in_cluster_mode():
-        async with running_cluster(nursery, settings) as cluster_info:
-            yield cluster_info
-        return
     if suite_backend() == "proxy":
         async with running_proxied(nursery, settings) as proxied_info:
             yield proxied_info
+        return
+    if in_cluster_mode():
+        async with running_cluster(nursery, settings) as cluster_info:
+            yield cluster_info
         return
     shutdown = trio.Event()
     info: ServerInfo = await nursery.start(serve, settings, shutdown)
@@ -277,9 +284,10 @@ async def running_server(nursery: trio.Nursery, settings: Settings) -> AsyncIter
 
 @asynccontextmanager
 async def running_cluster(
-    nursery: trio.Nursery, settings: Settings
+    nursery: trio.Nursery, settings: Settings, count: int = CLUSTER_NODES
 ) -> AsyncIterator[ClusterServerInfo]:
-    """``CLUSTER_NODES`` nodes sharing ``settings``' database and NATS (``running_server``)."""
+    """``count`` nodes sharing ``settings``' database and NATS (``running_server``); the
+    view is node 2's (streams) with node 1's API."""
     # Imported here: the harness imports this module (make_settings).
     from tests.cluster.harness import ClusterHarness
 
@@ -288,13 +296,14 @@ async def running_cluster(
     harness = ClusterHarness(nursery, tmp_path, settings.database_url, settings.nats_url)
     try:
         with trio.fail_after(CLUSTER_START_CEILING):
-            nodes = [await harness.start_node(settings) for _ in range(CLUSTER_NODES)]
+            nodes = [await harness.start_node(settings) for _ in range(count)]
         api_urls = tuple(n.api_url for n in nodes)
         if suite_backend() == "cluster":
             api_urls = api_urls[:1]
         view = {f.name: getattr(nodes[1].info, f.name) for f in dataclasses.fields(ServerInfo)}
         view["api_url"] = nodes[0].api_url
-        yield ClusterServerInfo(**view, api_urls=api_urls)
+        node_urls = tuple((n.api_url, n.info.realtime_url) for n in nodes)
+        yield ClusterServerInfo(**view, api_urls=api_urls, node_urls=node_urls)
     finally:
         await harness.aclose()
         await delete_stream(settings.nats_url, settings.nats_prefix)
@@ -302,28 +311,32 @@ async def running_cluster(
 
 @asynccontextmanager
 async def running_proxied(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[ServerInfo]:
-    """One server behind nginx (``running_server`` in ``proxy`` mode): its ``ServerInfo``
-    with nginx's HTTPS origin as ``api_url`` and ``realtime_url``. The template balances over
-    two nodes: both are this one. nginx closes each client connection after its response
-    (the raw clients read a refusal to the end of the connection). The server trusts the
-    proxy's address (``trusted_proxies``) so X-Forwarded-For names the client, as
-    docs/deploy.md says to configure it."""
+    """Two cluster nodes behind nginx (``running_server`` in ``proxy`` mode), as
+    deploy/nginx.conf balances them: ``PROXY_NODES`` nodes' API and streams, any request
+    and any stream to either node, no stickiness. The view is ``running_cluster``'s with
+    nginx's HTTPS origin as ``api_url`` and ``realtime_url`` (so ``server.system`` and the
+    stats are node 2's, though a stream may be on node 1: tests reading them are
+    ``single_process``). nginx closes each client connection after its response (the raw
+    clients read a refusal to the end of the connection). The nodes trust the proxy's
+    address (``trusted_proxies``) so X-Forwarded-For names the client, as docs/deploy.md
+    says to configure it."""
     # Imported here: nginx.py imports tests.pg, as this module does; keep the modes apart.
     from tests.deploy.nginx import open_nginx
     from tests.pg import free_port
 
     tls_port = free_port()
     settings = settings.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
-    shutdown = trio.Event()
-    info: ServerInfo = await nursery.start(serve, settings, shutdown)
-    try:
-        node = (info.api_url.removeprefix("http://"), info.realtime_url.removeprefix("http://"))
+    async with running_cluster(nursery, settings, PROXY_NODES) as cluster:
+        nodes = [
+            (url.removeprefix("http://"), realtime.removeprefix("http://"))
+            for url, realtime in cluster.node_urls
+        ]
         assert settings.files_dir is not None, "make_settings sets files_dir in tmp_path"
         prefix = settings.files_dir.parent / f"nginx-{next(_counter)}"
-        async with open_nginx(prefix, [node, node], tls_port, keepalive=False) as proxy:
-            yield dataclasses.replace(info, api_url=proxy.url, realtime_url=proxy.url)
-    finally:
-        shutdown.set()
+        async with open_nginx(prefix, nodes, tls_port, keepalive=False) as proxy:
+            yield dataclasses.replace(
+                cluster, api_url=proxy.url, realtime_url=proxy.url, api_urls=()
+            )
 
 
 def tls_context(url: str) -> ssl.SSLContext | None:

@@ -170,6 +170,8 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/workspaces/{foreign_ws}/invites/1"),
     Route("PUT", "/api/workspaces/{foreign_ws}/members/{foreign_owner}", {"role": "role"}),
     Route("POST", "/api/files/sign", {"urls": "file_urls"}),
+    Route("GET", "/api/password-resets/" + "t" * 43, auth=False),
+    Route("POST", "/api/password-resets/" + "t" * 43, {"password": "password"}, auth=False),
 )  # fmt: skip
 
 WS_OPS: tuple[WsOp, ...] = (

@@ -32,7 +32,9 @@ LAYERS: dict[str, int] = {
     "fechatter.realtime": 3,
     "fechatter.app": 4,
     "fechatter.cli": 4,
+    "fechatter.cli_admin": 4,  # admin commands (issue 17)
     "fechatter.cli_archive": 4,  # export / import commands (issue 17)
+    "fechatter.cli_backup": 4,  # backup / restore commands (issue 17)
     "fechatter.demo": 4,
     "fechatter.workers": 4,  # the --workers parent: starts and supervises processes
     "fechatter.__main__": 4,

@@ -13,6 +13,7 @@ from quart import Blueprint, Quart, Response
 
 from fechatter.domain.password_resets import PasswordResets
 from fechatter.errors import NotFound
+from fechatter.http.apidoc import doc
 from fechatter.http.common import Context, empty_response, read_json
 from fechatter.schemas import Body, Password
 
@@ -36,11 +37,26 @@ def register(app: Quart, ctx: Context) -> None:
     resets = PasswordResets(ctx.storage, ctx.auth, ctx.guard)
 
     @bp.get("/api/password-resets/<token>")
+    @doc(
+        "auth",
+        "Whether a password-reset link is still usable",
+        ok={204: None},
+        errors=(404, 503),
+        auth=False,
+    )
     async def check_reset(token: str) -> Response:
         await resets.check(_token(token))
         return empty_response()
 
     @bp.post("/api/password-resets/<token>")
+    @doc(
+        "auth",
+        "Set a new password through a reset link (ends every session of the user)",
+        body=PasswordResetIn,
+        ok={204: None},
+        errors=(404, 503),
+        auth=False,
+    )
     async def use_reset(token: str) -> Response:
         token = _token(token)
         body = await read_json(PasswordResetIn)
