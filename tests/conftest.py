@@ -18,7 +18,8 @@ on a cluster"):
 Tests that need one process by nature carry the ``single_process`` marker and are skipped in
 the cluster modes and ``proxy``; tests whose requests must reach one node carry
 ``one_api_node`` and are skipped in ``cluster-spread`` and ``proxy`` (the marker's reason
-says why); tests whose assertions are
+says why); tests whose streams must all reach one node (its per-node counts and caps) carry
+``one_stream_node`` and are skipped in ``proxy``; tests whose assertions are
 about the server's own listener (raw framing, per-socket limits, peers) carry
 ``direct_listener`` and are skipped in ``proxy`` mode.
 """
@@ -75,8 +76,8 @@ def in_cluster_mode() -> bool:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip ``single_process`` tests in the cluster modes (``proxy`` included),
-    ``one_api_node`` tests in ``cluster-spread`` and ``proxy``, and ``direct_listener`` tests
-    in ``proxy`` (the marker's reason is shown)."""
+    ``one_api_node`` tests in ``cluster-spread`` and ``proxy``, and ``one_stream_node`` and
+    ``direct_listener`` tests in ``proxy`` (the marker's reason is shown)."""
     marker = item.get_closest_marker("single_process")
     if marker is not None and in_cluster_mode():
         pytest.skip(f"single process only: {marker.kwargs.get('reason', marker.args)}")
@@ -91,6 +92,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("one_api_node")
     if marker is not None and suite_backend() in ("cluster-spread", "proxy"):
         pytest.skip(f"one API node only: {marker.kwargs.get('reason', marker.args)}")
+    marker = item.get_closest_marker("one_stream_node")
+    if marker is not None and suite_backend() == "proxy":
+        pytest.skip(f"one streaming node only: {marker.kwargs.get('reason', marker.args)}")
     marker = item.get_closest_marker("direct_listener")
     if marker is not None and suite_backend() == "proxy":
         pytest.skip(f"direct listener only: {marker.kwargs.get('reason', marker.args)}")

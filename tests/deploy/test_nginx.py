@@ -10,6 +10,7 @@ says (``public_url``, ``public_realtime_url``, ``allowed_origins``, ``trusted_pr
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,6 +46,7 @@ async def proxied(
         "FECHATTER_PUBLIC_REALTIME_URL": public,
         "FECHATTER_ALLOWED_ORIGINS": json.dumps([public]),
         "FECHATTER_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),
+        "FECHATTER_ACCESS_LOG": "true",
     }
     prefix = f"t{uuid.uuid4().hex[:10]}"
     async with open_node_procs(
@@ -69,6 +71,10 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             # The API is balanced over both nodes (round robin, no stickiness).
             seen = {(await client.get("/api/sse/health")).json()["node_id"] for _ in range(4)}
             assert seen == {n.node_id for n in nodes}
+            # The nodes read X-Forwarded-For behind the proxy (trusted_proxies): nginx
+            # appends the peer (127.0.0.1, trusted), so the client is what it forwarded.
+            r = await client.get("/api/client-config", headers={"X-Forwarded-For": "203.0.113.7"})
+            assert r.status_code == 200
             # /metrics is not public (no auth): the proxy hides it.
             assert (await client.get("/metrics")).status_code == 404
             # The page is told to open its stream on the public origin.
@@ -109,6 +115,20 @@ async def test_https_signup_send_and_both_streams_through_nginx(
                     assert (name, data["content"]) == ("message.created", "back")
             finally:
                 await sse.aclose()
+            # The access log (on here) names the forwarded client, and never a token: the
+            # WebSocket's ?access_token= reached a node's log redacted (a stream's line is
+            # written when the node sees it close: the WebSocket's close handshake is
+            # immediate, the SSE stream's only at its next write).
+            forwarded = re.compile(rb"path=/api/client-config .*client=203\.0\.113\.7")
+            redacted = re.compile(
+                rb"path=/api/notifications/ws\?access_token=\[redacted\] status=101"
+            )
+            for pattern in (forwarded, redacted):
+                await _any_node_logs(nodes, pattern)
+            logged = "".join(node.text() for node in nodes)
+            for token in (me.api.token, you.api.token):
+                assert token is not None
+                assert token not in logged
         # Plain HTTP is redirected to the same path on HTTPS.
         async with httpx.AsyncClient(base_url=proxy.http_url, timeout=10) as plain:
             r = await plain.get("/api/chats?x=1")
@@ -128,3 +148,15 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             assert row == (2,)
         finally:
             pg_server.drop_database(restored)
+
+
+async def _any_node_logs(nodes: list[NodeProc], pattern: re.Pattern[bytes]) -> None:
+    """Return once one of ``nodes`` has logged a line matching ``pattern`` (callers bound it)."""
+    async with trio.open_nursery() as nursery:
+        for node in nodes:
+
+            async def watch(node: NodeProc = node) -> None:
+                await node.wait_log(pattern)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
