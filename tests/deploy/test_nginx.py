@@ -71,10 +71,22 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             # The API is balanced over both nodes (round robin, no stickiness).
             seen = {(await client.get("/api/sse/health")).json()["node_id"] for _ in range(4)}
             assert seen == {n.node_id for n in nodes}
-            # The nodes read X-Forwarded-For behind the proxy (trusted_proxies): nginx
-            # appends the peer (127.0.0.1, trusted), so the client is what it forwarded.
-            r = await client.get("/api/client-config", headers={"X-Forwarded-For": "203.0.113.7"})
-            assert r.status_code == 200
+            # nginx passes the client's address on (X-Forwarded-For) and the nodes read it
+            # (trusted_proxies: 127.0.0.1, nginx's side): a client on 127.0.0.2 is logged as
+            # 127.0.0.2 on both listeners (without the header the node would log nginx's
+            # 127.0.0.1; a client's own forged header is to the left of nginx's entry).
+            async with httpx.AsyncClient(
+                base_url=proxy.url,
+                verify=proxy.ssl_context,
+                timeout=10,
+                transport=httpx.AsyncHTTPTransport(
+                    verify=proxy.ssl_context, local_address="127.0.0.2"
+                ),
+            ) as elsewhere:
+                r = await elsewhere.get(
+                    "/api/client-config", headers={"X-Forwarded-For": "203.0.113.7"}
+                )
+                assert r.status_code == 200
             # /metrics is not public (no auth): the proxy hides it.
             assert (await client.get("/metrics")).status_code == 404
             # The page is told to open its stream on the public origin.
@@ -119,7 +131,7 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             # WebSocket's ?access_token= reached a node's log redacted (a stream's line is
             # written when the node sees it close: the WebSocket's close handshake is
             # immediate, the SSE stream's only at its next write).
-            forwarded = re.compile(rb"path=/api/client-config .*client=203\.0\.113\.7")
+            forwarded = re.compile(rb"path=/api/client-config .*client=127\.0\.0\.2\b")
             redacted = re.compile(
                 rb"path=/api/notifications/ws\?access_token=\[redacted\] status=101"
             )
