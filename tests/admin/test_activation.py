@@ -6,16 +6,19 @@ activated by neither, and a sign-up with a pending email and no bound invite sta
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trio
 
 from fechatter.config import Settings
 from fechatter.models import UserStatus
 from fechatter.storage import open_storage
+from fechatter.storage.archive import NO_PASSWORD
 from tests.admin.cli import fechatter, one_line_refusal
 from tests.admin.test_admin_cli import admin_json, sign_in
 from tests.conftest import Api, User, make_workspace
@@ -205,3 +208,34 @@ async def test_an_admin_suspended_user_is_activated_by_neither(
             assert await status_of(live, email) is UserStatus.SUSPENDED
         listed = (await olga.api.get(f"/api/workspaces/{ws}/invites")).json()
         assert [i["uses"] for i in listed] == [0, 0]
+
+
+async def test_the_migration_makes_earlier_imports_never_activated_users_pending(
+    tmp_path: Path, pg_database: str
+) -> None:
+    """sqlite 0010 / postgres 0017: a user an earlier import left ``Suspended`` with the
+    importer's hash becomes ``Pending``; a suspended user with a password stays suspended."""
+    sqlite_url = f"sqlite:///{tmp_path / 'old.db'}"
+    for url, version in ((sqlite_url, 10), (pg_database, 17)):
+        with trio.fail_after(CEILING):
+            async with open_storage(url) as storage:
+                imported, _ = await storage.create_user("Old Import", "old@example.com", "x", None)
+                suspended, _ = await storage.create_user("Suspended", "sus@example.com", "y", None)
+            sql = [
+                f"UPDATE users SET status = 'Suspended', password_hash = '{NO_PASSWORD}'"
+                f" WHERE id = {imported.id}",
+                f"UPDATE users SET status = 'Suspended' WHERE id = {suspended.id}",
+                f"DELETE FROM schema_migrations WHERE version = {version}",  # as before it
+            ]
+            if url == sqlite_url:
+                with sqlite3.connect(tmp_path / "old.db") as conn:
+                    for statement in sql:
+                        conn.execute(statement)
+            else:
+                with psycopg.connect(url, autocommit=True) as conn:
+                    for statement in sql:
+                        conn.execute(statement)
+            async with open_storage(url) as storage:  # applies the missing migration
+                again = await storage.get_users([imported.id, suspended.id])
+            assert again[imported.id].status is UserStatus.PENDING, url
+            assert again[suspended.id].status is UserStatus.SUSPENDED, url
