@@ -7,9 +7,10 @@ and a raised security version (logged, so every process re-reads the user as act
 - using a password-reset link (``activate_pending`` composed into the link's transaction,
   ``fechatter.domain.password_resets``; also the operator's ``reset-password
   --password-stdin``);
-- signing up through a live invite bound to the user's email (``signup_or_claim``): the
-  person claims the account — fullname and password from the sign-up — and joins the
-  invite's workspace, spending one use of it.
+- signing up through a live invite bound to the user's email, made by an owner or admin of
+  a workspace the user is in (``signup_or_claim``): the person claims the account —
+  fullname and password from the sign-up — and joins the invite's workspace, spending one
+  use of it.
 
 A user an admin suspended is never ``Pending``, so neither path reactivates it: a reset link
 only sets its password; an invite sign-up with its email stays 409 ``email_taken``, as does
@@ -36,6 +37,14 @@ _CLAIM = Sql(
     "UPDATE users SET fullname = ?, password_hash = ?, status = ? WHERE id = ? AND status = ?"
     f" RETURNING {unqualified(USER_COLUMNS)}"
 )
+# The invite's creator vouches for the person: they must manage (owner/admin, now) a
+# workspace the pending user is in — else anyone could make a workspace, bind an invite to
+# an imported email and claim that account's history.
+_VOUCHED = Sql(
+    "SELECT 1 AS ok FROM workspace_members a JOIN workspace_members p"
+    " ON p.workspace_id = a.workspace_id"
+    " WHERE a.user_id = ? AND a.role IN ('owner', 'admin') AND p.user_id = ? LIMIT 1"
+)
 _USE_INVITE = Sql("UPDATE workspace_invites SET uses = uses + 1 WHERE id = ? AND uses < max_uses")
 
 Claimed = tuple[User, int]
@@ -57,12 +66,14 @@ def claim(
     fullname: str, email: str, password_hash: str, token_hash: str, now: str, *, outbox: bool
 ) -> Op[tuple[Claimed | None, list[WorkspaceEvent]]]:
     """Claim the ``Pending`` account of ``email`` through the invite of ``token_hash`` if
-    that invite is bound to ``email``: fullname and password set, status ``Active``,
-    security version raised, the invite's workspace joined (an existing member keeps their
-    role) and one use spent. ``(None, [])`` when this is not a claim (no such invite, not
-    bound to this email, no such user or not ``Pending``). ``NotFound(invite_not_found)``
-    when it is one but the invite is used up or expired (the caller's transaction rolls
-    back). Returns the user with its new version, and the join's events."""
+    that invite is bound to ``email`` and its creator manages (owner or admin) a workspace
+    the pending user is a member of (they vouch for the person): fullname and password set,
+    status ``Active``, security version raised, the invite's workspace joined (an existing
+    member keeps their role) and one use spent. ``(None, [])`` when this is not a claim (no
+    such invite, not bound to this email, no such user, not ``Pending``, a creator who does
+    not vouch). ``NotFound(invite_not_found)`` when it is one but the invite is used up or
+    expired (the caller's transaction rolls back). Returns the user with its new version,
+    and the join's events."""
     email = normalize_email(email)
     view = yield from invite_ops.by_token(token_hash)
     if view is None or view.invite.email is None or view.invite.email != email:
@@ -71,6 +82,8 @@ def claim(
     if row is None or row["status"] != UserStatus.PENDING.value:
         return None, []
     invite = view.invite
+    if first((yield q(_VOUCHED, (invite.created_by, int(row["id"]))))) is None:
+        return None, []
     if not invite.usable(now):
         raise _gone()
     params = (

@@ -143,18 +143,30 @@ async def test_an_email_bound_invite_claims_an_imported_account(
         async with open_storage(live.database_url) as storage:
             bob_before = await storage.get_user_by_email("bob@example.com")
             assert bob_before is not None
-        olga: User = await api.signup("Olga")
-        ws = await make_workspace(olga, name="Olga's")
+        # Ada, the imported workspace's owner, activated by her link, invites people.
+        out = await admin_json(database, "reset-password", "ada@example.com")
+        token = out["url"].rsplit("/reset-password/", 1)[1]
+        r = await api.post(f"/api/password-resets/{token}", json={"password": "ada's own pass"})
+        assert r.status_code == 204, r.text
+        r = await api.post(
+            "/api/auth/signin", json={"email": "ada@example.com", "password": "ada's own pass"}
+        )
+        ada = User(Api(api.client, r.json()["token"]), r.json()["user"]["id"], "ada@x", {})
+        ws = await make_workspace(ada, name="Ada's")
+        # A stranger (no workspace shared with bob) cannot vouch for him.
+        olga = await api.signup("Olga")
+        olgas = await make_workspace(olga, name="Olga's")
         # No account takeover: a plain sign-up, an unbound invite, an invite bound to
-        # someone else — all 409 for the pending email, nothing used, still pending.
+        # someone else, a stranger's bound invite — all 409, nothing used, still pending.
         assert (await signup(api, "bob@example.com"))["code"] == "email_taken"
-        free = await invite(olga, ws, max_uses=5)
-        other = await invite(olga, ws, email="cy@example.com")
-        for token in (free["token"], other["token"]):
+        free = await invite(ada, ws, max_uses=5)
+        other = await invite(ada, ws, email="cy@example.com")
+        strangers = await invite(olga, olgas, email="bob@example.com")
+        for token in (free["token"], other["token"], strangers["token"]):
             out = await signup(api, "bob@example.com", token)
             assert (out["status"], out["code"]) == (409, "email_taken")
-        bound = await invite(olga, ws, email="Bob@Example.com", role="admin")
-        listed = (await olga.api.get(f"/api/workspaces/{ws}/invites")).json()
+        bound = await invite(ada, ws, email="Bob@Example.com", role="admin")
+        listed = (await ada.api.get(f"/api/workspaces/{ws}/invites")).json()
         assert [i["uses"] for i in listed] == [0, 0, 0]
         assert await status_of(live, "bob@example.com") is UserStatus.PENDING
 
@@ -166,18 +178,27 @@ async def test_an_email_bound_invite_claims_an_imported_account(
         bob = Api(api.client, out["token"])
         assert (await bob.get("/api/users/me")).status_code == 200  # the token works at once
         names = sorted(w["name"] for w in (await bob.get("/api/workspaces")).json())
-        assert names == [WORKSPACE, "Olga's"]
+        assert names == [WORKSPACE, "Ada's"]
         members = (await bob.get(f"/api/workspaces/{ws}/members")).json()
         roles = {m["user"]["id"]: m["role"] for m in members}
-        assert roles[bob_before.id] == "admin"
+        assert roles[bob_before.id] == "admin"  # the invite's role
         assert "reply in thread" in await general_contents(bob, imported)
         assert await sign_in(api, "bob@example.com", "a new password") == 200
-        listed = (await olga.api.get(f"/api/workspaces/{ws}/invites")).json()
+        listed = (await ada.api.get(f"/api/workspaces/{ws}/invites")).json()
         assert {i["id"]: i["uses"] for i in listed}[bound["id"]] == 1
         # Spent: the link is dead now (and bob is active: a sign-up would be 409 anyway).
         out = await signup(api, "bob@example.com", bound["token"])
         assert (out["status"], out["code"]) == (404, "invite_not_found")
         assert (await member_statuses(database, imported))["bob@example.com"] == "Active"
+        # Invited into the imported workspace itself: claimed, role kept, one use spent.
+        cy_bound = await invite(ada, imported, email="cy@example.com", role="admin")
+        out = await signup(api, "cy@example.com", cy_bound["token"], name="Cy")
+        assert out["status"] == 201, out
+        cy = Api(api.client, out["token"])
+        members = (await cy.get(f"/api/workspaces/{imported}/members")).json()
+        assert {m["user"]["email"]: m["role"] for m in members}["cy@example.com"] == "member"
+        listed = (await ada.api.get(f"/api/workspaces/{imported}/invites")).json()
+        assert [i["uses"] for i in listed] == [1]
 
 
 async def test_an_admin_suspended_user_is_activated_by_neither(
@@ -191,7 +212,7 @@ async def test_an_admin_suspended_user_is_activated_by_neither(
         live = settings_factory()
         olga = await api.signup("Olga")
         dee = await api.signup("Dee")
-        ws = await make_workspace(olga, name="Olga's")
+        ws = await make_workspace(olga, dee, name="Olga's")  # olga manages a workspace of dee's
         # A signed-up user suspended, and an imported one suspended before it was activated.
         for email in (dee.email, "cy@example.com"):
             assert (await admin_json(database, "suspend", email))["changed"] is True
@@ -202,12 +223,13 @@ async def test_an_admin_suspended_user_is_activated_by_neither(
             assert r.status_code == 204, r.text  # the password is set...
             assert await status_of(live, email) is UserStatus.SUSPENDED  # ...not the status
             assert await sign_in(api, email, "via the link") == 401
-            bound = await invite(olga, ws, email=email)
-            out = await signup(api, email, bound["token"])
-            assert (out["status"], out["code"]) == (409, "email_taken")
-            assert await status_of(live, email) is UserStatus.SUSPENDED
+        # An invite bound to dee's email by the admin of dee's workspace: no claim either.
+        bound = await invite(olga, ws, email=dee.email)
+        out = await signup(api, dee.email, bound["token"])
+        assert (out["status"], out["code"]) == (409, "email_taken")
+        assert await status_of(live, dee.email) is UserStatus.SUSPENDED
         listed = (await olga.api.get(f"/api/workspaces/{ws}/invites")).json()
-        assert [i["uses"] for i in listed] == [0, 0]
+        assert [i["uses"] for i in listed] == [0]
 
 
 async def test_the_migration_makes_earlier_imports_never_activated_users_pending(
