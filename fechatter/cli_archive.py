@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             result = trio.run(_import, settings, Path(args.file), args.slack, args.workspace_name)
             print(
                 f"imported {args.file} as workspace {result.workspace_id}:"
-                f" {result.users_created} users created (suspended),"
+                f" {result.users_created} users created (pending: a reset link or an"
+                " email-bound invite activates each),"
                 f" {result.users_matched} matched by email, {result.chats} chats,"
                 f" {result.messages} messages, {result.reactions} reactions,"
                 f" {result.files} files"

@@ -44,8 +44,12 @@ class Role(enum.StrEnum):
 
 
 class UserStatus(enum.StrEnum):
+    """``Active``; ``Suspended`` by an admin; ``Pending``: created by an import, never
+    activated (no password yet) — a reset link or an email-bound invite activates it."""
+
     ACTIVE = "Active"
     SUSPENDED = "Suspended"
+    PENDING = "Pending"
 
 
 @dataclass(frozen=True, slots=True)

@@ -174,7 +174,7 @@ async def test_round_trip_fresh_and_same_database(
         async with open_storage(fresh.database_url) as storage:
             ana = await storage.get_user_by_email(a.email)
             assert ana is not None
-            assert ana.status is UserStatus.SUSPENDED  # activated by an operator's reset
+            assert ana.status is UserStatus.PENDING  # activated by a reset link or bound invite
             (copy,) = await storage.list_workspaces(ana.id)
             assert ana.id != a.id
         assert await snapshot(fresh, a.email, copy.id) == before

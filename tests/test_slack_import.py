@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import argon2
+import pytest
 import trio
 
 from fechatter.config import Settings
@@ -146,7 +147,10 @@ def test_reaction_names() -> None:
 
 
 async def test_slack_export_imported_and_seen_through_the_api(
-    api: Api, settings_factory: Callable[..., Settings], tmp_path: Path
+    api: Api,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with trio.fail_after(CEILING):
         export = tmp_path / "Acme Slack export.zip"
@@ -158,13 +162,17 @@ async def test_slack_export_imported_and_seen_through_the_api(
             bob = await storage.get_user_by_email("bob@example.com")
             assert ada is not None
             assert bob is not None
-            assert ada.status is UserStatus.SUSPENDED
-            # What the operator's password reset and reactivation do (docs/archive.md).
+            assert ada.status is UserStatus.PENDING
+            # What a reset link does (docs/archive.md; tests/admin/test_activation.py).
             hashed = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(
                 "correct horse"
             )
             await storage.update_user(ada.id, password_hash=hashed)
             await storage.set_user_status(ada.id, UserStatus.ACTIVE)
+        # The summary counts what is stored: U3's "+1" and "thumbsup::skin-tone-2" are one 👍.
+        summary = capsys.readouterr().out
+        assert "5 users created (pending" in summary, summary
+        assert " 3 reactions," in summary, summary
         r = await api.post(
             "/api/auth/signin", json={"email": "ada@example.com", "password": "correct horse"}
         )

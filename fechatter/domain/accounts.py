@@ -54,18 +54,23 @@ class Accounts:
         password: str,
         workspace: str | None,
         *,
-        create: Callable[[str], Awaitable[User]] | None = None,
+        create: Callable[[str], Awaitable[tuple[User, int]]] | None = None,
     ) -> Session:
         """A new user (and workspace, if named) with a first session.
 
         ``create``: makes the user from the password hash instead (an invite's sign-up:
-        the account and the join in one transaction). Raises ``Conflict`` (``email_taken``,
-        ``workspace_name_taken``; nothing written) and ``Unavailable`` (``auth_busy``: the
-        hashing queue is full; nothing hashed), and what ``create`` raises.
+        the account and the join in one transaction; or the claim of an imported account,
+        whose security version it raised) and returns it with its security version. Raises
+        ``Conflict`` (``email_taken``, ``workspace_name_taken``; nothing written) and
+        ``Unavailable`` (``auth_busy``: the hashing queue is full; nothing hashed), and what
+        ``create`` raises.
         """
         password_hash = await self._auth.hash_password(password)
         if create is not None:
-            return await self._start_session(await create(password_hash), 0)
+            user, version = await create(password_hash)
+            if version:  # a claimed account became active: this process knows it now
+                await self._guard.load(user.id)
+            return await self._start_session(user, version)
         user, _ = await self._storage.create_user(fullname, email, password_hash, workspace)
         return await self._start_session(user, 0)
 

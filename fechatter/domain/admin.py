@@ -23,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fechatter.domain import password_resets
-from fechatter.errors import Invalid, NotFound
+from fechatter.errors import Conflict, Invalid, NotFound
 from fechatter.models import Role, User, UserStatus, WorkspaceMember, format_time
-from fechatter.storage import Storage, accounts
+from fechatter.storage import Storage, accounts, activation
 from fechatter.storage import admin as ops
 from fechatter.storage import workspace_writes as writes
 from fechatter.storage.admin import AuditEntry, WorkspaceSummary
@@ -134,13 +134,16 @@ class Admin:
 
     async def set_password(self, email: str, password: str) -> User:
         """Set the password now: every session revoked, every access token void (streams
-        close). ``NotFound(user_not_found)``."""
+        close); an imported user never activated (``Pending``) becomes active, a suspended
+        one stays suspended. ``NotFound(user_not_found)``."""
         user = await self._find(email)
         password_hash = await self._hash(password)
 
         def op() -> Op[User]:
+            activated = yield from activation.activate_pending(user.id)
             updated = yield from accounts.update_user(user.id, None, None, False, password_hash)
-            yield from self._audit("set-password", _user_target(user), {"user_id": user.id})
+            details = {"user_id": user.id, **({"activated": True} if activated else {})}
+            yield from self._audit("set-password", _user_target(user), details)
             return updated
 
         return await writes.commit(self._storage, op())
@@ -148,10 +151,22 @@ class Admin:
     async def set_status(self, email: str, status: UserStatus) -> bool:
         """Suspend or reactivate; False (nothing written, nothing audited) if the user
         already has that status. A change raises the security version: every session and
-        token ends, streams close within the poll interval. ``NotFound(user_not_found)``."""
+        token ends, streams close within the poll interval. ``NotFound(user_not_found)``;
+        ``Conflict(user_pending)`` to reactivate an imported user never activated (it has
+        no password: a reset link activates it). Suspending a ``Pending`` user makes it
+        ``Suspended``: then neither a link nor an invite activates it."""
         user = await self._find(email)
         if user.status is status:
             return False
+        if status is UserStatus.ACTIVE and user.status is UserStatus.PENDING:
+            # No password yet: active, it still could not sign in. The link sets one and
+            # activates it in one step.
+            raise Conflict(
+                f"{user.email} was imported and has no password yet; activate it with"
+                f" `fechatter admin reset-password {user.email}` (or an invite bound to"
+                " that email)",
+                code="user_pending",
+            )
         action = "suspend" if status is UserStatus.SUSPENDED else "reactivate"
 
         def op() -> Op[bool]:

@@ -20,7 +20,7 @@ from typing import Any
 from fechatter.domain.workspaces import Workspaces
 from fechatter.errors import Conflict, Forbidden, NotFound
 from fechatter.models import Role, User, format_time
-from fechatter.storage import Storage
+from fechatter.storage import Storage, activation
 from fechatter.storage import invites as ops
 from fechatter.storage.invites import Accepted, Invite, InviteView
 from fechatter.storage.workspace_writes import commit, read
@@ -154,12 +154,17 @@ class Invites:
         workspace = await self._workspaces.get(user.id, workspace_id)
         return Accepted(workspace, role, False)
 
-    async def create_user(self, fullname: str, email: str, password_hash: str, token: str) -> User:
+    async def create_user(
+        self, fullname: str, email: str, password_hash: str, token: str
+    ) -> tuple[User, int]:
         """Sign-up's user creation with an ``invite_token``: the account and the join in one
-        transaction (a bad invite creates no account: ``NotFound``)."""
+        transaction (a bad invite creates no account: ``NotFound``). An invite bound to the
+        email of an imported, never-activated (``Pending``) user claims that account instead
+        (``storage.activation.claim``). Returns the user and the security version its
+        session starts under."""
         view = await self._find(token)
         events = self._workspaces.events
-        op = ops.signup(
+        op = activation.signup_or_claim(
             fullname, email, password_hash, token_hash(token), self._now(), outbox=events.outbox
         )
         return await events.write(view.invite.workspace_id, op)

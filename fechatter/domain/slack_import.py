@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fechatter.errors import Invalid
-from fechatter.models import format_time, utc_now
+from fechatter.models import UserStatus, format_time, utc_now
 from fechatter.reaction_emoji import canonical_emoji
 from fechatter.storage.archive import (
     ArchiveChat,
@@ -38,6 +38,7 @@ from fechatter.storage.archive import (
 # Everything read; the importer clamps it to the chat's last seq.
 ALL_READ = 1 << 62
 BOT_EMAIL = "slack-bot@slack-import.invalid"
+PENDING = UserStatus.PENDING.value  # the status archived (the importer creates all Pending)
 MAX_FULLNAME = 64
 # Message subtypes that are messages; the others (channel_join, channel_leave, channel_topic,
 # channel_purpose, channel_name, pinned_item, tombstone, …) are events, not imported.
@@ -110,7 +111,7 @@ class SlackSource:
             )
             email = profile.get("email") or f"{raw['id'].lower()}@slack-import.invalid"
             self._rows.append(
-                ArchiveUser(uid, name[:MAX_FULLNAME], str(email), None, "Suspended", self._now)
+                ArchiveUser(uid, name[:MAX_FULLNAME], str(email), None, PENDING, self._now)
             )
             if raw.get("is_primary_owner") and not self._owner:
                 self._owner = uid
@@ -119,9 +120,7 @@ class SlackSource:
         if not self._rows:
             raise ArchiveInvalid("users.json: no users")
         self._bot = len(self._rows) + 1
-        self._rows.append(
-            ArchiveUser(self._bot, "Slack bot", BOT_EMAIL, None, "Suspended", self._now)
-        )
+        self._rows.append(ArchiveUser(self._bot, "Slack bot", BOT_EMAIL, None, PENDING, self._now))
         if not self._owner:
             self._owner = next(
                 (

@@ -66,7 +66,7 @@ class UserOut(Out):
     fullname: str
     email: str
     avatar: str | None
-    status: Literal["Active", "Suspended"]
+    status: Literal["Active", "Suspended", "Pending"]
     created_at: Time
 
 

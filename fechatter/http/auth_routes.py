@@ -60,7 +60,7 @@ def register(app: Quart, ctx: Context) -> None:
             token = body.invite_token
             await invites.preview(token)  # a bad link costs no hash (404)
 
-            async def create(password_hash: str) -> User:
+            async def create(password_hash: str) -> tuple[User, int]:
                 return await invites.create_user(body.fullname, body.email, password_hash, token)
 
         try:

@@ -5,10 +5,10 @@ chats and their members, messages, reactions and file metadata, each with the id
 database it came from. This module reads those rows out of a workspace in bounded batches
 (``ArchiveStore.export_*``) and writes a stream of them into a NEW workspace in ONE
 transaction (``import_rows``), remapping every id: users matched by normalised email or
-created ``Suspended`` with no usable password, new chat/message/file ids, ``reply_to``,
-``thread_id``, mentions, ``<@id>`` tokens in content, file URLs and avatars. A row naming an
-id the archive has not defined (earlier in its order) raises ``ArchiveInvalid`` and the
-transaction rolls back: nothing is half-imported.
+created ``Pending`` (never activated) with no usable password, new chat/message/file ids,
+``reply_to``, ``thread_id``, mentions, ``<@id>`` tokens in content, file URLs and avatars.
+A row naming an id the archive has not defined (earlier in its order) raises
+``ArchiveInvalid`` and the transaction rolls back: nothing is half-imported.
 
 It must never read an archive file or a blob (``fechatter.domain.archive`` does, and hands
 rows in), and never write into an existing workspace or chat: an imported chat is new, so no
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 EXPORT_BATCH = 500  # rows per read of an export
 # A password hash no verifier accepts (argon2 answers InvalidHash → a failed sign-in): an
-# imported account has no password until an operator resets it (docs/archive.md).
+# imported account has no password until it is activated (status Pending; a reset link or
+# an email-bound invite activates it, fechatter.storage.activation; docs/archive.md).
 NO_PASSWORD = "!imported"
 FILE_ID_BYTES = 16  # as fechatter.domain.files: 22 URL-safe characters
 _USER_TOKEN = re.compile(r"<@([1-9][0-9]{0,18})>")
@@ -160,7 +161,7 @@ class ImportResult:
     users_matched: int = 0
     chats: int = 0
     messages: int = 0
-    reactions: int = 0
+    reactions: int = 0  # stored: rows of the archive naming the same reaction count once
     files: int = 0
     chat_ids: dict[int, int] = field(default_factory=dict)  # archive id → new id
 
@@ -368,7 +369,7 @@ def import_rows(
             (
                 yield q(
                     _INSERT_USER,
-                    (u.fullname, email, NO_PASSWORD, UserStatus.SUSPENDED.value, u.created_at),
+                    (u.fullname, email, NO_PASSWORD, UserStatus.PENDING.value, u.created_at),
                 )
             )
         )
@@ -543,8 +544,10 @@ def import_rows(
         if r.message_id not in messages:
             raise ArchiveInvalid(f"{where}: unknown message id {r.message_id}")
         uid = _need(users, r.user_id, "user", where)
-        yield q(_INSERT_REACTION, (messages[r.message_id][0], uid, r.emoji, r.created_at))
-        result.reactions += 1
+        added = yield q(_INSERT_REACTION, (messages[r.message_id][0], uid, r.emoji, r.created_at))
+        # What is stored: a repeat of (message, emoji, user) is one reaction (Slack's "+1"
+        # and "thumbsup" by one user are both 👍).
+        result.reactions += added.rowcount
 
     for chat in chats.values():
         params = {"chat": chat.new_id, "seq": chat.last_seq, "no": False}

@@ -194,8 +194,8 @@ def claim(chat_id: int, limit: int) -> Op[list[PendingEvent] | None]:
     """Inside the caller's transaction: take the chat's publisher lock and read its first
     ``limit`` rows by ``event_seq``, ``$ref`` rows rehydrated. ``None`` when another
     transaction holds the lock (it is publishing this chat now). A ``$ref`` whose message no
-    longer exists (its chat was deleted) is sent as the reference's counters with ``id`` and
-    ``chat_id``: every ``event_seq`` goes out, so receivers see no gap."""
+    longer exists (its chat was deleted) is sent as ``chat.deleted`` ``{"id": chat_id}``
+    (see ``_pending``): every ``event_seq`` goes out, so receivers see no gap."""
     locked = yield q(_TRY_LOCK, (lock_key(chat_id),))
     if not locked.rows[0]["locked"]:
         return None
@@ -229,17 +229,26 @@ def claim_many(limits: Sequence[tuple[int, int]]) -> Op[dict[int, list[PendingEv
 def _pending(chat_id: int, r: Any) -> Op[PendingEvent]:
     """One claimed row as the publisher sends it (``$ref`` rehydrated, see ``claim``)."""
     text: str = r["data"]
+    name: str = r["name"]
     data = json.loads(text)
     if isinstance(data, dict) and data.get("$ref") == "message":
         message = yield from get_message(int(data["id"]))
         if message is not None:
             body = events.dumps(rehydrate(data, message))
         else:
-            gone = {k: v for k, v in data.items() if k != "$ref"}
-            body = events.dumps({**gone, "chat_id": chat_id})
+            # Messages are tombstoned, never deleted: the root's row is gone only because
+            # its chat was deleted (ON DELETE CASCADE), and that deletion appended
+            # ``chat.deleted`` to this chat's outbox in its own transaction — committed,
+            # so a later row of this batch or the next. The root's counters no longer
+            # describe anything; this event_seq announces what is true by now, in the
+            # chat's own schema-valid shape, instead of a Message without its fields
+            # (every event_seq still goes out: receivers see no gap). Receivers forget
+            # the chat at the first ``chat.deleted``; the second one reaches nobody live.
+            name = events.CHAT_DELETED
+            body = events.dumps({"id": chat_id})
     else:
         body = text.encode()
-    return PendingEvent(chat_id, r["event_seq"], r["name"], body, tuple(r["notify"]))
+    return PendingEvent(chat_id, r["event_seq"], name, body, tuple(r["notify"]))
 
 
 def remove(chat_id: int, seqs: Sequence[int]) -> Op[int]:

@@ -227,9 +227,9 @@ async def test_workspaces_members_and_roles(
     done = await fechatter("admin", "members", str(ws), *database)
     assert done.returncode == 0
     lines = done.stdout.decode().splitlines()
-    assert lines[0].split() == ["user_id", "email", "fullname", "role"]
+    assert lines[0].split() == ["user_id", "email", "fullname", "role", "status"]
     assert lines[2].split()[0:2] == [str(member.id), member.email]
-    assert lines[2].split()[-1] == "admin"
+    assert lines[2].split()[-2:] == ["admin", "Active"]
 
 
 async def test_bad_input_is_one_line_and_exit_1(
