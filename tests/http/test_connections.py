@@ -134,6 +134,10 @@ class _OneConnection:
         return response, data
 
 
+@pytest.mark.direct_listener(
+    reason="keep-alive on one raw connection: the test's nginx closes each client connection"
+    " after its response (tests/conftest.py running_proxied)"
+)
 async def test_keep_alive_serves_every_method_on_one_connection(server: ServerInfo) -> None:
     url = urlsplit(server.api_url)
     assert url.hostname is not None
@@ -166,6 +170,10 @@ async def test_keep_alive_serves_every_method_on_one_connection(server: ServerIn
             assert stream.socket.getsockname() == local
 
 
+@pytest.mark.direct_listener(
+    reason="the server's own early answer on a raw connection; nginx reads or refuses the"
+    " request itself before a node sees it"
+)
 @pytest.mark.parametrize(
     ("head", "status"),
     [

@@ -101,6 +101,7 @@ async def test_wrong_types_are_422_not_500(api: Api) -> None:
         assert r.json()["errors"], body
 
 
+@pytest.mark.direct_listener(reason="reads /metrics, which the proxy hides (deploy/nginx.conf)")
 async def test_health_ready_metrics(api: Api) -> None:
     assert (await api.get("/health")).json() == {"status": "ok"}
     assert (await api.get("/ready")).status_code == 200

@@ -142,7 +142,10 @@ async def test_emoji_forms_name_one_reaction(server: ServerInfo, api: Api) -> No
         quote(":" + "x" * 33 + ":", safe=""),
         "x" * 65,  # over-long, refused before the emoji data is consulted
         quote("👍" * 40),
-        "%00",
+        pytest.param(
+            "%00",
+            marks=pytest.mark.direct_listener(reason="nginx refuses %00 in a path itself (400)"),
+        ),
         "%C3%28",  # not UTF-8
         "%20",
     ],
