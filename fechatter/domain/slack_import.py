@@ -392,8 +392,9 @@ class SlackSource:
                 if emoji is None:
                     continue
                 users = r.get("users")
-                for u in dict.fromkeys(users if isinstance(users, list) else []):
-                    uid = self._users.get(u) if isinstance(u, str) else None
+                listed_users = users if isinstance(users, list) else []
+                for u in dict.fromkeys(u for u in listed_users if isinstance(u, str)):
+                    uid = self._users.get(u)
                     if uid is not None:
                         yield ArchiveReaction(mid, uid, emoji, slack_time(m["ts"]))
 
