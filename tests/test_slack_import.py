@@ -292,7 +292,7 @@ async def test_escaped_text_stays_text_and_long_messages_are_split(
     message over max_content_chars becomes continuation messages; no bot user unless a
     message needs one."""
     long_text = ("word " * 1900).strip() + " <@U2> end"  # 9506 characters
-    day = [
+    day: list[dict[str, Any]] = [
         {"type": "message", "user": "U2", "ts": ts(1), "text": "&lt;@1&gt; &lt;!channel&gt; <@U1>"},
         {
             "type": "message",
