@@ -18,8 +18,10 @@ import trio
 
 from fechatter.config import Settings, load_settings
 from fechatter.domain.archive import export_workspace, import_archive, import_source
+from fechatter.domain.archive_check import ImportLimits
 from fechatter.domain.slack_import import SlackSource
 from fechatter.errors import FechatterError
+from fechatter.schemas import MAX_ID
 from fechatter.storage import open_storage
 from fechatter.storage.archive import ArchiveInvalid, ArchiveStore, ImportResult
 from fechatter.storage.blobs import BlobMissing, LocalBlobStore
@@ -30,10 +32,21 @@ COMMANDS = ("export", "import")
 IMPORT_TIMEOUT = 3600.0
 
 
+def _workspace_id(text: str) -> int:
+    """An id as the API takes it: an integer from 1 to 2^63-1 (argparse reports the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ID}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``export`` and ``import`` to the ``fechatter`` command's subparsers."""
     export = sub.add_parser("export", help="write a workspace archive (docs/archive.md)")
-    export.add_argument("--workspace", type=int, required=True, help="the workspace id")
+    export.add_argument("--workspace", type=_workspace_id, required=True, help="the workspace id")
     export.add_argument("file", help="the zip file to write")
     imp = sub.add_parser("import", help="import an archive or a Slack export as a new workspace")
     imp.add_argument("file", help="a Fechatter archive zip (or, with --slack, a Slack export)")
@@ -98,11 +111,13 @@ async def _import(settings: Settings, path: Path, slack: bool, name: str | None)
         settings.database_url, pool_size=2, operation_timeout=IMPORT_TIMEOUT
     ) as storage:
         store, blobs = await _store(settings, storage)
+        limits = ImportLimits.of(settings)
         if not slack:
-            return await import_archive(store, blobs, path, name)
+            return await import_archive(store, blobs, path, name, limits)
         try:
             zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise ArchiveInvalid(f"{path}: not a zip archive ({exc})") from None
         with zf:
-            return await import_source(store, SlackSource(zf, name or path.stem), None)
+            source = SlackSource(zf, name or path.stem, limits.max_content_chars)
+            return await import_source(store, source, None, limits)

@@ -296,3 +296,160 @@ async def test_round_trip_across_dialects_into_postgres(
             assert ana is not None
             (copy,) = await storage.list_workspaces(ana.id)
         assert await snapshot(target, a.email, copy.id) == await snapshot(live, a.email, ws)
+
+
+def edit_rows(
+    zf: zipfile.ZipFile, section: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> bytes:
+    """``section``.jsonl with each row passed through ``change`` (None: left out)."""
+    rows = [json.loads(line) for line in zf.read(f"{section}.jsonl").splitlines()]
+    changed = [c for c in (change(r) for r in rows) if c is not None]
+    return b"".join(json.dumps(r).encode() + b"\n" for r in changed)
+
+
+async def test_rows_the_api_would_refuse_are_one_line_and_write_nothing(
+    api: Api,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each row is checked by the API's own rules: a bad value is one line naming the file,
+    the row and the field, exit 1, nothing in the database. Zip bombs stop at the caps."""
+    with trio.fail_after(CEILING):
+        a, b, ws, _ = await populate(api)
+        good = tmp_path / "good.zip"
+        live = settings_factory()
+        assert await run_cli("export", "--workspace", str(ws), str(good), *db_flags(live)) == 0
+        zf = zipfile.ZipFile(good)
+        manifest = json.loads(zf.read("manifest.json"))
+        workspace = json.loads(zf.read("workspace.json"))
+        msgs = [json.loads(line) for line in zf.read("messages.jsonl").splitlines()]
+        by_seq = {(m["chat_id"], m["seq"]): m for m in msgs}
+        chan = msgs[0]["chat_id"]
+        first_reply, second_reply = by_seq[(chan, 2)], by_seq[(chan, 3)]
+        assert second_reply["thread_id"] == by_seq[(chan, 1)]["id"]
+        attachment = json.loads(zf.read("files.jsonl").splitlines()[0])
+
+        def row_of(section: str, match: Callable[[dict[str, Any]], bool], **new: Any) -> bytes:
+            return edit_rows(zf, section, lambda r: {**r, **new} if match(r) else r)
+
+        def first_msg(m: dict[str, Any]) -> bool:
+            return bool(m["id"] == msgs[0]["id"])
+
+        without_bo = edit_rows(
+            zf, "workspace_members", lambda r: None if r["user_id"] == b.id else r
+        )
+        counts = {
+            **manifest["counts"],
+            "workspace_members": manifest["counts"]["workspace_members"] - 1,
+        }
+        cases: dict[str, tuple[dict[str, bytes | None], str]] = {
+            "long content": (
+                {"messages.jsonl": row_of("messages", first_msg, content="x" * 100_000)},
+                "messages.jsonl message {m0}: content: 100000 characters, over this server's"
+                " max_content_chars (4000)",
+            ),
+            "bad time": (
+                {"messages.jsonl": row_of("messages", first_msg, created_at="garbage")},
+                "messages.jsonl message {m0}: created_at: must be an RFC 3339 time",
+            ),
+            "long workspace name": (
+                {"workspace.json": json.dumps({**workspace, "name": "w" * 200}).encode()},
+                "workspace.json: name: must be 1 to 128 characters",
+            ),
+            "empty email": (
+                {"users.jsonl": row_of("users", lambda u: u["id"] == b.id, email="")},
+                f"users.jsonl user {b.id}: email: must be an email address",
+            ),
+            "bad emoji": (
+                {"reactions.jsonl": row_of("reactions", lambda r: True, emoji="not an emoji")},
+                "emoji: must be one emoji or a :shortcode:",
+            ),
+            "nested thread": (
+                {
+                    "messages.jsonl": row_of(
+                        "messages",
+                        lambda m: m["id"] == second_reply["id"],
+                        thread_id=first_reply["id"],
+                    )
+                },
+                f"messages.jsonl message {second_reply['id']}: thread_id: must name an earlier"
+                " top-level message of its chat",
+            ),
+            "second owner": (
+                {
+                    "workspace_members.jsonl": row_of(
+                        "workspace_members", lambda m: m["user_id"] == b.id, role="owner"
+                    )
+                },
+                f"workspace_members.jsonl user {b.id}: role: 'owner', but the owner is user {a.id}",
+            ),
+            "owner as member": (
+                {
+                    "workspace_members.jsonl": row_of(
+                        "workspace_members", lambda m: m["user_id"] == a.id, role="member"
+                    )
+                },
+                f"workspace_members.jsonl user {a.id}: role: 'member', but the owner is",
+            ),
+            "outsider in a chat": (
+                {
+                    "workspace_members.jsonl": without_bo,
+                    "manifest.json": json.dumps({**manifest, "counts": counts}).encode(),
+                },
+                f"user {b.id}: user_id: not a member of the workspace",
+            ),
+            "header injection": (
+                {
+                    "files.jsonl": row_of(
+                        "files",
+                        lambda f: f["id"] == attachment["id"],
+                        content_type="text/plain\r\nSet-Cookie: x=1",
+                    )
+                },
+                f"files.jsonl file {attachment['id']}: content_type: must be a plain type/subtype",
+            ),
+            "huge integer": (
+                {"members.jsonl": row_of("members", lambda m: True, last_read_seq=2**70)},
+                "last_read_seq: must be an integer from 0 to 9223372036854775807",
+            ),
+            "manifest bomb": (
+                {"manifest.json": json.dumps(manifest).encode() + b" " * (2 << 20)},
+                "manifest.json: 2097",
+            ),
+            "blob bigger than declared": (
+                {
+                    "files.jsonl": row_of(
+                        "files",
+                        lambda f: f["id"] == attachment["id"],
+                        size=attachment["size"] - 1,
+                    )
+                },
+                f"files/{attachment['sha256']}: {attachment['size']} bytes where files.jsonl"
+                f" declares {attachment['size'] - 1}",
+            ),
+        }
+        zf.close()
+        target = Settings(
+            database_url=f"sqlite:///{tmp_path / 'target.db'}", files_dir=tmp_path / "tf"
+        )
+        capsys.readouterr()
+        for name, (changes, expected) in cases.items():
+            bad = tmp_path / "bad.zip"
+            rewrite(good, bad, changes)
+            assert await run_cli("import", str(bad), *db_flags(target)) == 1, name
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, (name, err)
+            assert expected.format(m0=msgs[0]["id"]) in err, (name, err)
+        async with open_storage(target.database_url) as storage:
+            assert await storage.get_user_by_email(a.email) is None
+            assert await storage.get_user_by_email(b.email) is None
+        too_big = "99999999999999999999999"
+        with pytest.raises(SystemExit) as exited:
+            await run_cli("export", "--workspace", too_big, str(tmp_path / "x.zip"))
+        assert exited.value.code == 2
+        assert "--workspace: must be from 1 to 9223372036854775807" in capsys.readouterr().err
+        assert not (tmp_path / "x.zip").exists()
+        long_name = ("--workspace-name", "n" * 129, *db_flags(target))
+        assert await run_cli("import", str(good), *long_name) == 1
+        assert "--workspace-name: workspace name: must be 1 to 128" in capsys.readouterr().err

@@ -16,9 +16,10 @@ import pytest
 import trio
 
 from fechatter.config import Settings
-from fechatter.domain.slack_import import reaction_emoji, slack_time
+from fechatter.domain.slack_import import NEUTRAL, SlackSource, reaction_emoji, slack_time
 from fechatter.models import UserStatus
 from fechatter.storage import open_storage
+from fechatter.storage.archive import ArchiveInvalid
 from tests.conftest import Api
 from tests.test_archive import CEILING, db_flags, run_cli
 
@@ -226,3 +227,113 @@ async def test_slack_export_imported_and_seen_through_the_api(
         r = await me.post(f"/api/chats/{general}/messages", json={"content": "hi again"})
         assert r.status_code == 201, r.text
         assert r.json()["seq"] == 6
+
+
+def write_zip(path: Path, files: dict[str, Any]) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, value in files.items():
+            zf.writestr(name, json.dumps(value))
+
+
+def small_export(day: list[dict[str, Any]], **channel: Any) -> dict[str, Any]:
+    """Two users and one channel ``general`` whose one day file is ``day``."""
+    general = {"id": "C1", "name": "general", "created": T0, "creator": "U1"}
+    return {
+        "users.json": [
+            user("U1", "Ada", "ada@example.com", is_primary_owner=True),
+            user("U2", "Bob", "bob@example.com"),
+        ],
+        "channels.json": [{**general, "members": ["U1", "U2"], **channel}],
+        "general/2023-11-14.json": day,
+    }
+
+
+async def test_bad_slack_exports_are_one_line_and_write_nothing(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hello = {"type": "message", "user": "U1", "ts": ts(1), "text": "hello"}
+    cases = {
+        "created": (small_export([hello], created="yesterday"), "general: created: not a Slack"),
+        "edited": (
+            small_export([{**hello, "edited": {"user": "U1", "ts": "x"}}]),
+            "general message 1700000001.000001 edited.ts: not a Slack timestamp: 'x'",
+        ),
+        "ts": (small_export([{**hello, "ts": "soon"}]), "general/2023-11-14.json: a message"),
+    }
+    with trio.fail_after(CEILING):
+        live = settings_factory()
+        capsys.readouterr()
+        for name, (files, expected) in cases.items():
+            export = tmp_path / f"{name}.zip"
+            write_zip(export, files)
+            assert await run_cli("import", "--slack", str(export), *db_flags(live)) == 1, name
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, (name, err)
+            assert expected in err, (name, err)
+        async with open_storage(live.database_url) as storage:
+            assert await storage.get_user_by_email("ada@example.com") is None
+        # A member that is not a Slack id (an object) is left out, not a crash.
+        export = tmp_path / "members.zip"
+        write_zip(export, small_export([hello], members=["U1", {"id": "U2"}, "U2"]))
+        assert await run_cli("import", "--slack", str(export), *db_flags(live)) == 0
+
+
+def test_a_json_member_over_the_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    export = tmp_path / "bomb.zip"
+    files = small_export([{"type": "message", "user": "U1", "ts": ts(1), "text": "x" * 5000}])
+    write_zip(export, files)
+    with zipfile.ZipFile(export) as zf:
+        # The day files are read when the source is made (is a bot user needed?).
+        with pytest.raises(ArchiveInvalid, match=r"general/2023-11-14.json: 50\d\d bytes, over"):
+            SlackSource(zf, "bomb", max_json_bytes=4000)  # users.json is far smaller
+        with pytest.raises(ArchiveInvalid, match=r"users.json: \d+ bytes, over the 10 allowed"):
+            SlackSource(zf, "bomb", max_json_bytes=10)
+
+
+async def test_escaped_text_stays_text_and_long_messages_are_split(
+    api: Api, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A typed ``<@1>`` or ``<!channel>`` (Slack writes it ``&lt;@1&gt;``) names no one; a
+    message over max_content_chars becomes continuation messages; no bot user unless a
+    message needs one."""
+    long_text = ("word " * 1900).strip() + " <@U2> end"  # 9506 characters
+    day: list[dict[str, Any]] = [
+        {"type": "message", "user": "U2", "ts": ts(1), "text": "&lt;@1&gt; &lt;!channel&gt; <@U1>"},
+        {
+            "type": "message",
+            "user": "U1",
+            "ts": ts(2),
+            "text": long_text,
+            "reactions": [{"name": "+1", "users": ["U2", {"id": "U1"}]}],
+        },
+    ]
+    with trio.fail_after(CEILING):
+        export = tmp_path / "escapes.zip"
+        write_zip(export, small_export(day))
+        live = settings_factory()
+        assert await run_cli("import", "--slack", str(export), *db_flags(live)) == 0
+        async with open_storage(live.database_url) as storage:
+            ada = await storage.get_user_by_email("ada@example.com")
+            bob = await storage.get_user_by_email("bob@example.com")
+            assert ada is not None
+            assert bob is not None
+            (ws,) = await storage.list_workspaces(ada.id)
+            assert ws.description == "Imported from Slack"
+            members = await storage.list_workspace_members(ws.id)
+            assert sorted(m.user.fullname for m in members) == ["Ada", "Bob"]  # no "Slack bot"
+            (chat,) = await storage.list_chats(ada.id, ws.id)
+            page = await storage.list_messages(chat.id, limit=10, before=None, after=0)
+        escaped, *parts = sorted(page.items, key=lambda m: m.seq)
+        assert escaped.content == f"{NEUTRAL}@1> {NEUTRAL}!channel> <@{ada.id}>"
+        assert escaped.mentions == (ada.id,)
+        assert escaped.mentions_channel is False
+        assert [len(p.content) for p in parts[:2]] == [3999, 3999]  # cut at a space
+        assert len(parts) == 3
+        assert all(p.sender_id == ada.id and p.created_at == slack_time(ts(2)) for p in parts)
+        assert [len(p.reactions) for p in parts] == [1, 0, 0]
+        assert parts[2].content.endswith("end")
+        assert parts[2].content.endswith(f"<@{bob.id}> end")
+        assert parts[2].mentions == (bob.id,)
+        assert " ".join(p.content for p in parts) == long_text.replace("<@U2>", f"<@{bob.id}>")

@@ -28,6 +28,7 @@ from typing import IO, Any, TypeVar
 import pydantic
 import trio
 
+from fechatter.domain.archive_check import CheckedSource, ImportLimits, check_file, check_name
 from fechatter.models import utc_now
 from fechatter.storage.archive import (
     ArchiveChat,
@@ -51,6 +52,9 @@ __all__ = ["FORMAT", "VERSION", "ArchiveInvalid", "ZipSource", "export_workspace
 FORMAT = "fechatter-archive"
 VERSION = 1
 MAX_LINE = 1 << 20  # bytes per JSON line (a message of 4000 characters is far below)
+# manifest.json and workspace.json are read whole: a member declaring more is refused before
+# a byte is inflated (a zip bomb); zipfile never inflates past a member's declared size.
+MAX_JSON_MEMBER = 1 << 20
 COPY_CHUNK = 256 * 1024
 SECTIONS = (
     "users",
@@ -233,11 +237,10 @@ class ZipSource:
 
     def _manifest(self) -> dict[str, Any]:
         try:
-            raw = self._zf.read("manifest.json")
+            self._zf.getinfo("manifest.json")
         except KeyError:
             raise ArchiveInvalid("not a Fechatter archive: manifest.json is missing") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ArchiveInvalid(f"manifest.json: unreadable ({exc})") from None
+        raw = self._small("manifest.json")
         try:
             manifest = json.loads(raw)
         except ValueError:
@@ -255,6 +258,24 @@ class ZipSource:
         ):
             raise ArchiveInvalid("manifest.json: counts must give a number for every file")
         return manifest
+
+    def _small(self, name: str) -> bytes:
+        """A JSON member read whole: at most ``MAX_JSON_MEMBER`` bytes, checked against its
+        declared size before inflating and while reading."""
+        try:
+            size = self._zf.getinfo(name).file_size
+        except KeyError:
+            raise ArchiveInvalid(f"{name} is missing") from None
+        if size > MAX_JSON_MEMBER:
+            raise ArchiveInvalid(f"{name}: {size} bytes, over the {MAX_JSON_MEMBER} allowed")
+        with self._open(name) as stream:
+            try:
+                raw = stream.read(MAX_JSON_MEMBER + 1)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise ArchiveInvalid(f"{name}: unreadable ({exc})") from None
+        if len(raw) > MAX_JSON_MEMBER:  # pragma: no cover - zipfile stops at the declared size
+            raise ArchiveInvalid(f"{name}: over the {MAX_JSON_MEMBER} bytes allowed")
+        return raw
 
     def _open(self, name: str) -> IO[bytes]:
         try:
@@ -300,12 +321,7 @@ class ZipSource:
             yield f
 
     def workspace(self) -> ArchiveWorkspace:
-        with self._open("workspace.json") as raw:
-            try:
-                text = raw.read()
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise ArchiveInvalid(f"workspace.json: unreadable ({exc})") from None
-        return parse_row(ArchiveWorkspace, text, "workspace.json")
+        return parse_row(ArchiveWorkspace, self._small("workspace.json"), "workspace.json")
 
     def workspace_members(self) -> Iterator[ArchiveMember]:
         return self._rows("workspace_members", ArchiveMember)
@@ -322,42 +338,66 @@ class ZipSource:
     def reactions(self) -> Iterator[ArchiveReaction]:
         return self._rows("reactions", ArchiveReaction)
 
-    def copy_blob(self, key: str, blobs: BlobStore) -> Path:
-        """Stream ``files/<key>`` into a scratch file of ``blobs``, checking its SHA-256;
-        the scratch path (blocking: run it on a worker thread)."""
+    def copy_blob(self, key: str, blobs: BlobStore, size: int) -> Path:
+        """Stream ``files/<key>`` into a scratch file of ``blobs``, checking that it has the
+        ``size`` bytes files.jsonl declares (the copy stops as soon as it passes them: a zip
+        bomb inflates no further) and its SHA-256; the scratch path (blocking: run it on a
+        worker thread). ``ArchiveInvalid`` otherwise."""
+        name = f"files/{key}"
+        declared = self._zf.getinfo(name).file_size if name in self.blob_names else 0
+        if declared > size:
+            raise ArchiveInvalid(f"{name}: {declared} bytes where files.jsonl declares {size}")
         temp = blobs.scratch()
         digest = hashlib.sha256()
+        copied = 0
         try:
-            with self._open(f"files/{key}") as src, open(temp, "wb") as dst:
+            with self._open(name) as src, open(temp, "wb") as dst:
                 while chunk := src.read(COPY_CHUNK):
+                    copied += len(chunk)
+                    if copied > size:  # pragma: no cover - zipfile stops at the declared size
+                        raise ArchiveInvalid(f"{name}: more bytes than the {size} declared")
                     digest.update(chunk)
                     dst.write(chunk)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             temp.unlink(missing_ok=True)
-            raise ArchiveInvalid(f"files/{key}: unreadable ({exc})") from None
+            raise ArchiveInvalid(f"{name}: unreadable ({exc})") from None
+        except ArchiveInvalid:  # pragma: no cover - as above
+            temp.unlink(missing_ok=True)
+            raise
+        if copied != size:
+            temp.unlink(missing_ok=True)
+            raise ArchiveInvalid(f"{name}: {copied} bytes where files.jsonl declares {size}")
         if digest.hexdigest() != key:
             temp.unlink(missing_ok=True)
-            raise ArchiveInvalid(f"files/{key}: its bytes do not have that SHA-256")
+            raise ArchiveInvalid(f"{name}: its bytes do not have that SHA-256")
         return temp
 
 
-async def put_blobs(source: ZipSource, blobs: BlobStore) -> int:
-    """Copy every blob files.jsonl names into ``blobs`` (checked); how many."""
+async def put_blobs(source: ZipSource, blobs: BlobStore, limits: ImportLimits | None = None) -> int:
+    """Copy every blob files.jsonl names into ``blobs`` (each row checked by ``check_file``:
+    sizes within ``limits.max_file_bytes``; each blob its declared size and SHA-256); how
+    many. ``ArchiveInvalid`` for the first that is not."""
     done: set[str] = set()
-    for f in source.files():
-        for key in (f.sha256, f.thumb_sha256):
-            if key is not None and key not in done:
-                temp = await trio.to_thread.run_sync(source.copy_blob, key, blobs)
+    for raw in source.files():
+        f = check_file(raw, limits or ImportLimits())
+        for key, size in ((f.sha256, f.size), (f.thumb_sha256, f.thumb_size)):
+            if key is not None and size is not None and key not in done:
+                temp = await trio.to_thread.run_sync(source.copy_blob, key, blobs, size)
                 await blobs.put(key, temp)
                 done.add(key)
     return len(done)
 
 
 async def import_archive(
-    store: ArchiveStore, blobs: BlobStore, path: Path, workspace_name: str | None
+    store: ArchiveStore,
+    blobs: BlobStore,
+    path: Path,
+    workspace_name: str | None,
+    limits: ImportLimits | None = None,
 ) -> ImportResult:
-    """Import the archive zip at ``path`` as a new workspace. ``ArchiveInvalid`` (one line)
-    for a bad archive, with nothing written to the database."""
+    """Import the archive zip at ``path`` as a new workspace, every row checked against
+    ``limits`` (the target server's; default: the default settings') and the API's rules.
+    ``ArchiveInvalid`` (one line) for a bad archive, with nothing written to the database."""
     try:
         zf = zipfile.ZipFile(path)
     except FileNotFoundError:
@@ -366,12 +406,20 @@ async def import_archive(
         raise ArchiveInvalid(f"{path}: not a zip archive ({exc})") from None
     with zf:
         source = ZipSource(zf)
-        await put_blobs(source, blobs)
-        return await import_source(store, source, workspace_name)
+        await put_blobs(source, blobs, limits)
+        return await import_source(store, source, workspace_name, limits)
 
 
 async def import_source(
-    store: ArchiveStore, source: ArchiveSource, workspace_name: str | None
+    store: ArchiveStore,
+    source: ArchiveSource,
+    workspace_name: str | None,
+    limits: ImportLimits | None = None,
 ) -> ImportResult:
-    """Import any ``ArchiveSource`` (an archive, a Slack export) in one transaction."""
-    return await store.import_rows(source, workspace_name)
+    """Import any ``ArchiveSource`` (an archive, a Slack export) in one transaction, every
+    row checked by ``CheckedSource`` (the API's rules, ``limits``). ``ArchiveInvalid`` naming
+    the file, row and field of the first bad row (or ``--workspace-name``), nothing written."""
+    if workspace_name is not None:
+        workspace_name = check_name(workspace_name, "--workspace-name", "workspace name")
+    checked = CheckedSource(source, limits or ImportLimits())
+    return await store.import_rows(checked, workspace_name)

@@ -19,11 +19,13 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from fechatter.domain.archive_check import check_name
 from fechatter.errors import Invalid
 from fechatter.models import UserStatus, format_time, utc_now
 from fechatter.reaction_emoji import canonical_emoji
+from fechatter.schemas import EMAIL_RE
 from fechatter.storage.archive import (
     ArchiveChat,
     ArchiveFile,
@@ -34,6 +36,7 @@ from fechatter.storage.archive import (
     ArchiveUser,
     ArchiveWorkspace,
 )
+from fechatter.text import trim
 
 # Everything read; the importer clamps it to the chat's last seq.
 ALL_READ = 1 << 62
@@ -51,18 +54,69 @@ CONVERSATIONS = (
     ("dms.json", "Single"),
 )
 _TOKEN = re.compile(r"<([^<>\n]+)>")
+# Our own markup (a mention, the channel alert) in text that is not one of ours: a word joiner
+# after the "<" (invisible; the text reads the same) keeps it from naming anyone.
+_OUR_MARKUP = re.compile(r"<(?=[@!])")
+_OUR_TOKEN = re.compile(r"<@[0-9]+>|<!channel>")
+NEUTRAL = "<\u2060"
+# users.json, channels.json, … and each day file are JSON arrays read whole: a member whose
+# declared (inflated) size is larger is refused before it is inflated (docs/archive.md).
+MAX_SLACK_JSON = 64 * 1024 * 1024
 
 
-def slack_time(ts: str) -> str:
-    """RFC 3339 of a Slack ``ts`` (``"1700000000.000100"``: seconds.microseconds)."""
+class _BadValue(Exception):
+    """A Slack value that cannot be converted (``slack_time``)."""
+
+
+def slack_time(ts: object) -> str:
+    """RFC 3339 of a Slack ``ts`` (``"1700000000.000100"``: seconds.microseconds, or a
+    number of seconds); ``ArchiveInvalid`` for anything else (``"yesterday"``, year 10000)."""
+    try:
+        whole, micro = _ts_key(ts)
+        return format_time(datetime.fromtimestamp(whole, UTC).replace(microsecond=micro))
+    except (ValueError, OverflowError, OSError):
+        raise ArchiveInvalid(f"not a Slack timestamp: {str(ts)[:40]!r}") from None
+
+
+def _ts_key(ts: object) -> tuple[int, int]:
+    if isinstance(ts, bool) or not isinstance(ts, str | int | float):
+        raise ValueError(ts)
     whole, _, frac = str(ts).partition(".")
-    moment = datetime.fromtimestamp(int(whole), UTC)
-    return format_time(moment.replace(microsecond=int((frac + "000000")[:6])))
-
-
-def _ts_key(ts: str) -> tuple[int, int]:
-    whole, _, frac = str(ts).partition(".")
+    if not whole.isdigit() or not (frac == "" or frac.isdigit()) or len(whole) > 12:
+        raise ValueError(ts)
     return int(whole), int((frac + "000000")[:6])
+
+
+def _time_in(ts: object, where: str) -> str:
+    try:
+        return slack_time(ts)
+    except ArchiveInvalid as exc:
+        raise ArchiveInvalid(f"{where}: {exc}") from None
+
+
+def split_content(text: str, limit: int) -> list[str]:
+    """``text`` cut into parts of at most ``limit`` characters, each trimmed and not empty:
+    at the last new line (else space) in the second half of a part, else at ``limit``,
+    never inside a ``<@id>`` or ``<!channel>`` token."""
+    parts: list[str] = []
+    rest = trim(text)
+    while len(rest) > limit:
+        cut = max(rest.rfind("\n", limit // 2, limit + 1), rest.rfind(" ", limit // 2, limit + 1))
+        if cut <= 0:
+            cut = limit
+        for token in _OUR_TOKEN.finditer(rest, max(0, cut - 20), cut + 20):
+            if token.start() < cut < token.end():
+                cut = token.start() if token.start() > 0 else token.end()
+        part, rest = trim(rest[:cut]), trim(rest[cut:])
+        if part:
+            parts.append(part)
+    if rest:
+        parts.append(rest)
+    return parts
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 @dataclass(slots=True)
@@ -79,9 +133,17 @@ class SlackSource:
     """An ``ArchiveSource`` over a Slack export zip; ``ArchiveInvalid`` for a file that is
     not Slack's format."""
 
-    def __init__(self, zf: zipfile.ZipFile, workspace_name: str) -> None:
+    def __init__(
+        self,
+        zf: zipfile.ZipFile,
+        workspace_name: str,
+        max_content_chars: int = 4000,
+        max_json_bytes: int = MAX_SLACK_JSON,
+    ) -> None:
         self._zf = zf
-        self._name = workspace_name
+        self._name = check_name(workspace_name, "the workspace name (choose with --workspace-name)")
+        self._max_content = max_content_chars
+        self._max_json = max_json_bytes
         self._now = utc_now()
         self._names = zf.namelist()
         slack_users = self._json("users.json", required=True)
@@ -109,7 +171,9 @@ class SlackSource:
                 ),
                 raw["id"],
             )
-            email = profile.get("email") or f"{raw['id'].lower()}@slack-import.invalid"
+            email = profile.get("email")
+            if not isinstance(email, str) or EMAIL_RE.match(email) is None:
+                email = f"{raw['id'].lower()}@slack-import.invalid"
             self._rows.append(
                 ArchiveUser(uid, name[:MAX_FULLNAME], str(email), None, PENDING, self._now)
             )
@@ -119,8 +183,6 @@ class SlackSource:
                 self._roles[uid] = "admin"
         if not self._rows:
             raise ArchiveInvalid("users.json: no users")
-        self._bot = len(self._rows) + 1
-        self._rows.append(ArchiveUser(self._bot, "Slack bot", BOT_EMAIL, None, PENDING, self._now))
         if not self._owner:
             self._owner = next(
                 (
@@ -137,14 +199,28 @@ class SlackSource:
                 conv = self._conversation(raw, file, kind)
                 if conv is not None:
                     self._chats.append(conv)
+        # One "Slack bot" user, only when a message has no sender of users.json.
+        self._bot = len(self._rows) + 1
+        if any(
+            self._users.get(str(m.get("user") or "")) is None
+            for c in self._chats
+            for _, m in self._kept(c)
+        ):
+            self._rows.append(
+                ArchiveUser(self._bot, "Slack bot", BOT_EMAIL, None, PENDING, self._now)
+            )
 
     def _json(self, name: str, *, required: bool) -> list[Any]:
         if name not in self._names:
             if required:
                 raise ArchiveInvalid(f"not a Slack export: {name} is missing")
             return []
+        size = self._zf.getinfo(name).file_size
+        if size > self._max_json:
+            raise ArchiveInvalid(f"{name}: {size} bytes, over the {self._max_json} allowed")
         try:
-            value = json.loads(self._zf.read(name))
+            with self._zf.open(name) as stream:
+                value = json.loads(stream.read(self._max_json + 1))
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ArchiveInvalid(f"{name}: unreadable ({exc})") from None
         except ValueError:
@@ -156,8 +232,13 @@ class SlackSource:
     def _conversation(self, raw: Any, file: str, kind: str) -> _Conversation | None:
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
             raise ArchiveInvalid(f"{file}: every conversation needs a string id")
+        listed = raw.get("members")
         members = list(
-            dict.fromkeys(self._users[m] for m in raw.get("members") or [] if m in self._users)
+            dict.fromkeys(
+                self._users[m]
+                for m in (listed if isinstance(listed, list) else [])
+                if isinstance(m, str) and m in self._users
+            )
         )
         creator = self._users.get(str(raw.get("creator") or raw.get("user") or ""))
         if kind == "Single" and len(members) != 2:
@@ -190,7 +271,8 @@ class SlackSource:
     def chats(self) -> Iterator[ArchiveChat]:
         for c in self._chats:
             raw = c.slack
-            created = slack_time(str(raw["created"])) if raw.get("created") else self._now
+            where = f"{c.folder}: created"
+            created = _time_in(raw["created"], where) if raw.get("created") else self._now
             named = c.type in ("PublicChannel", "PrivateChannel")
             purpose = _value(raw.get("purpose")) or _value(raw.get("topic"))
             yield ArchiveChat(
@@ -210,51 +292,73 @@ class SlackSource:
                 role = "owner" if uid == c.owner else "member"
                 yield ArchiveMember(c.id, uid, role, self._now, ALL_READ)
 
-    def _walk(self) -> Iterator[tuple[_Conversation, int, int, dict[str, Any], int | None]]:
-        """Every imported message as (chat, id, seq, Slack message, thread root id)."""
+    def _kept(self, c: _Conversation) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The messages of ``c`` that are imported, as (day file, Slack message), in ``ts``
+        order; ``ArchiveInvalid`` naming the day file for one that cannot be read."""
+        prefix = c.folder + "/"
+        days = sorted(n for n in self._names if n.startswith(prefix) and n.endswith(".json"))
+        for day in days:
+            items = [m for m in self._json(day, required=True) if isinstance(m, dict)]
+            try:
+                items.sort(key=lambda m: _ts_key(m["ts"]))
+            except (KeyError, ValueError):
+                raise ArchiveInvalid(f"{day}: a message without a valid ts") from None
+            for m in items:
+                subtype = m.get("subtype")
+                if m.get("type", "message") != "message":
+                    continue
+                if not (subtype is None or isinstance(subtype, str)):
+                    continue
+                if subtype not in KEPT_SUBTYPES:
+                    continue
+                text = m.get("text")
+                if not ((isinstance(text, str) and trim(text)) or m.get("files")):
+                    continue
+                yield day, m
+
+    def _walk(self) -> Iterator[_Walked]:
+        """Every imported message as (chat, id, seq, Slack message, thread root id, content,
+        whether it is the first part).
+        A text over ``max_content_chars`` becomes consecutive messages (continuations: the
+        same sender, time and thread; the reactions go to the first)."""
         next_id = 0
         for c in self._chats:
-            prefix = c.folder + "/"
-            days = sorted(n for n in self._names if n.startswith(prefix) and n.endswith(".json"))
             roots: dict[str, int] = {}
             seq = 0
-            for day in days:
-                items = [m for m in self._json(day, required=True) if isinstance(m, dict)]
-                try:
-                    items.sort(key=lambda m: _ts_key(m["ts"]))
-                except (KeyError, ValueError):
-                    raise ArchiveInvalid(f"{day}: a message without a valid ts") from None
-                for m in items:
-                    if m.get("type", "message") != "message":
-                        continue
-                    if m.get("subtype") not in KEPT_SUBTYPES:
-                        continue
-                    if not (m.get("text") or m.get("files")):
-                        continue
-                    thread_ts = m.get("thread_ts")
-                    root = roots.get(thread_ts) if thread_ts and thread_ts != m["ts"] else None
+            for _day, m in self._kept(c):
+                ts = str(m["ts"])
+                thread_ts = m.get("thread_ts")
+                thread_ts = str(thread_ts) if isinstance(thread_ts, str | int | float) else None
+                root = roots.get(thread_ts) if thread_ts and thread_ts != ts else None
+                for n, part in enumerate(self._content(m)):
                     next_id += 1
                     seq += 1
-                    if root is None:
-                        roots[m["ts"]] = next_id
-                    yield c, next_id, seq, m, root
+                    if root is None and n == 0:
+                        roots[ts] = next_id
+                    yield _Walked(c, next_id, seq, m, root, part, n == 0)
+
+    def _content(self, m: dict[str, Any]) -> list[str]:
+        """The message's content in our syntax with its files as text lines, cut into parts
+        of at most ``max_content_chars`` (``split_content``)."""
+        text = m.get("text")
+        content = self._text(text if isinstance(text, str) else "")
+        files = m.get("files")
+        for f in files if isinstance(files, list) else []:
+            if isinstance(f, dict):
+                meta = ", ".join(
+                    str(x) for x in (f.get("mimetype"), f.get("size") and f"{f['size']} bytes") if x
+                )
+                label = f.get("name") or f.get("title") or "file"
+                line = f"[file: {label}" + (f" ({meta})" if meta else "") + "]"
+                line = _OUR_MARKUP.sub(NEUTRAL, line)
+                content = f"{content}\n{line}" if content else line
+        return split_content(content, self._max_content)
 
     def messages(self) -> Iterator[ArchiveMessage]:
-        for c, mid, seq, m, root in self._walk():
+        for c, mid, seq, m, root, content, _ in self._walk():
             members = set(c.members)
-            content = self._text(str(m.get("text") or ""))
-            for f in m.get("files") or []:
-                if isinstance(f, dict):
-                    meta = ", ".join(
-                        str(x)
-                        for x in (f.get("mimetype"), f.get("size") and f"{f['size']} bytes")
-                        if x
-                    )
-                    label = f.get("name") or f.get("title") or "file"
-                    line = f"[file: {label}" + (f" ({meta})" if meta else "") + "]"
-                    content = f"{content}\n{line}" if content else line
+            where = f"{c.folder} message {str(m['ts'])[:40]}"
             sender = self._users.get(str(m.get("user") or ""), self._bot)
-            mentioned = {int(x) for x in re.findall(r"<@([0-9]+)>", content) if int(x) in members}
             edited = m.get("edited") if isinstance(m.get("edited"), dict) else None
             yield ArchiveMessage(
                 id=mid,
@@ -265,48 +369,81 @@ class SlackSource:
                 files=(),
                 reply_to=None,
                 client_id=None,
-                created_at=slack_time(m["ts"]),
-                edited_at=slack_time(edited["ts"]) if edited and edited.get("ts") else None,
+                created_at=_time_in(m["ts"], where),
+                edited_at=_time_in(edited["ts"], f"{where} edited.ts")
+                if edited and edited.get("ts")
+                else None,
                 deleted=False,
                 thread_id=root,
                 reply_count=0,
                 last_reply_at=None,
-                mentions=tuple(sorted(mentioned)),
+                mentions=tuple(
+                    sorted({int(x) for x in re.findall(r"<@([0-9]+)>", content)} & members)
+                ),
                 mentions_channel="<!channel>" in content,
             )
 
     def reactions(self) -> Iterator[ArchiveReaction]:
-        for _, mid, _, m, _ in self._walk():
-            for r in m.get("reactions") or []:
+        for _, mid, _, m, _, _, first in self._walk():
+            listed = m.get("reactions")
+            for r in listed if first and isinstance(listed, list) else []:
                 if not isinstance(r, dict) or not r.get("name"):
                     continue
                 emoji = reaction_emoji(str(r["name"]))
                 if emoji is None:
                     continue
-                for u in dict.fromkeys(r.get("users") or []):
-                    uid = self._users.get(str(u))
+                users = r.get("users")
+                listed_users = users if isinstance(users, list) else []
+                for u in dict.fromkeys(u for u in listed_users if isinstance(u, str)):
+                    uid = self._users.get(u)
                     if uid is not None:
                         yield ArchiveReaction(mid, uid, emoji, slack_time(m["ts"]))
 
     def _text(self, text: str) -> str:
         """Slack's markup in our syntax: user tokens renamed, ``<!here>``/``<!everyone>`` as
-        ``<!channel>``, channel and link tokens as text, the three HTML escapes undone."""
+        ``<!channel>``, channel and link tokens as text. The HTML escapes (``&lt; &gt;
+        &amp;``) are undone in the text around the tokens and in their labels, and any ``<@``
+        or ``<!`` that results is neutralised (``NEUTRAL``): only a Slack token becomes a
+        mention, never text someone typed."""
+        pieces: list[str] = []
+        real: set[int] = set()  # offsets in the output where one of our tokens starts
+        length = 0
+        last = 0
+        for match in _TOKEN.finditer(text):
+            for piece, ours in ((_unescape(text[last : match.start()]), False), self._swap(match)):
+                if ours:
+                    real.add(length)
+                pieces.append(piece)
+                length += len(piece)
+            last = match.end()
+        pieces.append(_unescape(text[last:]))
+        out = "".join(pieces)
+        return _OUR_MARKUP.sub(lambda m: m.group(0) if m.start() in real else NEUTRAL, out)
 
-        def swap(match: re.Match[str]) -> str:
-            body, _, label = match.group(1).partition("|")
-            if body.startswith("@"):
-                uid = self._users.get(body[1:])
-                return f"<@{uid}>" if uid is not None else f"@{label or body[1:]}"
-            if body in ("!channel", "!here", "!everyone"):
-                return "<!channel>"
-            if body.startswith("#"):
-                return f"#{label or body[1:]}"
-            if body.startswith("!"):
-                return label or body
-            return f"{label} ({body})" if label and label != body else body
+    def _swap(self, match: re.Match[str]) -> tuple[str, bool]:
+        """One Slack token as (text, whether it is one of our tokens)."""
+        body, _, label = match.group(1).partition("|")
+        body, label = _unescape(body), _unescape(label)
+        if body.startswith("@"):
+            uid = self._users.get(body[1:])
+            return (f"<@{uid}>", True) if uid is not None else (f"@{label or body[1:]}", False)
+        if body in ("!channel", "!here", "!everyone"):
+            return "<!channel>", True
+        if body.startswith("#"):
+            return f"#{label or body[1:]}", False
+        if body.startswith("!"):
+            return label or body, False
+        return (f"{label} ({body})" if label and label != body else body), False
 
-        out = _TOKEN.sub(swap, text)
-        return out.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+class _Walked(NamedTuple):
+    chat: _Conversation
+    id: int
+    seq: int
+    slack: dict[str, Any]
+    root: int | None
+    content: str
+    first: bool
 
 
 def _value(obj: Any) -> str | None:
