@@ -6,7 +6,7 @@ random bits need no slow hash). A link is single-use and expires (default one da
 the password through it revokes every session of the user and voids every access token (the
 security version rises in the same transaction, ``storage.accounts.update_user``), so their
 open streams close: here at once, elsewhere within ``security_poll_interval``. The token is
-in a URL path, so it is never logged (the access line logs the route rule).
+in a URL path, so it is never logged (the access log redacts it: ``fechatter.access_log``).
 """
 
 from __future__ import annotations
