@@ -3,7 +3,8 @@
 ``fechatter admin reset-password EMAIL`` prints ``<public_url>/reset-password/<token>`` (the
 web client's form, ``web/reset.js``), which calls these. The token is in the path, so, as for
 invites, the DEBUG request line and the error boundary log the route rule and the opt-in access
-log shows ``/api/password-resets/[redacted]`` (``fechatter.access_log``). No bearer token: the link is the credential.
+log shows ``/api/password-resets/[redacted]`` (``fechatter.access_log``). No bearer token:
+the link is the credential.
 """
 
 from __future__ import annotations

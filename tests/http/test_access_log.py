@@ -18,10 +18,10 @@ import pytest
 import trio
 
 from fechatter import access_log
-from fechatter.domain import password_resets
 from fechatter.app import ServerInfo
 from fechatter.cli import _parser
 from fechatter.config import Settings
+from fechatter.domain import password_resets
 from tests.conftest import Api, User, api_client, make_workspace, running_server, upload_file
 from tests.realtime.clients import RawWs, SseClient
 from tests.test_logs import captured, json_lines
@@ -110,7 +110,8 @@ async def _flow(server: ServerInfo, api: Api) -> tuple[list[str], User]:
 async def _absolute_form(server: ServerInfo, path: str) -> bytes:
     """``GET http://host:port<path>`` on a raw connection; the response's status line."""
     url = urlsplit(server.api_url)
-    assert url.hostname is not None and url.port is not None
+    assert url.hostname is not None
+    assert url.port is not None
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream(url.hostname, url.port)
         async with stream:
