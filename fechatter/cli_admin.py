@@ -31,6 +31,9 @@ from fechatter.schemas import Email, FullName, Password
 from fechatter.storage import open_storage
 
 AUDIT_LIMIT = 100  # rows ``admin audit`` shows by default
+# A reset link lives at most a week (seconds): long enough to reach someone on holiday, short
+# enough that a forgotten link in a mailbox dies (invites: 30 days, they grant less).
+MAX_EXPIRES_IN = 7 * 86_400
 PROG = "fechatter admin"
 
 
@@ -66,11 +69,21 @@ def register(sub: Any) -> None:
     p.add_argument("email")
     p.add_argument("fullname")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    p.add_argument("--expires-in", type=int, default=DEFAULT_EXPIRES_IN, help="link seconds")
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=DEFAULT_EXPIRES_IN,
+        help="link lifetime in seconds, 1 to 604800 (7 days; default 86400)",
+    )
     p = add("reset-password", "print a one-time link to set a new password, or set one")
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true", help="set this password now")
-    p.add_argument("--expires-in", type=int, default=DEFAULT_EXPIRES_IN, help="link seconds")
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=DEFAULT_EXPIRES_IN,
+        help="link lifetime in seconds, 1 to 604800 (7 days; default 86400)",
+    )
     add("suspend", "suspend a user: sign-in refused, sessions and streams end").add_argument(
         "email"
     )
@@ -107,9 +120,9 @@ def _password_stdin() -> str:
     return _valid(Password, "password", line)
 
 
-def _positive(field: str, value: int) -> int:
-    if not 1 <= value <= 2**31:
-        raise CommandError(f"{field}: must be 1 to {2**31}")
+def _positive(field: str, value: int, most: int = 2**31) -> int:
+    if not 1 <= value <= most:
+        raise CommandError(f"{field}: must be 1 to {most}")
     return value
 
 
@@ -141,7 +154,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
             email = _valid(Email, "email", args.email)
             fullname = _valid(FullName, "fullname", args.fullname)
             password = _password_stdin() if args.password_stdin else None
-            expires_in = _positive("expires-in", args.expires_in)
+            expires_in = _positive("expires-in", args.expires_in, MAX_EXPIRES_IN)
             user, link = await admin.create_user(fullname, email, password, expires_in=expires_in)
             data = {"user": user.to_json(), "reset_link": None}
             text = f"created user {user.id} {user.email}"
@@ -155,7 +168,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
                 user = await admin.set_password(email, _password_stdin())
                 text = f"password set for {user.email}; every session of theirs ended"
                 return {"user": user.to_json(), "password_set": True}, text
-            expires_in = _positive("expires-in", args.expires_in)
+            expires_in = _positive("expires-in", args.expires_in, MAX_EXPIRES_IN)
             link = await admin.reset_link(email, expires_in=expires_in)
             text = f"set-password link for {email} (once, until {link.expires_at}):\n{link.url}"
             return {"url": link.url, "expires_at": link.expires_at}, text

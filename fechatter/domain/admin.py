@@ -116,6 +116,7 @@ class Admin:
         token, hashed = password_resets.new_token()
         now = self._clock()
         expires_at = format_time(now + timedelta(seconds=expires_in))
+        yield from ops.revoke_resets(user.id, format_time(now))  # only the newest link works
         yield from ops.create_reset(user.id, hashed, expires_at, format_time(now))
         return ResetLink(password_resets.link(self._base_url, token), expires_at)
 
