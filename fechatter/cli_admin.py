@@ -21,10 +21,11 @@ from typing import Any
 import pydantic
 import trio
 
+from fechatter.cli_errors import database_unreachable
 from fechatter.config import Settings
 from fechatter.domain.admin import Admin
 from fechatter.domain.password_resets import DEFAULT_EXPIRES_IN
-from fechatter.errors import FechatterError
+from fechatter.errors import FechatterError, Unavailable
 from fechatter.logs import LOG_FORMATS
 from fechatter.models import Role, UserStatus
 from fechatter.schemas import Email, FullName, Password
@@ -231,6 +232,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         data, text = trio.run(_run, args, settings)
     except* (CommandError, FechatterError) as group:
         refusal = first_error(group)
+    if isinstance(refusal, Unavailable) and refusal.__cause__ is not None:
+        # The database did not answer: where and why (never the password).
+        refusal = CommandError(database_unreachable(refusal, settings.database_url))
     if refusal is not None:
         print(f"{PROG}: {refusal}", file=sys.stderr)
         return 1
