@@ -187,8 +187,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
             return [s.to_json() for s in found], text
         if cmd == "members":
             members = await admin.members(_positive("workspace_id", args.workspace_id))
-            rows = [(m.user.id, m.user.email, m.user.fullname, m.role.value) for m in members]
-            text = _table(("user_id", "email", "fullname", "role"), rows)
+            # The stored account status as it is (Active, Suspended, …).
+            rows = [
+                (m.user.id, m.user.email, m.user.fullname, m.user.status.value, m.role.value)
+                for m in members
+            ]
+            text = _table(("user_id", "email", "fullname", "status", "role"), rows)
             return [m.to_json() for m in members], text
         if cmd == "set-role":
             email = _valid(Email, "email", args.email)

@@ -229,9 +229,14 @@ async def test_workspaces_members_and_roles(
     done = await fechatter("admin", "members", str(ws), *database)
     assert done.returncode == 0
     lines = done.stdout.decode().splitlines()
-    assert lines[0].split() == ["user_id", "email", "fullname", "role"]
+    assert lines[0].split() == ["user_id", "email", "fullname", "status", "role"]
     assert lines[2].split()[0:2] == [str(member.id), member.email]
     assert lines[2].split()[-1] == "admin"
+    assert lines[2].split()[-2] == "Active"
+    # A suspended member shows as such (the stored status, as it is).
+    assert (await admin_json(database, "suspend", member.email))["changed"] is True
+    done = await fechatter("admin", "members", str(ws), *database)
+    assert done.stdout.decode().splitlines()[2].split()[-2:] == ["Suspended", "admin"]
 
 
 async def test_bad_input_is_one_line_and_exit_1(
