@@ -122,7 +122,7 @@ class Admin:
 
     async def reset_link(self, email: str, *, expires_in: int) -> ResetLink:
         """A one-time link for the user to set a new password (sessions end when it is
-        used). ``NotFound(user_not_found)``."""
+        used); every older unused link of the user stops working. ``NotFound(user_not_found)``."""
         user = await self._find(email)
 
         def op() -> Op[ResetLink]:
