@@ -14,8 +14,13 @@ Redacted (value replaced by ``[redacted]``, the name kept):
 - query parameters whose name contains ``token``, ``secret``, ``password`` or ``key``, or is
   ``sig`` / ``signature`` (``access_token``, ``refresh_token``, signed file URLs' ``sig``);
 - the invite token in ``/api/invites/<token>``, ``/api/invites/<token>/accept`` and the
-  landing page ``/invite/<token>`` (whatever follows ``/invites/`` or ``/invite/``, matched
-  without regard to case or repeated slashes);
+  landing page ``/invite/<token>``, and the password-reset token in
+  ``/api/password-resets/<token>`` and the page ``/reset-password/<token>`` (whatever follows
+  the prefix, matched without regard to case, percent-encoding or repeated slashes);
+- an absolute-form request target (``GET http://host:port/path``, RFC 9112 §3.2.2) is
+  matched on its path: its ``scheme://authority`` is kept and the rest redacted as above;
+  any other target that does not start with ``/`` (authority or asterisk form, garbage) is
+  logged as ``[redacted]`` whole;
 - anything ``fechatter.logs`` recognises as a secret elsewhere in the line (JWTs).
 
 Pure functions and one small record; no I/O but the logging call. Both listeners use it, so it
@@ -43,8 +48,14 @@ log = logging.getLogger(LOGGER)
 
 _SECRET_PARAM_PARTS = ("token", "secret", "password", "key")
 _SECRET_PARAMS = frozenset({"sig", "signature"})
-# A path whose rest is a secret: /api/invites/<token>[/accept], /invite/<token>.
-_SECRET_PATH = re.compile(r"(?i)^(/+api/+invites/+|/+invite/+)(.*)$", re.DOTALL)
+# A path whose rest is a secret: /api/invites/<token>[/accept], /invite/<token>,
+# /api/password-resets/<token>, /reset-password/<token>.
+_SECRET_PATH = re.compile(
+    r"(?i)^(/+api/+invites/+|/+invite/+|/+api/+password-resets/+|/+reset-password/+)(.*)$",
+    re.DOTALL,
+)
+# An absolute-form target's scheme and authority (RFC 9112 §3.2.2), kept as sent.
+_ABSOLUTE = re.compile(r"(?i)^([a-z][a-z0-9+.-]*://[^/?#]*)(.*)$", re.DOTALL)
 _ACCEPT = re.compile(r"(?i)^[^/]*/+accept/*$")
 
 
@@ -55,7 +66,15 @@ def secret_param(name: str) -> bool:
 
 
 def redact_path(path: str) -> str:
-    """``path`` (without its query) with an invite token replaced by ``[redacted]``."""
+    """``path`` (without its query) with an invite or reset token replaced by ``[redacted]``;
+    an absolute-form target keeps its ``scheme://authority``, any other target not starting
+    with ``/`` is ``[redacted]`` whole."""
+    absolute = _ABSOLUTE.match(path)
+    if absolute is not None:
+        authority, rest = absolute.groups()
+        return authority + (redact_path(rest) if rest.startswith("/") or not rest else REDACTED)
+    if path and not path.startswith("/"):
+        return REDACTED
     match = _SECRET_PATH.match(unquote_plus(path))
     if match is None:
         return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import signal
@@ -13,9 +12,10 @@ from collections.abc import Sequence
 import pydantic
 import trio
 
-from fechatter import cli_admin, cli_archive, cli_backup, logs
+from fechatter import cli_admin, cli_archive, cli_backup, cli_errors, logs
 from fechatter.app import NatsUnreachable, serve
 from fechatter.config import Settings, load_settings
+from fechatter.errors import Unavailable
 from fechatter.logs import LOG_FORMATS
 from fechatter.storage import open_storage
 
@@ -153,6 +153,10 @@ def _one_line(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _taken(settings: Settings) -> bool:
+    return bool(cli_errors.ports_in_use(settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in cli_archive.COMMANDS:
@@ -183,9 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = cli_admin.run if args.command == "admin" else cli_backup.run
         return run(args, settings)
     if args.command == "migrate":
-        trio.run(_migrate, settings)
+        unreachable: str | None = None
+        try:
+            trio.run(_migrate, settings)
+        except* Unavailable as group:
+            leaf = cli_errors.leaves(group)[0]
+            unreachable = cli_errors.database_unreachable(leaf, settings.database_url)
+        if unreachable is not None:
+            print(f"fechatter migrate: {unreachable}", file=sys.stderr)
+            return 1
         print(f"migrations applied to {settings.database_url}")
         return 0
+    # Before the database is opened (or created): a taken port is one line, no files.
+    if args.command in ("serve", "demo") and settings.workers is None and _taken(settings):
+        print(cli_errors.in_use_line(settings), file=sys.stderr)
+        return 1
     if args.command == "demo" or getattr(args, "demo", False):
         from fechatter import demo
 
@@ -197,28 +213,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_workers(settings, _child_flags(args))
     in_use = False
     no_nats: str | None = None
+    no_database: str | None = None
     try:
         trio.run(_serve_until_signalled, settings)
     except* OSError as group:
-        # A port taken is the operator's to fix: one line naming the flags, no traceback.
-        if not all(getattr(e, "errno", None) == errno.EADDRINUSE for e in group.exceptions):
+        # A port taken is the operator's to fix: one line naming the flags, no traceback
+        # (taken since ``ports_in_use`` looked; nested: trio nurseries on the way out).
+        if not cli_errors.address_in_use(group):
             raise
         in_use = True
+    except* Unavailable as group:
+        # The database does not answer at start: where and why, on one line.
+        leaf = cli_errors.leaves(group)[0]
+        no_database = cli_errors.database_unreachable(leaf, settings.database_url)
     except* NatsUnreachable as group:
         # Cluster mode: NATS not reachable at start is the operator's to fix, like a port.
         first: BaseException = group
         while isinstance(first, BaseExceptionGroup):  # nested: trio nurseries on the way out
             first = first.exceptions[0]
         no_nats = str(first)
+    if no_database is not None:
+        print(f"fechatter: {no_database}", file=sys.stderr)
+        return 1
     if no_nats is not None:
         print(f"fechatter: {no_nats} (--nats-url)", file=sys.stderr)
         return 1
     if in_use:
-        print(
-            f"fechatter: cannot listen on {settings.host} port {settings.port} (API) or"
-            f" {settings.realtime_port} (streams): address already in use; choose others"
-            " with --port / --realtime-port",
-            file=sys.stderr,
-        )
+        print(cli_errors.in_use_line(settings), file=sys.stderr)
         return 1
     return 0

@@ -21,16 +21,20 @@ from typing import Any
 import pydantic
 import trio
 
+from fechatter.cli_errors import database_unreachable
 from fechatter.config import Settings
 from fechatter.domain.admin import Admin
 from fechatter.domain.password_resets import DEFAULT_EXPIRES_IN
-from fechatter.errors import FechatterError
+from fechatter.errors import FechatterError, Unavailable
 from fechatter.logs import LOG_FORMATS
 from fechatter.models import Role, UserStatus
 from fechatter.schemas import Email, FullName, Password
 from fechatter.storage import open_storage
 
 AUDIT_LIMIT = 100  # rows ``admin audit`` shows by default
+# A reset link lives at most a week (seconds): long enough to reach someone on holiday, short
+# enough that a forgotten link in a mailbox dies (invites: 30 days, they grant less).
+MAX_EXPIRES_IN = 7 * 86_400
 PROG = "fechatter admin"
 
 
@@ -66,11 +70,21 @@ def register(sub: Any) -> None:
     p.add_argument("email")
     p.add_argument("fullname")
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    p.add_argument("--expires-in", type=int, default=DEFAULT_EXPIRES_IN, help="link seconds")
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=DEFAULT_EXPIRES_IN,
+        help="link lifetime in seconds, 1 to 604800 (7 days; default 86400)",
+    )
     p = add("reset-password", "print a one-time link to set a new password, or set one")
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true", help="set this password now")
-    p.add_argument("--expires-in", type=int, default=DEFAULT_EXPIRES_IN, help="link seconds")
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=DEFAULT_EXPIRES_IN,
+        help="link lifetime in seconds, 1 to 604800 (7 days; default 86400)",
+    )
     add("suspend", "suspend a user: sign-in refused, sessions and streams end").add_argument(
         "email"
     )
@@ -107,9 +121,9 @@ def _password_stdin() -> str:
     return _valid(Password, "password", line)
 
 
-def _positive(field: str, value: int) -> int:
-    if not 1 <= value <= 2**31:
-        raise CommandError(f"{field}: must be 1 to {2**31}")
+def _positive(field: str, value: int, most: int = 2**31) -> int:
+    if not 1 <= value <= most:
+        raise CommandError(f"{field}: must be 1 to {most}")
     return value
 
 
@@ -141,7 +155,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
             email = _valid(Email, "email", args.email)
             fullname = _valid(FullName, "fullname", args.fullname)
             password = _password_stdin() if args.password_stdin else None
-            expires_in = _positive("expires-in", args.expires_in)
+            expires_in = _positive("expires-in", args.expires_in, MAX_EXPIRES_IN)
             user, link = await admin.create_user(fullname, email, password, expires_in=expires_in)
             data = {"user": user.to_json(), "reset_link": None}
             text = f"created user {user.id} {user.email}"
@@ -155,7 +169,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
                 user = await admin.set_password(email, _password_stdin())
                 text = f"password set for {user.email}; every session of theirs ended"
                 return {"user": user.to_json(), "password_set": True}, text
-            expires_in = _positive("expires-in", args.expires_in)
+            expires_in = _positive("expires-in", args.expires_in, MAX_EXPIRES_IN)
             link = await admin.reset_link(email, expires_in=expires_in)
             text = f"set-password link for {email} (once, until {link.expires_at}):\n{link.url}"
             return {"url": link.url, "expires_at": link.expires_at}, text
@@ -173,11 +187,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
             return [s.to_json() for s in found], text
         if cmd == "members":
             members = await admin.members(_positive("workspace_id", args.workspace_id))
+            # The stored account status as it is (Active, Suspended, …).
             rows = [
-                (m.user.id, m.user.email, m.user.fullname, m.role.value, m.user.status.value)
+                (m.user.id, m.user.email, m.user.fullname, m.user.status.value, m.role.value)
                 for m in members
             ]
-            text = _table(("user_id", "email", "fullname", "role", "status"), rows)
+            text = _table(("user_id", "email", "fullname", "status", "role"), rows)
             return [m.to_json() for m in members], text
         if cmd == "set-role":
             email = _valid(Email, "email", args.email)
@@ -221,6 +236,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         data, text = trio.run(_run, args, settings)
     except* (CommandError, FechatterError) as group:
         refusal = first_error(group)
+    if isinstance(refusal, Unavailable) and refusal.__cause__ is not None:
+        # The database did not answer: where and why (never the password).
+        refusal = CommandError(database_unreachable(refusal, settings.database_url))
     if refusal is not None:
         print(f"{PROG}: {refusal}", file=sys.stderr)
         return 1

@@ -12,8 +12,11 @@ The archive is a plain tar (blobs are often compressed already):
   "sqlite", "created_at", "schema_versions": [...], "blobs": N}``, written last.
 
 ``restore`` refuses a target that holds a database or blobs unless ``--force`` (which
-replaces both), and an archive whose schema is newer than this build's migrations (an older
-one is migrated on the next start). The server must be stopped for a restore. PostgreSQL:
+replaces both), a database another process has open (a running server: "stop it first"), and
+an archive whose schema is newer than this build's migrations (an older one is migrated on the
+next start). It stages the database and the blobs next to their targets and swaps them in
+(blobs, then the database), so a failure part-way leaves the old state. The archive and
+everything restored are owner-only (files 0600, directories 0700), like the live files. PostgreSQL:
 ``pg_dump`` / ``pg_restore`` (docs/deploy.md "Backups"); these commands say so and exit 1.
 """
 
@@ -42,6 +45,7 @@ FORMAT_VERSION = 1
 DATABASE = "fechatter.db"
 MANIFEST = "manifest.json"
 BLOB = re.compile(r"^files/blobs/([0-9a-f]{2})/(\1[0-9a-f]{62})$")
+LOCK_TIMEOUT = 0.5  # seconds to wait for the target database to be free before refusing
 PG_HINT = "PostgreSQL is backed up with pg_dump / pg_restore: see docs/deploy.md 'Backups'"
 
 
@@ -72,6 +76,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 (``FileExistsError`` if it exists)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def write_backup(settings: Settings, file: Path) -> dict[str, Any]:
     """Write the archive ``file`` (atomically: a partial file is never left under that
     name); returns its manifest."""
@@ -82,6 +91,9 @@ def write_backup(settings: Settings, file: Path) -> dict[str, Any]:
     work = file.parent / f".{file.name}.{secrets.token_hex(6)}"
     snapshot = Path(f"{work}.db")
     try:
+        # Owner-only from the first byte, like the live database and files (0600).
+        _private_file(snapshot)
+        _private_file(work)
         versions = backup.snapshot(source, snapshot)
         blobs = 0
         with tarfile.open(work, "w") as tar:
@@ -145,10 +157,66 @@ def _manifest(tar: tarfile.TarFile) -> dict[str, Any]:
     return manifest
 
 
+def _lock_target(target: Path) -> sqlite3.Connection | None:
+    """Exclusive use of the database at ``target`` for the restore (None: no file there).
+
+    A running server keeps connections open in WAL mode; leaving WAL mode needs every other
+    connection closed, so it is the test (``BEGIN EXCLUSIVE`` alone succeeds against an idle
+    WAL server). Then ``BEGIN EXCLUSIVE`` keeps a server that starts meanwhile waiting.
+    ``CommandError`` when another process has it open."""
+    if not target.exists():
+        return None
+    busy = CommandError(f"a server is using {target}; stop it first")
+    conn = sqlite3.connect(target, timeout=LOCK_TIMEOUT, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+        if mode is None or str(mode[0]).lower() != "delete":
+            raise busy
+        conn.execute("BEGIN EXCLUSIVE")
+    except sqlite3.OperationalError:
+        conn.close()
+        raise busy from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _stage_database(tar: tarfile.TarFile, staged: Path, manifest: dict[str, Any]) -> None:
+    source = tar.extractfile(DATABASE)
+    if source is None:
+        raise CommandError(f"the archive holds no {DATABASE}")
+    _private_file(staged)
+    with open(staged, "wb") as out:
+        shutil.copyfileobj(source, out)
+        out.flush()
+        os.fsync(out.fileno())
+    if backup.versions_of(staged) != manifest["schema_versions"]:
+        raise CommandError("the archive's database does not match its manifest")
+
+
+def _stage_blobs(tar: tarfile.TarFile, staged: Path) -> None:
+    staged.mkdir(mode=0o700)
+    for member in tar.getmembers():
+        match = BLOB.match(member.name)
+        blob = tar.extractfile(member) if member.isfile() and match else None
+        if match is None or blob is None:
+            continue  # names are checked: nothing lands outside the blobs directory
+        shard = staged / match.group(1)
+        shard.mkdir(mode=0o700, exist_ok=True)
+        _private_file(shard / match.group(2))
+        with open(shard / match.group(2), "wb") as out:
+            shutil.copyfileobj(blob, out)
+
+
 def restore_backup(settings: Settings, file: Path, *, force: bool) -> dict[str, Any]:
     """Restore the archive ``file`` into the configured database and files directory;
-    returns its manifest. ``CommandError`` for a non-empty target without ``force``, a bad
-    or too-new archive."""
+    returns its manifest. ``CommandError`` for a non-empty target without ``force``, a
+    target a server has open, a bad, truncated or too-new archive.
+
+    Everything is staged next to its target first (the database file, a blobs directory),
+    then swapped in by renames — blobs, then the database — so a failure before the swap
+    leaves the old state whole. The restored files are 0600, directories 0700."""
     target = _sqlite(settings)
     blobs_dir = settings.files_path / "blobs"
     try:
@@ -157,45 +225,51 @@ def restore_backup(settings: Settings, file: Path, *, force: bool) -> dict[str, 
         raise CommandError(f"cannot read {file}: not a tar archive") from None
     except OSError as exc:
         raise CommandError(f"cannot read {file}: {exc.strerror or exc}") from None
-    with tar:
-        manifest = _manifest(tar)
-        has_blobs = blobs_dir.is_dir() and any(blobs_dir.iterdir())
-        if not force and (not backup.is_empty(target) or has_blobs):
-            raise CommandError(
-                f"the target is not empty ({target}, {blobs_dir}); --force replaces it"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staged = target.parent / f".{target.name}.restore-{secrets.token_hex(6)}"
+    tag = secrets.token_hex(6)
+    staged = target.parent / f".{target.name}.restore-{tag}"
+    staged_blobs = blobs_dir.parent / f".blobs.restore-{tag}"
+    old_blobs = blobs_dir.parent / f".blobs.old-{tag}"
+    lock: sqlite3.Connection | None = None
+    try:
+        with tar:
+            manifest = _manifest(tar)
+            has_blobs = blobs_dir.is_dir() and any(blobs_dir.iterdir())
+            if not force and (not backup.is_empty(target) or has_blobs):
+                raise CommandError(
+                    f"the target is not empty ({target}, {blobs_dir}); --force replaces it"
+                )
+            lock = _lock_target(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            blobs_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                _stage_database(tar, staged, manifest)
+            except (KeyError, sqlite3.Error) as exc:
+                raise CommandError(f"the archive's database is unreadable: {exc}") from None
+            _stage_blobs(tar, staged_blobs)
+        # The swap: blobs first, then the database; a failed database swap puts the old
+        # blobs back.
+        if blobs_dir.exists():
+            blobs_dir.rename(old_blobs)
+        staged_blobs.rename(blobs_dir)
         try:
-            source = tar.extractfile(DATABASE)
-            if source is None:
-                raise CommandError(f"the archive holds no {DATABASE}")
-            with open(staged, "wb") as out:
-                shutil.copyfileobj(source, out)
-                out.flush()
-                os.fsync(out.fileno())
-            if backup.versions_of(staged) != manifest["schema_versions"]:
-                raise CommandError("the archive's database does not match its manifest")
             for suffix in ("-wal", "-shm", "-journal"):
                 Path(f"{target}{suffix}").unlink(missing_ok=True)
             os.replace(staged, target)
-            _fsync_dir(target.parent)
-        except (KeyError, sqlite3.Error) as exc:
-            raise CommandError(f"the archive's database is unreadable: {exc}") from None
-        finally:
-            staged.unlink(missing_ok=True)
-        if blobs_dir.exists():
-            shutil.rmtree(blobs_dir)
-        blobs_dir.mkdir(mode=0o700, parents=True)
-        for member in tar.getmembers():
-            match = BLOB.match(member.name)
-            blob = tar.extractfile(member) if member.isfile() and match else None
-            if match is None or blob is None:
-                continue  # names are checked: nothing lands outside the blobs directory
-            shard = blobs_dir / match.group(1)
-            shard.mkdir(mode=0o700, exist_ok=True)
-            with open(shard / match.group(2), "wb") as out:
-                shutil.copyfileobj(blob, out)
+        except BaseException:
+            shutil.rmtree(blobs_dir, ignore_errors=True)
+            if old_blobs.exists():
+                old_blobs.rename(blobs_dir)
+            raise
+        _fsync_dir(target.parent)
+        _fsync_dir(blobs_dir.parent)
+    except tarfile.TarError as exc:
+        raise CommandError(f"cannot read {file}: a damaged or truncated archive ({exc})") from None
+    finally:
+        if lock is not None:
+            lock.close()
+        staged.unlink(missing_ok=True)
+        shutil.rmtree(staged_blobs, ignore_errors=True)
+        shutil.rmtree(old_blobs, ignore_errors=True)
     return manifest
 
 

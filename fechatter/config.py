@@ -278,6 +278,24 @@ class Settings(BaseSettings):
             raise ValueError("nats_tls_cert: give nats_tls_cert and nats_tls_key together")
         return self
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # Checked here so every command (serve, migrate, admin, backup, …) refuses a bad URL
+        # with the same one line (cli._one_line) before anything is opened.
+        scheme = value.partition(":")[0].lower()
+        if scheme in ("postgresql", "postgres"):
+            return value
+        if scheme != "sqlite":
+            raise ValueError(
+                f"unsupported scheme {scheme!r} in {redact_url(value)!r}: expected"
+                " sqlite:///path or postgresql://user@host/database"
+            )
+        path = value[len("sqlite:///") :] if value.startswith("sqlite:///") else ""
+        if not path or path.endswith("/"):
+            raise ValueError(f"expected sqlite:///path naming a file, got {value!r}")
+        return value
+
     @field_validator("nats_url")
     @classmethod
     def _nats_urls(cls, value: str | None) -> str | None:

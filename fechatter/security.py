@@ -11,7 +11,10 @@ appends to ``security_changes``, and every process follows that log.
 request path is a dictionary lookup; a user it does not know yet (just signed up on another
 process) is read from the database once. ``serve_follower`` polls the change log and, for a
 user whose version rose, closes their open streams through the ``on_revoke`` callback (the
-realtime layer passes one in; this module must never import a transport).
+realtime layer passes one in; this module must never import a transport). A token issued under
+a newer version than the map holds (a sign-in after a reactivation, on any process) makes
+``check`` read the user again rather than wait for the poll; sign-in and refresh also
+``apply`` the state they read, so the process that issued the token knows it at once.
 """
 
 from __future__ import annotations
@@ -64,7 +67,10 @@ class TokenGuard:
         when the database is needed and does not answer.
         """
         state = self._states.get(claims.user_id)
-        if state is None:
+        if state is None or claims.security_version > state.version:
+            # Unknown here, or the token is newer than what is known: it was issued (here or
+            # on another process) after a change this process has not polled yet — a user
+            # reactivated and signed in again must not be refused until the next poll.
             state = await self.load(claims.user_id)
         else:
             self._states.move_to_end(claims.user_id)

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "fechatter.cli_admin": 4,  # admin commands (issue 17)
     "fechatter.cli_archive": 4,  # export / import commands (issue 17)
     "fechatter.cli_backup": 4,  # backup / restore commands (issue 17)
+    "fechatter.cli_errors": 4,  # one-line command-line errors
     "fechatter.demo": 4,
     "fechatter.workers": 4,  # the --workers parent: starts and supervises processes
     "fechatter.__main__": 4,

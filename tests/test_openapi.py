@@ -306,3 +306,25 @@ async def test_fuzz_table_covers_every_operation(api: Api) -> None:
             if not any(r.method == method.upper() and pattern.fullmatch(r.path) for r in ROUTES):
                 missing.append(f"{method.upper()} {path}")
     assert missing == [], f"tests/test_fuzz.py ROUTES lacks {missing}"
+
+
+async def test_docs_files_are_read_once_and_revalidated(api: Api) -> None:
+    """The page's files are served from memory with a strong ETag: a 304 for a client that
+    has them, a day of caching for the vendored bundle; ``/docs/`` redirects to ``/docs``."""
+    r = await api.client.get("/docs/")
+    assert (r.status_code, r.headers["location"]) == (308, "/docs")
+    for path, cache in (
+        ("/docs", "no-cache"),
+        ("/docs/apidocs.js", "no-cache"),
+        ("/docs/vendor/swagger-ui-bundle.js", "public, max-age=86400"),
+        ("/docs/vendor/swagger-ui.css", "public, max-age=86400"),
+    ):
+        r = await api.client.get(path)
+        assert r.status_code == 200, path
+        assert r.headers["cache-control"] == cache
+        etag = r.headers["etag"]
+        assert etag.startswith('"')
+        again = await api.client.get(path, headers={"If-None-Match": etag})
+        assert (again.status_code, again.content, again.headers["etag"]) == (304, b"", etag)
+        other = await api.client.get(path, headers={"If-None-Match": '"stale"'})
+        assert (other.status_code, other.content) == (200, r.content)

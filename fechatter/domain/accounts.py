@@ -14,7 +14,7 @@ from typing import Any
 
 from fechatter.auth import Authenticator, hash_refresh_token
 from fechatter.errors import Unauthorized
-from fechatter.models import User, UserStatus, utc_now
+from fechatter.models import SecurityState, User, UserStatus, utc_now
 from fechatter.security import TokenGuard
 from fechatter.storage import Storage
 
@@ -87,7 +87,11 @@ class Accounts:
             raise Unauthorized(BAD_CREDENTIALS, code="invalid_credentials")
         # Under the version read with the hash: if the password changed (or every session
         # was ended) while this one was checked, no session starts.
-        return await self._start_session(creds.user, creds.security_version)
+        session = await self._start_session(creds.user, creds.security_version)
+        # The state just read is fresh: the guard takes it (versions only rise), so a user
+        # reactivated since the last poll can use this token at once.
+        self._guard.apply(SecurityState(creds.user.id, creds.security_version, True))
+        return session
 
     async def refresh(self, refresh_token: str) -> Session:
         """Rotate a refresh token into a new pair of the same session.
@@ -106,6 +110,7 @@ class Accounts:
         # User, version and status come from the rotation's own transaction: nothing else
         # can fail after the old token was spent, and a revocation that commits after it
         # voids this access token too (and revoked the new refresh token with it).
+        self._guard.apply(SecurityState(grant.user_id, grant.security_version, grant.active))
         return self._session(grant.user, new_token, grant.family_id, grant.security_version)
 
     async def sign_out(self, user_id: int, refresh_token: str, *, everywhere: bool) -> None:

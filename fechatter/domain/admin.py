@@ -116,12 +116,13 @@ class Admin:
         token, hashed = password_resets.new_token()
         now = self._clock()
         expires_at = format_time(now + timedelta(seconds=expires_in))
+        yield from ops.revoke_resets(user.id, format_time(now))  # only the newest link works
         yield from ops.create_reset(user.id, hashed, expires_at, format_time(now))
         return ResetLink(password_resets.link(self._base_url, token), expires_at)
 
     async def reset_link(self, email: str, *, expires_in: int) -> ResetLink:
         """A one-time link for the user to set a new password (sessions end when it is
-        used). ``NotFound(user_not_found)``."""
+        used); every older unused link of the user stops working. ``NotFound(user_not_found)``."""
         user = await self._find(email)
 
         def op() -> Op[ResetLink]:

@@ -7,7 +7,8 @@ the password through it revokes every session of the user and voids every access
 security version rises in the same transaction, ``storage.accounts.update_user``), so their
 open streams close: here at once, elsewhere within ``security_poll_interval``. It also
 activates an imported user that was never activated (``Pending``), never a suspended one.
-The token is in a URL path, so it is never logged (the access line logs the route rule).
+The token is in a URL path, so it is never logged (the access log redacts it:
+``fechatter.access_log``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Invitation routes (SPEC §7): parse, call ``domain.invites``, serialise.
 
 The token is part of two API paths and of the web landing page ``/invite/<token>``; the
-access line logs the route rule (``/api/invites/<token>``), never the path, and the error
-boundary logs the rule too, so no log line records a token.
+DEBUG request line and the error boundary log the route rule (``/api/invites/<token>``), never
+the path, and the opt-in access log redacts the token (``fechatter.access_log``), so no log line
+records a token.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 ``fechatter admin reset-password EMAIL`` prints ``<public_url>/reset-password/<token>`` (the
 web client's form, ``web/reset.js``), which calls these. The token is in the path, so, as for
-invites, only the route rule is ever logged. No bearer token: the link is the credential.
+invites, the DEBUG request line and the error boundary log the route rule and the opt-in access
+log shows ``/api/password-resets/[redacted]`` (``fechatter.access_log``). No bearer token:
+the link is the credential.
 """
 
 from __future__ import annotations

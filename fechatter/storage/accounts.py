@@ -24,6 +24,7 @@ from fechatter.models import (
     format_time,
     utc_now,
 )
+from fechatter.storage import admin as reset_links
 from fechatter.storage import outbox as outbox_ops
 from fechatter.storage.rows import (
     USER_COLUMNS,
@@ -118,8 +119,9 @@ def update_user(
         raise NotFound("user not found")
     if password_hash is not None:
         # In the same transaction: a new password and the end of every other session are
-        # one change, never half of it.
+        # one change, never half of it; every reset link still live is spent with them.
         yield from raise_security_version(user_id, keep_family)
+        yield from reset_links.revoke_resets(user_id, utc_now())
     return user
 
 
@@ -258,7 +260,9 @@ def last_security_change() -> Op[int]:
 
 def set_user_status(user_id: int, status: UserStatus) -> Op[SecurityState]:
     yield q(_SET_STATUS, (status.value, user_id))
-    return (yield from raise_security_version(user_id, None))
+    state = yield from raise_security_version(user_id, None)
+    yield from reset_links.revoke_resets(user_id, utc_now())  # a link made before is void
+    return state
 
 
 # -- workspaces ----------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Both backends. ``audit`` is meant to be composed (``yield from``) into the operation of the
 action it records, so both commit in one transaction (``fechatter.domain.admin``). A reset
-link is found by the SHA-256 of its token (never stored); ``consume_reset`` spends it with a
+link is found by the SHA-256 of its token (never stored); a user has at most one live link
+(``revoke_resets`` spends the others on a new link, a password or a status change);
+``consume_reset`` spends it with a
 conditional ``UPDATE … WHERE used_at IS NULL AND expires_at > now`` so two concurrent uses of
 one link cannot both succeed (SQLite's one writer, PostgreSQL's row lock + re-check).
 Operations never open, commit or roll back anything.
@@ -36,6 +38,8 @@ _CONSUME_RESET = Sql(
     "UPDATE password_resets SET used_at = ?"
     " WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? RETURNING user_id"
 )
+# Every live link of a user spent at once (a new link, a password or status change).
+_REVOKE_RESETS = Sql("UPDATE password_resets SET used_at = ? WHERE user_id = ? AND used_at IS NULL")
 _ALL_WORKSPACES = Sql(
     f"SELECT {WORKSPACE_COLUMNS}, u.email AS owner_email,"
     " (SELECT COUNT(*) FROM workspace_members wm WHERE wm.workspace_id = w.id) AS members"
@@ -124,6 +128,14 @@ def consume_reset(token_hash: str, now: str) -> Op[int | None]:
     """Spend a live reset link: its user id, or None (unknown, used or expired)."""
     row = first((yield q(_CONSUME_RESET, (now, token_hash, now))))
     return None if row is None else int(row["user_id"])
+
+
+def revoke_resets(user_id: int, now: str) -> Op[None]:
+    """Mark every unused reset link of the user used at ``now`` (in the caller's
+    transaction): called when a new link is made and whenever the password or the status
+    changes (``storage.accounts.update_user`` / ``set_user_status``), so only the newest
+    link of an unchanged account ever works."""
+    yield q(_REVOKE_RESETS, (now, user_id))
 
 
 def all_workspaces() -> Op[list[WorkspaceSummary]]:

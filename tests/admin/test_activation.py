@@ -62,8 +62,8 @@ async def member_statuses(database: list[str], ws: int) -> dict[str, str]:
     done = await fechatter("admin", "members", str(ws), *database)
     assert done.returncode == 0, done.stderr.decode()
     header, *rows = done.stdout.decode().splitlines()
-    assert header.split()[-1] == "status"
-    from_table = {row.split()[1]: row.split()[-1] for row in rows}
+    assert header.split()[-2] == "status"
+    from_table = {row.split()[1]: row.split()[-2] for row in rows}
     assert from_table == from_json
     return from_json
 

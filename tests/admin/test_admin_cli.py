@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import argon2
 import pytest
 import trio
 
 from fechatter.app import ServerInfo
-from fechatter.domain.admin import Admin
+from fechatter.domain.admin import Admin, ResetLink
+from fechatter.models import UserStatus
 from fechatter.storage import open_storage
 from tests.admin.cli import fechatter, one_line_refusal
 from tests.conftest import Api, User, make_workspace
@@ -227,9 +229,14 @@ async def test_workspaces_members_and_roles(
     done = await fechatter("admin", "members", str(ws), *database)
     assert done.returncode == 0
     lines = done.stdout.decode().splitlines()
-    assert lines[0].split() == ["user_id", "email", "fullname", "role", "status"]
+    assert lines[0].split() == ["user_id", "email", "fullname", "status", "role"]
     assert lines[2].split()[0:2] == [str(member.id), member.email]
-    assert lines[2].split()[-2:] == ["admin", "Active"]
+    assert lines[2].split()[-1] == "admin"
+    assert lines[2].split()[-2] == "Active"
+    # A suspended member shows as such (the stored status, as it is).
+    assert (await admin_json(database, "suspend", member.email))["changed"] is True
+    done = await fechatter("admin", "members", str(ws), *database)
+    assert done.stdout.decode().splitlines()[2].split()[-2:] == ["Suspended", "admin"]
 
 
 async def test_bad_input_is_one_line_and_exit_1(
@@ -294,3 +301,90 @@ async def test_admin_commands_on_postgresql(pg_database: str) -> None:
     assert creds.user.status.value == "Suspended"
     done = await fechatter("admin", "reactivate", "ghost@example.com", *url)
     one_line_refusal(done, "fechatter admin: no user with email 'ghost@example.com'")
+
+
+async def test_only_the_newest_link_of_an_unchanged_account_works(
+    server: ServerInfo, api: Api, database: list[str]
+) -> None:
+    """A new link, a password change (the user's own, the admin's, another link's) and a
+    suspension each spend every live link of the user (docs/api.md "Admin command line")."""
+    user = await api.signup()
+
+    async def live(link: ResetLink) -> bool:
+        token = link.url.rsplit("/", 1)[1]
+        r = await api.get(f"/api/password-resets/{token}")
+        assert r.status_code in (204, 404), r.text
+        return r.status_code == 204
+
+    async def cheap_hash(password: str) -> str:
+        return argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(password)
+
+    async with open_storage(database[1]) as storage:
+        admin = Admin(storage, cheap_hash, actor="cli:test", base_url="http://x", outbox=False)
+        first = await admin.reset_link(user.email, expires_in=3600)
+        assert await live(first)
+        second = await admin.reset_link(user.email, expires_in=3600)
+        assert (await live(first), await live(second)) == (False, True)
+        # The user changes their password themselves.
+        r = await user.api.patch(
+            "/api/users/me",
+            json={"password": "changed by me", "current_password": "correct horse"},
+        )
+        assert r.status_code == 200, r.text
+        assert not await live(second)
+        # The admin sets one.
+        third = await admin.reset_link(user.email, expires_in=3600)
+        await admin.set_password(user.email, "set by the admin")
+        assert not await live(third)
+        # A suspension (and the reactivation after it).
+        fourth = await admin.reset_link(user.email, expires_in=3600)
+        assert await admin.set_status(user.email, UserStatus.SUSPENDED)
+        assert not await live(fourth)
+        fifth = await admin.reset_link(user.email, expires_in=3600)
+        assert await admin.set_status(user.email, UserStatus.ACTIVE)
+        assert not await live(fifth)
+        # Using a link spends it; a link made after the use is the only live one.
+        sixth = await admin.reset_link(user.email, expires_in=3600)
+        token = sixth.url.rsplit("/", 1)[1]
+        r = await api.post(f"/api/password-resets/{token}", json={"password": "through a link"})
+        assert r.status_code == 204, r.text
+        assert not await live(sixth)
+    assert await sign_in(api, user.email, "through a link") == 200
+
+
+@pytest.mark.parametrize("flag", ["0", "604801"])
+async def test_expires_in_is_capped_at_seven_days(
+    server: ServerInfo, api: Api, database: list[str], flag: str
+) -> None:
+    user = await api.signup()
+    done = await fechatter("admin", "reset-password", user.email, "--expires-in", flag, *database)
+    line = one_line_refusal(done, "fechatter admin: ")
+    assert "expires-in: must be 1 to 604800" in line
+
+
+async def test_a_reactivated_user_can_use_a_fresh_token_at_once(
+    server: ServerInfo, api: Api, database: list[str]
+) -> None:
+    """Every process knows the suspension (the streams closed); right after the
+    reactivation, a new sign-in's token works on the API and the streams — without waiting
+    for the next security poll (the guard takes the state sign-in read, and a token newer
+    than what a process knows makes it read the user again)."""
+    user = await api.signup()
+    sse, ws = await open_streams(server, user)
+
+    async def no_hash(password: str) -> str:
+        raise AssertionError("a status change needs no hash")
+
+    async with open_storage(database[1]) as storage:
+        admin = Admin(storage, no_hash, actor="cli:test", base_url="http://x", outbox=False)
+        assert await admin.set_status(user.email, UserStatus.SUSPENDED)
+        await closed_as_revoked(sse, ws)
+        assert await admin.set_status(user.email, UserStatus.ACTIVE)
+    r = await api.post("/api/auth/signin", json={"email": user.email, "password": "correct horse"})
+    assert r.status_code == 200, r.text
+    user.api.token = r.json()["token"]
+    me = await user.api.get("/api/users/me")
+    assert me.status_code == 200, me.text
+    sse, ws = await open_streams(server, user)
+    await sse.aclose()
+    await ws.aclose()

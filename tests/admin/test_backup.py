@@ -204,3 +204,72 @@ async def test_restore_refuses_a_non_empty_target_and_bad_archives(tmp_path: Pat
         "backup", str(tmp_path / "x.tar"), "--database-url", "postgresql://127.0.0.1:1/x"
     )
     one_line_refusal(done, "fechatter backup: PostgreSQL is backed up with pg_dump")
+
+
+async def test_a_truncated_archive_is_one_line(tmp_path: Path) -> None:
+    source = f"sqlite:///{tmp_path / 'a.db'}"
+    assert (await fechatter("migrate", "--database-url", source)).returncode == 0
+    archive = tmp_path / "a.tar"
+    done = await fechatter("backup", str(archive), "--database-url", source)
+    assert done.returncode == 0, done.stderr.decode()
+    whole = archive.read_bytes()
+    truncated = tmp_path / "cut.tar"
+    truncated.write_bytes(whole[: len(whole) // 2])
+    done = await fechatter(
+        "restore", str(truncated), "--database-url", f"sqlite:///{tmp_path / 'b.db'}"
+    )
+    one_line_refusal(done, "fechatter restore: cannot read")
+    assert not (tmp_path / "b.db").exists()
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def test_restore_refuses_a_live_server_and_everything_is_owner_only(
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """``restore --force`` onto the database a server has open is refused and changes
+    nothing; once the server stopped it restores; archive and restored files are 0600,
+    directories 0700."""
+    settings = settings_factory()
+    archive = tmp_path / "backups" / "one.tar"
+    flags = ["--database-url", settings.database_url]
+    with trio.fail_after(LOAD_CEILING):
+        async with running_server(nursery, settings) as info, api_client(info) as api:
+            a = await api.signup()
+            file_url = await upload_file(a, b"owner-only bytes", "kept.txt")
+            done = await fechatter("backup", str(archive), *flags, files_dir=settings.files_path)
+            assert done.returncode == 0, done.stderr.decode()
+            later = await api.signup()  # after the backup: lost if a restore went through
+            done = await fechatter(
+                "restore", str(archive), *flags, "--force", files_dir=settings.files_path
+            )
+            line = one_line_refusal(done, "fechatter restore: a server is using ")
+            assert line.endswith("stop it first")
+            assert await sign_in_status(api, later.email) == 200
+            r = await a.api.get(file_url)
+            assert (r.status_code, r.content) == (200, b"owner-only bytes")
+    assert mode(archive) == 0o600
+    # The server stopped: the restore goes through (the later user is gone, the file is back).
+    done = await fechatter(
+        "restore", str(archive), *flags, "--force", files_dir=settings.files_path
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    db = settings.sqlite_path
+    assert db is not None
+    assert mode(db) == 0o600
+    blobs = settings.files_path / "blobs"
+    assert mode(blobs) == 0o700
+    shards = list(blobs.iterdir())
+    assert len(shards) == 1
+    assert mode(shards[0]) == 0o700
+    [blob] = list(shards[0].iterdir())
+    assert mode(blob) == 0o600
+    assert blob.read_bytes() == b"owner-only bytes"
+    leftovers = [p.name for p in settings.files_path.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    with trio.fail_after(LOAD_CEILING):
+        async with running_server(nursery, settings) as info, api_client(info) as api:
+            assert await sign_in_status(api, a.email) == 200
+            assert await sign_in_status(api, later.email) == 401

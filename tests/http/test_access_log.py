@@ -21,6 +21,7 @@ from fechatter import access_log
 from fechatter.app import ServerInfo
 from fechatter.cli import _parser
 from fechatter.config import Settings
+from fechatter.domain import password_resets
 from tests.conftest import Api, User, api_client, make_workspace, running_server, upload_file
 from tests.realtime.clients import RawWs, SseClient
 from tests.test_logs import captured, json_lines
@@ -33,6 +34,8 @@ def access_lines(text: str) -> list[dict[str, Any]]:
 
 
 EXPECTED_PATHS = (
+    f"/api/password-resets/{REDACTED}",
+    f"/reset-password/{REDACTED}",
     f"/api/invites/{REDACTED}",
     f"/api/invites/{REDACTED}/accept",
     f"/invite/{REDACTED}",
@@ -54,6 +57,12 @@ async def _flow(server: ServerInfo, api: Api) -> tuple[list[str], User]:
     assert (await api.get(f"/api/invites/{invite}")).status_code == 200
     assert (await api.get(f"/invite/{invite}")).status_code == 200
     assert (await guest.api.post(f"/api/invites/{invite}/accept")).status_code == 200
+    # A password-reset token: the API's check and the web page (a made-up one is as secret).
+    reset = password_resets.new_token()[0]
+    assert (await api.get(f"/api/password-resets/{reset}")).status_code == 404
+    assert (await api.get(f"/reset-password/{reset}")).status_code == 200
+    # An absolute-form request target (RFC 9112 §3.2.2) carrying the invite token.
+    assert (await _absolute_form(server, f"/api/invites/{invite}")).startswith(b"HTTP/1.1 ")
     # A signed file URL (its sig is a bearer credential for the file).
     url = await upload_file(owner)
     r = await owner.api.post("/api/files/sign", json={"urls": [url]})
@@ -87,6 +96,7 @@ async def _flow(server: ServerInfo, api: Api) -> tuple[list[str], User]:
         await ws_client.aclose()
     secrets = [
         invite,
+        reset,
         signature,
         refresh,
         new_refresh,
@@ -95,6 +105,24 @@ async def _flow(server: ServerInfo, api: Api) -> tuple[list[str], User]:
         guest.api.token or "",
     ]
     return secrets, guest
+
+
+async def _absolute_form(server: ServerInfo, path: str) -> bytes:
+    """``GET http://host:port<path>`` on a raw connection; the response's status line."""
+    url = urlsplit(server.api_url)
+    assert url.hostname is not None
+    assert url.port is not None
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream(url.hostname, url.port)
+        async with stream:
+            await stream.send_all(
+                f"GET {server.api_url}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                "Connection: close\r\n\r\n".encode()
+            )
+            reply = b""
+            while chunk := await stream.receive_some(65536):
+                reply += chunk
+    return reply.split(b"\r\n", 1)[0]
 
 
 class LinesWaiter(logging.Handler):
@@ -123,6 +151,8 @@ async def test_access_log_redacts_every_secret(
     try:
         with captured("json", "text") as out:
             async with running_server(nursery, settings) as server, api_client(server) as api:
+                absolute = f"{server.api_url}/api/invites/{REDACTED}"
+                streams_logged.missing.add(absolute)
                 secrets, guest = await _flow(server, api)
                 forwarded = await api.get("/health", headers={"X-Forwarded-For": "203.0.113.7"})
                 assert forwarded.status_code == 200
@@ -139,6 +169,7 @@ async def test_access_log_redacts_every_secret(
     paths = {line["path"] for line in lines}
     assert set(EXPECTED_PATHS) <= paths
     assert any(p.startswith("/files/") and f"sig={REDACTED}" in p for p in paths), paths
+    assert absolute in paths, paths
     streams = [line for line in lines if line["listener"] == "realtime"]
     assert {(s["path"], s["status"]) for s in streams} >= {
         (f"/api/notifications/events?access_token={REDACTED}", 200),
@@ -175,6 +206,15 @@ async def test_access_log_is_off_by_default(server: ServerInfo, api: Api) -> Non
         ("/invite/abc", "x=1", f"/invite/{REDACTED}?x=1"),
         ("/api/%69nvites/abc", "", f"/api/invites/{REDACTED}"),
         ("/api/workspaces/3/invites/7", "", "/api/workspaces/3/invites/7"),
+        ("/reset-password/abc", "", f"/reset-password/{REDACTED}"),
+        ("//Reset-Password//abc/", "", f"//Reset-Password//{REDACTED}"),
+        ("/api/password-resets/abc", "", f"/api/password-resets/{REDACTED}"),
+        ("/api/password%2Dresets/abc", "", f"/api/password-resets/{REDACTED}"),
+        ("http://h:1/api/invites/abc", "", f"http://h:1/api/invites/{REDACTED}"),
+        ("HTTPS://h/reset-password/abc", "a=1", f"HTTPS://h/reset-password/{REDACTED}?a=1"),
+        ("http://h:1", "", "http://h:1"),
+        ("h:1/api/invites/abc", "", REDACTED),
+        ("*", "", REDACTED),
         ("/files/f1", "uid=2&exp=9&sig=s3cr3t", f"/files/f1?uid=2&exp=9&sig={REDACTED}"),
         (
             "/x",

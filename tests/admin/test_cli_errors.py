@@ -1,0 +1,107 @@
+"""Operator mistakes are one line on stderr and an exit status, never a traceback: a database
+URL of an unknown scheme (every command: the settings refuse it, exit 2), a PostgreSQL server
+that does not answer (where and why, no password), a port already taken (before any file is
+created), a truncated backup archive (tests/admin/test_backup.py)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from fechatter import cli_errors
+from fechatter.cli import main
+from fechatter.config import Settings
+from tests.admin.cli import fechatter, one_line_refusal
+
+COMMANDS = (
+    ["serve", "--port", "0", "--realtime-port", "0"],
+    ["demo", "--port", "0", "--realtime-port", "0"],
+    ["migrate"],
+    ["admin", "workspaces"],
+    ["backup", "x.tar"],
+    ["restore", "x.tar"],
+)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://root:hunter2@db/x", "unsupported scheme 'mysql' in 'mysql://root:***@db/x'"),
+        ("sqlite://relative.db", "expected sqlite:///path naming a file"),
+        ("sqlite:///", "expected sqlite:///path naming a file"),
+    ],
+)
+def test_a_bad_database_url_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], command: list[str], url: str, problem: str
+) -> None:
+    assert main([*command, "--database-url", url]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"fechatter: bad configuration: database_url: {problem}"), err
+    assert "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "prefix"),
+    [
+        (["admin", "workspaces"], "fechatter admin: "),
+        (["migrate"], "fechatter migrate: "),
+        (["serve", "--port", "0", "--realtime-port", "0"], "fechatter: "),
+    ],
+    ids=["admin", "migrate", "serve"],
+)
+async def test_an_unreachable_postgresql_names_host_and_reason(
+    command: list[str], prefix: str
+) -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused at once.
+    url = "postgresql://someone:s3cret-pw@127.0.0.1:1/fechatter"
+    done = await fechatter(*command, "--database-url", url)
+    line = one_line_refusal(
+        done, f"{prefix}cannot connect to the database at 127.0.0.1:1/fechatter: "
+    )
+    assert "refused" in line.lower(), line
+    assert "s3cret-pw" not in line
+    assert "someone" not in line
+
+
+@pytest.mark.parametrize("taken", ["--port", "--realtime-port"])
+async def test_a_taken_port_is_one_line_and_creates_no_files(tmp_path: Path, taken: str) -> None:
+    holder = trio.socket.socket()
+    with holder:
+        await holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        ports = {"--port": "0", "--realtime-port": "0", taken: str(port)}
+        done = await fechatter(
+            "serve",
+            *[x for kv in ports.items() for x in kv],
+            "--database-url",
+            f"sqlite:///{tmp_path / 'db' / 'f.db'}",
+        )
+    line = one_line_refusal(done, "fechatter: cannot listen on 127.0.0.1 port ")
+    assert f" {port} " in line
+    assert "address already in use" in line
+    assert not (tmp_path / "db").exists()
+
+
+def test_address_in_use_looks_through_nested_groups() -> None:
+    taken = OSError(errno.EADDRINUSE, "Address already in use")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [taken])])
+    assert cli_errors.address_in_use(nested)
+    other = ExceptionGroup("outer", [ExceptionGroup("inner", [taken, OSError(errno.EACCES, "x")])])
+    assert not cli_errors.address_in_use(other)
+    assert cli_errors.leaves(nested) == [taken]
+
+
+def test_a_free_port_is_not_reported_taken() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    settings = Settings(database_url="sqlite:///x.db", port=free, realtime_port=0)
+    assert cli_errors.ports_in_use(settings) == []
