@@ -198,8 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"migrations applied to {settings.database_url}")
         return 0
-    # Before the database is opened (or created): a taken port is one line, no files.
-    if args.command in ("serve", "demo") and settings.workers is None and _taken(settings):
+    # Before the database is opened (or created): a taken port is one line, no files. Not for
+    # --workers: the parent and its children share the ports on purpose (SO_REUSEPORT).
+    shared = settings.workers is not None or settings.worker_index is not None
+    if args.command in ("serve", "demo") and not shared and _taken(settings):
         print(cli_errors.in_use_line(settings), file=sys.stderr)
         return 1
     if args.command == "demo" or getattr(args, "demo", False):
