@@ -21,8 +21,10 @@ def utc_now() -> str:
 
 
 def format_time(moment: datetime) -> str:
-    """Format an aware datetime as RFC 3339 UTC (``2026-11-25T11:47:27.123456Z``)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Format an aware datetime as RFC 3339 UTC (``2026-11-25T11:47:27.123456Z``); the year
+    always has four digits (``0001-…``: ``strftime("%Y")`` writes years below 1000 unpadded).
+    ``OverflowError`` when the UTC time falls outside years 1-9999."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class ChatType(enum.StrEnum):

@@ -453,3 +453,221 @@ async def test_rows_the_api_would_refuse_are_one_line_and_write_nothing(
         long_name = ("--workspace-name", "n" * 129, *db_flags(target))
         assert await run_cli("import", str(good), *long_name) == 1
         assert "--workspace-name: workspace name: must be 1 to 128" in capsys.readouterr().err
+
+
+async def test_rows_other_rows_contradict_are_one_line_and_write_nothing(
+    api: Api,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The cross-row rules: a Single chat has two people (members, senders and reactors
+    together) and no name; a chat's owner is one of its members and of the workspace; a member
+    is listed once; a time whose offset takes it out of years 1-9999 is refused, never an
+    OverflowError out of the command."""
+    with trio.fail_after(CEILING):
+        a, b, ws, chan = await populate(api)
+        c = await api.signup("cy")  # in the workspace, in neither chat
+        r = await a.api.post(f"/api/workspaces/{ws}/members", json={"email": c.email})
+        assert r.status_code == 201, r.text
+        good = tmp_path / "good.zip"
+        live = settings_factory()
+        assert await run_cli("export", "--workspace", str(ws), str(good), *db_flags(live)) == 0
+        zf = zipfile.ZipFile(good)
+        manifest = json.loads(zf.read("manifest.json"))
+        chats = {c["type"]: c for c in map(json.loads, zf.read("chats.jsonl").splitlines())}
+        single = chats["Single"]["id"]
+        msgs = [json.loads(line) for line in zf.read("messages.jsonl").splitlines()]
+        direct = next(m for m in msgs if m["chat_id"] == single)
+        reaction = json.loads(zf.read("reactions.jsonl").splitlines()[0])
+        member = json.loads(zf.read("members.jsonl").splitlines()[0])
+
+        def counted(**more: int) -> bytes:
+            counts = {k: v + more.get(k, 0) for k, v in manifest["counts"].items()}
+            return json.dumps({**manifest, "counts": counts}).encode()
+
+        def plus(section: str, row: dict[str, Any]) -> bytes:
+            return zf.read(f"{section}.jsonl") + json.dumps(row).encode() + b"\n"
+
+        def row_of(section: str, match: Callable[[dict[str, Any]], bool], **new: Any) -> bytes:
+            return edit_rows(zf, section, lambda r: {**r, **new} if match(r) else r)
+
+        def created(at: str) -> bytes:
+            return row_of("messages", lambda m: m["id"] == direct["id"], created_at=at)
+
+        third = {**member, "chat_id": single, "user_id": c.id, "role": "member"}
+        cases: dict[str, tuple[dict[str, bytes | None], str]] = {
+            "third member of a Single": (
+                {"members.jsonl": plus("members", third), "manifest.json": counted(members=1)},
+                f"members.jsonl chat {single} user {c.id}: user_id: a third member of a Single",
+            ),
+            "Single sender outside the pair": (
+                {
+                    "messages.jsonl": row_of(
+                        "messages", lambda m: m["id"] == direct["id"], sender_id=c.id
+                    )
+                },
+                f"messages.jsonl message {direct['id']}: sender_id: user {c.id} is not one of"
+                f" the Single chat's two people ({min(a.id, b.id)}, {max(a.id, b.id)})",
+            ),
+            "Single reactor outside the pair": (
+                {
+                    "reactions.jsonl": plus(
+                        "reactions", {**reaction, "message_id": direct["id"], "user_id": c.id}
+                    ),
+                    "manifest.json": counted(reactions=1),
+                },
+                f"reactions.jsonl message {direct['id']} user {c.id}: user_id: user {c.id} is"
+                " not one of the Single chat's two people",
+            ),
+            "named Single": (
+                {"chats.jsonl": row_of("chats", lambda ch: ch["id"] == single, name="dm")},
+                f"chats.jsonl chat {single}: name: must be null: a Single chat has no name",
+            ),
+            "owner not in the chat": (
+                {
+                    "members.jsonl": edit_rows(
+                        zf,
+                        "members",
+                        lambda m: None if (m["chat_id"], m["user_id"]) == (chan, a.id) else m,
+                    ),
+                    "manifest.json": counted(members=-1),
+                },
+                f"chats.jsonl chat {chan}: owner_id: user {a.id} is not a member of the chat",
+            ),
+            "owner outside the workspace": (
+                {
+                    "chats.jsonl": row_of("chats", lambda ch: ch["id"] == chan, owner_id=99),
+                    "users.jsonl": plus(
+                        "users",
+                        {
+                            "id": 99,
+                            "fullname": "Gone",
+                            "email": "gone@example.com",
+                            "avatar": None,
+                            "status": "Active",
+                            "created_at": "2024-01-01T00:00:00Z",
+                        },
+                    ),
+                    "manifest.json": counted(users=1),
+                },
+                f"chats.jsonl chat {chan}: owner_id: user 99 is not a member of the workspace",
+            ),
+            "member listed twice": (
+                {
+                    "members.jsonl": plus("members", member),
+                    "manifest.json": counted(members=1),
+                },
+                f"members.jsonl chat {member['chat_id']} user {member['user_id']}: user_id:"
+                " listed twice",
+            ),
+            "year 0 in UTC": (
+                {"messages.jsonl": created("0001-01-01T00:00:00+01:00")},
+                f"messages.jsonl message {direct['id']}: created_at: must be an RFC 3339 time",
+            ),
+            "year 10000 in UTC": (
+                {"messages.jsonl": created("9999-12-31T23:59:59-01:00")},
+                f"messages.jsonl message {direct['id']}: created_at: must be an RFC 3339 time",
+            ),
+        }
+        # The edge of the range is a time like any other.
+        edge_rows = created("0001-01-01T00:00:00-01:00")
+        zf.close()
+        target = Settings(
+            database_url=f"sqlite:///{tmp_path / 'target.db'}", files_dir=tmp_path / "tf"
+        )
+        capsys.readouterr()
+        for name, (changes, expected) in cases.items():
+            bad = tmp_path / "bad.zip"
+            rewrite(good, bad, changes)
+            assert await run_cli("import", str(bad), *db_flags(target)) == 1, name
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1, (name, err)
+            assert expected in err, (name, err)
+        async with open_storage(target.database_url) as storage:
+            assert await storage.get_user_by_email(a.email) is None
+        # The edge of the range is a time like any other, stored with a four-digit year.
+        edge = tmp_path / "edge.zip"
+        rewrite(good, edge, {"messages.jsonl": edge_rows})
+        assert await run_cli("import", str(edge), *db_flags(target)) == 0
+        async with open_storage(target.database_url) as storage:
+            ana = await storage.get_user_by_email(a.email)
+            assert ana is not None
+            (copy,) = await storage.list_workspaces(ana.id)
+            chats_now = await storage.list_chats(ana.id, copy.id)
+            dm = next(ch for ch in chats_now if ch.record.name is None)
+            page = await storage.list_messages(dm.id, limit=10, before=None, after=0)
+        assert [m.created_at for m in page.items] == ["0001-01-01T01:00:00.000000Z"]
+
+
+async def test_former_members_history_is_imported(
+    api: Api,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """What the server keeps when people leave imports as it is: a channel with messages and
+    reactions of someone who left it, and a Single chat whose other person left the workspace
+    (one member left; the departed one's messages and reactions stay theirs)."""
+    with trio.fail_after(CEILING):
+        a, b, ws, chan = await populate(api)
+        c = await api.signup("cy")
+        r = await a.api.post(f"/api/workspaces/{ws}/members", json={"email": c.email})
+        assert r.status_code == 201, r.text
+        r = await a.api.post(f"/api/chats/{chan}/members", json={"user_ids": [c.id]})
+        assert r.status_code == 201, r.text
+        r = await c.api.post(f"/api/chats/{chan}/messages", json={"content": "bye all"})
+        assert r.status_code == 201, r.text
+        bye = r.json()["id"]
+        assert (await c.api.put(f"/api/chats/{chan}/messages/{bye}/reactions/:wave:")).is_success
+        assert (await c.api.delete(f"/api/chats/{chan}/members/{c.id}")).status_code == 204
+        single = await make_chat(b, ws, "Single", a)  # the pair's chat of populate()
+        r = await b.api.post(f"/api/chats/{single}/messages", json={"content": "leaving"})
+        assert r.status_code == 201, r.text
+        left = r.json()["id"]
+        assert (await b.api.put(f"/api/chats/{single}/messages/{left}/reactions/:wave:")).is_success
+        assert (await b.api.delete(f"/api/workspaces/{ws}/members/{b.id}")).status_code == 204
+        live = settings_factory()
+        archive = tmp_path / "ws.zip"
+        assert await run_cli("export", "--workspace", str(ws), str(archive), *db_flags(live)) == 0
+        fresh = fresh_database(tmp_path, request, "fresh")
+        assert await run_cli("import", str(archive), *db_flags(fresh)) == 0
+        copy = await history(fresh, a.email)
+        assert copy == await history(live, a.email, ws)
+        members, messages = copy["Single:None"]
+        assert members == [a.email]
+        assert [(m[0], m[1], len(m[2])) for m in messages[-1:]] == [(b.email, "leaving", 1)]
+        members, messages = copy["PublicChannel:general"]
+        assert c.email not in members
+        assert [(m[0], m[1], len(m[2])) for m in messages[-1:]] == [(c.email, "bye all", 1)]
+
+
+async def history(settings: Settings, email: str, ws_id: int | None = None) -> dict[str, Any]:
+    """Per chat ``email`` is in (of ``ws_id``, else of their one workspace): its members and
+    its messages as (sender, content, reactions), everyone by email, members or not."""
+    async with open_storage(settings.database_url) as storage:
+        me = await storage.get_user_by_email(email)
+        assert me is not None
+        if ws_id is None:
+            (ws,) = await storage.list_workspaces(me.id)
+            ws_id = ws.id
+        out: dict[str, Any] = {}
+        for chat in await storage.list_chats(me.id, ws_id):
+            page = await storage.list_messages(chat.id, limit=200, before=None, after=0)
+            members = [m.user_id for m in await storage.list_chat_members(chat.id)]
+            people = await storage.get_users(
+                [*members, *(m.sender_id for m in page.items)]
+                + [u for m in page.items for r in m.reactions for u in r.user_ids]
+            )
+            out[f"{chat.record.type.value}:{chat.record.name}"] = (
+                sorted(people[u].email for u in members),
+                [
+                    (
+                        people[m.sender_id].email,
+                        m.content,
+                        [(r.emoji, [people[u].email for u in r.user_ids]) for r in m.reactions],
+                    )
+                    for m in sorted(page.items, key=lambda m: m.seq)
+                ],
+            )
+        return out

@@ -9,9 +9,13 @@ tombstone), reactions by ``canonical_emoji``, times parsed as RFC 3339 and writt
 server's format, every integer within 1..2^63-1 (or 0.. for counters), file types as the upload
 path cleans them (no CR/LF can reach a response header), and the cross-row rules: the workspace
 owner (and only they) has role ``owner``, a chat's owner (and only they) has the chat role
-``owner``, chat members are workspace members, and a ``thread_id`` names an earlier thread root
-(a top-level message) of the same chat. A row that breaks one raises ``ArchiveInvalid`` naming
-the file, the row and the field; the import's one transaction then writes nothing.
+``owner`` and is one of its members, a chat's owner and members are workspace members (each
+listed once), a Single chat has no name and two people at most (members, senders and reactors
+together: a pair, one of whom may have left), and a ``thread_id`` names an earlier thread root
+(a top-level message) of the same chat. Senders and reactors of other chats need not be members
+now: the server keeps no membership history, and a former member's messages stay. A row that
+breaks one raises ``ArchiveInvalid`` naming the file, the row and the field; the import's one
+transaction then writes nothing.
 """
 
 from __future__ import annotations
@@ -114,13 +118,17 @@ def _opt_int(value: int | None, where: str, fld: str, low: int = 1) -> int | Non
 
 
 def _time(value: object, where: str, fld: str) -> str:
+    # The conversion to UTC is inside the try: an offset can carry a time past year 1 or
+    # 9999 (``0001-01-01T00:00:00+01:00`` is in year 0), which ``astimezone`` cannot hold.
     try:
         moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        if moment is not None and moment.tzinfo is not None:
+            return format_time(moment)
     except (ValueError, OverflowError):
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise ArchiveInvalid(f"{where}: {fld}: must be an RFC 3339 time with an offset")
-    return format_time(moment)
+        pass
+    raise ArchiveInvalid(
+        f"{where}: {fld}: must be an RFC 3339 time with an offset, in years 1 to 9999 (UTC)"
+    )
 
 
 def _opt_time(value: str | None, where: str, fld: str) -> str | None:
@@ -195,6 +203,11 @@ class CheckedSource:
         self._owner = 0
         self._ws_members: set[int] = set()
         self._chat_owners: dict[int, int] = {}
+        self._singles: set[int] = set()  # ids of Single chats
+        self._chat_members: dict[int, set[int]] = {}
+        # Single chat → its people: its members, and at most one former member (the other of
+        # the pair, who left the workspace) seen as a sender or reactor.
+        self._pairs: dict[int, set[int]] = {}
         self._roots: dict[int, tuple[int, bool]] = {}  # message id → (chat id, is a root)
 
     def users(self) -> Iterator[ArchiveUser]:
@@ -254,6 +267,8 @@ class CheckedSource:
             if m.chat_id is not None:
                 raise ArchiveInvalid(f"{where}: chat_id: must be null")
             row = self._member(m, where, self._owner)
+            if row.user_id in self._ws_members:
+                raise ArchiveInvalid(f"{where}: user_id: listed twice")
             self._ws_members.add(row.user_id)
             yield row
         self._ws_members.add(self._owner)  # the importer adds an unlisted owner
@@ -267,6 +282,8 @@ class CheckedSource:
                 raise ArchiveInvalid(f"{where}: type: unknown type {c.type!r}") from None
             if kind in _CHANNELS and c.name is None:
                 raise ArchiveInvalid(f"{where}: name: a channel needs a name")
+            if kind is ChatType.SINGLE and c.name is not None:
+                raise ArchiveInvalid(f"{where}: name: must be null: a Single chat has no name")
             row = dataclasses.replace(
                 c,
                 id=_int(c.id, where, "id"),
@@ -281,7 +298,16 @@ class CheckedSource:
                 updated_at=_time(c.updated_at, where, "updated_at"),
                 last_activity_at=_opt_time(c.last_activity_at, where, "last_activity_at"),
             )
+            if row.owner_id not in self._ws_members:
+                raise ArchiveInvalid(
+                    f"{where}: owner_id: user {row.owner_id} is not a member of the workspace"
+                )
+            if row.id in self._chat_owners:
+                raise ArchiveInvalid(f"{where}: id: listed twice")
             self._chat_owners[row.id] = row.owner_id
+            self._chat_members[row.id] = set()
+            if kind is ChatType.SINGLE:
+                self._singles.add(row.id)
             yield row
 
     def members(self) -> Iterator[ArchiveMember]:
@@ -292,7 +318,38 @@ class CheckedSource:
             row = self._member(m, where, self._chat_owners[m.chat_id])
             if row.user_id not in self._ws_members:
                 raise ArchiveInvalid(f"{where}: user_id: not a member of the workspace")
+            members = self._chat_members[m.chat_id]
+            if row.user_id in members:
+                raise ArchiveInvalid(f"{where}: user_id: listed twice in the chat")
+            if m.chat_id in self._singles and len(members) == 2:
+                raise ArchiveInvalid(
+                    f"{where}: user_id: a third member of a Single chat (it has two people)"
+                )
+            members.add(row.user_id)
             yield row
+        # Every chat the server keeps has its owner among its members (an owner who leaves
+        # hands the chat on; a chat whose last member leaves is deleted).
+        for chat_id, owner in self._chat_owners.items():
+            if owner not in self._chat_members[chat_id]:
+                raise ArchiveInvalid(
+                    f"chats.jsonl chat {chat_id}: owner_id: user {owner} is not a member of the"
+                    " chat (members.jsonl)"
+                )
+        self._pairs = {c: set(self._chat_members[c]) for c in self._singles}
+        self._chat_members = {}  # only the Single chats' people are needed from here on
+
+    def _person(self, chat_id: int, user_id: int, where: str, fld: str) -> None:
+        """A sender or reactor of a Single chat is one of its two people: its members, or
+        the other of the pair when they left (the workspace) and only one member is left."""
+        people = self._pairs.get(chat_id)
+        if people is None or user_id in people:
+            return
+        if len(people) >= 2:
+            raise ArchiveInvalid(
+                f"{where}: {fld}: user {user_id} is not one of the Single chat's two people"
+                f" ({', '.join(map(str, sorted(people)))})"
+            )
+        people.add(user_id)
 
     def messages(self) -> Iterator[ArchiveMessage]:
         limits = self._limits
@@ -328,13 +385,15 @@ class CheckedSource:
                     f"{where}: thread_id: must name an earlier top-level message of its chat"
                     f" ({thread_id})"
                 )
+            sender = _int(msg.sender_id, where, "sender_id")
+            self._person(chat_id, sender, where, "sender_id")
             self._roots[mid] = (chat_id, thread_id is None)
             yield dataclasses.replace(
                 msg,
                 id=mid,
                 chat_id=chat_id,
                 seq=_int(msg.seq, where, "seq"),
-                sender_id=_int(msg.sender_id, where, "sender_id"),
+                sender_id=sender,
                 content=content,
                 files=files,
                 reply_to=_opt_int(msg.reply_to, where, "reply_to"),
@@ -355,10 +414,13 @@ class CheckedSource:
                 emoji = None
             if emoji is None:
                 raise ArchiveInvalid(f"{where}: emoji: must be one emoji or a :shortcode:")
+            mid, uid = _int(r.message_id, where, "message_id"), _int(r.user_id, where, "user_id")
+            if mid in self._roots:  # an unknown id is the importer's error
+                self._person(self._roots[mid][0], uid, where, "user_id")
             yield dataclasses.replace(
                 r,
-                message_id=_int(r.message_id, where, "message_id"),
-                user_id=_int(r.user_id, where, "user_id"),
+                message_id=mid,
+                user_id=uid,
                 emoji=emoji,
                 created_at=_time(r.created_at, where, "created_at"),
             )
