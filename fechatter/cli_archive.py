@@ -19,7 +19,7 @@ import trio
 from fechatter.config import Settings, load_settings
 from fechatter.domain.archive import export_workspace, import_archive, import_source
 from fechatter.domain.archive_check import ImportLimits
-from fechatter.domain.slack_import import SlackSource
+from fechatter.domain.slack_import import MAX_SLACK_TOTAL, SlackSource
 from fechatter.errors import FechatterError
 from fechatter.schemas import MAX_ID
 from fechatter.storage import open_storage
@@ -43,6 +43,17 @@ def _workspace_id(text: str) -> int:
     return value
 
 
+def _mebibytes(text: str) -> int:
+    """A size in MiB from 1 to 2^20 (1 TiB), as bytes (argparse reports the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= 1 << 20:
+        raise argparse.ArgumentTypeError("must be from 1 to 1048576 (MiB)")
+    return value * 1024 * 1024
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``export`` and ``import`` to the ``fechatter`` command's subparsers."""
     export = sub.add_parser("export", help="write a workspace archive (docs/archive.md)")
@@ -51,6 +62,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     imp = sub.add_parser("import", help="import an archive or a Slack export as a new workspace")
     imp.add_argument("file", help="a Fechatter archive zip (or, with --slack, a Slack export)")
     imp.add_argument("--slack", action="store_true", help="FILE is a Slack workspace export zip")
+    imp.add_argument(
+        "--slack-json-budget",
+        type=_mebibytes,
+        default=MAX_SLACK_TOTAL,
+        metavar="MIB",
+        help=f"with --slack: the most JSON read in all, inflated (default"
+        f" {MAX_SLACK_TOTAL >> 20} MiB)",
+    )
     imp.add_argument(
         "--workspace-name", help="name of the new workspace (default: the archive's / the zip's)"
     )
@@ -74,7 +93,14 @@ def run(args: argparse.Namespace) -> int:
             counts = trio.run(_export, settings, args.workspace, Path(args.file))
             print(f"exported workspace {args.workspace} to {args.file}: {counts}")
         else:
-            result = trio.run(_import, settings, Path(args.file), args.slack, args.workspace_name)
+            result = trio.run(
+                _import,
+                settings,
+                Path(args.file),
+                args.slack,
+                args.workspace_name,
+                args.slack_json_budget,
+            )
             print(
                 f"imported {args.file} as workspace {result.workspace_id}:"
                 f" {result.users_created} users created (pending: a reset link or an"
@@ -106,7 +132,9 @@ async def _export(settings: Settings, workspace_id: int, path: Path) -> dict[str
         return (await export_workspace(store, blobs, workspace_id, path)).counts
 
 
-async def _import(settings: Settings, path: Path, slack: bool, name: str | None) -> ImportResult:
+async def _import(
+    settings: Settings, path: Path, slack: bool, name: str | None, json_budget: int
+) -> ImportResult:
     async with open_storage(
         settings.database_url, pool_size=2, operation_timeout=IMPORT_TIMEOUT
     ) as storage:
@@ -118,6 +146,10 @@ async def _import(settings: Settings, path: Path, slack: bool, name: str | None)
             zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise ArchiveInvalid(f"{path}: not a zip archive ({exc})") from None
-        with zf:
-            source = SlackSource(zf, name or path.stem, limits.max_content_chars)
+        with (
+            zf,
+            SlackSource(
+                zf, name or path.stem, limits.max_content_chars, max_total_bytes=json_budget
+            ) as source,
+        ):
             return await import_source(store, source, None, limits)

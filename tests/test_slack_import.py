@@ -337,3 +337,93 @@ async def test_escaped_text_stays_text_and_long_messages_are_split(
         assert parts[2].content.endswith(f"<@{bob.id}> end")
         assert parts[2].mentions == (bob.id,)
         assert " ".join(p.content for p in parts) == long_text.replace("<@U2>", f"<@{bob.id}>")
+
+
+class CountingZip(zipfile.ZipFile):
+    """A zip that counts how often each member is opened."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.opened: dict[str, int] = {}
+
+    def open(self, name: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        key = name.filename if isinstance(name, zipfile.ZipInfo) else str(name)
+        self.opened[key] = self.opened.get(key, 0) + 1
+        return super().open(name, *args, **kwargs)
+
+
+def test_each_day_file_is_parsed_once_and_the_json_has_a_budget(tmp_path: Path) -> None:
+    """Every JSON file is inflated once, whatever is read afterwards; a day file over its own
+    cap, or a file that takes the export past the total budget, is refused before it is
+    inflated (the caps are made small here: no large allocation)."""
+    export = tmp_path / "full.zip"
+    slack_export(export)
+    with CountingZip(export) as zf:
+        with SlackSource(zf, "once") as source:
+            counts = [
+                len(list(source.users())),
+                len(list(source.workspace_members())),
+                len(list(source.chats())),
+                len(list(source.members())),
+                len(list(source.messages())),
+                len(list(source.reactions())),
+            ]
+        assert counts == [5, 5, 4, 10, 8, 4]  # with the bot user
+        assert len(zf.opened) == 10, zf.opened  # users.json, 4 lists, 5 day files
+        assert set(zf.opened.values()) == {1}, zf.opened
+        sizes = {i.filename: i.file_size for i in zf.infolist()}
+    day = "general/2023-11-14.json"
+    with zipfile.ZipFile(export) as zf:
+        with pytest.raises(ArchiveInvalid, match=rf"^{day}: {sizes[day]} bytes, over the 100 "):
+            SlackSource(zf, "day", max_day_bytes=100)
+        # users.json and the lists come first; the total is crossed at a day file.
+        before = sum(sizes[n] for n in ("users.json", "channels.json", "groups.json"))
+        budget = before + sizes["mpims.json"] + sizes["dms.json"] + sizes[day] - 1
+        with pytest.raises(
+            ArchiveInvalid,
+            match=rf"^{day}: the export's JSON files come to over {budget} bytes.*"
+            "raise --slack-json-budget",
+        ):
+            SlackSource(zf, "total", max_total_bytes=budget)
+        with SlackSource(zf, "enough", max_total_bytes=sum(sizes.values())):
+            pass
+
+
+async def test_json_budget_from_the_command_line_and_a_dm_with_a_third_sender(
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--slack-json-budget MIB`` bounds the JSON read (one line, exit 1, nothing written);
+    a DM in which an app posted becomes a Group of the two (a Single chat has two people)."""
+    hello = {"type": "message", "user": "U1", "ts": ts(1), "text": "x" * (1 << 20)}
+    files = small_export([hello])
+    files["dms.json"] = [{"id": "D1", "created": T0, "members": ["U1", "U2"]}]
+    files["D1/2023-11-14.json"] = [
+        {"type": "message", "user": "U2", "ts": ts(2), "text": "hi"},
+        {"type": "message", "subtype": "bot_message", "bot_id": "B9", "ts": ts(3), "text": "ping"},
+    ]
+    with trio.fail_after(CEILING):
+        export = tmp_path / "big.zip"
+        write_zip(export, files)
+        live = settings_factory()
+        capsys.readouterr()
+        flags = ("--slack-json-budget", "1", *db_flags(live))
+        assert await run_cli("import", "--slack", str(export), *flags) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert "general/2023-11-14.json: the export's JSON files come to over 1048576" in err
+        async with open_storage(live.database_url) as storage:
+            assert await storage.get_user_by_email("ada@example.com") is None
+        assert await run_cli("import", "--slack", str(export), *db_flags(live)) == 0
+        async with open_storage(live.database_url) as storage:
+            ada = await storage.get_user_by_email("ada@example.com")
+            assert ada is not None
+            (ws,) = await storage.list_workspaces(ada.id)
+            kinds = {c.record.type.value for c in await storage.list_chats(ada.id, ws.id)}
+            dm = next(c for c in await storage.list_chats(ada.id, ws.id) if c.record.name is None)
+            page = await storage.list_messages(dm.id, limit=10, before=None, after=0)
+            members = await storage.list_chat_members(dm.id)
+        assert kinds == {"PublicChannel", "Group"}
+        assert sorted(m.content for m in page.items) == ["hi", "ping"]
+        assert len(members) == 2

@@ -3,9 +3,13 @@
 ``SlackSource`` reads the export zip (``users.json``, ``channels.json``, ``groups.json``,
 ``mpims.json``, ``dms.json``, and one folder of ``YYYY-MM-DD.json`` arrays per conversation)
 and yields the rows of ``fechatter.storage.archive`` with ids of its own (1, 2, …), so the
-one importer (``import_rows``) remaps and writes them like any archive. Messages stream a day
-file at a time, sorted by ``ts``: that is their ``seq``. Reactions walk the day files a second
-time (the same deterministic order, so the same message ids) rather than holding them.
+one importer (``import_rows``) remaps and writes them like any archive. Each day file is parsed
+once, when the source is made (one at a time, sorted by ``ts``: that is their ``seq``): its
+message and reaction rows go to two temporary files (``messages()`` and ``reactions()`` read
+them back), so memory holds one day file, not the export, and whether a "Slack bot" user is
+needed is known before ``users()``. JSON sizes are capped per file (``MAX_SLACK_JSON``,
+``MAX_SLACK_DAY``) and in total (``MAX_SLACK_TOTAL``), all by the declared (inflated) size,
+before anything is inflated (docs/archive.md "Slack").
 
 Pure over the zip: no database, no network (Slack's file URLs cannot be fetched, so files
 become a line of metadata in the message).
@@ -15,11 +19,13 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from types import TracebackType
+from typing import IO, Any, NamedTuple, Self
 
 from fechatter.domain.archive_check import check_name
 from fechatter.errors import Invalid
@@ -59,9 +65,13 @@ _TOKEN = re.compile(r"<([^<>\n]+)>")
 _OUR_MARKUP = re.compile(r"<(?=[@!])")
 _OUR_TOKEN = re.compile(r"<@[0-9]+>|<!channel>")
 NEUTRAL = "<\u2060"
-# users.json, channels.json, … and each day file are JSON arrays read whole: a member whose
-# declared (inflated) size is larger is refused before it is inflated (docs/archive.md).
-MAX_SLACK_JSON = 64 * 1024 * 1024
+# users.json, channels.json, … and each day file are JSON arrays read whole (parsed JSON takes
+# up to ~26 times its size: ``[{},{},…]``): a member whose declared (inflated) size is over its
+# cap is refused before it is inflated, and so is one that takes the export's JSON past
+# the total (docs/archive.md "Slack").
+MAX_SLACK_JSON = 32 * 1024 * 1024  # any file: users.json of ~20,000 full profiles
+MAX_SLACK_DAY = 8 * 1024 * 1024  # a day file (one conversation, one day): rarely over a few MiB
+MAX_SLACK_TOTAL = 1024 * 1024 * 1024  # every JSON file read, together (--slack-json-budget)
 
 
 class _BadValue(Exception):
@@ -124,7 +134,9 @@ class _Conversation:
     id: int
     type: str
     folder: str
-    slack: dict[str, Any]
+    name: str | None
+    description: str | None
+    created: str
     members: list[int] = field(default_factory=list)
     owner: int = 0
 
@@ -139,11 +151,62 @@ class SlackSource:
         workspace_name: str,
         max_content_chars: int = 4000,
         max_json_bytes: int = MAX_SLACK_JSON,
+        max_day_bytes: int = MAX_SLACK_DAY,
+        max_total_bytes: int = MAX_SLACK_TOTAL,
+    ) -> None:
+        """Read the export: ``users.json`` and the conversation lists (at most
+        ``max_json_bytes`` each), then every day file once (at most ``max_day_bytes``, and
+        ``max_json_bytes``), all of them together at most ``max_total_bytes`` (declared,
+        inflated sizes). ``ArchiveInvalid`` names the file or conversation at fault. Use as a
+        context manager (or ``close()``): the rows wait in two temporary files."""
+        # Owned by the source, closed by close() (or by __init__ when it fails).
+        self._messages: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        self._reactions: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            self._read(
+                zf,
+                workspace_name,
+                max_content_chars,
+                max_json_bytes,
+                max_day_bytes,
+                max_total_bytes,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Drop the temporary files (the rows not yet read)."""
+        self._messages.close()
+        self._reactions.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _read(
+        self,
+        zf: zipfile.ZipFile,
+        workspace_name: str,
+        max_content_chars: int,
+        max_json_bytes: int,
+        max_day_bytes: int,
+        max_total_bytes: int,
     ) -> None:
         self._zf = zf
         self._name = check_name(workspace_name, "the workspace name (choose with --workspace-name)")
         self._max_content = max_content_chars
         self._max_json = max_json_bytes
+        self._max_day = min(max_day_bytes, max_json_bytes)
+        self._budget = max_total_bytes
+        self._inflated = 0  # declared bytes of the JSON files read so far
         self._now = utc_now()
         self._names = zf.namelist()
         slack_users = self._json("users.json", required=True)
@@ -201,26 +264,29 @@ class SlackSource:
                     self._chats.append(conv)
         # One "Slack bot" user, only when a message has no sender of users.json.
         self._bot = len(self._rows) + 1
-        if any(
-            self._users.get(str(m.get("user") or "")) is None
-            for c in self._chats
-            for _, m in self._kept(c)
-        ):
+        if self._spool():
             self._rows.append(
                 ArchiveUser(self._bot, "Slack bot", BOT_EMAIL, None, PENDING, self._now)
             )
 
-    def _json(self, name: str, *, required: bool) -> list[Any]:
+    def _json(self, name: str, *, required: bool, cap: int | None = None) -> list[Any]:
         if name not in self._names:
             if required:
                 raise ArchiveInvalid(f"not a Slack export: {name} is missing")
             return []
+        cap = self._max_json if cap is None else cap
         size = self._zf.getinfo(name).file_size
-        if size > self._max_json:
-            raise ArchiveInvalid(f"{name}: {size} bytes, over the {self._max_json} allowed")
+        if size > cap:
+            raise ArchiveInvalid(f"{name}: {size} bytes, over the {cap} allowed")
+        if self._inflated + size > self._budget:
+            raise ArchiveInvalid(
+                f"{name}: the export's JSON files come to over {self._budget} bytes (this one"
+                f" {size}, those before it {self._inflated}); raise --slack-json-budget"
+            )
+        self._inflated += size
         try:
             with self._zf.open(name) as stream:
-                value = json.loads(stream.read(self._max_json + 1))
+                value = json.loads(stream.read(cap + 1))
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ArchiveInvalid(f"{name}: unreadable ({exc})") from None
         except ValueError:
@@ -249,8 +315,18 @@ class SlackSource:
         if owner not in members:
             members.insert(0, owner)
         folder = raw["id"] if kind == "Single" else str(raw.get("name") or raw["id"])
-        conv = _Conversation(len(self._chats) + 1, kind, folder, raw, members, owner)
-        return conv
+        created = _time_in(raw["created"], f"{folder}: created") if raw.get("created") else None
+        named = kind in ("PublicChannel", "PrivateChannel")
+        return _Conversation(
+            len(self._chats) + 1,
+            kind,
+            folder,
+            str(raw.get("name") or folder) if named else None,
+            (_value(raw.get("purpose")) or _value(raw.get("topic"))) if named else None,
+            created or self._now,
+            members,
+            owner,
+        )
 
     # -- ArchiveSource -----------------------------------------------------------------
     def users(self) -> Iterator[ArchiveUser]:
@@ -270,20 +346,8 @@ class SlackSource:
 
     def chats(self) -> Iterator[ArchiveChat]:
         for c in self._chats:
-            raw = c.slack
-            where = f"{c.folder}: created"
-            created = _time_in(raw["created"], where) if raw.get("created") else self._now
-            named = c.type in ("PublicChannel", "PrivateChannel")
-            purpose = _value(raw.get("purpose")) or _value(raw.get("topic"))
             yield ArchiveChat(
-                c.id,
-                c.type,
-                str(raw.get("name") or c.folder) if named else None,
-                purpose if named else None,
-                c.owner,
-                created,
-                created,
-                None,
+                c.id, c.type, c.name, c.description, c.owner, c.created, c.created, None
             )
 
     def members(self) -> Iterator[ArchiveMember]:
@@ -298,7 +362,9 @@ class SlackSource:
         prefix = c.folder + "/"
         days = sorted(n for n in self._names if n.startswith(prefix) and n.endswith(".json"))
         for day in days:
-            items = [m for m in self._json(day, required=True) if isinstance(m, dict)]
+            items = [
+                m for m in self._json(day, required=True, cap=self._max_day) if isinstance(m, dict)
+            ]
             try:
                 items.sort(key=lambda m: _ts_key(m["ts"]))
             except (KeyError, ValueError):
@@ -354,50 +420,89 @@ class SlackSource:
                 content = f"{content}\n{line}" if content else line
         return split_content(content, self._max_content)
 
-    def messages(self) -> Iterator[ArchiveMessage]:
-        for c, mid, seq, m, root, content, _ in self._walk():
-            members = set(c.members)
+    def _spool(self) -> bool:
+        """Parse every day file once, writing each imported message (``_walk``) to the
+        messages file and its reactions to the reactions file, one JSON line per row; True
+        when a message needs the "Slack bot" user. A DM in which someone else posted or
+        reacted (an app, a bot, a user not one of the pair) becomes a Group of the two: a
+        Single chat has two people (docs/archive.md)."""
+        needs_bot = False
+        for c, mid, seq, m, root, content, first in self._walk():
             where = f"{c.folder} message {str(m['ts'])[:40]}"
             sender = self._users.get(str(m.get("user") or ""), self._bot)
+            needs_bot = needs_bot or sender == self._bot
             edited = m.get("edited") if isinstance(m.get("edited"), dict) else None
+            created = _time_in(m["ts"], where)
+            mentioned = {int(x) for x in re.findall(r"<@([0-9]+)>", content)}
+            row = [
+                mid,
+                c.id,
+                seq,
+                sender,
+                content,
+                created,
+                _time_in(edited["ts"], f"{where} edited.ts")
+                if edited and edited.get("ts")
+                else None,
+                root,
+                sorted(mentioned.intersection(c.members)),
+                "<!channel>" in content,
+            ]
+            self._messages.write(json.dumps(row).encode() + b"\n")
+            people = {sender}
+            for uid, emoji in self._reacted(m) if first else ():
+                people.add(uid)
+                self._reactions.write(json.dumps([mid, uid, emoji, created]).encode() + b"\n")
+            if c.type == "Single" and not people.issubset(c.members):
+                c.type = "Group"
+        return needs_bot
+
+    def _reacted(self, m: dict[str, Any]) -> Iterator[tuple[int, str]]:
+        """The (user, emoji) reactions of the Slack message ``m``, users of users.json."""
+        listed = m.get("reactions")
+        for r in listed if isinstance(listed, list) else []:
+            if not isinstance(r, dict) or not r.get("name"):
+                continue
+            emoji = reaction_emoji(str(r["name"]))
+            if emoji is None:
+                continue
+            users = r.get("users")
+            listed_users = users if isinstance(users, list) else []
+            for u in dict.fromkeys(u for u in listed_users if isinstance(u, str)):
+                uid = self._users.get(u)
+                if uid is not None:
+                    yield uid, emoji
+
+    def messages(self) -> Iterator[ArchiveMessage]:
+        self._messages.seek(0)
+        for line in self._messages:
+            mid, chat, seq, sender, content, created, edited, root, mentions, alert = json.loads(
+                line
+            )
             yield ArchiveMessage(
                 id=mid,
-                chat_id=c.id,
+                chat_id=chat,
                 seq=seq,
                 sender_id=sender,
                 content=content,
                 files=(),
                 reply_to=None,
                 client_id=None,
-                created_at=_time_in(m["ts"], where),
-                edited_at=_time_in(edited["ts"], f"{where} edited.ts")
-                if edited and edited.get("ts")
-                else None,
+                created_at=created,
+                edited_at=edited,
                 deleted=False,
                 thread_id=root,
                 reply_count=0,
                 last_reply_at=None,
-                mentions=tuple(
-                    sorted({int(x) for x in re.findall(r"<@([0-9]+)>", content)} & members)
-                ),
-                mentions_channel="<!channel>" in content,
+                mentions=tuple(mentions),
+                mentions_channel=alert,
             )
 
     def reactions(self) -> Iterator[ArchiveReaction]:
-        for _, mid, _, m, _, _, first in self._walk():
-            listed = m.get("reactions")
-            for r in listed if first and isinstance(listed, list) else []:
-                if not isinstance(r, dict) or not r.get("name"):
-                    continue
-                emoji = reaction_emoji(str(r["name"]))
-                if emoji is None:
-                    continue
-                users = r.get("users")
-                listed_users = users if isinstance(users, list) else []
-                for u in dict.fromkeys(u for u in listed_users if isinstance(u, str)):
-                    uid = self._users.get(u)
-                    if uid is not None:
-                        yield ArchiveReaction(mid, uid, emoji, slack_time(m["ts"]))
+        self._reactions.seek(0)
+        for line in self._reactions:
+            mid, uid, emoji, created = json.loads(line)
+            yield ArchiveReaction(mid, uid, emoji, created)
 
     def _text(self, text: str) -> str:
         """Slack's markup in our syntax: user tokens renamed, ``<!here>``/``<!everyone>`` as
