@@ -346,7 +346,7 @@ class CountingZip(zipfile.ZipFile):
         super().__init__(path)
         self.opened: dict[str, int] = {}
 
-    def open(self, name: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def open(self, name: Any, *args: Any, **kwargs: Any) -> Any:
         key = name.filename if isinstance(name, zipfile.ZipInfo) else str(name)
         self.opened[key] = self.opened.get(key, 0) + 1
         return super().open(name, *args, **kwargs)
