@@ -97,7 +97,7 @@ def render_site(nodes: list[tuple[str, str]], prefix: Path, tls_port: int, http_
         "FECHATTER_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "FECHATTER_TLS_CERT": str(prefix / "cert.pem"),
         "FECHATTER_TLS_KEY": str(prefix / "key.pem"),
-        "FECHATTER_ACCESS_LOG": str(prefix / "access.log"),
+        "FECHATTER_NGINX_ACCESS_LOG": str(prefix / "access.log"),
     }
     for i, (api, streams) in enumerate(nodes, start=1):
         values[f"FECHATTER_NODE{i}_API"] = api
