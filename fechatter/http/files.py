@@ -72,7 +72,16 @@ log = logging.getLogger(__name__)
 WRITE_CHUNK = 1024 * 1024  # bytes of a file part buffered before one write to the scratch file
 # Bytes of a multipart body beyond the file itself: boundaries, part headers, small fields.
 MULTIPART_OVERHEAD = 64 * 1024
-# A refused upload's body is read on (and discarded) this far, so the client sees the answer.
+# A refused request's body (an upload's, or any on the file routes) is read on and discarded
+# after the answer was sent, before the connection closes, when its Content-Length is at most
+# max_file_bytes + DRAIN_ENVELOPE (21 MiB by default: deploy/nginx.conf's client_max_body_size
+# for uploads), for at most upload_timeout from the request's start: a proxy sends a buffered
+# body whole before it reads the answer, and a node closing first fails its send (nginx: 502).
+# A larger Content-Length, or a chunked body (a proxy always declares its buffered body's
+# length), is answered at once and the connection closed, reading on only DRAIN_BYTES for
+# DRAIN_SECONDS meanwhile (hypercorn's queue to the handler must not stay full: it would wait
+# on it, SEND_DEADLINE 30 s, before closing, the client stalled on its write).
+DRAIN_ENVELOPE = 1024 * 1024
 DRAIN_BYTES = 1024 * 1024
 DRAIN_SECONDS = 5.0
 FILE_PATH = re.compile(r"/files/([A-Za-z0-9_-]{1,64})(/thumbnail)?")
@@ -259,24 +268,68 @@ class FileRoutes:
                     await self._timed(UPLOAD_RULE, method, self._upload, http, receive, send)
                     return
                 if method not in ("OPTIONS",):
-                    await self._refuse(http, send, UPLOAD_RULE, "POST")
+                    await self._refuse(http, receive, send, UPLOAD_RULE, "POST")
                     return
             match = FILE_PATH.fullmatch(path)
             if match is not None:
                 if method in ("GET", "HEAD"):
                     await self._timed(DOWNLOAD_RULE, method, self._download, scope, receive, send)
                     return
-                await self._refuse(http, send, DOWNLOAD_RULE, "GET, HEAD")
+                await self._refuse(http, receive, send, DOWNLOAD_RULE, "GET, HEAD")
                 return
         await self.app(scope, receive, send)
 
     async def _refuse(
-        self, scope: HTTPScope, send: ASGISendCallable, rule: str, allow: str
+        self,
+        scope: HTTPScope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        rule: str,
+        allow: str,
     ) -> None:
-        error = MethodNotAllowed("method not allowed on this route")
-        status, headers, body = _problem_body(error)
-        await self._send(send, status, [*headers, (b"allow", allow.encode())], body, close=True)
+        error = MethodNotAllowed("method not allowed on this route", headers={"Allow": allow})
+        status = await self._send_refusal(receive, send, error, self._body_state(scope))
         self._record(scope["method"], rule, status, 0.0)
+
+    def _body_state(self, scope: HTTPScope) -> _BodyState:
+        """A request's body as far as its head tells: its declared length (None: chunked or
+        malformed) and the deadline (trio time) for reading it, ``upload_timeout`` from now."""
+        declared = _header(scope, b"content-length")
+        return _BodyState(
+            declared=int(declared) if declared is not None and _digits(declared) else None,
+            deadline=trio.current_time() + self.ctx.settings.upload_timeout,
+        )
+
+    async def _send_refusal(
+        self,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        error: FechatterError,
+        body: _BodyState,
+    ) -> int:
+        """Answer ``error`` (the whole problem document at once) and close the connection,
+        having read the rest of the body first when its declared length is at most
+        ``max_file_bytes + DRAIN_ENVELOPE`` (see ``DRAIN_ENVELOPE``); hypercorn closes as soon
+        as the answer ends when the body was not read to its end. Returns the status."""
+        status, headers, payload = _problem_body(error)
+        headers = [
+            *headers,
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
+        bound = self.ctx.settings.max_file_bytes + DRAIN_ENVELOPE
+        read_on = not body.complete and body.declared is not None and body.declared <= bound
+        async with trio.open_nursery() as nursery:
+            if not body.complete and not read_on:
+                nursery.start_soon(
+                    _drain, receive, DRAIN_BYTES, trio.current_time() + DRAIN_SECONDS
+                )
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload, "more_body": True})
+            if read_on:
+                await _drain(receive, bound - body.received, body.deadline)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return status
 
     def _record(self, method: str, rule: str, status: int, elapsed: float) -> None:
         self.ctx.metrics.requests.labels(method, rule, str(status)).inc()
@@ -330,7 +383,7 @@ class FileRoutes:
     async def _upload(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> int:
-        body = _BodyState()
+        body = self._body_state(scope)
         try:
             await self._upload_body(scope, receive, send, body)
         except _Gone:
@@ -349,16 +402,9 @@ class FileRoutes:
         error: FechatterError,
         body: _BodyState,
     ) -> int:
-        """Answer ``error`` and close the connection (hypercorn closes it as soon as the answer
-        is sent when the body was not read to its end). Meanwhile the rest of the body is read
-        and discarded, at most ``DRAIN_BYTES`` for ``DRAIN_SECONDS``: hypercorn's queue to
-        this handler must not stay full, or it would wait on it (30 s, ``SEND_DEADLINE``)
-        before closing, with the client stalled on its write."""
-        async with trio.open_nursery() as nursery:
-            if not body.complete:
-                nursery.start_soon(_drain, receive)
-            status = await self._send_error(send, error, close=True)
-        return status
+        """Answer ``error`` and close the connection: ``_send_refusal`` (a proxy's buffered
+        body is read to its end first; see ``DRAIN_ENVELOPE``)."""
+        return await self._send_refusal(receive, send, error, body)
 
     async def _upload_body(
         self,
@@ -378,8 +424,7 @@ class FileRoutes:
                 code="unsupported_content_type",
             )
         body_limit = settings.max_file_bytes + MULTIPART_OVERHEAD
-        declared = _header(scope, b"content-length")
-        length = int(declared) if declared is not None and declared.isdigit() else None
+        length = body.declared
         if length is not None and length > body_limit:
             raise PayloadTooLarge(
                 f"a file may have at most {settings.max_file_bytes} bytes", code="file_too_large"
@@ -392,7 +437,6 @@ class FileRoutes:
             raise BadRequest("bad multipart boundary", code="malformed_multipart") from None
         temp = self.files.blobs.scratch()
         digest = hashlib.sha256()
-        received = 0
         try:
             f = await trio.to_thread.run_sync(temp.open, "xb")
             try:
@@ -403,8 +447,8 @@ class FileRoutes:
                             raise _Gone()
                         chunk = bytes(cast(bytes, message.get("body", b"")))
                         body.complete = not message.get("more_body", False)
-                        received += len(chunk)
-                        if received > body_limit:
+                        body.received += len(chunk)
+                        if body.received > body_limit:
                             raise PayloadTooLarge(
                                 f"a file may have at most {settings.max_file_bytes} bytes",
                                 code="file_too_large",
@@ -571,14 +615,22 @@ class _Gone(Exception):
 
 @dataclass(slots=True)
 class _BodyState:
-    complete: bool = False  # the last ``http.request`` message arrived
+    """A request body being read: its declared length (None: chunked, or no valid header),
+    the bytes received so far, whether the last ``http.request`` message arrived, and the
+    deadline (trio time) for reading it."""
+
+    declared: int | None
+    deadline: float
+    received: int = 0
+    complete: bool = False
 
 
-async def _drain(receive: ASGIReceiveCallable) -> None:
-    """Read and discard the rest of a refused body (see ``FileRoutes._refuse_upload``)."""
+async def _drain(receive: ASGIReceiveCallable, limit: int, deadline: float) -> None:
+    """Read and discard the rest of a refused body (``FileRoutes._send_refusal``): until its
+    end, the client's disconnect, more than ``limit`` bytes, or ``deadline`` (trio time)."""
     taken = 0
-    with trio.move_on_after(DRAIN_SECONDS):
-        while taken <= DRAIN_BYTES:
+    with trio.move_on_at(deadline):
+        while taken <= limit:
             message = await receive()
             if message["type"] != "http.request":
                 return

@@ -83,11 +83,13 @@ class Proxy:
     http_url: str  # http://localhost:<port> (redirects)
     ssl_context: ssl.SSLContext
     error_log: Path
+    access_log: Path  # the site's, in its redacting format ``fechatter``
 
 
 def render_site(nodes: list[tuple[str, str]], prefix: Path, tls_port: int, http_port: int) -> str:
     """``deploy/nginx.conf`` with its placeholders filled: ``nodes`` are (API host:port,
-    streams host:port) of exactly two nodes; the certificate files are ``prefix``'s."""
+    streams host:port) of exactly two nodes; the certificate files and the access log are
+    ``prefix``'s."""
     assert len(nodes) == 2, "the template names two nodes"
     values = {
         "FECHATTER_SERVER_NAME": "localhost",
@@ -95,6 +97,7 @@ def render_site(nodes: list[tuple[str, str]], prefix: Path, tls_port: int, http_
         "FECHATTER_HTTP_LISTEN": f"127.0.0.1:{http_port}",
         "FECHATTER_TLS_CERT": str(prefix / "cert.pem"),
         "FECHATTER_TLS_KEY": str(prefix / "key.pem"),
+        "FECHATTER_NGINX_ACCESS_LOG": str(prefix / "access.log"),
     }
     for i, (api, streams) in enumerate(nodes, start=1):
         values[f"FECHATTER_NODE{i}_API"] = api
@@ -119,6 +122,8 @@ def main_config(prefix: Path, site: Path, keepalive: bool = True) -> str:
         f"error_log {prefix / 'error.log'} info;\n"
         "events { worker_connections 256; }\n"
         "http {\n"
+        # The default (combined, unredacted) format to the site's file: a request the site's
+        # own access_log missed would show there, its secrets for a test to find.
         f"    access_log {prefix / 'access.log'};\n{temp}\n"
         + ("" if keepalive else "    keepalive_timeout 0;\n")
         + f"    include {site};\n"
@@ -143,7 +148,7 @@ def prepare(
     config.write_text(main_config(prefix, site, keepalive))
     proxy = Proxy(
         f"https://localhost:{tls_port}", f"http://localhost:{http_port}", client_ssl_context(),
-        prefix / "error.log",
+        prefix / "error.log", prefix / "access.log",
     )  # fmt: skip
     return [binary, "-p", str(prefix), "-c", str(config), "-e", str(proxy.error_log)], proxy
 

@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
@@ -21,9 +22,10 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+from fechatter.domain import password_resets
 from tests.cluster.procs import NodeProc, open_node_procs
-from tests.conftest import Api, make_chat, make_workspace
-from tests.deploy.nginx import Proxy, TlsSse, nginx_binary, open_nginx
+from tests.conftest import Api, User, make_chat, make_workspace, upload_file
+from tests.deploy.nginx import POLL, Proxy, TlsSse, nginx_binary, open_nginx
 from tests.nats import NatsServer
 from tests.pg import PgServer, bin_dir, free_port
 from tests.realtime.schema_check import check_ws_text
@@ -141,6 +143,22 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             for token in (me.api.token, you.api.token):
                 assert token is not None
                 assert token not in logged
+            # nginx's own access log: the same secrets, and invite and reset links and a signed
+            # file URL, redacted (deploy/nginx.conf's maps and log_format fechatter).
+            secrets = await _secret_requests(client, me)
+            # A stream request with a body (a node never reads one): its 401, not a 502.
+            r = await client.request(
+                "GET", "/api/notifications/events", content=b"b" * (512 * 1024)
+            )
+            assert (r.status_code, r.json()["code"]) == (401, "missing_token")
+            expected = [
+                "/api/notifications/ws?[redacted]",
+                *(f" {path} HTTP/1.1" for path in _REDACTED_PATHS),
+            ]
+            text = await _logged(proxy.access_log, expected)
+            for secret in (me.api.token, you.api.token, *secrets):
+                assert secret is not None
+                assert secret not in text, (secret, text)
         # Plain HTTP is redirected to the same path on HTTPS.
         async with httpx.AsyncClient(base_url=proxy.http_url, timeout=10) as plain:
             r = await plain.get("/api/chats?x=1")
@@ -160,6 +178,56 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             assert row == (2,)
         finally:
             pg_server.drop_database(restored)
+
+
+# What nginx's access log shows of ``_secret_requests``' targets.
+_REDACTED_PATHS = (
+    "/api/invites/[redacted]",
+    "/api/invites/[redacted]/accept",
+    "/invite/[redacted]",
+    "/api/password-resets/[redacted]",
+    "/reset-password/[redacted]",
+    "/api/users/me?[redacted]",
+)
+
+
+async def _secret_requests(client: httpx.AsyncClient, owner: User) -> list[str]:
+    """Requests through the proxy carrying an invite token, a reset token and a signed file
+    URL's signature in their targets; the secrets sent (the signature, and the signed URL's
+    whole query: nginx redacts a query with a secret parameter as a whole)."""
+    ws = await make_workspace(owner)
+    r = await owner.api.post(f"/api/workspaces/{ws}/invites", json={})
+    assert r.status_code == 201, r.text
+    invite = r.json()["token"]
+    assert (await client.get(f"/api/invites/{invite}")).status_code == 200
+    assert (await client.get(f"/invite/{invite}")).status_code == 200
+    r = await client.post(f"/api/invites/{invite}/accept")
+    assert r.status_code == 401, r.text  # (anonymous: the token still travelled)
+    reset = password_resets.new_token()[0]  # a made-up token is as secret in a log
+    assert (await client.get(f"/api/password-resets/{reset}")).status_code == 404
+    assert (await client.get(f"/reset-password/{reset}")).status_code == 200
+    url = await upload_file(owner)
+    r = await owner.api.post("/api/files/sign", json={"urls": [url]})
+    assert r.status_code == 200, r.text
+    signed = r.json()["urls"][url]
+    assert (await client.get(signed)).status_code == 200
+    query = urlsplit(signed).query
+    signature = dict(p.split("=", 1) for p in query.split("&"))["sig"]
+    r = await client.get(f"/api/users/me?access_token={owner.api.token}&limit=1")
+    assert r.status_code == 401, r.text  # ignored there, still a secret
+    return [invite, reset, signature, query]
+
+
+async def _logged(path: Path, expected: list[str]) -> str:
+    """nginx's access log once it holds every string of ``expected`` (nginx writes a line
+    when its request ends, after the answer, and a stream's when the stream does). Polled:
+    the writer is another process (callers bound it)."""
+    while True:
+        log = trio.Path(path)
+        text = await log.read_text() if await log.exists() else ""
+        if all(s in text for s in expected):
+            return text
+        await trio.sleep(POLL)
 
 
 async def _any_node_logs(nodes: list[NodeProc], pattern: re.Pattern[bytes]) -> None:

@@ -388,6 +388,33 @@ async def test_a_file_too_large_is_refused_while_streaming(
         assert (await upload(a, b"fine")).status_code == 201  # the server is fine
 
 
+async def test_refused_large_bodies_get_their_answer_and_the_api_stays_up(
+    api_with: ApiFactory,
+) -> None:
+    """A refused request to the file routes has its body read to its end (a declared length up
+    to max_file_bytes + 1 MiB) before the node answers and closes. Through nginx (``proxy``
+    mode), which sends a buffered body whole before it reads the answer, anonymous 4 MiB
+    uploads get their 401 problem document, not a 502 (broken pipe), and the API stays up:
+    nginx once counted each as a failed node and, with max_fails=1, marked the whole API down
+    (deploy/nginx.conf; its error log is checked clean when the proxy stops)."""
+    limit = 4 << 20  # the read-on bound: 5 MiB
+    api = await api_with(max_file_bytes=limit)
+    multipart = {"Content-Type": "multipart/form-data; boundary=b0"}
+    with trio.fail_after(CEILING):
+        a = await api.signup()
+        for _ in range(4):
+            r = await api.client.post("/api/files", content=b"x" * (4 << 20), headers=multipart)
+            assert (r.status_code, problem_code(r)) == (401, "missing_token")
+            r = await api.client.get("/health")
+            assert r.status_code == 200, r.text
+        # Over the node's limit, under the proxy's (21m) and the node's read-on bound.
+        r = await a.api.post("/api/files", content=b"y" * (limit + 512 * 1024), headers=multipart)
+        assert (r.status_code, problem_code(r)) == (413, "file_too_large")
+        r = await a.api.put("/api/files", content=b"z" * (2 << 20))
+        assert (r.status_code, r.headers["allow"]) == (405, "POST")
+        assert (await upload(a, b"fine")).status_code == 201  # the API is fine
+
+
 @pytest.mark.one_api_node(
     reason="the upload rate is per node (each node's own buckets, docs/cluster.md); the quota"
     " is global"
