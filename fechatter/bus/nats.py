@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.metadata
+import inspect
 import json
 import logging
 import ssl
@@ -28,6 +30,7 @@ import nats.js.errors
 import trio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 
 from fechatter.bus.base import (
     BusState,
@@ -75,6 +78,56 @@ class _Lost:
 
     def __init__(self, count: int) -> None:
         self.count = count
+
+
+# The nats-py line whose private internals ``_bypass`` / ``_Direct`` / ``_Acks`` rely on
+# (pyproject.toml pins nats-py>=2.16,<2.17): checked by ``check_nats_internals`` at startup.
+NATS_PY_LINE = "2.16."
+# What ``Client._process_msg`` must do for a callback subscription (nats-py 2.16): count the
+# payload in ``_pending_size``, then hand the message to ``_pending_queue.put_nowait``.
+_PROCESS_MSG_STEPS = ("sub._pending_size += payload_size", "sub._pending_queue.put_nowait(msg)")
+_SUBSCRIPTION_ATTRIBUTES = ("_id", "_pending_queue", "_pending_size", "_wait_for_msgs_task")
+
+
+class NatsClientUnsupported(RuntimeError):
+    """The installed nats-py is not the line whose private internals this module patches."""
+
+
+def check_nats_internals(
+    version: str | None = None,
+    subscription_cls: type = NatsSubscription,
+    process_msg: Callable[..., object] = Client._process_msg,
+) -> None:
+    """Raise ``NatsClientUnsupported`` (naming what is missing and the pin to install) unless
+    nats-py is the 2.16 line and has the private internals the receive and ack paths patch:
+    a ``Subscription`` with ``_id``, ``_pending_queue``, ``_pending_size`` and
+    ``_wait_for_msgs_task``, and a ``Client._process_msg`` that counts the payload in
+    ``_pending_size`` and then calls ``_pending_queue.put_nowait`` (read from its source;
+    skipped when the source is not installed — the version and attributes still are checked).
+    ``version``: the installed nats-py version (default: read from its distribution).
+    Called by ``open_nats_bus`` before it connects; cheap (no I/O but the metadata read)."""
+    found = version if version is not None else importlib.metadata.version("nats-py")
+    problems: list[str] = []
+    if not found.startswith(NATS_PY_LINE):
+        problems.append(f"version {found} is not {NATS_PY_LINE}x")
+    probe = subscription_cls(None, cb=None)
+    missing = [name for name in _SUBSCRIPTION_ATTRIBUTES if not hasattr(probe, name)]
+    if missing:
+        problems.append(f"Subscription lacks {', '.join(missing)}")
+    try:
+        source = inspect.getsource(process_msg)
+    except (OSError, TypeError):
+        source = None  # no .py installed: rely on the version and attribute checks
+    if source is not None:
+        steps = [step for step in _PROCESS_MSG_STEPS if step not in source]
+        if steps:
+            problems.append(f"Client._process_msg no longer does {'; '.join(steps)}")
+    if problems:
+        raise NatsClientUnsupported(
+            "fechatter.bus.nats patches private internals of nats-py 2.16 on its hot path "
+            f"(docs/cluster.md §10), and the installed nats-py does not match: "
+            f"{'; '.join(problems)}. Install nats-py>=2.16,<2.17 (pyproject.toml)."
+        )
 
 
 def _bypass(nats_sub: Any, queue: _Direct | _Acks) -> None:
@@ -184,10 +237,13 @@ class _Bridge:
     Subscriptions — one trio wake-up per socket read burst across all subscriptions, not
     per message nor per subscription. Full case of a subscription's deque (trio starved while
     ``buffer`` messages arrived): the message is dropped and counted in a ``_Lost`` marker at
-    the deque's end, which becomes a ``Gap``. The ready deque holds at most two entries per
-    subscription (one with something queued, one being drained): bounded by the
-    subscriptions. Chosen over trio-asyncio, which patches the ``asyncio`` module
-    process-wide on import (docs/cluster.md "NATS client on trio").
+    the deque's end, which becomes a ``Gap``. Bound of the ready deque: an entry is added
+    only when a subscription's deque goes from empty to non-empty, so it holds one entry per
+    subscription with something queued, plus the entry being drained; one more can be added
+    each time the asyncio thread refills a deque that trio has just emptied within the same
+    drain (a thread switch in a window of a few bytecodes); such an entry is drained in its
+    turn, usually finding its deque empty. Chosen over trio-asyncio, which patches the
+    ``asyncio`` module process-wide on import (docs/cluster.md "NATS client on trio").
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
@@ -343,6 +399,10 @@ class NatsBus:
         self._nats_subs: dict[int, Any] = {}
         self._failed_reconnects = 0  # in the current outage (asyncio thread only)
         self._acks: _Acks | None = None  # js_publish_chains' reply subscription (asyncio)
+        # Made on the asyncio thread on first use; held while the reply subscription is made,
+        # so concurrent first calls make one (nats-py's subscribe can suspend when its
+        # flush queue is full).
+        self._acks_lock: asyncio.Lock | None = None
 
     # -- connection state (set on trio via the bridge) ------------------------------------
     @property
@@ -683,17 +743,22 @@ class NatsBus:
         msg_id_header = nats.js.api.Header.MSG_ID
 
         async def acks() -> _Acks:  # on the asyncio thread
-            if self._acks is None:
-                box = _Acks(nc.new_inbox() + ".")
+            if self._acks is not None:
+                return self._acks
+            if self._acks_lock is None:
+                self._acks_lock = asyncio.Lock()
+            async with self._acks_lock:
+                if self._acks is None:
+                    box = _Acks(nc.new_inbox() + ".")
 
-                async def unused(msg: Msg) -> None:  # nats-py wants a callback
-                    box.put_nowait(msg)
+                    async def unused(msg: Msg) -> None:  # nats-py wants a callback
+                        box.put_nowait(msg)
 
-                nats_sub = await nc.subscribe(box.prefix + "*", cb=unused)
-                box._nats_sub = nats_sub
-                _bypass(nats_sub, box)
-                self._acks = box
-            return self._acks
+                    nats_sub = await nc.subscribe(box.prefix + "*", cb=unused)
+                    box._nats_sub = nats_sub
+                    _bypass(nats_sub, box)
+                    self._acks = box
+                return self._acks
 
         async def chain(box: _Acks, items: Sequence[JsPublish]) -> ChainResult:
             loop = asyncio.get_running_loop()
@@ -711,20 +776,24 @@ class NatsBus:
                         status = (msg.headers or {}).get(nats.js.api.Header.STATUS, "")
                         why = answer.get("error", {}).get("description") or status or "no ack"
                         raise Unavailable(f"JetStream publish on {item.subject} failed: {why}")
-                except (TimeoutError, nats.errors.Error, ValueError, AttributeError) as exc:
+                    ack = PublishAck(
+                        str(answer.get("stream", "")),
+                        int(answer["seq"]),
+                        bool(answer.get("duplicate")),
+                    )
+                except TimeoutError:
+                    error = Unavailable(
+                        f"JetStream publish on {item.subject} failed: no ack within {timeout}s"
+                    )
+                    return stored, error
+                except (nats.errors.Error, ValueError, TypeError, AttributeError) as exc:
                     error = Unavailable(f"JetStream publish on {item.subject} failed: {exc!r}")
                     return stored, error
                 except Unavailable as exc:
                     return stored, exc
                 finally:
                     box.waiting.pop(token, None)
-                stored.append(
-                    PublishAck(
-                        str(answer.get("stream", "")),
-                        int(answer["seq"]),
-                        bool(answer.get("duplicate")),
-                    )
-                )
+                stored.append(ack)
             return stored, None
 
         async def run() -> list[ChainResult]:
@@ -866,8 +935,10 @@ async def open_nats_bus(
     ``credentials``: path of a ``.creds`` file (user JWT + NKey seed); ``tls``: the client's
     TLS context (CA, client certificate), both handed to nats-py as they are.
     Raises ``Unavailable`` when the first connection fails; later losses are retried forever
-    by nats-py while operations raise ``Unavailable``.
+    by nats-py while operations raise ``Unavailable``. Raises ``NatsClientUnsupported``
+    before connecting when the installed nats-py is not the line this module patches.
     """
+    check_nats_internals()  # before any thread or socket: a mismatched nats-py fails loudly
     servers = [url] if isinstance(url, str) else list(url)
     async with _open_bridge(name) as bridge:
         bus = NatsBus(bridge, op_timeout)
