@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.metadata
+import inspect
 import json
 import logging
 import ssl
@@ -28,6 +30,7 @@ import nats.js.errors
 import trio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription as NatsSubscription
 
 from fechatter.bus.base import (
     BusState,
@@ -51,12 +54,13 @@ T = TypeVar("T")
 
 OP_TIMEOUT = 5.0  # seconds: ceiling of any single bus operation (the "never hang" bound)
 RECONNECT_WAIT = 0.25  # seconds between reconnect attempts (nats-py retries forever)
-# nats-py's own per-subscription staging queue, between its socket reader and our callback:
-# it holds what one read burst parsed before the callback task runs (our callback only hands
-# the message to the trio side, so it empties at once unless the loop is starved). Full case:
-# nats-py drops and reports a slow consumer; we put a Gap into the subscription at once, so
-# the Gap may come *before* messages staged ahead of the loss — harmless for a consumer that
-# re-reads from its last processed sequence and drops repeats by sequence (base.Gap).
+# nats-py queues each parsed message on its subscription's own asyncio queue, emptied by one
+# task per subscription that calls our callback: a task wake-up and a queue round trip per
+# message. We replace that queue by ``_Direct``, which hands the message to the bridge right
+# in nats-py's parser (no nats-py queue, no task), so the only buffer between the socket and
+# a ``Subscription`` is the bridge's hand-off deque (bounded by ``Subscription.buffer``, full
+# case: a ``Gap``). nats-py still builds a queue of these limits before we replace it, and
+# reports a slow consumer past ``STAGING_BYTES`` in flight, which ``_Direct`` keeps at 0.
 STAGING_MSGS = 65_536
 STAGING_BYTES = 64 * 1024 * 1024
 # How long closing the bus waits for the asyncio thread to stop after the connection closed
@@ -76,25 +80,179 @@ class _Lost:
         self.count = count
 
 
+# The nats-py line whose private internals ``_bypass`` / ``_Direct`` / ``_Acks`` rely on
+# (pyproject.toml pins nats-py>=2.16,<2.17): checked by ``check_nats_internals`` at startup.
+NATS_PY_LINE = "2.16."
+# What ``Client._process_msg`` must do for a callback subscription (nats-py 2.16): count the
+# payload in ``_pending_size``, then hand the message to ``_pending_queue.put_nowait``.
+_PROCESS_MSG_STEPS = ("sub._pending_size += payload_size", "sub._pending_queue.put_nowait(msg)")
+_SUBSCRIPTION_ATTRIBUTES = ("_id", "_pending_queue", "_pending_size", "_wait_for_msgs_task")
+
+
+class NatsClientUnsupported(RuntimeError):
+    """The installed nats-py is not the line whose private internals this module patches."""
+
+
+def check_nats_internals(
+    version: str | None = None,
+    subscription_cls: type = NatsSubscription,
+    process_msg: Callable[..., object] = Client._process_msg,
+) -> None:
+    """Raise ``NatsClientUnsupported`` (naming what is missing and the pin to install) unless
+    nats-py is the 2.16 line and has the private internals the receive and ack paths patch:
+    a ``Subscription`` with ``_id``, ``_pending_queue``, ``_pending_size`` and
+    ``_wait_for_msgs_task``, and a ``Client._process_msg`` that counts the payload in
+    ``_pending_size`` and then calls ``_pending_queue.put_nowait`` (read from its source;
+    skipped when the source is not installed — the version and attributes still are checked).
+    ``version``: the installed nats-py version (default: read from its distribution).
+    Called by ``open_nats_bus`` before it connects; cheap (no I/O but the metadata read)."""
+    found = version if version is not None else importlib.metadata.version("nats-py")
+    problems: list[str] = []
+    if not found.startswith(NATS_PY_LINE):
+        problems.append(f"version {found} is not {NATS_PY_LINE}x")
+    probe = subscription_cls(None, cb=None)
+    missing = [name for name in _SUBSCRIPTION_ATTRIBUTES if not hasattr(probe, name)]
+    if missing:
+        problems.append(f"Subscription lacks {', '.join(missing)}")
+    try:
+        source = inspect.getsource(process_msg)
+    except (OSError, TypeError):
+        source = None  # no .py installed: rely on the version and attribute checks
+    if source is not None:
+        steps = [step for step in _PROCESS_MSG_STEPS if step not in source]
+        if steps:
+            problems.append(f"Client._process_msg no longer does {'; '.join(steps)}")
+    if problems:
+        raise NatsClientUnsupported(
+            "fechatter.bus.nats patches private internals of nats-py 2.16 on its hot path "
+            f"(docs/cluster.md §10), and the installed nats-py does not match: "
+            f"{'; '.join(problems)}. Install nats-py>=2.16,<2.17 (pyproject.toml)."
+        )
+
+
+def _bypass(nats_sub: Any, queue: _Direct | _Acks) -> None:
+    """Make nats-py's parser hand ``nats_sub``'s messages to ``queue.put_nowait`` (asyncio
+    thread): it replaces the subscription's queue, and the task nats-py started to empty it
+    into the callback is cancelled (anything it took already went through the callback)."""
+    nats_sub._pending_queue = queue
+    task = nats_sub._wait_for_msgs_task
+    if task is not None:
+        task.cancel()
+
+
+class _Direct:
+    """Stands in for a nats-py subscription's ``_pending_queue`` (asyncio thread only).
+
+    nats-py's parser calls ``put_nowait(msg)`` for each message of the subscription; this
+    hands it to the bridge at once (``_Bridge.deliver``, whose bounded deque is the full
+    case) instead of queueing it for a per-subscription task. Reads nats-py 2.16's private
+    ``Subscription._pending_queue`` / ``_pending_size`` (hence the pinned minor version).
+    """
+
+    __slots__ = ("_bridge", "_nats_sub", "_sub")
+
+    def __init__(self, bridge: _Bridge, sub: Subscription, nats_sub: Any) -> None:
+        self._bridge = bridge
+        self._sub = sub
+        self._nats_sub = nats_sub
+
+    def put_nowait(self, msg: Msg) -> None:
+        self._nats_sub._pending_size -= len(msg.data)  # added by nats-py just before
+        try:
+            self._bridge.deliver(
+                self._sub, Message(msg.subject, msg.data, msg.headers or None, msg.reply or "")
+            )
+        except Exception:  # never into nats-py's read loop: the message is lost, say so
+            log.exception("handing a NATS message to trio failed")
+            self._bridge.gap(self._sub, 1)
+
+    # The rest of asyncio.Queue that nats-py may call on a callback subscription.
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
+class _Acks:
+    """The JetStream acks of ``NatsBus.js_publish_chains`` (asyncio thread only): one reply
+    subscription ``<inbox>.*`` per connection, each publish's reply subject one token under
+    it, its future in ``waiting`` until the ack comes. Stands in for that subscription's
+    nats-py ``_pending_queue`` like ``_Direct``: the parser resolves the future at once
+    (no per-subscription queue, no task, no ``asyncio.wait_for`` per publish as in nats-py's
+    ``request``). ``waiting`` holds one future per publish in flight; the publisher removes
+    its own when it ends (answered, timed out or cancelled): bounded by the publishes in
+    flight."""
+
+    __slots__ = ("_nats_sub", "_next", "prefix", "waiting")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix  # "<inbox>." : a reply subject is prefix + token
+        self.waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._next = 0
+        self._nats_sub: Any = None
+
+    def reply_to(self, future: asyncio.Future[Msg]) -> tuple[str, str]:
+        """A fresh token for ``future`` and its reply subject."""
+        self._next += 1
+        token = str(self._next)
+        self.waiting[token] = future
+        return token, self.prefix + token
+
+    def put_nowait(self, msg: Msg) -> None:
+        self._nats_sub._pending_size -= len(msg.data)  # added by nats-py just before
+        future = self.waiting.get(msg.subject[len(self.prefix) :])
+        if future is not None and not future.done():
+            future.set_result(msg)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
 class _Bridge:
     """trio ↔ asyncio for nats-py: an asyncio loop on a thread of its own.
 
     trio → asyncio: ``asyncio.run_coroutine_threadsafe``; the future's done-callback wakes the
     waiting trio task through ``TrioToken.run_sync_soon`` (neither thread blocks on the other).
     A trio cancellation cancels the asyncio task. asyncio → trio: each subscription has a
-    hand-off deque; the asyncio thread appends, and only when it makes the deque non-empty
-    does it schedule one ``run_sync_soon(_drain)``, which hands everything queued by then to
-    the ``Subscription`` — one trio wake-up per burst, not per message, in socket order.
-    Full case of a deque (trio starved while ``buffer`` messages arrived): the message is
-    dropped and counted in a ``_Lost`` marker at the deque's end, which becomes a ``Gap``.
-    Chosen over trio-asyncio, which patches the ``asyncio`` module process-wide on import
-    (docs/cluster.md "NATS client on trio").
+    hand-off deque; the asyncio thread appends, and when it makes the deque non-empty it puts
+    the deque on the bridge's ready deque; only when it makes *that* non-empty does it
+    schedule one ``run_sync_soon(_drain)``, which hands everything queued by then, every
+    subscription in the order it became ready, each in its own order, to the
+    Subscriptions — one trio wake-up per socket read burst across all subscriptions, not
+    per message nor per subscription. Full case of a subscription's deque (trio starved while
+    ``buffer`` messages arrived): the message is dropped and counted in a ``_Lost`` marker at
+    the deque's end, which becomes a ``Gap``. Bound of the ready deque: an entry is added
+    only when a subscription's deque goes from empty to non-empty, so it holds one entry per
+    subscription with something queued, plus the entry being drained; one more can be added
+    each time the asyncio thread refills a deque that trio has just emptied within the same
+    drain (a thread switch in a window of a few bytecodes); such an entry is drained in its
+    turn, usually finding its deque empty. Chosen over trio-asyncio, which patches the
+    ``asyncio`` module process-wide on import (docs/cluster.md "NATS client on trio").
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, token: trio.lowlevel.TrioToken) -> None:
         self.loop = loop
         self._token = token
         self._pending: dict[int, collections.deque[Message | _Lost]] = {}
+        self._ready: collections.deque[tuple[Subscription, collections.deque[Message | _Lost]]] = (
+            collections.deque()
+        )
 
     async def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         future = asyncio.run_coroutine_threadsafe(fn(), self.loop)
@@ -124,6 +282,12 @@ class _Bridge:
             pending = self._pending[id(sub)] = collections.deque()
         return pending
 
+    def _became_ready(self, sub: Subscription, pending: collections.deque[Message | _Lost]) -> None:
+        ready = self._ready
+        ready.append((sub, pending))
+        if len(ready) == 1:
+            self.soon(self._drain)
+
     def deliver(self, sub: Subscription, message: Message) -> None:
         """Hand ``message`` to ``sub`` (from the asyncio thread); see the class's full case."""
         # deque append/popleft/len are atomic under the GIL; the deque holds at most
@@ -136,7 +300,7 @@ class _Bridge:
         else:
             pending.append(_Lost(1))
         if len(pending) == 1:
-            self.soon(self._drain, sub, pending)
+            self._became_ready(sub, pending)
 
     def gap(self, sub: Subscription, dropped: int) -> None:
         """``dropped`` messages of ``sub`` were lost before ``deliver`` (asyncio thread);
@@ -144,26 +308,32 @@ class _Bridge:
         pending = self._queue(sub)
         pending.append(_Lost(dropped))  # in order with the messages queued before it
         if len(pending) == 1:
-            self.soon(self._drain, sub, pending)
+            self._became_ready(sub, pending)
 
     def forget(self, sub: Subscription) -> None:
         self._pending.pop(id(sub), None)
 
-    @staticmethod
-    def _drain(sub: Subscription, pending: collections.deque[Message | _Lost]) -> None:
-        # On trio. An item is removed only after it is handed over, and the asyncio side
-        # schedules a drain only when it makes the deque non-empty: nothing is stranded (a
-        # drain finding the deque already emptied by an earlier one does nothing).
-        while pending:
-            item = pending[0]
-            if isinstance(item, _Lost):
-                if item.count:
-                    sub._mark_gap(item.count)
-                else:  # the connection was lost (``_on_disconnected``)
-                    sub.connection_lost()
-            else:
-                sub._offer(item)
-            pending.popleft()
+    def _drain(self) -> None:
+        # On trio. An item is removed only after it is handed over, an entry of the ready
+        # deque only after its deque was found empty, and the asyncio side adds an entry
+        # whenever it makes a subscription's deque non-empty and schedules a drain whenever it
+        # makes the ready deque non-empty: nothing is stranded (an entry added while its
+        # deque's previous entry is being drained is drained next, or finds it empty; a drain
+        # finding the ready deque emptied by an earlier one does nothing).
+        ready = self._ready
+        while ready:
+            sub, pending = ready[0]
+            while pending:
+                item = pending[0]
+                if isinstance(item, _Lost):
+                    if item.count:
+                        sub._mark_gap(item.count)
+                    else:  # the connection was lost (``_on_disconnected``)
+                        sub.connection_lost()
+                else:
+                    sub._offer(item)
+                pending.popleft()
+            ready.popleft()
 
 
 @asynccontextmanager
@@ -228,8 +398,11 @@ class NatsBus:
         self._subs: dict[int, Subscription] = {}  # nats sid → ours (for slow-consumer gaps)
         self._nats_subs: dict[int, Any] = {}
         self._failed_reconnects = 0  # in the current outage (asyncio thread only)
-        # Messages our callback handed to the bridge, per nats sid (asyncio thread only).
-        self._handed: dict[int, list[int]] = {}
+        self._acks: _Acks | None = None  # js_publish_chains' reply subscription (asyncio)
+        # Made on the asyncio thread on first use; held while the reply subscription is made,
+        # so concurrent first calls make one (nats-py's subscribe can suspend when its
+        # flush queue is full).
+        self._acks_lock: asyncio.Lock | None = None
 
     # -- connection state (set on trio via the bridge) ------------------------------------
     @property
@@ -365,35 +538,39 @@ class NatsBus:
         self._require_connected()
         sub = Subscription(subject, buffer)
         bridge = self._bridge
-        handed = [0]
+        nc = self._nc
 
-        async def on_message(msg: Msg) -> None:
-            handed[0] += 1
+        async def unused(msg: Msg) -> None:  # nats-py wants a callback; _Direct bypasses it
             bridge.deliver(sub, _message(msg))
 
-        try:
-            nats_sub = await self._call(
-                lambda: self._nc.subscribe(
-                    subject,
-                    queue=queue,
-                    cb=on_message,
-                    pending_msgs_limit=STAGING_MSGS,
-                    pending_bytes_limit=STAGING_BYTES,
-                )
+        async def subscribe() -> Any:  # on the asyncio thread
+            nats_sub = await nc.subscribe(
+                subject,
+                queue=queue,
+                cb=unused,
+                pending_msgs_limit=STAGING_MSGS,
+                pending_bytes_limit=STAGING_BYTES,
             )
+            staged, direct = nats_sub._pending_queue, _Direct(bridge, sub, nats_sub)
+            _bypass(nats_sub, direct)
+            # Whatever arrived before the swap (none so far: the SUB is just sent) goes first.
+            while not staged.empty():
+                direct.put_nowait(staged.get_nowait())
+            return nats_sub
+
+        try:
+            nats_sub = await self._call(subscribe)
         except nats.errors.Error as exc:
             raise Unavailable(f"NATS subscribe failed: {exc!r}") from exc
         sub.sid = nats_sub._id
         self._subs[nats_sub._id] = sub
         self._nats_subs[nats_sub._id] = nats_sub
-        self._handed[nats_sub._id] = handed
         return sub
 
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Stop deliveries and end the subscription's iteration (after its buffer)."""
         nats_sub = self._nats_subs.pop(subscription.sid, None)  # type: ignore[call-overload]
         self._subs.pop(subscription.sid, None)  # type: ignore[call-overload]
-        self._handed.pop(subscription.sid, None)  # type: ignore[call-overload]
         subscription._close()
         try:
             if nats_sub is not None and not self._nc.is_closed:
@@ -407,30 +584,15 @@ class NatsBus:
         """Return once every message nats-py parsed before the call has been handed to its
         ``Subscription`` (see ``Bus.barrier``).
 
-        nats-py parses the socket in order but queues each message on its subscription's
-        own asyncio queue, emptied by one task per subscription: the order across
-        subscriptions is lost there. On the asyncio thread this waits until each queue's
-        callback has taken what the queue held at the call (reads nats-py's
-        ``Subscription._pending_queue``, hence the pinned minor version); the trio side
-        then runs the bridge's drains scheduled before the reply (``run_sync_soon`` is
-        FIFO), so on return those messages are in the Subscriptions' buffers. A dropped
-        message was reported (``_on_error`` → ``Gap``) synchronously while parsing."""
-        handed, subs = self._handed, self._nats_subs
+        nats-py's parser hands each message to the bridge as it parses it (``_Direct``: no
+        per-subscription queue or task in between), so by the time a coroutine runs on the
+        asyncio thread, everything parsed before has been queued on the bridge with its
+        drain scheduled; the trio side runs those drains before the reply's wake-up
+        (``run_sync_soon`` is FIFO), so on return those messages are in the Subscriptions'
+        buffers. A dropped message was reported (``Gap``) synchronously while parsing."""
 
-        async def settle() -> None:  # on the asyncio thread
-            # Only the subscriptions with something queued: the others are settled already.
-            targets = [
-                (sid, cell, cell[0] + queued)
-                for sid, nats_sub in list(subs.items())
-                if (queued := nats_sub._pending_queue.qsize()) and (cell := handed.get(sid))
-            ]
-            # nats-py's task takes an item and runs our callback without suspending in
-            # between, so a count below target means an item is still queued (or the
-            # subscription went meanwhile: nothing more to wait for).
-            # Those tasks are runnable already: yielding a loop turn is the wait (an Event
-            # would cost every message a check in the callback).
-            while any(cell[0] < target and sid in subs for sid, cell, target in targets):  # noqa: ASYNC110
-                await asyncio.sleep(0)
+        async def settle() -> None:  # on the asyncio thread: the round trip is the barrier
+            return None
 
         await self._call(settle)
 
@@ -570,32 +732,80 @@ class NatsBus:
         """See ``Bus.js_publish_chains``. One trip to the asyncio thread and back for the
         whole call (not one per publish): the chains run there as concurrent coroutines, so
         their publishes are pipelined on the connection while each chain waits for its own
-        acks in turn. Every publish is bounded by the operation timeout (nats-py's request
-        timeout); the call as a whole by that times the longest chain, plus one."""
+        acks in turn. Each publish is a plain ``PUB`` with a reply subject under one reply
+        subscription (``_Acks``) and its ack is read straight from the JSON (no nats-py
+        request, ``wait_for`` or ``PubAck`` per publish). Every publish is bounded by the
+        operation timeout; the call as a whole by that times the longest chain, plus one."""
         self._require_connected()
         if not chains:
             return []
-        js = self._nc.jetstream(timeout=self._timeout)
+        nc, timeout = self._nc, self._timeout
         msg_id_header = nats.js.api.Header.MSG_ID
 
-        async def chain(items: Sequence[JsPublish]) -> ChainResult:  # on the asyncio thread
-            acks: list[PublishAck] = []
+        async def acks() -> _Acks:  # on the asyncio thread
+            if self._acks is not None:
+                return self._acks
+            if self._acks_lock is None:
+                self._acks_lock = asyncio.Lock()
+            async with self._acks_lock:
+                if self._acks is None:
+                    box = _Acks(nc.new_inbox() + ".")
+
+                    async def unused(msg: Msg) -> None:  # nats-py wants a callback
+                        box.put_nowait(msg)
+
+                    nats_sub = await nc.subscribe(box.prefix + "*", cb=unused)
+                    box._nats_sub = nats_sub
+                    _bypass(nats_sub, box)
+                    self._acks = box
+                return self._acks
+
+        async def chain(box: _Acks, items: Sequence[JsPublish]) -> ChainResult:
+            loop = asyncio.get_running_loop()
+            stored: list[PublishAck] = []
             for item in items:
-                hdrs = {**(item.headers or {}), msg_id_header: item.msg_id}
+                future: asyncio.Future[Msg] = loop.create_future()
+                token, reply = box.reply_to(future)
                 try:
-                    ack = await js.publish(item.subject, item.payload, headers=hdrs)
-                except nats.errors.Error as exc:
+                    hdrs = {**(item.headers or {}), msg_id_header: item.msg_id}
+                    await nc.publish(item.subject, item.payload, reply=reply, headers=hdrs)
+                    async with asyncio.timeout(timeout):
+                        msg = await future
+                    answer = json.loads(msg.data) if msg.data else {}
+                    if "error" in answer or "seq" not in answer:
+                        status = (msg.headers or {}).get(nats.js.api.Header.STATUS, "")
+                        why = answer.get("error", {}).get("description") or status or "no ack"
+                        raise Unavailable(f"JetStream publish on {item.subject} failed: {why}")
+                    ack = PublishAck(
+                        str(answer.get("stream", "")),
+                        int(answer["seq"]),
+                        bool(answer.get("duplicate")),
+                    )
+                except TimeoutError:
+                    error = Unavailable(
+                        f"JetStream publish on {item.subject} failed: no ack within {timeout}s"
+                    )
+                    return stored, error
+                except (nats.errors.Error, ValueError, TypeError, AttributeError) as exc:
                     error = Unavailable(f"JetStream publish on {item.subject} failed: {exc!r}")
-                    return acks, error
-                acks.append(PublishAck(ack.stream, ack.seq, bool(ack.duplicate)))
-            return acks, None
+                    return stored, error
+                except Unavailable as exc:
+                    return stored, exc
+                finally:
+                    box.waiting.pop(token, None)
+                stored.append(ack)
+            return stored, None
 
         async def run() -> list[ChainResult]:
-            return list(await asyncio.gather(*(chain(items) for items in chains)))
+            box = await acks()
+            return list(await asyncio.gather(*(chain(box, items) for items in chains)))
 
         longest = max(len(items) for items in chains)
-        with trio.move_on_after(self._timeout * (longest + 1)) as scope:
-            return await self._bridge.call(run)
+        try:
+            with trio.move_on_after(timeout * (longest + 1)) as scope:
+                return await self._bridge.call(run)
+        except nats.errors.Error as exc:  # the reply subscription could not be made
+            raise Unavailable(f"JetStream publish failed: {exc!r}") from exc
         assert scope.cancelled_caught
         raise Unavailable(f"NATS did not answer {longest} publishes in time")
 
@@ -725,8 +935,10 @@ async def open_nats_bus(
     ``credentials``: path of a ``.creds`` file (user JWT + NKey seed); ``tls``: the client's
     TLS context (CA, client certificate), both handed to nats-py as they are.
     Raises ``Unavailable`` when the first connection fails; later losses are retried forever
-    by nats-py while operations raise ``Unavailable``.
+    by nats-py while operations raise ``Unavailable``. Raises ``NatsClientUnsupported``
+    before connecting when the installed nats-py is not the line this module patches.
     """
+    check_nats_internals()  # before any thread or socket: a mismatched nats-py fails loudly
     servers = [url] if isinstance(url, str) else list(url)
     async with _open_bridge(name) as bridge:
         bus = NatsBus(bridge, op_timeout)
