@@ -14,6 +14,7 @@ import trio
 
 from fechatter import cli_admin, cli_archive, cli_backup, cli_errors, logs
 from fechatter.app import NatsUnreachable, serve
+from fechatter.bus.nats import NatsClientUnsupported
 from fechatter.config import Settings, load_settings
 from fechatter.errors import Unavailable
 from fechatter.logs import LOG_FORMATS
@@ -228,12 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The database does not answer at start: where and why, on one line.
         leaf = cli_errors.leaves(group)[0]
         no_database = cli_errors.database_unreachable(leaf, settings.database_url)
-    except* NatsUnreachable as group:
-        # Cluster mode: NATS not reachable at start is the operator's to fix, like a port.
-        first: BaseException = group
-        while isinstance(first, BaseExceptionGroup):  # nested: trio nurseries on the way out
-            first = first.exceptions[0]
-        no_nats = str(first)
+    except* (NatsUnreachable, NatsClientUnsupported) as group:
+        # Cluster mode: NATS not reachable at start, or a nats-py other than the pinned line
+        # (bus/nats.py check_nats_internals), is the operator's to fix, like a port.
+        no_nats = str(cli_errors.leaves(group)[0])
     if no_database is not None:
         print(f"fechatter: {no_database}", file=sys.stderr)
         return 1
