@@ -28,7 +28,7 @@ from fechatter.domain.password_resets import DEFAULT_EXPIRES_IN
 from fechatter.errors import FechatterError, Unavailable
 from fechatter.logs import LOG_FORMATS
 from fechatter.models import Role, UserStatus
-from fechatter.schemas import Email, FullName, Password
+from fechatter.schemas import Email, FullName, NewEmail, Password
 from fechatter.storage import open_storage
 
 AUDIT_LIMIT = 100  # rows ``admin audit`` shows by default
@@ -152,7 +152,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> tuple[Any, str]:
             outbox=settings.nats_url is not None,
         )
         if cmd == "create-user":
-            email = _valid(Email, "email", args.email)
+            email = _valid(NewEmail, "email", args.email)
             fullname = _valid(FullName, "fullname", args.fullname)
             password = _password_stdin() if args.password_stdin else None
             expires_in = _positive("expires-in", args.expires_in, MAX_EXPIRES_IN)

@@ -24,6 +24,7 @@ from fechatter.text import (
     check_well_formed,
     has_bidi_controls,
     has_control_characters,
+    is_reserved_email,
     normalize_email,
     normalize_name,
     trim,
@@ -56,6 +57,13 @@ def _email(value: str) -> str:
     value = normalize_email(check_well_formed(value))
     if len(value) > 254 or not EMAIL_RE.match(value):
         raise ValueError("must be an email address")
+    return value
+
+
+def _new_email(value: str) -> str:
+    value = _email(value)
+    if is_reserved_email(value):
+        raise ValueError("must not be under the reserved .invalid domain (RFC 2606)")
     return value
 
 
@@ -121,6 +129,8 @@ Name = Annotated[str, Field(strict=True), _name(1, 128)]
 FullName = Annotated[str, Field(strict=True), _name(1, 64)]
 Description = Annotated[str, Field(strict=True), AfterValidator(_description)]
 Email = Annotated[str, Field(strict=True), AfterValidator(_email)]
+# An email an account is given (or an invite bound to): also not under ``.invalid``.
+NewEmail = Annotated[str, Field(strict=True), AfterValidator(_new_email)]
 Password = Annotated[str, Field(strict=True), AfterValidator(_password)]
 FileUrl = Annotated[str, Field(strict=True), AfterValidator(_file_url)]
 
@@ -137,7 +147,7 @@ InviteToken = Annotated[
 
 class SignupIn(Body):
     fullname: FullName
-    email: Email
+    email: NewEmail
     password: Password
     workspace: Name | None = None
     invite_token: InviteToken | None = None  # join that workspace (SPEC §7)
@@ -268,7 +278,7 @@ DEFAULT_INVITE_SECONDS = 7 * 24 * 3600
 class InviteIn(Body):
     """``POST /api/workspaces/:id/invites`` (SPEC §7)."""
 
-    email: Email | None = None
+    email: NewEmail | None = None
     role: Literal["admin", "member"] = "member"
     max_uses: Annotated[int, Field(strict=True, ge=1, le=MAX_INVITE_USES)] = 1
     expires_in: Annotated[int, Field(strict=True, ge=1, le=MAX_INVITE_SECONDS)] = (

@@ -77,6 +77,14 @@ def normalize_email(value: str) -> str:
     return unicodedata.normalize("NFKC", text.casefold())
 
 
+def is_reserved_email(email: str) -> bool:
+    """Whether a normalised email is under the ``.invalid`` top-level domain, which RFC 2606
+    reserves so it is never delivered: the Slack import's placeholder addresses
+    (``<slack id>@slack-import.invalid``, ``slack-bot@slack-import.invalid``) live there, so
+    no account may be given one and the importer never matches one to an existing account."""
+    return email.rpartition("@")[2].rstrip(".").rpartition(".")[2] == "invalid"
+
+
 def normalize_name(value: str) -> str:
     """How a name is stored and shown: NFC (the composed form browsers produce)."""
     return unicodedata.normalize("NFC", value)

@@ -13,7 +13,7 @@ from fechatter.actors.commands import DeleteChat, RemoveMember
 from fechatter.actors.directory import ChatCaller, Directory
 from fechatter.domain.workspace_events import LocalWorkspaceEvents, WorkspaceEventSink
 from fechatter.errors import Conflict, Forbidden, Invalid, NotFound
-from fechatter.models import Chat, Role, Workspace, WorkspaceMember
+from fechatter.models import Chat, Role, UserStatus, Workspace, WorkspaceMember
 from fechatter.storage import Storage
 from fechatter.storage import workspace_writes as writes
 
@@ -91,15 +91,18 @@ class Workspaces:
     async def add_member(
         self, user_id: int, workspace_id: int, email: str, role: Role
     ) -> WorkspaceMember:
-        """Owner or admin adds an existing user by email (``Invalid`` on ``email`` if none)."""
+        """Owner or admin adds an existing, ``Active`` user by email (``Invalid`` on
+        ``email`` if none — the same answer for a ``Pending`` or ``Suspended`` user, so it
+        tells no more than before: an imported user's memberships come only from the
+        import, docs/api.md "Activating imported users")."""
         caller_role = await self.role(workspace_id, user_id)
         if not caller_role.manages:
             raise Forbidden(
                 "only the owner or an admin may add members", code="not_workspace_admin"
             )
         user = await self._storage.get_user_by_email(email)
-        if user is None:
-            raise Invalid.field("email", "must be the email of an existing user")
+        if user is None or user.status is not UserStatus.ACTIVE:
+            raise Invalid.field("email", "must be the email of an existing, active user")
         if role is Role.ADMIN and caller_role is not Role.OWNER:
             raise Forbidden("only the owner may add an admin", code="not_workspace_owner")
         return await self.events.write(

@@ -84,7 +84,7 @@ def register(app: Quart, ctx: Context) -> None:
     @bp.post("/api/workspaces/<id:workspace_id>/members")
     @doc(
         "workspaces",
-        "Add an existing user by email",
+        "Add an existing, active user by email",
         body=WorkspaceMemberIn,
         ok={201: WorkspaceMemberOut},
         errors=(403, 404, 409),

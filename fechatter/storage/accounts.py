@@ -394,11 +394,17 @@ def list_workspace_members(workspace_id: int) -> Op[list[WorkspaceMember]]:
 
 
 def add_workspace_member(workspace_id: int, user_id: int, role: Role) -> Op[WorkspaceMember]:
+    """Add an ``Active`` user (``NotFound`` for no workspace or user, ``Conflict`` for a
+    member already, ``Conflict(user_not_active)`` for a ``Pending`` or ``Suspended`` one:
+    a pending user's memberships come only from the import, which is what lets a
+    workspace's managers vouch for them — ``storage.activation``)."""
     if (yield from get_workspace(workspace_id)) is None:
         raise NotFound("workspace not found")
     user = yield from get_user(user_id)
     if user is None:
         raise NotFound("user not found")
+    if user.status is not UserStatus.ACTIVE:
+        raise Conflict("only an active user can join a workspace", code="user_not_active")
     row = first((yield q(_INSERT_WORKSPACE_MEMBER, (workspace_id, user_id, role.value, utc_now()))))
     if row is None:
         raise Conflict("user is already a member of this workspace", code="already_member")

@@ -7,8 +7,8 @@ and a raised security version (logged, so every process re-reads the user as act
 - using a password-reset link (``activate_pending`` composed into the link's transaction,
   ``fechatter.domain.password_resets``; also the operator's ``reset-password
   --password-stdin``);
-- signing up through a live invite bound to the user's email, made by an owner or admin of
-  a workspace the user is in (``signup_or_claim``): the person claims the account —
+- signing up through a live invite bound to the user's email, made by an ``Active`` owner or
+  admin of a workspace the user is in (``signup_or_claim``): the person claims the account —
   fullname and password from the sign-up — and joins the invite's workspace, spending one
   use of it.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 from fechatter.errors import NotFound
 from fechatter.models import User, UserStatus
 from fechatter.storage import accounts, workspace_writes
+from fechatter.storage import admin as reset_links
 from fechatter.storage import invites as invite_ops
 from fechatter.storage.rows import USER_COLUMNS, to_user, unqualified
 from fechatter.storage.sql import Op, Sql, first, q
@@ -37,12 +38,15 @@ _CLAIM = Sql(
     "UPDATE users SET fullname = ?, password_hash = ?, status = ? WHERE id = ? AND status = ?"
     f" RETURNING {unqualified(USER_COLUMNS)}"
 )
-# The invite's creator vouches for the person: they must manage (owner/admin, now) a
-# workspace the pending user is in — else anyone could make a workspace, bind an invite to
-# an imported email and claim that account's history.
+# The invite's creator vouches for the person: they must be Active and manage (owner/admin,
+# now) a workspace the pending user is in — else anyone could make a workspace, bind an
+# invite to an imported email and claim that account's history. A pending user's
+# memberships only ever come from the import: nobody can add a user who is not Active to a
+# workspace (``accounts.add_workspace_member``), so these are the imported workspaces.
 _VOUCHED = Sql(
-    "SELECT 1 AS ok FROM workspace_members a JOIN workspace_members p"
-    " ON p.workspace_id = a.workspace_id"
+    "SELECT 1 AS ok FROM workspace_members a"
+    " JOIN users c ON c.id = a.user_id AND c.status = ?"
+    " JOIN workspace_members p ON p.workspace_id = a.workspace_id"
     " WHERE a.user_id = ? AND a.role IN ('owner', 'admin') AND p.user_id = ? LIMIT 1"
 )
 _USE_INVITE = Sql("UPDATE workspace_invites SET uses = uses + 1 WHERE id = ? AND uses < max_uses")
@@ -66,9 +70,10 @@ def claim(
     fullname: str, email: str, password_hash: str, token_hash: str, now: str, *, outbox: bool
 ) -> Op[tuple[Claimed | None, list[WorkspaceEvent]]]:
     """Claim the ``Pending`` account of ``email`` through the invite of ``token_hash`` if
-    that invite is bound to ``email`` and its creator manages (owner or admin) a workspace
-    the pending user is a member of (they vouch for the person): fullname and password set,
-    status ``Active``, security version raised, the invite's workspace joined (an existing
+    that invite is bound to ``email`` and its creator is ``Active`` and manages (owner or
+    admin) a workspace the pending user is a member of (they vouch for the person): fullname
+    and password set, status ``Active``, security version raised, every live reset link of
+    the user spent, the invite's workspace joined (an existing
     member keeps their role) and one use spent. ``(None, [])`` when this is not a claim (no
     such invite, not bound to this email, no such user, not ``Pending``, a creator who does
     not vouch). ``NotFound(invite_not_found)`` when it is one but the invite is used up or
@@ -82,7 +87,8 @@ def claim(
     if row is None or row["status"] != UserStatus.PENDING.value:
         return None, []
     invite = view.invite
-    if first((yield q(_VOUCHED, (invite.created_by, int(row["id"]))))) is None:
+    vouch = (UserStatus.ACTIVE.value, invite.created_by, int(row["id"]))
+    if first((yield q(_VOUCHED, vouch))) is None:
         return None, []
     if not invite.usable(now):
         raise _gone()
@@ -98,6 +104,9 @@ def claim(
         return None, []
     user = to_user(updated)
     state = yield from accounts.raise_security_version(user.id, None)
+    # A password change: every live reset link of the user dies with it (as in
+    # ``accounts.update_user``), so a link issued before the claim cannot take it back.
+    yield from reset_links.revoke_resets(user.id, now)
     _, new = yield from workspace_writes.join(
         invite.workspace_id, user.id, invite.role, outbox=outbox
     )

@@ -4,8 +4,9 @@ An archive (docs/archive.md) is a workspace as rows: users, the workspace and it
 chats and their members, messages, reactions and file metadata, each with the ids of the
 database it came from. This module reads those rows out of a workspace in bounded batches
 (``ArchiveStore.export_*``) and writes a stream of them into a NEW workspace in ONE
-transaction (``import_rows``), remapping every id: users matched by normalised email or
-created ``Pending`` (never activated) with no usable password, new chat/message/file ids,
+transaction (``import_rows``), remapping every id: users matched by normalised email
+(never a placeholder under ``.invalid``) or created ``Pending`` (never activated) with no
+usable password, new chat/message/file ids,
 ``reply_to``, ``thread_id``, mentions, ``<@id>`` tokens in content, file URLs and avatars.
 A row naming an id the archive has not defined (earlier in its order) raises
 ``ArchiveInvalid`` and the transaction rolls back: nothing is half-imported.
@@ -29,7 +30,7 @@ from fechatter.storage.chats import pair_key
 from fechatter.storage.files import URL_PREFIX
 from fechatter.storage.rows import as_files, as_ids, as_time, time_or_none
 from fechatter.storage.sql import Op, Row, Sql, first, only, q
-from fechatter.text import name_key, normalize_email
+from fechatter.text import is_reserved_email, name_key, normalize_email
 
 if TYPE_CHECKING:
     from fechatter.storage.core import SqlStorage
@@ -346,6 +347,21 @@ class _ChatState:
     members: list[int] = field(default_factory=list)
 
 
+_PLACEHOLDER_TRIES = 8  # each a fresh 48-bit suffix: the last is never reached in practice
+
+
+def _free_placeholder(email: str) -> Op[str]:
+    """``email`` if no user has it, else ``local+<12 hex>@domain`` (the same ``.invalid``
+    domain) that no user has; ``ArchiveInvalid`` if none is found in a few tries."""
+    local, _, domain = email.rpartition("@")
+    candidate = email
+    for _ in range(_PLACEHOLDER_TRIES):
+        if first((yield q(_USER_ID_BY_EMAIL, (candidate,)))) is None:
+            return candidate
+        candidate = f"{local[:200]}+{secrets.token_hex(6)}@{domain}"
+    raise ArchiveInvalid(f"no free placeholder address like {email!r}")  # pragma: no cover
+
+
 def import_rows(
     source: ArchiveSource, workspace_name: str | None, dialect: str
 ) -> Op[ImportResult]:
@@ -360,11 +376,16 @@ def import_rows(
         if u.id in users:
             raise ArchiveInvalid(f"{where}: listed twice")
         email = normalize_email(u.email)
-        row = first((yield q(_USER_ID_BY_EMAIL, (email,))))
-        if row is not None:
-            users[u.id] = int(row["id"])
-            result.users_matched += 1
-            continue
+        if is_reserved_email(email):
+            # A placeholder (the Slack import's ``….invalid``): never anyone's account, even
+            # if older data holds one with it — always a new user, under a free address.
+            email = yield from _free_placeholder(email)
+        else:
+            row = first((yield q(_USER_ID_BY_EMAIL, (email,))))
+            if row is not None:
+                users[u.id] = int(row["id"])
+                result.users_matched += 1
+                continue
         new = only(
             (
                 yield q(

@@ -298,6 +298,21 @@ async def test_workspace_members(storage: Storage) -> None:
     assert await storage.list_workspaces(bob.id) == []
 
 
+async def test_only_an_active_user_joins_a_workspace(storage: Storage) -> None:
+    """A pending user's memberships come only from the import (storage.activation's
+    vouch): the write refuses a Suspended user, so a later Pending one too."""
+    _, workspace = await make_workspace(storage)
+    dee = await make_user(storage, "dee")
+    await storage.set_user_status(dee.id, UserStatus.SUSPENDED)
+    with pytest.raises(Conflict) as caught:
+        await storage.add_workspace_member(workspace.id, dee.id, Role.MEMBER)
+    assert caught.value.code == "user_not_active"
+    assert await storage.workspace_role(workspace.id, dee.id) is None
+    await storage.set_user_status(dee.id, UserStatus.ACTIVE)
+    await storage.add_workspace_member(workspace.id, dee.id, Role.MEMBER)
+    assert await storage.workspace_role(workspace.id, dee.id) is Role.MEMBER
+
+
 async def test_delete_workspace_cascades(storage: Storage) -> None:
     workspace, users, group = await make_group(storage)
     owner = users[0]
