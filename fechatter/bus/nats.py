@@ -140,7 +140,26 @@ def _bypass(nats_sub: Any, queue: _Direct | _Acks) -> None:
         task.cancel()
 
 
-class _Direct:
+class _QueueShim:
+    """The rest of ``asyncio.Queue`` that nats-py may call on a subscription's
+    ``_pending_queue`` when ours hands each message on at once: always empty."""
+
+    __slots__ = ()
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        pass
+
+    async def join(self) -> None:
+        pass
+
+
+class _Direct(_QueueShim):
     """Stands in for a nats-py subscription's ``_pending_queue`` (asyncio thread only).
 
     nats-py's parser calls ``put_nowait(msg)`` for each message of the subscription; this
@@ -166,21 +185,8 @@ class _Direct:
             log.exception("handing a NATS message to trio failed")
             self._bridge.gap(self._sub, 1)
 
-    # The rest of asyncio.Queue that nats-py may call on a callback subscription.
-    def qsize(self) -> int:
-        return 0
 
-    def empty(self) -> bool:
-        return True
-
-    def task_done(self) -> None:
-        pass
-
-    async def join(self) -> None:
-        pass
-
-
-class _Acks:
+class _Acks(_QueueShim):
     """The JetStream acks of ``NatsBus.js_publish_chains`` (asyncio thread only): one reply
     subscription ``<inbox>.*`` per connection, each publish's reply subject one token under
     it, its future in ``waiting`` until the ack comes. Stands in for that subscription's
@@ -210,18 +216,6 @@ class _Acks:
         future = self.waiting.get(msg.subject[len(self.prefix) :])
         if future is not None and not future.done():
             future.set_result(msg)
-
-    def qsize(self) -> int:
-        return 0
-
-    def empty(self) -> bool:
-        return True
-
-    def task_done(self) -> None:
-        pass
-
-    async def join(self) -> None:
-        pass
 
 
 class _Bridge:
