@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from fechatter.models import ChatType, Role, UserStatus
 from fechatter.search_text import search_text
 from fechatter.storage.chats import pair_key
-from fechatter.storage.files import URL_PREFIX
+from fechatter.storage.files import URL_PREFIX, FileRecord, to_file_record
 from fechatter.storage.rows import as_files, as_ids, as_time, time_or_none
 from fechatter.storage.sql import Op, Row, Sql, first, only, q
 from fechatter.text import is_reserved_email, name_key, normalize_email
@@ -122,20 +122,8 @@ class ArchiveReaction:
     created_at: str
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveFile:
-    id: str
-    uploader_id: int
-    name: str
-    size: int
-    content_type: str
-    sha256: str
-    width: int | None
-    height: int | None
-    thumb_sha256: str | None
-    thumb_type: str | None
-    thumb_size: int | None
-    created_at: str
+# A file row of the archive is the upload's own record (docs/archive.md "files.jsonl").
+ArchiveFile = FileRecord
 
 
 class ArchiveSource(Protocol):
@@ -243,23 +231,6 @@ def _to_message(row: Row) -> ArchiveMessage:
         last_reply_at=time_or_none(row["last_reply_at"]),
         mentions=as_ids(row["mentions"]),
         mentions_channel=bool(row["mentions_channel"]),
-    )
-
-
-def _to_file(row: Row) -> ArchiveFile:
-    return ArchiveFile(
-        id=row["id"],
-        uploader_id=row["uploader_id"],
-        name=row["name"],
-        size=row["size"],
-        content_type=row["content_type"],
-        sha256=row["sha256"],
-        width=row["width"],
-        height=row["height"],
-        thumb_sha256=row["thumb_sha256"],
-        thumb_type=row["thumb_type"],
-        thumb_size=row["thumb_size"],
-        created_at=as_time(row["created_at"]),
     )
 
 
@@ -718,7 +689,7 @@ class ArchiveStore:
     async def files(self, file_ids: Sequence[str]) -> list[ArchiveFile]:
         """The uploads among ``file_ids``, by id."""
         rows = await self.storage._read_op(_rows(_EXPORT_FILES, (sorted(file_ids),)))
-        return [_to_file(r) for r in rows]
+        return [to_file_record(r) for r in rows]
 
     async def import_rows(self, source: ArchiveSource, workspace_name: str | None) -> ImportResult:
         """``import_rows`` in one write transaction: all of it, or (on any error) nothing."""

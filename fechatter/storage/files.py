@@ -110,7 +110,8 @@ _REFERENCED = Sql(
 )
 
 
-def _to_file(row: Row) -> FileRecord:
+def to_file_record(row: Row) -> FileRecord:
+    """A ``files`` row as a ``FileRecord`` (also the archive's file rows)."""
     return FileRecord(
         id=row["id"],
         uploader_id=row["uploader_id"],
@@ -151,7 +152,7 @@ def insert_file(f: FileRecord) -> Op[None]:
 def get_file(file_id: str) -> Op[FileRecord | None]:
     """The upload named ``file_id`` (its URL's token), or None."""
     row = first((yield q(_GET, (file_id,))))
-    return _to_file(row) if row else None
+    return to_file_record(row) if row else None
 
 
 def usage(user_id: int) -> Op[int]:
