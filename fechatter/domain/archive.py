@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -81,11 +81,19 @@ class ExportResult:
 
 
 async def export_workspace(
-    store: ArchiveStore, blobs: BlobStore, workspace_id: int, path: Path
+    store: ArchiveStore,
+    blobs: BlobStore,
+    workspace_id: int,
+    path: Path,
+    *,
+    after_chat: Callable[[int], Awaitable[None]] | None = None,
 ) -> ExportResult:
     """Write workspace ``workspace_id`` to the zip ``path`` (via ``path.partial``, renamed
     when complete). ``ArchiveInvalid`` if there is no such workspace; ``Unavailable`` if the
-    database does not answer; ``BlobMissing`` if a file's bytes are gone."""
+    database does not answer; ``BlobMissing`` if a file's bytes are gone.
+
+    ``after_chat`` (tests only) is awaited with each chat's id once its messages are written,
+    so a test can write between chats at a known point of the export."""
     ws = await store.workspace(workspace_id)
     if ws is None:
         raise ArchiveInvalid(f"no workspace with id {workspace_id}")
@@ -135,6 +143,8 @@ async def export_workspace(
                             file_urls.update(msg.files)
                         counts["messages"] += len(msgs)
                         after = msgs[-1].seq
+                    if after_chat is not None:
+                        await after_chat(chat_id)
             with zf.open("reactions.jsonl", "w", force_zip64=True) as out:
                 for chat_id, last_seq in chats:
                     after = 0
