@@ -9,6 +9,7 @@ nothing is half-imported (one transaction).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import zipfile
 from pathlib import Path
@@ -30,6 +31,12 @@ from fechatter.storage.core import SqlStorage
 COMMANDS = ("export", "import")
 # One import is one transaction: PostgreSQL's per-call bound is raised to this (seconds).
 IMPORT_TIMEOUT = 3600.0
+# An export reads from one snapshot, which holds the database back while open (SQLite: no
+# checkpoint past it; PostgreSQL: an old xmin): it may stay open this long by default
+# (seconds; --snapshot-limit): generous for reading a big workspace's rows (the blobs are
+# copied after the snapshot ends), and a bound on an export left hanging.
+EXPORT_SNAPSHOT_LIMIT = 3600.0
+MAX_SNAPSHOT_LIMIT = 7 * 24 * 3600.0
 
 
 def _workspace_id(text: str) -> int:
@@ -40,6 +47,17 @@ def _workspace_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if not 1 <= value <= MAX_ID:
         raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_ID}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration in seconds, more than 0 and at most a week (argparse reports the error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= MAX_SNAPSHOT_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be over 0 and at most {MAX_SNAPSHOT_LIMIT:g}")
     return value
 
 
@@ -59,6 +77,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     export = sub.add_parser("export", help="write a workspace archive (docs/archive.md)")
     export.add_argument("--workspace", type=_workspace_id, required=True, help="the workspace id")
     export.add_argument("file", help="the zip file to write")
+    export.add_argument(
+        "--snapshot-limit",
+        type=_seconds,
+        default=EXPORT_SNAPSHOT_LIMIT,
+        metavar="SECONDS",
+        help="the longest the export may hold its one database snapshot open (default"
+        f" {EXPORT_SNAPSHOT_LIMIT:g}); past it the export fails and writes nothing",
+    )
     imp = sub.add_parser("import", help="import an archive or a Slack export as a new workspace")
     imp.add_argument("file", help="a Fechatter archive zip (or, with --slack, a Slack export)")
     imp.add_argument("--slack", action="store_true", help="FILE is a Slack workspace export zip")
@@ -90,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.command == "export":
-            counts = trio.run(_export, settings, args.workspace, Path(args.file))
+            counts = trio.run(
+                _export, settings, args.workspace, Path(args.file), args.snapshot_limit
+            )
             print(f"exported workspace {args.workspace} to {args.file}: {counts}")
         else:
             result = trio.run(
@@ -118,17 +146,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _store(settings: Settings, storage: object) -> tuple[ArchiveStore, LocalBlobStore]:
+async def _store(
+    settings: Settings, storage: object, snapshot_limit: float = math.inf
+) -> tuple[ArchiveStore, LocalBlobStore]:
     if not isinstance(storage, SqlStorage):  # pragma: no cover - both backends are
         raise TypeError("archives need a SQL storage backend")
     blobs = LocalBlobStore(settings.files_path)
     await blobs.open()
-    return ArchiveStore(storage), blobs
+    return ArchiveStore(storage, snapshot_limit=snapshot_limit), blobs
 
 
-async def _export(settings: Settings, workspace_id: int, path: Path) -> dict[str, int]:
+async def _export(
+    settings: Settings, workspace_id: int, path: Path, snapshot_limit: float
+) -> dict[str, int]:
     async with open_storage(settings.database_url, pool_size=2) as storage:
-        store, blobs = await _store(settings, storage)
+        store, blobs = await _store(settings, storage, snapshot_limit)
         return (await export_workspace(store, blobs, workspace_id, path)).counts
 
 

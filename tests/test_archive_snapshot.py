@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from fechatter import cli
 from fechatter.domain.archive import export_workspace, import_archive
+from fechatter.errors import Unavailable
 from fechatter.models import ChatType, NewMessage, Role
 from fechatter.storage import open_storage
 from fechatter.storage.archive import ArchiveStore
@@ -122,3 +124,37 @@ async def test_writes_during_an_export_are_not_in_it(
 
         result = await import_archive(store, blobs, during, "copy")
         assert (result.chats, result.messages, result.reactions) == (2, 4, 0)
+
+
+async def test_a_snapshot_held_past_its_limit_fails_and_writes_nothing(
+    storage: SqlStorage, blobs: LocalBlobStore, tmp_path: Path
+) -> None:
+    with trio.fail_after(CEILING):
+        owner, ws = await make_workspace(storage)
+        store = ArchiveStore(storage, snapshot_limit=1.0)
+        reached: list[int] = []
+
+        async def hang(chat_id: int) -> None:
+            reached.append(chat_id)
+            await trio.sleep_forever()  # an exporter that stalls inside its snapshot
+
+        chat = await storage.create_chat(ws.id, ChatType.GROUP, None, None, owner.id, [owner.id])
+        path = tmp_path / "ws.zip"
+        with pytest.raises(Unavailable, match="snapshot was open longer than 1 s"):
+            await export_workspace(store, blobs, ws.id, path, after_chat=hang)
+        assert reached == [chat.id]
+        assert not path.exists()
+        assert not path.with_name("ws.zip.partial").exists()
+        # The snapshot ended with the export: the next one opens a new one and sees the new chat.
+        second = await storage.create_chat(ws.id, ChatType.GROUP, None, None, owner.id, [owner.id])
+        result = await export_workspace(store, blobs, ws.id, path)
+        assert result.counts["chats"] == 2
+        assert second.id > chat.id
+
+
+async def test_the_snapshot_limit_flag_takes_seconds_up_to_a_week(tmp_path: Path) -> None:
+    base = ["export", "--workspace", "1", str(tmp_path / "x.zip")]
+    for bad in ("0", "-1", "soon", "604801"):
+        with pytest.raises(SystemExit) as exited:
+            await trio.to_thread.run_sync(cli.main, [*base, "--snapshot-limit", bad])
+        assert exited.value.code == 2

@@ -37,6 +37,7 @@ from fechatter.storage.archive import (
     ArchiveMember,
     ArchiveMessage,
     ArchiveReaction,
+    ArchiveReads,
     ArchiveSource,
     ArchiveStore,
     ArchiveUser,
@@ -89,92 +90,22 @@ async def export_workspace(
     after_chat: Callable[[int], Awaitable[None]] | None = None,
 ) -> ExportResult:
     """Write workspace ``workspace_id`` to the zip ``path`` (via ``path.partial``, renamed
-    when complete). ``ArchiveInvalid`` if there is no such workspace; ``Unavailable`` if the
-    database does not answer; ``BlobMissing`` if a file's bytes are gone.
+    when complete). Every row comes from ONE snapshot of the database (``store.snapshot``),
+    held while the rows are read and written, and closed before the blobs are copied.
+    ``ArchiveInvalid`` if there is no such workspace; ``Unavailable`` if the database does
+    not answer or the snapshot outlives ``store.snapshot_limit``; ``BlobMissing`` if a
+    file's bytes are gone.
 
     ``after_chat`` (tests only) is awaited with each chat's id once its messages are written,
     so a test can write between chats at a known point of the export."""
-    ws = await store.workspace(workspace_id)
-    if ws is None:
-        raise ArchiveInvalid(f"no workspace with id {workspace_id}")
     partial = path.with_name(path.name + ".partial")
     counts = dict.fromkeys((*SECTIONS, "blobs"), 0)
-    users: set[int] = {ws.owner_id}
-    file_urls: set[str] = set()
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("workspace.json", json.dumps(dataclasses.asdict(ws), ensure_ascii=False))
-            with zf.open("workspace_members.jsonl", "w", force_zip64=True) as out:
-                after = 0
-                while batch := await store.workspace_members(workspace_id, after):
-                    for m in batch:
-                        out.write(_line(m))
-                        users.add(m.user_id)
-                    counts["workspace_members"] += len(batch)
-                    after = batch[-1].user_id
-            chats: list[tuple[int, int]] = []  # (chat id, last seq when read)
-            with zf.open("chats.jsonl", "w", force_zip64=True) as out:
-                after = 0
-                while chat_batch := await store.chats(workspace_id, after):
-                    for chat, last_seq in chat_batch:
-                        out.write(_line(chat))
-                        users.add(chat.owner_id)
-                        chats.append((chat.id, last_seq))
-                    counts["chats"] += len(chat_batch)
-                    after = chat_batch[-1][0].id
-            with zf.open("members.jsonl", "w", force_zip64=True) as out:
-                for chat_id, _ in chats:
-                    after = 0
-                    while batch := await store.chat_members(chat_id, after):
-                        for m in batch:
-                            out.write(_line(m))
-                            users.add(m.user_id)
-                        counts["members"] += len(batch)
-                        after = batch[-1].user_id
-            with zf.open("messages.jsonl", "w", force_zip64=True) as out:
-                for chat_id, last_seq in chats:
-                    after = 0
-                    while msgs := await store.messages(chat_id, after, last_seq):
-                        for msg in msgs:
-                            out.write(_line(msg))
-                            users.add(msg.sender_id)
-                            users.update(msg.mentions)
-                            users.update(mentioned_ids(msg.content))
-                            file_urls.update(msg.files)
-                        counts["messages"] += len(msgs)
-                        after = msgs[-1].seq
-                    if after_chat is not None:
-                        await after_chat(chat_id)
-            with zf.open("reactions.jsonl", "w", force_zip64=True) as out:
-                for chat_id, last_seq in chats:
-                    after = 0
-                    while reactions := await store.reactions(chat_id, last_seq, after):
-                        for _, r in reactions:
-                            out.write(_line(r))
-                            users.add(r.user_id)
-                        counts["reactions"] += len(reactions)
-                        after = reactions[-1][0]
-            user_rows = await _users(store, users)
-            file_urls.update(u.avatar for u in user_rows if u.avatar)
-            file_ids = sorted(u.removeprefix(URL_PREFIX) for u in file_urls)
-            file_rows: list[ArchiveFile] = []
-            for start in range(0, len(file_ids), 500):
-                file_rows += await store.files(file_ids[start : start + 500])
-            extra = {f.uploader_id for f in file_rows} - users
-            if extra:
-                user_rows += await _users(store, extra)
-            with zf.open("users.jsonl", "w", force_zip64=True) as out:
-                for u in sorted(user_rows, key=lambda u: u.id):
-                    # An avatar whose upload row is gone is not exported either.
-                    avatar = u.avatar if u.avatar in file_urls else None
-                    out.write(_line(dataclasses.replace(u, avatar=avatar)))
-                counts["users"] = len(user_rows)
-            known = {URL_PREFIX + f.id for f in file_rows}
-            file_urls.intersection_update(known)
-            with zf.open("files.jsonl", "w", force_zip64=True) as out:
-                for f in file_rows:
-                    out.write(_line(f))
-                counts["files"] = len(file_rows)
+            async with store.snapshot() as reads:
+                file_rows, schema_version = await _write_rows(
+                    reads, zf, workspace_id, counts, after_chat
+                )
             written: set[str] = set()
             for f in file_rows:
                 for key in (f.sha256, f.thumb_sha256):
@@ -188,7 +119,7 @@ async def export_workspace(
                 "format": FORMAT,
                 "version": VERSION,
                 "exported_at": utc_now(),
-                "schema_version": await store.schema_version(),
+                "schema_version": schema_version,
                 "dialect": store.storage.dialect,
                 "workspace_id": workspace_id,
                 "counts": counts,
@@ -201,11 +132,101 @@ async def export_workspace(
     return ExportResult(counts)
 
 
-async def _users(store: ArchiveStore, ids: set[int]) -> list[ArchiveUser]:
+async def _write_rows(
+    reads: ArchiveReads,
+    zf: zipfile.ZipFile,
+    workspace_id: int,
+    counts: dict[str, int],
+    after_chat: Callable[[int], Awaitable[None]] | None,
+) -> tuple[list[ArchiveFile], int]:
+    """Every row section of the archive, read from one snapshot and written to ``zf``,
+    counted in ``counts``; the upload rows whose blobs are to be copied, and the schema
+    version. Streams: in memory are the chat ids and the user ids and file URLs named."""
+    ws = await reads.workspace(workspace_id)
+    if ws is None:
+        raise ArchiveInvalid(f"no workspace with id {workspace_id}")
+    users: set[int] = {ws.owner_id}
+    file_urls: set[str] = set()
+    zf.writestr("workspace.json", json.dumps(dataclasses.asdict(ws), ensure_ascii=False))
+    with zf.open("workspace_members.jsonl", "w", force_zip64=True) as out:
+        after = 0
+        while batch := await reads.workspace_members(workspace_id, after):
+            for m in batch:
+                out.write(_line(m))
+                users.add(m.user_id)
+            counts["workspace_members"] += len(batch)
+            after = batch[-1].user_id
+    # (chat id, last seq): in one snapshot the last seq is simply the chat's last message.
+    chats: list[tuple[int, int]] = []
+    with zf.open("chats.jsonl", "w", force_zip64=True) as out:
+        after = 0
+        while chat_batch := await reads.chats(workspace_id, after):
+            for chat, last_seq in chat_batch:
+                out.write(_line(chat))
+                users.add(chat.owner_id)
+                chats.append((chat.id, last_seq))
+            counts["chats"] += len(chat_batch)
+            after = chat_batch[-1][0].id
+    with zf.open("members.jsonl", "w", force_zip64=True) as out:
+        for chat_id, _ in chats:
+            after = 0
+            while batch := await reads.chat_members(chat_id, after):
+                for m in batch:
+                    out.write(_line(m))
+                    users.add(m.user_id)
+                counts["members"] += len(batch)
+                after = batch[-1].user_id
+    with zf.open("messages.jsonl", "w", force_zip64=True) as out:
+        for chat_id, last_seq in chats:
+            after = 0
+            while msgs := await reads.messages(chat_id, after, last_seq):
+                for msg in msgs:
+                    out.write(_line(msg))
+                    users.add(msg.sender_id)
+                    users.update(msg.mentions)
+                    users.update(mentioned_ids(msg.content))
+                    file_urls.update(msg.files)
+                counts["messages"] += len(msgs)
+                after = msgs[-1].seq
+            if after_chat is not None:
+                await after_chat(chat_id)
+    with zf.open("reactions.jsonl", "w", force_zip64=True) as out:
+        for chat_id, last_seq in chats:
+            after = 0
+            while reactions := await reads.reactions(chat_id, last_seq, after):
+                for _, r in reactions:
+                    out.write(_line(r))
+                    users.add(r.user_id)
+                counts["reactions"] += len(reactions)
+                after = reactions[-1][0]
+    user_rows = await _users(reads, users)
+    file_urls.update(u.avatar for u in user_rows if u.avatar)
+    file_ids = sorted(u.removeprefix(URL_PREFIX) for u in file_urls)
+    file_rows: list[ArchiveFile] = []
+    for start in range(0, len(file_ids), 500):
+        file_rows += await reads.files(file_ids[start : start + 500])
+    extra = {f.uploader_id for f in file_rows} - users
+    if extra:
+        user_rows += await _users(reads, extra)
+    known = {URL_PREFIX + f.id for f in file_rows}
+    with zf.open("users.jsonl", "w", force_zip64=True) as out:
+        for u in sorted(user_rows, key=lambda u: u.id):
+            # An avatar whose upload row is gone is not exported either.
+            avatar = u.avatar if u.avatar in known else None
+            out.write(_line(dataclasses.replace(u, avatar=avatar)))
+        counts["users"] = len(user_rows)
+    with zf.open("files.jsonl", "w", force_zip64=True) as out:
+        for f in file_rows:
+            out.write(_line(f))
+        counts["files"] = len(file_rows)
+    return file_rows, await reads.schema_version()
+
+
+async def _users(reads: ArchiveReads, ids: set[int]) -> list[ArchiveUser]:
     ordered = sorted(ids)
     rows: list[ArchiveUser] = []
     for start in range(0, len(ordered), 500):
-        rows += await store.users(ordered[start : start + 500])
+        rows += await reads.users(ordered[start : start + 500])
     return rows
 
 

@@ -2,14 +2,14 @@
 
 An archive (docs/archive.md) is a workspace as rows: users, the workspace and its members,
 chats and their members, messages, reactions and file metadata, each with the ids of the
-database it came from. This module reads those rows out of a workspace in bounded batches
-(``ArchiveStore.export_*``) and writes a stream of them into a NEW workspace in ONE
-transaction (``import_rows``), remapping every id: users matched by normalised email
-(never a placeholder under ``.invalid``) or created ``Pending`` (never activated) with no
-usable password, new chat/message/file ids,
-``reply_to``, ``thread_id``, mentions, ``<@id>`` tokens in content, file URLs and avatars.
-A row naming an id the archive has not defined (earlier in its order) raises
-``ArchiveInvalid`` and the transaction rolls back: nothing is half-imported.
+database it came from. This module reads those rows out of a workspace in bounded batches,
+all in one snapshot (``ArchiveStore.snapshot`` → ``ArchiveReads``), and writes a stream of
+them into a NEW workspace in ONE transaction (``import_rows``), remapping every id: users
+matched by normalised email (never a placeholder under ``.invalid``) or created ``Pending``
+(never activated) with no usable password, new chat/message/file ids, ``reply_to``,
+``thread_id``, mentions, ``<@id>`` tokens in content, file URLs and avatars. A row naming
+an id the archive has not defined (earlier in its order) raises ``ArchiveInvalid`` and the
+transaction rolls back: nothing is half-imported.
 
 It must never read an archive file or a blob (``fechatter.domain.archive`` does, and hands
 rows in), and never write into an existing workspace or chat: an imported chat is new, so no
@@ -18,12 +18,17 @@ rows in), and never write into an existing workspace or chat: an imported chat i
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+import trio
+
+from fechatter.errors import Unavailable
 from fechatter.models import ChatType, Role, UserStatus
 from fechatter.search_text import search_text
 from fechatter.storage.chats import pair_key
@@ -33,7 +38,7 @@ from fechatter.storage.sql import Op, Row, Sql, first, only, q
 from fechatter.text import is_reserved_email, name_key, normalize_email
 
 if TYPE_CHECKING:
-    from fechatter.storage.core import SqlStorage
+    from fechatter.storage.core import ReadSnapshot, SqlStorage
 
 EXPORT_BATCH = 500  # rows per read of an export
 # A password hash no verifier accepts (argon2 answers InvalidHash → a failed sign-in): an
@@ -587,16 +592,16 @@ def mentioned_ids(content: str) -> set[int]:
     return {int(m.group(1)) for m in _USER_TOKEN.finditer(content)}
 
 
-class ArchiveStore:
-    """Archive reads and the import write on a ``SqlStorage`` (either backend); every
+class ArchiveReads:
+    """The export's reads, all in one ``ReadSnapshot`` (``ArchiveStore.snapshot``); every
     method raises ``Unavailable`` when the database does not answer."""
 
-    def __init__(self, storage: SqlStorage) -> None:
-        self.storage = storage
+    def __init__(self, snapshot: ReadSnapshot) -> None:
+        self._snapshot = snapshot
 
     async def workspace(self, workspace_id: int) -> ArchiveWorkspace | None:
         """The workspace's row, or None."""
-        rows = await self.storage._read_op(_rows(_WORKSPACE, (workspace_id,)))
+        rows = await self._snapshot.read(_rows(_WORKSPACE, (workspace_id,)))
         if not rows:
             return None
         r = rows[0]
@@ -611,26 +616,24 @@ class ArchiveStore:
 
     async def schema_version(self) -> int:
         """The newest migration applied to this database."""
-        rows = await self.storage._read_op(_rows(_SCHEMA_VERSION, ()))
+        rows = await self._snapshot.read(_rows(_SCHEMA_VERSION, ()))
         return int(rows[0]["v"])
 
     async def workspace_members(self, workspace_id: int, after: int) -> list[ArchiveMember]:
         """Up to ``EXPORT_BATCH`` members with user ids above ``after``, by user id."""
-        rows = await self.storage._read_op(
+        rows = await self._snapshot.read(
             _rows(_EXPORT_WORKSPACE_MEMBERS, (workspace_id, after, EXPORT_BATCH))
         )
         return [ArchiveMember(None, r["user_id"], r["role"], as_time(r["joined_at"])) for r in rows]
 
     async def chats(self, workspace_id: int, after: int) -> list[tuple[ArchiveChat, int]]:
         """Up to ``EXPORT_BATCH`` chats with ids above ``after``, each with its last seq now."""
-        rows = await self.storage._read_op(
-            _rows(_EXPORT_CHATS, (workspace_id, after, EXPORT_BATCH))
-        )
+        rows = await self._snapshot.read(_rows(_EXPORT_CHATS, (workspace_id, after, EXPORT_BATCH)))
         return [_to_chat(r) for r in rows]
 
     async def chat_members(self, chat_id: int, after: int) -> list[ArchiveMember]:
         """Up to ``EXPORT_BATCH`` members of the chat with user ids above ``after``."""
-        rows = await self.storage._read_op(
+        rows = await self._snapshot.read(
             _rows(_EXPORT_CHAT_MEMBERS, (chat_id, after, EXPORT_BATCH))
         )
         return [
@@ -648,7 +651,7 @@ class ArchiveStore:
     async def messages(self, chat_id: int, after_seq: int, upto_seq: int) -> list[ArchiveMessage]:
         """Up to ``EXPORT_BATCH`` messages of the chat with ``after_seq < seq <= upto_seq``,
         by seq, tombstones included."""
-        rows = await self.storage._read_op(
+        rows = await self._snapshot.read(
             _rows(_EXPORT_MESSAGES, (chat_id, after_seq, upto_seq, EXPORT_BATCH))
         )
         return [_to_message(r) for r in rows]
@@ -658,7 +661,7 @@ class ArchiveStore:
     ) -> list[tuple[int, ArchiveReaction]]:
         """Up to ``EXPORT_BATCH`` reactions (with their row ids, above ``after``) on messages
         of the chat up to ``upto_seq``, in the order they were added."""
-        rows = await self.storage._read_op(
+        rows = await self._snapshot.read(
             _rows(_EXPORT_REACTIONS, (chat_id, upto_seq, after, EXPORT_BATCH))
         )
         return [
@@ -673,7 +676,7 @@ class ArchiveStore:
 
     async def users(self, user_ids: Sequence[int]) -> list[ArchiveUser]:
         """The users among ``user_ids``, by id."""
-        rows = await self.storage._read_op(_rows(_EXPORT_USERS, (sorted(user_ids),)))
+        rows = await self._snapshot.read(_rows(_EXPORT_USERS, (sorted(user_ids),)))
         return [
             ArchiveUser(
                 r["id"],
@@ -688,8 +691,35 @@ class ArchiveStore:
 
     async def files(self, file_ids: Sequence[str]) -> list[ArchiveFile]:
         """The uploads among ``file_ids``, by id."""
-        rows = await self.storage._read_op(_rows(_EXPORT_FILES, (sorted(file_ids),)))
+        rows = await self._snapshot.read(_rows(_EXPORT_FILES, (sorted(file_ids),)))
         return [to_file_record(r) for r in rows]
+
+
+class ArchiveStore:
+    """Archive reads (one snapshot at a time) and the import write on a ``SqlStorage``
+    (either backend).
+
+    ``snapshot_limit``: seconds a snapshot may stay open (``math.inf``: no limit); the
+    caller (the command line) chooses it, since an open snapshot holds the database back
+    (``SqlStorage.open_read_snapshot``)."""
+
+    def __init__(self, storage: SqlStorage, *, snapshot_limit: float = math.inf) -> None:
+        self.storage = storage
+        self.snapshot_limit = snapshot_limit
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[ArchiveReads]:
+        """Reads that all see the database as it was when the block began (one read
+        transaction, held until the block ends). ``Unavailable`` if it cannot be opened, or
+        if the block outlives ``snapshot_limit`` (it is cancelled then)."""
+        with trio.move_on_after(self.snapshot_limit) as limit:
+            async with self.storage.open_read_snapshot() as snap:
+                yield ArchiveReads(snap)
+        if limit.cancelled_caught:
+            raise Unavailable(
+                f"the export's snapshot was open longer than {self.snapshot_limit:g} s; nothing"
+                " was written (raise --snapshot-limit, or export when the database is quieter)"
+            )
 
     async def import_rows(self, source: ArchiveSource, workspace_name: str | None) -> ImportResult:
         """``import_rows`` in one write transaction: all of it, or (on any error) nothing."""

@@ -9,7 +9,10 @@ handing it to the backend's seam:
 - ``_write_op(op, one_statement=…)``: run it in one write transaction, all or nothing
   (``one_statement``: the operation yields a single statement that is atomic by itself, so a
   backend may send it without ``BEGIN``/``COMMIT``);
-- ``transactions``: how many write transactions committed.
+- ``transactions``: how many write transactions committed;
+- ``open_read_snapshot()``: many reads, issued one after another by the caller (with work
+  of its own between them), that all see ONE snapshot — the archive export's
+  (``ReadSnapshot``).
 
 ``sqlite.SqliteStorage`` and ``postgres.PostgresStorage`` subclass it and provide only that,
 plus opening, closing and the translation of driver errors into ``fechatter.errors``.
@@ -19,8 +22,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from fechatter.errors import FechatterError
 from fechatter.models import (
@@ -66,6 +70,16 @@ def _ping() -> Op[None]:
     yield q(_PING)
 
 
+class ReadSnapshot(Protocol):
+    """Reads that all see one consistent snapshot of the database, taken when the snapshot
+    was opened: nothing committed after that is visible to any of them."""
+
+    async def read(self, op: Op[T]) -> T:
+        """Run the read-only operation ``op`` in the snapshot; ``Unavailable`` if the
+        database does not answer (PostgreSQL: within the operation timeout)."""
+        ...
+
+
 class SqlStorage:
     """``Storage`` over a SQL backend; subclasses supply the seam (see the module docstring)."""
 
@@ -83,6 +97,15 @@ class SqlStorage:
         raise NotImplementedError
 
     def _transactions(self) -> int:
+        raise NotImplementedError
+
+    def open_read_snapshot(self) -> AbstractAsyncContextManager[ReadSnapshot]:
+        """One read transaction held open on one connection until the block ends, for a
+        sequence of reads that must agree (the archive export). It never blocks writers, but
+        it holds the database back while open (SQLite: the WAL cannot be checkpointed past
+        it; PostgreSQL: vacuum cannot remove rows it may see): keep it short, with no
+        waiting on anything but the database inside. ``Unavailable`` if it cannot be
+        opened."""
         raise NotImplementedError
 
     async def _fenced_write_op(self, op: Op[T], fence: Fence) -> T:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar, cast
@@ -138,6 +138,29 @@ def translate_error(exc: psycopg.Error | UnicodeError) -> FechatterError:
 Call = Callable[[Connection], Awaitable[T]]
 
 
+_BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
+def _execute_text(text: str) -> Call[None]:
+    """A call that runs one statement without parameters and reads no rows."""
+
+    async def run(conn: Connection) -> None:
+        await conn.execute(text)
+
+    return run
+
+
+class _PgSnapshot:
+    """``core.ReadSnapshot`` on one connection inside one repeatable-read transaction."""
+
+    def __init__(self, storage: PostgresStorage, conn: Connection) -> None:
+        self._storage = storage
+        self._conn = conn
+
+    async def read(self, op: Op[T]) -> T:
+        return await self._storage._call_on(self._conn, lambda conn: run_op(conn, op))
+
+
 class OperationTimedOut(Unavailable):
     """A call did not finish within the storage's operation timeout (its transaction was
     rolled back); an ``Unavailable`` like any other, distinguishable by callers that can
@@ -257,6 +280,38 @@ class PostgresStorage(SqlStorage):
         assert bounded.cancelled_caught
         raise OperationTimedOut("the database did not answer in time", retry_after=1)
 
+    async def _call_on(self, conn: Connection, fn: Call[T]) -> T:
+        """``_call`` on a connection the caller holds already."""
+        with trio.move_on_after(self._operation_timeout) as bounded:
+            try:
+                return await fn(conn)
+            except (psycopg.Error, UnicodeError) as exc:
+                raise translate_error(exc) from exc
+        assert bounded.cancelled_caught
+        raise OperationTimedOut("the database did not answer in time", retry_after=1)
+
+    @asynccontextmanager
+    async def open_read_snapshot(self) -> AsyncIterator[_PgSnapshot]:
+        """One ``REPEATABLE READ READ ONLY`` transaction on one pooled connection for the
+        whole block (``SqlStorage``). Each read in it is bounded by the operation timeout;
+        the block as a whole is not, but between reads the connection is idle in
+        transaction and the server ends the session after ``idle_in_transaction_timeout``
+        (the next read then fails with ``Unavailable``). While open, the snapshot's xmin
+        keeps vacuum from removing rows deleted or updated since it began."""
+        async with AsyncExitStack() as stack:
+            with trio.move_on_after(self._operation_timeout) as bounded:
+                try:
+                    conn = await stack.enter_async_context(self._pool.connection())
+                except (psycopg.Error, UnicodeError) as exc:
+                    raise translate_error(exc) from exc
+            if bounded.cancelled_caught:
+                raise OperationTimedOut("the database did not answer in time", retry_after=1)
+            # On any failure the pool rolls back what is left open (shielded, bounded) as
+            # the connection goes back in.
+            await self._call_on(conn, _execute_text(_BEGIN_SNAPSHOT))
+            yield _PgSnapshot(self, conn)
+            await self._call_on(conn, _execute_text("COMMIT"))
+
     async def _write(self, fn: Call[T]) -> T:
         """Run ``fn`` in one write transaction."""
         result = await self._call(_in_transaction("BEGIN", fn))
@@ -266,9 +321,7 @@ class PostgresStorage(SqlStorage):
     async def _read(self, fn: Call[T], *, snapshot: bool = False) -> T:
         """Run a read; ``snapshot`` puts several statements in one consistent snapshot."""
         if snapshot:
-            return await self._call(
-                _in_transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", fn)
-            )
+            return await self._call(_in_transaction(_BEGIN_SNAPSHOT, fn))
         return await self._call(fn)
 
     # -- the seam of core.SqlStorage -------------------------------------------------------

@@ -234,6 +234,39 @@ def _run_in_transaction(
     return result
 
 
+def _begin_snapshot(conn: sqlite3.Connection) -> None:
+    """Open a read transaction on ``conn`` and pin its snapshot now: in WAL mode a ``BEGIN``
+    (deferred) takes its snapshot at the first read, so read the schema table at once."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+    except BaseException:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _end_snapshot(conn: sqlite3.Connection) -> None:
+    """End a read transaction (nothing to keep: it wrote nothing)."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+class _SqliteSnapshot:
+    """``core.ReadSnapshot`` on one reader connection inside one read transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, threads: trio.CapacityLimiter) -> None:
+        self._conn = conn
+        self._threads = threads
+
+    async def read(self, op: Op[T]) -> T:
+        try:
+            return await trio.to_thread.run_sync(run_op, self._conn, op, limiter=self._threads)
+        except (sqlite3.Error, UnicodeError) as exc:
+            raise translate_error(exc) from exc
+
+
 class _WriteRequest(Generic[T]):
     """One caller's write, waiting for (or done in) a group-commit round."""
 
@@ -366,6 +399,32 @@ class SqliteStorage(SqlStorage):
 
     def _transactions(self) -> int:
         return self._committed
+
+    @asynccontextmanager
+    async def open_read_snapshot(self) -> AsyncIterator[_SqliteSnapshot]:
+        """One read transaction on one pooled reader for the whole block (``SqlStorage``).
+
+        The reader is out of the pool meanwhile (the others serve every other read) and the
+        writer goes on committing: WAL keeps the pages this snapshot sees, so a checkpoint
+        cannot pass it and the ``-wal`` file grows by every write until the block ends."""
+        async with self._reader_slots:
+            conn = self._free_readers.pop()
+            try:
+                try:
+                    await trio.to_thread.run_sync(
+                        _begin_snapshot, conn, limiter=self._reader_threads
+                    )
+                except (sqlite3.Error, UnicodeError) as exc:
+                    raise translate_error(exc) from exc
+                try:
+                    yield _SqliteSnapshot(conn, self._reader_threads)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(
+                            _end_snapshot, conn, limiter=self._reader_threads
+                        )
+            finally:
+                self._free_readers.append(conn)
 
 
 @asynccontextmanager
