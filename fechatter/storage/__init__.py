@@ -6,7 +6,8 @@ Layout — the logic once, the I/O twice:
 
 - ``base.py``: the ``Storage`` protocol (each method's docstring is the contract);
 - ``core.py``: ``SqlStorage``, every ``Storage`` method written once over a seam of three
-  methods (``_read_op``, ``_write_op``, ``_transactions``);
+  methods (``_read_op``, ``_write_op``, ``_transactions``), plus ``open_read_snapshot`` for
+  a sequence of reads in one held read transaction (the archive export);
 - ``accounts.py``, ``chats.py``, ``messages.py``: the operations and their statements, once;
   ``rows.py``: column lists and row → record converters; ``migrations.py``: the one
   migration runner; ``sql.py``: statements, the neutral → dialect rewrite, the ``Op`` type;
