@@ -309,6 +309,8 @@ class PostgresStorage(SqlStorage):
             # On any failure the pool rolls back what is left open (shielded, bounded) as
             # the connection goes back in.
             await self._call_on(conn, _execute_text(_BEGIN_SNAPSHOT))
+            # A transaction takes its snapshot at its first query, not at BEGIN: take it now.
+            await self._call_on(conn, _execute_text("SELECT 1"))
             yield _PgSnapshot(self, conn)
             await self._call_on(conn, _execute_text("COMMIT"))
 
