@@ -627,7 +627,7 @@ class ArchiveReads:
         return [ArchiveMember(None, r["user_id"], r["role"], as_time(r["joined_at"])) for r in rows]
 
     async def chats(self, workspace_id: int, after: int) -> list[tuple[ArchiveChat, int]]:
-        """Up to ``EXPORT_BATCH`` chats with ids above ``after``, each with its last seq now."""
+        """Up to ``EXPORT_BATCH`` chats with ids above ``after``, each with its last seq."""
         rows = await self._snapshot.read(_rows(_EXPORT_CHATS, (workspace_id, after, EXPORT_BATCH)))
         return [_to_chat(r) for r in rows]
 
