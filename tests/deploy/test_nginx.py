@@ -151,6 +151,10 @@ async def test_https_signup_send_and_both_streams_through_nginx(
                 "GET", "/api/notifications/events", content=b"b" * (512 * 1024)
             )
             assert (r.status_code, r.json()["code"]) == (401, "missing_token")
+            # One with a token, a body and its Content-Length streams as any other: nginx
+            # passes neither on (proxy_pass_request_body off, Content-Length ""), so the node
+            # sees a plain stream request.
+            await _streams_despite_a_body(proxy, me, you, chat)
             expected = [
                 "/api/notifications/ws?[redacted]",
                 *(f" {path} HTTP/1.1" for path in _REDACTED_PATHS),
@@ -165,7 +169,7 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             assert r.status_code == 308
             assert r.headers["location"] == "https://localhost/api/chats?x=1"
         # The PostgreSQL backup recipe of docs/deploy.md while the nodes serve: pg_dump, then
-        # pg_restore into an empty database holds both messages.
+        # pg_restore into an empty database holds the three messages.
         dump = tmp_path / "fechatter.dump"
         await trio.run_process([str(bin_dir() / "pg_dump"), "-Fc", "-f", str(dump), database])
         restored = pg_server.new_database(empty=True)
@@ -175,9 +179,27 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             )
             with psycopg.connect(restored) as conn:
                 row = conn.execute("SELECT count(*) FROM messages").fetchone()
-            assert row == (2,)
+            assert row == (3,)  # "hi", "back" and "with body"
         finally:
             pg_server.drop_database(restored)
+
+
+async def _streams_despite_a_body(proxy: Proxy, sender: User, reader: User, chat: int) -> None:
+    """An SSE request sent with a 64 KiB body and its ``Content-Length`` through the proxy:
+    200, ``ready``, and a message sent after it arrives live (callers bound it)."""
+    assert reader.api.token is not None
+    body = b"b" * (64 * 1024)
+    sse = await TlsSse.connect(proxy, "/api/notifications/events", reader.api.token, body=body)
+    try:
+        assert sse.response is not None
+        assert sse.response.status_code == 200
+        assert (await sse.next_event())[0] == "ready"
+        r = await sender.api.post(f"/api/chats/{chat}/messages", json={"content": "with body"})
+        assert r.status_code == 201, r.text
+        name, data = await sse.next_event()
+        assert (name, data["content"]) == ("message.created", "with body")
+    finally:
+        await sse.aclose()
 
 
 # What nginx's access log shows of ``_secret_requests``' targets.
