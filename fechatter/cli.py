@@ -158,11 +158,33 @@ def _taken(settings: Settings) -> bool:
     return bool(cli_errors.ports_in_use(settings))
 
 
+def load_cli_settings(args: argparse.Namespace, **overrides: object) -> Settings | None:
+    """The settings of every command: ``--config`` and ``--database-url`` from ``args`` (and
+    ``--log-format`` where the command has it), ``overrides`` (a command's own flags, e.g.
+    ``files_dir``; ``None`` values are left out) winning over the file and the environment.
+
+    A bad setting or a missing ``--config`` file is one line on stderr (``fechatter: bad
+    configuration: <setting>: <problem>``) and ``None``: the caller exits 2. Never a traceback.
+    """
+    flags = {
+        "database_url": args.database_url,
+        "log_format": getattr(args, "log_format", None),
+        **overrides,
+    }
+    try:
+        return load_settings(args.config, **flags)
+    except pydantic.ValidationError as exc:
+        print(f"fechatter: bad configuration: {_one_line(exc)}", file=sys.stderr)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"fechatter: bad configuration: {exc}".splitlines()[0], file=sys.stderr)
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    flags: dict[str, object] = {}
     if args.command in cli_archive.COMMANDS:
-        return cli_archive.run(args)
-    flags = {"database_url": args.database_url, "log_format": args.log_format}
+        flags.update(files_dir=args.files_dir)
     if args.command in ("serve", "demo"):
         flags.update(
             host=args.host,
@@ -175,15 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=getattr(args, "workers", None),
             worker_index=getattr(args, "worker_index", None),
         )
-    try:
-        settings = load_settings(args.config, **flags)
-    except pydantic.ValidationError as exc:
-        print(f"fechatter: bad configuration: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"fechatter: bad configuration: {exc}", file=sys.stderr)
+    settings = load_cli_settings(args, **flags)
+    if settings is None:
         return 2
     logs.configure(settings.log_format, level=logging.getLevelNamesMapping()[settings.log_level])
+    if args.command in cli_archive.COMMANDS:
+        return cli_archive.run(args, settings)
     if args.command in ("admin", "backup", "restore"):
         run = cli_admin.run if args.command == "admin" else cli_backup.run
         return run(args, settings)

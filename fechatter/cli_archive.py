@@ -14,14 +14,14 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pydantic
 import trio
 
-from fechatter.config import Settings, load_settings
+from fechatter import cli_errors
+from fechatter.config import Settings
 from fechatter.domain.archive import export_workspace, import_archive, import_source
 from fechatter.domain.archive_check import ImportLimits
 from fechatter.domain.slack_import import MAX_SLACK_TOTAL, SlackSource
-from fechatter.errors import FechatterError
+from fechatter.errors import FechatterError, Unavailable
 from fechatter.schemas import MAX_ID
 from fechatter.storage import open_storage
 from fechatter.storage.archive import ArchiveInvalid, ArchiveStore, ImportResult
@@ -105,15 +105,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         p.add_argument("--files-dir", help="where blobs live (default: the server's files_dir)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``export`` or ``import`` for parsed ``args``; the exit status."""
-    try:
-        settings = load_settings(
-            args.config, database_url=args.database_url, files_dir=args.files_dir
-        )
-    except (pydantic.ValidationError, FileNotFoundError, ValueError) as exc:
-        print(f"fechatter: bad configuration: {exc}".splitlines()[0], file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``export`` or ``import`` for parsed ``args`` with ``settings`` (loaded by
+    ``fechatter.cli``'s shared loader, ``--files-dir`` included); the exit status: 0, or 1
+    with one line on stderr."""
     try:
         if args.command == "export":
             counts = trio.run(
@@ -139,6 +134,15 @@ def run(args: argparse.Namespace) -> int:
             )
     except ArchiveInvalid as exc:
         print(f"fechatter {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except Unavailable as exc:
+        # The database did not answer: where and why, as ``admin`` and ``migrate`` say it.
+        line = (
+            cli_errors.database_unreachable(exc, settings.database_url)
+            if exc.__cause__ is not None
+            else f"{type(exc).__name__}: {exc}"
+        )
+        print(f"fechatter {args.command}: {line}", file=sys.stderr)
         return 1
     except (FechatterError, BlobMissing, OSError) as exc:
         print(f"fechatter {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)

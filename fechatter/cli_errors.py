@@ -1,9 +1,10 @@
 """One-line errors for the command line: what an operator must fix, never a traceback.
 
-``fechatter serve`` / ``migrate`` / ``admin`` / ``backup`` share these: a port already taken
-(checked before anything is opened or created: ``ports_in_use``), a database that does not
-answer (``database_unreachable``: the host and the driver's reason, never the password), and
-the leaves of the exception groups trio nurseries wrap errors in (``leaves``).
+``fechatter serve`` / ``migrate`` / ``admin`` / ``backup`` / ``export`` / ``import`` share
+these: a port already taken (checked before anything is opened or created: ``ports_in_use``),
+a database that does not answer (``database_unreachable``: the host and the driver's reason,
+never the password), and the leaves of the exception groups trio nurseries wrap errors in
+(``leaves``). Bad settings are ``fechatter.cli.load_cli_settings``'s one line.
 """
 
 from __future__ import annotations

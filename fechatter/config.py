@@ -215,7 +215,8 @@ class Settings(BaseSettings):
         "auto", description="json or text; auto: text on a terminal, json otherwise"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="DEBUG adds an access line per HTTP request (route, status, ms)"
+        "INFO",
+        description="the root logger's level; per-request lines come only from access_log",
     )
     security_poll_interval: float = Field(
         2.0, gt=0, description="seconds between reads of the security change log"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,17 @@ import httpx
 import pytest
 import trio
 
-from fechatter import logs
+from fechatter import access_log, logs
 from fechatter.actors.directory import Directory
 from fechatter.actors.user import UserHub
 from fechatter.app import ServerInfo
 from fechatter.cli import _parser
+from fechatter.config import Settings
 from fechatter.errors import Unavailable
 from fechatter.http.asgi import request_id_of
 from fechatter.storage.sqlite import open_sqlite_storage
 from tests.actors.test_directory import INJECTED_CRASH, FlakyStorage, _chat, _send
-from tests.conftest import Api, User, make_chat, make_workspace
+from tests.conftest import Api, User, api_client, make_chat, make_workspace, running_server
 from tests.realtime.clients import RawWs
 from tests.serverlog import LogWatch
 
@@ -65,6 +66,38 @@ def captured(*formats: logs.LogFormat) -> Iterator[dict[logs.LogFormat, io.Strin
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+class LinesWaiter(logging.Handler):
+    """Sets ``done`` once an access line was logged for each of ``wanted``: a path, or a
+    ``(path, status)`` pair. A line is written when its request ends, which may be just after
+    the client has its answer (a stream's, when the connection's task ends after the client
+    closed). Add it to the ``fechatter.access`` logger."""
+
+    def __init__(self, *wanted: str | tuple[str, int]) -> None:
+        super().__init__()
+        self.missing: set[str | tuple[str, int]] = set(wanted)
+        self.done = trio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == access_log.LOGGER:
+            path = getattr(record, "path", "")
+            self.missing.discard(path)
+            self.missing.discard((path, getattr(record, "status", 0)))
+            if not self.missing:
+                self.done.set()
+
+
+@contextmanager
+def waiting_for_access_lines(*wanted: str | tuple[str, int]) -> Iterator[LinesWaiter]:
+    """A ``LinesWaiter`` on the access logger for the block."""
+    waiter = LinesWaiter(*wanted)
+    logger = logging.getLogger(access_log.LOGGER)
+    logger.addHandler(waiter)
+    try:
+        yield waiter
+    finally:
+        logger.removeHandler(waiter)
 
 
 def test_both_formats_render_the_bound_context() -> None:
@@ -198,60 +231,75 @@ BAD_PASSWORD = "Wrong-pw-obsidian-7788"
 
 
 async def test_no_token_password_or_message_text_in_the_server_log(
-    server: ServerInfo, api: Api
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
 ) -> None:
-    with trio.fail_after(30), captured("json", "text") as out:
-        client = api.client
-        secrets: list[str] = [PASSWORD, NEW_MESSAGE, WS_MESSAGE, BAD_PASSWORD]
-        users = []
-        for n in range(2):
-            email = f"secret-{n}@example.com"
-            body = {"fullname": f"S{n}", "email": email, "password": PASSWORD}
-            r = await client.post("/api/auth/signup", json=body)
-            assert r.status_code == 201, r.text
-            data = r.json()
-            users.append(User(Api(client, data["token"]), data["user"]["id"], email, data))
-            secrets += [data["token"], data["refresh_token"]]
-        a, b = users
-        r = await client.post("/api/auth/signin", json={"email": a.email, "password": PASSWORD})
-        assert r.status_code == 200
-        secrets += [r.json()["token"], r.json()["refresh_token"]]
-        r = await client.post("/api/auth/signin", json={"email": a.email, "password": BAD_PASSWORD})
-        assert r.status_code == 401
-        r = await client.post("/api/auth/refresh", json={"refresh_token": a.auth["refresh_token"]})
-        assert r.status_code == 200
-        secrets += [r.json()["token"], r.json()["refresh_token"]]
-        # A rejected body echoes nothing either (pydantic's input_value).
-        r = await client.post(
-            "/api/auth/signup",
-            json={"fullname": "x", "email": "not-an-email", "password": BAD_PASSWORD * 40},
-        )
-        assert r.status_code == 422
-        ws_id = await make_workspace(a, b)
-        chat = await make_chat(a, ws_id, "Single", b)
-        r = await a.api.post(
-            f"/api/chats/{chat}/messages",
-            json={"content": NEW_MESSAGE},
-            headers={"X-Request-Id": "client-chosen-1"},
-        )
-        assert r.status_code == 201
-        assert r.headers["X-Request-Id"] == "client-chosen-1"
-        ws = await RawWs.connect(server.realtime_url, b.api.token)
-        assert (await ws.next_message())["event"] == "ready"
-        await ws.send_text(json.dumps({"op": "send", "chat_id": chat, "content": WS_MESSAGE}))
-        while (await ws.next_message())["event"] != "ack":
-            pass
-        await ws.aclose()
+    # The access log on: its lines are the per-request ones (the old DEBUG line is gone).
+    settings = settings_factory(access_log=True, log_level="DEBUG")
+    ws_line = f"/api/notifications/ws?access_token={logs.REDACTED}"
+    with (
+        trio.fail_after(30),
+        captured("json", "text") as out,
+        waiting_for_access_lines(("/api/auth/signin", 401), ws_line) as lines_logged,
+    ):
+        async with running_server(nursery, settings) as server, api_client(server) as api:
+            client = api.client
+            secrets: list[str] = [PASSWORD, NEW_MESSAGE, WS_MESSAGE, BAD_PASSWORD]
+            users = []
+            for n in range(2):
+                email = f"secret-{n}@example.com"
+                body = {"fullname": f"S{n}", "email": email, "password": PASSWORD}
+                r = await client.post("/api/auth/signup", json=body)
+                assert r.status_code == 201, r.text
+                data = r.json()
+                users.append(User(Api(client, data["token"]), data["user"]["id"], email, data))
+                secrets += [data["token"], data["refresh_token"]]
+            a, b = users
+            r = await client.post("/api/auth/signin", json={"email": a.email, "password": PASSWORD})
+            assert r.status_code == 200
+            secrets += [r.json()["token"], r.json()["refresh_token"]]
+            r = await client.post(
+                "/api/auth/signin", json={"email": a.email, "password": BAD_PASSWORD}
+            )
+            assert r.status_code == 401
+            r = await client.post(
+                "/api/auth/refresh", json={"refresh_token": a.auth["refresh_token"]}
+            )
+            assert r.status_code == 200
+            secrets += [r.json()["token"], r.json()["refresh_token"]]
+            # A rejected body echoes nothing either (pydantic's input_value).
+            r = await client.post(
+                "/api/auth/signup",
+                json={"fullname": "x", "email": "not-an-email", "password": BAD_PASSWORD * 40},
+            )
+            assert r.status_code == 422
+            ws_id = await make_workspace(a, b)
+            chat = await make_chat(a, ws_id, "Single", b)
+            send_path = f"/api/chats/{chat}/messages"
+            lines_logged.missing.add(send_path)
+            r = await a.api.post(
+                f"/api/chats/{chat}/messages",
+                json={"content": NEW_MESSAGE},
+                headers={"X-Request-Id": "client-chosen-1"},
+            )
+            assert r.status_code == 201
+            assert r.headers["X-Request-Id"] == "client-chosen-1"
+            ws = await RawWs.connect(server.realtime_url, b.api.token)
+            assert (await ws.next_message())["event"] == "ready"
+            await ws.send_text(json.dumps({"op": "send", "chat_id": chat, "content": WS_MESSAGE}))
+            while (await ws.next_message())["event"] != "ack":
+                pass
+            await ws.aclose()
+            await lines_logged.done.wait()
     for fmt, buffer in out.items():
         text = buffer.getvalue()
         for secret in secrets:
             assert secret not in text, f"{secret!r} in the {fmt} log"
     # The access lines carry the request's id (the client's, here) and its caller.
-    lines = json_lines(out["json"].getvalue())
-    (send,) = [x for x in lines if x["event"].startswith("POST /api/chats/<id:chat_id>/messages")]
+    lines = [x for x in json_lines(out["json"].getvalue()) if x["logger"] == access_log.LOGGER]
+    (send,) = [x for x in lines if x["path"] == send_path]
     assert send["request_id"] == "client-chosen-1"
     assert send["user_id"] == a.id
-    (bad_signin,) = [x for x in lines if x["event"].startswith("POST /api/auth/signin 401")]
+    (bad_signin,) = [x for x in lines if (x["path"], x["status"]) == ("/api/auth/signin", 401)]
     assert "user_id" not in bad_signin
     assert len(bad_signin["request_id"]) == 16
     assert "request_id=client-chosen-1" in out["text"].getvalue()

@@ -1,8 +1,8 @@
 """Invitation routes (SPEC §7): parse, call ``domain.invites``, serialise.
 
 The token is part of two API paths and of the web landing page ``/invite/<token>``; the
-DEBUG request line and the error boundary log the route rule (``/api/invites/<token>``), never
-the path, and the opt-in access log redacts the token (``fechatter.access_log``), so no log line
+error boundary logs the route rule (``/api/invites/<token>``), never the path, and the opt-in
+access log (the only per-request line) redacts the token (``fechatter.access_log``), so no log line
 records a token.
 """
 

@@ -2,8 +2,8 @@
 
 ``fechatter admin reset-password EMAIL`` prints ``<public_url>/reset-password/<token>`` (the
 web client's form, ``web/reset.js``), which calls these. The token is in the path, so, as for
-invites, the DEBUG request line and the error boundary log the route rule and the opt-in access
-log shows ``/api/password-resets/[redacted]`` (``fechatter.access_log``). No bearer token:
+invites, the error boundary logs the route rule and the opt-in access log (the only per-request
+line) shows ``/api/password-resets/[redacted]`` (``fechatter.access_log``). No bearer token:
 the link is the credential.
 """
 

@@ -1,5 +1,6 @@
 """Operator mistakes are one line on stderr and an exit status, never a traceback: a database
-URL of an unknown scheme (every command: the settings refuse it, exit 2), a PostgreSQL server
+URL of an unknown scheme or a missing ``--config`` file (every command, ``export``/``import``
+included: the shared settings loader refuses it, exit 2), a PostgreSQL server
 that does not answer (where and why, no password), a port already taken (before any file is
 created), a truncated backup archive (tests/admin/test_backup.py)."""
 
@@ -24,6 +25,8 @@ COMMANDS = (
     ["admin", "workspaces"],
     ["backup", "x.tar"],
     ["restore", "x.tar"],
+    ["export", "--workspace", "1", "x.zip"],
+    ["import", "x.zip"],
 )
 
 
@@ -47,14 +50,26 @@ def test_a_bad_database_url_is_one_line_and_exit_2(
     assert "hunter2" not in err
 
 
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_a_missing_config_file_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], command: list[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    assert main([*command, "--config", str(missing)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"fechatter: bad configuration: config file not found: {missing}\n"
+
+
 @pytest.mark.parametrize(
     ("command", "prefix"),
     [
         (["admin", "workspaces"], "fechatter admin: "),
         (["migrate"], "fechatter migrate: "),
         (["serve", "--port", "0", "--realtime-port", "0"], "fechatter: "),
+        (["export", "--workspace", "1", "x.zip"], "fechatter export: "),
     ],
-    ids=["admin", "migrate", "serve"],
+    ids=["admin", "migrate", "serve", "export"],
 )
 async def test_an_unreachable_postgresql_names_host_and_reason(
     command: list[str], prefix: str

@@ -200,8 +200,9 @@ class TlsSse:
         self.body = b""
 
     @classmethod
-    async def connect(cls, proxy: Proxy, path: str, token: str) -> TlsSse:
-        """GET ``path`` with the token; returns once the response head arrived."""
+    async def connect(cls, proxy: Proxy, path: str, token: str, body: bytes = b"") -> TlsSse:
+        """GET ``path`` with the token (and ``body`` with its ``Content-Length``, when given:
+        a stream request should have none); returns once the response head arrived."""
         url = httpx.URL(proxy.url)
         assert url.port is not None
         tcp = await trio.open_ssl_over_tcp_stream(
@@ -215,9 +216,12 @@ class TlsSse:
                 ("Host", f"{url.host}:{url.port}"),
                 ("Accept", "text/event-stream"),
                 ("Authorization", f"Bearer {token}"),
+                *([("Content-Length", str(len(body)))] if body else []),
             ],
         )
-        await tcp.send_all(client.http.send(request) + client.http.send(h11.EndOfMessage()))
+        head = client.http.send(request)
+        sent = client.http.send(h11.Data(data=body)) if body else b""
+        await tcp.send_all(head + sent + client.http.send(h11.EndOfMessage()))
         while client.response is None:
             event = await client._next()
             if isinstance(event, h11.Response):

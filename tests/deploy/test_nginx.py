@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,10 +37,27 @@ pytestmark = pytest.mark.slow  # two subprocess nodes and nginx
 TEST_CEILING = 60.0
 
 
+Proxied = tuple[Proxy, list[NodeProc], str]
+
+
 @pytest.fixture
 async def proxied(
     nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
-) -> AsyncIterator[tuple[Proxy, list[NodeProc], str]]:
+) -> AsyncIterator[Proxied]:
+    async with _proxied(nursery, tmp_path, pg_database, nats_server) as running:
+        yield running
+
+
+@asynccontextmanager
+async def _proxied(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    pg_database: str,
+    nats_server: NatsServer,
+    extra_env: dict[str, str] | None = None,
+) -> AsyncIterator[Proxied]:
+    """Two nodes (access log on, configured as the template says; ``extra_env`` adds
+    settings) behind the rendered nginx; on exit, neither node logged a problem."""
     nginx_binary()  # skip (or fail in CI) before starting nodes when there is no nginx
     tls_port = free_port()
     public = f"https://localhost:{tls_port}"
@@ -49,6 +67,7 @@ async def proxied(
         "FECHATTER_ALLOWED_ORIGINS": json.dumps([public]),
         "FECHATTER_TRUSTED_PROXIES": json.dumps(["127.0.0.1"]),
         "FECHATTER_ACCESS_LOG": "true",
+        **(extra_env or {}),
     }
     prefix = f"t{uuid.uuid4().hex[:10]}"
     async with open_node_procs(
@@ -151,6 +170,10 @@ async def test_https_signup_send_and_both_streams_through_nginx(
                 "GET", "/api/notifications/events", content=b"b" * (512 * 1024)
             )
             assert (r.status_code, r.json()["code"]) == (401, "missing_token")
+            # One with a token, a body and its Content-Length streams as any other: nginx
+            # passes neither on (proxy_pass_request_body off, Content-Length ""), so the node
+            # sees a plain stream request.
+            await _streams_despite_a_body(proxy, me, you, chat)
             expected = [
                 "/api/notifications/ws?[redacted]",
                 *(f" {path} HTTP/1.1" for path in _REDACTED_PATHS),
@@ -165,7 +188,7 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             assert r.status_code == 308
             assert r.headers["location"] == "https://localhost/api/chats?x=1"
         # The PostgreSQL backup recipe of docs/deploy.md while the nodes serve: pg_dump, then
-        # pg_restore into an empty database holds both messages.
+        # pg_restore into an empty database holds the three messages.
         dump = tmp_path / "fechatter.dump"
         await trio.run_process([str(bin_dir() / "pg_dump"), "-Fc", "-f", str(dump), database])
         restored = pg_server.new_database(empty=True)
@@ -175,9 +198,27 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             )
             with psycopg.connect(restored) as conn:
                 row = conn.execute("SELECT count(*) FROM messages").fetchone()
-            assert row == (2,)
+            assert row == (3,)  # "hi", "back" and "with body"
         finally:
             pg_server.drop_database(restored)
+
+
+async def _streams_despite_a_body(proxy: Proxy, sender: User, reader: User, chat: int) -> None:
+    """An SSE request sent with a 64 KiB body and its ``Content-Length`` through the proxy:
+    200, ``ready``, and a message sent after it arrives live (callers bound it)."""
+    assert reader.api.token is not None
+    body = b"b" * (64 * 1024)
+    sse = await TlsSse.connect(proxy, "/api/notifications/events", reader.api.token, body=body)
+    try:
+        assert sse.response is not None
+        assert sse.response.status_code == 200
+        assert (await sse.next_event())[0] == "ready"
+        r = await sender.api.post(f"/api/chats/{chat}/messages", json={"content": "with body"})
+        assert r.status_code == 201, r.text
+        name, data = await sse.next_event()
+        assert (name, data["content"]) == ("message.created", "with body")
+    finally:
+        await sse.aclose()
 
 
 # What nginx's access log shows of ``_secret_requests``' targets.
@@ -240,3 +281,123 @@ async def _any_node_logs(nodes: list[NodeProc], pattern: re.Pattern[bytes]) -> N
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(watch)
+
+
+# Each refusal the streams listener can answer through nginx, fired this many times: one
+# counted failure marks a node down for fail_timeout (max_fails=1).
+REFUSALS_EACH = 4
+WS_UPGRADE = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+async def _raw_status(proxy: Proxy, target: str, headers: str = "") -> int:
+    """``GET target`` through the proxy on a raw TLS connection (a refused WebSocket upgrade,
+    which httpx cannot send); the status nginx answers."""
+    url = httpx.URL(proxy.url)
+    assert url.port is not None
+    tls = await trio.open_ssl_over_tcp_stream(
+        url.host, url.port, ssl_context=proxy.ssl_context, https_compatible=True
+    )
+    async with tls:
+        close = "" if "Upgrade:" in headers else "Connection: close\r\n"
+        request = f"GET {target} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n{headers}{close}\r\n"
+        await tls.send_all(request.encode())
+        head = b""
+        while b"\r\n" not in head:
+            chunk = await tls.receive_some(65536)
+            assert chunk, head
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+async def _streams_on(node: NodeProc, client: httpx.AsyncClient) -> int:
+    """The node's open streams (its ``fechatter_realtime_streams`` gauge, read directly)."""
+    text = (await client.get(f"{node.api}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("fechatter_realtime_streams "):
+            return int(float(line.split()[1]))
+    raise AssertionError("fechatter_realtime_streams not in /metrics")
+
+
+@pytest.fixture
+async def proxied_one_stream_each(
+    nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
+) -> AsyncIterator[Proxied]:
+    """As ``proxied``, with one stream per user per node (so a 429 is easy to provoke)."""
+    extra = {"FECHATTER_MAX_STREAMS_PER_USER": "1"}
+    async with _proxied(nursery, tmp_path, pg_database, nats_server, extra) as running:
+        yield running
+
+
+async def test_stream_refusals_never_mark_a_streams_node_down(
+    proxied_one_stream_each: Proxied,
+) -> None:
+    """The streams upstream keeps ``max_fails=1``: no refusal a client can provoke (401, 403,
+    404, 405, 400 ``websocket_upgrade_required``, 429, a refused WebSocket upgrade) may count
+    as a failed attempt, or one client could take a streams node out of nginx's list."""
+    proxy, nodes, _ = proxied_one_stream_each
+    with trio.fail_after(TEST_CEILING):
+        async with (
+            httpx.AsyncClient(base_url=proxy.url, verify=proxy.ssl_context, timeout=10) as client,
+            httpx.AsyncClient(timeout=10) as direct,
+        ):
+            capped, fresh = await Api(client).signup(), await Api(client).signup()
+            assert capped.api.token is not None
+            assert fresh.api.token is not None
+            events, ws = "/api/notifications/events", "/api/notifications/ws"
+            # ``capped`` holds its one stream on each node (least_conn: one here, one there).
+            held = [await TlsSse.connect(proxy, events, capped.api.token) for _ in range(2)]
+            try:
+                for sse in held:
+                    assert sse.response is not None
+                    assert sse.response.status_code == 200
+                    assert (await sse.next_event())[0] == "ready"
+                bearer = {"Authorization": f"Bearer {capped.api.token}"}
+                upgrade_bad_token = WS_UPGRADE + "Authorization: Bearer not-a-token\r\n"
+                upgrade_bad_origin = (
+                    WS_UPGRADE
+                    + "Origin: https://evil.example\r\n"
+                    + f"Authorization: Bearer {capped.api.token}\r\n"
+                )
+                refusals: list[tuple[str, int, Callable[[], Awaitable[httpx.Response | int]]]] = [
+                    ("missing token", 401, lambda: client.get(events)),
+                    ("bad token", 401, lambda: client.get(f"{events}?access_token=x.y.z")),
+                    ("unknown path", 404, lambda: client.get("/api/notifications/nowhere")),
+                    ("POST", 405, lambda: client.post(events, headers=bearer)),
+                    ("WS without upgrade", 400, lambda: client.get(ws, headers=bearer)),
+                    ("over the per-user cap", 429, lambda: client.get(events, headers=bearer)),
+                    ("WS bad token", 401, lambda: _raw_status(proxy, ws, upgrade_bad_token)),
+                    ("WS bad origin", 403, lambda: _raw_status(proxy, ws, upgrade_bad_origin)),
+                ]
+                for name, status, fire in refusals:
+                    for _ in range(REFUSALS_EACH):
+                        answer = await fire()
+                        got = answer if isinstance(answer, int) else answer.status_code
+                        assert got == status, (name, got)
+                # Both nodes still take streams: two more (another user's) go one to each
+                # (least_conn, both nodes at one); a node marked down would get none.
+                more = [await TlsSse.connect(proxy, events, fresh.api.token) for _ in range(2)]
+                try:
+                    for sse in more:
+                        assert sse.response is not None
+                        assert sse.response.status_code == 200
+                        assert (await sse.next_event())[0] == "ready"
+                    # The gauge counts a stream just after its ``ready`` went out: read until
+                    # all four are counted (another process: polled, within the ceiling).
+                    while True:
+                        counts = [await _streams_on(node, direct) for node in nodes]
+                        if sum(counts) >= 4:
+                            break
+                        await trio.sleep(POLL)
+                    assert counts == [2, 2], counts
+                finally:
+                    for sse in more:
+                        await sse.aclose()
+            finally:
+                for sse in held:
+                    await sse.aclose()
+    errors = proxy.error_log.read_text()
+    assert "temporarily disabled" not in errors, errors
+    assert "no live upstreams" not in errors, errors

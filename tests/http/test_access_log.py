@@ -24,7 +24,7 @@ from fechatter.config import Settings
 from fechatter.domain import password_resets
 from tests.conftest import Api, User, api_client, make_workspace, running_server, upload_file
 from tests.realtime.clients import RawWs, SseClient
-from tests.test_logs import captured, json_lines
+from tests.test_logs import LinesWaiter, captured, json_lines, waiting_for_access_lines
 
 REDACTED = "[redacted]"
 
@@ -123,23 +123,6 @@ async def _absolute_form(server: ServerInfo, path: str) -> bytes:
             while chunk := await stream.receive_some(65536):
                 reply += chunk
     return reply.split(b"\r\n", 1)[0]
-
-
-class LinesWaiter(logging.Handler):
-    """Sets ``done`` once an access line was logged for each of ``paths``: a line is written
-    when its request ends, which may be just after the client has its answer (a stream's, when
-    the connection's task ends after the client closed)."""
-
-    def __init__(self, *paths: str) -> None:
-        super().__init__()
-        self.missing = set(paths)
-        self.done = trio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name == access_log.LOGGER:
-            self.missing.discard(getattr(record, "path", ""))
-            if not self.missing:
-                self.done.set()
 
 
 @pytest.mark.direct_listener(
@@ -242,3 +225,55 @@ def test_the_serve_flag_turns_it_on() -> None:
     assert _parser().parse_args(["serve"]).access_log is None  # the setting decides
     assert _parser().parse_args(["serve", "--access-log"]).access_log is True
     assert Settings.model_fields["access_log"].default is False
+
+
+@pytest.mark.parametrize("access_log_on", [False, True], ids=["debug", "debug+access-log"])
+async def test_debug_logging_never_shows_a_token(
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings], access_log_on: bool
+) -> None:
+    """At ``log_level: DEBUG`` (``captured`` sets the root logger to DEBUG, as ``logs.configure``
+    does for it) an access token sent in a query string or a Bearer header, to either listener,
+    reaches no log record; the only per-request line is ``--access-log``'s."""
+    settings = settings_factory(log_level="DEBUG", access_log=access_log_on)
+    token_query = f"access_token={REDACTED}"
+    wanted = (
+        f"/api/users/me?{token_query}",
+        "/api/users/me",
+        f"/api/notifications/events?{token_query}",
+        "/api/notifications/events",
+        f"/api/notifications/ws?{token_query}",
+    )
+    with (
+        trio.fail_after(20),
+        waiting_for_access_lines(*wanted) as logged,
+        captured("json", "text") as out,
+    ):
+        async with running_server(nursery, settings) as server, api_client(server) as api:
+            user = await api.signup()
+            token = user.api.token or ""
+            assert token
+            query = await api.get(f"/api/users/me?access_token={token}")
+            assert query.status_code == 401, query.text
+            assert (await user.api.get("/api/users/me")).status_code == 200  # the Bearer header
+            for sse in (
+                await SseClient.connect(server.realtime_url, None, query={"access_token": token}),
+                await SseClient.connect(server.realtime_url, token),
+            ):
+                assert sse.status == 200
+                assert (await sse.next_event()).event == "ready"
+                await sse.aclose()
+            ws = await RawWs.connect(server.realtime_url, token)
+            assert (await ws.next_message())["event"] == "ready"
+            await ws.aclose()
+            if access_log_on:
+                await logged.done.wait()
+    for fmt, buffer in out.items():
+        text = buffer.getvalue()
+        assert token not in text, f"the access token is in the {fmt} log"
+        # Without the flag no record names a request at all (the old DEBUG line did).
+        assert ("/api/users/me" in text) is access_log_on, text
+    lines = access_lines(out["json"].getvalue())
+    if access_log_on:
+        assert {line["path"] for line in lines} >= set(wanted)
+    else:
+        assert lines == []

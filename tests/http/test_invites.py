@@ -323,7 +323,11 @@ def every_log_line() -> Iterator[_Everything]:
         root.setLevel(old)
 
 
-async def test_no_log_line_records_a_token(api: Api, every_log_line: _Everything) -> None:
+async def test_no_log_line_records_a_token(
+    api_with: ApiFactory, every_log_line: _Everything
+) -> None:
+    # With the access log on: the one per-request line (the old DEBUG line is gone).
+    api = await api_with(access_log=True)
     owner, guest = await api.signup(), await api.signup()
     ws = await make_workspace(owner)
     created = await invite(owner, ws, max_uses=2)
