@@ -34,6 +34,7 @@ compare **cost**, not capacity.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import sys
@@ -42,6 +43,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -139,7 +141,8 @@ async def cluster_scale(
     out = Outcome()
     cost = measure_observe_cost()
     print(f"fan-out timing: {cost:.3f} µs per event", file=sys.stderr, flush=True)
-    pg = await trio.to_thread.run_sync(PgServer.create)
+    pgstat = StatementStats.from_env()
+    pg = await trio.to_thread.run_sync(PgServer.create, pgstat.settings() if pgstat else None)
     try:
         nats = await trio.to_thread.run_sync(NatsServer.create)
         try:
@@ -153,9 +156,11 @@ async def cluster_scale(
             for n, bus in variants:
                 name = f"scale{run}n{n}{'b' * (n == 1 and bus)}"
                 url = await trio.to_thread.run_sync(_clone, pg, source, name)
+                label = f"{n}{'b' * (n == 1 and bus)}"
+                stats = pgstat.bind(pg, label) if pgstat else None
                 rows, samples = await one_variant(
                     n, bus, world, url, nats.url, f"x{name}", pids, senders, seconds,
-                    messages, rate,
+                    messages, rate, stats,
                 )  # fmt: skip
                 for row in rows:
                     row["bus"] = bus
@@ -167,6 +172,71 @@ async def cluster_scale(
     finally:
         await trio.to_thread.run_sync(pg.stop_and_remove)
     return out
+
+
+@dataclass(frozen=True)
+class StatementStats:
+    """``BENCH_PGSTAT=<folder>``: PostgreSQL's own account of the statements it ran during each
+    throughput phase, from ``pg_stat_statements`` (shipped with the embedded server; loaded
+    with ``track = all``, so statements inside PL/pgSQL functions count on their own, and
+    ``track_planning = on``, so planning is apart from execution). One file per variant,
+    ``cluster_scale-<n>[b]-throughput.pgstat.txt``: per statement, calls, execution and
+    planning time per message (µs, wall time inside PostgreSQL: waits for locks or a core
+    count too) and rows, sorted by plan + exec. How the group commit's re-planning was found
+    (docs/storage.md "Planning the group commit"). Not for the committed rows: the extension
+    costs a little on every statement."""
+
+    folder: Path
+
+    @classmethod
+    def from_env(cls) -> StatementStats | None:
+        folder = os.environ.get("BENCH_PGSTAT")
+        return cls(Path(folder)) if folder else None
+
+    def settings(self) -> dict[str, str]:
+        from tests.pg import TEST_SETTINGS
+
+        return {
+            **TEST_SETTINGS,
+            "shared_preload_libraries": "'pg_stat_statements'",
+            "pg_stat_statements.track": "all",
+            "pg_stat_statements.track_planning": "on",
+        }
+
+    def bind(self, pg: Any, label: str) -> BoundStats:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with pg.connect("postgres") as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        return BoundStats(pg, self.folder / f"cluster_scale-{label}")
+
+
+@dataclass(frozen=True)
+class BoundStats:
+    """``StatementStats`` of one variant: ``reset`` before a phase, ``dump`` after it."""
+
+    pg: Any
+    stem: Path
+
+    def reset(self) -> None:
+        with self.pg.connect("postgres") as conn:
+            conn.execute("SELECT pg_stat_statements_reset()")
+
+    def dump(self, phase: str, messages: int) -> None:
+        with self.pg.connect("postgres") as conn:
+            found = conn.execute(
+                "SELECT calls, total_exec_time, total_plan_time, rows, query"
+                " FROM pg_stat_statements"
+                " ORDER BY total_exec_time + total_plan_time DESC LIMIT 40"
+            ).fetchall()
+        per = 1000.0 / max(messages, 1)  # ms in total → µs per message
+        lines = [f"{messages} messages; per message: calls, exec µs, plan µs; rows; statement"]
+        for calls, exec_ms, plan_ms, rows, query in found:
+            text = " ".join(query.split())[:400]
+            lines.append(
+                f"{calls / max(messages, 1):8.3f} {exec_ms * per:9.1f} {plan_ms * per:9.1f}"
+                f" {rows:>9}  {text}"
+            )
+        Path(f"{self.stem}-{phase}.pgstat.txt").write_text("\n".join(lines) + "\n")
 
 
 def _clone(pg: Any, source: str, name: str) -> str:
@@ -207,6 +277,7 @@ async def one_variant(
     seconds: float,
     messages: int,
     rate: float,
+    pgstat: BoundStats | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     chat_ids = list(world.chats)
     work, fan_chat = chat_ids[:-1], chat_ids[-1]
@@ -243,9 +314,13 @@ async def one_variant(
             async with trio.open_nursery() as settling:
                 for node in nodes:
                     settling.start_soon(partial(settle, node.server, limit=SETTLE_LIMIT))
+            if pgstat:
+                await trio.to_thread.run_sync(pgstat.reset)
             row, lat = await throughput_phase(
                 n, nodes, world, work, conns, by_user, seconds, pids, http
             )
+            if pgstat:
+                await trio.to_thread.run_sync(pgstat.dump, "throughput", row["messages"])
             rows.append(row)
             samples.update(lat)
             for c in by_user.values():
