@@ -212,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             trio.run(_migrate, settings)
         except* Unavailable as group:
             leaf = cli_errors.leaves(group)[0]
-            unreachable = cli_errors.database_unreachable(leaf, settings.database_url)
+            assert isinstance(leaf, Unavailable)
+            unreachable = cli_errors.database_error(leaf, settings.database_url)
         if unreachable is not None:
             print(f"fechatter migrate: {unreachable}", file=sys.stderr)
             return 1
@@ -247,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except* Unavailable as group:
         # The database does not answer at start: where and why, on one line.
         leaf = cli_errors.leaves(group)[0]
-        no_database = cli_errors.database_unreachable(leaf, settings.database_url)
+        assert isinstance(leaf, Unavailable)
+        no_database = cli_errors.database_error(leaf, settings.database_url)
     except* (NatsUnreachable, NatsClientUnsupported) as group:
         # Cluster mode: NATS not reachable at start, or a nats-py other than the pinned line
         # (bus/nats.py check_nats_internals), is the operator's to fix, like a port.

@@ -21,7 +21,7 @@ from typing import Any
 import pydantic
 import trio
 
-from fechatter.cli_errors import database_unreachable
+from fechatter.cli_errors import database_error, missing_sqlite_file
 from fechatter.config import Settings
 from fechatter.domain.admin import Admin
 from fechatter.domain.password_resets import DEFAULT_EXPIRES_IN
@@ -223,9 +223,9 @@ def first_error(group: BaseExceptionGroup[Any]) -> BaseException:
 def existing_database(settings: Settings) -> None:
     """``CommandError`` for a SQLite file that does not exist (opening would create an
     empty database: a typo in the path must not look like an empty server)."""
-    path = settings.sqlite_path
-    if path is not None and not path.exists():
-        raise CommandError(f"no database at {path} (--database-url / --config)")
+    missing = missing_sqlite_file(settings)
+    if missing is not None:
+        raise CommandError(missing)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -236,9 +236,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         data, text = trio.run(_run, args, settings)
     except* (CommandError, FechatterError) as group:
         refusal = first_error(group)
-    if isinstance(refusal, Unavailable) and refusal.__cause__ is not None:
-        # The database did not answer: where and why (never the password).
-        refusal = CommandError(database_unreachable(refusal, settings.database_url))
+    if isinstance(refusal, Unavailable):
+        # Where and why (never the password); "cannot connect" only for a failed connect.
+        refusal = CommandError(database_error(refusal, settings.database_url))
     if refusal is not None:
         print(f"{PROG}: {refusal}", file=sys.stderr)
         return 1

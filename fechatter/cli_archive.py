@@ -18,7 +18,12 @@ import trio
 
 from fechatter import cli_errors
 from fechatter.config import Settings
-from fechatter.domain.archive import export_workspace, import_archive, import_source
+from fechatter.domain.archive import (
+    BlobCollected,
+    export_workspace,
+    import_archive,
+    import_source,
+)
 from fechatter.domain.archive_check import ImportLimits
 from fechatter.domain.slack_import import MAX_SLACK_TOTAL, SlackSource
 from fechatter.errors import FechatterError, Unavailable
@@ -111,6 +116,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     with one line on stderr."""
     try:
         if args.command == "export":
+            # Opening a missing SQLite file would create an empty database, and the export
+            # would then say "no workspace": a mistyped path is said as such (as ``admin``).
+            missing = cli_errors.missing_sqlite_file(settings)
+            if missing is not None:
+                print(f"fechatter export: {missing}", file=sys.stderr)
+                return 1
             counts = trio.run(
                 _export, settings, args.workspace, Path(args.file), args.snapshot_limit
             )
@@ -132,16 +143,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f" {result.messages} messages, {result.reactions} reactions,"
                 f" {result.files} files"
             )
-    except ArchiveInvalid as exc:
+    except (ArchiveInvalid, BlobCollected) as exc:
         print(f"fechatter {args.command}: {exc}", file=sys.stderr)
         return 1
     except Unavailable as exc:
-        # The database did not answer: where and why, as ``admin`` and ``migrate`` say it.
-        line = (
-            cli_errors.database_unreachable(exc, settings.database_url)
-            if exc.__cause__ is not None
-            else f"{type(exc).__name__}: {exc}"
-        )
+        # "cannot connect" (or "cannot open the SQLite database") only for a failed open;
+        # a failure once open (the snapshot ended, its limit, a timeout) says what it was.
+        line = cli_errors.database_error(exc, settings.database_url)
         print(f"fechatter {args.command}: {line}", file=sys.stderr)
         return 1
     except (FechatterError, BlobMissing, OSError) as exc:

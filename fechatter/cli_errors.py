@@ -2,9 +2,12 @@
 
 ``fechatter serve`` / ``migrate`` / ``admin`` / ``backup`` / ``export`` / ``import`` share
 these: a port already taken (checked before anything is opened or created: ``ports_in_use``),
-a database that does not answer (``database_unreachable``: the host and the driver's reason,
-never the password), and the leaves of the exception groups trio nurseries wrap errors in
-(``leaves``). Bad settings are ``fechatter.cli.load_cli_settings``'s one line.
+a database that cannot be opened (``database_unreachable``: the host and the driver's reason,
+never the password; a SQLite file by its path) or that fails once open (``database_error``:
+never "cannot connect" then), a SQLite file that does not exist (``missing_sqlite_file``:
+opening it would create an empty database), and the leaves of the exception groups trio
+nurseries wrap errors in (``leaves``). Bad settings are
+``fechatter.cli.load_cli_settings``'s one line.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import socket
 from urllib.parse import urlsplit
 
 from fechatter.config import Settings
+from fechatter.errors import DatabaseUnreachable, Unavailable
+from fechatter.storage import sqlite_path
 
 
 def leaves(error: BaseException) -> list[BaseException]:
@@ -75,17 +80,51 @@ def in_use_line(settings: Settings) -> str:
     )
 
 
+def _reason(error: BaseException) -> str:
+    """The first line of the driver's message behind ``error`` (its ``__cause__``), or ""."""
+    cause = error.__cause__
+    text = str(cause).strip() if cause is not None else ""
+    return text.splitlines()[0].strip() if text else ""
+
+
 def database_unreachable(error: BaseException, database_url: str) -> str:
-    """``cannot connect to the database at <host>[:port][/db]: <reason>`` for a connection
-    failure (``Unavailable`` whose cause is the driver's error); the URL's password and user
-    are never shown, the reason is the first line of the driver's message."""
+    """The line for a database that could not be opened (``DatabaseUnreachable``, its cause
+    the driver's error): ``cannot connect to the database at <host>[:port][/db]: <reason>``
+    (PostgreSQL; the URL's password and user are never shown) or ``cannot open the SQLite
+    database <path>: <reason>`` (a file, no server); the reason is the first line of the
+    driver's message."""
+    reason = _reason(error)
+    if database_url.partition(":")[0].lower() == "sqlite":
+        line = f"cannot open the SQLite database {sqlite_path(database_url)}"
+        return f"{line}: {reason}" if reason else line
     parts = urlsplit(database_url)
     where = parts.hostname or "the local socket"
     if parts.port is not None:
         where += f":{parts.port}"
     if parts.path.strip("/"):
         where += parts.path
-    cause = error.__cause__
-    reason = str(cause).strip().splitlines()[0].strip() if cause is not None else ""
     line = f"cannot connect to the database at {where}"
     return f"{line}: {reason}" if reason else line
+
+
+def database_error(error: Unavailable, database_url: str) -> str:
+    """The one line for a database failure of a command: ``database_unreachable``'s for a
+    database that could not be opened (``DatabaseUnreachable`` only), else what failed once
+    it was open — the error's own detail (``the database ended the snapshot: …``, ``the
+    database did not answer in time``, an export's snapshot limit) and, when the detail is
+    the generic ``storage unavailable``, the driver's reason after it."""
+    if isinstance(error, DatabaseUnreachable):
+        return database_unreachable(error, database_url)
+    reason = _reason(error)
+    if reason and reason not in error.detail:
+        return f"the database failed: {error.detail}: {reason}"
+    return error.detail
+
+
+def missing_sqlite_file(settings: Settings) -> str | None:
+    """The refusal for a SQLite database file that does not exist (opening it would create
+    an empty database: a typo in the path must not look like an empty server), or None."""
+    path = settings.sqlite_path
+    if path is not None and not path.exists():
+        return f"no database at {path} (--database-url / --config)"
+    return None

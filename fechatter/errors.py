@@ -14,6 +14,8 @@ The exception tree::
     ├── HeadersTooLarge 431     request head over the limit (realtime listener)
     ├── RateLimited     429     carries retry_after seconds
     ├── Unavailable     503     storage / actor unavailable; carries retry_after
+    │   ├── DatabaseUnreachable 503  a database connection (or the SQLite file) could not
+    │   │                         be opened: the command line's "cannot connect" (only this)
     │   ├── ChatMoved   503     this node no longer owns the chat (cluster fencing, retryable)
     │   └── ProtocolMismatch 503  a cluster peer speaks another protocol version (also a
     │                             CodecError): not executed, retry at another node
@@ -179,6 +181,13 @@ class Unavailable(FechatterError):
         retry_after = kw.pop("retry_after", 1)
         super().__init__(detail, **kw)
         self.headers["Retry-After"] = str(retry_after)
+
+
+class DatabaseUnreachable(Unavailable):
+    """Opening a database connection failed (PostgreSQL: the connect; SQLite: opening the
+    file): raised only where a connection or the file is opened, with the driver's error as
+    ``__cause__``. A failure of an open connection is a plain ``Unavailable``: the command
+    line says "cannot connect" for this one only (``fechatter.cli_errors.database_error``)."""
 
 
 class CodecError(FechatterError):

@@ -45,10 +45,17 @@ from fechatter.storage.archive import (
     ImportResult,
     mentioned_ids,
 )
-from fechatter.storage.blobs import KEY, BlobStore
+from fechatter.storage.blobs import KEY, BlobMissing, BlobStore
 from fechatter.storage.files import URL_PREFIX
 
-__all__ = ["FORMAT", "VERSION", "ArchiveInvalid", "ZipSource", "export_workspace"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "ArchiveInvalid",
+    "BlobCollected",
+    "ZipSource",
+    "export_workspace",
+]
 
 FORMAT = "fechatter-archive"
 VERSION = 1
@@ -74,6 +81,12 @@ def _line(row: Any) -> bytes:
     return json.dumps(dataclasses.asdict(row), ensure_ascii=False).encode() + b"\n"
 
 
+class BlobCollected(Exception):
+    """A blob the export's rows name was removed by the file collector after the snapshot
+    (its upload no longer referenced) before it was copied; the message is one line telling
+    the operator to run the export again (nothing is written)."""
+
+
 @dataclasses.dataclass(slots=True)
 class ExportResult:
     """Rows written per section, and blobs."""
@@ -93,8 +106,10 @@ async def export_workspace(
     when complete). Every row comes from ONE snapshot of the database (``store.snapshot``),
     held while the rows are read and written, and closed before the blobs are copied.
     ``ArchiveInvalid`` if there is no such workspace; ``Unavailable`` if the database does
-    not answer or the snapshot outlives ``store.snapshot_limit``; ``BlobMissing`` if a
-    file's bytes are gone.
+    not answer, ends the snapshot, or the snapshot outlives ``store.snapshot_limit``;
+    ``BlobCollected`` if the file collector removed a blob between the snapshot and its copy
+    (run the export again); ``BlobMissing`` if a file's bytes are gone while its row is not.
+    The manifest's ``exported_at`` is the time the snapshot opened.
 
     ``after_chat`` (tests only) is awaited with each chat's id once its messages are written,
     so a test can write between chats at a known point of the export."""
@@ -103,22 +118,16 @@ async def export_workspace(
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             async with store.snapshot() as reads:
+                # The instant the archive shows: its snapshot's, not the end of the copy.
+                exported_at = utc_now()
                 file_rows, schema_version = await _write_rows(
                     reads, zf, workspace_id, counts, after_chat
                 )
-            written: set[str] = set()
-            for f in file_rows:
-                for key in (f.sha256, f.thumb_sha256):
-                    if key and key not in written:
-                        with zf.open(f"files/{key}", "w", force_zip64=True) as out:
-                            async for chunk in blobs.read(key):
-                                out.write(chunk)
-                        written.add(key)
-            counts["blobs"] = len(written)
+            counts["blobs"] = await _copy_blobs(store, blobs, file_rows, zf)
             manifest = {
                 "format": FORMAT,
                 "version": VERSION,
-                "exported_at": utc_now(),
+                "exported_at": exported_at,
                 "schema_version": schema_version,
                 "dialect": store.storage.dialect,
                 "workspace_id": workspace_id,
@@ -130,6 +139,34 @@ async def export_workspace(
         partial.unlink(missing_ok=True)
         raise
     return ExportResult(counts)
+
+
+async def _copy_blobs(
+    store: ArchiveStore, blobs: BlobStore, file_rows: list[ArchiveFile], zf: zipfile.ZipFile
+) -> int:
+    """Copy each blob ``file_rows`` name (uploads and thumbnails) once into ``zf`` as
+    ``files/<sha256>``, after the snapshot; how many. A blob gone meanwhile is
+    ``BlobCollected`` when its upload rows are gone too (the collector removed them since
+    the snapshot), else ``BlobMissing`` (the files directory lacks bytes its rows name)."""
+    written: set[str] = set()
+    for f in file_rows:
+        for key in (f.sha256, f.thumb_sha256):
+            if key and key not in written:
+                try:
+                    with zf.open(f"files/{key}", "w", force_zip64=True) as out:
+                        async for chunk in blobs.read(key):
+                            out.write(chunk)
+                except BlobMissing:
+                    named = [r.id for r in file_rows if key in (r.sha256, r.thumb_sha256)]
+                    async with store.snapshot() as now:
+                        if not await now.files(named):
+                            raise BlobCollected(
+                                f"file {key} was collected during the export (its message was"
+                                " deleted after the export's snapshot); run the export again"
+                            ) from None
+                    raise
+                written.add(key)
+    return len(written)
 
 
 async def _write_rows(

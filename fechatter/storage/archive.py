@@ -713,7 +713,7 @@ class ArchiveStore:
         transaction, held until the block ends). ``Unavailable`` if it cannot be opened, or
         if the block outlives ``snapshot_limit`` (it is cancelled then)."""
         with trio.move_on_after(self.snapshot_limit) as limit:
-            async with self.storage.open_read_snapshot() as snap:
+            async with self.storage.open_read_snapshot(hold=self.snapshot_limit) as snap:
                 yield ArchiveReads(snap)
         if limit.cancelled_caught:
             raise Unavailable(

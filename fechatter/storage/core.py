@@ -21,6 +21,7 @@ plus opening, closing and the translation of driver errors into ``fechatter.erro
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
@@ -99,13 +100,17 @@ class SqlStorage:
     def _transactions(self) -> int:
         raise NotImplementedError
 
-    def open_read_snapshot(self) -> AbstractAsyncContextManager[ReadSnapshot]:
+    def open_read_snapshot(
+        self, hold: float = math.inf
+    ) -> AbstractAsyncContextManager[ReadSnapshot]:
         """One read transaction held open on one connection until the block ends, for a
         sequence of reads that must agree (the archive export). It never blocks writers, but
         it holds the database back while open (SQLite: the WAL cannot be checkpointed past
         it; PostgreSQL: vacuum cannot remove rows it may see): keep it short, with no
-        waiting on anything but the database inside. ``Unavailable`` if it cannot be
-        opened."""
+        waiting on anything but the database inside. ``hold``: the most seconds the caller
+        will hold it (its own limit; ``math.inf``: none), so the backend does not end it
+        sooner for idling between reads (PostgreSQL). ``Unavailable`` if it cannot be
+        opened, or if the database ends it ("the database ended the snapshot: …")."""
         raise NotImplementedError
 
     async def _fenced_write_op(self, op: Op[T], fence: Fence) -> T:

@@ -15,6 +15,7 @@ driver path: ``docs/storage.md``. This module must never let a psycopg exception
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -139,6 +140,10 @@ Call = Callable[[Connection], Awaitable[T]]
 
 
 _BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+# Driver errors that mean the server ended the session (terminated, timed out, restarted).
+_SESSION_ENDED = (psycopg.OperationalError, pg_errors.IdleInTransactionSessionTimeout)
+# The largest value PostgreSQL takes for a timeout setting (milliseconds, INT_MAX: ~24.8 days).
+_MAX_TIMEOUT_MS = 2**31 - 1
 
 
 def _execute_text(text: str) -> Call[None]:
@@ -158,7 +163,23 @@ class _PgSnapshot:
         self._conn = conn
 
     async def read(self, op: Op[T]) -> T:
-        return await self._storage._call_on(self._conn, lambda conn: run_op(conn, op))
+        return await self.call(lambda conn: run_op(conn, op))
+
+    async def call(self, fn: Call[T]) -> T:
+        """``fn`` on the snapshot's connection, bounded like any call. A session the server
+        ended meanwhile (terminated, the idle-in-transaction timeout, a restart) is said as
+        such: the database ended the snapshot, which is no failure to connect."""
+        try:
+            return await self._storage._call_on(self._conn, fn)
+        except Unavailable as exc:
+            cause = exc.__cause__
+            if type(exc) is not Unavailable or not isinstance(cause, _SESSION_ENDED):
+                raise
+            text = str(cause).strip()
+            reason = text.splitlines()[0].strip() if text else type(cause).__name__
+            if isinstance(cause, pg_errors.IdleInTransactionSessionTimeout):
+                reason += " (the reader stalled between two reads past the server's bound)"
+            raise Unavailable(f"the database ended the snapshot: {reason}", retry_after=1) from None
 
 
 class OperationTimedOut(Unavailable):
@@ -291,13 +312,18 @@ class PostgresStorage(SqlStorage):
         raise OperationTimedOut("the database did not answer in time", retry_after=1)
 
     @asynccontextmanager
-    async def open_read_snapshot(self) -> AsyncIterator[_PgSnapshot]:
+    async def open_read_snapshot(self, hold: float = math.inf) -> AsyncIterator[_PgSnapshot]:
         """One ``REPEATABLE READ READ ONLY`` transaction on one pooled connection for the
-        whole block (``SqlStorage``). Each read in it is bounded by the operation timeout;
-        the block as a whole is not, but between reads the connection is idle in
-        transaction and the server ends the session after ``idle_in_transaction_timeout``
-        (the next read then fails with ``Unavailable``). While open, the snapshot's xmin
-        keeps vacuum from removing rows deleted or updated since it began."""
+        whole block (``SqlStorage``). Each read in it is bounded by the operation timeout.
+        Between reads the connection is idle in transaction: for a finite ``hold`` (seconds
+        the caller will hold the block at most, ``ArchiveStore.snapshot_limit``) the
+        server's idle-in-transaction timeout is set for this transaction to ``hold`` plus
+        one operation timeout (``SET LOCAL``), so a caller stalled between reads (a slow
+        disk under the archive) is ended by its own limit, not by the node's 30 s bound;
+        without one, that bound (``idle_in_transaction_timeout``) ends the session and the
+        next read fails with ``Unavailable`` ("the database ended the snapshot: …"). While
+        open, the snapshot's xmin keeps vacuum from removing rows deleted or updated since
+        it began."""
         async with AsyncExitStack() as stack:
             with trio.move_on_after(self._operation_timeout) as bounded:
                 try:
@@ -308,11 +334,17 @@ class PostgresStorage(SqlStorage):
                 raise OperationTimedOut("the database did not answer in time", retry_after=1)
             # On any failure the pool rolls back what is left open (shielded, bounded) as
             # the connection goes back in.
-            await self._call_on(conn, _execute_text(_BEGIN_SNAPSHOT))
+            snapshot = _PgSnapshot(self, conn)
+            await snapshot.call(_execute_text(_BEGIN_SNAPSHOT))
+            if math.isfinite(hold):
+                idle_ms = min(_MAX_TIMEOUT_MS, math.ceil((hold + self._operation_timeout) * 1000))
+                await snapshot.call(
+                    _execute_text(f"SET LOCAL idle_in_transaction_session_timeout = {idle_ms:d}")
+                )
             # A transaction takes its snapshot at its first query, not at BEGIN: take it now.
-            await self._call_on(conn, _execute_text("SELECT 1"))
-            yield _PgSnapshot(self, conn)
-            await self._call_on(conn, _execute_text("COMMIT"))
+            await snapshot.call(_execute_text("SELECT 1"))
+            yield snapshot
+            await snapshot.call(_execute_text("COMMIT"))
 
     async def _write(self, fn: Call[T]) -> T:
         """Run ``fn`` in one write transaction."""

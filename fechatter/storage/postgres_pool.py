@@ -26,8 +26,9 @@ multi-host URLs synchronously, and a connect is rare (pool fill, after an outage
 This relies on psycopg internals (the generator protocol and ``AsyncConnection.wait``,
 ``AsyncConnection.lock``, building the connection from a ``pq.PGconn``), so ``pyproject.toml``
 pins psycopg to one minor version; see ``docs/storage.md``. This module raises ``Unavailable``
-for exhausted pools and failed connects; it must never let a psycopg exception escape from the
-pool's own work, nor block the trio thread on the network.
+for exhausted pools and ``DatabaseUnreachable`` (an ``Unavailable``) for failed connects; it
+must never let a psycopg exception escape from the pool's own work, nor block the trio
+thread on the network.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from psycopg.pq.abc import PGcancelConn, PGconn
 from psycopg.rows import DictRow, dict_row
 from psycopg.waiting import Ready, Wait
 
-from fechatter.errors import Unavailable
+from fechatter.errors import DatabaseUnreachable, Unavailable
 
 T = TypeVar("T")
 
@@ -342,7 +343,7 @@ class PgPool:
         try:
             conn = await Connection.open(self._conninfo, self._connect_threads)
         except psycopg.Error as exc:
-            raise Unavailable("cannot connect to the database", retry_after=1) from exc
+            raise DatabaseUnreachable("cannot connect to the database", retry_after=1) from exc
         self._connects += 1
         return conn
 

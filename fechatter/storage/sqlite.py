@@ -14,6 +14,7 @@ statement on the trio thread.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -23,7 +24,14 @@ from typing import Any, Generic, TypeVar, cast
 
 import trio
 
-from fechatter.errors import Conflict, FechatterError, Invalid, NotFound, Unavailable
+from fechatter.errors import (
+    Conflict,
+    DatabaseUnreachable,
+    FechatterError,
+    Invalid,
+    NotFound,
+    Unavailable,
+)
 from fechatter.search_text import search_text
 from fechatter.storage.core import SqlStorage
 from fechatter.storage.migrations import migrate
@@ -401,8 +409,9 @@ class SqliteStorage(SqlStorage):
         return self._committed
 
     @asynccontextmanager
-    async def open_read_snapshot(self) -> AsyncIterator[_SqliteSnapshot]:
-        """One read transaction on one pooled reader for the whole block (``SqlStorage``).
+    async def open_read_snapshot(self, hold: float = math.inf) -> AsyncIterator[_SqliteSnapshot]:
+        """One read transaction on one pooled reader for the whole block (``SqlStorage``;
+        ``hold`` is not needed: no server ends an idle SQLite transaction).
 
         The reader is out of the pool meanwhile (the others serve every other read) and the
         writer goes on committing: WAL keeps the pages this snapshot sees, so a checkpoint
@@ -429,7 +438,9 @@ class SqliteStorage(SqlStorage):
 
 @asynccontextmanager
 async def open_sqlite_storage(path: str, *, readers: int = 4) -> AsyncIterator[SqliteStorage]:
-    """Open (creating and migrating if needed) the database at ``path``; close it on exit."""
+    """Open (creating and migrating if needed) the database at ``path``; close it on exit.
+    ``DatabaseUnreachable`` if the file cannot be opened, is no SQLite database, or cannot
+    be migrated (its cause: the driver's or the file system's error)."""
     if readers < 1:
         raise ValueError("readers must be at least 1")
     conns: list[sqlite3.Connection] = []
@@ -439,7 +450,7 @@ async def open_sqlite_storage(path: str, *, readers: int = 4) -> AsyncIterator[S
             for _ in range(readers):
                 conns.append(await trio.to_thread.run_sync(_open_reader, path))
         except (sqlite3.Error, OSError) as exc:
-            raise Unavailable(f"cannot open the SQLite database: {exc}") from exc
+            raise DatabaseUnreachable(f"cannot open the SQLite database: {exc}") from exc
         yield SqliteStorage(conns[0], conns[1:])
     finally:
         with trio.CancelScope(shield=True):
