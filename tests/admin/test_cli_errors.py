@@ -120,3 +120,40 @@ def test_a_free_port_is_not_reported_taken() -> None:
         free = probe.getsockname()[1]
     settings = Settings(database_url="sqlite:///x.db", port=free, realtime_port=0)
     assert cli_errors.ports_in_use(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "prefix"),
+    [
+        (["export", "--workspace", "1", "x.zip"], "fechatter export: "),
+        (["admin", "workspaces"], "fechatter admin: "),
+        (["migrate"], "fechatter migrate: "),
+    ],
+    ids=["export", "admin", "migrate"],
+)
+def test_a_file_that_is_no_sqlite_database_is_named_as_a_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str], prefix: str
+) -> None:
+    """A file, not a server: no "cannot connect to the database at the local socket…"."""
+    bad = tmp_path / "README.md"
+    bad.write_text("# Not a database\n" * 200)
+    assert main([*command, "--database-url", f"sqlite:///{bad}"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"{prefix}cannot open the SQLite database {bad}: file is not a database\n"
+
+
+def test_an_export_from_a_missing_sqlite_file_creates_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A mistyped path is refused as ``admin`` refuses it, not opened as a new empty
+    database (whose export would then say "no workspace")."""
+    missing = tmp_path / "typo.db"
+    out_file = tmp_path / "x.zip"
+    url = f"sqlite:///{missing}"
+    assert main(["export", "--workspace", "1", str(out_file), "--database-url", url]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"fechatter export: no database at {missing} (--database-url / --config)\n"
+    assert not missing.exists()
+    assert not out_file.exists()
