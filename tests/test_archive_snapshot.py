@@ -198,18 +198,21 @@ def _database(url: str) -> str:
 
 
 async def _idle_in_transaction_for(server: PgServer, database: str, seconds: float) -> None:
-    """Return once the server has seen a session of ``database`` idle in its transaction for
-    over ``seconds`` (its own clock: the one its idle timeout runs on). PostgreSQL announces
-    no such moment, so this polls ``pg_stat_activity`` every 50 ms (the caller bounds it)."""
+    """Return once the server has seen the session of ``database`` idle in its transaction
+    for over ``seconds`` (its own clock: the one its idle timeout runs on); fail at once if
+    the server ended it first. PostgreSQL announces no such moment, so this polls
+    ``pg_stat_activity`` every 50 ms (the caller bounds it)."""
     while True:
         with server.connect() as conn:
             row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-                " AND state = 'idle in transaction'"
-                " AND now() - state_change > make_interval(secs => %s)",
-                (database, seconds),
+                "SELECT count(*), count(*) FILTER (WHERE now() - state_change"
+                " > make_interval(secs => %s)) FROM pg_stat_activity"
+                " WHERE datname = %s AND state = 'idle in transaction'",
+                (seconds, database),
             ).fetchone()
-        if row and row[0]:
+        assert row is not None
+        assert row[0] == 1, "the server ended the snapshot's session"
+        if row[1]:
             return
         await trio.sleep(0.05)
 
