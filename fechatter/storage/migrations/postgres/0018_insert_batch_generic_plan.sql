@@ -108,7 +108,12 @@ BEGIN
         e.created_at, e.edited_at, e.deleted, e.thread_id, e.reply_count, e.last_reply_at,
         e.mentions, e.mentions_channel
     FROM classified c
-    LEFT JOIN messages e ON e.id = c.existing_id
+    -- LATERAL … LIMIT 1 (the primary key names at most one row): a probe per item in every
+    -- plan; a plain join let a generic plan built before the table had statistics hash a
+    -- sequential scan of all messages.
+    LEFT JOIN LATERAL (
+        SELECT * FROM messages e WHERE e.id = c.existing_id LIMIT 1
+    ) e ON true
     LEFT JOIN fresh f ON f.n = c.n OR (c.existing_id IS NULL AND c.client_id IS NOT NULL
         AND f.sender_id = c.sender_id AND f.client_id = c.client_id AND f.n <= c.n)
     LEFT JOIN ins ON ins.seq = f.seq
