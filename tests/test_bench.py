@@ -123,3 +123,20 @@ def test_quick_search_bench_measures_every_query_kind(tmp_path: Path) -> None:
         writes = run["writes"]
         assert min(writes["with_index_msgs_per_s"] + writes["without_index_msgs_per_s"]) > 0
     assert (tmp_path / "search.md").read_text().startswith("# Search bench")
+
+
+@pytest.mark.slow
+def test_quick_pg_plans_bench_stores_everything_and_plans_once(tmp_path: Path) -> None:
+    """``python -m bench.pg_plans --quick``: every phase stored every message (the bench
+    fails otherwise), and with migration 0018 the group commit's statement is planned about
+    once per connection, not once per message (a count, not a timing)."""
+    run_bench(tmp_path, 180, "bench.pg_plans", "--quick")
+    data = json.loads((tmp_path / "pg_plans.json").read_text())
+    for mode in ("plain", "outbox"):
+        for variant in ("old", "new"):
+            assert data[mode][variant]["cpu_us"] > 0, (mode, variant)
+        new = data[mode]["new"]["statements"]
+        (batch,) = [v for k, v in new.items() if k.startswith("WITH items AS")]
+        calls, plans = batch[0], batch[1]
+        assert calls == pytest.approx(1.0), (mode, batch)  # one call per message (batches of 1)
+        assert plans < 0.5, (mode, batch)

@@ -759,3 +759,60 @@ async def test_a_reply_to_a_root_another_process_deletes_meanwhile_is_refused(
             None,
         )
         assert [m.id for m in await _all_messages(storage, chat.id)] == [root.id]
+
+
+async def test_the_group_commit_is_planned_once_and_probes_indexes(pg_database: str) -> None:
+    """fechatter_insert_batch (migration 0018) runs its statements on generic plans (planned
+    once per connection, not per call: a custom plan shows the chat id as a constant) whose
+    every access to ``messages`` is an index probe per item or root, never a scan of the
+    chat's history (``Index Cond: (chat_id = $1)`` alone, a Seq or Bitmap Heap Scan), nor
+    of any other table.
+
+    The plans come from auto_explain, loaded in this session only, its output sent to this
+    client as notices (the test server has no pg_stat_statements; docs/storage.md "Planning
+    the group commit" has the bench that measures the cost)."""
+    with trio.fail_after(20):
+        async with open_postgres_storage(pg_database, **FAST) as storage:
+            _, (alice, bob), chat = await make_group(storage, 2)
+            (root,) = await send(storage, chat.id, alice, "root")
+            await send(storage, chat.id, bob, *(f"history {k}" for k in range(30)))
+    plans: list[str] = []
+    # A blocking connection (notices are read synchronously): its bounds are the server's.
+    with psycopg.connect(
+        pg_database, autocommit=True, connect_timeout=5, options="-c statement_timeout=10s"
+    ) as conn:
+        conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        for setting in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "auto_explain.log_level = notice",
+            "client_min_messages = notice",
+        ):
+            conn.execute(f"SET {setting}")
+        for call in range(3):
+            plans.clear()
+            conn.execute(
+                "SELECT * FROM fechatter_insert_batch(%s, %s, %s, %s, %s, %s, %s, %s, %s, now())",
+                (
+                    chat.id,
+                    [alice.id, bob.id],
+                    ["a reply", "a retry"],
+                    ["{}", "{}"],
+                    [root.id, None],
+                    [None, f"k{call}"],
+                    [root.id, None],
+                    ["{}", "{}"],
+                    [False, False],
+                ),
+            )
+    batch = [p for p in plans if "WITH items AS" in p]
+    lock = [p for p in plans if "SELECT DISTINCT th FROM unnest(p_threads)" in p]
+    assert len(batch) == 1
+    assert len(lock) == 1
+    for plan in (batch[0], lock[0]):
+        assert "chat_id = $1" in plan
+        assert f"'{chat.id}'::bigint" not in plan  # no custom plan
+        assert "Index Cond: (chat_id = $1)\n" not in plan
+        assert "Seq Scan" not in plan, plan
+        assert "Bitmap Heap Scan" not in plan, plan
