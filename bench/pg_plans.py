@@ -23,7 +23,7 @@ statement (``pg_stat_statements`` of that database, reset before the phase) its 
 and plan and execution time per message. Printed: medians over the runs, and new/old ratios
 (the machine is shared and noisy: the ratios are the figure to quote). ``--out DIR``: also
 ``DIR/pg_plans.json`` (per mode and variant the medians: ``cpu_us``, ``rate`` and per statement
-``[calls, plans, plan_us, exec_us]`` per message). ``--quick``: 10 chats of 3, 10 messages
+``[calls, plans, plan_us, exec_us]`` per message). ``--quick``: 10 chats of 3, 30 messages
 each, one run (tests/test_bench.py).
 """
 
@@ -261,7 +261,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="folder for pg_plans.json")
     args = parser.parse_args()
     if args.quick:
-        args.chats, args.members, args.messages, args.runs = 10, 3, 10, 1
+        args.chats, args.members, args.messages, args.runs = 10, 3, 30, 1
     server = PgServer.create(SETTINGS)
     try:
         trio.run(run, server, args)

@@ -174,7 +174,9 @@ def _batch_call(sqlite: str, function: str, head: str) -> Sql:
 
 # One prepared call of a PL/pgSQL function (migration 0003_insert_batch_function.sql, with
 # threads and mentions since 0006_insert_batch_threads.sql, locking the thread roots since
-# 0007_lock_thread_roots.sql): it takes the chat row lock, so every writer of this chat, in
+# 0007_lock_thread_roots.sql, planned once per connection since
+# 0018_insert_batch_generic_plan.sql, docs/storage.md "Planning the group commit"): it takes
+# the chat row lock, so every writer of this chat, in
 # any process, waits there, then the rows of the roots the batch names (so a concurrent
 # deletion of a root either waits for the batch or is seen by it), then numbers the batch from
 # chats.last_seq and stores the new value; UNIQUE (chat_id, seq) is the backstop. Its rows:

@@ -45,7 +45,9 @@ BEGIN
     -- committed meanwhile and rejects replies to that root.
     -- One index probe per distinct root, in ascending order (the nested loop keeps the
     -- sorted outer order): a plain ``t.id IN (…)`` / ``= ANY`` let the generic plan scan the
-    -- chat's whole index (messages_chat_id) and hash or AND it with the ids.
+    -- chat's whole index (messages_chat_id) and hash or AND it with the ids. Deadlock freedom
+    -- does not rest on that order alone: the chat row lock above already queues every writer
+    -- of this chat, and a deletion locks one root only.
     PERFORM 1
         FROM (SELECT DISTINCT th FROM unnest(p_threads) AS th WHERE th IS NOT NULL
               ORDER BY th) AS ids,
