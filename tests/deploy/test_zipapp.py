@@ -31,9 +31,7 @@ from tests.pg import free_port
 from tests.realtime.clients import SseClient
 from tests.serverlog import problems_in_text
 
-# A build with pip, then a subprocess server. One xdist worker runs the module (scripts/test:
-# --dist loadgroup), so the 20 s build of the module fixture happens once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("zipapp")]
+pytestmark = pytest.mark.slow  # a build with pip, then a subprocess server
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_CEILING = 300.0  # seconds: pip resolving ~40 wheels (from its cache, else PyPI)
