@@ -21,7 +21,7 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import nats
 import nats.errors
@@ -249,7 +249,23 @@ class _Bridge:
         )
 
     async def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        future = asyncio.run_coroutine_threadsafe(fn(), self.loop)
+        """``await fn()`` on the asyncio loop; its result, or its exception raised here.
+
+        The asyncio task never ends with an exception: it returns it, and this re-raises it.
+        A trio cancellation that meets the call's own failure (a request answered "no
+        responders" as its caller gives up: nats-py's wait_for lets the answer win over the
+        cancellation) leaves a cancelled future whose task ended with that failure; nobody
+        would retrieve it, and asyncio would log "Task exception was never retrieved" at
+        ERROR with a traceback (seen under load in tests/cluster/test_leave_procs.py).
+        """
+
+        async def settled() -> tuple[T | None, Exception | None]:
+            try:
+                return await fn(), None
+            except Exception as exc:  # handed to the trio side; CancelledError passes
+                return None, exc
+
+        future = asyncio.run_coroutine_threadsafe(settled(), self.loop)
         done = trio.Event()
         token = self._token
 
@@ -263,7 +279,10 @@ class _Bridge:
         except trio.Cancelled:
             future.cancel()
             raise
-        return future.result()
+        value, error = future.result()
+        if error is not None:
+            raise error
+        return cast(T, value)
 
     def soon(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on trio (from the asyncio thread)."""

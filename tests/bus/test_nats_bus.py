@@ -120,6 +120,46 @@ async def test_request_reply_no_responders_and_timeout(bus: NatsBus) -> None:
             await bus.request(f"{subject}.nobody", b"x", within=2.0)
 
 
+async def test_a_call_failing_as_its_caller_gives_up_leaves_no_unretrieved_exception(
+    bus: NatsBus,
+) -> None:
+    """A bridge call cancelled on the trio side while its asyncio task is running, which then
+    fails (a request answered "no responders" as its caller's deadline passes: asyncio's
+    wait_for in 3.11 lets the result win over the cancellation): the failure is nobody's to
+    raise, and its task must not be left holding an unretrieved exception, which asyncio
+    logs as "Task exception was never retrieved" (an ERROR with a traceback in a node's log)
+    when the task is freed. ``_log_traceback`` is the flag asyncio's finalizer checks; when
+    the task is freed depends on the garbage collector, so the flag is what is asserted.
+    Seen under load in tests/cluster/test_leave_procs.py."""
+    started = threading.Event()
+    tasks: list[asyncio.Future[object]] = []
+
+    async def fails() -> None:  # on the bus's asyncio thread
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.append(task)
+        started.set()
+        try:
+            await asyncio.sleep(CEILING)  # until the trio side's cancellation reaches it
+        except asyncio.CancelledError:
+            # What nats-py's request does when its reply and the cancellation meet.
+            raise RuntimeError("failed after its caller gave up") from None
+
+    async def nothing() -> None:
+        return None
+
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bus._bridge.call, fails)
+            assert await trio.to_thread.run_sync(started.wait, CEILING)
+            nursery.cancel_scope.cancel()
+        # The loop runs in order: the cancellation, the failure it turned into, then this.
+        await bus._bridge.call(nothing)
+    [task] = tasks
+    assert task.done()
+    assert not task._log_traceback, task
+
+
 @pytest.mark.expect_log_errors("request handler on .* failed", reason="the handler raises")
 async def test_a_failing_handler_is_a_clear_error_not_a_timeout(bus: NatsBus) -> None:
     subject = unique("t.fail")

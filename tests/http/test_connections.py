@@ -49,18 +49,22 @@ async def test_server_closes_connection_when_asked(
     short_keepalive: tuple[str, int], request_bytes: bytes
 ) -> None:
     host, port = short_keepalive
-    streams = []
-    for _ in range(200):
-        stream = await trio.open_tcp_stream(host, port)
-        await stream.send_all(request_bytes)
-        streams.append(stream)
-    # Each connection must reach EOF well before the keep-alive timeout could close it.
-    with trio.fail_after(0.4 * 3):
+    streams: list[trio.SocketStream] = []
+    try:
+        for _ in range(200):
+            stream = await trio.open_tcp_stream(host, port)
+            await stream.send_all(request_bytes)
+            streams.append(stream)
+        # Each connection must reach EOF well before the keep-alive timeout could close it.
+        with trio.fail_after(0.4 * 3):
+            for stream in streams:
+                reply = await _read_until_eof(stream)
+                assert reply.startswith((b"HTTP/1.1 200", b"HTTP/1.1 404", b"HTTP/1.0"))
+    finally:
+        # Closed on failure too: 200 sockets left to the garbage collector fail whichever
+        # later test of the same worker they are collected in (unraisable ResourceWarnings).
         for stream in streams:
-            reply = await _read_until_eof(stream)
-            assert reply.startswith((b"HTTP/1.1 200", b"HTTP/1.1 404", b"HTTP/1.0"))
-    for stream in streams:
-        await stream.aclose()
+            await stream.aclose()
 
 
 async def test_idle_keepalive_connection_times_out(short_keepalive: tuple[str, int]) -> None:
