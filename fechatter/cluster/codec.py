@@ -63,6 +63,7 @@ from fechatter.errors import (
     ChatMoved,
     CodecError,
     Conflict,
+    DatabaseUnreachable,
     FechatterError,
     FieldError,
     Forbidden,
@@ -118,6 +119,9 @@ ERRORS: tuple[type[FechatterError], ...] = (
     HeadersTooLarge,
     RateLimited,
     Unavailable,
+    # A pool connect failing on the owner (PostgreSQL restarting). A peer of an older build
+    # does not know the name and rebuilds it by its status: Unavailable, the same 503.
+    DatabaseUnreachable,
     ChatMoved,
     CodecError,
     ProtocolMismatch,
