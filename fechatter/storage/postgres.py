@@ -290,26 +290,29 @@ class PostgresStorage(SqlStorage):
         """The server's ``max_connections`` and reserved slots now; ``Unavailable``."""
         return await self._call(connection_budget)
 
-    async def _call(self, fn: Call[T]) -> T:
-        """Run ``fn`` on a pooled connection, bounded; driver errors become domain errors."""
+    async def _bounded(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``await work()`` within the operation timeout (else ``OperationTimedOut``), driver
+        errors translated into domain errors: the one bound every call here runs under."""
         with trio.move_on_after(self._operation_timeout) as bounded:
             try:
-                async with self._pool.connection() as conn:
-                    return await fn(conn)
+                return await work()
             except (psycopg.Error, UnicodeError) as exc:
                 raise translate_error(exc) from exc
         assert bounded.cancelled_caught
         raise OperationTimedOut("the database did not answer in time", retry_after=1)
 
+    async def _call(self, fn: Call[T]) -> T:
+        """Run ``fn`` on a pooled connection, bounded; driver errors become domain errors."""
+
+        async def pooled() -> T:
+            async with self._pool.connection() as conn:
+                return await fn(conn)
+
+        return await self._bounded(pooled)
+
     async def _call_on(self, conn: Connection, fn: Call[T]) -> T:
         """``_call`` on a connection the caller holds already."""
-        with trio.move_on_after(self._operation_timeout) as bounded:
-            try:
-                return await fn(conn)
-            except (psycopg.Error, UnicodeError) as exc:
-                raise translate_error(exc) from exc
-        assert bounded.cancelled_caught
-        raise OperationTimedOut("the database did not answer in time", retry_after=1)
+        return await self._bounded(partial(fn, conn))
 
     @asynccontextmanager
     async def open_read_snapshot(self, hold: float = math.inf) -> AsyncIterator[_PgSnapshot]:
@@ -325,13 +328,7 @@ class PostgresStorage(SqlStorage):
         open, the snapshot's xmin keeps vacuum from removing rows deleted or updated since
         it began."""
         async with AsyncExitStack() as stack:
-            with trio.move_on_after(self._operation_timeout) as bounded:
-                try:
-                    conn = await stack.enter_async_context(self._pool.connection())
-                except (psycopg.Error, UnicodeError) as exc:
-                    raise translate_error(exc) from exc
-            if bounded.cancelled_caught:
-                raise OperationTimedOut("the database did not answer in time", retry_after=1)
+            conn = await self._bounded(partial(stack.enter_async_context, self._pool.connection()))
             # On any failure the pool rolls back what is left open (shielded, bounded) as
             # the connection goes back in.
             snapshot = _PgSnapshot(self, conn)
