@@ -25,6 +25,12 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.serverlog import expected_patterns, problems_in_text
 
+# Every `expect` waits up to 15 s, as the pages' own default timeout does (sign_up): Playwright's
+# 5 s default is a ceiling a loaded machine exceeds (two pytest workers: the first search hit
+# of tests/web/test_search.py arrived after it). A ceiling, not a sleep: each assertion returns
+# as soon as it holds.
+expect.set_options(timeout=15_000)
+
 CHROMIUM = os.environ.get("FECHATTER_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
