@@ -19,6 +19,8 @@ This module depends on nothing else in the package and must never do I/O.
 
 from __future__ import annotations
 
+import functools
+import re
 import unicodedata
 
 # Format characters that render as nothing; trimmed at both ends, so text of only these is
@@ -52,10 +54,25 @@ def trim(value: str) -> str:
     return value.strip(_TRIM)
 
 
+# Unicode's control characters (General_Category Cc) are exactly C0 (U+0000-U+001F), DEL
+# and C1 (U+007F-U+009F); the Stability Policy fixes Cc, so the set never grows
+# (tests/test_text.py checks it against unicodedata).
+CONTROL_CHARACTERS = frozenset(map(chr, (*range(0x00, 0x20), *range(0x7F, 0xA0))))
+
+
+@functools.cache
+def _control_pattern(allow: str) -> re.Pattern[str]:
+    refused = sorted(CONTROL_CHARACTERS.difference(allow))
+    return re.compile("[" + "".join(f"\\x{ord(ch):02x}" for ch in refused) + "]")
+
+
 def has_control_characters(value: str, allow: str = "") -> bool:
     """True if ``value`` holds a C0/C1 control character other than those in ``allow``
-    (names allow none; message content and descriptions allow tab, new line and CR)."""
-    return any(unicodedata.category(ch) == "Cc" and ch not in allow for ch in value)
+    (names allow none; message content and descriptions allow tab, new line and CR).
+
+    One regular-expression scan in C (it was a Python loop calling ``unicodedata.category``
+    per character: ~0.1 µs each, 0.4 ms for a 4,000-character message)."""
+    return _control_pattern(allow).search(value) is not None
 
 
 # Explicit directional embeddings, overrides and isolates (UAX #9): in a name they make
