@@ -255,6 +255,14 @@ class RawWs:
                 raise EOFError("connection ended without a close frame")
             self.ws.receive_data(bytes(data))
 
+    async def next_of(self, *events: str) -> Any:
+        """The next JSON message whose ``event`` is in ``events`` (skipping presence, typing,
+        ... that may come in between at any time)."""
+        while True:
+            message = await self.next_message()
+            if message.get("event") in events:
+                return message
+
     async def until_closed(self) -> list[Any]:
         """Every message up to the end of the connection (``closed`` tells how it ended)."""
         frames = []
