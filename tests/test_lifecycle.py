@@ -172,6 +172,10 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
                 n.start_soon(drain)
                 assert await process.wait() == 0
         assert problems_in_text(log.decode(errors="replace")) == []
+        # The serving process froze its start-up objects (cli.tune_gc_after_start).
+        frozen = re.search(rb"garbage collector: (\d+) start-up objects frozen", log)
+        assert frozen is not None
+        assert int(frozen.group(1)) > 10_000
         # The JWT secret was generated next to the database, owner-only.
         secret = tmp_path / ".fechatter-jwt-secret"
         assert secret.stat().st_mode & 0o777 == 0o600
