@@ -1,0 +1,142 @@
+"""``ReadOnUnreadBodies`` without a socket: an ASGI app that answers before reading its body,
+the server's side played by a memory channel (``receive``) and a list (``send``). The real
+path, through hypercorn, quart and nginx, is ``test_refused_bodies.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from fechatter.http.drain import READ_ON_SECONDS, ReadOnUnreadBodies
+
+LIMIT = 1000
+ANSWER = b'{"code":"missing_token"}'
+
+
+def scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": "/api/x", "headers": list(headers)}
+
+
+def length(n: int) -> tuple[bytes, bytes]:
+    return (b"content-length", str(n).encode())
+
+
+def chunk(data: bytes, *, more: bool) -> dict[str, Any]:
+    return {"type": "http.request", "body": data, "more_body": more}
+
+
+async def answer_at_once(scope: Any, receive: Any, send: Any) -> None:
+    """A handler that refuses without reading the body (quart's 401 before ``read_json``)."""
+    await send({"type": "http.response.start", "status": 401, "headers": []})
+    await send({"type": "http.response.body", "body": ANSWER, "more_body": False})
+
+
+async def answer_and_read_like_quart(scope: Any, receive: Any, send: Any) -> None:
+    """quart-trio's shape: a reader takes ``receive`` until disconnect beside the handler,
+    which answers at once; the reader is cancelled when the answer ended."""
+    async with trio.open_nursery() as nursery:
+
+        async def read() -> None:
+            while (await receive())["type"] == "http.request":
+                pass
+
+        nursery.start_soon(read)
+        await answer_at_once(scope, receive, send)
+        nursery.cancel_scope.cancel()
+
+
+class Server:
+    """The server's side of one request: the body is fed with ``feed``; what the app sent is
+    in ``sent``."""
+
+    def __init__(self) -> None:
+        self.feed, self._body = trio.open_memory_channel[dict[str, Any]](8)
+        self.sent: list[dict[str, Any]] = []
+
+    async def receive(self) -> Any:
+        return await self._body.receive()
+
+    async def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+    def ended(self) -> bool:
+        return bool(self.sent) and not self.sent[-1].get("more_body", False)
+
+
+@pytest.mark.parametrize("app", [answer_at_once, answer_and_read_like_quart])
+async def test_the_answer_leaves_at_once_and_the_response_ends_after_the_body(app: Any) -> None:
+    server = Server()
+    middleware = ReadOnUnreadBodies(app, LIMIT)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(middleware, scope(length(600)), server.receive, server.send)
+            await trio.testing.wait_all_tasks_blocked()
+            # The whole answer was sent, the response not ended: the body is still coming.
+            assert [m.get("body") for m in server.sent] == [None, ANSWER]
+            assert not server.ended()
+            await server.feed.send(chunk(b"a" * 300, more=True))
+            await trio.testing.wait_all_tasks_blocked()
+            assert not server.ended()
+            await server.feed.send(chunk(b"a" * 300, more=False))
+        assert server.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+        assert len(server.sent) == 3
+
+
+async def test_a_body_that_never_comes_is_waited_for_a_bounded_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = Server()
+    started = trio.current_time()
+    await ReadOnUnreadBodies(answer_at_once, LIMIT)(scope(length(50)), server.receive, server.send)
+    assert server.ended()
+    assert trio.current_time() - started == pytest.approx(READ_ON_SECONDS)
+
+
+async def test_a_disconnect_ends_the_response() -> None:
+    server = Server()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            middleware = ReadOnUnreadBodies(answer_at_once, LIMIT)
+            nursery.start_soon(middleware, scope(length(600)), server.receive, server.send)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not server.ended()
+            await server.feed.send({"type": "http.disconnect"})
+        assert server.ended()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [length(LIMIT + 1)],  # declared over the limit: refused and closed as before
+        [(b"transfer-encoding", b"chunked")],  # no declared length
+        [length(0)],  # no body
+        [(b"content-length", b"+5")],  # not a length h11 would frame by: passed on as is
+    ],
+)
+async def test_other_bodies_pass_through_untouched(headers: list[tuple[bytes, bytes]]) -> None:
+    server = Server()
+    with trio.fail_after(5):
+        await ReadOnUnreadBodies(answer_at_once, LIMIT)(
+            scope(*headers), server.receive, server.send
+        )
+    assert server.sent[-1] == {"type": "http.response.body", "body": ANSWER, "more_body": False}
+    assert server.feed.statistics().current_buffer_used == 0  # nothing was read
+
+
+async def test_a_body_read_before_the_answer_changes_nothing() -> None:
+    async def read_then_answer(scope: Any, receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body", False):
+            pass
+        await answer_at_once(scope, receive, send)
+
+    server = Server()
+    await server.feed.send(chunk(b"a" * 10, more=True))
+    await server.feed.send(chunk(b"a" * 10, more=False))
+    with trio.fail_after(5):
+        await ReadOnUnreadBodies(read_then_answer, LIMIT)(
+            scope(length(20)), server.receive, server.send
+        )
+    assert server.sent[-1] == {"type": "http.response.body", "body": ANSWER, "more_body": False}
