@@ -4,11 +4,20 @@ path, through hypercorn, quart and nginx, is ``test_refused_bodies.py``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
 import trio.testing
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPScope,
+    Scope,
+)
 
 from fechatter.http.drain import READ_ON_SECONDS, ReadOnUnreadBodies
 
@@ -16,25 +25,30 @@ LIMIT = 1000
 ANSWER = b'{"code":"missing_token"}'
 
 
-def scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
-    return {"type": "http", "method": "POST", "path": "/api/x", "headers": list(headers)}
+def scope(*headers: tuple[bytes, bytes]) -> HTTPScope:
+    fields = {"type": "http", "method": "POST", "path": "/api/x", "headers": list(headers)}
+    return cast(HTTPScope, fields)
 
 
 def length(n: int) -> tuple[bytes, bytes]:
     return (b"content-length", str(n).encode())
 
 
-def chunk(data: bytes, *, more: bool) -> dict[str, Any]:
+def chunk(data: bytes, *, more: bool) -> ASGIReceiveEvent:
     return {"type": "http.request", "body": data, "more_body": more}
 
 
-async def answer_at_once(scope: Any, receive: Any, send: Any) -> None:
+async def answer_at_once(
+    scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
     """A handler that refuses without reading the body (quart's 401 before ``read_json``)."""
     await send({"type": "http.response.start", "status": 401, "headers": []})
     await send({"type": "http.response.body", "body": ANSWER, "more_body": False})
 
 
-async def answer_and_read_like_quart(scope: Any, receive: Any, send: Any) -> None:
+async def answer_and_read_like_quart(
+    scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+) -> None:
     """quart-trio's shape: a reader takes ``receive`` until disconnect beside the handler,
     which answers at once; the reader is cancelled when the answer ended."""
     async with trio.open_nursery() as nursery:
@@ -53,21 +67,23 @@ class Server:
     in ``sent``."""
 
     def __init__(self) -> None:
-        self.feed, self._body = trio.open_memory_channel[dict[str, Any]](8)
+        self.feed, self._body = trio.open_memory_channel[ASGIReceiveEvent](8)
         self.sent: list[dict[str, Any]] = []
 
-    async def receive(self) -> Any:
+    async def receive(self) -> ASGIReceiveEvent:
         return await self._body.receive()
 
-    async def send(self, message: Any) -> None:
-        self.sent.append(message)
+    async def send(self, message: ASGISendEvent) -> None:
+        self.sent.append(dict(message))
 
     def ended(self) -> bool:
         return bool(self.sent) and not self.sent[-1].get("more_body", False)
 
 
 @pytest.mark.parametrize("app", [answer_at_once, answer_and_read_like_quart])
-async def test_the_answer_leaves_at_once_and_the_response_ends_after_the_body(app: Any) -> None:
+async def test_the_answer_leaves_at_once_and_the_response_ends_after_the_body(
+    app: ASGIFramework,
+) -> None:
     server = Server()
     middleware = ReadOnUnreadBodies(app, LIMIT)
     with trio.fail_after(5):
@@ -127,7 +143,9 @@ async def test_other_bodies_pass_through_untouched(headers: list[tuple[bytes, by
 
 
 async def test_a_body_read_before_the_answer_changes_nothing() -> None:
-    async def read_then_answer(scope: Any, receive: Any, send: Any) -> None:
+    async def read_then_answer(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
         while (await receive()).get("more_body", False):
             pass
         await answer_at_once(scope, receive, send)
