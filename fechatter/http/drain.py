@@ -40,6 +40,9 @@ DRAIN_SECONDS = 5.0
 # the answer was sent. A proxy's buffered 1 MiB arrives in milliseconds; a client that declared
 # a body and never sends it has its connection closed this much later than before.
 READ_ON_SECONDS = 5.0
+# An answer with this status is never read on: the body's time is used up (quart's BODY_TIMEOUT
+# on a trickled body), waiting longer for it would only keep a slow client's connection.
+TIMED_OUT = 408
 
 
 @dataclass(slots=True)
@@ -91,7 +94,11 @@ class ReadOnUnreadBodies:
     and the body declared a ``Content-Length`` of at most ``limit`` bytes, the answer's bytes
     are sent at once, the rest of the body is read and discarded (``drain``: until its end,
     the client's disconnect, or ``seconds`` after the answer), and only then does the response
-    end. Other requests pass through untouched."""
+    end. Other requests pass through untouched, and so does a 408: the body's time (quart's
+    ``BODY_TIMEOUT``) is used up, it closes at once as the file routes' 408 does.
+
+    ``limit``: bytes (``max_body_bytes``). ``seconds``: the read-on bound after the answer
+    (``read_on_seconds``, default ``READ_ON_SECONDS``)."""
 
     def __init__(self, app: ASGIFramework, limit: int, seconds: float = READ_ON_SECONDS) -> None:
         self.app = app
@@ -110,6 +117,7 @@ class ReadOnUnreadBodies:
             return
         body = BodyState(declared=declared, deadline=0.0)
         ended = trio.Event()
+        status = 0  # from http.response.start
 
         async def tracked_receive() -> ASGIReceiveEvent:
             message = await receive()
@@ -119,17 +127,23 @@ class ReadOnUnreadBodies:
             return message
 
         async def send_then_read_on(message: ASGISendEvent) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
             if (
                 message["type"] != "http.response.body"
                 or message.get("more_body", False)
                 or body.complete
+                or status == TIMED_OUT
             ):
                 await send(message)
                 return
             await send({**message, "more_body": True})  # the whole answer leaves now
             body.deadline = trio.current_time() + self.seconds
             # The app's own reader (quart's) may be waiting on receive too: whichever of the
-            # two takes the body's last message, ``ended`` says so.
+            # two takes the body's last message, ``ended`` says so. Should quart's reader take
+            # the client's disconnect, quart cancels its handler, this wait included: the
+            # response is not ended then, there is no one to end it for.
             with trio.move_on_at(body.deadline):
                 async with trio.open_nursery() as nursery:
                     left = declared - body.received

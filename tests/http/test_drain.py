@@ -49,17 +49,27 @@ async def answer_at_once(
 async def answer_and_read_like_quart(
     scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
-    """quart-trio's shape: a reader takes ``receive`` until disconnect beside the handler,
-    which answers at once; the reader is cancelled when the answer ended."""
+    """quart-trio's shape (``TrioASGIHTTPConnection``): a reader takes ``receive`` until
+    ``http.disconnect`` beside the handler, and then cancels the handler; the handler answers
+    once the reader waits (quart's checks the token meanwhile) and, its answer ended, cancels
+    the reader."""
+    reading = trio.Event()
     async with trio.open_nursery() as nursery:
 
         async def read() -> None:
-            while (await receive())["type"] == "http.request":
-                pass
+            while True:
+                reading.set()  # receive registers this task as a waiter before any other runs
+                if (await receive())["type"] == "http.disconnect":
+                    break
+            nursery.cancel_scope.cancel()
+
+        async def handle() -> None:
+            await reading.wait()
+            await answer_at_once(scope, receive, send)
+            nursery.cancel_scope.cancel()
 
         nursery.start_soon(read)
-        await answer_at_once(scope, receive, send)
-        nursery.cancel_scope.cancel()
+        nursery.start_soon(handle)
 
 
 class Server:
@@ -123,6 +133,46 @@ async def test_a_disconnect_ends_the_response() -> None:
         assert server.ended()
 
 
+async def test_quarts_reader_taking_the_disconnect_during_the_drain_ends_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """quart's reader waited on ``receive`` before the drain did, so the disconnect is its
+    (a memory channel serves its waiters in order): quart cancels its handler, the read-on
+    included — at once, not after ``READ_ON_SECONDS``. The response is left unended: the
+    client is gone."""
+    server = Server()
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        middleware = ReadOnUnreadBodies(answer_and_read_like_quart, LIMIT)
+        nursery.start_soon(middleware, scope(length(600)), server.receive, server.send)
+        await trio.testing.wait_all_tasks_blocked()
+        assert [m.get("body") for m in server.sent] == [None, ANSWER]  # answered, reading on
+        await server.feed.send({"type": "http.disconnect"})
+    assert trio.current_time() == started
+    assert not server.ended()  # had the drain taken the disconnect, it would have ended it
+
+
+async def test_a_timed_out_body_is_not_read_on(autojump_clock: trio.testing.MockClock) -> None:
+    """A 408 (quart's ``BODY_TIMEOUT`` on a trickled body) has used the body's time: its
+    response ends with the answer, the rest of the body unread, as the file routes' 408."""
+
+    async def read_some_then_time_out(
+        scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        await receive()  # the first part; the rest is late
+        await send({"type": "http.response.start", "status": 408, "headers": []})
+        await send({"type": "http.response.body", "body": ANSWER, "more_body": False})
+
+    server = Server()
+    await server.feed.send(chunk(b"a" * 10, more=True))
+    started = trio.current_time()
+    await ReadOnUnreadBodies(read_some_then_time_out, LIMIT)(
+        scope(length(600)), server.receive, server.send
+    )
+    assert trio.current_time() == started
+    assert server.sent[-1] == {"type": "http.response.body", "body": ANSWER, "more_body": False}
+
+
 @pytest.mark.parametrize(
     "headers",
     [
@@ -132,14 +182,16 @@ async def test_a_disconnect_ends_the_response() -> None:
         [(b"content-length", b"+5")],  # not a length h11 would frame by: passed on as is
     ],
 )
-async def test_other_bodies_pass_through_untouched(headers: list[tuple[bytes, bytes]]) -> None:
+async def test_other_bodies_pass_through_untouched(
+    headers: list[tuple[bytes, bytes]], autojump_clock: trio.testing.MockClock
+) -> None:
     server = Server()
-    with trio.fail_after(5):
-        await ReadOnUnreadBodies(answer_at_once, LIMIT)(
-            scope(*headers), server.receive, server.send
-        )
+    await server.feed.send(chunk(b"a" * 10, more=True))  # a part of the body has arrived
+    started = trio.current_time()
+    await ReadOnUnreadBodies(answer_at_once, LIMIT)(scope(*headers), server.receive, server.send)
     assert server.sent[-1] == {"type": "http.response.body", "body": ANSWER, "more_body": False}
-    assert server.feed.statistics().current_buffer_used == 0  # nothing was read
+    assert trio.current_time() == started  # no read-on time was spent
+    assert server.feed.statistics().current_buffer_used == 1  # and the part was not read
 
 
 async def test_a_body_read_before_the_answer_changes_nothing() -> None:
