@@ -57,6 +57,7 @@ from fechatter.http import create_app
 from fechatter.http.access import AccessLogged
 from fechatter.http.asgi import RequestContext, ShieldedSend
 from fechatter.http.common import Context
+from fechatter.http.drain import ReadOnUnreadBodies
 from fechatter.http.files import FileRoutes
 from fechatter.metrics import Metrics, RealtimeStats
 from fechatter.ratelimit import RateLimiter
@@ -284,9 +285,14 @@ def access_logs(settings: Settings) -> tuple[AccessLog, AccessLog] | None:
 
 
 def api_app(ctx: Context, files: Files) -> ASGIFramework:
-    """The API listener's ASGI app: quart's, behind the streaming file routes (not on a
-    node with role realtime, which serves no API route)."""
-    app = create_app(ctx)
+    """The API listener's ASGI app: quart's, which reads on a body it answered without reading
+    (``ReadOnUnreadBodies``, up to ``max_body_bytes`` for ``read_on_seconds``: a proxy's send
+    must not fail), behind the streaming file routes (not on a node with role realtime, which
+    serves no API route)."""
+    settings = ctx.settings
+    app: ASGIFramework = ReadOnUnreadBodies(
+        create_app(ctx), settings.max_body_bytes, settings.read_on_seconds
+    )
     if ctx.settings.role == "realtime":
         return app
     return FileRoutes(app, ctx, files)

@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     throttle_max_keys: int = Field(100_000, ge=1, description="entries per throttle table")
 
     max_body_bytes: int = Field(1024 * 1024, gt=0)
+    read_on_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="seconds an early answer's unread body (<= max_body_bytes) is read on after"
+        " the answer, before the response ends (fechatter/http/drain.py READ_ON_SECONDS)",
+    )
     max_content_chars: int = Field(4000, gt=0)
     max_files: int = Field(10, ge=0)
     max_members_per_request: int = Field(1000, gt=0)

@@ -16,6 +16,7 @@ from fechatter.config import (
     redact_url,
     resolve_jwt_secret,
 )
+from fechatter.http.drain import READ_ON_SECONDS
 
 
 def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,6 +30,7 @@ def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.database_url == "sqlite:///x.db"  # flag
     assert load_settings(str(config), port=7200).port == 7200  # flag beats env
     assert Settings().max_body_bytes == 1024 * 1024  # default
+    assert Settings().read_on_seconds == READ_ON_SECONDS  # default: the documented 5 s
 
 
 def test_missing_named_config_file_is_an_error(tmp_path: Path) -> None:

@@ -63,6 +63,13 @@ from fechatter.errors import (
 )
 from fechatter.http.apidoc import SignedUrlsOut, doc
 from fechatter.http.common import Context, current_user_id, json_response, read_json
+from fechatter.http.drain import (
+    DRAIN_BYTES,
+    DRAIN_SECONDS,
+    BodyState,
+    declared_length,
+    drain,
+)
 from fechatter.images import SAFE_IMAGE_TYPES
 from fechatter.storage.blobs import BlobMissing
 from fechatter.storage.files import FileRecord
@@ -76,14 +83,11 @@ MULTIPART_OVERHEAD = 64 * 1024
 # after the answer was sent, before the connection closes, when its Content-Length is at most
 # max_file_bytes + DRAIN_ENVELOPE (21 MiB by default: deploy/nginx.conf's client_max_body_size
 # for uploads), for at most upload_timeout from the request's start: a proxy sends a buffered
-# body whole before it reads the answer, and a node closing first fails its send (nginx: 502).
-# A larger Content-Length, or a chunked body (a proxy always declares its buffered body's
-# length), is answered at once and the connection closed, reading on only DRAIN_BYTES for
-# DRAIN_SECONDS meanwhile (hypercorn's queue to the handler must not stay full: it would wait
-# on it, SEND_DEADLINE 30 s, before closing, the client stalled on its write).
+# body whole before it reads the answer, and a node closing first fails its send (nginx: 502;
+# fechatter.http.drain, which does the same for the other routes). A larger Content-Length, or
+# a chunked body (a proxy always declares its buffered body's length), is answered at once and
+# the connection closed, reading on only DRAIN_BYTES for DRAIN_SECONDS meanwhile.
 DRAIN_ENVELOPE = 1024 * 1024
-DRAIN_BYTES = 1024 * 1024
-DRAIN_SECONDS = 5.0
 FILE_PATH = re.compile(r"/files/([A-Za-z0-9_-]{1,64})(/thumbnail)?")
 SIGNABLE = re.compile(r"/files/[A-Za-z0-9_-]{1,64}(?:/thumbnail)?")
 SAFE_TYPES = frozenset(SAFE_IMAGE_TYPES.values())
@@ -291,12 +295,11 @@ class FileRoutes:
         status = await self._send_refusal(receive, send, error, self._body_state(scope))
         self._record(scope["method"], rule, status, 0.0)
 
-    def _body_state(self, scope: HTTPScope) -> _BodyState:
+    def _body_state(self, scope: HTTPScope) -> BodyState:
         """A request's body as far as its head tells: its declared length (None: chunked or
         malformed) and the deadline (trio time) for reading it, ``upload_timeout`` from now."""
-        declared = _header(scope, b"content-length")
-        return _BodyState(
-            declared=int(declared) if declared is not None and _digits(declared) else None,
+        return BodyState(
+            declared=declared_length(scope),
             deadline=trio.current_time() + self.ctx.settings.upload_timeout,
         )
 
@@ -305,7 +308,7 @@ class FileRoutes:
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
         error: FechatterError,
-        body: _BodyState,
+        body: BodyState,
     ) -> int:
         """Answer ``error`` (the whole problem document at once) and close the connection,
         having read the rest of the body first when its declared length is at most
@@ -321,13 +324,11 @@ class FileRoutes:
         read_on = not body.complete and body.declared is not None and body.declared <= bound
         async with trio.open_nursery() as nursery:
             if not body.complete and not read_on:
-                nursery.start_soon(
-                    _drain, receive, DRAIN_BYTES, trio.current_time() + DRAIN_SECONDS
-                )
+                nursery.start_soon(drain, receive, DRAIN_BYTES, trio.current_time() + DRAIN_SECONDS)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload, "more_body": True})
             if read_on:
-                await _drain(receive, bound - body.received, body.deadline)
+                await drain(receive, bound - body.received, body.deadline)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         return status
 
@@ -400,7 +401,7 @@ class FileRoutes:
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
         error: FechatterError,
-        body: _BodyState,
+        body: BodyState,
     ) -> int:
         """Answer ``error`` and close the connection: ``_send_refusal`` (a proxy's buffered
         body is read to its end first; see ``DRAIN_ENVELOPE``)."""
@@ -411,7 +412,7 @@ class FileRoutes:
         scope: HTTPScope,
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
-        body: _BodyState,
+        body: BodyState,
     ) -> None:
         """Read, store and answer one upload; ``body.complete`` once it was read to its end."""
         settings = self.ctx.settings
@@ -611,32 +612,6 @@ class FileRoutes:
 
 class _Gone(Exception):
     """The client disconnected during the upload."""
-
-
-@dataclass(slots=True)
-class _BodyState:
-    """A request body being read: its declared length (None: chunked, or no valid header),
-    the bytes received so far, whether the last ``http.request`` message arrived, and the
-    deadline (trio time) for reading it."""
-
-    declared: int | None
-    deadline: float
-    received: int = 0
-    complete: bool = False
-
-
-async def _drain(receive: ASGIReceiveCallable, limit: int, deadline: float) -> None:
-    """Read and discard the rest of a refused body (``FileRoutes._send_refusal``): until its
-    end, the client's disconnect, more than ``limit`` bytes, or ``deadline`` (trio time)."""
-    taken = 0
-    with trio.move_on_at(deadline):
-        while taken <= limit:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            taken += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
 
 
 class FileSignIn(pydantic.BaseModel):

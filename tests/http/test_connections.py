@@ -13,6 +13,7 @@ import trio
 
 from fechatter.app import ServerInfo, serve
 from fechatter.config import Settings
+from tests.conftest import running_server
 
 
 async def _serve_with_keepalive(
@@ -50,6 +51,28 @@ async def long_keepalive(
         nursery, settings_factory(keep_alive_timeout=LONG_KEEPALIVE_S)
     ):
         yield address
+
+
+# The read-on time of an early answer's unread body (Settings.read_on_seconds, 5 s by default):
+# short where a test waits it out, long where a test must tell the body's end from its expiry.
+SHORT_READ_ON_S = 0.2
+LONG_READ_ON_S = 60.0
+
+
+@pytest.fixture
+async def short_read_on(
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[ServerInfo]:
+    async with running_server(nursery, settings_factory(read_on_seconds=SHORT_READ_ON_S)) as info:
+        yield info
+
+
+@pytest.fixture
+async def long_read_on(
+    nursery: trio.Nursery, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[ServerInfo]:
+    async with running_server(nursery, settings_factory(read_on_seconds=LONG_READ_ON_S)) as info:
+        yield info
 
 
 async def _read_until_eof(stream: trio.SocketStream) -> bytes:
@@ -211,11 +234,12 @@ async def test_keep_alive_serves_every_method_on_one_connection(server: ServerIn
     ],
 )
 async def test_early_answer_to_an_unsent_body_closes_the_connection(
-    server: ServerInfo, head: bytes, status: bytes
+    short_read_on: ServerInfo, head: bytes, status: bytes
 ) -> None:
     """An answer given before the body arrived says ``Connection: close`` and closes: the
-    client must not send its next request onto a connection still expecting the old body."""
-    url = urlsplit(server.api_url)
+    client must not send its next request onto a connection still expecting the old body
+    (the 401 to a declared body that never comes closes ``SHORT_READ_ON_S`` after it)."""
+    url = urlsplit(short_read_on.api_url)
     assert url.hostname is not None
     assert url.port is not None
     with trio.fail_after(20):
@@ -226,3 +250,74 @@ async def test_early_answer_to_an_unsent_body_closes_the_connection(
             response_head = reply.split(b"\r\n\r\n", 1)[0].lower()
             assert response_head.startswith(b"http/1.1 " + status), reply
             assert b"connection: close" in response_head
+
+
+async def _read_response(
+    conn: h11.Connection, stream: trio.SocketStream
+) -> tuple[h11.Response, bytes]:
+    """One whole response on ``conn`` (h11 checks its framing): its head and its body."""
+    response: h11.Response | None = None
+    data = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            response = event
+        elif isinstance(event, h11.Data):
+            data += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            assert response is not None
+            return response, data
+        else:
+            raise AssertionError(f"unexpected {event!r}")
+
+
+# How long the connection must stay open while the body is still owed: a bounded negative
+# check (the server closing early does so at once, right after its answer).
+STILL_OPEN_S = 0.5
+
+
+@pytest.mark.direct_listener(
+    reason="a body sent in two parts on a raw connection; nginx buffers the whole body before"
+    " a node sees the request (test_refused_bodies.py is the proxied side)"
+)
+async def test_early_answer_reads_the_rest_of_the_body_before_closing(
+    long_read_on: ServerInfo,
+) -> None:
+    """An anonymous POST is answered 401 before its body was read (docs/api.md "Proxy fixes",
+    ``ReadOnUnreadBodies``): the answer arrives whole at once, the connection stays open while
+    the declared body is still owed, and closes as soon as its last byte is sent — not when
+    the read-on time (``LONG_READ_ON_S`` here) runs out."""
+    url = urlsplit(long_read_on.api_url)
+    assert url.hostname is not None
+    assert url.port is not None
+    body = json.dumps({"name": "x" * 100_000}).encode()  # under max_body_bytes
+    half = len(body) // 2
+    headers = [
+        ("Host", "t"),
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+    ]
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream(url.hostname, url.port)
+        async with stream:
+            conn = h11.Connection(h11.CLIENT)
+            request = h11.Request(method="POST", target="/api/workspaces", headers=headers)
+            await stream.send_all(conn.send(request) + conn.send(h11.Data(data=body[:half])))
+            # The whole answer, with half the body still unsent.
+            response, data = await _read_response(conn, stream)
+            assert response.status_code == 401, data
+            fields = dict(response.headers)
+            assert fields[b"content-type"] == b"application/problem+json"
+            assert b"close" in fields[b"connection"].lower()
+            assert json.loads(data)["code"] == "missing_token"
+            # No end-of-file (nor a reset) while the body is owed.
+            with trio.move_on_after(STILL_OPEN_S) as still_open:
+                early = await stream.receive_some(65536)
+            assert still_open.cancelled_caught, f"the server closed early: {early!r}"
+            rest = conn.send(h11.Data(data=body[half:])) + conn.send(h11.EndOfMessage())
+            await stream.send_all(rest)
+            # The body's end, not the read-on time, ends the response: end-of-file promptly.
+            with trio.fail_after(LONG_READ_ON_S / 6):
+                assert await _read_until_eof(stream) == b""
