@@ -42,6 +42,7 @@ from werkzeug.routing import Rule
 
 from fechatter.app import ServerInfo
 from fechatter.http.common import IdConverter
+from fechatter.http.drain import ReadOnUnreadBodies
 from fechatter.http.files import FileRoutes
 from tests.conftest import Api
 from tests.serverlog import LogWatch
@@ -66,7 +67,11 @@ def _template(rule: Rule) -> str:
 
 
 def _quart_app(info: ServerInfo) -> QuartTrio:
-    app = info.api.app if isinstance(info.api, FileRoutes) else info.api
+    """The quart app under the ASGI wrappers ``api_app`` puts around it (file routes, the
+    read-on of unread bodies)."""
+    app: object = info.api
+    while isinstance(app, (FileRoutes, ReadOnUnreadBodies)):
+        app = app.app
     assert isinstance(app, QuartTrio), info.api
     return app
 
