@@ -98,19 +98,30 @@ async def test_interleaved_bursts_reach_every_subscription_once_in_order_without
     """Four publishers at once, each one burst interleaving 16 subjects in its own shuffled
     order, 60 rounds: every subscription gets exactly its messages, each publisher's in
     publish order, none twice, none of another subject; a wildcard subscription gets all of
-    them. And the barrier property the Sequencer relies on: when a publisher's final probe
-    message is offered, every message that publisher sent before it is already offered to
-    its subscription (across subscriptions, not just within one)."""
+    them. And the barrier property the Sequencer relies on (``Bus.barrier``): once a
+    publisher's final probe message has been received, a barrier returns only when every
+    message that publisher sent before it is offered to its subscription (across
+    subscriptions, not just within one). Not at the probe's own offer: one drain hands each
+    ready subscription its whole backlog in turn, so within a drain a later message of one
+    subscription may be offered before an earlier one of another."""
     base, publishers, rounds, subjects = unique("t.hot"), 4, 60, 16
     per_sub = publishers * rounds
     with trio.fail_after(CEILING):
         subs = [await bus.subscribe(f"{base}.s.{i}", buffer=per_sub) for i in range(subjects)]
         everything = await bus.subscribe(f"{base}.s.*", buffer=per_sub * subjects)
         probe = await bus.subscribe(f"{base}.probe", buffer=publishers)
-        # At each probe's offer: how many items each subscription had been offered by then.
+        # After each probe and a barrier: how many items each subscription had been offered.
+        probes: list[int] = []
         snapshots: list[list[int]] = []
-        probe.on_offer = lambda _: snapshots.append([s.offered for s in subs])
         await registered(bus)
+
+        async def watch_probes() -> None:
+            for _ in range(publishers):
+                item = await probe.receive()
+                assert isinstance(item, Message), item
+                await bus.barrier()
+                snapshots.append([s.offered for s in subs])
+                probes.append(parse(item)[0])
 
         def plan(publisher: int) -> list[tuple[str, bytes]]:
             order = list(range(subjects))
@@ -121,10 +132,11 @@ async def test_interleaved_bursts_reach_every_subscription_once_in_order_without
             items.append((f"{base}.probe", f"{publisher}:0:probe".encode()))
             return items
 
-        async with trio.open_nursery() as nursery:
-            for publisher in range(publishers):
-                nursery.start_soon(raw_burst, nats_server, plan(publisher))
-        probes = [parse(m)[0] for m in await take(probe, publishers)]
+        async with trio.open_nursery() as watching:
+            watching.start_soon(watch_probes)
+            async with trio.open_nursery() as nursery:
+                for publisher in range(publishers):
+                    nursery.start_soon(raw_burst, nats_server, plan(publisher))
         got = [await take(sub, per_sub) for sub in subs]
         all_got = await take(everything, per_sub * subjects)
     assert sorted(probes) == list(range(publishers))
