@@ -66,6 +66,13 @@ STAGING_BYTES = 64 * 1024 * 1024
 # How long closing the bus waits for the asyncio thread to stop after the connection closed
 # (it has nothing left to run by then). Past it the thread is abandoned and an error logged.
 THREAD_JOIN_CEILING = 5.0  # seconds
+# How long closing the bus waits for an asyncio task it cancelled to end (a connect still
+# running, nats-py's reconnect/read/flush/ping tasks): cancellation is prompt unless
+# Python 3.11's ``asyncio.wait_for`` swallowed it, which a second cancel ends.
+TASK_END_CEILING = 1.0  # seconds
+# Loop iterations closing the bus waits for aborted sockets to close (one is enough: the
+# abort schedules the close as the next callback; a bound, not a timing).
+ABORT_ITERATIONS = 10
 ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
 CONSUMER_IDLE = 30.0  # seconds: a read_subjects consumer whose delete was lost goes after this
 
@@ -279,6 +286,8 @@ class _Bridge:
         except trio.Cancelled:
             future.cancel()
             raise
+        if future.cancelled():  # the bus closed under the call (``NatsBus.aclose``)
+            raise Unavailable("the NATS bus closed during the call")
         value, error = future.result()
         if error is not None:
             raise error
@@ -390,6 +399,46 @@ async def _open_bridge(name: str) -> AsyncIterator[_Bridge]:
             log.error("the nats bus thread did not stop in %ss; abandoned", THREAD_JOIN_CEILING)
 
 
+async def _end_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait up to ``TASK_END_CEILING`` seconds for them to end (asyncio
+    thread). A task still running after a cancel is cancelled again every ``RECONNECT_WAIT``
+    seconds: Python 3.11's ``asyncio.wait_for`` returns the awaited result instead of raising
+    when the cancel meets its completion, and nats-py's connect then goes on connecting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TASK_END_CEILING
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            log.warning("%d nats tasks did not end when cancelled", len(pending))
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(left, RECONNECT_WAIT))
+
+
+def _socket_closed(writer: asyncio.StreamWriter) -> bool:
+    """Whether ``writer``'s socket is closed: a selector transport drops its socket (private
+    ``_sock``) once closed; a TLS transport has none of its own (its plain writer is the
+    other of the pair ``_abort_transports`` returns)."""
+    return getattr(writer.transport, "_sock", None) is None
+
+
+def _abort_transports(nc: Client) -> list[asyncio.StreamWriter]:
+    """Abort the socket (and TLS) transports of ``nc``'s connection, whatever its state;
+    the writers whose loss to await (asyncio thread, synchronous). Reads nats-py 2.16's
+    private ``Client._transport`` and ``TcpTransport._io_writer`` / ``_bare_io_writer`` (the
+    TLS and the plain stream of one socket); aborting twice does nothing."""
+    transport = nc._transport
+    writers: list[asyncio.StreamWriter] = []
+    for name in ("_io_writer", "_bare_io_writer"):
+        writer = getattr(transport, name, None)
+        if isinstance(writer, asyncio.StreamWriter) and writer not in writers:
+            writer.transport.abort()
+            writers.append(writer)
+    return writers
+
+
 # -- the bus ------------------------------------------------------------------------------
 def _headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
@@ -416,6 +465,9 @@ class NatsBus:
         # so concurrent first calls make one (nats-py's subscribe can suspend when its
         # flush queue is full).
         self._acks_lock: asyncio.Lock | None = None
+        # The asyncio task of ``_connect`` (set on the asyncio thread): trio stops waiting for
+        # it when cancelled or past the timeout, but it may still be running then.
+        self._connect_task: asyncio.Task[Any] | None = None
 
     # -- connection state (set on trio via the bridge) ------------------------------------
     @property
@@ -490,23 +542,26 @@ class NatsBus:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         url = ",".join(redact_url(s) for s in servers)
-        try:
-            await self._call(
-                lambda: self._nc.connect(
-                    servers=servers,
-                    name=name,
-                    user_credentials=credentials,
-                    tls=tls,
-                    # Both annotated int in nats-py but used as float seconds (asyncio).
-                    connect_timeout=self._timeout,  # type: ignore[arg-type]
-                    reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
-                    max_reconnect_attempts=-1,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                )
+
+        async def connect() -> None:  # on the asyncio thread
+            self._connect_task = asyncio.current_task()
+            await self._nc.connect(
+                servers=servers,
+                name=name,
+                user_credentials=credentials,
+                tls=tls,
+                # Both annotated int in nats-py but used as float seconds (asyncio).
+                connect_timeout=self._timeout,  # type: ignore[arg-type]
+                reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
+                max_reconnect_attempts=-1,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
             )
+
+        try:
+            await self._call(connect)
         except Unavailable:
             raise
         except (OSError, nats.errors.Error) as exc:
@@ -525,14 +580,58 @@ class NatsBus:
             raise Unavailable(f"NATS is {self._state.value}")
 
     async def aclose(self) -> None:
-        """Drain subscriptions and close the connection (bounded by the operation timeout)."""
+        """End the subscriptions' iterations and close the connection; on return its socket
+        is closed, whatever state the connection was in.
+
+        On the asyncio thread, in order: a connect still running is cancelled and awaited
+        (``TASK_END_CEILING``; else it would open a socket after the close); nats-py's
+        ``close`` runs, bounded by the operation timeout (it flushes what is pending, which
+        a server that stopped reading holds forever); every task left on the loop (nats-py's
+        reconnect, read, flush and ping tasks, calls in flight, which raise ``Unavailable``)
+        is cancelled and awaited (``TASK_END_CEILING``); and whatever happened before, the
+        connection's transports are aborted and their loss awaited, so no socket outlives
+        the bus's loop (docs/cluster.md "NATS client on trio"). Bounded on the trio side by
+        the sum of those bounds plus one second; never raises."""
         for sub in self._subs.values():
             sub._close()
-        if not self._nc.is_closed:
+        nc, timeout = self._nc, self._timeout
+
+        async def shut() -> bool:  # on the asyncio thread; True if nats-py's close finished
+            me = asyncio.current_task()
+            closed = False
             try:
-                await self._call(self._nc.close)
-            except Unavailable:
-                log.warning("nats close did not finish in %ss", self._timeout)
+                if self._connect_task is not None:
+                    await _end_tasks([self._connect_task])
+                if nc._flush_queue is not None:  # else connect never ran: nothing to close
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await nc.close()
+                        closed = True
+                    except TimeoutError:
+                        pass
+                await _end_tasks([t for t in asyncio.all_tasks() if t is not me])
+            finally:  # cancelled too (the loop stopping): synchronous, nothing awaited
+                writers = _abort_transports(nc)
+            # The abort closes each socket in a callback on the loop's next iteration
+            # (``_call_connection_lost``). Not ``writer.wait_closed()``: its future is the one
+            # nats-py's close awaited, cancelled with it when the close timed out.
+            for _ in range(ABORT_ITERATIONS):
+                if all(_socket_closed(writer) for writer in writers):
+                    break
+                await asyncio.sleep(0)
+            else:
+                log.warning("an aborted nats socket was not closed")
+            return closed
+
+        finished = False
+        with trio.move_on_after(timeout + 3 * TASK_END_CEILING + 1.0):
+            try:
+                finished = await self._bridge.call(shut)
+            except Exception:  # never out of a close; the transports were aborted anyway
+                log.exception("closing the nats connection failed")
+                finished = True
+        if not finished:
+            log.warning("nats close did not finish in %ss; its connection was aborted", timeout)
         self._set_state(BusState.CLOSED)
 
     # -- core NATS ------------------------------------------------------------------------
