@@ -133,6 +133,95 @@ async def publish_until_stuck(bus: NatsBus) -> None:
         await bus.publish("t.stall", chunk)
 
 
+async def test_a_connect_cancelled_from_outside_before_info_closes_its_socket() -> None:
+    """The caller gives up (a ``fail_after`` around a node's start, a test's teardown) while
+    nats-py waits for ``INFO``: the asyncio task is left running on its own, and nats-py
+    retries forever; the close ends it and closes its socket."""
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as nursery:
+            url, stalled, accepted = await serve_one(nursery, never_say_info)
+            with trio.CancelScope() as scope:
+                nursery.start_soon(cancel_when_set, stalled, scope)
+                async with open_nats_bus(url, name="given-up", op_timeout=5.0):
+                    pass
+            assert scope.cancelled_caught
+            client = accepted.receive_nowait()
+            await until_closed(client)
+            nursery.cancel_scope.cancel()
+    gc.collect()
+
+
+async def handshake_then_hang_up(stream: trio.SocketStream, stalled: trio.Event) -> None:
+    seen = bytearray()
+    await stream.send_all(b"INFO " + json.dumps(INFO).encode() + b"\r\n")
+    await read_until(stream, b"PING\r\n", seen)
+    await stream.send_all(b"PONG\r\n")
+
+
+async def first_hang_up_then_stall(stream: trio.SocketStream, stalled: trio.Event) -> None:
+    """The first connection is served and then closed by the server; the next one (the
+    client's reconnect) gets no ``INFO``."""
+    if not stalled.is_set() and not getattr(first_hang_up_then_stall, "served", False):
+        first_hang_up_then_stall.served = True  # type: ignore[attr-defined]
+        await handshake_then_hang_up(stream, stalled)
+        return
+    await never_say_info(stream, stalled)
+
+
+async def test_closing_during_a_pending_reconnect_closes_the_new_socket() -> None:
+    first_hang_up_then_stall.served = False  # type: ignore[attr-defined]
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as nursery:
+            url, stalled, accepted = await serve_one(nursery, first_hang_up_then_stall)
+            async with open_nats_bus(url, name="reconnecting", op_timeout=0.5) as live:
+                await stalled.wait()  # the reconnect's connection, waiting for INFO
+                first = accepted.receive_nowait()
+                again = accepted.receive_nowait()
+            await until_closed(again)
+            await first.aclose()
+            nursery.cancel_scope.cancel()
+    assert_collects_clean(live)
+
+
+async def first_refused_then_stall(stream: trio.SocketStream, stalled: trio.Event) -> None:
+    """The first connection is closed at once (the client's attempt fails in the handshake);
+    the next one (its retry) gets no ``INFO``."""
+    if not getattr(first_refused_then_stall, "refused", False):
+        first_refused_then_stall.refused = True  # type: ignore[attr-defined]
+        return  # ``closing`` hangs up
+    await never_say_info(stream, stalled)
+
+
+@pytest.mark.parametrize("give_up", ["timeout", "cancelled"])
+async def test_a_connect_retrying_after_a_failed_attempt_closes_the_retrys_socket(
+    give_up: str,
+) -> None:
+    """nats-py's connect marks the client closed after a failed attempt and then retries
+    (forever, here): the retry's socket is open while the client says it is closed, so a
+    close that trusts ``is_closed`` leaves it open."""
+    first_refused_then_stall.refused = False  # type: ignore[attr-defined]
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as nursery:
+            url, stalled, accepted = await serve_one(nursery, first_refused_then_stall)
+            with trio.CancelScope() as scope:
+                if give_up == "cancelled":
+                    nursery.start_soon(cancel_when_set, stalled, scope)
+                with pytest.raises(Unavailable):  # (timeout): no INFO within 1 s
+                    async with open_nats_bus(url, name="retrying", op_timeout=1.0):
+                        pass
+            assert scope.cancelled_caught == (give_up == "cancelled")
+            await accepted.receive_nowait().aclose()
+            retry = accepted.receive_nowait()
+            await until_closed(retry)
+            nursery.cancel_scope.cancel()
+    gc.collect()
+
+
+async def cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
 def assert_collects_clean(bus: NatsBus) -> None:
     """Dropping the last reference to a closed bus warns of nothing (a ResourceWarning here
     is an error under ``filterwarnings = error``, reported as unraisable)."""
