@@ -31,6 +31,7 @@ import trio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.aio.transport import TcpTransport
 
 from fechatter.bus.base import (
     BusState,
@@ -73,6 +74,9 @@ TASK_END_CEILING = 1.0  # seconds
 # Loop iterations closing the bus waits for aborted sockets to close (one is enough: the
 # abort schedules the close as the next callback; a bound, not a timing).
 ABORT_ITERATIONS = 10
+# What closing the bus allows on the trio side past its asyncio steps' own bounds (thread
+# hops, the abort's loop iterations): see ``_close_ceiling``.
+CLOSE_SLACK = 1.0  # seconds
 ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
 CONSUMER_IDLE = 30.0  # seconds: a read_subjects consumer whose delete was lost goes after this
 
@@ -94,6 +98,10 @@ NATS_PY_LINE = "2.16."
 # payload in ``_pending_size``, then hand the message to ``_pending_queue.put_nowait``.
 _PROCESS_MSG_STEPS = ("sub._pending_size += payload_size", "sub._pending_queue.put_nowait(msg)")
 _SUBSCRIPTION_ATTRIBUTES = ("_id", "_pending_queue", "_pending_size", "_wait_for_msgs_task")
+# What closing the bus reads to close the socket on every path (``NatsBus.aclose``,
+# ``_abort_transports``): a renamed one would bring back the leak silently (getattr defaults).
+_CLIENT_ATTRIBUTES = ("_transport", "_flush_queue")
+_TRANSPORT_ATTRIBUTES = ("_io_writer", "_bare_io_writer")
 
 
 class NatsClientUnsupported(RuntimeError):
@@ -104,15 +112,20 @@ def check_nats_internals(
     version: str | None = None,
     subscription_cls: type = NatsSubscription,
     process_msg: Callable[..., object] = Client._process_msg,
+    client_cls: type = Client,
+    transport_cls: type = TcpTransport,
 ) -> None:
     """Raise ``NatsClientUnsupported`` (naming what is missing and the pin to install) unless
     nats-py is the 2.16 line and has the private internals the receive and ack paths patch:
     a ``Subscription`` with ``_id``, ``_pending_queue``, ``_pending_size`` and
     ``_wait_for_msgs_task``, and a ``Client._process_msg`` that counts the payload in
     ``_pending_size`` and then calls ``_pending_queue.put_nowait`` (read from its source;
-    skipped when the source is not installed — the version and attributes still are checked).
+    skipped when the source is not installed — the version and attributes still are checked);
+    and those closing the bus reads: a ``Client`` with ``_transport`` and ``_flush_queue``, a
+    ``TcpTransport`` with ``_io_writer`` and ``_bare_io_writer``.
     ``version``: the installed nats-py version (default: read from its distribution).
-    Called by ``open_nats_bus`` before it connects; cheap (no I/O but the metadata read)."""
+    Called by ``open_nats_bus`` before it connects; cheap (no I/O but the metadata read; the
+    probe ``Client`` and ``TcpTransport`` open nothing)."""
     found = version if version is not None else importlib.metadata.version("nats-py")
     problems: list[str] = []
     if not found.startswith(NATS_PY_LINE):
@@ -121,6 +134,11 @@ def check_nats_internals(
     missing = [name for name in _SUBSCRIPTION_ATTRIBUTES if not hasattr(probe, name)]
     if missing:
         problems.append(f"Subscription lacks {', '.join(missing)}")
+    for cls, names in ((client_cls, _CLIENT_ATTRIBUTES), (transport_cls, _TRANSPORT_ATTRIBUTES)):
+        instance = cls()
+        missing = [name for name in names if not hasattr(instance, name)]
+        if missing:
+            problems.append(f"{cls.__name__} lacks {', '.join(missing)}")
     try:
         source = inspect.getsource(process_msg)
     except (OSError, TypeError):
@@ -132,8 +150,9 @@ def check_nats_internals(
     if problems:
         raise NatsClientUnsupported(
             "fechatter.bus.nats patches private internals of nats-py 2.16 on its hot path "
-            f"(docs/cluster.md §10), and the installed nats-py does not match: "
-            f"{'; '.join(problems)}. Install nats-py>=2.16,<2.17 (pyproject.toml)."
+            "(docs/cluster.md §10) and reads others to close its socket, and the installed "
+            f"nats-py does not match: {'; '.join(problems)}. "
+            "Install nats-py>=2.16,<2.17 (pyproject.toml)."
         )
 
 
@@ -418,10 +437,18 @@ async def _end_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
 
 
 def _socket_closed(writer: asyncio.StreamWriter) -> bool:
-    """Whether ``writer``'s socket is closed: a selector transport drops its socket (private
-    ``_sock``) once closed; a TLS transport has none of its own (its plain writer is the
-    other of the pair ``_abort_transports`` returns)."""
-    return getattr(writer.transport, "_sock", None) is None
+    """Whether ``writer``'s socket is closed: its transport reports no ``"socket"``, or one
+    whose ``fileno()`` is -1 (a selector transport keeps reporting its socket once closed;
+    a TLS transport reports the socket of the plain transport under it)."""
+    sock = writer.transport.get_extra_info("socket")
+    return sock is None or sock.fileno() == -1
+
+
+def _close_ceiling(timeout: float) -> float:
+    """Seconds ``NatsBus.aclose`` waits for its asyncio side, for an operation timeout of
+    ``timeout`` seconds: nats-py's close (``timeout``), the two task waits
+    (``TASK_END_CEILING`` each) and ``CLOSE_SLACK``."""
+    return timeout + 2 * TASK_END_CEILING + CLOSE_SLACK
 
 
 def _abort_transports(nc: Client) -> list[asyncio.StreamWriter]:
@@ -522,17 +549,20 @@ class NatsBus:
             if transport is not None:
                 transport.close()  # type: ignore[no-untyped-call]
             # One warning per outage, not one per attempt (every RECONNECT_WAIT seconds).
+            # ``repr(exc)`` now, not the exception as an argument: a log record kept by a
+            # handler (pytest's capture, a MemoryHandler) would keep its traceback's frames,
+            # and through them this client and the bus, alive.
             self._failed_reconnects += 1
             if self._failed_reconnects > 1:
-                log.debug("nats reconnect failed: %r", exc)
+                log.debug("nats reconnect failed: %s", repr(exc))
                 return
             log.warning(
-                "nats reconnect failed: %r; retrying every %gs (logged at DEBUG until back)",
-                exc,
+                "nats reconnect failed: %s; retrying every %gs (logged at DEBUG until back)",
+                repr(exc),
                 RECONNECT_WAIT,
             )
             return
-        log.warning("nats client error: %r", exc)
+        log.warning("nats client error: %s", repr(exc))
 
     async def _connect(
         self,
@@ -559,6 +589,10 @@ class NatsBus:
                 reconnected_cb=self._on_reconnected,
                 closed_cb=self._on_closed,
             )
+            # From here, not from trio once the call returned: a loss right after the
+            # connect queues its RECONNECTING behind this (``soon`` runs in order), where
+            # trio's CONNECTED could land after it and stay.
+            self._bridge.soon(self._set_state, BusState.CONNECTED)
 
         try:
             await self._call(connect)
@@ -566,7 +600,6 @@ class NatsBus:
             raise
         except (OSError, nats.errors.Error) as exc:
             raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
-        self._set_state(BusState.CONNECTED)
 
     async def _call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``fn()`` on the asyncio side under the operation ceiling."""
@@ -586,29 +619,39 @@ class NatsBus:
         On the asyncio thread, in order: a connect still running is cancelled and awaited
         (``TASK_END_CEILING``; else it would open a socket after the close); nats-py's
         ``close`` runs, bounded by the operation timeout (it flushes what is pending, which
-        a server that stopped reading holds forever); every task left on the loop (nats-py's
-        reconnect, read, flush and ping tasks, calls in flight, which raise ``Unavailable``)
-        is cancelled and awaited (``TASK_END_CEILING``); and whatever happened before, the
-        connection's transports are aborted and their loss awaited, so no socket outlives
-        the bus's loop (docs/cluster.md "NATS client on trio"). Bounded on the trio side by
-        the sum of those bounds plus one second; never raises."""
+        a server that stopped reading holds forever, and which raises ``OSError`` when the
+        connection is already lost); every task left on the loop (nats-py's reconnect, read,
+        flush and ping tasks, calls in flight, which raise ``Unavailable``) is cancelled and
+        awaited (``TASK_END_CEILING``); and whatever happened before, the connection's
+        transports are aborted and their loss awaited, so no socket outlives the bus's loop
+        (docs/cluster.md "NATS client on trio"). Bounded on the trio side by
+        ``_close_ceiling(timeout)`` seconds: the operation timeout, twice
+        ``TASK_END_CEILING`` and ``CLOSE_SLACK``. Never raises; a close of nats-py's that
+        timed out or failed is one warning line."""
         for sub in self._subs.values():
             sub._close()
         nc, timeout = self._nc, self._timeout
 
-        async def shut() -> bool:  # on the asyncio thread; True if nats-py's close finished
+        async def shut() -> str | None:
+            """On the asyncio thread: why nats-py's close did not finish, or None if it
+            did or had nothing to close. The transports are aborted on return."""
             me = asyncio.current_task()
-            closed = False
+            failure: str | None = None
             try:
                 if self._connect_task is not None:
                     await _end_tasks([self._connect_task])
-                if nc._flush_queue is not None:  # else connect never ran: nothing to close
+                # None: connect never got as far as nats-py's internals, so no socket was
+                # opened and there is nothing to close.
+                if nc._flush_queue is not None:
                     try:
                         async with asyncio.timeout(timeout):
                             await nc.close()
-                        closed = True
                     except TimeoutError:
-                        pass
+                        failure = f"did not finish in {timeout}s"
+                    except (OSError, nats.errors.Error) as exc:
+                        # With the server gone and bytes pending, nats-py's close drains the
+                        # lost connection: ``ConnectionResetError('Connection lost')``.
+                        failure = f"failed: {exc!r}"
                 await _end_tasks([t for t in asyncio.all_tasks() if t is not me])
             finally:  # cancelled too (the loop stopping): synchronous, nothing awaited
                 writers = _abort_transports(nc)
@@ -621,17 +664,19 @@ class NatsBus:
                 await asyncio.sleep(0)
             else:
                 log.warning("an aborted nats socket was not closed")
-            return closed
+            return failure
 
-        finished = False
-        with trio.move_on_after(timeout + 3 * TASK_END_CEILING + 1.0):
+        ceiling = _close_ceiling(timeout)
+        with trio.move_on_after(ceiling) as scope:
             try:
-                finished = await self._bridge.call(shut)
-            except Exception:  # never out of a close; the transports were aborted anyway
+                failure = await self._bridge.call(shut)
+            except Exception:  # never out of a close (an error boundary: a bug of ours)
                 log.exception("closing the nats connection failed")
-                finished = True
-        if not finished:
-            log.warning("nats close did not finish in %ss; its connection was aborted", timeout)
+            else:
+                if failure is not None:
+                    log.warning("nats close %s; its connection was aborted", failure)
+        if scope.cancelled_caught:  # the asyncio task is cancelled: its ``finally`` aborts
+            log.warning("closing the nats bus did not finish in %ss; gave up waiting", ceiling)
         self._set_state(BusState.CLOSED)
 
     # -- core NATS ------------------------------------------------------------------------

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
+import weakref
 from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
+from nats.aio.transport import TcpTransport
 
 from fechatter.bus import NatsBus, open_nats_bus
+from fechatter.bus.base import BusState
+from fechatter.bus.nats import _socket_closed
 from fechatter.errors import Unavailable
 
 CEILING = 10.0
@@ -29,6 +34,9 @@ INFO = {
     "headers": True,
     "max_payload": 8 * 1024 * 1024,
 }
+# What the fake server does with one accepted connection: given the stream (closed by the
+# caller when this returns) and an event to set once the connection is where the test wants.
+Behaviour = Callable[[trio.SocketStream, trio.Event], Awaitable[None]]
 
 
 async def read_until(stream: trio.SocketStream, marker: bytes, seen: bytearray) -> None:
@@ -64,7 +72,7 @@ async def never_say_info(stream: trio.SocketStream, stalled: trio.Event) -> None
 
 
 async def closing(
-    behave: Callable[[trio.SocketStream, trio.Event], Awaitable[None]],
+    behave: Behaviour,
     stream: trio.SocketStream,
     stalled: trio.Event,
 ) -> None:
@@ -73,21 +81,21 @@ async def closing(
 
 
 async def serve_one(
-    nursery: trio.Nursery,
-    behave: Callable[[trio.SocketStream, trio.Event], Awaitable[None]],
+    nursery: trio.Nursery, behave: Behaviour, *, accepts: int = 16
 ) -> tuple[str, trio.Event, trio.MemoryReceiveChannel[trio.SocketStream]]:
-    """A listener on a free port that runs ``behave`` on each connection (in ``nursery``);
-    its URL, an event set once a connection is stalled, and the accepted streams."""
+    """A listener on a free port that runs ``behave`` on each connection (in ``nursery``)
+    and closes after ``accepts`` of them (later connects are refused); its URL, an event set
+    once a connection is stalled, and the accepted streams (a channel that holds them all)."""
     (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listener.socket.getsockname()[1]
     stalled = trio.Event()
-    send, receive = trio.open_memory_channel[trio.SocketStream](16)
+    send, receive = trio.open_memory_channel[trio.SocketStream](accepts)
 
     async def accept() -> None:
         async with listener:
-            while True:
+            for _ in range(accepts):
                 stream = await listener.accept()
-                send.send_nowait(stream)  # the tests open one or two connections
+                send.send_nowait(stream)  # room for every one of them
                 nursery.start_soon(closing, behave, stream, stalled)
 
     nursery.start_soon(accept)
@@ -109,7 +117,9 @@ async def test_closing_while_the_server_stopped_reading_still_closes_the_socket(
             # The bus still exists (``live``): only a close, not the collector, can end it.
             await until_closed(client)
             nursery.cancel_scope.cancel()
-    assert_collects_clean(live)
+    gone = weakref.ref(live)
+    del live  # its last reference: collecting it must find its socket closed already
+    assert_collected_clean(gone)
 
 
 async def test_a_connect_that_times_out_before_info_closes_its_socket() -> None:
@@ -158,21 +168,26 @@ async def handshake_then_hang_up(stream: trio.SocketStream, stalled: trio.Event)
     await stream.send_all(b"PONG\r\n")
 
 
-async def first_hang_up_then_stall(stream: trio.SocketStream, stalled: trio.Event) -> None:
-    """The first connection is served and then closed by the server; the next one (the
-    client's reconnect) gets no ``INFO``."""
-    if not stalled.is_set() and not getattr(first_hang_up_then_stall, "served", False):
-        first_hang_up_then_stall.served = True  # type: ignore[attr-defined]
-        await handshake_then_hang_up(stream, stalled)
-        return
-    await never_say_info(stream, stalled)
+def first_hang_up_then_stall() -> Behaviour:
+    """A server whose first connection is served and then closed by the server; the next
+    ones (the client's reconnect) get no ``INFO``."""
+    served = False
+
+    async def behave(stream: trio.SocketStream, stalled: trio.Event) -> None:
+        nonlocal served
+        if not served:
+            served = True
+            await handshake_then_hang_up(stream, stalled)
+            return
+        await never_say_info(stream, stalled)
+
+    return behave
 
 
 async def test_closing_during_a_pending_reconnect_closes_the_new_socket() -> None:
-    first_hang_up_then_stall.served = False  # type: ignore[attr-defined]
     with trio.fail_after(CEILING):
         async with trio.open_nursery() as nursery:
-            url, stalled, accepted = await serve_one(nursery, first_hang_up_then_stall)
+            url, stalled, accepted = await serve_one(nursery, first_hang_up_then_stall())
             async with open_nats_bus(url, name="reconnecting", op_timeout=0.5) as live:
                 await stalled.wait()  # the reconnect's connection, waiting for INFO
                 first = accepted.receive_nowait()
@@ -180,16 +195,24 @@ async def test_closing_during_a_pending_reconnect_closes_the_new_socket() -> Non
             await until_closed(again)
             await first.aclose()
             nursery.cancel_scope.cancel()
-    assert_collects_clean(live)
+    gone = weakref.ref(live)
+    del live  # its last reference: collecting it must find its socket closed already
+    assert_collected_clean(gone)
 
 
-async def first_refused_then_stall(stream: trio.SocketStream, stalled: trio.Event) -> None:
-    """The first connection is closed at once (the client's attempt fails in the handshake);
-    the next one (its retry) gets no ``INFO``."""
-    if not getattr(first_refused_then_stall, "refused", False):
-        first_refused_then_stall.refused = True  # type: ignore[attr-defined]
-        return  # ``closing`` hangs up
-    await never_say_info(stream, stalled)
+def first_refused_then_stall() -> Behaviour:
+    """A server whose first connection is closed at once (the client's attempt fails in the
+    handshake); the next ones (its retry) get no ``INFO``."""
+    refused = False
+
+    async def behave(stream: trio.SocketStream, stalled: trio.Event) -> None:
+        nonlocal refused
+        if not refused:
+            refused = True
+            return  # ``closing`` hangs up
+        await never_say_info(stream, stalled)
+
+    return behave
 
 
 @pytest.mark.parametrize("give_up", ["timeout", "cancelled"])
@@ -199,10 +222,9 @@ async def test_a_connect_retrying_after_a_failed_attempt_closes_the_retrys_socke
     """nats-py's connect marks the client closed after a failed attempt and then retries
     (forever, here): the retry's socket is open while the client says it is closed, so a
     close that trusts ``is_closed`` leaves it open."""
-    first_refused_then_stall.refused = False  # type: ignore[attr-defined]
     with trio.fail_after(CEILING):
         async with trio.open_nursery() as nursery:
-            url, stalled, accepted = await serve_one(nursery, first_refused_then_stall)
+            url, stalled, accepted = await serve_one(nursery, first_refused_then_stall())
             with trio.CancelScope() as scope:
                 if give_up == "cancelled":
                     nursery.start_soon(cancel_when_set, stalled, scope)
@@ -222,8 +244,60 @@ async def cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-def assert_collects_clean(bus: NatsBus) -> None:
-    """Dropping the last reference to a closed bus warns of nothing (a ResourceWarning here
-    is an error under ``filterwarnings = error``, reported as unraisable)."""
-    del bus
+def assert_collected_clean(bus: weakref.ref[NatsBus]) -> None:
+    """The closed bus behind ``bus`` (its caller dropped its last reference) is collected,
+    and warns of nothing: an unclosed socket or transport is a ``ResourceWarning``, reported
+    as unraisable and so an error under ``filterwarnings = error``."""
     gc.collect()
+    assert bus() is None, gc.get_referrers(bus())
+
+
+async def test_closing_a_lost_connection_with_bytes_pending_logs_one_warning_and_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server hung up and is gone (reconnects refused) while the client holds bytes
+    for it: nats-py's close then drains the lost connection and raises
+    ``ConnectionResetError``. The close logs one warning line, no error or traceback, and
+    still closes the socket."""
+    with trio.fail_after(CEILING):
+        async with trio.open_nursery() as nursery:
+            url, _, accepted = await serve_one(nursery, handshake_then_hang_up, accepts=1)
+            async with open_nats_bus(url, name="lost", op_timeout=0.5) as live:
+                await live.wait_state(BusState.RECONNECTING)
+                await publish_past_the_check(live)
+                assert live._nc._pending_data_size > 0
+                transport = live._nc._transport
+                assert isinstance(transport, TcpTransport)
+                writer = transport._io_writer
+                assert writer is not None
+            assert _socket_closed(writer)
+            await accepted.receive_nowait().aclose()
+            nursery.cancel_scope.cancel()
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert problems == []
+    (warning,) = [r for r in caplog.records if r.getMessage().startswith("nats close")]
+    assert warning.getMessage() == (
+        "nats close failed: ConnectionResetError('Connection lost'); its connection was aborted"
+    )
+    del writer, transport
+    gone = weakref.ref(live)
+    del live  # its last reference: collecting it must find its socket closed already
+    assert_collected_clean(gone)
+
+
+async def publish_past_the_check(bus: NatsBus) -> None:
+    """What a ``publish`` that passed ``_require_connected`` just before the loss reached trio
+    does: hand nats-py a message, which it buffers for the reconnect."""
+    nc = bus._nc
+    await bus._call(lambda: nc.publish("t.lost", b"pending"))
+
+
+async def test_a_connect_that_never_reached_nats_py_closes_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """nats-py rejects the URL before it sets anything up: nothing to close, so the close
+    says nothing (it used to warn that nats-py's close did not finish)."""
+    with trio.fail_after(CEILING), pytest.raises(Unavailable, match="invalid connect url"):
+        async with open_nats_bus("nats://127.0.0.1:notaport", name="bad-url", op_timeout=0.5):
+            pass
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
