@@ -31,6 +31,7 @@ import trio
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
+from nats.aio.transport import TcpTransport
 
 from fechatter.bus.base import (
     BusState,
@@ -66,6 +67,16 @@ STAGING_BYTES = 64 * 1024 * 1024
 # How long closing the bus waits for the asyncio thread to stop after the connection closed
 # (it has nothing left to run by then). Past it the thread is abandoned and an error logged.
 THREAD_JOIN_CEILING = 5.0  # seconds
+# How long closing the bus waits for an asyncio task it cancelled to end (a connect still
+# running, nats-py's reconnect/read/flush/ping tasks): cancellation is prompt unless
+# Python 3.11's ``asyncio.wait_for`` swallowed it, which a second cancel ends.
+TASK_END_CEILING = 1.0  # seconds
+# Loop iterations closing the bus waits for aborted sockets to close (one is enough: the
+# abort schedules the close as the next callback; a bound, not a timing).
+ABORT_ITERATIONS = 10
+# What closing the bus allows on the trio side past its asyncio steps' own bounds (thread
+# hops, the abort's loop iterations): see ``_close_ceiling``.
+CLOSE_SLACK = 1.0  # seconds
 ERROR_HEADER = "Fechatter-Bus-Error"  # a responder's handler failed; the requester raises
 CONSUMER_IDLE = 30.0  # seconds: a read_subjects consumer whose delete was lost goes after this
 
@@ -87,6 +98,10 @@ NATS_PY_LINE = "2.16."
 # payload in ``_pending_size``, then hand the message to ``_pending_queue.put_nowait``.
 _PROCESS_MSG_STEPS = ("sub._pending_size += payload_size", "sub._pending_queue.put_nowait(msg)")
 _SUBSCRIPTION_ATTRIBUTES = ("_id", "_pending_queue", "_pending_size", "_wait_for_msgs_task")
+# What closing the bus reads to close the socket on every path (``NatsBus.aclose``,
+# ``_abort_transports``): a renamed one would bring back the leak silently (getattr defaults).
+_CLIENT_ATTRIBUTES = ("_transport", "_flush_queue")
+_TRANSPORT_ATTRIBUTES = ("_io_writer", "_bare_io_writer")
 
 
 class NatsClientUnsupported(RuntimeError):
@@ -97,15 +112,20 @@ def check_nats_internals(
     version: str | None = None,
     subscription_cls: type = NatsSubscription,
     process_msg: Callable[..., object] = Client._process_msg,
+    client_cls: type = Client,
+    transport_cls: type = TcpTransport,
 ) -> None:
     """Raise ``NatsClientUnsupported`` (naming what is missing and the pin to install) unless
     nats-py is the 2.16 line and has the private internals the receive and ack paths patch:
     a ``Subscription`` with ``_id``, ``_pending_queue``, ``_pending_size`` and
     ``_wait_for_msgs_task``, and a ``Client._process_msg`` that counts the payload in
     ``_pending_size`` and then calls ``_pending_queue.put_nowait`` (read from its source;
-    skipped when the source is not installed — the version and attributes still are checked).
+    skipped when the source is not installed — the version and attributes still are checked);
+    and those closing the bus reads: a ``Client`` with ``_transport`` and ``_flush_queue``, a
+    ``TcpTransport`` with ``_io_writer`` and ``_bare_io_writer``.
     ``version``: the installed nats-py version (default: read from its distribution).
-    Called by ``open_nats_bus`` before it connects; cheap (no I/O but the metadata read)."""
+    Called by ``open_nats_bus`` before it connects; cheap (no I/O but the metadata read; the
+    probe ``Client`` and ``TcpTransport`` open nothing)."""
     found = version if version is not None else importlib.metadata.version("nats-py")
     problems: list[str] = []
     if not found.startswith(NATS_PY_LINE):
@@ -114,6 +134,11 @@ def check_nats_internals(
     missing = [name for name in _SUBSCRIPTION_ATTRIBUTES if not hasattr(probe, name)]
     if missing:
         problems.append(f"Subscription lacks {', '.join(missing)}")
+    for cls, names in ((client_cls, _CLIENT_ATTRIBUTES), (transport_cls, _TRANSPORT_ATTRIBUTES)):
+        instance = cls()
+        missing = [name for name in names if not hasattr(instance, name)]
+        if missing:
+            problems.append(f"{cls.__name__} lacks {', '.join(missing)}")
     try:
         source = inspect.getsource(process_msg)
     except (OSError, TypeError):
@@ -125,8 +150,9 @@ def check_nats_internals(
     if problems:
         raise NatsClientUnsupported(
             "fechatter.bus.nats patches private internals of nats-py 2.16 on its hot path "
-            f"(docs/cluster.md §10), and the installed nats-py does not match: "
-            f"{'; '.join(problems)}. Install nats-py>=2.16,<2.17 (pyproject.toml)."
+            "(docs/cluster.md §10) and reads others to close its socket, and the installed "
+            f"nats-py does not match: {'; '.join(problems)}. "
+            "Install nats-py>=2.16,<2.17 (pyproject.toml)."
         )
 
 
@@ -279,6 +305,8 @@ class _Bridge:
         except trio.Cancelled:
             future.cancel()
             raise
+        if future.cancelled():  # the bus closed under the call (``NatsBus.aclose``)
+            raise Unavailable("the NATS bus closed during the call")
         value, error = future.result()
         if error is not None:
             raise error
@@ -390,6 +418,54 @@ async def _open_bridge(name: str) -> AsyncIterator[_Bridge]:
             log.error("the nats bus thread did not stop in %ss; abandoned", THREAD_JOIN_CEILING)
 
 
+async def _end_tasks(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait up to ``TASK_END_CEILING`` seconds for them to end (asyncio
+    thread). A task still running after a cancel is cancelled again every ``RECONNECT_WAIT``
+    seconds: Python 3.11's ``asyncio.wait_for`` returns the awaited result instead of raising
+    when the cancel meets its completion, and nats-py's connect then goes on connecting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TASK_END_CEILING
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        left = deadline - loop.time()
+        if left <= 0:
+            log.warning("%d nats tasks did not end when cancelled", len(pending))
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(left, RECONNECT_WAIT))
+
+
+def _socket_closed(writer: asyncio.StreamWriter) -> bool:
+    """Whether ``writer``'s socket is closed: its transport reports no ``"socket"``, or one
+    whose ``fileno()`` is -1 (a selector transport keeps reporting its socket once closed;
+    a TLS transport reports the socket of the plain transport under it)."""
+    sock = writer.transport.get_extra_info("socket")
+    return sock is None or sock.fileno() == -1
+
+
+def _close_ceiling(timeout: float) -> float:
+    """Seconds ``NatsBus.aclose`` waits for its asyncio side, for an operation timeout of
+    ``timeout`` seconds: nats-py's close (``timeout``), the two task waits
+    (``TASK_END_CEILING`` each) and ``CLOSE_SLACK``."""
+    return timeout + 2 * TASK_END_CEILING + CLOSE_SLACK
+
+
+def _abort_transports(nc: Client) -> list[asyncio.StreamWriter]:
+    """Abort the socket (and TLS) transports of ``nc``'s connection, whatever its state;
+    the writers whose loss to await (asyncio thread, synchronous). Reads nats-py 2.16's
+    private ``Client._transport`` and ``TcpTransport._io_writer`` / ``_bare_io_writer`` (the
+    TLS and the plain stream of one socket); aborting twice does nothing."""
+    transport = nc._transport
+    writers: list[asyncio.StreamWriter] = []
+    for name in ("_io_writer", "_bare_io_writer"):
+        writer = getattr(transport, name, None)
+        if isinstance(writer, asyncio.StreamWriter) and writer not in writers:
+            writer.transport.abort()
+            writers.append(writer)
+    return writers
+
+
 # -- the bus ------------------------------------------------------------------------------
 def _headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
     return dict(headers) if headers else None
@@ -416,6 +492,9 @@ class NatsBus:
         # so concurrent first calls make one (nats-py's subscribe can suspend when its
         # flush queue is full).
         self._acks_lock: asyncio.Lock | None = None
+        # The asyncio task of ``_connect`` (set on the asyncio thread): trio stops waiting for
+        # it when cancelled or past the timeout, but it may still be running then.
+        self._connect_task: asyncio.Task[Any] | None = None
 
     # -- connection state (set on trio via the bridge) ------------------------------------
     @property
@@ -470,17 +549,20 @@ class NatsBus:
             if transport is not None:
                 transport.close()  # type: ignore[no-untyped-call]
             # One warning per outage, not one per attempt (every RECONNECT_WAIT seconds).
+            # ``repr(exc)`` now, not the exception as an argument: a log record kept by a
+            # handler (pytest's capture, a MemoryHandler) would keep its traceback's frames,
+            # and through them this client and the bus, alive.
             self._failed_reconnects += 1
             if self._failed_reconnects > 1:
-                log.debug("nats reconnect failed: %r", exc)
+                log.debug("nats reconnect failed: %s", repr(exc))
                 return
             log.warning(
-                "nats reconnect failed: %r; retrying every %gs (logged at DEBUG until back)",
-                exc,
+                "nats reconnect failed: %s; retrying every %gs (logged at DEBUG until back)",
+                repr(exc),
                 RECONNECT_WAIT,
             )
             return
-        log.warning("nats client error: %r", exc)
+        log.warning("nats client error: %s", repr(exc))
 
     async def _connect(
         self,
@@ -490,28 +572,34 @@ class NatsBus:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         url = ",".join(redact_url(s) for s in servers)
-        try:
-            await self._call(
-                lambda: self._nc.connect(
-                    servers=servers,
-                    name=name,
-                    user_credentials=credentials,
-                    tls=tls,
-                    # Both annotated int in nats-py but used as float seconds (asyncio).
-                    connect_timeout=self._timeout,  # type: ignore[arg-type]
-                    reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
-                    max_reconnect_attempts=-1,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                )
+
+        async def connect() -> None:  # on the asyncio thread
+            self._connect_task = asyncio.current_task()
+            await self._nc.connect(
+                servers=servers,
+                name=name,
+                user_credentials=credentials,
+                tls=tls,
+                # Both annotated int in nats-py but used as float seconds (asyncio).
+                connect_timeout=self._timeout,  # type: ignore[arg-type]
+                reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
+                max_reconnect_attempts=-1,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+                closed_cb=self._on_closed,
             )
+            # From here, not from trio once the call returned: a loss right after the
+            # connect queues its RECONNECTING behind this (``soon`` runs in order), where
+            # trio's CONNECTED could land after it and stay.
+            self._bridge.soon(self._set_state, BusState.CONNECTED)
+
+        try:
+            await self._call(connect)
         except Unavailable:
             raise
         except (OSError, nats.errors.Error) as exc:
             raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
-        self._set_state(BusState.CONNECTED)
 
     async def _call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run ``fn()`` on the asyncio side under the operation ceiling."""
@@ -525,14 +613,70 @@ class NatsBus:
             raise Unavailable(f"NATS is {self._state.value}")
 
     async def aclose(self) -> None:
-        """Drain subscriptions and close the connection (bounded by the operation timeout)."""
+        """End the subscriptions' iterations and close the connection; on return its socket
+        is closed, whatever state the connection was in.
+
+        On the asyncio thread, in order: a connect still running is cancelled and awaited
+        (``TASK_END_CEILING``; else it would open a socket after the close); nats-py's
+        ``close`` runs, bounded by the operation timeout (it flushes what is pending, which
+        a server that stopped reading holds forever, and which raises ``OSError`` when the
+        connection is already lost); every task left on the loop (nats-py's reconnect, read,
+        flush and ping tasks, calls in flight, which raise ``Unavailable``) is cancelled and
+        awaited (``TASK_END_CEILING``); and whatever happened before, the connection's
+        transports are aborted and their loss awaited, so no socket outlives the bus's loop
+        (docs/cluster.md "NATS client on trio"). Bounded on the trio side by
+        ``_close_ceiling(timeout)`` seconds: the operation timeout, twice
+        ``TASK_END_CEILING`` and ``CLOSE_SLACK``. Never raises; a close of nats-py's that
+        timed out or failed is one warning line."""
         for sub in self._subs.values():
             sub._close()
-        if not self._nc.is_closed:
+        nc, timeout = self._nc, self._timeout
+
+        async def shut() -> str | None:
+            """On the asyncio thread: why nats-py's close did not finish, or None if it
+            did or had nothing to close. The transports are aborted on return."""
+            me = asyncio.current_task()
+            failure: str | None = None
             try:
-                await self._call(self._nc.close)
-            except Unavailable:
-                log.warning("nats close did not finish in %ss", self._timeout)
+                if self._connect_task is not None:
+                    await _end_tasks([self._connect_task])
+                # None: connect never got as far as nats-py's internals, so no socket was
+                # opened and there is nothing to close.
+                if nc._flush_queue is not None:
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await nc.close()
+                    except TimeoutError:
+                        failure = f"did not finish in {timeout}s"
+                    except (OSError, nats.errors.Error) as exc:
+                        # With the server gone and bytes pending, nats-py's close drains the
+                        # lost connection: ``ConnectionResetError('Connection lost')``.
+                        failure = f"failed: {exc!r}"
+                await _end_tasks([t for t in asyncio.all_tasks() if t is not me])
+            finally:  # cancelled too (the loop stopping): synchronous, nothing awaited
+                writers = _abort_transports(nc)
+            # The abort closes each socket in a callback on the loop's next iteration
+            # (``_call_connection_lost``). Not ``writer.wait_closed()``: its future is the one
+            # nats-py's close awaited, cancelled with it when the close timed out.
+            for _ in range(ABORT_ITERATIONS):
+                if all(_socket_closed(writer) for writer in writers):
+                    break
+                await asyncio.sleep(0)
+            else:
+                log.warning("an aborted nats socket was not closed")
+            return failure
+
+        ceiling = _close_ceiling(timeout)
+        with trio.move_on_after(ceiling) as scope:
+            try:
+                failure = await self._bridge.call(shut)
+            except Exception:  # never out of a close (an error boundary: a bug of ours)
+                log.exception("closing the nats connection failed")
+            else:
+                if failure is not None:
+                    log.warning("nats close %s; its connection was aborted", failure)
+        if scope.cancelled_caught:  # the asyncio task is cancelled: its ``finally`` aborts
+            log.warning("closing the nats bus did not finish in %ss; gave up waiting", ceiling)
         self._set_state(BusState.CLOSED)
 
     # -- core NATS ------------------------------------------------------------------------

@@ -393,12 +393,31 @@ async def _process_msg_without_queue(sid: int, data: bytes) -> None:
     """A stand-in whose source does not hand messages to ``_pending_queue``."""
 
 
+class _ClientWithoutTransport:
+    """A ``Client`` whose connection's internals were renamed."""
+
+    def __init__(self) -> None:
+        self._flush_queue = None
+
+
+class _RenamedTransport:
+    """A ``TcpTransport`` whose writers were renamed."""
+
+    def __init__(self) -> None:
+        self._writer = None
+
+
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
         ({"version": "2.17.0"}, "version 2.17.0 is not 2.16.x"),
         ({"subscription_cls": _OldSubscription}, "lacks _pending_size, _wait_for_msgs_task"),
         ({"process_msg": _process_msg_without_queue}, "no longer does sub._pending_size"),
+        ({"client_cls": _ClientWithoutTransport}, "_ClientWithoutTransport lacks _transport"),
+        (
+            {"transport_cls": _RenamedTransport},
+            "_RenamedTransport lacks _io_writer, _bare_io_writer",
+        ),
     ],
 )
 def test_a_nats_py_without_those_internals_fails_loudly_naming_what_is_missing(
