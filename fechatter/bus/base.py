@@ -271,6 +271,12 @@ class Bus(Protocol):
     async def unsubscribe(self, subscription: Subscription) -> None:
         """Stop deliveries; the subscription's iteration ends after its buffered items."""
 
+    async def flush(self) -> None:
+        """Return once the server has processed every operation this connection sent before
+        the call (a PING/PONG round trip): a ``subscribe`` before it is live at the server,
+        so a message published after the return reaches it. Raises ``Unavailable`` when not
+        connected or past the bus's operation timeout (docs/cluster.md §4, R5)."""
+
     async def barrier(self) -> None:
         """Return once every message the connection received before the call has been
         handed to its ``Subscription`` (offered, or counted in a ``Gap``). Local work only

@@ -737,6 +737,19 @@ class NatsBus:
         finally:
             self._bridge.forget(subscription)  # a late delivery meets a closed Subscription
 
+    async def flush(self) -> None:
+        """A PING/PONG round trip (nats-py's ``flush``): on return the server has processed
+        every ``SUB``/``PUB`` this connection sent before (see ``Bus.flush``). Raises
+        ``Unavailable`` when not connected, on nats-py's error, or past the operation
+        timeout (seconds, the bus's ``op_timeout``)."""
+        self._require_connected()
+        timeout = self._timeout
+        try:
+            # Annotated int in nats-py, used as float seconds (asyncio.wait_for).
+            await self._call(lambda: self._nc.flush(timeout=timeout))  # type: ignore[arg-type]
+        except nats.errors.Error as exc:
+            raise Unavailable(f"NATS flush failed: {exc!r}") from exc
+
     async def barrier(self) -> None:
         """Return once every message nats-py parsed before the call has been handed to its
         ``Subscription`` (see ``Bus.barrier``).

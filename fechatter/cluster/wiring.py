@@ -281,7 +281,14 @@ class ClusterEvents:
         """The user's chats from storage → ``user_connected``; then read them again and drop
         the ones the user left meanwhile (a removal committed between the first read and the
         chat's position is before the position: no event would remove them). Raises
-        ``Unavailable``."""
+        ``Unavailable``.
+
+        First a ``Bus.flush``: the notice subscription is live at the server before the
+        storage read, so a join committed after the read sends a notice that reaches this
+        node (the read sees every earlier one). Without it, a user with no chat yet could
+        miss a join made in that instant, and with it the chat's events, until reconnect
+        (docs/cluster.md "Built: event wiring", liveness of the notice subscription)."""
+        await self._bus.flush()
         chat_ids = await self._store.user_chat_ids(user_id)
         if arrival.gone:  # user_gone ran while we waited: register nothing again
             return
