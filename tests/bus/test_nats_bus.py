@@ -313,8 +313,11 @@ async def test_server_outage_raises_unavailable_then_reconnects() -> None:
                         await live.publish(subject, b"lost")
                     with pytest.raises(Unavailable):
                         await live.request(subject, b"x", within=0.5)
+                    with pytest.raises(Unavailable, match="reconnecting"):
+                        await live.flush()
                 server.start()
                 await live.wait_state(BusState.CONNECTED)
+                await live.flush()  # a round trip again
                 await live.publish(subject, b"back")  # the subscription was re-sent on reconnect
                 # What was published while disconnected is lost to it: a Gap(0) says so, in
                 # its place, before what the new connection brings (which it does not drop).
