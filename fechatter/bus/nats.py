@@ -99,8 +99,9 @@ NATS_PY_LINE = "2.16."
 _PROCESS_MSG_STEPS = ("sub._pending_size += payload_size", "sub._pending_queue.put_nowait(msg)")
 _SUBSCRIPTION_ATTRIBUTES = ("_id", "_pending_queue", "_pending_size", "_wait_for_msgs_task")
 # What closing the bus reads to close the socket on every path (``NatsBus.aclose``,
-# ``_abort_transports``): a renamed one would bring back the leak silently (getattr defaults).
-_CLIENT_ATTRIBUTES = ("_transport", "_flush_queue")
+# ``_abort_transports``): a renamed one would bring back the leak silently (getattr defaults);
+# and ``NatsBus.flush``'s PING with a future of its own.
+_CLIENT_ATTRIBUTES = ("_transport", "_flush_queue", "_pongs", "_send_ping")
 _TRANSPORT_ATTRIBUTES = ("_io_writer", "_bare_io_writer")
 
 
@@ -121,8 +122,9 @@ def check_nats_internals(
     ``_wait_for_msgs_task``, and a ``Client._process_msg`` that counts the payload in
     ``_pending_size`` and then calls ``_pending_queue.put_nowait`` (read from its source;
     skipped when the source is not installed — the version and attributes still are checked);
-    and those closing the bus reads: a ``Client`` with ``_transport`` and ``_flush_queue``, a
-    ``TcpTransport`` with ``_io_writer`` and ``_bare_io_writer``.
+    and those closing the bus and ``flush`` read: a ``Client`` with ``_transport``,
+    ``_flush_queue``, ``_pongs`` and ``_send_ping``, a ``TcpTransport`` with ``_io_writer``
+    and ``_bare_io_writer``.
     ``version``: the installed nats-py version (default: read from its distribution).
     Called by ``open_nats_bus`` before it connects; cheap (no I/O but the metadata read; the
     probe ``Client`` and ``TcpTransport`` open nothing)."""
@@ -738,15 +740,29 @@ class NatsBus:
             self._bridge.forget(subscription)  # a late delivery meets a closed Subscription
 
     async def flush(self) -> None:
-        """A PING/PONG round trip (nats-py's ``flush``): on return the server has processed
-        every ``SUB``/``PUB`` this connection sent before (see ``Bus.flush``). Raises
-        ``Unavailable`` when not connected, on nats-py's error, or past the operation
-        timeout (seconds, the bus's ``op_timeout``)."""
+        """A PING/PONG round trip: on return the server has processed every ``SUB``/``PUB``
+        this connection sent before (see ``Bus.flush``). Raises ``Unavailable`` when not
+        connected, when the connection is lost meanwhile, or past the operation timeout
+        (seconds, the bus's ``op_timeout``).
+
+        Not nats-py's ``flush``: when its wait is cancelled (a timeout, or the caller's trio
+        cancellation) it cancels the PONG's future but leaves it queued, and the late PONG's
+        ``set_result`` on it raises in the read loop, which ends: the connection still says
+        connected and nothing is received any more (nats-py 2.16 ``_process_pong``). Here
+        the PONG's future is never cancelled (the wait is shielded from it): a PONG that comes
+        after we stopped waiting completes it harmlessly."""
         self._require_connected()
-        timeout = self._timeout
+        nc = self._nc
+
+        async def ping() -> None:  # on the asyncio thread
+            if not nc.is_connected:
+                raise nats.errors.ConnectionReconnectingError
+            pong: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            await nc._send_ping(pong)  # queued in nc._pongs, answered in order
+            await asyncio.shield(pong)  # a reconnect drops it: the timeout below ends us
+
         try:
-            # Annotated int in nats-py, used as float seconds (asyncio.wait_for).
-            await self._call(lambda: self._nc.flush(timeout=timeout))  # type: ignore[arg-type]
+            await self._call(ping)
         except nats.errors.Error as exc:
             raise Unavailable(f"NATS flush failed: {exc!r}") from exc
 

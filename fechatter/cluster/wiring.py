@@ -257,8 +257,7 @@ class ClusterEvents:
                             await self._bus.wait_state(BusState.CONNECTED)
                         else:
                             log.warning("user %d: %d notices dropped", user_id, item.dropped)
-                        with suppress(Unavailable):
-                            await self._position(user_id, arrival)
+                        await self._reposition(user_id, arrival)
                     else:
                         self._on_notice(user_id, item)
                     if sequencer is not None:
@@ -276,6 +275,20 @@ class ClusterEvents:
                 if self._arrivals.get(user_id) is arrival:
                     del self._arrivals[user_id]
                 self._routing_tasks -= 1
+
+    async def _reposition(self, user_id: int, arrival: _Arrival) -> None:
+        """``_position`` after a Gap, retried with backoff until it succeeds (notices that
+        come meanwhile wait in the subscription; a full one is one more Gap): a re-read
+        given up would leave the joins of the lost notices unknown until reconnect."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                await self._position(user_id, arrival)
+                return
+            except Unavailable as exc:
+                log.warning("user %d: chats not re-read yet (%s); retrying", user_id, exc)
+                await trio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
 
     async def _position(self, user_id: int, arrival: _Arrival) -> None:
         """The user's chats from storage → ``user_connected``; then read them again and drop

@@ -8,6 +8,8 @@ import asyncio
 import functools
 import gc
 import itertools
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -297,6 +299,43 @@ async def test_the_watcher_hears_of_every_item_put_in_the_buffer_the_lost_connec
         await sub.receive()
         sub._mark_gap(3)
         assert told == [1, 2, 3]
+
+
+async def test_a_flush_given_up_on_leaves_the_connection_receiving() -> None:
+    """A flush whose wait ends before its PONG (the caller cancelled, or the operation
+    timeout) must not break the connection when the PONG comes later: nats-py's own flush
+    left a cancelled future queued, its late PONG raised in the read loop, which ended, and
+    nothing was received any more while the bus still said connected. The server is paused
+    (SIGSTOP) so the PONGs come late, then resumed."""
+    server = NatsServer.create()
+    try:
+        with trio.fail_after(3 * CEILING):
+            async with (
+                open_nats_bus(server.url, name="paused", op_timeout=0.5) as bus,
+                open_nats_bus(server.url, name="other", op_timeout=2.0) as other,
+            ):
+                subject = unique("t.late-pong")
+                sub = await bus.subscribe(subject, buffer=8)
+                await bus.flush()
+                assert server._process is not None
+                pid = server._process.pid
+                os.kill(pid, signal.SIGSTOP)
+                try:
+                    with trio.move_on_after(0.1) as scope:  # the caller gives up
+                        await bus.flush()
+                    assert scope.cancelled_caught
+                    with pytest.raises(Unavailable, match="did not answer within"):
+                        await bus.flush()  # the operation timeout gives up
+                finally:
+                    os.kill(pid, signal.SIGCONT)
+                await bus.flush()  # its PONG comes after the two late ones
+                await other.publish(subject, b"still receiving")
+                got = await sub.receive()
+                assert isinstance(got, Message)
+                assert got.payload == b"still receiving"
+                assert bus.state is BusState.CONNECTED
+    finally:
+        server.stop_and_remove()
 
 
 async def test_server_outage_raises_unavailable_then_reconnects() -> None:

@@ -400,6 +400,14 @@ class _ClientWithoutTransport:
         self._flush_queue = None
 
 
+class _ClientWithoutPing:
+    """A ``Client`` whose PING internals (``NatsBus.flush``) were renamed."""
+
+    def __init__(self) -> None:
+        self._transport = None
+        self._flush_queue = None
+
+
 class _RenamedTransport:
     """A ``TcpTransport`` whose writers were renamed."""
 
@@ -414,6 +422,7 @@ class _RenamedTransport:
         ({"subscription_cls": _OldSubscription}, "lacks _pending_size, _wait_for_msgs_task"),
         ({"process_msg": _process_msg_without_queue}, "no longer does sub._pending_size"),
         ({"client_cls": _ClientWithoutTransport}, "_ClientWithoutTransport lacks _transport"),
+        ({"client_cls": _ClientWithoutPing}, "_ClientWithoutPing lacks _pongs, _send_ping"),
         (
             {"transport_cls": _RenamedTransport},
             "_RenamedTransport lacks _io_writer, _bare_io_writer",
