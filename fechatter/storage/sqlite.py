@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -197,8 +198,20 @@ def _enable_wal(conn: sqlite3.Connection, attempts: int = 100, pause: float = 0.
             time.sleep(pause)
 
 
+def create_private(path: str) -> None:
+    """Create the database file at ``path`` owner-only (0600) when it does not exist yet,
+    whatever the umask: it holds password hashes and every message. SQLite then gives its
+    ``-wal`` and ``-shm`` files the database file's permissions (os_unix.c
+    ``findCreateFileMode``). An existing file is left as it is. Raises ``OSError``."""
+    if path in ("", ":memory:"):
+        return
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
 def _open_writer(path: str) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     conn = _connect(path)
     try:
         _enable_wal(conn)

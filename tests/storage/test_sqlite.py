@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,30 @@ from fechatter.storage.sqlite import (
 
 def _raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
+
+
+async def test_a_new_database_and_its_wal_files_are_owner_only_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    """The database holds password hashes and every message: created 0600 under a umask of
+    022 (a shell's usual), and SQLite gives -wal and -shm the same mode. A file that exists
+    keeps the mode its owner gave it."""
+    db = tmp_path / "new" / "chat.db"
+    old = os.umask(0o022)
+    try:
+        async with open_storage(f"sqlite:///{db}") as storage:
+            await storage.create_user("Ann", "ann@example.com", "h", "Acme")
+            made = [db, db.with_name("chat.db-wal"), db.with_name("chat.db-shm")]
+            assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in made} == {
+                p.name: 0o600 for p in made
+            }
+        kept = tmp_path / "kept.db"
+        kept.touch(mode=0o640)
+        kept.chmod(0o640)
+        async with open_storage(f"sqlite:///{kept}"):
+            assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
 
 
 async def test_reopen_keeps_data_and_migrates_once(tmp_path: Path) -> None:
