@@ -99,6 +99,15 @@ def _file_url(value: str) -> str:
 M = TypeVar("M", bound=BaseModel)
 
 
+class FieldValueError(ValueError):
+    """Raised by a model validator (a rule across fields) to name the field the 422 is
+    about: ``validate`` reports it under ``field``, not under ``body``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def validate(model: type[M], data: Any) -> M:
     """Validate already-decoded data, turning pydantic errors into a 422 with field errors."""
     if not isinstance(data, dict):
@@ -111,11 +120,17 @@ def validate(model: type[M], data: Any) -> M:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
         errors = [
-            FieldError(".".join(str(p) for p in err["loc"]) or "body", _message(err))
+            FieldError(".".join(str(p) for p in err["loc"]) or _field_of(err), _message(err))
             for err in exc.errors(include_url=False, include_input=False)
         ]
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
         raise Invalid(detail, errors=errors) from None
+
+
+def _field_of(err: Any) -> str:
+    """The field a model-level error names (``FieldValueError``), else ``body``."""
+    cause = err.get("ctx", {}).get("error")
+    return cause.field if isinstance(cause, FieldValueError) else "body"
 
 
 def _message(err: Any) -> str:
@@ -155,7 +170,7 @@ class SignupIn(Body):
     @model_validator(mode="after")
     def _one_workspace(self) -> SignupIn:
         if self.workspace is not None and self.invite_token is not None:
-            raise ValueError("workspace and invite_token cannot be combined")
+            raise FieldValueError("invite_token", "cannot be combined with workspace")
         return self
 
 
@@ -192,7 +207,7 @@ class UserPatch(Body):
     @model_validator(mode="after")
     def _password_needs_current(self) -> UserPatch:
         if self.password is not None and self.current_password is None:
-            raise ValueError("current_password is required to change the password")
+            raise FieldValueError("current_password", "is required to change the password")
         return self
 
 
@@ -207,14 +222,11 @@ class WorkspacePatch(Body):
 
 
 class WorkspaceMemberIn(Body):
-    email: Email
-    role: Role = Role.MEMBER
+    """``POST /api/workspaces/:id/members``: adds a member as admin or member; "owner" is
+    refused like any other word (one owner, set at creation), naming ``role``."""
 
-    @model_validator(mode="after")
-    def _not_owner(self) -> WorkspaceMemberIn:
-        if self.role is Role.OWNER:
-            raise ValueError("role must be admin or member")
-        return self
+    email: Email
+    role: Literal["admin", "member"] = "member"
 
 
 class ChatIn(Body):

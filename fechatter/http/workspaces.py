@@ -93,7 +93,7 @@ def register(app: Quart, ctx: Context) -> None:
         user_id = await current_user_id(ctx)
         await workspaces.role(workspace_id, user_id)  # a non-member learns nothing from a 422
         body = await read_json(WorkspaceMemberIn)
-        member = await workspaces.add_member(user_id, workspace_id, body.email, body.role)
+        member = await workspaces.add_member(user_id, workspace_id, body.email, Role(body.role))
         return json_response(member.to_json(), 201)
 
     @bp.put("/api/workspaces/<id:workspace_id>/members/<id:user_id>")

@@ -176,6 +176,9 @@ async def test_patch_me_profile_and_password(api: Api) -> None:
 
     r = await user.api.patch("/api/users/me", json={"password": "new password"})
     assert r.status_code == 422
+    assert r.json()["errors"] == [
+        {"field": "current_password", "message": "is required to change the password"}
+    ]
     r = await user.api.patch(
         "/api/users/me", json={"password": "new password", "current_password": "wrong one"}
     )

@@ -47,6 +47,12 @@ async def test_members_add_list_remove(api: Api) -> None:
         f"/api/workspaces/{ws}/members", json={"email": a.email, "role": "admin"}
     )
     assert (r.status_code, r.json()["role"]) == (201, "admin")
+    for role in ("owner", "god", 1):  # one owner, set at creation; the 422 names the field
+        r = await owner.api.post(
+            f"/api/workspaces/{ws}/members", json={"email": b.email, "role": role}
+        )
+        assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "role"), r.text
+        assert "owner" not in r.json()["errors"][0]["message"]
     r = await owner.api.post(f"/api/workspaces/{ws}/members", json={"email": a.email})
     assert (r.status_code, r.json()["code"]) == (409, "already_member")
     r = await owner.api.post(f"/api/workspaces/{ws}/members", json={"email": "no@example.com"})
