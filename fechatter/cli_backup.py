@@ -234,11 +234,13 @@ def restore_backup(settings: Settings, file: Path, *, force: bool) -> dict[str, 
         with tar:
             manifest = _manifest(tar)
             has_blobs = blobs_dir.is_dir() and any(blobs_dir.iterdir())
-            if not force and (not backup.is_empty(target) or has_blobs):
+            empty = backup.is_empty(target) and not has_blobs  # read before the lock
+            # A running server first: "--force" would not help with it.
+            lock = _lock_target(target)
+            if not force and not empty:
                 raise CommandError(
                     f"the target is not empty ({target}, {blobs_dir}); --force replaces it"
                 )
-            lock = _lock_target(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             blobs_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:

@@ -242,11 +242,12 @@ async def test_restore_refuses_a_live_server_and_everything_is_owner_only(
             done = await fechatter("backup", str(archive), *flags, files_dir=settings.files_path)
             assert done.returncode == 0, done.stderr.decode()
             later = await api.signup()  # after the backup: lost if a restore went through
-            done = await fechatter(
-                "restore", str(archive), *flags, "--force", files_dir=settings.files_path
-            )
-            line = one_line_refusal(done, "fechatter restore: a server is using ")
-            assert line.endswith("stop it first")
+            for force in ([], ["--force"]):  # the server is named first, not --force
+                done = await fechatter(
+                    "restore", str(archive), *flags, *force, files_dir=settings.files_path
+                )
+                line = one_line_refusal(done, "fechatter restore: a server is using ")
+                assert line.endswith("stop it first")
             assert await sign_in_status(api, later.email) == 200
             r = await a.api.get(file_url)
             assert (r.status_code, r.content) == (200, b"owner-only bytes")
