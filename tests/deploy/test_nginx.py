@@ -401,3 +401,128 @@ async def test_stream_refusals_never_mark_a_streams_node_down(
     errors = proxy.error_log.read_text()
     assert "temporarily disabled" not in errors, errors
     assert "no live upstreams" not in errors, errors
+
+
+async def _metric(node: NodeProc, client: httpx.AsyncClient, name: str) -> float:
+    """One unlabelled series of the node's ``/metrics`` (read directly, not through nginx)."""
+    text = (await client.get(f"{node.api}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def _ws_protocol_error(proxy: Proxy, token: str) -> bytes:
+    """A WebSocket through the proxy that, once upgraded, sends an unmasked frame (RFC 6455
+    §5.1: the node closes with 1002); everything received, to the end of the connection."""
+    url = httpx.URL(proxy.url)
+    assert url.port is not None
+    tls = await trio.open_ssl_over_tcp_stream(
+        url.host, url.port, ssl_context=proxy.ssl_context, https_compatible=True
+    )
+    async with tls:
+        request = (
+            f"GET /api/notifications/ws HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            f"{WS_UPGRADE}Authorization: Bearer {token}\r\n\r\n"
+        )
+        await tls.send_all(request.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = await tls.receive_some(65536)
+            assert chunk, received
+            received += chunk
+        await tls.send_all(b"\x81\x02hi")  # a client frame without a mask
+        while chunk := await tls.receive_some(65536):
+            received += chunk
+    return received
+
+
+async def _sse_status(proxy: Proxy, token: str, streams: list[TlsSse]) -> int:
+    """Open an SSE stream through the proxy (kept in ``streams`` to be closed); its status."""
+    sse = await TlsSse.connect(proxy, "/api/notifications/events", token)
+    streams.append(sse)
+    assert sse.response is not None
+    return sse.response.status_code
+
+
+@pytest.fixture
+async def proxied_one_pending(
+    nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
+) -> AsyncIterator[Proxied]:
+    """As ``proxied``, with a pending budget of one per node (so a drop is easy to provoke)."""
+    extra = {"FECHATTER_MAX_PENDING_CONNECTIONS": "1"}
+    async with _proxied(nursery, tmp_path, pg_database, nats_server, extra) as running:
+        yield running
+
+
+# Concurrent stream requests per round while provoking pending-budget drops.
+DROP_ROUND = 6
+
+
+async def test_node_side_closes_never_mark_a_streams_node_down(
+    proxied_one_pending: Proxied,
+) -> None:
+    """The listener's own closes through nginx: a WebSocket closed for a protocol error
+    (1002), and requests cut by the pending budget (dropped to make room for a newcomer).
+    A request closed without a response is a failed attempt to nginx (``max_fails=1``): the
+    node would leave the streams upstream for ``fail_timeout``. Each cut request must get a
+    whole answer (503 ``over_capacity``), and the next streams reach both nodes."""
+    proxy, nodes, _ = proxied_one_pending
+    with trio.fail_after(TEST_CEILING):
+        async with (
+            httpx.AsyncClient(base_url=proxy.url, verify=proxy.ssl_context, timeout=10) as client,
+            httpx.AsyncClient(timeout=10) as direct,
+        ):
+            user = await Api(client).signup()
+            assert user.api.token is not None
+            token = user.api.token
+            for _ in range(2):  # least_conn over idle nodes: both get one
+                closed = await _ws_protocol_error(proxy, token)
+                assert closed.startswith(b"HTTP/1.1 101 "), closed[:200]
+                assert re.search(rb"\x88.\x03\xea", closed, re.S), closed  # close 1002
+            # Rounds of concurrent stream requests until a node has dropped a pending one
+            # (one slot per node: a token check in progress is cut by the next arrival).
+            statuses: list[int] = []
+            while True:
+                streams: list[TlsSse] = []
+                try:
+                    async with trio.open_nursery() as burst:
+                        for _ in range(DROP_ROUND):
+                            burst.start_soon(_record_sse, proxy, token, streams, statuses)
+                finally:
+                    for sse in streams:
+                        await sse.aclose()
+                dropped = [
+                    await _metric(n, direct, "fechatter_realtime_pending_dropped_total")
+                    for n in nodes
+                ]
+                if sum(dropped) >= 1:
+                    break
+            assert set(statuses) <= {200, 503}, statuses
+            assert 503 in statuses, statuses  # the dropped requests' answer
+            while True:  # the streams above, closing on the nodes (polled, as above)
+                if [await _streams_on(n, direct) for n in nodes] == [0, 0]:
+                    break
+                await trio.sleep(POLL)
+            more: list[TlsSse] = []
+            try:
+                for _ in range(2):
+                    assert await _sse_status(proxy, token, more) == 200
+                    assert (await more[-1].next_event())[0] == "ready"
+                while True:
+                    counts = [await _streams_on(n, direct) for n in nodes]
+                    if sum(counts) >= 2:
+                        break
+                    await trio.sleep(POLL)
+                assert counts == [1, 1], counts
+            finally:
+                for sse in more:
+                    await sse.aclose()
+    errors = proxy.error_log.read_text()
+    assert "temporarily disabled" not in errors, errors
+    assert "no live upstreams" not in errors, errors
+    assert "prematurely closed" not in errors, errors
+
+
+async def _record_sse(proxy: Proxy, token: str, streams: list[TlsSse], statuses: list[int]) -> None:
+    statuses.append(await _sse_status(proxy, token, streams))
