@@ -189,6 +189,60 @@ async def open_nginx(
     assert BAD_LOG_LINE.findall(text) == [], text
 
 
+class Tap:
+    """A TCP relay in front of one node's listener, keeping the bytes each connection sent
+    upstream (what nginx passes a node: ``sent``, up to ``TAP_KEEP`` bytes a connection).
+    Both directions are passed on unchanged; either side's end closes both. Test-only: it
+    shows what arrives at a node, which the node itself does not log."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = 0
+        self.sent: list[bytearray] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on a free port (``port``) and relay every connection until cancelled."""
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        kept = bytearray()
+        self.sent.append(kept)
+        async with (
+            client,
+            await trio.open_tcp_stream(*self.target) as node,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._pump, client, node, kept, nursery.cancel_scope)
+            nursery.start_soon(self._pump, node, client, None, nursery.cancel_scope)
+
+    @staticmethod
+    async def _pump(
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        kept: bytearray | None,
+        done: trio.CancelScope,
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                if kept is not None and len(kept) < TAP_KEEP:
+                    kept += data[: TAP_KEEP - len(kept)]
+                await sink.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+        done.cancel()
+
+
+TAP_KEEP = 256 * 1024  # bytes kept per relayed connection (a head and any body behind it)
+
+
 class TlsSse:
     """An EventSource over TLS through the proxy: HTTP/1.1 parsed by h11 (nginx answers a
     stream with chunked transfer coding), SSE blocks parsed from the body as it arrives."""

@@ -26,7 +26,7 @@ from trio_websocket import open_websocket_url
 from fechatter.domain import password_resets
 from tests.cluster.procs import NodeProc, open_node_procs
 from tests.conftest import Api, User, make_chat, make_workspace, upload_file
-from tests.deploy.nginx import POLL, Proxy, TlsSse, nginx_binary, open_nginx
+from tests.deploy.nginx import POLL, Proxy, Tap, TlsSse, nginx_binary, open_nginx
 from tests.nats import NatsServer
 from tests.pg import PgServer, bin_dir, free_port
 from tests.realtime.schema_check import check_ws_text
@@ -43,9 +43,12 @@ Proxied = tuple[Proxy, list[NodeProc], str]
 @pytest.fixture
 async def proxied(
     nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
-) -> AsyncIterator[Proxied]:
-    async with _proxied(nursery, tmp_path, pg_database, nats_server) as running:
-        yield running
+) -> AsyncIterator[tuple[Proxy, list[NodeProc], str, list[Tap]]]:
+    """``_proxied`` with a ``Tap`` in front of each node's streams listener (what nginx
+    passes a node on a stream request is asserted)."""
+    taps: list[Tap] = []
+    async with _proxied(nursery, tmp_path, pg_database, nats_server, taps=taps) as running:
+        yield (*running, taps)
 
 
 @asynccontextmanager
@@ -55,9 +58,12 @@ async def _proxied(
     pg_database: str,
     nats_server: NatsServer,
     extra_env: dict[str, str] | None = None,
+    taps: list[Tap] | None = None,
 ) -> AsyncIterator[Proxied]:
     """Two nodes (access log on, configured as the template says; ``extra_env`` adds
-    settings) behind the rendered nginx; on exit, neither node logged a problem."""
+    settings) behind the rendered nginx; on exit, neither node logged a problem. With
+    ``taps`` (a list to fill), nginx reaches each node's streams listener through a ``Tap``
+    (appended in node order)."""
     nginx_binary()  # skip (or fail in CI) before starting nodes when there is no nginx
     tls_port = free_port()
     public = f"https://localhost:{tls_port}"
@@ -75,6 +81,12 @@ async def _proxied(
     ) as nodes:
         upstreams = [(n.api.removeprefix("http://"), n.realtime.removeprefix("http://"))
                      for n in nodes]  # fmt: skip
+        if taps is not None:
+            for i, (api, streams) in enumerate(upstreams):
+                tap = Tap(streams)
+                await nursery.start(tap.serve)
+                taps.append(tap)
+                upstreams[i] = (api, tap.address)
         async with open_nginx(tmp_path / "nginx", upstreams, tls_port) as proxy:
             yield proxy, nodes, pg_database
     for node in nodes:
@@ -82,9 +94,9 @@ async def _proxied(
 
 
 async def test_https_signup_send_and_both_streams_through_nginx(
-    proxied: tuple[Proxy, list[NodeProc], str], pg_server: PgServer, tmp_path: Path
+    proxied: tuple[Proxy, list[NodeProc], str, list[Tap]], pg_server: PgServer, tmp_path: Path
 ) -> None:
-    proxy, nodes, database = proxied
+    proxy, nodes, database, taps = proxied
     with trio.fail_after(TEST_CEILING):
         async with httpx.AsyncClient(
             base_url=proxy.url, verify=proxy.ssl_context, timeout=10
@@ -173,7 +185,7 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             # One with a token, a body and its Content-Length streams as any other: nginx
             # passes neither on (proxy_pass_request_body off, Content-Length ""), so the node
             # sees a plain stream request.
-            await _streams_despite_a_body(proxy, me, you, chat)
+            await _streams_despite_a_body(proxy, me, you, chat, taps)
             expected = [
                 "/api/notifications/ws?[redacted]",
                 *(f" {path} HTTP/1.1" for path in _REDACTED_PATHS),
@@ -203,16 +215,27 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             pg_server.drop_database(restored)
 
 
-async def _streams_despite_a_body(proxy: Proxy, sender: User, reader: User, chat: int) -> None:
+async def _streams_despite_a_body(
+    proxy: Proxy, sender: User, reader: User, chat: int, taps: list[Tap]
+) -> None:
     """An SSE request sent with a 64 KiB body and its ``Content-Length`` through the proxy:
-    200, ``ready``, and a message sent after it arrives live (callers bound it)."""
+    at the node, a head with neither the body nor a ``Content-Length`` (nginx's pairing of
+    ``proxy_pass_request_body off`` with ``proxy_set_header Content-Length ""``); 200,
+    ``ready``, and a message sent after it arrives live (callers bound it)."""
     assert reader.api.token is not None
     body = b"b" * (64 * 1024)
-    sse = await TlsSse.connect(proxy, "/api/notifications/events", reader.api.token, body=body)
+    target = "/api/notifications/events?with=body"  # the listener ignores the parameter
+    sse = await TlsSse.connect(proxy, target, reader.api.token, body=body)
     try:
         assert sse.response is not None
         assert sse.response.status_code == 200
         assert (await sse.next_event())[0] == "ready"
+        # The node answered, so nginx's bytes for this request have passed a tap.
+        [sent] = [bytes(s) for tap in taps for s in tap.sent if b"?with=body " in s]
+        head, _, after = sent.partition(b"\r\n\r\n")
+        assert head.startswith(f"GET {target} HTTP/1.1\r\n".encode()), head
+        assert b"\r\ncontent-length:" not in head.lower(), head
+        assert after == b"", len(after)  # no body byte either
         r = await sender.api.post(f"/api/chats/{chat}/messages", json={"content": "with body"})
         assert r.status_code == 201, r.text
         name, data = await sse.next_event()
