@@ -485,8 +485,9 @@ DROP_ROUND = 6
 async def test_node_side_closes_never_mark_a_streams_node_down(
     proxied_one_pending: Proxied,
 ) -> None:
-    """The listener's own closes through nginx: a WebSocket closed for a protocol error
-    (1002), and requests cut by the pending budget (dropped to make room for a newcomer).
+    """The listener's own closes through nginx: SSE streams ended by a revocation, a
+    WebSocket closed for a protocol error (1002), and requests cut by the pending budget
+    (dropped to make room for a newcomer).
     A request closed without a response is a failed attempt to nginx (``max_fails=1``): the
     node would leave the streams upstream for ``fail_timeout``. Each cut request must get a
     whole answer (503 ``over_capacity``), and the next streams reach both nodes."""
@@ -499,6 +500,26 @@ async def test_node_side_closes_never_mark_a_streams_node_down(
             user = await Api(client).signup()
             assert user.api.token is not None
             token = user.api.token
+            # SSE streams (least_conn over idle nodes: one on each) that the nodes end after
+            # a logout everywhere (revocation: each node closes the close-delimited body).
+            revoked = await Api(client).signup()
+            assert revoked.api.token is not None
+            ended: list[TlsSse] = []
+            try:
+                for _ in range(2):
+                    assert await _sse_status(proxy, revoked.api.token, ended) == 200
+                    assert (await ended[-1].next_event())[0] == "ready"
+                r = await revoked.api.post(
+                    "/api/auth/logout",
+                    json={"refresh_token": revoked.auth["refresh_token"], "everywhere": True},
+                )
+                assert r.status_code == 204, r.text
+                for sse in ended:
+                    with pytest.raises(EOFError):
+                        await _events_until_the_end(sse)
+            finally:
+                for sse in ended:
+                    await sse.aclose()
             for _ in range(2):  # least_conn over idle nodes: both get one
                 closed = await _ws_protocol_error(proxy, token)
                 assert closed.startswith(b"HTTP/1.1 101 "), closed[:200]
@@ -545,6 +566,12 @@ async def test_node_side_closes_never_mark_a_streams_node_down(
     assert "temporarily disabled" not in errors, errors
     assert "no live upstreams" not in errors, errors
     assert "prematurely closed" not in errors, errors
+
+
+async def _events_until_the_end(sse: TlsSse) -> None:
+    """Read events until the stream ends (``EOFError``; callers bound it)."""
+    while True:
+        await sse.next_event()
 
 
 async def _record_sse(proxy: Proxy, token: str, streams: list[TlsSse], statuses: list[int]) -> None:
