@@ -14,7 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -227,6 +227,7 @@ class _Exchange:
 
     head_read: bool = False
     answering: bool = False
+    reader: HeadReader = field(default_factory=HeadReader)  # what of the head has arrived
 
 
 async def _answer(conn: socket.socket, data: bytes, exchange: _Exchange | None = None) -> None:
@@ -252,7 +253,7 @@ async def _answer_cut(
     if exchange.answering:
         return
     whole = exchange.head_read
-    reader: HeadReader | None = None if whole else HeadReader()
+    reader: HeadReader | None = None if whole or exchange.reader.done else exchange.reader
     for _ in range(MAX_HEAD_BYTES // 65536 + 2):  # what is buffered now, without waiting
         try:
             data = conn.recv(65536)
@@ -286,7 +287,7 @@ async def _route(
     request, the client, the user and the status answered (0: none); ``exchange`` learns
     when the head is read and when an answer begins."""
     exchange = exchange if exchange is not None else _Exchange()
-    head = await read_head(conn)
+    head = await read_head(conn, exchange.reader)
     if not isinstance(head, HeadError):
         exchange.head_read = True
         gate.rearm(entry, trio.current_time(), AUTH_TIMEOUT)
