@@ -326,9 +326,7 @@ async def running_proxied(nursery: trio.Nursery, settings: Settings) -> AsyncIte
     says to configure it."""
     # Imported here: nginx.py imports tests.pg, as this module does; keep the modes apart.
     from tests.deploy.nginx import open_nginx
-    from tests.pg import free_port
 
-    tls_port = free_port()
     settings = settings.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
     async with running_cluster(nursery, settings, PROXY_NODES) as cluster:
         nodes = [
@@ -337,7 +335,9 @@ async def running_proxied(nursery: trio.Nursery, settings: Settings) -> AsyncIte
         ]
         assert settings.files_dir is not None, "make_settings sets files_dir in tmp_path"
         prefix = settings.files_dir.parent / f"nginx-{next(_counter)}"
-        async with open_nginx(prefix, nodes, tls_port, keepalive=False) as proxy:
+        # Its ports picked by open_nginx as it starts (a port picked before the nodes started
+        # was free for seconds before nginx bound it: open to any process's bind).
+        async with open_nginx(prefix, nodes, None, keepalive=False) as proxy:
             yield dataclasses.replace(
                 cluster, api_url=proxy.url, realtime_url=proxy.url, api_urls=()
             )

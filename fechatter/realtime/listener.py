@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -29,10 +30,19 @@ from fechatter.errors import (
     MethodNotAllowed,
     NotFound,
     Unauthorized,
+    Unavailable,
 )
 from fechatter.realtime.admission import Admission, Dropped, Gate
 from fechatter.realtime.context import RealtimeContext
-from fechatter.realtime.protocol.head import Head, HeadError, problem_response, response_head
+from fechatter.realtime.protocol.head import (
+    MAX_HEAD_BYTES,
+    Head,
+    HeadError,
+    HeadReader,
+    NeedData,
+    problem_response,
+    response_head,
+)
 from fechatter.realtime.protocol.ws import handshake_response
 from fechatter.realtime.sockets import read_head
 from fechatter.realtime.sockets import send_all as send_all_bytes
@@ -47,6 +57,9 @@ log = logging.getLogger(__name__)
 SSE_PATH = "/api/notifications/events"
 WS_PATH = "/api/notifications/ws"
 ANSWER_TIMEOUT = 5.0
+# A request the gate cut before it was answered (dropped from a full pending budget, or past
+# AUTH_TIMEOUT) gets its 503 within this: a few hundred bytes into an idle socket's buffer.
+CUT_ANSWER_TIMEOUT = 1.0
 # From a complete head to an admitted stream (token check, which may read the database, and
 # the answer): the server's own work, bounded generously so a reconnect storm queued behind
 # thousands of token checks is served rather than cut.
@@ -186,11 +199,16 @@ async def _serve_connection(
     logs.bind(connection_id=entry.key, user_id=logs.Deferred(lambda: entry.user_id or None))
     gate.rearm(entry, trio.current_time())
     record = AccessRecord() if ctx.access is not None else None
+    exchange = _Exchange()
     try:
-        with entry.scope:
-            await _route(ctx, gate, entry, conn, record)
-    except Dropped:
-        pass
+        try:
+            with entry.scope:
+                await _route(ctx, gate, entry, conn, record, exchange)
+        except Dropped:
+            await _answer_cut(conn, exchange, record)
+        else:
+            if entry.scope.cancelled_caught:  # dropped meanwhile, or past its deadline
+                await _answer_cut(conn, exchange, record)
     except Exception:
         log.exception("realtime connection failed")
     finally:
@@ -203,9 +221,58 @@ async def _serve_connection(
         conn.close()
 
 
-async def _answer(conn: socket.socket, data: bytes) -> None:
+@dataclass(slots=True)
+class _Exchange:
+    """How far a connection's request got: its head read, an answer begun (``_answer_cut``)."""
+
+    head_read: bool = False
+    answering: bool = False
+    reader: HeadReader = field(default_factory=HeadReader)  # what of the head has arrived
+
+
+async def _answer(conn: socket.socket, data: bytes, exchange: _Exchange | None = None) -> None:
+    if exchange is not None:
+        exchange.answering = True
     with trio.move_on_after(ANSWER_TIMEOUT):
         await send_all_bytes(conn, data)
+
+
+async def _answer_cut(
+    conn: socket.socket, exchange: _Exchange, record: AccessRecord | None
+) -> None:
+    """A pending connection the gate cut (dropped from a full budget, or past its deadline):
+    a whole request that came in — read, or still waiting unread in the socket's buffer —
+    gets 503 ``over_capacity`` (``Retry-After: 1``) before the close; a silent or half-sent
+    head, or one whose answer had begun, is closed as it is.
+
+    Behind nginx every request arrives whole, and a connection closed without a response is
+    a failed attempt to nginx: with ``max_fails=1`` a node cut in a reconnect storm would be
+    out of the streams upstream for ``fail_timeout`` (docs/deploy.md "Proxy"). Reading the
+    buffered bytes first also keeps the close a FIN, not a reset that could discard the
+    answer in flight."""
+    if exchange.answering:
+        return
+    whole = exchange.head_read
+    reader: HeadReader | None = None if whole or exchange.reader.done else exchange.reader
+    for _ in range(MAX_HEAD_BYTES // 65536 + 2):  # what is buffered now, without waiting
+        try:
+            data = conn.recv(65536)
+        except OSError:  # BlockingIOError: nothing more now; anything else: peer gone
+            break
+        if not data:
+            break
+        if reader is not None:
+            parsed = reader.feed(data)
+            if not isinstance(parsed, NeedData):
+                whole, reader = isinstance(parsed, Head), None
+    if not whole:
+        return
+    if record is not None:
+        record.status = Unavailable.status
+    exchange.answering = True
+    answer = problem_response(Unavailable("too many connections", code="over_capacity"))
+    with trio.move_on_after(CUT_ANSWER_TIMEOUT):
+        await send_all_bytes(conn, answer)
 
 
 async def _route(
@@ -214,11 +281,15 @@ async def _route(
     entry: Admission,
     conn: socket.socket,
     record: AccessRecord | None = None,
+    exchange: _Exchange | None = None,
 ) -> None:
     """Read the head and serve the route; ``record`` (the access log's, when on) learns the
-    request, the client, the user and the status answered (0: none)."""
-    head = await read_head(conn)
+    request, the client, the user and the status answered (0: none); ``exchange`` learns
+    when the head is read and when an answer begins."""
+    exchange = exchange if exchange is not None else _Exchange()
+    head = await read_head(conn, exchange.reader)
     if not isinstance(head, HeadError):
+        exchange.head_read = True
         gate.rearm(entry, trio.current_time(), AUTH_TIMEOUT)
         if record is not None and ctx.access is not None:
             _note_request(ctx, record, head, conn)
@@ -232,7 +303,7 @@ async def _route(
                 if head.status == 431
                 else BadRequest(head.detail, code="bad_request_head")
             )
-            await _answer(conn, problem_response(error))
+            await _answer(conn, problem_response(error), exchange)
         return
     cors = ctx.cors_headers(head.header("origin"))
     try:
@@ -241,7 +312,7 @@ async def _route(
         if head.method == "OPTIONS":
             if record is not None:
                 record.status = 204 if cors else Forbidden.status
-            await _answer(conn, _preflight(cors))
+            await _answer(conn, _preflight(cors), exchange)
             return
         if head.method != "GET":
             raise MethodNotAllowed("streams are opened with GET", headers={"Allow": "GET, OPTIONS"})
@@ -263,6 +334,7 @@ async def _route(
         if record is not None:
             record.user_id = claims.user_id
             record.status = 200 if accept is None else 101
+        exchange.answering = True  # a stream now: no longer the gate's to cut
         if accept is None:
             await serve_sse(ctx, conn, claims, last_event_id, cors)
         else:
@@ -272,7 +344,7 @@ async def _route(
             ctx.stats.bad_requests += 1
         if record is not None:
             record.status = exc.status
-        await _answer(conn, problem_response(exc, cors))
+        await _answer(conn, problem_response(exc, cors), exchange)
 
 
 def _note_request(

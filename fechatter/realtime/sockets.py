@@ -18,21 +18,23 @@ async def recv_some(sock: socket.socket, size: int = 65536) -> bytes:
     """Receive from a non-blocking socket (``b""``: the peer closed); raises ``OSError``.
 
     Always a checkpoint, also when data was already buffered: a peer that keeps its socket
-    full (a flood of pings) must not keep the trio thread from every other connection.
+    full (a flood of pings) must not keep the trio thread from every other connection. The
+    checkpoint comes before the read, so a cancellation never takes received bytes with it:
+    they stay in the socket for whoever reads next (the listener answering a cut request).
     """
+    await trio.lowlevel.checkpoint()
     while True:
         try:
-            data = sock.recv(size)
+            return sock.recv(size)
         except BlockingIOError:
             await trio.lowlevel.wait_readable(sock)
-            continue
-        await trio.lowlevel.checkpoint()
-        return data
 
 
-async def read_head(sock: socket.socket) -> Head | HeadError:
-    """Read one request head (the caller's deadline bounds the time)."""
-    reader = HeadReader()
+async def read_head(sock: socket.socket, reader: HeadReader | None = None) -> Head | HeadError:
+    """Read one request head into ``reader`` (a fresh one by default; a caller that passes
+    its own still has what arrived if it is cancelled midway). The caller's deadline bounds
+    the time."""
+    reader = HeadReader() if reader is None else reader
     while True:
         try:
             data = await recv_some(sock)

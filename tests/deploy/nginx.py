@@ -155,26 +155,31 @@ def prepare(
 
 @asynccontextmanager
 async def open_nginx(
-    prefix: Path, nodes: list[tuple[str, str]], tls_port: int, *, keepalive: bool = True
+    prefix: Path, nodes: list[tuple[str, str]], tls_port: int | None, *, keepalive: bool = True
 ) -> AsyncIterator[Proxy]:
-    """nginx in front of ``nodes`` on ``127.0.0.1:tls_port`` (TLS for ``localhost``);
-    ``keepalive`` as in ``main_config``."""
-    argv, proxy = prepare(prefix, nodes, tls_port, keepalive)
-    with trio.fail_after(START_CEILING):
-        checked = await trio.run_process([*argv, "-t"], capture_stderr=True, check=False)
-    assert checked.returncode == 0, checked.stderr.decode()
-    process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL)
-    try:
+    """nginx in front of ``nodes`` on ``127.0.0.1:tls_port`` (TLS for ``localhost``; None: a
+    free port of its choosing); ``keepalive`` as in ``main_config``.
+
+    A port from ``free_port`` is free when it is picked, not when nginx binds it: another
+    process may take it meanwhile (nginx: "bind() ... Address already in use", and it exits).
+    Then nginx is started again on fresh ports, up to ``START_ATTEMPTS`` times — unless the
+    port taken is the caller's ``tls_port``, which the caller has already handed out."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        argv, proxy = prepare(prefix, nodes, tls_port or free_port(), keepalive)
         with trio.fail_after(START_CEILING):
-            async with httpx.AsyncClient(verify=proxy.ssl_context, timeout=5) as client:
-                while True:
-                    assert process.returncode is None, proxy.error_log.read_text()
-                    try:
-                        if (await client.get(f"{proxy.url}/ready")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(POLL)
+            checked = await trio.run_process([*argv, "-t"], capture_stderr=True, check=False)
+        assert checked.returncode == 0, checked.stderr.decode()
+        process = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL)
+        if await _answers(process, proxy):
+            break
+        await process.wait()
+        text = proxy.error_log.read_text()
+        taken = BIND_TAKEN.search(text)
+        retry = taken is not None and (tls_port is None or taken[1] != str(tls_port))
+        assert retry, text
+        assert attempt < START_ATTEMPTS, text
+        proxy.error_log.unlink()  # the next attempt's log is checked on its own
+    try:
         yield proxy
     finally:
         with trio.CancelScope(shield=True):
@@ -187,6 +192,78 @@ async def open_nginx(
             await process.wait()
     text = proxy.error_log.read_text()
     assert BAD_LOG_LINE.findall(text) == [], text
+
+
+START_ATTEMPTS = 3
+BIND_TAKEN = re.compile(r"\[emerg\].*bind\(\) to \S+:(\d+) failed \(98: Address already in use\)")
+
+
+async def _answers(process: trio.Process, proxy: Proxy) -> bool:
+    """Wait until nginx answers ``/ready`` through TLS (True) or has exited (False)."""
+    with trio.fail_after(START_CEILING):
+        async with httpx.AsyncClient(verify=proxy.ssl_context, timeout=5) as client:
+            while process.returncode is None:
+                try:
+                    if (await client.get(f"{proxy.url}/ready")).status_code == 200:
+                        return True
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(POLL)
+    return False
+
+
+class Tap:
+    """A TCP relay in front of one node's listener, keeping the bytes each connection sent
+    upstream (what nginx passes a node: ``sent``, up to ``TAP_KEEP`` bytes a connection).
+    Both directions are passed on unchanged; either side's end closes both. Test-only: it
+    shows what arrives at a node, which the node itself does not log."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.port = 0
+        self.sent: list[bytearray] = []
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen on a free port (``port``) and relay every connection until cancelled."""
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started()
+        await trio.serve_listeners(self._relay, listeners)
+
+    async def _relay(self, client: trio.SocketStream) -> None:
+        kept = bytearray()
+        self.sent.append(kept)
+        async with (
+            client,
+            await trio.open_tcp_stream(*self.target) as node,
+            trio.open_nursery() as nursery,
+        ):
+            nursery.start_soon(self._pump, client, node, kept, nursery.cancel_scope)
+            nursery.start_soon(self._pump, node, client, None, nursery.cancel_scope)
+
+    @staticmethod
+    async def _pump(
+        source: trio.SocketStream,
+        sink: trio.SocketStream,
+        kept: bytearray | None,
+        done: trio.CancelScope,
+    ) -> None:
+        try:
+            while data := await source.receive_some(65536):
+                if kept is not None and len(kept) < TAP_KEEP:
+                    kept += data[: TAP_KEEP - len(kept)]
+                await sink.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+        done.cancel()
+
+
+TAP_KEEP = 256 * 1024  # bytes kept per relayed connection (a head and any body behind it)
 
 
 class TlsSse:

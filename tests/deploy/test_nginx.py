@@ -26,7 +26,7 @@ from trio_websocket import open_websocket_url
 from fechatter.domain import password_resets
 from tests.cluster.procs import NodeProc, open_node_procs
 from tests.conftest import Api, User, make_chat, make_workspace, upload_file
-from tests.deploy.nginx import POLL, Proxy, TlsSse, nginx_binary, open_nginx
+from tests.deploy.nginx import POLL, Proxy, Tap, TlsSse, nginx_binary, open_nginx
 from tests.nats import NatsServer
 from tests.pg import PgServer, bin_dir, free_port
 from tests.realtime.schema_check import check_ws_text
@@ -43,9 +43,12 @@ Proxied = tuple[Proxy, list[NodeProc], str]
 @pytest.fixture
 async def proxied(
     nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
-) -> AsyncIterator[Proxied]:
-    async with _proxied(nursery, tmp_path, pg_database, nats_server) as running:
-        yield running
+) -> AsyncIterator[tuple[Proxy, list[NodeProc], str, list[Tap]]]:
+    """``_proxied`` with a ``Tap`` in front of each node's streams listener (what nginx
+    passes a node on a stream request is asserted)."""
+    taps: list[Tap] = []
+    async with _proxied(nursery, tmp_path, pg_database, nats_server, taps=taps) as running:
+        yield (*running, taps)
 
 
 @asynccontextmanager
@@ -55,9 +58,12 @@ async def _proxied(
     pg_database: str,
     nats_server: NatsServer,
     extra_env: dict[str, str] | None = None,
+    taps: list[Tap] | None = None,
 ) -> AsyncIterator[Proxied]:
     """Two nodes (access log on, configured as the template says; ``extra_env`` adds
-    settings) behind the rendered nginx; on exit, neither node logged a problem."""
+    settings) behind the rendered nginx; on exit, neither node logged a problem. With
+    ``taps`` (a list to fill), nginx reaches each node's streams listener through a ``Tap``
+    (appended in node order)."""
     nginx_binary()  # skip (or fail in CI) before starting nodes when there is no nginx
     tls_port = free_port()
     public = f"https://localhost:{tls_port}"
@@ -75,6 +81,12 @@ async def _proxied(
     ) as nodes:
         upstreams = [(n.api.removeprefix("http://"), n.realtime.removeprefix("http://"))
                      for n in nodes]  # fmt: skip
+        if taps is not None:
+            for i, (api, streams) in enumerate(upstreams):
+                tap = Tap(streams)
+                await nursery.start(tap.serve)
+                taps.append(tap)
+                upstreams[i] = (api, tap.address)
         async with open_nginx(tmp_path / "nginx", upstreams, tls_port) as proxy:
             yield proxy, nodes, pg_database
     for node in nodes:
@@ -82,9 +94,9 @@ async def _proxied(
 
 
 async def test_https_signup_send_and_both_streams_through_nginx(
-    proxied: tuple[Proxy, list[NodeProc], str], pg_server: PgServer, tmp_path: Path
+    proxied: tuple[Proxy, list[NodeProc], str, list[Tap]], pg_server: PgServer, tmp_path: Path
 ) -> None:
-    proxy, nodes, database = proxied
+    proxy, nodes, database, taps = proxied
     with trio.fail_after(TEST_CEILING):
         async with httpx.AsyncClient(
             base_url=proxy.url, verify=proxy.ssl_context, timeout=10
@@ -173,7 +185,7 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             # One with a token, a body and its Content-Length streams as any other: nginx
             # passes neither on (proxy_pass_request_body off, Content-Length ""), so the node
             # sees a plain stream request.
-            await _streams_despite_a_body(proxy, me, you, chat)
+            await _streams_despite_a_body(proxy, me, you, chat, taps)
             expected = [
                 "/api/notifications/ws?[redacted]",
                 *(f" {path} HTTP/1.1" for path in _REDACTED_PATHS),
@@ -203,16 +215,27 @@ async def test_https_signup_send_and_both_streams_through_nginx(
             pg_server.drop_database(restored)
 
 
-async def _streams_despite_a_body(proxy: Proxy, sender: User, reader: User, chat: int) -> None:
+async def _streams_despite_a_body(
+    proxy: Proxy, sender: User, reader: User, chat: int, taps: list[Tap]
+) -> None:
     """An SSE request sent with a 64 KiB body and its ``Content-Length`` through the proxy:
-    200, ``ready``, and a message sent after it arrives live (callers bound it)."""
+    at the node, a head with neither the body nor a ``Content-Length`` (nginx's pairing of
+    ``proxy_pass_request_body off`` with ``proxy_set_header Content-Length ""``); 200,
+    ``ready``, and a message sent after it arrives live (callers bound it)."""
     assert reader.api.token is not None
     body = b"b" * (64 * 1024)
-    sse = await TlsSse.connect(proxy, "/api/notifications/events", reader.api.token, body=body)
+    target = "/api/notifications/events?with=body"  # the listener ignores the parameter
+    sse = await TlsSse.connect(proxy, target, reader.api.token, body=body)
     try:
         assert sse.response is not None
         assert sse.response.status_code == 200
         assert (await sse.next_event())[0] == "ready"
+        # The node answered, so nginx's bytes for this request have passed a tap.
+        [sent] = [bytes(s) for tap in taps for s in tap.sent if b"?with=body " in s]
+        head, _, after = sent.partition(b"\r\n\r\n")
+        assert head.startswith(f"GET {target} HTTP/1.1\r\n".encode()), head
+        assert b"\r\ncontent-length:" not in head.lower(), head
+        assert after == b"", len(after)  # no body byte either
         r = await sender.api.post(f"/api/chats/{chat}/messages", json={"content": "with body"})
         assert r.status_code == 201, r.text
         name, data = await sse.next_event()
@@ -401,3 +424,155 @@ async def test_stream_refusals_never_mark_a_streams_node_down(
     errors = proxy.error_log.read_text()
     assert "temporarily disabled" not in errors, errors
     assert "no live upstreams" not in errors, errors
+
+
+async def _metric(node: NodeProc, client: httpx.AsyncClient, name: str) -> float:
+    """One unlabelled series of the node's ``/metrics`` (read directly, not through nginx)."""
+    text = (await client.get(f"{node.api}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+async def _ws_protocol_error(proxy: Proxy, token: str) -> bytes:
+    """A WebSocket through the proxy that, once upgraded, sends an unmasked frame (RFC 6455
+    §5.1: the node closes with 1002); everything received, to the end of the connection."""
+    url = httpx.URL(proxy.url)
+    assert url.port is not None
+    tls = await trio.open_ssl_over_tcp_stream(
+        url.host, url.port, ssl_context=proxy.ssl_context, https_compatible=True
+    )
+    async with tls:
+        request = (
+            f"GET /api/notifications/ws HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+            f"{WS_UPGRADE}Authorization: Bearer {token}\r\n\r\n"
+        )
+        await tls.send_all(request.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = await tls.receive_some(65536)
+            assert chunk, received
+            received += chunk
+        await tls.send_all(b"\x81\x02hi")  # a client frame without a mask
+        while chunk := await tls.receive_some(65536):
+            received += chunk
+    return received
+
+
+async def _sse_status(proxy: Proxy, token: str, streams: list[TlsSse]) -> int:
+    """Open an SSE stream through the proxy (kept in ``streams`` to be closed); its status."""
+    sse = await TlsSse.connect(proxy, "/api/notifications/events", token)
+    streams.append(sse)
+    assert sse.response is not None
+    return sse.response.status_code
+
+
+@pytest.fixture
+async def proxied_one_pending(
+    nursery: trio.Nursery, tmp_path: Path, pg_database: str, nats_server: NatsServer
+) -> AsyncIterator[Proxied]:
+    """As ``proxied``, with a pending budget of one per node (so a drop is easy to provoke)."""
+    extra = {"FECHATTER_MAX_PENDING_CONNECTIONS": "1"}
+    async with _proxied(nursery, tmp_path, pg_database, nats_server, extra) as running:
+        yield running
+
+
+# Concurrent stream requests per round while provoking pending-budget drops.
+DROP_ROUND = 6
+
+
+async def test_node_side_closes_never_mark_a_streams_node_down(
+    proxied_one_pending: Proxied,
+) -> None:
+    """The listener's own closes through nginx: SSE streams ended by a revocation, a
+    WebSocket closed for a protocol error (1002), and requests cut by the pending budget
+    (dropped to make room for a newcomer).
+    A request closed without a response is a failed attempt to nginx (``max_fails=1``): the
+    node would leave the streams upstream for ``fail_timeout``. Each cut request must get a
+    whole answer (503 ``over_capacity``), and the next streams reach both nodes."""
+    proxy, nodes, _ = proxied_one_pending
+    with trio.fail_after(TEST_CEILING):
+        async with (
+            httpx.AsyncClient(base_url=proxy.url, verify=proxy.ssl_context, timeout=10) as client,
+            httpx.AsyncClient(timeout=10) as direct,
+        ):
+            user = await Api(client).signup()
+            assert user.api.token is not None
+            token = user.api.token
+            # SSE streams (least_conn over idle nodes: one on each) that the nodes end after
+            # a logout everywhere (revocation: each node closes the close-delimited body).
+            revoked = await Api(client).signup()
+            assert revoked.api.token is not None
+            ended: list[TlsSse] = []
+            try:
+                for _ in range(2):
+                    assert await _sse_status(proxy, revoked.api.token, ended) == 200
+                    assert (await ended[-1].next_event())[0] == "ready"
+                r = await revoked.api.post(
+                    "/api/auth/logout",
+                    json={"refresh_token": revoked.auth["refresh_token"], "everywhere": True},
+                )
+                assert r.status_code == 204, r.text
+                for sse in ended:
+                    with pytest.raises(EOFError):
+                        await _events_until_the_end(sse)
+            finally:
+                for sse in ended:
+                    await sse.aclose()
+            for _ in range(2):  # least_conn over idle nodes: both get one
+                closed = await _ws_protocol_error(proxy, token)
+                assert closed.startswith(b"HTTP/1.1 101 "), closed[:200]
+                assert re.search(rb"\x88.\x03\xea", closed, re.S), closed  # close 1002
+            # Rounds of concurrent stream requests until a node has dropped a pending one
+            # (one slot per node: a token check in progress is cut by the next arrival).
+            statuses: list[int] = []
+            while True:
+                streams: list[TlsSse] = []
+                try:
+                    async with trio.open_nursery() as burst:
+                        for _ in range(DROP_ROUND):
+                            burst.start_soon(_record_sse, proxy, token, streams, statuses)
+                finally:
+                    for sse in streams:
+                        await sse.aclose()
+                dropped = [
+                    await _metric(n, direct, "fechatter_realtime_pending_dropped_total")
+                    for n in nodes
+                ]
+                if sum(dropped) >= 1:
+                    break
+            assert set(statuses) <= {200, 503}, statuses
+            assert 503 in statuses, statuses  # the dropped requests' answer
+            while True:  # the streams above, closing on the nodes (polled, as above)
+                if [await _streams_on(n, direct) for n in nodes] == [0, 0]:
+                    break
+                await trio.sleep(POLL)
+            more: list[TlsSse] = []
+            try:
+                for _ in range(2):
+                    assert await _sse_status(proxy, token, more) == 200
+                    assert (await more[-1].next_event())[0] == "ready"
+                while True:
+                    counts = [await _streams_on(n, direct) for n in nodes]
+                    if sum(counts) >= 2:
+                        break
+                    await trio.sleep(POLL)
+                assert counts == [1, 1], counts
+            finally:
+                for sse in more:
+                    await sse.aclose()
+    errors = proxy.error_log.read_text()
+    assert "temporarily disabled" not in errors, errors
+    assert "no live upstreams" not in errors, errors
+    assert "upstream prematurely closed" not in errors, errors
+
+
+async def _events_until_the_end(sse: TlsSse) -> None:
+    """Read events until the stream ends (``EOFError``; callers bound it)."""
+    while True:
+        await sse.next_event()
+
+
+async def _record_sse(proxy: Proxy, token: str, streams: list[TlsSse], statuses: list[int]) -> None:
+    statuses.append(await _sse_status(proxy, token, streams))

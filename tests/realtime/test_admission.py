@@ -7,6 +7,7 @@ in their own budget, under a short deadline, so a signed-in user always gets a s
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from fechatter.config import Settings
 from fechatter.errors import RateLimited, Unavailable
 from fechatter.metrics import RealtimeStats
 from fechatter.realtime.admission import Dropped, Gate, Phase
+from fechatter.realtime.listener import _answer_cut, _Exchange
 from tests.conftest import Api, api_client, running_server
 from tests.realtime.clients import SseClient, exchange, problem_of
 
@@ -233,3 +235,38 @@ async def test_wildcard_host_without_allowed_origins_warns_at_start(
     assert "allowed_origins" in warnings[0].getMessage()
     assert warnings[0].levelno == logging.WARNING
     shutdown.set()
+
+
+HEAD = b"GET /api/notifications/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("sent", "head_read", "answering", "answered"),
+    [
+        (HEAD, False, False, True),  # a whole request still unread in the buffer
+        (HEAD[:20], False, False, False),  # half a head: no request to answer
+        (b"", False, False, False),  # silent
+        (b"", True, False, True),  # its task had read the whole head
+        (b"", True, True, False),  # its own answer had begun: not a second one
+    ],
+)
+async def test_a_cut_request_is_answered_503_only_when_it_came_in_whole(
+    sent: bytes, head_read: bool, answering: bool, answered: bool
+) -> None:
+    """The gate's cut (drop or pending deadline) behind a proxy: a connection closed before
+    any response is a failed attempt to nginx (docs/deploy.md "Proxy"), so a whole request
+    gets 503 ``over_capacity``; anything else closes as before."""
+    node, peer = socket.socketpair()
+    with node, peer, trio.fail_after(5):
+        node.setblocking(False)
+        peer.sendall(sent)
+        state = _Exchange(head_read=head_read, answering=answering)
+        await _answer_cut(node, state, None)
+        node.close()
+        received = b"".join(iter(lambda: peer.recv(65536), b""))
+    if answered:
+        assert received.startswith(b"HTTP/1.1 503 "), received
+        assert b"Retry-After: 1\r\n" in received
+        assert b'"code":"over_capacity"' in received
+    else:
+        assert received == b""

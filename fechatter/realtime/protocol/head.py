@@ -104,6 +104,11 @@ class HeadReader:
             Head(method, target.path, query, headers, bytes(trailing), raw_query=target.query)
         )
 
+    @property
+    def done(self) -> bool:
+        """Whether it has answered (a head or an error): spent."""
+        return self._done
+
     def _end(self, answer: Head | HeadError) -> Head | HeadError:
         self._done = True
         return answer
