@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Frame, Page, Request, Response, expect, sync_playwright
 
 from tests.serverlog import expected_patterns, problems_in_text
 
@@ -146,16 +146,91 @@ def browser() -> Iterator[Browser]:
         b.close()
 
 
+# The people of the running test, whose journals a failure report shows (pytest_runtest_makereport).
+_PEOPLE: list[Person] = []
+
+
+class Journal:
+    """What one page did, for a failed test's report: its API requests and their answers, the
+    live events it applied, console lines and page errors, each with milliseconds since the page
+    opened. Bounded: the first ``limit`` entries are kept (a failing test is short)."""
+
+    def __init__(self, page: Page, limit: int = 2000) -> None:
+        self.started = time.monotonic()
+        self.lines: list[str] = []
+        self.limit = limit
+        page.on("console", lambda m: self.add(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.add(f"pageerror: {e}"))
+        page.on("request", self._request)
+        page.on("response", self._response)
+        page.on("requestfailed", lambda r: self.add(f"!! {r.method} {r.url}: {r.failure}"))
+        page.on("framenavigated", self._navigated)
+
+    def _request(self, request: Request) -> None:
+        if "/api/" in request.url:
+            self.add(f"-> {request.method} {_no_token(request.url)}")
+
+    def _response(self, response: Response) -> None:
+        if "/api/" in response.url:
+            self.add(f"<- {response.status} {response.request.method} {_no_token(response.url)}")
+
+    def _navigated(self, frame: Frame) -> None:
+        if frame.parent_frame is None:
+            self.add(f"navigated: {frame.url}")
+
+    def add(self, line: str) -> None:
+        if len(self.lines) < self.limit:
+            self.lines.append(f"{(time.monotonic() - self.started) * 1000:8.0f} ms  {line}")
+
+
+def _no_token(url: str) -> str:
+    """``url`` without its query's access token (the streams' URLs carry one)."""
+    return re.sub(r"access_token=[^&]*", "access_token=…", url)
+
+
+# Logs every live event the page applies (name, and the chat and message ids) to the console,
+# which the journal records: `window.fechatter.live` is the client's Live instance (session.js).
+_LOG_EVENTS = """() => {
+  const live = window.fechatter.live;
+  const apply = live.onEvent;
+  live.onEvent = (name, data) => {
+    console.debug(`event ${name} chat=${data?.chat_id ?? data?.id ?? ""} id=${data?.id ?? ""}`);
+    return apply(name, data);
+  };
+}"""
+
+
 class Person:
     """One user in their own browser context."""
 
-    def __init__(self, page: Page, name: str, email: str) -> None:
+    def __init__(self, page: Page, name: str, email: str, journal: Journal | None = None) -> None:
         self.page = page
         self.name = name
         self.email = email
+        self.journal = journal or Journal(page)
         self.errors: list[str] = []
         page.on("pageerror", lambda e: self.errors.append(str(e)))
         page.on("dialog", lambda d: self.errors.append(f"unexpected dialog: {d.message}"))
+        _PEOPLE.append(self)
+
+
+@pytest.fixture(autouse=True)
+def _forget_people() -> Iterator[None]:
+    _PEOPLE.clear()
+    yield
+    _PEOPLE.clear()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed browser test's report carries each person's journal (what their page asked,
+    heard and logged), so a flake seen once in CI can be read afterwards."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" and report.failed:
+        for person in _PEOPLE:
+            title = f"journal of {person.name}'s page"
+            report.sections.append((title, "\n".join(person.journal.lines)))
 
 
 def sign_up(
@@ -168,6 +243,7 @@ def sign_up(
     context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
     page = context.new_page()
     page.set_default_timeout(15_000)
+    journal = Journal(page)
     email = f"{name.lower().replace(' ', '.')}.{uuid.uuid4().hex[:8]}@example.com"
     page.goto(server.url + "/")
     page.click("#tab-signup")
@@ -181,7 +257,8 @@ def sign_up(
     page.wait_for_function("() => document.body.dataset.live === 'online'")
     # The workspace, its members and roles are loaded (the workspace menu depends on them).
     page.wait_for_function("() => document.body.dataset.ready === '1'")
-    return Person(page, name, email)
+    page.evaluate(_LOG_EVENTS)
+    return Person(page, name, email, journal)
 
 
 def shot(page: Page, name: str) -> None:
