@@ -16,7 +16,7 @@ import trio
 from fechatter import cli_admin, cli_archive, cli_backup, cli_errors, logs
 from fechatter.app import NatsUnreachable, ServerInfo, serve
 from fechatter.bus.nats import NatsClientUnsupported
-from fechatter.config import Settings, load_settings
+from fechatter.config import Settings, load_settings, unknown_environment
 from fechatter.errors import Unavailable
 from fechatter.logs import LOG_FORMATS
 from fechatter.storage import open_storage
@@ -242,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None:
         return 2
     logs.configure(settings.log_format, level=logging.getLevelNamesMapping()[settings.log_level])
+    for line in unknown_environment(os.environ):
+        log.warning("%s", line)
     if args.command in cli_archive.COMMANDS:
         return cli_archive.run(args, settings)
     if args.command in ("admin", "backup", "restore"):

@@ -7,11 +7,13 @@ so tokens survive restarts: see ``resolve_jwt_secret``.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import secrets
 import socket
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,23 @@ NATS_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}(\.[A-Za-z0-9_-]{1,32}){0,
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 NodeRole = Literal["all", "api", "realtime"]
 MAX_WORKERS = 256  # --workers: far above any host's cores; a typo (--workers 4000) is refused
+# FECHATTER_* names that are not settings but are read by something else: the config file's
+# path, the project's tools (scripts/, tests/) and deploy/nginx.conf's template variables
+# (compose.yaml gives them to nginx; an env file shared with the server may hold them too).
+OTHER_ENVIRONMENT = frozenset(
+    {
+        "FECHATTER_CONFIG",
+        "FECHATTER_VENV",
+        "FECHATTER_TEST_BACKEND",
+        "FECHATTER_CHROMIUM",
+        "FECHATTER_FUZZ_COLLECT",
+        "FECHATTER_SERVER_NAME",
+        "FECHATTER_LISTEN",
+        "FECHATTER_HTTP_LISTEN",
+        "FECHATTER_NGINX_ACCESS_LOG",
+    }
+)
+_NGINX_UPSTREAM_VARIABLE = re.compile(r"FECHATTER_NODE\d+_(API|STREAMS)")
 # The YAML file named on the command line, seen by Settings' source hook while loading.
 _config_file: ContextVar[str | None] = ContextVar("fechatter_config_file", default=None)
 
@@ -431,6 +450,31 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         finally:
             _config_file.reset(token)
     return Settings(**flags)
+
+
+def unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """One warning line per ``FECHATTER_*`` variable of ``environ`` that names no setting.
+
+    pydantic-settings ignores such a variable, so a typo (``FECHATTER_DATABSE_URL``) would
+    leave the default in force without a word; the line names the closest setting
+    (``difflib.get_close_matches``, cutoff 0.8) when there is one. Names are compared
+    upper-cased, as pydantic-settings reads them (case-insensitively); ``OTHER_ENVIRONMENT``
+    and nginx's upstream variables are known. Returns ``[]`` when every name is known.
+    """
+    known = {f"FECHATTER_{name.upper()}" for name in Settings.model_fields}
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith("FECHATTER_") or upper in known or upper in OTHER_ENVIRONMENT:
+            continue
+        if _NGINX_UPSTREAM_VARIABLE.fullmatch(upper):
+            continue
+        # Compared without the shared prefix, which would make any two names look alike.
+        settings = sorted(Settings.model_fields)
+        close = difflib.get_close_matches(upper[10:].lower(), settings, n=1, cutoff=0.8)
+        hint = f" (did you mean FECHATTER_{close[0].upper()}?)" if close else ""
+        lines.append(f"environment variable {name} names no setting and is ignored{hint}")
+    return lines
 
 
 def default_node_id(epoch: str, worker: int = 0, hostname: str | None = None) -> str:

@@ -15,6 +15,7 @@ from fechatter.config import (
     load_settings,
     redact_url,
     resolve_jwt_secret,
+    unknown_environment,
 )
 from fechatter.http.drain import READ_ON_SECONDS
 
@@ -168,3 +169,20 @@ def test_nats_settings_are_validated(tmp_path: Path) -> None:
 def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("nats://u:secret@h:4222") == "nats://u:***@h:4222"
     assert redact_url("nats://h:4222") == "nats://h:4222"
+
+
+def test_unknown_environment_names_only_what_no_setting_reads() -> None:
+    environ = {
+        "FECHATTER_PORT": "1",  # a setting
+        "fechatter_log_level": "DEBUG",  # a setting, read case-insensitively
+        "FECHATTER_CONFIG": "app.yaml",  # the config file's path
+        "FECHATTER_NODE2_API": "10.0.0.2:6688",  # deploy/nginx.conf's
+        "FECHATTER_REALTIME_PROT": "1",  # a typo
+        "FECHATTER_COLOUR": "blue",  # nothing like a setting
+        "HOME": "/root",
+    }
+    assert unknown_environment(environ) == [
+        "environment variable FECHATTER_COLOUR names no setting and is ignored",
+        "environment variable FECHATTER_REALTIME_PROT names no setting and is ignored"
+        " (did you mean FECHATTER_REALTIME_PORT?)",
+    ]

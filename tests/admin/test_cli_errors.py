@@ -157,3 +157,21 @@ def test_an_export_from_a_missing_sqlite_file_creates_nothing(
     assert err == f"fechatter export: no database at {missing} (--database-url / --config)\n"
     assert not missing.exists()
     assert not out_file.exists()
+
+
+def test_a_misspelt_environment_variable_is_named_with_the_setting_it_resembles(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # pydantic-settings ignores it: without the warning the default database would be used
+    # with no word of the typo.
+    monkeypatch.setenv("FECHATTER_DATABSE_URL", "postgresql://db/prod")
+    monkeypatch.setenv("FECHATTER_SERVER_NAME", "chat.example.com")  # nginx's, known
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["migrate", "--database-url", url]) == 0
+    err = capsys.readouterr().err
+    warning = (
+        "environment variable FECHATTER_DATABSE_URL names no setting and is ignored"
+        " (did you mean FECHATTER_DATABASE_URL?)"
+    )
+    assert warning in err
+    assert "SERVER_NAME" not in err
