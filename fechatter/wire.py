@@ -24,8 +24,9 @@ from fechatter.text import TextError, check_well_formed
 MAX_DEPTH = 1024  # orjson's fixed recursion limit (documented under "Deserialize")
 
 
-def loads(raw: bytes | str) -> Any:
-    """Decode one JSON document.
+def loads(raw: bytes | str, what: str = "request body") -> Any:
+    """Decode one JSON document; ``what`` names it in a ``malformed_json`` detail (an HTTP
+    body, a WebSocket frame).
 
     Raises ``BadRequest`` (400): ``malformed_json``, ``json_too_deep`` (nesting past
     ``MAX_DEPTH``), ``number_out_of_range`` (a number that does not fit a 64-bit float);
@@ -50,7 +51,7 @@ def loads(raw: bytes | str) -> Any:
                 code="invalid_text",
                 errors=[FieldError(field, "must be well-formed Unicode (no unpaired surrogates)")],
             )
-    raise BadRequest("request body is not valid JSON", code="malformed_json") from None
+    raise BadRequest(f"{what} is not valid JSON", code="malformed_json") from None
 
 
 def _surrogate_field(raw: bytes | str) -> str | None:

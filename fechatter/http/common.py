@@ -99,7 +99,12 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 
 def empty_response() -> Response:
-    return Response("", status=204)
+    """204 No Content with neither Content-Type (there is no content to type) nor
+    Content-Length (RFC 9110 §8.6: not sent with a 204); Quart adds both by default."""
+    response = Response("", status=204)
+    response.headers.pop("Content-Type", None)
+    response.headers.pop("Content-Length", None)
+    return response
 
 
 async def read_json(model: type[M]) -> M:

@@ -107,6 +107,8 @@ async def test_malformed_json_frames_get_error_frames_and_the_socket_stays_usabl
                 413 if code == "frame_too_large" else 400,
                 code,
             )
+            if code == "malformed_json":  # a frame, not a request body
+                assert frame["data"]["detail"] == "frame is not valid JSON"
             await ws.send_text('{"op": "ping"}')
             assert await ws.next_message() == {"event": "pong"}
         await ws.send_text(json.dumps({"op": "send", "chat_id": chat, "content": "still here"}))

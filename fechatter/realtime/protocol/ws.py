@@ -194,7 +194,7 @@ def decode_op(text: str) -> ClientOp | Reply | OpRefused:
     """One complete text message → an op to run, the pong, or why it is not an op."""
     op: object = None
     try:
-        frame = wire.loads(text)
+        frame = wire.loads(text, what="frame")
         if not isinstance(frame, dict):
             raise Invalid.field("op", "frame must be a JSON object with an op")
         op = frame.get("op")
