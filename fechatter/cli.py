@@ -195,10 +195,6 @@ def _one_line(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _taken(settings: Settings) -> bool:
-    return bool(cli_errors.ports_in_use(settings))
-
-
 def load_cli_settings(args: argparse.Namespace, **overrides: object) -> Settings | None:
     """The settings of every command: ``--config`` and ``--database-url`` from ``args`` (and
     ``--log-format`` where the command has it), ``overrides`` (a command's own flags, e.g.
@@ -265,8 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before the database is opened (or created): a taken port is one line, no files. Not for
     # --workers: the parent and its children share the ports on purpose (SO_REUSEPORT).
     shared = settings.workers is not None or settings.worker_index is not None
-    if args.command in ("serve", "demo") and not shared and _taken(settings):
-        print(cli_errors.in_use_line(settings), file=sys.stderr)
+    serving = args.command in ("serve", "demo") and not shared
+    taken = cli_errors.ports_in_use(settings) if serving else []
+    if taken:
+        print(cli_errors.in_use_line(settings, taken), file=sys.stderr)
         return 1
     if args.command == "demo" or getattr(args, "demo", False):
         from fechatter import demo

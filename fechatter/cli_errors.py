@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from fechatter.config import Settings
@@ -71,12 +72,22 @@ def ports_in_use(settings: Settings) -> list[str]:
     return [name for name, port in wanted if port and _taken(settings.host, port)]
 
 
-def in_use_line(settings: Settings) -> str:
-    """The one line for a taken port (stderr, exit 1)."""
+def in_use_line(settings: Settings, taken: Sequence[str] = ("API", "streams")) -> str:
+    """The one line for a taken port (stderr, exit 1), naming the listeners of ``taken``
+    (``ports_in_use``'s names) and the flag that moves each: ``fechatter: cannot listen on
+    <host> port <port> (streams): address already in use; choose another with
+    --realtime-port``. The default names both (a port taken after the check: which one the
+    listen failed on is not known)."""
+    flags = {
+        "API": ("--port", settings.port),
+        "streams": ("--realtime-port", settings.realtime_port),
+    }
+    ports = " or ".join(f"{flags[name][1]} ({name})" for name in taken)
+    moves = " / ".join(flags[name][0] for name in taken)
+    other = "another" if len(taken) == 1 else "others"
     return (
-        f"fechatter: cannot listen on {settings.host} port {settings.port} (API) or"
-        f" {settings.realtime_port} (streams): address already in use; choose others"
-        " with --port / --realtime-port"
+        f"fechatter: cannot listen on {settings.host} port {ports}: address already in use;"
+        f" choose {other} with {moves}"
     )
 
 
