@@ -243,11 +243,13 @@ class Files:
 
     # -- references ------------------------------------------------------------------------
     async def check_message_files(self, user_id: int, urls: Sequence[str]) -> None:
-        """``Invalid`` naming ``files`` unless every URL is an upload of ``user_id``'s."""
+        """``Invalid`` naming ``files`` unless every URL is an upload of ``user_id``'s.
+        The uploads found are claimed (``FileStore.claim``): the collector keeps them for
+        another ``file_gc_grace``, time enough for the message to commit."""
         if not urls:
             return
         ids = [file_id_of(u) for u in urls]
-        found = await self.store.owned(user_id, [i for i in ids if i is not None])
+        found = await self.store.claim(user_id, [i for i in ids if i is not None], utc_now())
         bad = [u for u, i in zip(urls, ids, strict=True) if i is None or i not in found]
         if bad:
             raise Invalid.field(
@@ -255,9 +257,10 @@ class Files:
             )
 
     async def check_avatar(self, user_id: int, url: str) -> None:
-        """``Invalid`` naming ``avatar`` unless ``url`` is an image ``user_id`` uploaded."""
+        """``Invalid`` naming ``avatar`` unless ``url`` is an image ``user_id`` uploaded (then
+        claimed, as for a message's files)."""
         file_id = file_id_of(url)
-        found = await self.store.owned(user_id, [file_id]) if file_id else {}
+        found = await self.store.claim(user_id, [file_id], utc_now()) if file_id else {}
         if not found.get(file_id or ""):
             raise Invalid.field("avatar", "must be the URL of an image you uploaded")
 

@@ -74,7 +74,14 @@ _USAGE = Sql(
     "SELECT COALESCE(SUM(size + COALESCE(thumb_size, 0)), 0) AS used FROM files"
     " WHERE uploader_id = ?"
 )
-_OWNED = Sql("SELECT id, content_type, width FROM files WHERE uploader_id = ? AND id = ANY(?)")
+# The check a reference passes (a message's files, an avatar) is also a claim: it marks the
+# uploads used now, so the collector (_EXPIRE, which keeps anything used within the grace)
+# cannot delete one between the check and the write that references it. One statement: in
+# PostgreSQL the row lock orders it against a concurrent DELETE (which then re-reads used_at,
+# or, first, leaves no row to claim), in SQLite the one writer does.
+_CLAIM = Sql(
+    "UPDATE files SET used_at = ? WHERE uploader_id = ? AND id = ANY(?) RETURNING id, width"
+)
 # SPEC §8: anyone who may read a non-deleted message referencing the URL (a member of its
 # chat, or of its workspace for a PublicChannel) ...
 _VIA_MESSAGE = Sql(
@@ -98,6 +105,7 @@ _VIA_AVATAR = Sql(
 # avatar references go (their blobs are then unreferenced unless shared by content).
 _EXPIRE = Sql(
     "DELETE FROM files WHERE created_at < :cutoff"
+    " AND (used_at IS NULL OR used_at < :cutoff)"
     " AND NOT EXISTS (SELECT 1 FROM message_files r"
     "   JOIN messages m ON m.id = r.message_id AND m.deleted = :no"
     "   WHERE r.url = '/files/' || files.id)"
@@ -161,11 +169,14 @@ def usage(user_id: int) -> Op[int]:
     return int(row["used"]) if row else 0
 
 
-def owned(user_id: int, file_ids: Sequence[str]) -> Op[dict[str, bool]]:
-    """The ids among ``file_ids`` uploaded by ``user_id``, each with whether it is an image."""
+def claim(user_id: int, file_ids: Sequence[str], now: str) -> Op[dict[str, bool]]:
+    """The ids among ``file_ids`` uploaded by ``user_id``, each with whether it is an image;
+    those uploads are marked used at ``now`` (RFC 3339): ``expire`` keeps an upload used
+    after its cutoff, so a reference checked now is written before the collector may take
+    the upload (``_CLAIM``)."""
     if not file_ids:
         return {}
-    rows = (yield q(_OWNED, (user_id, list(file_ids)))).rows
+    rows = (yield q(_CLAIM, (now, user_id, list(file_ids)))).rows
     return {row["id"]: row["width"] is not None for row in rows}
 
 
@@ -178,7 +189,8 @@ def readable(url: str, user_id: int) -> Op[bool]:
 
 
 def expire(cutoff: str) -> Op[list[str]]:
-    """Delete the unreferenced uploads created before ``cutoff``; their ids."""
+    """Delete the unreferenced uploads created, and last claimed (``claim``), before
+    ``cutoff``; their ids."""
     rows = (yield q(_EXPIRE, {"cutoff": cutoff, "no": False})).rows
     return [row["id"] for row in rows]
 
@@ -208,9 +220,10 @@ class FileStore:
         """Bytes stored for ``user_id``'s uploads (files and thumbnails)."""
         return await self.storage._read_op(usage(user_id))
 
-    async def owned(self, user_id: int, file_ids: Sequence[str]) -> dict[str, bool]:
-        """``{id: is_image}`` for the ids among ``file_ids`` that ``user_id`` uploaded."""
-        return await self.storage._read_op(owned(user_id, file_ids))
+    async def claim(self, user_id: int, file_ids: Sequence[str], now: str) -> dict[str, bool]:
+        """``{id: is_image}`` for the ids among ``file_ids`` that ``user_id`` uploaded, marked
+        used at ``now`` (``claim``): a write."""
+        return await self.storage._write_op(claim(user_id, file_ids, now), one_statement=True)
 
     async def readable(self, url: str, user_id: int) -> bool:
         """Whether a non-deleted message or an avatar lets ``user_id`` read ``url``."""

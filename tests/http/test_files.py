@@ -502,3 +502,37 @@ async def test_the_collector_never_removes_a_referenced_blob(
         assert hashlib.sha256(b"nobody wants me").hexdigest() in blobs
         # A second pass finds nothing more to do.
         assert await server.files.collect(now=later) == (0, 0)
+
+
+async def test_the_collector_keeps_an_upload_a_reference_was_checked_for_within_the_grace(
+    server: ServerInfo, people: tuple[User, User, User, User, int]
+) -> None:
+    # A send (or an avatar change) checks its uploads and claims them: the collector keeps an
+    # upload claimed after its cutoff, so one checked just before its grace ran out is not
+    # deleted before the message naming it commits (docs/api.md "Files").
+    a, b, _c, _d, ws = people
+    assert server.files is not None
+    grace = server.files.settings.file_gc_grace
+    with trio.fail_after(CEILING):
+        chat = await make_chat(a, ws, "PrivateChannel", b)
+        sent = await uploaded(a, b"sent, then deleted")
+        avatar = await uploaded(a, png(40, 40), "a.png", "image/png")
+        idle = await uploaded(a, b"never referenced")
+        between = time.time()  # after the uploads, before the claims
+        r = await send(a, chat, [sent["url"]])
+        assert r.status_code == 201
+        deleted = await a.api.delete(f"/api/chats/{chat}/messages/{r.json()['id']}")
+        assert deleted.status_code == 204
+        assert (
+            await a.api.patch("/api/users/me", json={"avatar": avatar["url"]})
+        ).status_code == 200
+        assert (await a.api.patch("/api/users/me", json={"avatar": None})).status_code == 200
+        # Now no message and no avatar references any of the three. A pass whose cutoff lies
+        # between the uploads and the claims takes only the one never claimed.
+        assert await server.files.collect(now=between + grace) == (1, 1)
+        assert (await a.api.get(idle["url"])).status_code == 404
+        for kept in (sent, avatar):
+            assert (await a.api.get(kept["url"])).status_code == 200
+        # A grace after the claims, they go too.
+        expired, _ = await server.files.collect(now=time.time() + grace + 1)
+        assert expired == 2
