@@ -31,7 +31,8 @@ export function formDialog(title, fields, submitText, onSubmit, submitClass = "p
         event.preventDefault();
         try {
           await onSubmit(new FormData(form));
-          closeDialog();
+          // Unless onSubmit closed it already, or put another dialog in its place.
+          if ($("#dialog").contains(form)) closeDialog();
         } catch (err) {
           error.textContent = problemText(err);
         }

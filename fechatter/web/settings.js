@@ -25,6 +25,10 @@ function newChatDialog() {
     state.chats.set(chat.id, { ...chat, unread_count: state.chats.get(chat.id)?.unread_count ?? 0 });
     if (needsPeers(chat)) await learnPeer(chat);
     await refreshOnline();
+    // Closed before the chat opens: the modal dialog makes the page inert while it is open,
+    // and opening waits on the chat's first page and members, so a person (or a test) typing
+    // into the composer the chat shows at once would type into nothing.
+    closeDialog();
     await openChat(chat.id);
   });
 }

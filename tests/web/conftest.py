@@ -279,6 +279,10 @@ def invite_and_open_dm(owner: Person, other: Person) -> None:
     page.select_option("dialog select[name=type]", "Single")
     page.check(f"dialog label:has-text('{other.name}') input")
     page.click("dialog button[type=submit]")
+    # The modal dialog makes the rest of the page inert while open: Playwright's fill and
+    # press on the composer would then type into nothing, silently (the CI flake of two
+    # vanished sends). The client closes it before the chat opens; the test waits for both.
+    expect(page.locator("dialog")).not_to_be_visible()
     expect(page.locator("#chat-title")).to_have_text(other.name)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Route, expect
 
 from tests.web.conftest import ServerProcess, bubbles, invite_and_open_dm, send, shot, sign_up
 
@@ -161,6 +161,40 @@ def test_failed_send_shows_retry_and_retry_delivers_once(
     ).to_have_count(1)
     bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
     expect(bob.page.locator("#messages .bubble", has_text="server was down")).to_have_count(1)
+
+
+def test_a_new_chat_takes_what_is_typed_at_once_while_it_loads(
+    browser: Browser, server: ServerProcess
+) -> None:
+    # The new-chat dialog is modal (the rest of the page inert while it is open); it used to
+    # close only once the chat had loaded its first page, so what was typed into the composer
+    # the chat already showed went nowhere (CI: two sends that vanished). Here the first page
+    # is held back until the message is sent.
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"AtOnce {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    page = ada.page
+    page.click("#workspace-menu")
+    page.click("dialog >> text=Add by email")
+    page.fill("dialog input[name=email]", bob.email)
+    page.click("dialog button[type=submit]")
+    expect(page.locator("dialog")).not_to_be_visible()
+    held: list[Route] = []
+    page.route(lambda url: "/messages?limit=50" in url, lambda route: held.append(route))
+    page.click("#new-chat")
+    page.select_option("dialog select[name=type]", "Single")
+    page.check(f"dialog label:has-text('{bob.name}') input")
+    page.click("dialog button[type=submit]")
+    expect(page.locator("#chat-title")).to_have_text(bob.name)
+    expect(page.locator("dialog")).not_to_be_visible()  # while the first page is held back
+    send(page, "typed at once")
+    expect(page.locator("#messages .msg.mine .bubble")).to_have_text("typed at once")
+    assert len(held) == 1  # the chat's first page, held until now
+    held[0].continue_()
+    page.unroute_all()
+    expect(page.locator("#messages .msg[data-id] .bubble", has_text="at once")).to_have_count(1)
+    bob.page.locator(".chat-item", has_text="Ada Lovelace").click()
+    expect(bob.page.locator("#messages .bubble", has_text="typed at once")).to_have_count(1)
+    assert ada.errors == []
 
 
 def test_older_messages_load_on_scroll_up(browser: Browser, server: ServerProcess) -> None:
