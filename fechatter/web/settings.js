@@ -94,6 +94,7 @@ function inviteDialog() {
 function newWorkspaceDialog() {
   formDialog("New workspace", [el("label", {}, "Name", el("input", { name: "name", maxlength: "128", required: true }))], "Create", async (form) => {
     const ws = await api.post("/api/workspaces", { name: form.get("name") });
+    closeDialog(); // before loading it, as for a new chat: the page is inert while it is open
     await loadWorkspaces(ws.id);
   });
 }
