@@ -34,7 +34,10 @@ export function formDialog(title, fields, submitText, onSubmit, submitClass = "p
           // Unless onSubmit closed it already, or put another dialog in its place.
           if ($("#dialog").contains(form)) closeDialog();
         } catch (err) {
-          error.textContent = problemText(err);
+          // onSubmit may fail after closing the dialog (a new chat that then fails to load):
+          // the message still reaches the person.
+          if ($("#dialog").open && $("#dialog").contains(form)) error.textContent = problemText(err);
+          else alertDialog(title, problemText(err));
         }
       },
     },

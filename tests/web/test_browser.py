@@ -197,6 +197,38 @@ def test_a_new_chat_takes_what_is_typed_at_once_while_it_loads(
     assert ada.errors == []
 
 
+def test_a_new_chat_that_fails_to_load_says_so_after_its_dialog_closed(
+    browser: Browser, server: ServerProcess
+) -> None:
+    # The dialog closes before the chat opens; a failure after that is an alert, not a line
+    # in a closed dialog nobody sees.
+    ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Fails {uuid.uuid4().hex[:6]}")
+    bob = sign_up(browser, server, "Bob Babbage")
+    page = ada.page
+    page.click("#workspace-menu")
+    page.click("dialog >> text=Add by email")
+    page.fill("dialog input[name=email]", bob.email)
+    page.click("dialog button[type=submit]")
+    expect(page.locator("dialog")).not_to_be_visible()
+    problem = {"title": "Service Unavailable", "status": 503, "detail": "try again shortly"}
+    page.route(
+        lambda url: "/messages?limit=50" in url,
+        lambda route: route.fulfill(
+            status=503, json=problem, headers={"Content-Type": "application/problem+json"}
+        ),
+    )
+    page.click("#new-chat")
+    page.select_option("dialog select[name=type]", "Single")
+    page.check(f"dialog label:has-text('{bob.name}') input")
+    page.click("dialog button[type=submit]")
+    alert = page.locator("dialog")
+    expect(alert).to_be_visible()
+    expect(alert.locator("h2")).to_have_text("New chat")
+    expect(alert).to_contain_text("try again shortly")
+    expect(alert.locator("button", has_text="OK")).to_be_visible()
+    page.unroute_all()
+
+
 def test_older_messages_load_on_scroll_up(browser: Browser, server: ServerProcess) -> None:
     ada = sign_up(browser, server, "Ada Lovelace", workspace=f"History {uuid.uuid4().hex[:6]}")
     bob = sign_up(browser, server, "Bob Babbage")
