@@ -238,8 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings is None:
         return 2
     logs.configure(settings.log_format, level=logging.getLevelNamesMapping()[settings.log_level])
-    for line in unknown_environment(os.environ):
-        log.warning("%s", line)
+    if settings.worker_index is None:  # a --workers child inherits the parent's, warned once
+        for line in unknown_environment(os.environ):
+            log.warning("%s", line)
     if args.command in cli_archive.COMMANDS:
         return cli_archive.run(args, settings)
     if args.command in ("admin", "backup", "restore"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,19 @@ def test_unknown_environment_names_only_what_no_setting_reads() -> None:
         "environment variable FECHATTER_REALTIME_PROT names no setting and is ignored"
         " (did you mean FECHATTER_REALTIME_PORT?)",
     ]
+
+
+def test_every_fechatter_variable_the_project_sets_is_known() -> None:
+    # The names the tools, CI, the container files and deploy/ use (an operator's env file
+    # may hold any of them): none may draw the unknown-variable warning.
+    root = Path(__file__).resolve().parents[1]
+    sources = [root / "compose.yaml", root / "Dockerfile", root / "docs" / "deploy.md"]
+    for folder in ("deploy", "scripts", ".ci"):
+        sources += [p for p in (root / folder).rglob("*") if p.is_file()]
+    names = {
+        name
+        for path in sources
+        for name in re.findall(r"FECHATTER_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="replace"))
+    }
+    assert {"FECHATTER_TLS_CERT", "FECHATTER_DATABASE_URL", "FECHATTER_VENV"} <= names
+    assert unknown_environment(dict.fromkeys(names, "x")) == []

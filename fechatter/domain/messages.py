@@ -166,9 +166,15 @@ class Messages:
         token), and whatever the chat's actor answers.
         """
         new = new_message(body, user_id, self._settings)
-        if self._uploads is not None and new.files:
-            await self._uploads.check_message_files(user_id, new.files)
         self._limiter.acquire(user_id)
+        if self._uploads is not None and new.files:
+            # After the token: the check claims the uploads (a write), so the write rate
+            # bounds it; a send it refuses gets its token back.
+            try:
+                await self._uploads.check_message_files(user_id, new.files)
+            except Exception:
+                self._limiter.refund(user_id)
+                raise
         return await self._directory.call(chat_id, SendMessage(new))
 
     async def react(self, user_id: int, chat_id: int, message_id: int, emoji: str) -> None:

@@ -26,7 +26,12 @@ export async function openChat(chatId) {
   renderChatList();
   if (!state.messages.has(chatId)) {
     state.messages.set(chatId, { items: [], ids: new Set(), hasMore: true, loading: false });
-    await Promise.all([loadPage(chatId), loadChatMembers(chatId)]);
+    try {
+      await Promise.all([loadPage(chatId), loadChatMembers(chatId)]);
+    } catch (err) {
+      state.messages.delete(chatId); // not loaded: the next opening loads it again
+      throw err;
+    }
   }
   if (state.current !== chatId) return; // another chat was opened meanwhile
   placeDivider(chatId, chat.unread_count);

@@ -536,3 +536,23 @@ async def test_the_collector_keeps_an_upload_a_reference_was_checked_for_within_
         # A grace after the claims, they go too.
         expired, _ = await server.files.collect(now=time.time() + grace + 1)
         assert expired == 2
+
+
+@pytest.mark.single_process(
+    reason="exact counts of one process's write limit (each cluster node enforces its share)"
+)
+async def test_sends_with_files_are_checked_within_the_write_limit(api_with: ApiFactory) -> None:
+    # The files check claims the uploads (a write), so it runs after the send's token is
+    # taken; a send it refuses gives the token back (validation uses no token).
+    api = await api_with(send_burst=2, send_rate=0.001)
+    with trio.fail_after(CEILING):
+        a, b, chat = await make_pair(api)
+        mine = await uploaded(a, b"mine")
+        theirs = await uploaded(b, b"theirs")
+        for _ in range(3):  # more refusals than the burst: none of them cost a token
+            r = await send(a, chat, [theirs["url"]])
+            assert (r.status_code, r.json()["errors"][0]["field"]) == (422, "files")
+        assert (await send(a, chat, [mine["url"]])).status_code == 201
+        assert (await send(a, chat, [mine["url"]], "again")).status_code == 201
+        r = await send(a, chat, [theirs["url"]])  # the limit first: no check, no claim
+        assert (r.status_code, problem_code(r)) == (429, "rate_limited")

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,12 +154,13 @@ _PEOPLE: list[Person] = []
 class Journal:
     """What one page did, for a failed test's report: its API requests and their answers, the
     live events it applied, console lines and page errors, each with milliseconds since the page
-    opened. Bounded: the first ``limit`` entries are kept (a failing test is short)."""
+    opened. Bounded: the last ``limit`` entries are kept (the failure is at the end), with a
+    count of the ones dropped before them."""
 
     def __init__(self, page: Page, limit: int = 2000) -> None:
         self.started = time.monotonic()
-        self.lines: list[str] = []
-        self.limit = limit
+        self.recent: deque[str] = deque(maxlen=limit)
+        self.dropped = 0
         page.on("console", lambda m: self.add(f"console.{m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.add(f"pageerror: {e}"))
         page.on("request", self._request)
@@ -179,8 +181,15 @@ class Journal:
             self.add(f"navigated: {frame.url}")
 
     def add(self, line: str) -> None:
-        if len(self.lines) < self.limit:
-            self.lines.append(f"{(time.monotonic() - self.started) * 1000:8.0f} ms  {line}")
+        if len(self.recent) == self.recent.maxlen:
+            self.dropped += 1
+        self.recent.append(f"{(time.monotonic() - self.started) * 1000:8.0f} ms  {line}")
+
+    @property
+    def lines(self) -> list[str]:
+        """The entries kept, after a line counting the dropped ones (if any)."""
+        head = [f"({self.dropped} earlier entries dropped)"] if self.dropped else []
+        return head + list(self.recent)
 
 
 def _no_token(url: str) -> str:
