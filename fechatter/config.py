@@ -463,7 +463,8 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     upper-cased, as pydantic-settings reads them (case-insensitively); ``OTHER_ENVIRONMENT``
     and nginx's upstream variables are known. Returns ``[]`` when every name is known.
     """
-    known = {f"FECHATTER_{name.upper()}" for name in Settings.model_fields}
+    fields = sorted(Settings.model_fields)
+    known = {f"FECHATTER_{name.upper()}" for name in fields}
     lines = []
     for name in sorted(environ):
         upper = name.upper()
@@ -472,8 +473,7 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
         if _NGINX_UPSTREAM_VARIABLE.fullmatch(upper):
             continue
         # Compared without the shared prefix, which would make any two names look alike.
-        settings = sorted(Settings.model_fields)
-        close = difflib.get_close_matches(upper[10:].lower(), settings, n=1, cutoff=0.8)
+        close = difflib.get_close_matches(upper[10:].lower(), fields, n=1, cutoff=0.8)
         hint = f" (did you mean FECHATTER_{close[0].upper()}?)" if close else ""
         lines.append(f"environment variable {name} names no setting and is ignored{hint}")
     return lines
