@@ -105,6 +105,10 @@ async def serve_fake(
     """Serve ``node_id``'s inbox: ``answer(request, n)`` (n from 1) is published as the reply,
     None answers nothing (the sender times out). Every request is recorded in ``seen``."""
     sub = await bus.subscribe(inbox_subject(PREFIX, node_id), buffer=64)
+    # The SUB travels on this bus's connection, the requests on the nodes' own: NATS orders
+    # nothing across connections, so a request sent before the server processed the SUB found
+    # no responder (CI: `seen` empty, the call timed out). The PONG says it was processed.
+    await bus.flush()
     task_status.started()
     async for item in sub:
         assert isinstance(item, Message)
