@@ -24,11 +24,15 @@ import httpx
 import trio
 
 from tests.conftest import TEST_SECRET
-from tests.pg import free_port
 from tests.test_lifecycle import CHECKOUT
 
 START_CEILING = 60.0  # N Python processes importing the app and registering, on 2 shared cores
 POLL = 0.05  # seconds between checks of a real condition another process owns (/ready)
+
+
+# The node's own start-up lines (fechatter/app.py), text or JSON log format alike.
+_API_LINE = re.compile(rb"fechatter API on http://127\.0\.0\.1:(\d+)")
+_STREAMS_LINE = re.compile(rb"fechatter realtime streams on (?:http://127\.0\.0\.1:(\d+)|none)")
 
 
 class NodeProc:
@@ -102,6 +106,20 @@ class NodeProc:
         body: dict[str, Any] = r.json()
         return body
 
+    async def learn_ports(self) -> None:
+        """Read the ports the node bound from its own log (started with ``--port 0
+        --realtime-port 0``) into ``api``/``realtime``; bound it with ``trio.fail_after``.
+
+        Ports picked beforehand (``free_port``: bind 0, close, pass the number) can be taken by
+        another process before a slow-starting node binds them; CI saw the zipapp node's
+        ``/ready`` answered by another worker's server on "its" port. A port the kernel gave
+        the node itself is the node's."""
+        api = await self.wait_log(_API_LINE)
+        self.api = f"http://127.0.0.1:{int(api[1])}"
+        streams = await self.wait_log(_STREAMS_LINE)
+        if streams[1] is not None:  # role api: no stream listener
+            self.realtime = f"http://127.0.0.1:{int(streams[1])}"
+
     async def wait_ready(self) -> None:
         """Poll ``/ready`` until it answers 200 (bound it with ``trio.fail_after``); then read
         the node id. AssertionError with the log if the process exits first."""
@@ -159,23 +177,22 @@ async def open_node_procs(
     nodes: list[NodeProc] = []
     try:
         for i in range(1, n + 1):
-            api_port, rt_port = free_port(), free_port()
             command = [
                 sys.executable, "-m", "fechatter", "serve",
                 "--database-url", database_url, "--nats-url", nats_url,
-                "--node-id", f"p{i}", "--port", str(api_port),
-                "--realtime-port", str(rt_port), "--log-format", "text",
+                "--node-id", f"p{i}", "--port", "0",
+                "--realtime-port", "0", "--log-format", "text",
             ]  # fmt: skip
             process = await trio.lowlevel.open_process(
                 command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=base, cwd=tmp_path
             )
-            node = NodeProc(f"p{i}", process, api_port, rt_port)
+            node = NodeProc(f"p{i}", process, 0, 0)  # learn_ports: the ones it bound
             nodes.append(node)
             nursery.start_soon(node.read_stderr)
         with trio.fail_after(START_CEILING):
             async with trio.open_nursery() as starting:
                 for node in nodes:
-                    starting.start_soon(node.wait_ready)
+                    starting.start_soon(_start, node)
             ids = {node.node_id for node in nodes}
             for node in nodes:
                 await node.wait_live_nodes(ids)
@@ -187,3 +204,8 @@ async def open_node_procs(
                     node.thaw()
                     node.kill()
                 await node.wait()
+
+
+async def _start(node: NodeProc) -> None:
+    await node.learn_ports()
+    await node.wait_ready()

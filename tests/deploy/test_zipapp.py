@@ -27,7 +27,6 @@ import trio
 
 from tests.cluster.procs import NodeProc
 from tests.conftest import Api, make_chat, make_workspace
-from tests.pg import free_port
 from tests.realtime.clients import SseClient
 from tests.serverlog import problems_in_text
 
@@ -116,15 +115,15 @@ async def pyz_server(
         FECHATTER_ARGON2_TIME_COST="1",
         FECHATTER_ARGON2_PARALLELISM="1",
     )  # fmt: skip
-    api_port, rt_port = free_port(), free_port()
-    command = [str(zipapp), "serve", "--port", str(api_port), "--realtime-port", str(rt_port)]
+    command = [str(zipapp), "serve", "--port", "0", "--realtime-port", "0"]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=workdir
     )
-    node = NodeProc("pyz", process, api_port, rt_port)
+    node = NodeProc("pyz", process, 0, 0)  # learn_ports: the ones it bound
     nursery.start_soon(node.read_stderr)
     try:
         with trio.fail_after(START_CEILING):
+            await node.learn_ports()
             await node.wait_ready()
         yield node
     finally:

@@ -41,7 +41,11 @@ async def _open(base_url: str, rcvbuf: int | None) -> trio.abc.Stream:
     sock = trio.socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    await sock.connect((host, port))
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()  # not left to the garbage collector: its ResourceWarning failed the next test
+        raise
     stream = trio.SocketStream(sock)
     if not base_url.startswith("https://"):
         return stream
