@@ -463,18 +463,20 @@ def unknown_environment(environ: Mapping[str, str]) -> list[str]:
     upper-cased, as pydantic-settings reads them (case-insensitively); ``OTHER_ENVIRONMENT``
     and nginx's upstream variables are known. Returns ``[]`` when every name is known.
     """
+    prefix = Settings.model_config["env_prefix"].upper()
     fields = sorted(Settings.model_fields)
-    known = {f"FECHATTER_{name.upper()}" for name in fields}
+    known = {f"{prefix}{name.upper()}" for name in fields} | OTHER_ENVIRONMENT
     lines = []
     for name in sorted(environ):
         upper = name.upper()
-        if not upper.startswith("FECHATTER_") or upper in known or upper in OTHER_ENVIRONMENT:
+        if not upper.startswith(prefix) or upper in known:
             continue
         if _NGINX_UPSTREAM_VARIABLE.fullmatch(upper):
             continue
         # Compared without the shared prefix, which would make any two names look alike.
-        close = difflib.get_close_matches(upper[10:].lower(), fields, n=1, cutoff=0.8)
-        hint = f" (did you mean FECHATTER_{close[0].upper()}?)" if close else ""
+        bare = upper.removeprefix(prefix).lower()
+        close = difflib.get_close_matches(bare, fields, n=1, cutoff=0.8)
+        hint = f" (did you mean {prefix}{close[0].upper()}?)" if close else ""
         lines.append(f"environment variable {name} names no setting and is ignored{hint}")
     return lines
 

@@ -24,6 +24,9 @@ export function alertDialog(title, text) {
 
 export function formDialog(title, fields, submitText, onSubmit, submitClass = "primary") {
   const error = el("p", { class: "error", role: "alert" });
+  // onSubmit may close the dialog itself (a new chat closes it before loading) or put another
+  // in its place; then its outcome is not this form's to show.
+  const showing = () => $("#dialog").open && $("#dialog").contains(form);
   const form = el(
     "form",
     {
@@ -31,12 +34,10 @@ export function formDialog(title, fields, submitText, onSubmit, submitClass = "p
         event.preventDefault();
         try {
           await onSubmit(new FormData(form));
-          // Unless onSubmit closed it already, or put another dialog in its place.
-          if ($("#dialog").contains(form)) closeDialog();
+          if (showing()) closeDialog();
         } catch (err) {
-          // onSubmit may fail after closing the dialog (a new chat that then fails to load):
-          // the message still reaches the person.
-          if ($("#dialog").open && $("#dialog").contains(form)) error.textContent = problemText(err);
+          // A failure after the dialog closed (the new chat then failed to load) is an alert.
+          if (showing()) error.textContent = problemText(err);
           else alertDialog(title, problemText(err));
         }
       },

@@ -165,7 +165,7 @@ class Journal:
         page.on("pageerror", lambda e: self.add(f"pageerror: {e}"))
         page.on("request", self._request)
         page.on("response", self._response)
-        page.on("requestfailed", lambda r: self.add(f"!! {r.method} {r.url}: {r.failure}"))
+        page.on("requestfailed", self._failed)
         page.on("framenavigated", self._navigated)
 
     def _request(self, request: Request) -> None:
@@ -175,6 +175,9 @@ class Journal:
     def _response(self, response: Response) -> None:
         if "/api/" in response.url:
             self.add(f"<- {response.status} {response.request.method} {_no_token(response.url)}")
+
+    def _failed(self, request: Request) -> None:
+        self.add(f"!! {request.method} {_no_token(request.url)}: {request.failure}")
 
     def _navigated(self, frame: Frame) -> None:
         if frame.parent_frame is None:
@@ -276,23 +279,35 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
-def invite_and_open_dm(owner: Person, other: Person) -> None:
-    """``owner`` invites ``other`` to the workspace and opens a direct message with them."""
+def add_by_email(owner: Person, other: Person) -> None:
+    """``owner`` adds ``other`` to the open workspace by email (the workspace menu)."""
     page = owner.page
     page.click("#workspace-menu")
     page.click("dialog >> text=Add by email")
     page.fill("dialog input[name=email]", other.email)
     page.click("dialog button[type=submit]")
     expect(page.locator("dialog")).not_to_be_visible()
+
+
+def submit_new_dm(owner: Person, other: Person) -> None:
+    """``owner`` submits the New chat dialog for a direct message with ``other`` (and waits
+    for nothing: the caller says what must hold next)."""
+    page = owner.page
     page.click("#new-chat")
     page.select_option("dialog select[name=type]", "Single")
     page.check(f"dialog label:has-text('{other.name}') input")
     page.click("dialog button[type=submit]")
+
+
+def invite_and_open_dm(owner: Person, other: Person) -> None:
+    """``owner`` invites ``other`` to the workspace and opens a direct message with them."""
+    add_by_email(owner, other)
+    submit_new_dm(owner, other)
     # The modal dialog makes the rest of the page inert while open: Playwright's fill and
     # press on the composer would then type into nothing, silently (the CI flake of two
     # vanished sends). The client closes it before the chat opens; the test waits for both.
-    expect(page.locator("dialog")).not_to_be_visible()
-    expect(page.locator("#chat-title")).to_have_text(other.name)
+    expect(owner.page.locator("dialog")).not_to_be_visible()
+    expect(owner.page.locator("#chat-title")).to_have_text(other.name)
 
 
 def send(page: Page, text: str) -> None:

@@ -6,7 +6,16 @@ import uuid
 
 from playwright.sync_api import Browser, Route, expect
 
-from tests.web.conftest import ServerProcess, bubbles, invite_and_open_dm, send, shot, sign_up
+from tests.web.conftest import (
+    ServerProcess,
+    add_by_email,
+    bubbles,
+    invite_and_open_dm,
+    send,
+    shot,
+    sign_up,
+    submit_new_dm,
+)
 
 
 def test_two_people_chat_live(browser: Browser, server: ServerProcess) -> None:
@@ -173,17 +182,10 @@ def test_a_new_chat_takes_what_is_typed_at_once_while_it_loads(
     ada = sign_up(browser, server, "Ada Lovelace", workspace=f"AtOnce {uuid.uuid4().hex[:6]}")
     bob = sign_up(browser, server, "Bob Babbage")
     page = ada.page
-    page.click("#workspace-menu")
-    page.click("dialog >> text=Add by email")
-    page.fill("dialog input[name=email]", bob.email)
-    page.click("dialog button[type=submit]")
-    expect(page.locator("dialog")).not_to_be_visible()
+    add_by_email(ada, bob)
     held: list[Route] = []
     page.route(lambda url: "/messages?limit=50" in url, lambda route: held.append(route))
-    page.click("#new-chat")
-    page.select_option("dialog select[name=type]", "Single")
-    page.check(f"dialog label:has-text('{bob.name}') input")
-    page.click("dialog button[type=submit]")
+    submit_new_dm(ada, bob)
     expect(page.locator("#chat-title")).to_have_text(bob.name)
     expect(page.locator("dialog")).not_to_be_visible()  # while the first page is held back
     send(page, "typed at once")
@@ -205,11 +207,7 @@ def test_a_new_chat_that_fails_to_load_says_so_after_its_dialog_closed(
     ada = sign_up(browser, server, "Ada Lovelace", workspace=f"Fails {uuid.uuid4().hex[:6]}")
     bob = sign_up(browser, server, "Bob Babbage")
     page = ada.page
-    page.click("#workspace-menu")
-    page.click("dialog >> text=Add by email")
-    page.fill("dialog input[name=email]", bob.email)
-    page.click("dialog button[type=submit]")
-    expect(page.locator("dialog")).not_to_be_visible()
+    add_by_email(ada, bob)
     problem = {"title": "Service Unavailable", "status": 503, "detail": "try again shortly"}
     page.route(
         lambda url: "/messages?limit=50" in url,
@@ -217,10 +215,7 @@ def test_a_new_chat_that_fails_to_load_says_so_after_its_dialog_closed(
             status=503, json=problem, headers={"Content-Type": "application/problem+json"}
         ),
     )
-    page.click("#new-chat")
-    page.select_option("dialog select[name=type]", "Single")
-    page.check(f"dialog label:has-text('{bob.name}') input")
-    page.click("dialog button[type=submit]")
+    submit_new_dm(ada, bob)
     alert = page.locator("dialog")
     expect(alert).to_be_visible()
     expect(alert.locator("h2")).to_have_text("New chat")

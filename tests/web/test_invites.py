@@ -8,7 +8,7 @@ import uuid
 
 from playwright.sync_api import Browser, expect
 
-from tests.web.conftest import Person, ServerProcess, shot, sign_up
+from tests.web.conftest import Person, ServerProcess, add_by_email, shot, sign_up
 
 
 def test_invite_link_signup_lands_in_the_workspace(browser: Browser, server: ServerProcess) -> None:
@@ -63,11 +63,7 @@ def test_a_person_without_a_workspace_sees_it_arrive(
     ada = sign_up(browser, server, "Ada Lovelace", workspace=workspace)
     dee = sign_up(browser, server, "Dee Waiting")
     expect(dee.page.locator("#conversation")).to_contain_text("You are not in a workspace yet")
-    ada.page.click("#workspace-menu")
-    ada.page.click("dialog >> text=Add by email")
-    ada.page.fill("dialog input[name=email]", dee.email)
-    ada.page.click("dialog button[type=submit]")
-    expect(ada.page.locator("dialog")).not_to_be_visible()
+    add_by_email(ada, dee)
     # No reload on Dee's side: the workspace.member_added event brings it.
     expect(dee.page.locator("#workspace-select option:checked")).to_have_text(workspace)
     expect(dee.page.locator("#conversation")).not_to_contain_text("You are not in a workspace yet")
